@@ -1,0 +1,141 @@
+"""Pre-activation ResNet for CIFAR (He et al. 2016, "Identity Mappings in Deep Residual Networks").
+
+Stages of 16, 32, 64 planes. Depth ``6n + 2`` uses ``n`` basic blocks per stage (depth < 44);
+depth ``9n + 2`` uses ``n`` bottleneck blocks with 4x expansion (depth >= 44).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from lgeom._checks import check_positive_int, expected
+from lgeom.models import register_model
+
+STAGE_PLANES = (16, 32, 64)
+
+
+class BasicBlock(nn.Module):
+    """bn-relu-conv3x3-bn-relu-conv3x3 with an identity or 1x1-conv shortcut."""
+
+    expansion = 1
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
+        self.relu = nn.ReLU()
+        out = planes * self.expansion
+        self.shortcut = (
+            nn.Conv2d(in_planes, out, 1, stride=stride, bias=False) if stride != 1 or in_planes != out else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(self.relu(self.bn1(x)))
+        out = self.conv2(self.relu(self.bn2(out)))
+        return out + (x if self.shortcut is None else self.shortcut(x))
+
+
+class Bottleneck(nn.Module):
+    """bn-relu-conv1x1, bn-relu-conv3x3 (stride), bn-relu-conv1x1 (x4) with a shortcut."""
+
+    expansion = 4
+
+    def __init__(self, in_planes: int, planes: int, stride: int) -> None:
+        super().__init__()
+        out = planes * self.expansion
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
+        self.relu = nn.ReLU()
+        self.shortcut = (
+            nn.Conv2d(in_planes, out, 1, stride=stride, bias=False) if stride != 1 or in_planes != out else None
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv1(self.relu(self.bn1(x)))
+        out = self.conv2(self.relu(self.bn2(out)))
+        out = self.conv3(self.relu(self.bn3(out)))
+        return out + (x if self.shortcut is None else self.shortcut(x))
+
+
+class PreResNet(nn.Module):
+    """conv3x3(16) -> 3 stages of blocks -> bn-relu -> global average pool -> linear.
+
+    Parameter names: ``conv1.weight``, ``stages.<s>.<b>.{bn1,conv1,...,shortcut}.*``, ``bn.*``, ``head.*``.
+    """
+
+    def __init__(self, depth: int, in_channels: int, num_classes: int) -> None:
+        super().__init__()
+        self.depth = depth
+        block, n = block_layout(depth)
+        self.block_type = block.__name__
+        self.blocks_per_stage = n
+        self.conv1 = nn.Conv2d(in_channels, STAGE_PLANES[0], 3, padding=1, bias=False)
+        in_planes = STAGE_PLANES[0]
+        stages = []
+        for s, planes in enumerate(STAGE_PLANES):
+            blocks = []
+            for b in range(n):
+                stride = 2 if (s > 0 and b == 0) else 1
+                blocks.append(block(in_planes, planes, stride))
+                in_planes = planes * block.expansion
+            stages.append(nn.Sequential(*blocks))
+        self.stages = nn.Sequential(*stages)
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.relu = nn.ReLU()
+        self.head = nn.Linear(in_planes, num_classes)
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.stages(self.conv1(x))
+        h = self.relu(self.bn(h))
+        return self.head(h.mean(dim=(2, 3)))
+
+
+def valid_depths(limit: int = 200) -> list[int]:
+    """Depths up to ``limit`` that fit ``6n+2`` (< 44, basic) or ``9n+2`` (>= 44, bottleneck)."""
+    basic = [6 * n + 2 for n in range(1, 8) if 6 * n + 2 < 44]
+    bottleneck = [9 * n + 2 for n in range(1, limit) if 44 <= 9 * n + 2 <= limit]
+    return basic + bottleneck
+
+
+def block_layout(depth: int) -> tuple[type[nn.Module], int]:
+    """Block type and blocks per stage for ``depth``.
+
+    Raises:
+        ValueError: when ``depth`` fits neither formula, listing the valid depths.
+    """
+    if isinstance(depth, int) and not isinstance(depth, bool):
+        if depth < 44 and depth >= 8 and (depth - 2) % 6 == 0:
+            return BasicBlock, (depth - 2) // 6
+        if depth >= 44 and (depth - 2) % 9 == 0:
+            return Bottleneck, (depth - 2) // 9
+    depths = valid_depths(164)
+    raise ValueError(
+        f"preresnet depth: expected 6n+2 below 44 or 9n+2 from 44 up (valid depths include "
+        f"{', '.join(map(str, depths))}, ...), got {depth!r}"
+    )
+
+
+@register_model("preresnet")
+def build_preresnet(*, num_classes: int, in_shape: Sequence[int], depth: int = 8) -> PreResNet:
+    """Pre-activation CIFAR ResNet of the given depth for ``(channels, H, W)`` inputs."""
+    block_layout(depth)
+    if len(in_shape) != 3:
+        raise expected("preresnet in_shape", "(channels, height, width)", tuple(in_shape))
+    check_positive_int("preresnet in channels", in_shape[0])
+    return PreResNet(depth, in_shape[0], num_classes)

@@ -1,0 +1,177 @@
+"""Named parameters as points in weight space.
+
+A *parameter point* is a ``dict[str, Tensor]`` keyed like ``model.named_parameters()`` (trainable
+parameters only). Buffers (BatchNorm running statistics) travel separately as a ``dict[str, Tensor]`` keyed
+like ``model.named_buffers()``. Models are evaluated at any point through ``torch.func.functional_call``,
+which never mutates the module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from lgeom._checks import check_same_structure, expected
+
+Params = dict[str, torch.Tensor]
+
+
+def get_params(model: nn.Module, *, detach: bool = True) -> Params:
+    """The model's trainable parameters as a name -> tensor dict (detached clones by default)."""
+    return {
+        n: (p.detach().clone() if detach else p) for n, p in model.named_parameters() if p.requires_grad
+    }
+
+
+def get_buffers(model: nn.Module) -> Params:
+    """The model's buffers (e.g. BatchNorm running statistics) as detached clones."""
+    return {n: b.detach().clone() for n, b in model.named_buffers()}
+
+
+def load_params(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """Copy a parameter point (and optionally buffers) into ``model`` in place; returns the model.
+
+    Raises:
+        ValueError: when names or shapes do not match the model (naming the first mismatch).
+    """
+    check_same_structure(get_params(model, detach=False), params, first_name="model", second_name="params")
+    with torch.no_grad():
+        named = dict(model.named_parameters())
+        for n, v in params.items():
+            named[n].copy_(v)
+        if buffers is not None:
+            named_b = dict(model.named_buffers())
+            for n, v in buffers.items():
+                if n not in named_b:
+                    raise ValueError(f"buffer {n!r}: expected one of the model's buffers, got an unknown name")
+                named_b[n].copy_(v)
+    return model
+
+
+def functional_forward(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    inputs: torch.Tensor,
+    buffers: Mapping[str, torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """Run ``model`` at the parameter point ``params`` (and ``buffers``) without mutating the module.
+
+    Buffers not given are the module's own; in train mode BatchNorm updates the given buffer tensors in
+    place (that is how running statistics are recomputed at a point).
+    """
+    state: dict[str, torch.Tensor] = dict(params)
+    if buffers is not None:
+        state.update(buffers)
+    return functional_call(model, state, (inputs,), strict=False)
+
+
+@dataclass(frozen=True)
+class ParamLayout:
+    """Names, shapes and sizes of a parameter dict, to go between the dict and one flat vector."""
+
+    names: tuple[str, ...]
+    shapes: tuple[torch.Size, ...]
+    numels: tuple[int, ...]
+
+    @classmethod
+    def of(cls, params: Mapping[str, torch.Tensor]) -> "ParamLayout":
+        """The layout of ``params`` (in its iteration order)."""
+        names = tuple(params)
+        shapes = tuple(params[n].shape for n in names)
+        return cls(names, shapes, tuple(int(params[n].numel()) for n in names))
+
+    @property
+    def size(self) -> int:
+        """Total number of scalars."""
+        return sum(self.numels)
+
+    def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate ``params`` (in this layout's order) into one 1-D tensor."""
+        return torch.cat([params[n].reshape(-1) for n in self.names])
+
+    def unflatten(self, vector: torch.Tensor) -> Params:
+        """Split a flat vector back into a dict of views shaped like this layout (shares storage)."""
+        if vector.dim() != 1 or vector.numel() != self.size:
+            raise expected("vector", f"a 1-D tensor of {self.size} elements", tuple(vector.shape))
+        chunks = torch.split(vector, list(self.numels))
+        return {n: c.view(s) for n, c, s in zip(self.names, chunks, self.shapes)}
+
+
+def flatten(params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """One flat vector of every tensor in ``params`` (iteration order)."""
+    return ParamLayout.of(params).flatten(params)
+
+
+def unflatten(vector: torch.Tensor, like: Mapping[str, torch.Tensor]) -> Params:
+    """Split ``vector`` into tensors shaped like ``like`` (views of ``vector``)."""
+    return ParamLayout.of(like).unflatten(vector)
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of trainable scalars in ``model``."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+# --- arithmetic on parameter dicts -------------------------------------------------------------------
+
+
+def combine(weights: Iterable[float | torch.Tensor], points: Iterable[Mapping[str, torch.Tensor]]) -> Params:
+    """The linear combination ``sum_i weights[i] * points[i]`` of parameter dicts (differentiable)."""
+    weights, points = list(weights), list(points)
+    if len(weights) != len(points) or not points:
+        raise expected("weights", f"{len(points)} weights, one per point", len(weights))
+    out: Params = {}
+    for name in points[0]:
+        acc = points[0][name] * weights[0]
+        for w, p in zip(weights[1:], points[1:]):
+            acc = acc + p[name] * w
+        out[name] = acc
+    return out
+
+
+def subtract(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> Params:
+    """``a - b`` for parameter dicts."""
+    return {n: a[n] - b[n] for n in a}
+
+
+def dot(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Euclidean inner product of two parameter dicts (a 0-d tensor)."""
+    return sum((a[n] * b[n]).sum() for n in a)  # type: ignore[return-value]
+
+
+def norm(a: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """Euclidean norm of a parameter dict (a 0-d tensor)."""
+    return torch.sqrt(dot(a, a))
+
+
+def filter_normalized_direction(
+    params: Mapping[str, torch.Tensor],
+    *,
+    generator: torch.Generator | None = None,
+    ignore_1d: bool = True,
+) -> Params:
+    """A Gaussian random direction with each output filter rescaled to the norm of the matching filter.
+
+    For a weight of shape ``(out, ...)`` every slice ``d[i]`` is scaled to ``||d[i]|| = ||w[i]||``
+    (Li et al. 2018, filter normalisation). 1-D parameters (biases, BatchNorm scales and shifts) are set
+    to zero with ``ignore_1d`` (the default), else copied from the parameter itself.
+
+    Returns:
+        A dict shaped like ``params`` on the same device and dtype.
+    """
+    out: Params = {}
+    for name, w in params.items():
+        w = w.detach()
+        if w.dim() <= 1:
+            out[name] = torch.zeros_like(w) if ignore_1d else w.clone()
+            continue
+        d = torch.randn(w.shape, generator=generator, dtype=w.dtype, device="cpu").to(w.device)
+        d_norm = d.reshape(d.shape[0], -1).norm(dim=1).clamp_min(1e-12)
+        w_norm = w.reshape(w.shape[0], -1).norm(dim=1)
+        scale = (w_norm / d_norm).reshape(-1, *([1] * (w.dim() - 1)))
+        out[name] = d * scale
+    return out

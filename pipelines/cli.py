@@ -1,0 +1,103 @@
+"""The ``lgeom`` command: ``lgeom <step> --preset NAME [dotted.key=value ...]``.
+
+Every step lives in ``pipelines/<step>.py`` with ``add_arguments(parser)`` (optional extra options) and
+``cli(cfg, args) -> int``; preset steps get ``--preset``, ``--cell`` and overrides for free. Errors in the
+configuration or the input exit with status 2 (bad input) or 1 (a failure while running) and a one-line
+message naming the bad value, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+# step -> (module, takes a preset, one-line help)
+STEPS: dict[str, tuple[str, bool, str]] = {
+    "train": ("pipelines.train", True, "train the endpoints of every cell (checkpoints + metrics)"),
+    "connect": ("pipelines.connect", True, "connect two endpoints: line, Bezier, PolyChain, path metrics, plane"),
+    "probe": ("pipelines.probe", True, "Hessian spectra, sharpness, slices, PCA plane at a checkpoint or along a curve"),
+    "study": ("pipelines.study", True, "run the matrix on Ray Tune, one trial per cell, logged to MLflow"),
+    "tune": ("pipelines.tune", True, "Optuna search (through Ray Tune) over one cell's training hyperparameters"),
+    "compare": ("pipelines.compare", False, "comparison tables from logged runs"),
+    "report": ("pipelines.report", False, "Markdown + HTML report of a study"),
+    "up": ("pipelines.stack", False, "start the local S3 (SeaweedFS) + MLflow server stack"),
+    "down": ("pipelines.stack", False, "stop the local stack"),
+}
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+
+def _load(module: str) -> Any | None:
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as err:
+        if err.name == module:
+            return None
+        raise
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``lgeom`` argument parser with one subcommand per available step."""
+    parser = argparse.ArgumentParser(
+        prog="lgeom",
+        description="Loss-landscape geometry studies tracked in MLflow. "
+        "Example: lgeom train --preset quick train.lr=0.05",
+    )
+    sub = parser.add_subparsers(dest="step", metavar="<step>")
+    for step, (module_name, takes_preset, help_text) in STEPS.items():
+        module = _load(module_name)
+        if module is None or not hasattr(module, "cli"):
+            continue
+        p = sub.add_parser(step, help=help_text, description=(module.__doc__ or help_text).strip().split("\n\n")[0])
+        if takes_preset:
+            p.add_argument("--preset", default="quick", help="preset name (pipelines/presets) or a YAML file")
+            p.add_argument("--cell", default=None, help="only this matrix cell (e.g. mlp2x16/moons/sgd)")
+            p.add_argument("--no-progress", action="store_true", help="no progress bars")
+            p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=0.05")
+        if hasattr(module, "add_arguments"):
+            module.add_arguments(p, step)
+        p.set_defaults(_module=module, _takes_preset=takes_preset)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``lgeom`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from lgeom.data import DatasetNotFoundError
+    from lgeom.train import NonFiniteLossError
+    from pipelines.config import ConfigError, load_config
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not args.step:
+        parser.print_help()
+        return EXIT_BAD_INPUT
+    prog = f"lgeom {args.step}"
+    try:
+        cfg = None
+        if args._takes_preset:
+            overrides = [o for o in args.overrides if o.strip()]
+            cfg = load_config(args.preset, overrides)
+        return int(args._module.cli(cfg, args) or 0)
+    except ConfigError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except (DatasetNotFoundError, FileNotFoundError) as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except NonFiniteLossError as err:
+        print(f"{prog}: failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except ValueError as err:
+        print(f"{prog}: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""What every step shares: building data and models from a config, training endpoints with checkpoints,
+and writing results to the local output folder."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from lgeom.data import Splits, build_splits
+from lgeom.models import build_model
+from lgeom.progress import Callback
+from lgeom.seed import set_seed
+from lgeom.train import TrainResult, TrainSpec, train
+from pipelines.config import Config, data_options, train_spec_kwargs
+
+
+def load_splits(cfg: Config) -> Splits:
+    """Train (as trained on), unaugmented train and test splits of the configured dataset."""
+    d = cfg.data
+    return build_splits(d.name, root=d.root, seed=d.seed, **data_options(d))
+
+
+def build_cell_model(cfg: Config, splits: Splits) -> nn.Module:
+    """A fresh model of the configured architecture, shaped for ``splits`` (uses the current RNG state)."""
+    ds = splits.test
+    return build_model(cfg.model.arch, num_classes=ds.num_classes, in_shape=ds.in_shape, **cfg.model.options())
+
+
+def short_hash(data: Any) -> str:
+    """12 hex digits identifying a JSON-serialisable value."""
+    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def endpoint_key(cfg: Config) -> str:
+    """Hash of everything that determines a trained endpoint except its seed (model, data, training)."""
+    d = cfg.to_dict()
+    train_part = {k: v for k, v in d["train"].items() if k not in ("seeds", "device", "num_workers", "checkpoint_every")}
+    data_part = {k: v for k, v in d["data"].items() if k not in ("root", "eval_batch_size")}
+    return short_hash({"model": d["model"], "data": data_part, "train": train_part})
+
+
+def cell_dir(cfg: Config, cell: str) -> Path:
+    """Local output folder of one cell: ``<output_dir>/<config name>/<cell name>``."""
+    return Path(cfg.output_dir) / cfg.name / cell
+
+
+def train_endpoint(
+    cfg: Config,
+    seed: int,
+    splits: Splits,
+    out_dir: Path,
+    *,
+    callbacks: Sequence[Callback] | None = None,
+    progress: bool = True,
+) -> tuple[nn.Module, TrainResult, Path]:
+    """Train (or resume, or reload) the endpoint with ``seed``; checkpoints live under
+    ``out_dir/endpoints/<endpoint_key>/seed<seed>`` so a changed config never resumes a stale run.
+
+    Returns:
+        ``(model, result, checkpoint folder)`` with the model holding the trained weights.
+    """
+    ckpt = out_dir / "endpoints" / endpoint_key(cfg) / f"seed{seed}"
+    set_seed(seed)
+    model = build_cell_model(cfg, splits)
+    spec = TrainSpec(**train_spec_kwargs(cfg.train, seed=seed))
+    result = train(
+        model,
+        splits.train,
+        splits.test,
+        spec,
+        train_eval_data=splits.train_eval,
+        callbacks=callbacks,
+        progress=progress,
+        checkpoint_dir=ckpt,
+    )
+    return model, result, ckpt
+
+
+def write_json(path: Path, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (temp file + rename); returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if hasattr(obj, "__dataclass_fields__"):
+        import dataclasses
+
+        return dataclasses.asdict(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
