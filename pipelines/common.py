@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from lgeom.models import build_model
 from lgeom.progress import Callback
 from lgeom.seed import set_seed
 from lgeom.train import TrainResult, TrainSpec, train
+from pipelines.bundle import write_json  # noqa: F401  (re-exported for the steps)
 from pipelines.config import Config, data_options, train_spec_kwargs
 
 
@@ -81,24 +81,3 @@ def train_endpoint(
         checkpoint_dir=ckpt,
     )
     return model, result, ckpt
-
-
-def write_json(path: Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (temp file + rename); returns ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default))
-    os.replace(tmp, path)
-    return path
-
-
-def _json_default(obj: Any) -> Any:
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    if hasattr(obj, "__dataclass_fields__"):
-        import dataclasses
-
-        return dataclasses.asdict(obj)
-    if isinstance(obj, Path):
-        return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

@@ -1,0 +1,37 @@
+"""Loss surfaces: the plane through three points (``plane``), filter-normalised 1-D/2-D slices
+(``slices``) and the PCA plane of a training trajectory (``pca``).
+
+Names are resolved lazily from the submodules listed in ``_EXPORTS`` so each part can be imported on its
+own.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# public name -> submodule of lgeom.surfaces
+_EXPORTS: dict[str, str] = {
+    "plane": "plane",
+    "PlaneResult": "plane",
+    "plane_basis": "plane",
+    "slice_1d": "slices",
+    "slice_2d": "slices",
+    "SliceResult": "slices",
+    "pca_plane": "pca",
+    "PCAPlaneResult": "pca",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        module = importlib.import_module(f"lgeom.surfaces.{_EXPORTS[name]}")
+        return getattr(module, name)
+    raise AttributeError(f"module 'lgeom.surfaces' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(_EXPORTS)
+
+
+__all__ = sorted(_EXPORTS)
