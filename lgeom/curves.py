@@ -10,22 +10,47 @@ modules. With control points ``P_0 = A, P_1..P_k`` (the *bends*) and ``P_{k+1} =
   ``A + 2t (C - A)`` for ``t <= 1/2`` and ``C + (2t - 1)(B - C)`` after.
 
 Bends start on the straight line (one bend: ``C = (A + B) / 2``) and are the only trainable tensors.
+:func:`fit_curve` trains them on ``E_{t~U(0,1)} L(phi(t))``.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call
+from torch.utils.data import Dataset
 
-from lgeom._checks import check_positive_int, check_same_structure, check_ts, expected
-from lgeom.params import Params, combine
+from lgeom._checks import check_positive_int, check_same_structure, expected
+from lgeom.data import make_loader
+from lgeom.evaluate import has_batchnorm
+from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
+from lgeom.params import Params, get_buffers
+from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
+from lgeom.table import Table
+from lgeom.train import NonFiniteLossError
 
 CURVE_KINDS: dict[str, type["Curve"]] = {}
+
+
+def check_t(t: float | torch.Tensor) -> float:
+    """``t`` as a Python float after checking it lies in [0, 1].
+
+    Raises:
+        ValueError: ``t`` is NaN or outside [0, 1].
+    """
+    value = float(t)
+    if not 0.0 <= value <= 1.0:  # also rejects NaN
+        raise expected("t", "a value in [0, 1]", value)
+    return value
 
 
 class Curve:
@@ -48,6 +73,7 @@ class Curve:
         check_same_structure(start, end, first_name="start (A)", second_name="end (B)")
         self.start: Params = {n: t.detach() for n, t in start.items()}
         self.end: Params = {n: t.detach() for n, t in end.items()}
+        self._names = tuple(self.start)
         if isinstance(bends, int):
             check_positive_int(f"{self.kind} bends", bends, allow_zero=self.kind == "line")
             k = bends
@@ -66,6 +92,11 @@ class Curve:
         """Number of trainable control points."""
         return len(self.bends)
 
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Parameter names, in the order of ``start``."""
+        return self._names
+
     def control_points(self) -> list[Params]:
         """``[A, *bends, B]``."""
         return [self.start, *self.bends, self.end]
@@ -79,17 +110,39 @@ class Curve:
         raise NotImplementedError
 
     def point(self, t: float | torch.Tensor) -> Params:
-        """Parameters at ``t`` (differentiable with respect to the bends).
+        """Parameters at ``t`` (differentiable with respect to the bends, constant in A and B).
+
+        Computed with ``torch._foreach`` ops: the endpoint part ``w_A A + w_B B`` in two list operations,
+        then one list operation per bend, so the cost does not grow with the number of parameter tensors
+        in Python.
 
         Raises:
             ValueError: ``t`` outside [0, 1].
         """
-        t_val = float(check_ts([float(t)])[0])
-        return combine(self.coefficients(t_val), self.control_points())
+        weights = self.coefficients(check_t(t))
+        names = self._names
+        with torch.no_grad():
+            out = torch._foreach_mul([self.start[n] for n in names], weights[0])
+            torch._foreach_add_(out, [self.end[n] for n in names], alpha=weights[-1])
+        for w, bend in zip(weights[1:-1], self.bends):
+            out = torch._foreach_add(out, [bend[n] for n in names], alpha=w)
+        return dict(zip(names, out))
 
     def midpoint(self) -> Params:
         """``phi(0.5)`` detached."""
         return {n: v.detach() for n, v in self.point(0.5).items()}
+
+    def apex(self) -> Params:
+        """The control point used for triangle geometry: the middle bend (``C`` for one bend), detached.
+
+        With an even number of bends the one just before the middle is taken; a line has no apex.
+
+        Raises:
+            ValueError: for a curve without bends.
+        """
+        if not self.bends:
+            raise expected(f"{self.kind} bends", "at least one control point for a triangle", 0)
+        return {n: v.detach() for n, v in self.bends[(self.n_bends - 1) // 2].items()}
 
     def to_state(self) -> dict[str, Any]:
         """Everything needed to rebuild the curve: kind, endpoints and bends (detached CPU tensors)."""
@@ -205,3 +258,197 @@ def load_curve(path: str | os.PathLike[str]) -> tuple[Curve, dict[str, Any]]:
     if not isinstance(data, dict) or "curve" not in data:
         raise expected("curve file", "a file written by save_curve", str(p))
     return curve_from_state(data["curve"]), dict(data.get("extra", {}))
+
+
+# --- fitting ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CurveFitSpec(OptimSpec):
+    """How :func:`fit_curve` trains the bends (optimiser fields as in :class:`~lgeom.optim.OptimSpec`).
+
+    Defaults follow Garipov et al. (2018): SGD with momentum and the ``piecewise`` schedule.
+
+    Attributes:
+        weight_decay: L2 penalty ``weight_decay / 2 * ||phi(t)||^2`` on the point of the curve (not on the
+            bends themselves), as in the mode-connectivity papers.
+        epochs: passes over the training data.
+        batch_size: samples per step.
+        t_per_batch: values of t drawn per batch; the loss is averaged over them (each evaluated on the
+            whole batch), which lowers the variance of the estimate of ``E_t L(phi(t))`` at that many
+            forward/backward passes per step.
+        seed: seeds batch shuffling and the draws of t.
+    """
+
+    lr: float = 0.05
+    schedule: str = "piecewise"
+    epochs: int = 10
+    batch_size: int = 128
+    t_per_batch: int = 1
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        """Every invalid field (empty when valid)."""
+        out = super().problems()
+        for name in ("epochs", "batch_size", "t_per_batch"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                out.append(f"{name}: expected an integer > 0, got {v!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            out.append(f"seed: expected an integer >= 0, got {self.seed!r}")
+        return out
+
+
+@dataclass
+class CurveFitResult:
+    """What :func:`fit_curve` returns.
+
+    Attributes:
+        curve: the fitted curve (the object passed in; its bends were trained in place).
+        history: per-epoch table: ``epoch`` (1-based), ``lr`` (at the epoch's end), ``loss`` (mean
+            cross-entropy at the sampled points, sample-weighted, without the weight-decay term),
+            ``time_s`` (seconds since the start).
+        steps: optimiser steps taken.
+        wall_time_s: seconds spent fitting.
+    """
+
+    curve: Curve
+    history: Table
+    steps: int
+    wall_time_s: float
+
+
+def fit_curve(
+    model: nn.Module,
+    curve: Curve,
+    train_data: Dataset,
+    spec: CurveFitSpec | None = None,
+    *,
+    callbacks: Sequence[Callback] | None = None,
+    progress: bool = True,
+) -> CurveFitResult:
+    """Train the bends of ``curve`` on ``E_{t ~ U(0, 1)} L(phi(t))`` (A and B stay fixed).
+
+    Each step draws ``spec.t_per_batch`` values of t, evaluates ``model`` at ``phi(t)`` through
+    ``functional_call`` on a training batch with BatchNorm in train mode (batch statistics; running
+    statistics go to a scratch copy, so ``model`` is not mutated), adds ``weight_decay / 2 * ||phi(t)||^2``,
+    and steps the optimiser on the bends only. The learning rate follows ``spec.schedule`` over all steps.
+
+    Args:
+        model: the architecture the curve's parameters belong to.
+        curve: the curve to fit; its tensors' device is used for the data.
+        train_data: training set (map-style dataset, e.g. from :func:`~lgeom.data.build_dataset`).
+        spec: optimiser, schedule and loop settings (default ``CurveFitSpec()``).
+        callbacks: receive :class:`~lgeom.progress.ProgressEvent` with task ``"fit_curve"`` per step and
+            epoch.
+        progress: add a tqdm bar.
+
+    Returns:
+        :class:`CurveFitResult` (the curve is fitted in place and returned in it).
+
+    Raises:
+        ValueError: a curve without bends, empty training data, or parameters that do not match ``model``.
+        NonFiniteLossError: the loss became NaN or infinite (names the epoch and step).
+    """
+    spec = spec or CurveFitSpec()
+    if not curve.bends:
+        raise expected(f"{curve.kind} bends", "at least one trainable control point to fit", 0)
+    if len(train_data) == 0:  # type: ignore[arg-type]
+        raise expected("train_data", "a non-empty dataset", "an empty one (0 samples)")
+    device = next(iter(curve.start.values())).device
+    dtype = next(iter(curve.start.values())).dtype
+    check_model_matches(model, curve.start, what="curve")
+    # Scratch buffers: BatchNorm in train mode writes running statistics here, not into the model.
+    buffers = {n: b.to(device, dtype=dtype if b.is_floating_point() else b.dtype) for n, b in get_buffers(model).items()}
+    bn = has_batchnorm(model)
+    n_train = len(train_data)  # type: ignore[arg-type]
+    # A final batch of one sample breaks BatchNorm in train mode; drop it only then.
+    drop_last = bn and n_train % spec.batch_size == 1 and n_train > 1
+    loader = make_loader(train_data, spec.batch_size, shuffle=True, seed=spec.seed, drop_last=drop_last)
+    steps_per_epoch = len(loader)
+    total_steps = steps_per_epoch * spec.epochs
+    optimizer = build_optimizer(curve.parameters(), spec, weight_decay=0.0)
+    t_gen = torch.Generator().manual_seed(spec.seed + 1)
+    wd = float(spec.weight_decay)
+    k = spec.t_per_batch
+
+    def forward(params: Params, xb: torch.Tensor) -> torch.Tensor:
+        return functional_call(model, {**params, **buffers}, (xb,))
+
+    cbs = resolve_callbacks(callbacks, progress, "fit_curve")
+    emit(cbs, ProgressEvent("fit_curve", "start", 0, total_steps, 0))
+    rows: list[dict[str, float]] = []
+    step = 0
+    was_training = model.training
+    model.train()
+    t0 = time.perf_counter()
+    try:
+        for epoch in range(spec.epochs):
+            loss_sum = torch.zeros((), device=device, dtype=torch.float64)
+            n_epoch = 0
+            lr = spec.lr
+            pending: list[tuple[int, torch.Tensor]] = []
+            for xb, yb in loader:
+                xb = xb.to(device, non_blocking=True)
+                if xb.is_floating_point() and xb.dtype != dtype:
+                    xb = xb.to(dtype)
+                yb = yb.to(device, non_blocking=True)
+                lr = spec.lr * lr_factor(spec, step / total_steps)
+                set_lr(optimizer, lr)
+                optimizer.zero_grad(set_to_none=True)
+                ce_total = torch.zeros((), device=device)
+                for t in torch.rand(k, generator=t_gen, dtype=torch.float64).tolist():
+                    phi = curve.point(t)
+                    logits = forward(phi, xb)
+                    ce = F.cross_entropy(logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), yb)
+                    loss = ce
+                    if wd > 0:
+                        loss = loss + 0.5 * wd * torch.stack(torch._foreach_norm(list(phi.values()))).square().sum()
+                    (loss / k if k > 1 else loss).backward()
+                    ce_total = ce_total + ce.detach()
+                optimizer.step()
+                step += 1
+                bs = int(yb.shape[0])
+                n_epoch += bs
+                mean_ce = ce_total / k
+                loss_sum += mean_ce.double() * bs
+                pending.append((step, mean_ce))
+                # A finiteness check forces a device sync; batching it keeps GPU steps asynchronous.
+                if len(pending) >= 25 or device.type == "cpu":
+                    _check_finite(pending, epoch)
+                    pending = []
+                emit(cbs, ProgressEvent("fit_curve", "step", step, total_steps, epoch))
+            _check_finite(pending, epoch)
+            row = {"epoch": epoch + 1, "lr": lr, "loss": float(loss_sum) / max(n_epoch, 1), "time_s": time.perf_counter() - t0}
+            rows.append(row)
+            emit(cbs, ProgressEvent("fit_curve", "epoch", step, total_steps, epoch, {k_: v for k_, v in row.items() if k_ != "epoch"}))
+    finally:
+        model.train(was_training)
+    wall = time.perf_counter() - t0
+    emit(cbs, ProgressEvent("fit_curve", "end", step, total_steps, spec.epochs - 1, {"loss": rows[-1]["loss"]} if rows else {}))
+    return CurveFitResult(curve=curve, history=Table.from_rows(rows), steps=step, wall_time_s=wall)
+
+
+def check_model_matches(model: nn.Module, params: Mapping[str, torch.Tensor], *, what: str = "params") -> None:
+    """Raise unless ``params`` has exactly the names and shapes of ``model``'s trainable parameters.
+
+    Dtypes and devices may differ (``functional_call`` evaluates the model at whatever tensors it gets).
+
+    Raises:
+        ValueError: naming the first parameter whose name or shape differs.
+    """
+    dtype = next(iter(params.values())).dtype if params else torch.float32
+    shapes = {n: torch.empty(p.shape, dtype=dtype, device="meta") for n, p in model.named_parameters() if p.requires_grad}
+    check_same_structure(shapes, {n: v.to("meta") for n, v in params.items()}, first_name="model", second_name=what)
+
+
+def _check_finite(pending: list[tuple[int, torch.Tensor]], epoch: int) -> None:
+    if not pending:
+        return
+    values = torch.stack([v for _, v in pending])
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return
+    i = int((~finite).nonzero()[0])
+    raise NonFiniteLossError(epoch + 1, pending[i][0], float(values[i]), task="curve fitting")
+

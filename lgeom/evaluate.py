@@ -13,7 +13,7 @@ Definitions (DESIGN.md, the metric contract):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +52,20 @@ def _param_device(model: nn.Module, params: Mapping[str, torch.Tensor] | None) -
     return torch.device("cpu")
 
 
+def _param_dtype(model: nn.Module, params: Mapping[str, torch.Tensor] | None) -> torch.dtype:
+    if params:
+        return next(iter(params.values())).dtype
+    for p in model.parameters():
+        return p.dtype
+    return torch.get_default_dtype()
+
+
+def _to_device(xb: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """Move a batch of inputs to ``device``; floating inputs take the parameters' dtype (float64 checks)."""
+    xb = xb.to(device, non_blocking=True)
+    return xb.to(dtype) if xb.is_floating_point() and dtype.is_floating_point and xb.dtype != dtype else xb
+
+
 def evaluate(
     model: nn.Module,
     data: Batches,
@@ -74,24 +88,31 @@ def evaluate(
         ValueError: when ``data`` holds no samples.
     """
     device = _param_device(model, params)
+    dtype = _param_dtype(model, params)
     was_training = model.training
     model.eval()
-    total_loss, correct, n = 0.0, 0, 0
+    # Sums stay on the device: reading them back per batch would force a sync on every batch.
+    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+    correct_sum = torch.zeros((), dtype=torch.long, device=device)
+    n = 0
     try:
         with torch.no_grad():
             for xb, yb in data:
-                xb, yb = xb.to(device, non_blocking=True), yb.to(device, non_blocking=True)
+                xb, yb = _to_device(xb, device, dtype), yb.to(device, non_blocking=True)
                 if params is None and buffers is None:
                     logits = model(xb)
                 else:
                     logits = functional_forward(model, params or get_params(model, detach=False), xb, buffers)
-                total_loss += float(F.cross_entropy(logits.float(), yb, reduction="sum"))
-                correct += int((logits.argmax(dim=1) == yb).sum())
+                if logits.dtype not in (torch.float32, torch.float64):
+                    logits = logits.float()
+                loss_sum += F.cross_entropy(logits, yb, reduction="sum").double()
+                correct_sum += (logits.argmax(dim=1) == yb).sum()
                 n += int(yb.shape[0])
     finally:
         model.train(was_training)
     if n == 0:
         raise expected("data", "a non-empty dataset", "an empty one (0 samples)")
+    total_loss, correct = float(loss_sum), int(correct_sum)
     return EvalResult(loss=total_loss / n, acc=100.0 * correct / n, n=n)
 
 
@@ -114,10 +135,14 @@ def recompute_bn_stats(
     Raises:
         ValueError: when ``bn_batches`` is empty for a model with BatchNorm.
     """
-    new = {n: b.detach().clone() for n, b in (buffers if buffers is not None else get_buffers(model)).items()}
+    device = _param_device(model, params)
+    dtype = _param_dtype(model, params)
+    source = buffers if buffers is not None else get_buffers(model)
+    new = {
+        n: b.detach().to(device, dtype=dtype if b.is_floating_point() else b.dtype, copy=True) for n, b in source.items()
+    }
     if not has_batchnorm(model):
         return new
-    device = _param_device(model, params)
     bns = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     momenta = {name: m.momentum for name, m in bns}
     for name, m in bns:
@@ -133,7 +158,7 @@ def recompute_bn_stats(
     try:
         with torch.no_grad():
             for xb, _ in bn_batches:
-                functional_forward(model, params, xb.to(device, non_blocking=True), new)
+                functional_forward(model, params, _to_device(xb, device, dtype), new)
                 seen += 1
     finally:
         for name, m in bns:
@@ -200,7 +225,8 @@ def evaluate_path(
         bn_batches: fixed training batches for the BatchNorm recompute (BN models).
         endpoint_buffers: the trained running statistics of A and B; with them, t = 0 and t = 1 are
             evaluated as the trained endpoints (no recompute), as the BN policy says.
-        progress: called after each point with ``{"index", "t", <columns>}``.
+        progress: called for each point, in order, with ``{"index", "t", <columns>}`` once its values are
+            known (points are evaluated in batched chunks, see :mod:`lgeom.grid`).
 
     Returns:
         A :class:`~lgeom.table.Table` with column ``t`` and ``train_loss``, ``train_acc``, ``test_loss``,
@@ -209,29 +235,45 @@ def evaluate_path(
     Raises:
         ValueError: t outside [0, 1], no split given, or an empty dataset.
     """
-    t_values = check_ts(np.linspace(0.0, 1.0, 61) if ts is None else ts)
+    t_values = check_ts(np.linspace(0.0, 1.0, 61) if ts is None else ts).tolist()
     splits = {name: data for name, data in (("train", train), ("test", test)) if data is not None}
     if not splits:
         raise expected("splits", "train and/or test batches", None)
+    # One-shot iterators would be exhausted after the first point.
+    splits = {name: list(data) if isinstance(data, Iterator) else data for name, data in splits.items()}
+    if isinstance(bn_batches, Iterator):
+        bn_batches = list(bn_batches)
+
+    # Trained endpoints of a BN model keep their own statistics (the BN policy); every other point is
+    # evaluated in chunks by the batched engine, which recomputes statistics per point.
+    endpoint_rows: dict[int, dict[str, EvalResult]] = {}
+    if endpoint_buffers is not None and has_batchnorm(model):
+        for i, t in enumerate(t_values):
+            bufs = endpoint_buffers[0] if t == 0.0 else endpoint_buffers[1] if t == 1.0 else None
+            if bufs is not None:
+                params = {n: p.detach() for n, p in path.point(t).items()}
+                endpoint_rows[i] = evaluate_point(model, params, splits, buffers=bufs, endpoint=True)
+    rest = [i for i in range(len(t_values)) if i not in endpoint_rows]
+    batched: dict[str, Any] = {}
+    if rest:
+        from lgeom.grid import evaluate_chunks, stack_points  # grid builds on this module
+
+        def chunk(lo: int, hi: int) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                return stack_points([path.point(t_values[i]) for i in rest[lo:hi]])
+
+        batched = evaluate_chunks(model, len(rest), chunk, splits, bn_batches=bn_batches)
+    position = {i: j for j, i in enumerate(rest)}
     rows: list[dict[str, float]] = []
-    for i, t in enumerate(t_values.tolist()):
-        params = path.point(t)
-        params = {n: p.detach() for n, p in params.items()}
-        endpoint_bufs = None
-        if endpoint_buffers is not None and t in (0.0, 1.0):
-            endpoint_bufs = endpoint_buffers[0] if t == 0.0 else endpoint_buffers[1]
-        results = evaluate_point(
-            model,
-            params,
-            splits,
-            bn_batches=bn_batches,
-            buffers=endpoint_bufs,
-            endpoint=endpoint_bufs is not None,
-        )
+    for i, t in enumerate(t_values):
         row = {"t": t}
-        for split, res in results.items():
-            row[f"{split}_loss"] = res.loss
-            row[f"{split}_acc"] = res.acc
+        for split in splits:
+            if i in endpoint_rows:
+                row[f"{split}_loss"] = endpoint_rows[i][split].loss
+                row[f"{split}_acc"] = endpoint_rows[i][split].acc
+            else:
+                row[f"{split}_loss"] = float(batched[split].loss[position[i]])
+                row[f"{split}_acc"] = float(batched[split].acc[position[i]])
         rows.append(row)
         if progress is not None:
             progress({"index": i, **row})

@@ -1,15 +1,26 @@
 """Evaluate many parameter points per pass over the data.
 
-For models without BatchNorm, points are stacked and evaluated together with ``torch.func.vmap`` over
-``functional_call`` (one batched forward per data batch and chunk of points). Models with BatchNorm need
-their statistics recomputed at every point (the BN policy), so they fall back to a loop over points, as
-does any model ``vmap`` cannot trace.
+Points are processed in chunks: a chunk is a dict of *stacked* parameters (leading dimension = points),
+evaluated with ``torch.func.vmap`` over ``functional_call`` so that one batched forward per data batch
+serves every point of the chunk. Models with BatchNorm follow the BN policy inside the same scheme: each
+point's running statistics are recomputed on the fixed ``bn_batches`` (train mode, cumulative average) as
+a stacked buffer per point, then the chunk is evaluated in eval mode. Where ``vmap`` cannot trace a model,
+a loop over points does the same work one point at a time.
+
+Three entry points share that engine:
+
+* :func:`evaluate_points` / :func:`evaluate_points_splits` -- a list of parameter dicts;
+* :func:`evaluate_affine` -- points ``origin + sum_k coords[i, k] * directions[k]`` built chunk by chunk
+  (planes and slices never hold every grid point in memory);
+* :func:`evaluate_chunks` -- any ``chunk(lo, hi) -> stacked parameters`` callable (used for paths).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,14 +30,25 @@ from torch.func import functional_call, vmap
 
 from lgeom._checks import check_positive_int, expected
 from lgeom.evaluate import evaluate, has_batchnorm, recompute_bn_stats
-from lgeom.params import get_buffers
+from lgeom.params import ParamLayout, get_buffers
+from lgeom.progress import Callback, ProgressEvent, emit
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+ChunkFn = Callable[[int, int], dict[str, torch.Tensor]]
+
+METHODS = ("auto", "vmap", "loop")
+# Bytes of working memory one chunk may take (CPU); on CUDA a quarter of the free memory is used.
+CPU_CHUNK_BUDGET = 256 * 2**20
+MAX_AUTO_CHUNK = 128
 
 
 @dataclass(frozen=True)
 class PointsEval:
-    """Per-point mean cross-entropy ``loss`` and accuracy ``acc`` (percent) over ``n`` samples."""
+    """Per-point mean cross-entropy ``loss`` and accuracy ``acc`` (percent) over ``n`` samples.
+
+    ``method`` says how the points were evaluated: ``"vmap"``, ``"loop"`` or ``"vmap+loop"`` (vmap gave up
+    part way, e.g. on an operation it cannot batch).
+    """
 
     loss: np.ndarray
     acc: np.ndarray
@@ -35,7 +57,11 @@ class PointsEval:
 
 
 def stack_points(points: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack parameter dicts along a new leading dimension (shape ``(P, *param_shape)``)."""
+    """Stack parameter dicts along a new leading dimension (shape ``(P, *param_shape)``).
+
+    Raises:
+        ValueError: no points.
+    """
     if not points:
         raise expected("points", "at least one parameter point", 0)
     return {n: torch.stack([p[n].detach() for p in points]) for n in points[0]}
@@ -47,91 +73,378 @@ def evaluate_points(
     data: Batches,
     *,
     bn_batches: Batches | None = None,
-    chunk_size: int = 64,
+    chunk_size: int | None = None,
     method: str = "auto",
+    callbacks: Sequence[Callback] | None = None,
 ) -> PointsEval:
     """Loss and accuracy of ``model`` at each of ``points`` over ``data``.
 
     Args:
         model: the architecture (not mutated).
         points: parameter dicts (all with the model's parameter names).
-        data: iterable of ``(inputs, targets)`` batches; iterated once per chunk of points with ``vmap``.
+        data: re-iterable ``(inputs, targets)`` batches (a one-shot iterator is materialised first).
         bn_batches: training batches for the BatchNorm recompute (required for BN models).
-        chunk_size: points evaluated together in one vmapped forward.
-        method: ``"auto"`` (vmap where possible), ``"vmap"`` or ``"loop"``.
+        chunk_size: points evaluated together in one vmapped forward (``None``: sized from the model,
+            the batch size and the memory available).
+        method: ``"auto"`` (vmap, falling back to a loop where vmap fails), ``"vmap"`` or ``"loop"``.
+        callbacks: receive :class:`~lgeom.progress.ProgressEvent` (task ``"grid"``) after each chunk.
 
     Returns:
-        :class:`PointsEval` with one loss and accuracy per point.
+        :class:`PointsEval` with one loss and accuracy (percent) per point.
 
     Raises:
         ValueError: no points, empty data, a BN model without ``bn_batches``, or a bad method.
     """
-    if method not in ("auto", "vmap", "loop"):
-        raise expected("method", "'auto', 'vmap' or 'loop'", method)
-    check_positive_int("chunk_size", chunk_size)
+    return evaluate_points_splits(
+        model, points, {"data": data}, bn_batches=bn_batches, chunk_size=chunk_size, method=method, callbacks=callbacks
+    )["data"]
+
+
+def evaluate_points_splits(
+    model: nn.Module,
+    points: Sequence[Mapping[str, torch.Tensor]],
+    splits: Mapping[str, Batches],
+    *,
+    bn_batches: Batches | None = None,
+    chunk_size: int | None = None,
+    method: str = "auto",
+    callbacks: Sequence[Callback] | None = None,
+) -> dict[str, PointsEval]:
+    """Like :func:`evaluate_points` on several splits at once (BN statistics recomputed once per point).
+
+    Returns:
+        Split name -> :class:`PointsEval`.
+
+    Raises:
+        ValueError: as :func:`evaluate_points`.
+    """
     if not points:
         raise expected("points", "at least one parameter point", 0)
+    points = list(points)
+    return evaluate_chunks(
+        model,
+        len(points),
+        lambda lo, hi: stack_points(points[lo:hi]),
+        splits,
+        bn_batches=bn_batches,
+        chunk_size=chunk_size,
+        method=method,
+        callbacks=callbacks,
+    )
+
+
+def evaluate_affine(
+    model: nn.Module,
+    origin: Mapping[str, torch.Tensor],
+    directions: Sequence[Mapping[str, torch.Tensor]],
+    coords: np.ndarray | torch.Tensor | Sequence[Sequence[float]],
+    splits: Mapping[str, Batches],
+    *,
+    bn_batches: Batches | None = None,
+    chunk_size: int | None = None,
+    method: str = "auto",
+    callbacks: Sequence[Callback] | None = None,
+) -> dict[str, PointsEval]:
+    """Evaluate the points ``origin + sum_k coords[i, k] * directions[k]`` for every row ``i`` of ``coords``.
+
+    Points are built chunk by chunk from flat vectors (one matrix product per chunk), so a 2-D grid of
+    any size never holds more than one chunk of parameter points.
+
+    Args:
+        model: the architecture (not mutated).
+        origin: parameter dict the coordinates are measured from.
+        directions: ``k`` parameter dicts shaped like ``origin``.
+        coords: array of shape ``(P, k)``.
+        splits: split name -> batches.
+        bn_batches, chunk_size, method, callbacks: as in :func:`evaluate_points`.
+
+    Returns:
+        Split name -> :class:`PointsEval` with one entry per row of ``coords``.
+
+    Raises:
+        ValueError: ``coords`` not of shape ``(P, len(directions))`` with P > 0, or as :func:`evaluate_points`.
+    """
+    layout = ParamLayout.of(origin)
+    base = layout.flatten({n: v.detach() for n, v in origin.items()})
+    if not directions:
+        raise expected("directions", "at least one direction", 0)
+    dirs = torch.stack([layout.flatten({n: d[n].detach() for n in layout.names}) for d in directions])
+    c = torch.as_tensor(np.asarray(coords, dtype=np.float64) if not isinstance(coords, torch.Tensor) else coords)
+    if c.dim() != 2 or c.shape[1] != len(directions) or c.shape[0] == 0:
+        raise expected("coords", f"an array of shape (P, {len(directions)}) with P > 0", tuple(c.shape))
+    c = c.to(device=base.device, dtype=base.dtype)
+
+    def chunk(lo: int, hi: int) -> dict[str, torch.Tensor]:
+        flat = torch.addmm(base.unsqueeze(0), c[lo:hi], dirs)
+        return unflatten_stacked(layout, flat)
+
+    return evaluate_chunks(
+        model, int(c.shape[0]), chunk, splits, bn_batches=bn_batches, chunk_size=chunk_size, method=method, callbacks=callbacks
+    )
+
+
+def unflatten_stacked(layout: ParamLayout, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split a ``(P, layout.size)`` matrix into a dict of contiguous ``(P, *shape)`` tensors."""
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    m = flat.shape[0]
+    for name, shape, numel in zip(layout.names, layout.shapes, layout.numels):
+        out[name] = flat[:, offset : offset + numel].reshape(m, *shape).contiguous()
+        offset += numel
+    return out
+
+
+# --- the engine --------------------------------------------------------------------------------------------
+
+
+def evaluate_chunks(
+    model: nn.Module,
+    n_points: int,
+    chunk: ChunkFn,
+    splits: Mapping[str, Batches],
+    *,
+    bn_batches: Batches | None = None,
+    chunk_size: int | None = None,
+    method: str = "auto",
+    callbacks: Sequence[Callback] | None = None,
+) -> dict[str, PointsEval]:
+    """Evaluate ``n_points`` points given chunk-wise by ``chunk(lo, hi)`` (stacked parameters of points
+    ``lo .. hi-1``) on every split.
+
+    With ``method="auto"`` a chunk that runs out of memory is retried at half the size, and a model that
+    ``vmap`` cannot trace is finished with the loop.
+
+    Returns:
+        Split name -> :class:`PointsEval`.
+
+    Raises:
+        ValueError: bad method or chunk size, ``n_points`` < 1, no splits, an empty split, or a BN model
+            without ``bn_batches``.
+    """
+    if method not in METHODS:
+        raise expected("method", "'auto', 'vmap' or 'loop'", method)
+    if chunk_size is not None:
+        check_positive_int("chunk_size", chunk_size)
+    check_positive_int("number of points", n_points)
+    if not splits:
+        raise expected("splits", "at least one split of batches", {})
     bn = has_batchnorm(model)
     if bn and bn_batches is None:
         raise expected("bn_batches", "training batches to recompute BatchNorm statistics (BN policy)", None)
-    data = list(data)
-    if method == "vmap" and bn:
-        raise expected("method", "'loop' or 'auto' for a model with BatchNorm (statistics differ per point)", method)
-    if method == "loop" or bn:
-        return _loop(model, points, data, bn_batches if bn else None)
-    try:
-        return _vmapped(model, points, data, chunk_size)
-    except (RuntimeError, NotImplementedError):
-        if method == "vmap":
-            raise
-        return _loop(model, points, data, None)
+    data = {name: _reiterable(batches) for name, batches in splits.items()}
+    bn_list = list(bn_batches) if bn and bn_batches is not None else None
+    if bn_list is not None and not bn_list:
+        raise expected("bn_batches", "at least one batch to recompute BatchNorm statistics", "none")
+
+    first = chunk(0, 1)
+    device = next(iter(first.values())).device
+    dtype = next(iter(first.values())).dtype
+    base_buffers = {
+        n: b.to(device, dtype=dtype if b.is_floating_point() else b.dtype) for n, b in get_buffers(model).items()
+    }
+    if chunk_size is None:
+        chunk_size = auto_chunk_size(model, {n: v[0] for n, v in first.items()}, data)
+
+    loss = {name: np.zeros(n_points) for name in data}
+    acc = {name: np.zeros(n_points) for name in data}
+    counts: dict[str, int] = {}
+    use_vmap = method != "loop"
+    used: set[str] = set()
+    lo = 0
+    while lo < n_points:
+        hi = min(lo + chunk_size, n_points)
+        stacked = first if (lo, hi) == (0, 1) else chunk(lo, hi)
+        if use_vmap:
+            try:
+                sums = _vmapped_chunk(model, stacked, data, bn_list, base_buffers)
+                used.add("vmap")
+            except torch.OutOfMemoryError:
+                if method == "vmap" and chunk_size == 1:
+                    raise
+                if chunk_size > 1:
+                    chunk_size = max(1, chunk_size // 2)
+                    continue
+                use_vmap = False
+                continue
+            except (RuntimeError, NotImplementedError):
+                if method == "vmap":
+                    raise
+                use_vmap = False
+                continue
+        else:
+            sums = _looped_chunk(model, stacked, data, bn_list, base_buffers)
+            used.add("loop")
+        for name, (loss_sum, correct, n) in sums.items():
+            if n == 0:
+                raise expected(f"{name} data", "a non-empty dataset", "an empty one (0 samples)")
+            loss[name][lo:hi] = loss_sum / n
+            acc[name][lo:hi] = 100.0 * correct / n
+            counts[name] = n
+        emit(list(callbacks or []), ProgressEvent("grid", "step", hi, n_points))
+        lo = hi
+    label = "+".join(m for m in ("vmap", "loop") if m in used)
+    return {name: PointsEval(loss[name], acc[name], counts[name], label) for name in data}
 
 
-def _loop(
-    model: nn.Module, points: Sequence[Mapping[str, torch.Tensor]], data: list, bn_batches: Batches | None
-) -> PointsEval:
-    losses, accs, n = [], [], 0
-    bn_list = list(bn_batches) if bn_batches is not None else None
-    for p in points:
-        buffers = recompute_bn_stats(model, p, bn_list) if bn_list is not None else None
-        res = evaluate(model, data, params=p, buffers=buffers)
-        losses.append(res.loss)
-        accs.append(res.acc)
-        n = res.n
-    return PointsEval(np.asarray(losses), np.asarray(accs), n, "loop")
+def _reiterable(batches: Batches) -> Batches:
+    """``batches`` itself when it can be iterated again (a list, a loader), else a list of its items."""
+    return list(batches) if isinstance(batches, Iterator) else batches
 
 
-def _vmapped(model: nn.Module, points: Sequence[Mapping[str, torch.Tensor]], data: list, chunk_size: int) -> PointsEval:
-    buffers = get_buffers(model)
-    device = next(iter(points[0].values())).device
-    buffers = {k: v.to(device) for k, v in buffers.items()}
+def _inputs(xb: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    xb = xb.to(device, non_blocking=True)
+    return xb.to(dtype) if xb.is_floating_point() and xb.dtype != dtype else xb
 
-    def forward(params: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        return functional_call(model, {**params, **buffers}, (x,))
 
-    batched = vmap(forward, in_dims=(0, None))
+def _logits_for_loss(logits: torch.Tensor) -> torch.Tensor:
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
+SplitSums = dict[str, tuple[np.ndarray, np.ndarray, int]]
+
+
+def _looped_chunk(
+    model: nn.Module,
+    stacked: Mapping[str, torch.Tensor],
+    data: Mapping[str, Batches],
+    bn_batches: list | None,
+    base_buffers: Mapping[str, torch.Tensor],
+) -> SplitSums:
+    m = next(iter(stacked.values())).shape[0]
+    out = {name: (np.zeros(m), np.zeros(m), 0) for name in data}
+    for i in range(m):
+        p = {n: v[i] for n, v in stacked.items()}
+        buffers = recompute_bn_stats(model, p, bn_batches, buffers=base_buffers) if bn_batches is not None else base_buffers
+        for name, batches in data.items():
+            res = evaluate(model, batches, params=p, buffers=buffers)
+            out[name][0][i] = res.loss * res.n
+            out[name][1][i] = res.acc * res.n / 100.0
+            out[name] = (out[name][0], out[name][1], res.n)
+    return out
+
+
+def _vmapped_chunk(
+    model: nn.Module,
+    stacked: Mapping[str, torch.Tensor],
+    data: Mapping[str, Batches],
+    bn_batches: list | None,
+    base_buffers: Mapping[str, torch.Tensor],
+) -> SplitSums:
+    params = dict(stacked)
+    first = next(iter(params.values()))
+    device, dtype, m = first.device, first.dtype, first.shape[0]
     was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros(len(points), dtype=torch.float64, device=device)
-    correct = torch.zeros(len(points), dtype=torch.long, device=device)
-    n = 0
     try:
         with torch.no_grad():
-            for lo in range(0, len(points), chunk_size):
-                stacked = stack_points(points[lo : lo + chunk_size])
-                m = next(iter(stacked.values())).shape[0]
-                for xb, yb in data:
-                    xb, yb = xb.to(device), yb.to(device)
-                    logits = batched(stacked, xb)  # (m, B, C)
+            if bn_batches is not None:
+                buffers = _recompute_bn_vmapped(model, params, bn_batches, base_buffers)
+                forward = vmap(lambda p, b, x: functional_call(model, {**p, **b}, (x,)), in_dims=(0, 0, None))
+                run = lambda x: forward(params, buffers, x)  # noqa: E731
+            else:
+                forward = vmap(lambda p, x: functional_call(model, {**p, **base_buffers}, (x,)), in_dims=(0, None))
+                run = lambda x: forward(params, x)  # noqa: E731
+            model.eval()
+            out: SplitSums = {}
+            for name, batches in data.items():
+                loss_sum = torch.zeros(m, dtype=torch.float64, device=device)
+                correct = torch.zeros(m, dtype=torch.long, device=device)
+                n = 0
+                for xb, yb in batches:
+                    xb, yb = _inputs(xb, device, dtype), yb.to(device, non_blocking=True)
+                    logits = run(xb)  # (m, B, classes)
                     ce = F.cross_entropy(
-                        logits.reshape(-1, logits.shape[-1]).float(), yb.repeat(m), reduction="none"
+                        _logits_for_loss(logits).reshape(-1, logits.shape[-1]), yb.repeat(m), reduction="none"
                     ).view(m, -1)
-                    loss_sum[lo : lo + m] += ce.sum(dim=1).double()
-                    correct[lo : lo + m] += (logits.argmax(dim=-1) == yb.unsqueeze(0)).sum(dim=1)
-                    if lo == 0:
-                        n += int(yb.shape[0])
+                    loss_sum += ce.sum(dim=1, dtype=torch.float64)
+                    correct += (logits.argmax(dim=-1) == yb.unsqueeze(0)).sum(dim=1)
+                    n += int(yb.shape[0])
+                out[name] = (loss_sum.cpu().numpy(), correct.cpu().numpy().astype(np.float64), n)
+            return out
     finally:
         model.train(was_training)
-    if n == 0:
-        raise expected("data", "a non-empty dataset", "an empty one (0 samples)")
-    return PointsEval((loss_sum / n).cpu().numpy(), (100.0 * correct.double() / n).cpu().numpy(), n, "vmap")
+
+
+def _recompute_bn_vmapped(
+    model: nn.Module,
+    params: Mapping[str, torch.Tensor],
+    bn_batches: list,
+    base_buffers: Mapping[str, torch.Tensor],
+) -> dict[str, torch.Tensor]:
+    """Per-point BatchNorm statistics (stacked), the vmapped twin of :func:`~lgeom.evaluate.recompute_bn_stats`.
+
+    The cumulative average over batches is obtained by setting each BN layer's momentum to ``1 / (k + 1)``
+    before batch ``k``, which equals ``momentum=None`` after a reset but keeps the factor a Python number
+    (``vmap`` cannot read the per-point batch counter).
+    """
+    first = next(iter(params.values()))
+    device, dtype, m = first.device, first.dtype, first.shape[0]
+    buffers = {n: b.unsqueeze(0).expand(m, *b.shape).clone() for n, b in base_buffers.items()}
+    bns = [(name, mod) for name, mod in model.named_modules() if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+    for name, mod in bns:
+        prefix = f"{name}." if name else ""
+        if mod.running_mean is not None:
+            buffers[prefix + "running_mean"].zero_()
+            buffers[prefix + "running_var"].fill_(1.0)
+            buffers[prefix + "num_batches_tracked"].zero_()
+    momenta = {name: mod.momentum for name, mod in bns}
+    forward = vmap(lambda p, b, x: functional_call(model, {**p, **b}, (x,)), in_dims=(0, 0, None))
+    model.train()
+    try:
+        for k, (xb, _) in enumerate(bn_batches):
+            for _, mod in bns:
+                mod.momentum = 1.0 / (k + 1)
+            forward(params, buffers, _inputs(xb, device, dtype))
+    finally:
+        for name, mod in bns:
+            mod.momentum = momenta[name]
+    return buffers
+
+
+def auto_chunk_size(model: nn.Module, params: Mapping[str, torch.Tensor], data: Mapping[str, Batches]) -> int:
+    """Points per vmapped chunk that fit the memory budget.
+
+    The budget is 256 MiB on the CPU and a quarter of the free memory on CUDA. One point costs its
+    parameters plus roughly four times the largest layer output for one batch (measured with forward hooks
+    on a single sample).
+
+    Returns:
+        An integer in ``[1, 128]``.
+    """
+    first = next(iter(params.values()))
+    device, itemsize = first.device, first.element_size()
+    batch = None
+    for batches in data.values():
+        for xb, _ in batches:
+            batch = xb
+            break
+        if batch is not None:
+            break
+    if batch is None:
+        return 1
+    batch_size = int(batch.shape[0])
+    largest = [0]
+
+    def hook(_: nn.Module, __: Any, output: Any) -> None:
+        if isinstance(output, torch.Tensor):
+            largest[0] = max(largest[0], output.numel())
+
+    handles = [mod.register_forward_hook(hook) for mod in model.modules() if not list(mod.children())]
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            functional_call(model, dict(params), (_inputs(batch[:1], device, first.dtype),), strict=False)
+    except Exception:  # noqa: BLE001 - sizing is a heuristic; fall back to a small chunk
+        return 8
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    n_params = sum(v.numel() for v in params.values())
+    per_point = itemsize * (n_params + 4 * largest[0] * batch_size)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        budget = free // 4
+    else:
+        budget = CPU_CHUNK_BUDGET
+    return int(min(MAX_AUTO_CHUNK, max(1, math.floor(budget / max(per_point, 1)))))

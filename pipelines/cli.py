@@ -79,6 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = None
         if args._takes_preset:
+            args.cell = args.cell or None  # MLproject passes --cell= when no cell is chosen
             overrides = [o for o in args.overrides if o.strip()]
             cfg = load_config(args.preset, overrides)
         return int(args._module.cli(cfg, args) or 0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import hashlib
 import inspect
 import itertools
@@ -367,7 +368,7 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Conf
 def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
     """Every semantic problem of ``cfg`` (values that parse but make no sense), as messages."""
     from lgeom.data import available_datasets, dataset_options
-    from lgeom.models import available_models, build_model, model_arch_args
+    from lgeom.models import available_models, model_arch_args
     from lgeom.train import TrainSpec
 
     problems: list[str] = []
@@ -382,7 +383,7 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
         if not any(p.startswith("model.") for p in problems) and cfg.data.name in available_datasets():
             try:
                 in_shape, num_classes = data_shape(cfg.data)
-                build_model(m.arch, num_classes=num_classes, in_shape=in_shape, **m.options())
+                _check_model_builds(m.arch, tuple(sorted(m.options().items())), in_shape, num_classes)
             except Exception as err:  # noqa: BLE001 - report the model's own message
                 problems.append(f"model: {err}")
 
@@ -525,6 +526,14 @@ def data_options(d: DataConfig) -> dict[str, Any]:
     return {f.name: getattr(d, f.name) for f in fields(d) if f.name not in skip and getattr(d, f.name) is not None}
 
 
+@functools.lru_cache(maxsize=256)
+def _check_model_builds(arch: str, options: tuple[tuple[str, Any], ...], in_shape: tuple[int, ...], num_classes: int) -> None:
+    from lgeom.models import build_model
+
+    build_model(arch, num_classes=num_classes, in_shape=in_shape, **dict(options))
+
+
+@functools.lru_cache(maxsize=256)
 def data_shape(d: DataConfig) -> tuple[tuple[int, ...], int]:
     """``(in_shape, num_classes)`` of the configured dataset without loading image files."""
     known = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
@@ -684,6 +693,7 @@ def model_label(m: ModelConfig) -> str:
     return f"{m.arch}{opts.get('channels')}"
 
 
+_AXIS_LABELS = {"train.weight_decay": "wd", "train.seeds": "seeds", "train.batch_size": "bs", "model.activation": "act"}
 _NAMED_AXES = {"model.arch", "model.depth", "model.width", "model.blocks", "model.channels", "data.name", "train.optimizer"}
 
 
@@ -692,8 +702,11 @@ def cell_name(cfg: Config, axes: Mapping[str, Any]) -> str:
     ``mlp2x64/moons/sgd/activation=tanh``."""
     parts = [model_label(cfg.model), cfg.data.name, cfg.train.optimizer]
     for key, value in axes.items():
-        if key not in _NAMED_AXES and not isinstance(value, dict):
-            parts.append(f"{key.split('.')[-1]}={value}")
+        if key in _NAMED_AXES or isinstance(value, dict):
+            continue
+        label = _AXIS_LABELS.get(key, key.split(".")[-1])
+        text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+        parts.append(f"{label}={text}")
     return "/".join(parts)
 
 

@@ -1,0 +1,51 @@
+"""The train step through the CLI: outputs, reuse of finished endpoints, bad input exits non-zero."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipelines.cli import main
+
+
+def test_train_step_writes_checkpoints_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    args = ["train", "--preset", "quick-tiny", "--cell", "mlp2x16/moons/sgd", "--no-progress", "train.epochs=2", f"output_dir={tmp_path / 'out'}"]
+    assert main(args) == 0
+    seed_dirs = sorted((tmp_path / "out" / "quick-tiny" / "mlp2x16" / "moons" / "sgd" / "endpoints").glob("*/seed*"))
+    assert [d.name for d in seed_dirs] == ["seed0", "seed1"]
+    for d in seed_dirs:
+        assert {"init.pt", "final.pt", "last.pt", "metrics.json"} <= {p.name for p in d.iterdir()}
+        metrics = json.loads((d / "metrics.json").read_text())
+        assert metrics["cell"] == "mlp2x16/moons/sgd" and metrics["n_params"] == 2 * 16 + 16 + 16 * 16 + 16 + 16 * 2 + 2
+        assert len(metrics["history"]["epoch"]) == 2 and 0 <= metrics["final"]["test"]["acc"] <= 100
+    out = capsys.readouterr().out
+    assert "mlp2x16/moons/sgd seed 0: train acc" in out
+    mtime = (seed_dirs[0] / "final.pt").stat().st_mtime_ns
+    assert main(args) == 0
+    assert json.loads((seed_dirs[0] / "metrics.json").read_text())["history"]["epoch"] == [1, 2]
+    assert (seed_dirs[0] / "last.pt").exists() and mtime <= (seed_dirs[0] / "final.pt").stat().st_mtime_ns
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["train.lr=-1", "model.activation=foo"], "2 problem(s)"),
+        (["--cell", "nope/moons/sgd"], "cell: expected one of mlp2x16/moons/sgd"),
+        (["data.name=mnist", "data.noise=null", "data.root=/nonexistent", "model.width=4"], "mnist: expected its files under /nonexistent/MNIST/raw"),
+    ],
+)
+def test_bad_input_exits_with_status_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, extra: list[str], message: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--preset", "quick-tiny", "--no-progress", f"output_dir={tmp_path / 'out'}", *extra])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unknown_preset_exits_2(capsys) -> None:
+    assert main(["train", "--preset", "does-not-exist"]) == 2
+    assert "preset: expected one of" in capsys.readouterr().err

@@ -1,0 +1,487 @@
+"""Run hierarchy: experiments per study, parent and child runs, the run life cycle, reuse and orphans.
+
+The life cycle is one context manager::
+
+    store = connect()                                     # tracking.store: embedded default or server
+    with tracked_run(store, experiment="quick", run_name="study", tags=run_tags(study="quick", stage="study")) as parent:
+        with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell.name,
+                         parent_run_id=parent.run_id, params=flatten_params(cell.config.flat()),
+                         tags=run_tags(study="quick", cell=cell.name, config_hash=h, stage="trial")) as run:
+            run.log_bundle(bundle, model=module)         # tracking.log
+    # each run ends FINISHED only after every upload it made was listed back with the same size;
+    # any exception (KeyboardInterrupt included) ends it FAILED with the error in tag ``lgeom.error``
+    # and the run's note.
+
+A run started here records ``lgeom.host`` / ``lgeom.pid`` / ``lgeom.proc_start`` so that
+:func:`mark_orphaned_runs` can tell a run whose process died (a killed study) from one still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import time
+import traceback
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from tracking.redact import clean_mapping, redact
+from tracking.store import DEFAULT_RETRY, RetryPolicy, Store, check_artifact_store, check_health, with_retries
+
+if TYPE_CHECKING:
+    import os as _os
+
+    from mlflow import MlflowClient
+    from mlflow.entities import Run
+    from torch import nn
+
+    from pipelines.bundle import Bundle
+
+TAG_STUDY = "lgeom.study"
+TAG_CELL = "lgeom.cell"
+TAG_CONFIG_HASH = "lgeom.config_hash"
+TAG_STAGE = "lgeom.stage"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_ERROR = "lgeom.error"
+TAG_HOST = "lgeom.host"
+TAG_PID = "lgeom.pid"
+TAG_PROC_START = "lgeom.proc_start"
+TAG_MODEL_PREFIX = "lgeom.model."
+TAG_NOTE = "mlflow.note.content"
+
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
+_RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
+
+
+@dataclass
+class ModelRecord:
+    """A LoggedModel made for a run: its id and the files (relative path -> bytes) uploaded for it."""
+
+    model_id: str
+    files: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        """``models:/<model_id>``, loadable with ``mlflow.pytorch.load_model`` (see tracking.log.load_model)."""
+        return f"models:/{self.model_id}"
+
+
+@dataclass
+class Manifest:
+    """What was uploaded for a run: artifact path -> size in bytes, and models by name."""
+
+    artifacts: dict[str, int] = field(default_factory=dict)
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+
+    def merge(self, other: "Manifest") -> None:
+        """Add ``other``'s entries (later uploads of the same path replace earlier ones)."""
+        self.artifacts.update(other.artifacts)
+        self.models.update(other.models)
+
+
+class TrackedRun:
+    """A started MLflow run and the ledger of what was uploaded to it (used to verify before FINISHED).
+
+    Attributes:
+        store: where the run lives.
+        client: an ``MlflowClient`` for ``store``.
+        run_id, experiment_id: the run's ids.
+        manifest: every upload made through this object.
+        retry: backoff for transient errors of each MLflow / S3 call.
+    """
+
+    def __init__(self, store: Store, client: "MlflowClient", run_id: str, experiment_id: str, retry: RetryPolicy) -> None:
+        self.store = store
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.retry = retry
+        self.manifest = Manifest()
+
+    def __repr__(self) -> str:
+        return f"TrackedRun({self.run_id}, experiment {self.experiment_id}, {self.store.describe()})"
+
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` with this run's retry policy on transient errors."""
+        return with_retries(lambda: fn(*args, **kwargs), what=what, policy=self.retry)
+
+    # Logging is implemented in tracking.log; these delegate so a trial needs only the run object.
+    def log_metrics(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
+        """See :func:`tracking.log.log_metrics`."""
+        from tracking.log import log_metrics
+
+        log_metrics(self, metrics, step=step)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """See :func:`tracking.log.log_params`."""
+        from tracking.log import log_params
+
+        log_params(self, params)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """See :func:`tracking.log.set_tags`."""
+        from tracking.log import set_tags
+
+        set_tags(self, tags)
+
+    def log_artifact(self, local_path: "str | _os.PathLike[str]", artifact_path: str | None = None) -> str:
+        """See :func:`tracking.log.log_artifact`."""
+        from tracking.log import log_artifact
+
+        return log_artifact(self, local_path, artifact_path)
+
+    def log_model(self, name: str, module: "nn.Module", **kwargs: Any) -> ModelRecord:
+        """See :func:`tracking.log.log_model`."""
+        from tracking.log import log_model
+
+        return log_model(self, name, module, **kwargs)
+
+    def log_bundle(self, bundle: "Bundle | str | _os.PathLike[str]", *, model: "nn.Module | None" = None) -> Manifest:
+        """See :func:`tracking.log.log_bundle`."""
+        from tracking.log import log_bundle
+
+        return log_bundle(self, bundle, model=model)
+
+    def verify(self) -> None:
+        """See :func:`tracking.log.verify_uploads`."""
+        from tracking.log import verify_uploads
+
+        verify_uploads(self)
+
+
+# --- names, tags, params ---------------------------------------------------------------------------------
+
+
+def run_tags(
+    *,
+    study: str,
+    stage: str,
+    cell: str | None = None,
+    config_hash: str | None = None,
+    parent_run_id: str | None = None,
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, str]:
+    """The lgeom tags of a run (DESIGN.md): ``lgeom.study``, ``lgeom.stage`` and, when given,
+    ``lgeom.cell``, ``lgeom.config_hash``, ``mlflow.parentRunId``, plus ``extra``."""
+    tags = {TAG_STUDY: study, TAG_STAGE: stage}
+    if cell is not None:
+        tags[TAG_CELL] = cell
+    if config_hash is not None:
+        tags[TAG_CONFIG_HASH] = config_hash
+    if parent_run_id is not None:
+        tags[TAG_PARENT] = parent_run_id
+    tags.update({k: str(v) for k, v in (extra or {}).items()})
+    return tags
+
+
+def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings -> ``{"dotted.key": "value"}`` for MLflow params: lists/tuples as JSON, ``None`` as
+    ``"None"``, values longer than MLflow's limit truncated (marked), credential-named keys dropped and
+    secret values masked."""
+    out: dict[str, str] = {}
+
+    def walk(p: str, v: Any) -> None:
+        if isinstance(v, Mapping) and v:
+            for k, vv in v.items():
+                walk(f"{p}.{k}" if p else str(k), vv)
+            return
+        if isinstance(v, (list, tuple, Mapping)):
+            text = json.dumps(v, default=str, separators=(",", ":"))
+        else:
+            text = str(v)
+        if len(text) > MAX_PARAM_VALUE:
+            text = text[: MAX_PARAM_VALUE - 20] + "...[truncated]"
+        out[p] = text
+
+    for k, v in values.items():
+        walk(f"{prefix}.{k}" if prefix else str(k), v)
+    return clean_mapping(out)
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
+
+
+def ensure_experiment(store: Store, name: str, *, client: "MlflowClient | None" = None, retry: RetryPolicy = DEFAULT_RETRY) -> str:
+    """The id of the experiment called ``name`` (the study), created (or restored if deleted) when needed.
+
+    In embedded mode new experiments put their artifacts under the store's ``mlruns`` folder.
+
+    Raises:
+        ValueError: an empty name.
+    """
+    if not name or not name.strip():
+        raise ValueError(f"experiment name: expected a non-empty study name, got {name!r}")
+    from mlflow.exceptions import MlflowException
+
+    client = client or store.client()
+    exp = with_retries(lambda: client.get_experiment_by_name(name), what=f"looking up experiment {name!r}", policy=retry)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            with_retries(lambda: client.restore_experiment(exp.experiment_id), what=f"restoring experiment {name!r}", policy=retry)
+        return str(exp.experiment_id)
+    location = None
+    if store.artifact_root:
+        location = f"{store.artifact_root}/{_slug(name)}-{os.urandom(3).hex()}"
+    try:
+        return str(with_retries(
+            lambda: client.create_experiment(name, artifact_location=location),
+            what=f"creating experiment {name!r}", policy=retry,
+        ))
+    except MlflowException as err:
+        if err.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        exp = client.get_experiment_by_name(name)  # created concurrently by another trial
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def _context_tags() -> dict[str, str]:
+    try:
+        from mlflow.tracking.context.registry import resolve_tags
+
+        tags = {k: str(v) for k, v in resolve_tags().items()}
+    except Exception:  # noqa: BLE001 - context tags are a convenience
+        tags = {}
+    pid = os.getpid()
+    from tracking.local_stack import _proc_start_ticks
+
+    tags.update({TAG_HOST: socket.gethostname(), TAG_PID: str(pid), TAG_PROC_START: str(_proc_start_ticks(pid) or 0)})
+    return tags
+
+
+# --- life cycle -------------------------------------------------------------------------------------------
+
+
+def start_run(
+    store: Store,
+    *,
+    experiment: str | None = None,
+    experiment_id: str | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    check: bool = True,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> TrackedRun:
+    """Create a RUNNING run (a child of ``parent_run_id`` when given) with ``tags`` and ``params``.
+
+    With ``check`` the store and the experiment's artifact store are checked first, so an unreachable
+    server or S3 fails here, before any run exists. If anything fails after the run was created it is
+    ended FAILED before the error propagates. Prefer :func:`tracked_run`, which also ends the run.
+
+    Raises:
+        ValueError: neither or both of ``experiment`` / ``experiment_id``.
+        tracking.store.StoreUnavailableError: the store or its artifact store does not answer.
+    """
+    if (experiment is None) == (experiment_id is None):
+        raise ValueError(f"run: expected exactly one of experiment (name) or experiment_id, got {experiment!r} and {experiment_id!r}")
+    if check:
+        check_health(store)
+    client = store.client()
+    if experiment_id is None:
+        experiment_id = ensure_experiment(store, str(experiment), client=client, retry=retry)
+    exp = with_retries(lambda: client.get_experiment(experiment_id), what=f"reading experiment {experiment_id}", policy=retry)
+    if check:
+        check_artifact_store(store, exp.artifact_location)
+    all_tags = {**_context_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
+    if parent_run_id:
+        all_tags[TAG_PARENT] = parent_run_id
+    all_tags = {k: v[:MAX_TAG_VALUE] for k, v in clean_mapping(all_tags).items()}
+    mlflow_run = with_retries(
+        lambda: client.create_run(experiment_id, tags=all_tags, run_name=run_name),
+        what="creating a run", policy=retry,
+    )
+    run = TrackedRun(store, client, mlflow_run.info.run_id, str(experiment_id), retry)
+    if params:
+        try:
+            run.log_params(params)
+        except BaseException as err:
+            end_run(run, "FAILED", error=err)
+            raise
+    return run
+
+
+def end_run(run: TrackedRun, status: str = "FINISHED", *, error: BaseException | None = None, verify: bool = True) -> None:
+    """End ``run``. ``FINISHED`` first verifies every upload (:func:`tracking.log.verify_uploads`); if that
+    fails the run ends FAILED and the verification error is raised. Other statuses record ``error``
+    (masked) in tag ``lgeom.error`` and the run's note; recording problems only warn, so they never hide
+    the original error.
+
+    Raises:
+        ValueError: unknown status.
+        tracking.log.UploadVerificationError: FINISHED requested but an upload is missing or truncated.
+    """
+    if status not in _RUN_STATUSES:
+        raise ValueError(f"run status: expected one of {', '.join(_RUN_STATUSES)}, got {status!r}")
+    if status == "FINISHED":
+        if verify:
+            try:
+                run.verify()
+            except BaseException as err:
+                end_run(run, "FAILED", error=err)
+                raise
+        run.call("finishing the run", run.client.set_terminated, run.run_id, "FINISHED")
+        return
+    try:
+        if error is not None:
+            summary = redact(f"{type(error).__name__}: {error}")
+            tb = redact("".join(traceback.format_exception(error))[-4000:])
+            run.client.set_tag(run.run_id, TAG_ERROR, summary[:MAX_TAG_VALUE])
+            run.client.set_tag(run.run_id, TAG_NOTE, f"**{status}**: {summary[:2000]}\n\n```\n{tb}\n```")
+        for rec in run.manifest.models.values():
+            _finalize_model_quietly(run, rec.model_id, "FAILED")
+        run.client.set_terminated(run.run_id, status)
+    except Exception as err:  # noqa: BLE001 - must not mask the error being recorded
+        warnings.warn(
+            f"could not mark run {run.run_id} {status} ({redact(str(err))[:300]}); "
+            "tracking.runs.mark_orphaned_runs can close it later",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+
+def _finalize_model_quietly(run: TrackedRun, model_id: str, status: str) -> None:
+    try:
+        if run.client.get_logged_model(model_id).status.to_int() == 1:  # PENDING
+            run.client.finalize_logged_model(model_id, status)
+    except Exception:  # noqa: BLE001
+        pass
+
+
+@contextmanager
+def tracked_run(
+    store: Store,
+    *,
+    experiment: str | None = None,
+    experiment_id: str | None = None,
+    run_name: str | None = None,
+    parent_run_id: str | None = None,
+    tags: Mapping[str, Any] | None = None,
+    params: Mapping[str, Any] | None = None,
+    check: bool = True,
+    verify: bool = True,
+    retry: RetryPolicy = DEFAULT_RETRY,
+) -> Iterator[TrackedRun]:
+    """Start a run (see :func:`start_run`), yield it, and end it: FINISHED after every upload is verified,
+    FAILED with the error recorded on any exception (``KeyboardInterrupt`` included), which is re-raised.
+
+    Raises:
+        whatever :func:`start_run` raises; the body's exception; UploadVerificationError at the end.
+    """
+    run = start_run(
+        store, experiment=experiment, experiment_id=experiment_id, run_name=run_name,
+        parent_run_id=parent_run_id, tags=tags, params=params, check=check, retry=retry,
+    )
+    try:
+        yield run
+    except BaseException as err:
+        end_run(run, "FAILED", error=err)
+        raise
+    end_run(run, "FINISHED", verify=verify)
+
+
+# --- reuse and orphans ------------------------------------------------------------------------------------
+
+
+def search_all_runs(store: Store, experiment_ids: list[str], filter_string: str = "", *, order_by: list[str] | None = None) -> list["Run"]:
+    """Every run matching ``filter_string`` (MLflow search syntax) in the experiments, all pages."""
+    client = store.client()
+    out: list[Run] = []
+    token = None
+    while True:
+        page = with_retries(
+            lambda: client.search_runs(experiment_ids, filter_string, max_results=1000, order_by=order_by, page_token=token),
+            what="searching runs",
+        )
+        out.extend(page)
+        token = page.token
+        if not token:
+            return out
+
+
+def _quote(value: str) -> str:
+    if "'" in value:
+        raise ValueError(f"search value: expected no single quote, got {value!r}")
+    return f"'{value}'"
+
+
+def find_finished_run(
+    store: Store,
+    experiment_id: str,
+    config_hash: str,
+    *,
+    stage: str | None = None,
+    cell: str | None = None,
+) -> "Run | None":
+    """The most recent FINISHED run with tag ``lgeom.config_hash == config_hash`` in the experiment
+    (optionally also of ``stage`` / ``cell``), or ``None``: the study reuses it instead of recomputing."""
+    filters = [f"tags.`{TAG_CONFIG_HASH}` = {_quote(config_hash)}", "attributes.status = 'FINISHED'"]
+    if stage is not None:
+        filters.append(f"tags.`{TAG_STAGE}` = {_quote(stage)}")
+    if cell is not None:
+        filters.append(f"tags.`{TAG_CELL}` = {_quote(cell)}")
+    runs = search_all_runs(store, [experiment_id], " and ".join(filters), order_by=["attributes.start_time DESC"])
+    return runs[0] if runs else None
+
+
+def mark_orphaned_runs(
+    store: Store,
+    experiment_id: str,
+    *,
+    status: str = "FAILED",
+    parent_run_id: str | None = None,
+    older_than_s: float | None = None,
+) -> list[str]:
+    """Close RUNNING runs left behind by a killed invocation; returns their ids.
+
+    A RUNNING run is an orphan when ``parent_run_id`` is given and it is that run or one of its children
+    (the caller knows that invocation is dead), or when it was started on this host by a process that no
+    longer exists (tags ``lgeom.host`` / ``lgeom.pid`` / ``lgeom.proc_start``), or when ``older_than_s``
+    is given and it started longer ago than that. Each is ended with ``status`` (FAILED or KILLED) and
+    tag ``lgeom.error`` saying why.
+
+    Raises:
+        ValueError: a status other than FAILED or KILLED.
+    """
+    if status not in ("FAILED", "KILLED"):
+        raise ValueError(f"orphan status: expected FAILED or KILLED, got {status!r}")
+    from tracking.local_stack import _alive
+
+    client = store.client()
+    host = socket.gethostname()
+    now_ms = time.time() * 1000
+    closed = []
+    for run in search_all_runs(store, [experiment_id], "attributes.status = 'RUNNING'"):
+        tags = run.data.tags
+        rid = run.info.run_id
+        reason = None
+        if parent_run_id and (rid == parent_run_id or tags.get(TAG_PARENT) == parent_run_id):
+            reason = f"its study invocation (parent run {parent_run_id}) ended without closing it"
+        elif tags.get(TAG_HOST) == host and tags.get(TAG_PID, "").isdigit():
+            ticks = int(tags.get(TAG_PROC_START, "0") or 0) or None
+            if not _alive(int(tags[TAG_PID]), ticks):
+                reason = f"process {tags[TAG_PID]} on {host} that ran it no longer exists"
+        if reason is None and older_than_s is not None and now_ms - run.info.start_time > older_than_s * 1000:
+            reason = f"still RUNNING {older_than_s:.0f} s after it started"
+        if reason is None:
+            continue
+        with_retries(lambda: client.set_tag(rid, TAG_ERROR, f"orphaned: {reason}"), what="tagging an orphaned run")
+        with_retries(lambda: client.set_terminated(rid, status), what="closing an orphaned run")
+        closed.append(rid)
+    return closed
+
+
+__all__ = [
+    "Manifest", "ModelRecord", "TrackedRun", "end_run", "ensure_experiment", "find_finished_run",
+    "flatten_params", "mark_orphaned_runs", "run_tags", "search_all_runs", "start_run", "tracked_run",
+    "TAG_CELL", "TAG_CONFIG_HASH", "TAG_ERROR", "TAG_PARENT", "TAG_STAGE", "TAG_STUDY",
+]
