@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml requirements.lock
 	touch $(STAMP)
 
 study: setup
-	$(BIN)/lgeom train --preset $(PRESET)
+	$(BIN)/lgeom study --preset $(PRESET)
 
 test: setup
 	$(BIN)/python -m pytest

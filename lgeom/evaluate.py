@@ -116,6 +116,23 @@ def evaluate(
     return EvalResult(loss=total_loss / n, acc=100.0 * correct / n, n=n)
 
 
+def reset_bn_statistics(model: nn.Module, buffers: Mapping[str, torch.Tensor]) -> list[tuple[str, nn.Module]]:
+    """Reset, in place, the running statistics in ``buffers`` of every BatchNorm layer of ``model`` (mean 0,
+    variance 1, batch count 0; tensors may carry a leading dimension of stacked points).
+
+    Returns:
+        ``(name, module)`` of every BatchNorm layer, for the caller to set momenta on.
+    """
+    bns = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for name, m in bns:
+        prefix = f"{name}." if name else ""
+        if m.running_mean is not None:
+            buffers[prefix + "running_mean"].zero_()
+            buffers[prefix + "running_var"].fill_(1.0)
+            buffers[prefix + "num_batches_tracked"].zero_()
+    return bns
+
+
 def recompute_bn_stats(
     model: nn.Module,
     params: Mapping[str, torch.Tensor],
@@ -143,14 +160,9 @@ def recompute_bn_stats(
     }
     if not has_batchnorm(model):
         return new
-    bns = [(name, m) for name, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    bns = reset_bn_statistics(model, new)
     momenta = {name: m.momentum for name, m in bns}
-    for name, m in bns:
-        prefix = f"{name}." if name else ""
-        if m.running_mean is not None:
-            new[prefix + "running_mean"].zero_()
-            new[prefix + "running_var"].fill_(1.0)
-            new[prefix + "num_batches_tracked"].zero_()
+    for _, m in bns:
         m.momentum = None
     was_training = model.training
     model.train()

@@ -52,6 +52,25 @@ def load_params(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: M
     return model
 
 
+def has_tied_tensors(model: nn.Module) -> bool:
+    """Whether two distinct submodules of ``model`` hold the same tensor (weights tied across modules).
+
+    That is the case ``functional_call(..., tie_weights=True)`` exists for: the one named parameter must
+    replace the tensor in every module holding it. Without it the untying scan can be skipped, which
+    dominates the call for small models. A module registered under two names is *not* tied in this sense:
+    replacing its attribute once serves both names, and ``tie_weights=True`` on such a model leaves the
+    substituted tensors in the module after the call (torch 2.14), so it must get ``tie_weights=False``.
+    """
+    owner: dict[int, int] = {}
+    for module in model.modules():  # each module once, however many names it has
+        for _, t in [*module.named_parameters(recurse=False, remove_duplicate=False),
+                     *module.named_buffers(recurse=False, remove_duplicate=False)]:
+            if id(t) in owner:
+                return True
+            owner[id(t)] = id(module)
+    return False
+
+
 def functional_forward(
     model: nn.Module,
     params: Mapping[str, torch.Tensor],
@@ -66,7 +85,7 @@ def functional_forward(
     state: dict[str, torch.Tensor] = dict(params)
     if buffers is not None:
         state.update(buffers)
-    return functional_call(model, state, (inputs,), strict=False)
+    return functional_call(model, state, (inputs,), strict=False, tie_weights=has_tied_tensors(model))
 
 
 @dataclass(frozen=True)

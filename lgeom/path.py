@@ -126,16 +126,20 @@ def acc_auc(accs: ArrayLike, ts: ArrayLike | None = None) -> float:
     return float(np.sum(0.5 * (gap[1:] + gap[:-1]) * np.diff(seg)))
 
 
+def _difference(first_what: str, first: ArrayLike, second_what: str, second: ArrayLike) -> np.ndarray:
+    a, b = _values(first_what, first), _values(second_what, second)
+    if a.size != b.size:
+        raise expected(second_what, f"{a.size} values (as many as {first_what})", b.size)
+    return a - b
+
+
 def gen_gap(train_losses: ArrayLike, test_losses: ArrayLike) -> np.ndarray:
     """Generalisation gap at every point: ``test_loss(t) - train_loss(t)`` (loss units).
 
     Raises:
         ValueError: empty inputs or inputs of different lengths.
     """
-    train, test = _values("train_losses", train_losses), _values("test_losses", test_losses)
-    if train.size != test.size:
-        raise expected("test_losses", f"{train.size} values (as many as train_losses)", test.size)
-    return test - train
+    return -_difference("train_losses", train_losses, "test_losses", test_losses)
 
 
 def gen_gap_acc(train_accs: ArrayLike, test_accs: ArrayLike) -> np.ndarray:
@@ -144,10 +148,7 @@ def gen_gap_acc(train_accs: ArrayLike, test_accs: ArrayLike) -> np.ndarray:
     Raises:
         ValueError: empty inputs or inputs of different lengths.
     """
-    train, test = _values("train_accs", train_accs), _values("test_accs", test_accs)
-    if train.size != test.size:
-        raise expected("test_accs", f"{train.size} values (as many as train_accs)", test.size)
-    return train - test
+    return _difference("train_accs", train_accs, "test_accs", test_accs)
 
 
 def path_metrics(table: Any) -> dict[str, float]:

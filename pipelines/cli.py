@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -38,6 +39,19 @@ def _load(module: str) -> Any | None:
         if err.name == module:
             return None
         raise
+
+
+_NEXT_OVERRIDE = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
+
+
+def split_overrides(items: Sequence[str]) -> list[str]:
+    """Overrides as separate ``key=value`` strings. ``mlflow run`` passes ``-P overrides="a=1 b=2"`` as one
+    argument; it is split before each ``key=`` that follows whitespace, so values with spaces inside
+    brackets or quotes (``study.matrix={"model.width": [16, 64]}``) stay whole."""
+    out: list[str] = []
+    for item in items:
+        out.extend(part for part in _NEXT_OVERRIDE.split(item.strip()) if part)
+    return out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,6 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lgeom.data import DatasetNotFoundError
     from lgeom.train import NonFiniteLossError
     from pipelines.config import ConfigError, load_config
+    from tracking.store import StoreUnavailableError
 
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -78,9 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     prog = f"lgeom {args.step}"
     try:
         cfg = None
+        for key, value in vars(args).items():
+            if value == "":  # MLproject passes --option= for an option left unset
+                setattr(args, key, None)
         if args._takes_preset:
-            args.cell = args.cell or None  # MLproject passes --cell= when no cell is chosen
-            overrides = [o for o in args.overrides if o.strip()]
+            overrides = split_overrides(args.overrides)
             cfg = load_config(args.preset, overrides)
         return int(args._module.cli(cfg, args) or 0)
     except ConfigError as err:
@@ -90,6 +107,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except NonFiniteLossError as err:
+        print(f"{prog}: failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except ConnectionError as err:  # an unreachable Ray cluster
+        print(f"{prog}: failed: {err}", file=sys.stderr)
+        return EXIT_FAILED
+    except StoreUnavailableError as err:
         print(f"{prog}: failed: {err}", file=sys.stderr)
         return EXIT_FAILED
     except ValueError as err:

@@ -55,18 +55,19 @@ def train_endpoint(
     cfg: Config,
     seed: int,
     splits: Splits,
-    out_dir: Path,
+    out_dir: Path | None,
     *,
     callbacks: Sequence[Callback] | None = None,
     progress: bool = True,
-) -> tuple[nn.Module, TrainResult, Path]:
+) -> tuple[nn.Module, TrainResult, Path | None]:
     """Train (or resume, or reload) the endpoint with ``seed``; checkpoints live under
-    ``out_dir/endpoints/<endpoint_key>/seed<seed>`` so a changed config never resumes a stale run.
+    ``out_dir/endpoints/<endpoint_key>/seed<seed>`` so a changed config never resumes a stale run
+    (``out_dir=None``: train in memory without checkpoints).
 
     Returns:
-        ``(model, result, checkpoint folder)`` with the model holding the trained weights.
+        ``(model, result, checkpoint folder or None)`` with the model holding the trained weights.
     """
-    ckpt = out_dir / "endpoints" / endpoint_key(cfg) / f"seed{seed}"
+    ckpt = out_dir / "endpoints" / endpoint_key(cfg) / f"seed{seed}" if out_dir is not None else None
     set_seed(seed)
     model = build_cell_model(cfg, splits)
     spec = TrainSpec(**train_spec_kwargs(cfg.train, seed=seed))

@@ -115,7 +115,8 @@ class CurveConfig:
     ``kinds`` lists the fitted curves (the line is always evaluated); ``align`` also connects B permuted
     onto A (results under ``<path>_aligned``); ``bn_batches`` x ``bn_batch_size`` training samples
     recompute BatchNorm statistics at each path point; ``eval_train_samples`` caps the training samples
-    evaluated along paths (``null``: all).
+    evaluated along paths (``null``: all); ``seed`` seeds curve fitting (batch order, draws of t), the
+    evaluation subset, the BatchNorm batches and the alignment.
     """
 
     kinds: tuple[str, ...] = ("bezier", "polychain")
@@ -136,14 +137,23 @@ class CurveConfig:
     plane: bool = True
     plane_grid: int = 21
     plane_margin: float = 0.2
+    seed: int = 0
 
 
 @dataclass(frozen=True)
 class ProbeConfig:
-    """Geometry probes at endpoints, curve midpoints and along paths.
+    """Geometry probes at endpoints, curve midpoints and along paths (``lgeom.probes.ProbeSettings`` has the
+    same names and documents each; validated there).
 
-    ``samples`` training samples (seeded subset) feed every probe; ``hessian_points`` is the number of t
-    values along each path where the top-k Hessian eigenvalues are computed (0: none).
+    ``samples`` training samples (seeded subset, batches of ``batch_size``) feed every probe;
+    ``hessian_points`` is the number of t values along each path where the top-k Hessian eigenvalues are
+    computed (0: none); ``hessian_engine`` is ``auto`` (``cached`` when the graphs fit in memory), ``forward``
+    (forward-over-reverse HVPs, memory of one batch) or ``cached`` (each batch's gradient graph kept, faster
+    per product); ``trace_method`` is ``hutchinson`` or
+    ``hutch++``; ``sharpness_norm`` ``l2``/``linf`` and ``sharpness_scaling`` ``none``/``elementwise``/
+    ``filter`` define the worst-case ball; ``curvature_eps`` is the Monte-Carlo curvature step (parameter
+    units); ``pca`` and ``effective_dim`` need trajectory snapshots (``train.snapshot_every`` /
+    ``train.grad_snapshot_every`` > 0).
     """
 
     samples: int = 512
@@ -152,16 +162,22 @@ class ProbeConfig:
     hessian_tol: float = 1e-3
     hessian_method: str = "lanczos"
     hessian_max_iter: int | None = None
+    hessian_engine: str = "auto"
     hessian_points: int = 11
     trace_probes: int = 32
+    trace_method: str = "hutchinson"
     density: bool = True
     density_runs: int = 4
     density_steps: int = 40
+    density_grid: int = 500
     sharpness_eps: float = 0.05
     sharpness_samples: int = 16
     sharpness_worst: bool = True
     sharpness_steps: int = 10
+    sharpness_norm: str = "l2"
+    sharpness_scaling: str = "filter"
     curvature_samples: int = 16
+    curvature_eps: float = 0.05
     slices: bool = True
     slice_points: int = 51
     slice2d_points: int = 21
@@ -446,7 +462,8 @@ def _validate_curve(c: CurveConfig) -> list[str]:
     from lgeom.optim import OPTIMIZERS, SCHEDULES
 
     out = _positive_ints(c, "curve", ["bends", "epochs", "batch_size", "t_per_batch", "points", "bn_batches",
-                                       "bn_batch_size", "eval_train_samples", "plane_grid"])
+                                       "bn_batch_size", "eval_train_samples", "plane_grid", "seed"],
+                         allow_zero=["seed"])
     bad = [k for k in c.kinds if k not in ("bezier", "polychain")]
     if bad:
         out.append(f"curve.kinds: expected a list of 'bezier' and/or 'polychain', got {list(c.kinds)!r}")
@@ -464,23 +481,20 @@ def _validate_curve(c: CurveConfig) -> list[str]:
         out.append(f"curve.points: expected an integer >= 2, got {c.points!r}")
     if not math.isfinite(c.plane_margin) or c.plane_margin < 0:
         out.append(f"curve.plane_margin: expected a number >= 0, got {c.plane_margin!r}")
+    if c.plane_grid == 1:  # values < 1 are reported above
+        out.append(f"curve.plane_grid: expected an integer >= 2, got {c.plane_grid!r}")
+    if len(set(c.kinds)) != len(c.kinds):
+        out.append(f"curve.kinds: expected distinct kinds, got {list(c.kinds)!r}")
     return out
 
 
 def _validate_probe(p: ProbeConfig) -> list[str]:
-    out = _positive_ints(
-        p, "probe",
-        ["samples", "batch_size", "hessian_k", "hessian_max_iter", "hessian_points", "trace_probes", "density_runs",
-         "density_steps", "sharpness_samples", "sharpness_steps", "curvature_samples", "slice_points",
-         "slice2d_points", "seed"],
-        allow_zero=["hessian_points", "trace_probes", "sharpness_samples", "curvature_samples", "seed"],
-    )
-    if p.hessian_method not in ("lanczos", "power"):
-        out.append(f"probe.hessian_method: expected one of 'lanczos', 'power', got {p.hessian_method!r}")
-    if not math.isfinite(p.hessian_tol) or p.hessian_tol <= 0:
-        out.append(f"probe.hessian_tol: expected a finite number > 0, got {p.hessian_tol!r}")
-    if not math.isfinite(p.sharpness_eps) or p.sharpness_eps <= 0:
-        out.append(f"probe.sharpness_eps: expected a finite number > 0, got {p.sharpness_eps!r}")
+    from lgeom.probes import ProbeSettings
+
+    out = _positive_ints(p, "probe", ["samples", "batch_size"])
+    names = {f.name for f in fields(ProbeSettings)}
+    settings = ProbeSettings(**{f.name: getattr(p, f.name) for f in fields(p) if f.name in names})
+    out.extend(f"probe.{problem}" for problem in settings.problems())
     return out
 
 

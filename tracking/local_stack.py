@@ -407,7 +407,7 @@ def start_stack(
     return info
 
 
-def stop_stack(target: StackInfo | str | os.PathLike[str] = ".lgeom", *, timeout: float = 10.0) -> bool:
+def stop_stack(target: StackInfo | str | os.PathLike[str] = ".lgeom", *, timeout: float = 5.0) -> bool:
     """Stop a stack (its :class:`StackInfo` or state folder): the MLflow server first, then SeaweedFS;
     removes leftover sockets and ``stack.json`` (data, logs and credentials stay for the next start).
 

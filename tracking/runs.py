@@ -271,11 +271,13 @@ def start_run(
     params: Mapping[str, Any] | None = None,
     check: bool = True,
     retry: RetryPolicy = DEFAULT_RETRY,
+    health_timeout: float = 15.0,
 ) -> TrackedRun:
     """Create a RUNNING run (a child of ``parent_run_id`` when given) with ``tags`` and ``params``.
 
-    With ``check`` the store and the experiment's artifact store are checked first, so an unreachable
-    server or S3 fails here, before any run exists. If anything fails after the run was created it is
+    With ``check`` the store and the experiment's artifact store are checked first (``health_timeout``
+    seconds in all, a few more if the experiment had to be created), so an unreachable server or S3 fails
+    here, before any run exists. If anything fails after the run was created it is
     ended FAILED before the error propagates. Prefer :func:`tracked_run`, which also ends the run.
 
     Raises:
@@ -284,14 +286,15 @@ def start_run(
     """
     if (experiment is None) == (experiment_id is None):
         raise ValueError(f"run: expected exactly one of experiment (name) or experiment_id, got {experiment!r} and {experiment_id!r}")
+    deadline = time.monotonic() + health_timeout
     if check:
-        check_health(store)
+        check_health(store, timeout=health_timeout)
     client = store.client()
     if experiment_id is None:
         experiment_id = ensure_experiment(store, str(experiment), client=client, retry=retry)
     exp = with_retries(lambda: client.get_experiment(experiment_id), what=f"reading experiment {experiment_id}", policy=retry)
     if check:
-        check_artifact_store(store, exp.artifact_location)
+        check_artifact_store(store, exp.artifact_location, deadline=max(deadline, time.monotonic() + 5.0))
     all_tags = {**_context_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
     if parent_run_id:
         all_tags[TAG_PARENT] = parent_run_id
@@ -308,6 +311,14 @@ def start_run(
             end_run(run, "FAILED", error=err)
             raise
     return run
+
+
+def attach_run(store: Store, run_id: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> TrackedRun:
+    """A :class:`TrackedRun` for an existing run (e.g. to add figures to a finished study run); its
+    status is not changed. ``run.verify()`` checks the uploads made through it."""
+    client = store.client()
+    info = with_retries(lambda: client.get_run(run_id), what=f"reading run {run_id}", policy=retry).info
+    return TrackedRun(store, client, run_id, str(info.experiment_id), retry)
 
 
 def end_run(run: TrackedRun, status: str = "FINISHED", *, error: BaseException | None = None, verify: bool = True) -> None:
@@ -439,12 +450,14 @@ def mark_orphaned_runs(
     *,
     status: str = "FAILED",
     parent_run_id: str | None = None,
+    include_parent: bool = True,
     older_than_s: float | None = None,
 ) -> list[str]:
     """Close RUNNING runs left behind by a killed invocation; returns their ids.
 
     A RUNNING run is an orphan when ``parent_run_id`` is given and it is that run or one of its children
-    (the caller knows that invocation is dead), or when it was started on this host by a process that no
+    (the caller knows that invocation is dead; ``include_parent=False`` spares the parent itself, for a
+    study closing its own crashed trials before it ends), or when it was started on this host by a process that no
     longer exists (tags ``lgeom.host`` / ``lgeom.pid`` / ``lgeom.proc_start``), or when ``older_than_s``
     is given and it started longer ago than that. Each is ended with ``status`` (FAILED or KILLED) and
     tag ``lgeom.error`` saying why.
@@ -464,7 +477,7 @@ def mark_orphaned_runs(
         tags = run.data.tags
         rid = run.info.run_id
         reason = None
-        if parent_run_id and (rid == parent_run_id or tags.get(TAG_PARENT) == parent_run_id):
+        if parent_run_id and ((include_parent and rid == parent_run_id) or tags.get(TAG_PARENT) == parent_run_id):
             reason = f"its study invocation (parent run {parent_run_id}) ended without closing it"
         elif tags.get(TAG_HOST) == host and tags.get(TAG_PID, "").isdigit():
             ticks = int(tags.get(TAG_PROC_START, "0") or 0) or None
@@ -481,7 +494,7 @@ def mark_orphaned_runs(
 
 
 __all__ = [
-    "Manifest", "ModelRecord", "TrackedRun", "end_run", "ensure_experiment", "find_finished_run",
+    "Manifest", "ModelRecord", "TrackedRun", "attach_run", "end_run", "ensure_experiment", "find_finished_run",
     "flatten_params", "mark_orphaned_runs", "run_tags", "search_all_runs", "start_run", "tracked_run",
     "TAG_CELL", "TAG_CONFIG_HASH", "TAG_ERROR", "TAG_PARENT", "TAG_STAGE", "TAG_STUDY",
 ]

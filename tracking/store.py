@@ -230,7 +230,8 @@ def _get(url: str, *, timeout: float, deadline: float, environ: Mapping[str, str
             r = requests.get(url, timeout=(min(3.0, remaining), min(timeout, remaining)), **_auth(environ))
             if r.status_code < 500:
                 return r
-            last = f"HTTP {r.status_code}: {redact(r.text[:200])}"
+            body = r.text.strip()
+            last = f"HTTP {r.status_code}" + ("" if body.startswith("<") or not body else f": {redact(body[:200])}")
         except requests.RequestException as err:
             last = f"{type(err).__name__}: {redact(str(err))[:300]}"
         if time.monotonic() + delay >= deadline:
@@ -243,7 +244,7 @@ def _get(url: str, *, timeout: float, deadline: float, environ: Mapping[str, str
 def check_health(
     store: Store,
     *,
-    timeout: float = 20.0,
+    timeout: float = 15.0,
     artifact_uri: str | None = None,
     environ: Mapping[str, str] | None = None,
 ) -> None:
@@ -355,7 +356,7 @@ def _check_s3(artifact_uri: str, *, deadline: float, environ: Mapping[str, str])
     )
 
 
-def connect(tracking_uri: str | None = None, *, check: bool = True, timeout: float = 20.0) -> Store:
+def connect(tracking_uri: str | None = None, *, check: bool = True, timeout: float = 15.0) -> Store:
     """Resolve the store (:func:`resolve_store`), and with ``check`` make sure it answers (:func:`check_health`).
 
     Raises:

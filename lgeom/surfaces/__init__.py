@@ -1,4 +1,4 @@
-"""Loss surfaces: the plane through three points (``plane``), filter-normalised 1-D/2-D slices
+"""Loss surfaces: the plane through three points (``plane``, in ``three_points``), filter-normalised 1-D/2-D slices
 (``slices``) and the PCA plane of a training trajectory (``pca``).
 
 Names are resolved lazily from the submodules listed in ``_EXPORTS`` so each part can be imported on its
@@ -12,14 +12,17 @@ from typing import Any
 
 # public name -> submodule of lgeom.surfaces
 _EXPORTS: dict[str, str] = {
-    "plane": "plane",
-    "PlaneResult": "plane",
-    "plane_basis": "plane",
+    "plane": "three_points",
+    "PlaneResult": "three_points",
+    "plane_basis": "three_points",
+    "PlaneBasis": "three_points",
     "slice_1d": "slices",
     "slice_2d": "slices",
     "SliceResult": "slices",
+    "grid_losses": "slices",
     "pca_plane": "pca",
     "PCAPlaneResult": "pca",
+    "pca_directions": "pca",
 }
 
 

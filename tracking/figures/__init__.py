@@ -1,3 +1,24 @@
-"""Per-run figures (matplotlib, Agg backend): ``paths`` for connectivity results, ``probes`` for curvature
-probes. Each function takes plain arrays / lgeom results and a file path, writes a PNG and returns the path.
+"""Per-run figures (matplotlib's object API on the Agg canvas; no global backend is changed): ``paths`` for
+connectivity results, ``probes`` for curvature probes. Each function takes plain arrays / lgeom results and a
+file path, writes a PNG with :func:`save_figure` and returns the path.
 """
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 120) -> Path:
+    """Write ``fig`` as a PNG to ``path`` atomically (temp file + rename, folders created); returns the path."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
+        FigureCanvasAgg(fig)
+    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
+    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+    os.replace(tmp, out)
+    return out

@@ -1,0 +1,71 @@
+"""Step ``compare``: comparison tables from logged runs, printed in the terminal.
+
+    lgeom compare --study quick --metrics bezier.test.acc_auc,linear.test.loss_barrier --by model,optimizer
+    lgeom compare --study resnet-depth --table depth-auc --format markdown
+    lgeom compare --study resnet-depth --table depth-triangle --format csv > triangle.csv
+
+Runs come from ``$MLFLOW_TRACKING_URI`` (or ``--tracking-uri``), else the embedded ``./mlflow.db``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+TABLES = ("compare", "depth-auc", "depth-triangle")
+
+
+def _split(value: str | None) -> list[str]:
+    return [v.strip() for v in (value or "").split(",") if v.strip()]
+
+
+def add_arguments(parser: Any, step: str) -> None:
+    """``--study``, ``--metrics``, ``--by``, ``--table``, ``--format``, ``--stage``, ``--tracking-uri``."""
+    from tracking.query import FORMATS
+
+    parser.add_argument("--study", required=True, help="study (MLflow experiment) name")
+    parser.add_argument("--metrics", default="", help="comma-separated metric names (for --table compare; default: the main comparison per setting)")
+    parser.add_argument("--by", default="model,dataset", help="comma-separated grouping keys (default model,dataset)")
+    parser.add_argument("--table", choices=TABLES, default="compare", help="which table (default compare)")
+    parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
+    parser.add_argument("--stage", default=None, help="only runs with this lgeom.stage (e.g. trial, connect)")
+    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+
+
+def cli(cfg: Any, args: Any) -> int:
+    """Print the table; exit 2 for bad input (unknown study, metric or key), 1 if the store is unreachable."""
+    from tracking import query
+    from tracking.store import StoreUnavailableError, connect
+
+    prog = "lgeom compare"
+    by = _split(args.by)
+    metrics = _split(args.metrics)
+    try:
+        store = connect(args.tracking_uri)
+        df = query.runs(args.study, store=store, stage=args.stage, children_only=False)
+        df = df[df["cell"].notna()] if not df.empty else df
+        if args.table == "compare" and not metrics:
+            from pipelines.report import main_table
+
+            table = main_table(args.study, store=store)
+        elif args.table == "compare":
+            table = query.compare(df, metrics, by)
+        elif args.table == "depth-auc":
+            table = query.depth_auc_table(df, by=by)
+        else:
+            table = query.depth_triangle_table(df, by=by)
+    except StoreUnavailableError as err:
+        print(f"{prog}: failed: {err}", file=sys.stderr)
+        return 1
+    except (LookupError, ValueError) as err:
+        msg = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"{prog}: error: {msg}", file=sys.stderr)
+        return 2
+    print(query.format_table(table, args.format))
+    return 0
+
+
+if __name__ == "__main__":
+    from pipelines.cli import main as cli_main
+
+    sys.exit(cli_main(["compare", *sys.argv[1:]]))

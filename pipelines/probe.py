@@ -1,0 +1,337 @@
+"""Step ``probe``: Hessian spectra, sharpness, curvature, slices and the PCA plane at a checkpoint, or at the
+endpoints and midpoint of a saved curve and along it.
+
+Without a file the trained endpoint A (seed ``train.seeds[0]``) of every cell is probed (trained, resumed or
+reused by ``pipelines.common.train_endpoint``); ``--checkpoint`` probes a file written by ``lgeom train``,
+``--curve`` one written by ``lgeom connect``. Results go to the bundle ``<output_dir>/<name>/<cell>/probe/``
+(or ``--out``): metrics ``hessian.<point>.lambda_max|topk_mean|trace``, ``sharpness.<point>.eps_avg|eps_worst``
+(+ extras), ``spectra/<point>.json``, ``paths/<path>.csv`` with ``hessian_lambda_max`` and ``hessian_top<i>``,
+``planes/slice_<point>.npz``, ``planes/pca.npz``, ``probes.json`` and ``figures/*.png``.
+
+    lgeom probe --preset quick train.snapshot_every=20 train.grad_snapshot_every=5
+    lgeom probe --preset quick-tiny --cell mlp2x16/moons/sgd --checkpoint outputs/.../seed0/final.pt
+    lgeom probe --preset quick-tiny --cell mlp2x16/moons/sgd --curve outputs/.../connect/curves/bezier.pt
+    mlflow run . -e probe -P preset=quick --env-manager local
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lgeom.curves import Curve, Line, check_model_matches, load_curve
+from lgeom.data import Splits, fixed_batches
+from lgeom.device import resolve_device
+from lgeom.evaluate import has_batchnorm
+from lgeom.gradients import EffectiveDimensionality, effective_dimensionality
+from lgeom.models import build_model
+from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
+from lgeom.surfaces.pca import PCAPlaneResult, pca_plane
+from lgeom.table import Table
+from lgeom.train import TrainResult
+from pipelines.bundle import Bundle
+from pipelines.common import build_cell_model, cell_dir, load_splits, train_endpoint
+from pipelines.config import Config
+from pipelines.connect import load_endpoint, write_bundle_atomically
+from pipelines.train import select_cells
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+# --- inputs ------------------------------------------------------------------------------------------------
+
+
+def probe_batches(cfg: Config, splits: Splits) -> list[Batch]:
+    """``probe.samples`` unaugmented training samples (seeded by ``probe.seed``) in batches of ``probe.batch_size``."""
+    p = cfg.probe
+    batches = fixed_batches(splits.train_eval, p.batch_size, n_batches=math.ceil(p.samples / p.batch_size), seed=p.seed)
+    extra = sum(int(y.shape[0]) for _, y in batches) - p.samples
+    if extra > 0:
+        x, y = batches[-1]
+        batches[-1] = (x[: len(y) - extra], y[: len(y) - extra])
+    return batches
+
+
+def trajectory_of(checkpoint: str | Path) -> dict[str, list[Any]]:
+    """Snapshots, their steps and gradient snapshots kept by ``lgeom train`` in ``last.pt`` beside a checkpoint
+    (empty lists when there is none)."""
+    last = Path(checkpoint).with_name("last.pt")
+    state = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else {}
+    return {k: list(state.get(k, [])) for k in ("snapshots", "snapshot_steps", "grads")}
+
+
+# --- writing results into a bundle -------------------------------------------------------------------------
+
+
+def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figures: bool = True) -> dict[str, float]:
+    """Write a :class:`~lgeom.probes.PointProbes` for ``point`` (``a``, ``b``, ``mid`` ...) into a bundle.
+
+    Metrics ``<family>.<point>.<name>``: ``hessian.<point>.lambda_max``, ``.topk_mean``, ``.trace`` (+
+    ``.trace_stderr``, ``.converged``, ``.n_hvp``, ``.density_mean``), ``sharpness.<point>.eps_avg``,
+    ``.eps_worst`` (+ ``.eps_avg_max``, ``.flatness``), ``curvature.<point>.mc_mean|mc_std|mc_frac_negative``,
+    ``probe.<point>.loss``; ``spectra/<point>.json``; the samples and the 1-D slice under ``probes.json``;
+    ``planes/slice_<point>.npz``; figures ``<point>_topk``, ``_density``, ``_sharpness``, ``_slice1d``,
+    ``_slice2d``, ``_surface3d``.
+
+    Returns:
+        The metrics written.
+    """
+    from tracking.figures import probes as fig
+
+    metrics = {f"{k.split('.', 1)[0]}.{point}.{k.split('.', 1)[1]}": v for k, v in result.summary().items()}
+    bundle.add_metrics(metrics)
+    bundle.write_spectrum(point, result.spectrum())
+    doc = {"summary": result.summary(include_topk=True), "timings": result.timings}
+    for key in ("average", "worst", "curvature", "slice_1d"):
+        part = getattr(result, key)
+        doc[key] = part.to_dict() if part is not None else None
+    bundle.write_json("probes.json", {**bundle.read_json("probes.json", {}), point: doc})
+    if result.slice_2d is not None:
+        bundle.write_plane(f"slice_{point}", result.slice_2d.to_dict())
+    if not figures:
+        return metrics
+    if result.eigen is not None:
+        fig.plot_topk(result.eigen.values, bundle.figure_path(f"{point}_topk"), title=f"Hessian top-{len(result.eigen.values)} at {point}")
+    if result.density is not None:
+        fig.plot_spectral_density(result.density.grid, result.density.density, bundle.figure_path(f"{point}_density"),
+                                  eigenvalues=None if result.eigen is None else result.eigen.values, title=f"spectral density at {point}")
+    if result.average is not None:
+        fig.plot_sharpness_histogram(result.average.increases, bundle.figure_path(f"{point}_sharpness"), eps=result.average.eps,
+                                     worst=None if result.worst is None else result.worst.increase)
+    if result.slice_1d is not None:
+        s1 = result.slice_1d
+        fig.plot_slice_1d(s1.alphas, s1.loss, bundle.figure_path(f"{point}_slice1d"), acc=s1.acc, title=f"1-D slice at {point}")
+    if result.slice_2d is not None:
+        s2 = result.slice_2d
+        fig.plot_slice_2d(s2.alphas, s2.betas, s2.loss, bundle.figure_path(f"{point}_slice2d"), title=f"2-D slice at {point}")
+        fig.plot_surface_3d(s2.alphas, s2.betas, s2.loss, bundle.figure_path(f"{point}_surface3d"), title=f"loss surface at {point}")
+    return metrics
+
+
+def merge_on_t(old: Table, new: Table) -> Table:
+    """Outer join of two path tables on ``t`` (values within 1e-9 match); ``new`` wins on shared columns."""
+    rows: list[dict[str, Any]] = [dict(r) for r in old.rows()]
+    for r in new.rows():
+        match = next((row for row in rows if abs(float(row["t"]) - float(r["t"])) <= 1e-9), None)
+        if match is None:
+            rows.append(dict(r))
+        else:
+            match.update({k: v for k, v in r.items() if k != "t"})
+    return Table.from_rows(sorted(rows, key=lambda row: float(row["t"])))
+
+
+def write_path_probes(bundle: Bundle, name: str, table: Table, *, figures: bool = True) -> Path:
+    """Merge a :func:`~lgeom.probes.probe_path` table into ``paths/<name>.csv`` (joined on t with the table
+    the connect stage wrote, NaN where a row has no probe) and draw ``figures/<name>_hessian.png``."""
+    if (bundle.root / "paths" / f"{name}.csv").exists():
+        table = merge_on_t(bundle.read_path(name), table)
+    out = bundle.write_path(name, table)
+    cols = [c for c in table.names if c.startswith("hessian_top") and c[len("hessian_top"):].isdigit()]
+    if figures and cols:
+        from tracking.figures.probes import plot_eigenvalues_along_path
+
+        keep = np.isfinite(np.asarray(table[cols[0]], dtype=np.float64))
+        plot_eigenvalues_along_path(table["t"][keep], {c: np.asarray(table[c], dtype=np.float64)[keep] for c in cols},
+                                    bundle.figure_path(f"{name}_hessian"), title=f"Hessian top-k along {name}")
+    return out
+
+
+def write_trajectory_probes(bundle: Bundle, *, pca: PCAPlaneResult | None = None, effective_dim: EffectiveDimensionality | None = None,
+                            figures: bool = True) -> None:
+    """Write the PCA plane (``planes/pca.npz``, ``figures/pca_plane.png``, metrics ``pca.explained_variance_1|2``,
+    ``pca.max_relative_residual``) and the gradients' effective dimensionality (``effective_dim.json``, metrics
+    ``gradients.effective_dim``, ``gradients.effective_dim_ratio``)."""
+    if pca is not None:
+        bundle.write_plane("pca", pca.to_arrays())
+        bundle.add_metrics({"pca.explained_variance_1": float(pca.explained_variance_ratio[0]),
+                            "pca.explained_variance_2": float(pca.explained_variance_ratio[1]),
+                            "pca.max_relative_residual": float(pca.relative_residuals.max())})
+        if figures:
+            from tracking.figures.probes import plot_pca_plane
+
+            plot_pca_plane(pca.xs, pca.ys, pca.loss, pca.coords, bundle.figure_path("pca_plane"), explained=pca.explained_variance_ratio,
+                           snapshot_loss=pca.snapshot_loss, projected_loss=pca.projected_loss)
+    if effective_dim is not None:
+        bundle.write_json("effective_dim.json", {**vars(effective_dim), "explained_variance_ratio": effective_dim.explained_variance_ratio.tolist()})
+        bundle.add_metrics({"gradients.effective_dim": effective_dim.n_components, "gradients.effective_dim_ratio": effective_dim.ratio})
+
+
+# --- running probes ---------------------------------------------------------------------------------------------
+
+
+def run_trajectory_probes(bundle: Bundle, cfg: Config, model: nn.Module, data: list[Batch],
+                          trajectory: TrainResult | Mapping[str, Sequence[Any]], *, final: Mapping[str, torch.Tensor] | None = None,
+                          progress: bool = True) -> None:
+    """PCA plane (``probe.pca``, needs >= 3 snapshots) and effective dimensionality (``probe.effective_dim``,
+    needs >= 2 gradient snapshots) of a training trajectory, written with :func:`write_trajectory_probes`."""
+    if isinstance(trajectory, TrainResult):
+        trajectory = {"snapshots": trajectory.snapshots, "snapshot_steps": trajectory.snapshot_steps, "grads": trajectory.grad_snapshots}
+    snaps, grads = list(trajectory.get("snapshots", [])), list(trajectory.get("grads", []))
+    if cfg.probe.pca and len(snaps) < 3:
+        print(f"probe: PCA plane skipped: {len(snaps)} trajectory snapshots (set train.snapshot_every > 0 for at least 3)")
+    if cfg.probe.effective_dim and len(grads) < 2:
+        print(f"probe: effective dimensionality skipped: {len(grads)} gradient snapshots (set train.grad_snapshot_every > 0)")
+    pca = None
+    if cfg.probe.pca and len(snaps) >= 3:
+        pca = pca_plane(model, snaps, data, final=final, steps=trajectory.get("snapshot_steps"), n_points=cfg.probe.slice2d_points,
+                        bn_batches=data if has_batchnorm(model) else None, progress=progress)
+    effdim = effective_dimensionality(grads) if cfg.probe.effective_dim and len(grads) >= 2 else None
+    write_trajectory_probes(bundle, pca=pca, effective_dim=effdim)
+
+
+def probe_cell(cfg: Config, model: nn.Module, bundle: Bundle, splits: Splits, *,
+               trajectory: TrainResult | Mapping[str, Sequence[Any]] | None = None, callbacks: Sequence[Any] | None = None,
+               progress: bool = True) -> dict[str, float]:
+    """A study trial's probe stage on a bundle the train and connect stages filled: points ``a`` and ``b``
+    (``endpoints/a.pt``, ``b.pt``, trained buffers kept), ``mid`` (midpoint of ``curves/bezier.pt``, else of the
+    first curve, else of the line), the top-k along every path (``linear`` between A and B, ``linear_aligned``
+    with ``endpoints/b_aligned.pt``, every ``curves/<path>.pt``), and the PCA plane / effective dimensionality
+    of A's training run when ``trajectory`` (A's ``TrainResult`` or a :func:`trajectory_of` dict) is given.
+
+        probe_cell(cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress)
+
+    Returns:
+        The metrics of the points: ``hessian.<point>.*``, ``sharpness.<point>.*``, ``curvature.<point>.*``,
+        ``probe.<point>.loss`` for point in a, b, mid (path columns and trajectory metrics go to the bundle).
+
+    Raises:
+        ValueError: an endpoint or curve that does not match ``model``.
+    """
+    settings, data = ProbeSettings.from_object(cfg.probe), probe_batches(cfg, splits)
+    device = resolve_device(cfg.train.device)
+    model.to(device)
+    on = lambda d: {n: v.to(device) for n, v in d.items()}  # noqa: E731
+    ends = {n: tuple(map(on, load_endpoint(bundle.root / "endpoints" / f"{n}.pt", n)))
+            for n in ("a", "b", "b_aligned") if (bundle.root / "endpoints" / f"{n}.pt").is_file()}
+    for name, (params, _) in ends.items():
+        check_model_matches(model, params, what=f"endpoints/{name}.pt")
+    metrics: dict[str, float] = {}
+    for name in ("a", "b"):
+        res = probe_point(model, ends[name][0], data, settings, buffers=ends[name][1], endpoint=True, callbacks=callbacks, progress=progress)
+        metrics.update(write_point_probes(bundle, name, res))
+    paths: dict[str, Curve] = {"linear": Line(ends["a"][0], ends["b"][0])}
+    if "b_aligned" in ends:
+        paths["linear_aligned"] = Line(ends["a"][0], ends["b_aligned"][0])
+    for f in sorted((bundle.root / "curves").glob("*.pt")):
+        paths[f.stem] = load_curve(f)[0].to(device)
+        check_model_matches(model, paths[f.stem].start, what=f"curves/{f.name}")
+    mid = paths.get("bezier") or next((c for c in paths.values() if c.n_bends), paths["linear"])
+    res = probe_point(model, mid.midpoint(), data, settings, callbacks=callbacks, progress=progress)
+    metrics.update(write_point_probes(bundle, "mid", res))
+    for name, curve in paths.items() if settings.hessian_points > 0 else ():
+        b_end = ends["b_aligned" if name.endswith("_aligned") else "b"]
+        write_path_probes(bundle, name, probe_path(model, curve, None, data, settings=settings, endpoint_buffers=(ends["a"][1], b_end[1]),
+                                                   callbacks=callbacks, progress=progress))
+    if trajectory is not None:
+        run_trajectory_probes(bundle, cfg, model, data, trajectory, final=ends["a"][0], progress=progress)
+    return metrics
+
+
+def _model_for_curve(cfg: Config, splits: Splits, extra: Mapping[str, Any]) -> nn.Module:
+    if isinstance(extra.get("model"), Mapping) and "num_classes" in extra and "in_shape" in extra:
+        opts = dict(extra["model"])
+        return build_model(opts.pop("arch"), num_classes=int(extra["num_classes"]), in_shape=tuple(extra["in_shape"]), **opts)
+    return build_cell_model(cfg, splits)
+
+
+def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None, out: str | None = None, cell: str | None = None,
+         point: str = "a", progress: bool = True, track: bool = True, store: Any = None) -> list[dict[str, Any]]:
+    """Probe every cell's endpoint A, or the ``checkpoint`` / ``curve`` file (one cell); returns one summary per bundle.
+
+    With ``track`` each bundle is logged as an MLflow run (stage ``probe``) in ``store`` (default: resolved
+    from the environment and health-checked before any work starts).
+
+    Raises:
+        FileNotFoundError: the checkpoint or curve file does not exist.
+        ValueError: both files given, a file with several cells and no ``--cell``, a file not matching the model.
+    """
+    for label, f in (("--checkpoint", checkpoint), ("--curve", curve)):
+        if f is not None and not Path(f).is_file():
+            raise FileNotFoundError(f"{label}: expected a file at {f}, got nothing there")
+    if checkpoint and curve:
+        raise ValueError("--checkpoint/--curve: expected one of them, got both")
+    cells = select_cells(cfg, cell)
+    if track and store is None:
+        from tracking.store import connect
+
+        store = connect()
+    if (checkpoint or curve) and len(cells) > 1:
+        raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)} with --checkpoint/--curve, got none")
+    summaries = []
+    for c in cells:
+        ccfg, splits = c.config, load_splits(c.config)
+        target = (Path(out) / c.name.replace("/", "_") if len(cells) > 1 else Path(out)) if out else cell_dir(cfg, c.name) / "probe"
+        if curve:
+            path_curve, extra = load_curve(curve)
+            model = _model_for_curve(ccfg, splits, extra)
+            check_model_matches(model, path_curve.start, what=f"curve {curve}")
+            params, buffers, trajectory, name = None, None, {}, Path(curve).stem
+        else:
+            if checkpoint:
+                model = build_cell_model(ccfg, splits)
+                params, buffers = load_endpoint(checkpoint, "--checkpoint")
+                check_model_matches(model, params, what=f"checkpoint {checkpoint}")
+                trajectory = trajectory_of(checkpoint)
+            else:
+                model, result, _ = train_endpoint(ccfg, ccfg.train.seeds[0], splits, cell_dir(cfg, c.name), progress=progress)
+                params, buffers = result.final_params, result.final_buffers
+                trajectory = result
+        device = resolve_device(ccfg.train.device)
+        model.to(device)
+        settings, data = ProbeSettings.from_object(ccfg.probe), probe_batches(ccfg, splits)
+
+        def fill(bundle: Bundle) -> None:
+            if curve:
+                pc = path_curve.to(device)
+                for pname, t in (("a", 0.0), ("mid", 0.5), ("b", 1.0)):
+                    write_point_probes(bundle, pname, probe_point(model, pc.point(t), data, settings, progress=progress))
+                if settings.hessian_points > 0:
+                    write_path_probes(bundle, name, probe_path(model, pc, None, data, settings=settings, progress=progress))
+            else:
+                on = {n: v.to(device) for n, v in params.items()}
+                res = probe_point(model, on, data, settings, buffers={n: v.to(device) for n, v in buffers.items()}, endpoint=True, progress=progress)
+                write_point_probes(bundle, point, res)
+                run_trajectory_probes(bundle, ccfg, model, data, trajectory, final=on, progress=progress)
+            bundle.add_tags({"lgeom.cell": c.name, "lgeom.stage": "probe"})
+
+        bundle = write_bundle_atomically(target, fill)
+        metrics = bundle.metrics()
+        shown = {k: v for k, v in metrics.items() if k.split(".")[-1] in ("lambda_max", "trace", "eps_avg", "eps_worst") and v is not None}
+        print(f"{c.name}: " + "  ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f"  -> {target}")
+        summary = {"cell": c.name, "bundle": str(target), "metrics": metrics}
+        if track:
+            from tracking.log import log_step_bundle
+
+            summary["run_id"] = log_step_bundle(ccfg, c, "probe", target, store=store, study=cfg.name)
+            print(f"{c.name}: logged to MLflow run {summary['run_id']} ({store.describe()})")
+        summaries.append(summary)
+    return summaries
+
+
+def add_arguments(parser: Any, step: str) -> None:
+    """``--checkpoint``, ``--curve`` (what to probe), ``--point`` (its name) and ``--out`` (the bundle folder)."""
+    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint written by lgeom train ({params, buffers})")
+    parser.add_argument("--curve", default=None, metavar="PATH", help="curve written by lgeom connect (curves/<name>.pt)")
+    parser.add_argument("--point", default="a", help="metric name of the checkpoint's point (a, b, ...); default a")
+    parser.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default <output_dir>/<name>/<cell>/probe)")
+    parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (local outputs only)")
+
+
+def cli(cfg: Config, args: Any) -> int:
+    """``lgeom probe``: probe and report; exit status 0."""
+    main(cfg, checkpoint=args.checkpoint, curve=args.curve, out=args.out, cell=args.cell, point=args.point or "a",
+         progress=not args.no_progress, track=not args.no_tracking)
+    return 0
+
+
+if __name__ == "__main__":
+    from pipelines.cli import main as cli_main
+
+    sys.exit(cli_main(["probe", *sys.argv[1:]]))

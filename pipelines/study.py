@@ -1,0 +1,269 @@
+"""Step ``study``: the matrix on Ray Tune — one trial per cell, each logged to an MLflow child run under
+the invocation's parent run — then the comparison table and the report.
+
+    lgeom study --preset quick                      # local Ray, embedded MLflow (sqlite:///mlflow.db)
+    lgeom study --preset resnet-depth --address ray://head:10001
+    mlflow run . -e study -P preset=quick --env-manager local
+
+Rerunning the same command is safe: cells whose child run with the same config hash is FINISHED are
+skipped, unfinished cells resume at their next stage, and RUNNING runs left by a killed invocation are
+marked KILLED. Exit status 0 when every cell finished, 1 when some failed (they are listed), 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import Cell, Config, config_hash, expand_matrix
+from pipelines.trial import TrialContext, run_cell, work_dir
+
+
+@dataclass
+class StudySummary:
+    """What a study invocation did, cell by cell."""
+
+    study: str
+    parent_run_id: str = ""
+    finished: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)
+    orphans_closed: list[str] = field(default_factory=list)
+    report: Path | None = None
+    wall_time_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        """Whether every cell is FINISHED (now or before)."""
+        return not self.failed
+
+    def lines(self) -> list[str]:
+        """A human summary."""
+        out = [
+            f"study {self.study}: {len(self.finished)} cell(s) finished, {len(self.reused)} reused from earlier runs, "
+            f"{len(self.failed)} failed ({self.wall_time_s:.0f} s)"
+        ]
+        if self.orphans_closed:
+            out.append(f"  closed {len(self.orphans_closed)} run(s) left RUNNING by a killed invocation")
+        for cell, err in self.failed.items():
+            out.append(f"  FAILED {cell}: {err}")
+        return out
+
+
+def _cell_trial(config: dict[str, Any], *, contexts: dict[str, TrialContext]) -> None:
+    """The Ray Tune trainable: runs one cell and reports its stages and outcome."""
+    import torch
+    from ray import tune
+
+    ctx = contexts[config["cell"]]
+    cpus = max(1, int(float(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
+    torch.set_num_threads(cpus)
+    summary = run_cell(ctx, report=lambda m: tune.report({**m, "status": "RUNNING"}), callbacks=[_trial_progress(ctx.cell, ctx.bars)])
+    final = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and k != "traceback"}
+    tune.report({**final, "stage": "done", "stages_done": 4})
+
+
+def _trial_progress(cell: str, bars: bool) -> Any:
+    """Per-trial progress: bars that Ray draws on the driver's terminal (``ray.experimental.tqdm_ray``), or,
+    when the driver's output is not a terminal, one line per task start/end and at most one per 10 s."""
+    from ray.experimental.tqdm_ray import tqdm
+
+    open_bars: dict[str, Any] = {}
+    last = {"t": 0.0}
+
+    def callback(event: Any) -> None:
+        if bars:
+            if event.kind == "start":
+                open_bars[event.task] = tqdm(total=event.total or None, desc=f"{cell} {event.task}")
+            elif event.task in open_bars:
+                bar = open_bars[event.task]
+                bar.update(max(event.step - bar.n, 0))
+                if event.kind == "end":
+                    bar.close()
+                    del open_bars[event.task]
+            return
+        now = time.monotonic()
+        if event.kind in ("start", "end") or (event.kind == "epoch" and now - last["t"] > 10):
+            last["t"] = now
+            shown = "  ".join(f"{k} {v:.4g}" for k, v in list(event.metrics.items())[:4] if isinstance(v, (int, float)))
+            where = f"epoch {event.epoch + 1}" if event.epoch >= 0 else f"step {event.step}/{event.total or '?'}"
+            print(f"[{cell}] {event.task} {event.kind if event.kind != 'epoch' else where}  {shown}".rstrip(), flush=True)
+
+    return callback
+
+
+def _resources(cfg: Config, cluster: dict[str, float]) -> dict[str, float]:
+    """Per-trial resources from the config, checked against what the cluster has.
+
+    Raises:
+        ValueError: a trial would need more CPUs than the cluster has (it would never be scheduled).
+    """
+    cpus = float(cluster.get("CPU", 0))
+    if cfg.study.cpu > cpus:
+        raise ValueError(f"study.cpu: expected at most {cpus:g} CPUs per trial (what the Ray cluster has), got {cfg.study.cpu:g}")
+    gpu = cfg.study.gpu
+    if gpu > 0 and float(cluster.get("GPU", 0)) == 0:
+        print(f"study: no GPU in the Ray cluster; running trials on CPUs (study.gpu={gpu:g} ignored)", file=sys.stderr)
+        gpu = 0.0
+    return {"cpu": cfg.study.cpu, "gpu": gpu}
+
+
+def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext], resources: dict[str, float]) -> list[dict[str, Any]]:
+    """One Ray Tune trial per cell (grid search over cell names) on the connected Ray; returns each cell's
+    final report."""
+    from ray import tune
+
+    storage = (Path(cfg.output_dir) / cfg.name / "ray").resolve()
+    trainable = tune.with_resources(tune.with_parameters(_cell_trial, contexts=contexts), resources)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"cell": tune.grid_search([c.name for c in cells])},
+        tune_config=tune.TuneConfig(reuse_actors=cfg.study.reuse_actors, max_concurrent_trials=cfg.study.max_concurrent or None),
+        run_config=tune.RunConfig(
+            name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",
+            storage_path=str(storage),
+            failure_config=tune.FailureConfig(max_failures=cfg.study.max_failures),
+            verbose=1,
+        ),
+    )
+    grid = tuner.fit()
+    out = []
+    for result in grid:
+        cell = (result.config or {}).get("cell", "?")
+        metrics = result.metrics or {}
+        if result.error is not None or metrics.get("stage") != "done":
+            out.append({"cell": cell, "status": "FAILED", "error": f"trial crashed: {result.error}" if result.error else "trial ended early"})
+        else:
+            out.append({"cell": cell, **metrics})
+    return out
+
+
+def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = None) -> StudySummary:
+    """Run the study of ``cfg``: skip FINISHED cells, close orphans, run the rest on Ray Tune, log the
+    summary, comparison table and figures to the parent run, and write the report."""
+    from pipelines.ray_runtime import ray_session
+    from tracking.runs import ensure_experiment, find_finished_run, mark_orphaned_runs, run_tags, tracked_run
+    from tracking.store import connect
+
+    t0 = time.perf_counter()
+    cells = expand_matrix(cfg)
+    store = connect()
+    exp_id = ensure_experiment(store, cfg.name)
+    summary = StudySummary(cfg.name)
+    summary.orphans_closed = mark_orphaned_runs(store, exp_id, status="KILLED")
+    todo: list[Cell] = []
+    for cell in cells:
+        if find_finished_run(store, exp_id, config_hash(cell.config), stage="trial", cell=cell.name) is not None:
+            summary.reused.append(cell.name)
+        else:
+            todo.append(cell)
+    print(f"study {cfg.name}: {len(cells)} cell(s), {len(summary.reused)} already FINISHED, {len(todo)} to run; MLflow: {store.describe()}")
+    params = {"preset": cfg.name, "n_cells": len(cells), "n_to_run": len(todo), "study.cpu": cfg.study.cpu, "study.gpu": cfg.study.gpu,
+              "study.matrix": {k: v for k, v in cfg.study.matrix.items()}}
+    with contextlib.ExitStack() as stack:
+        resources: dict[str, float] = {}
+        if todo:  # Ray first: a cluster that cannot run the trials is reported before any run is created
+            resources = _resources(cfg, stack.enter_context(ray_session(address))["resources"])
+        parent = stack.enter_context(tracked_run(store, experiment_id=exp_id, run_name=f"study {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                                                 tags=run_tags(study=cfg.name, stage="study"), params=params))
+        summary.parent_run_id = parent.run_id
+        contexts = {
+            c.name: TrialContext(cfg.name, c.name, c.config.to_dict(), exp_id, parent.run_id, store,
+                                 str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)), bars=sys.stdout.isatty())
+            for c in todo
+        }
+        results = run_trials(cfg, todo, contexts, resources) if todo else []
+        for r in results:
+            if r.get("status") == "FINISHED":
+                summary.finished.append(r["cell"])
+            else:
+                summary.failed[r["cell"]] = r.get("error") or "unknown error"
+        # A trial whose worker died leaves its child run RUNNING: close it before the parent ends.
+        mark_orphaned_runs(store, exp_id, status="FAILED", parent_run_id=parent.run_id, include_parent=False)
+        summary.wall_time_s = time.perf_counter() - t0
+        summary.report = finish_study(cfg, store, parent, summary, report_dir)
+        if summary.failed:
+            raise StudyFailed(summary)
+    return summary
+
+
+class StudyFailed(RuntimeError):
+    """Some cells failed; carries the :class:`StudySummary` (the parent run ends FAILED)."""
+
+    def __init__(self, summary: StudySummary) -> None:
+        self.summary = summary
+        super().__init__(f"{len(summary.failed)} cell(s) failed: " + ", ".join(summary.failed))
+
+
+def finish_study(cfg: Config, store: Any, parent: Any, summary: StudySummary, report_dir: Path | None) -> Path | None:
+    """Log the summary to the parent run and write the report (figures, tables) there and to ``report_dir``."""
+    from pipelines.report import write_report
+
+    parent.log_metrics({"study.cells_finished": len(summary.finished), "study.cells_reused": len(summary.reused),
+                        "study.cells_failed": len(summary.failed), "study.wall_time_s": summary.wall_time_s})
+    parent.set_tags({"lgeom.failed_cells": ", ".join(summary.failed) or "none"})
+    if not summary.finished and not summary.reused:
+        return None
+    out = report_dir or Path("reports") / cfg.name
+    return write_report(cfg.name, out, store=store, parent=parent)
+
+
+def add_arguments(parser: Any, step: str) -> None:
+    """Cluster and resource options."""
+    parser.add_argument("--address", default="", help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--cpu", type=float, default=0.0, help="CPUs per trial (0: the preset's study.cpu)")
+    parser.add_argument("--gpu", type=float, default=-1.0, help="GPU fraction per trial (-1: the preset's study.gpu)")
+    parser.add_argument("--report-dir", default="", help="where to write the report (default: reports/<study>)")
+
+
+def cli(cfg: Config, args: Any) -> int:
+    """``lgeom study``: run, print the summary, the comparison table, the report path and the UI command."""
+    from pipelines.report import main_table
+    from tracking.query import format_table
+
+    if args.cpu < 0:
+        raise ValueError(f"--cpu: expected a number >= 0 (0 keeps study.cpu), got {args.cpu!r}")
+    if args.gpu < -1:
+        raise ValueError(f"--gpu: expected a number >= 0 (-1 keeps study.gpu), got {args.gpu!r}")
+    changes = {}
+    if args.cpu > 0:
+        changes["study.cpu"] = args.cpu
+    if args.gpu >= 0:
+        changes["study.gpu"] = args.gpu
+    if changes:
+        cfg = cfg.replace(**changes)
+    if args.cell is not None:
+        cells = [c for c in expand_matrix(cfg) if c.name == args.cell]
+        if not cells:
+            raise ValueError(f"--cell: expected one of {', '.join(c.name for c in expand_matrix(cfg))}, got {args.cell!r}")
+        cfg = cells[0].config.replace(**{"study.matrix": {}})
+    try:
+        summary = main(cfg, address=args.address or None, report_dir=Path(args.report_dir) if args.report_dir else None)
+        code = 0
+    except StudyFailed as err:
+        summary, code = err.summary, 1
+    print("\n".join(summary.lines()))
+    if summary.finished or summary.reused:
+        print()
+        print(format_table(main_table(cfg.name), "text"))
+    if summary.report is not None:
+        print(f"\nreport: {summary.report}")
+    print("MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000)"
+          if "sqlite" in _tracking_uri() else f"MLflow UI: {_tracking_uri()}")
+    return code
+
+
+def _tracking_uri() -> str:
+    from tracking.store import resolve_store
+
+    return resolve_store().tracking_uri
+
+
+if __name__ == "__main__":
+    from pipelines.cli import main as cli_main
+
+    sys.exit(cli_main(["study", *sys.argv[1:]]))

@@ -1,0 +1,181 @@
+"""One study trial = one matrix cell: train the endpoints, connect them, probe, log to the cell's MLflow
+child run.
+
+Stages run in order and each records its completion in ``<work>/stages.json`` next to its outputs (the
+cell's result bundle and endpoint checkpoints), so a trial that is killed resumes at the next unfinished
+stage when the study is run again; training itself resumes from its last epoch checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from lgeom.params import count_params
+from lgeom.progress import ProgressEvent
+from pipelines.bundle import Bundle, write_json
+from pipelines.config import Config, config_from_dict, config_hash
+
+STAGES = ("train", "connect", "probe", "log")
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs, as plain values (sent to Ray workers).
+
+    Attributes:
+        study: study (= experiment) name.
+        cell: the cell's name.
+        config: the cell's config as a dict (``Config.to_dict()``).
+        experiment_id: MLflow experiment id.
+        parent_run_id: the study invocation's parent run.
+        store: ``tracking.store.Store`` (picklable).
+        work_dir: absolute folder of the cell's checkpoints and bundle.
+        bars: draw per-trial progress bars on the driver (its output is a terminal) instead of log lines.
+    """
+
+    study: str
+    cell: str
+    config: dict[str, Any]
+    experiment_id: str
+    parent_run_id: str
+    store: Any
+    work_dir: str
+    bars: bool = False
+
+
+class StageLog:
+    """Which stages of a cell are complete (``stages.json``, written atomically after each stage)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.done: dict[str, float] = json.loads(path.read_text()) if path.exists() else {}
+
+    def is_done(self, stage: str) -> bool:
+        """Whether ``stage`` completed in an earlier attempt."""
+        return stage in self.done
+
+    def mark(self, stage: str) -> None:
+        """Record ``stage`` as complete."""
+        self.done[stage] = time.time()
+        write_json(self.path, self.done)
+
+
+def work_dir(output_dir: str | os.PathLike[str], study: str, cell: str, cfg: Config) -> Path:
+    """``<output_dir>/<study>/<cell>/<config hash>`` (absolute): a changed config never reuses stale stages."""
+    return (Path(output_dir) / study / cell / config_hash(cfg)).resolve()
+
+
+def run_cell(
+    ctx: TrialContext,
+    *,
+    report: Callable[[dict[str, Any]], None] | None = None,
+    callbacks: list[Callable[[ProgressEvent], None]] | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run every unfinished stage of one cell inside its MLflow child run.
+
+    Returns:
+        ``{"cell", "status": "FINISHED"|"FAILED", "run_id", "error", "stages_skipped", <headline metrics>}``.
+        Errors never propagate: the child run ends FAILED with the error recorded and the summary says why.
+    """
+    from tracking.runs import flatten_params, run_tags, tracked_run
+
+    cfg = config_from_dict(ctx.config)
+    h = config_hash(cfg)
+    root = Path(ctx.work_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    stages = StageLog(root / "stages.json")
+    skipped = [s for s in STAGES if stages.is_done(s)]
+    summary: dict[str, Any] = {"cell": ctx.cell, "status": "FAILED", "run_id": None, "error": "", "stages_skipped": skipped}
+    send = report or (lambda _m: None)
+    t0 = time.perf_counter()
+    try:
+        with tracked_run(
+            ctx.store,
+            experiment_id=ctx.experiment_id,
+            run_name=ctx.cell,
+            parent_run_id=ctx.parent_run_id,
+            tags=run_tags(study=ctx.study, stage="trial", cell=ctx.cell, config_hash=h),
+            params=flatten_params(cfg.flat()),
+        ) as run:
+            summary["run_id"] = run.run_id
+            bundle = Bundle(root / "bundle")
+            model, endpoints = _stage_train(cfg, root, bundle, callbacks, progress)
+            stages.mark("train")
+            send({"stage": "train", "stages_done": 1})
+            if not stages.is_done("connect"):
+                _stage_connect(cfg, ctx.cell, model, endpoints, bundle, callbacks, progress)
+                stages.mark("connect")
+            send({"stage": "connect", "stages_done": 2})
+            if not stages.is_done("probe"):
+                _stage_probe(cfg, model, endpoints, bundle, callbacks, progress)
+                stages.mark("probe")
+            send({"stage": "probe", "stages_done": 3})
+            bundle.add_params({"n_params": count_params(model)})
+            bundle.add_metrics({"trial.wall_time_s": time.perf_counter() - t0})
+            run.log_bundle(bundle, model=model)
+        stages.mark("log")
+        summary["status"] = "FINISHED"
+        summary.update(headline_metrics(bundle.metrics()))
+    except Exception as err:  # noqa: BLE001 - isolate the cell; the run is already FAILED with the error
+        summary["error"] = f"{type(err).__name__}: {err}"
+        summary["traceback"] = traceback.format_exc(limit=8)
+    summary["wall_time_s"] = time.perf_counter() - t0
+    return summary
+
+
+HEADLINE = (
+    "linear.test.loss_barrier",
+    "bezier.test.loss_barrier",
+    "bezier.angle_acb_deg",
+    "hessian.a.lambda_max",
+    "hessian.mid.lambda_max",
+)
+
+
+def headline_metrics(metrics: Mapping[str, float | None]) -> dict[str, float]:
+    """The few metrics shown in Tune's progress table."""
+    return {k: float(v) for k, v in metrics.items() if k in HEADLINE and v is not None}
+
+
+def _stage_train(cfg: Config, root: Path, bundle: Bundle, callbacks: Any, progress: bool) -> tuple[Any, dict[str, Any]]:
+    """Train (or reload) endpoints A and B; records their metrics and checkpoints in the bundle."""
+    from pipelines.common import load_splits, train_endpoint
+
+    seeds = cfg.train.seeds
+    if len(seeds) < 2:
+        raise ValueError(f"train.seeds: expected two seeds (endpoints A and B) for a study cell, got {list(seeds)!r}")
+    splits = load_splits(cfg)
+    endpoints: dict[str, Any] = {"splits": splits}
+    model = None
+    for name, seed in zip(("a", "b"), seeds[:2]):
+        model, result, _ = train_endpoint(cfg, seed, splits, root, callbacks=callbacks, progress=progress)
+        endpoints[name] = result
+        bundle.write_endpoint(name, result.final_params, result.final_buffers)
+        bundle.add_metrics({f"{name}.{split}_{k}": getattr(res, k) for split, res in result.final.items() for k in ("loss", "acc")})
+    return model, endpoints
+
+
+def _stage_connect(cfg: Config, cell: str, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool) -> None:
+    """Line, Bezier, PolyChain (and aligned variants) between A and B: path tables, metrics, curves, planes."""
+    from pipelines.connect import connect_endpoints, model_extra, write_connect_result
+
+    a, b, splits = endpoints["a"], endpoints["b"], endpoints["splits"]
+    result = connect_endpoints(cfg, model, splits, (a.final_params, a.final_buffers), (b.final_params, b.final_buffers),
+                               callbacks=callbacks, progress=progress)
+    write_connect_result(bundle, result, extra=model_extra(cfg, splits), title=cell)
+
+
+def _stage_probe(cfg: Config, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool) -> None:
+    """Hessian, sharpness and curvature at A, B and the curve midpoint; Hessian top-k along every path;
+    PCA plane and effective dimensionality of A's trajectory when snapshots were kept."""
+    from pipelines.probe import probe_cell
+
+    probe_cell(cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress)

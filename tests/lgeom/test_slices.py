@@ -1,0 +1,129 @@
+"""Filter-normalised 1-D/2-D slices and the PCA plane of a trajectory, against direct evaluation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lgeom.data import build_dataset
+from lgeom.evaluate import evaluate, recompute_bn_stats
+from lgeom.models import build_model
+from lgeom.params import dot, flatten, get_params, unflatten
+from lgeom.surfaces import pca_plane, slice_1d, slice_2d
+from lgeom.surfaces.pca import pca_directions
+from lgeom.train import TrainSpec, train
+from tests.lgeom.probe_cases import image_data, tiny_data, tiny_mlp
+
+
+def shifted(params: dict, *terms: tuple[float, dict]) -> dict:
+    return {n: p + sum(c * d[n] for c, d in terms) for n, p in params.items()}
+
+
+def test_slice_1d_matches_direct_evaluation() -> None:
+    model, data = tiny_mlp(0), tiny_data(40)
+    params = get_params(model)
+    res = slice_1d(model, data, seed=3)
+    assert res.ndim == 1 and len(res.alphas) == 51 and res.alphas[0] == -1.0 and res.alphas[-1] == 1.0
+    assert res.center_loss == pytest.approx(evaluate(model, data).loss, rel=1e-12)
+    d = res.directions[0]
+    for i in (0, 7, 40):
+        direct = evaluate(model, data, params=shifted(params, (float(res.alphas[i]), d)))
+        assert res.loss[i] == pytest.approx(direct.loss, rel=1e-10)
+        assert res.acc[i] == pytest.approx(direct.acc)
+    # Filter-normalised: every output filter of a weight has its weight filter's norm; biases are left out.
+    for name, p in params.items():
+        if p.dim() > 1:
+            torch.testing.assert_close(d[name].norm(dim=1), p.norm(dim=1))
+        else:
+            assert float(d[name].abs().max()) == 0.0
+    given = slice_1d(model, data, direction=d, n_points=5, span=(-2.0, 2.0))
+    assert given.loss[0] == pytest.approx(evaluate(model, data, params=shifted(params, (-2.0, d))).loss, rel=1e-10)
+
+
+def test_slice_2d_grid_with_orthogonal_directions() -> None:
+    model, data = tiny_mlp(1), tiny_data(40)
+    params = get_params(model)
+    res = slice_2d(model, data, n_points=7, seed=2)
+    assert res.loss.shape == (7, 7) and res.acc.shape == (7, 7) and res.ndim == 2
+    d1, d2 = res.directions
+    assert abs(float(dot(d1, d2))) <= 1e-10 * float(dot(d1, d1))
+    for i, j in ((0, 6), (3, 3), (5, 1)):
+        direct = evaluate(model, data, params=shifted(params, (float(res.alphas[i]), d1), (float(res.betas[j]), d2)))
+        assert res.loss[i, j] == pytest.approx(direct.loss, rel=1e-10)
+    assert res.center_loss == pytest.approx(evaluate(model, data).loss, rel=1e-12)
+
+
+def test_slices_of_a_bn_model_recompute_statistics_and_repeat() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=3, in_shape=(3, 8, 8), channels=3, batchnorm=True).double()
+    data = image_data(12, dtype=torch.float64)
+    with pytest.raises(ValueError, match="bn_batches: expected training batches"):
+        slice_1d(model, data, n_points=3)
+    res = slice_1d(model, data, n_points=5, bn_batches=data, seed=1)
+    params = get_params(model)
+    p = shifted(params, (float(res.alphas[1]), res.directions[0]))
+    direct = evaluate(model, data, params=p, buffers=recompute_bn_stats(model, p, data))
+    assert res.loss[1] == pytest.approx(direct.loss, rel=1e-9)
+    again = slice_1d(model, data, n_points=5, bn_batches=data, seed=1)
+    np.testing.assert_array_equal(res.loss, again.loss)
+
+
+def test_slice_input_errors() -> None:
+    model, data = tiny_mlp(0), tiny_data(20)
+    with pytest.raises(ValueError, match="n_points: expected an integer > 0, got 0"):
+        slice_1d(model, data, n_points=0)
+    with pytest.raises(ValueError, match="span: expected \\(low, high\\) with low < high"):
+        slice_1d(model, data, span=(1.0, -1.0))
+    with pytest.raises(ValueError, match="direction: expected a parameter dict shaped like the model"):
+        slice_1d(model, data, direction={"head.weight": torch.zeros(2)})
+
+
+def test_pca_plane_of_a_planar_trajectory_is_exact() -> None:
+    model, data = tiny_mlp(2), tiny_data(40)
+    final = flatten(get_params(model))
+    gen = torch.Generator().manual_seed(5)
+    u, v = torch.randn(final.numel(), generator=gen, dtype=torch.float64), torch.randn(final.numel(), generator=gen, dtype=torch.float64)
+    coefs = [(2.0, 1.5), (1.5, -0.5), (1.0, 0.7), (0.4, -0.2), (0.1, 0.1), (0.0, 0.0)]
+    snaps = [final + 0.05 * (a * u + b * v) for a, b in coefs]
+    res = pca_plane(model, snaps, data, n_points=5, steps=range(0, 60, 10))
+    assert res.loss.shape == (5, 5) and res.steps.tolist() == list(range(0, 60, 10))
+    np.testing.assert_allclose(res.residuals, 0.0, atol=1e-10)
+    assert float(res.explained_variance_ratio.sum()) == pytest.approx(1.0, abs=1e-10)
+    # Dense reference: PCA of the centred differences by SVD.
+    d = torch.stack(snaps) - final
+    s = torch.linalg.svdvals(d - d.mean(0))
+    np.testing.assert_allclose(res.explained_variance_ratio, (s[:2] ** 2 / (s**2).sum()).numpy(), rtol=1e-8)
+    np.testing.assert_allclose(res.coords[-1], 0.0, atol=1e-12)
+    # Coordinates reconstruct the snapshots; the projections are the snapshots, so the losses agree.
+    recon = final + torch.as_tensor(res.coords) @ res.components
+    torch.testing.assert_close(recon, torch.stack(snaps), rtol=0, atol=1e-10)
+    for i in (0, 3):
+        assert res.snapshot_loss[i] == pytest.approx(evaluate(model, data, params=unflatten(snaps[i], get_params(model))).loss, rel=1e-10)
+    np.testing.assert_allclose(res.projected_loss, res.snapshot_loss, rtol=1e-9)
+    assert res.xs[0] < res.coords[:, 0].min() and res.xs[-1] > res.coords[:, 0].max()
+
+
+def test_pca_plane_of_a_real_trajectory() -> None:
+    ds = build_dataset("moons", "train", n_train=96, n_test=8, seed=0)
+    torch.manual_seed(0)
+    model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8)
+    result = train(model, ds, spec=TrainSpec(epochs=3, batch_size=16, lr=0.1, snapshot_every=3, device="cpu"), progress=False)
+    data = [(ds.inputs[:48], ds.targets[:48]), (ds.inputs[48:], ds.targets[48:])]
+    res = pca_plane(model, result.snapshots, data, final=result.final_params, steps=result.snapshot_steps, n_points=4)
+    assert len(res.coords) == len(result.snapshots) >= 3
+    assert np.all(res.residuals >= 0) and np.all(res.relative_residuals <= 1 + 1e-9)
+    assert 0 < res.explained_variance_ratio[1] <= res.explained_variance_ratio[0] < 1
+    assert res.snapshot_loss[-1] == pytest.approx(evaluate(model, data, params=result.final_params).loss, rel=1e-5)
+    assert res.snapshot_loss[0] > res.snapshot_loss[-1]  # training lowered the loss
+
+
+def test_pca_input_errors() -> None:
+    model, data = tiny_mlp(0), tiny_data(20)
+    w = flatten(get_params(model))
+    with pytest.raises(ValueError, match="snapshots: expected at least 3 trajectory snapshots"):
+        pca_plane(model, [w, w + 1], data)
+    with pytest.raises(ValueError, match="snapshots: expected flat vectors of the model's"):
+        pca_plane(model, [torch.zeros(3)] * 4, data)
+    with pytest.raises(ValueError, match="snapshots: expected a trajectory spanning at least two directions"):
+        pca_directions([w, w + 1, w + 2, w + 3])

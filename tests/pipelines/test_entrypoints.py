@@ -1,0 +1,141 @@
+"""Every MLproject entry point through ``mlflow run --env-manager local`` (offline), the study against a
+real two-process Ray cluster on loopback, and an entry point logging to the MLflow server + S3 stack."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+CELL = "mlp2x16/moons/sgd"
+TINY = "train.epochs=2 curve.epochs=1"
+
+
+def mlflow_run(entry: str, params: dict[str, str], env: dict[str, str], *, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    """``mlflow run <repo> -e <entry> --env-manager local -P k=v ...`` from a temp folder."""
+    cmd = [str(BIN / "mlflow"), "run", str(ROOT), "-e", entry, "--env-manager", "local"]
+    for k, v in params.items():
+        cmd += ["-P", f"{k}={v}"]
+    full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", **env,
+                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for var in ("RAY_ADDRESS", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        full_env.pop(var, None)
+    return subprocess.run(cmd, cwd=env.get("_CWD", tempfile.gettempdir()), env={k: v for k, v in full_env.items() if k != "_CWD"},
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def runs_of(uri: str, study: str) -> list[Any]:
+    from mlflow import MlflowClient
+
+    c = MlflowClient(tracking_uri=uri)
+    exp = c.get_experiment_by_name(study)
+    return [] if exp is None else c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[str]:
+    """A head node and one worker node, two ``ray start`` processes on loopback (1 CPU each); stopped after."""
+    port = _free_port()
+    temp = tempfile.mkdtemp(prefix="lgeom-rc-", dir="/tmp")
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    ray = str(BIN / "ray")
+    head = [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+            "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]
+    worker = [ray, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0"]
+    try:
+        subprocess.run(head, env=env, check=True, capture_output=True, text=True, timeout=120)
+        subprocess.run(worker, env=env, check=True, capture_output=True, text=True, timeout=120)
+        yield f"127.0.0.1:{port}"
+    finally:
+        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    cwd = tmp_path_factory.mktemp("mlflow-run")
+    return {"_CWD": str(cwd), "MLFLOW_TRACKING_URI": f"sqlite:///{cwd / 'mlflow.db'}", "out": str(cwd / "outputs")}
+
+
+def test_train_connect_probe_entry_points(workdir: dict[str, str]) -> None:
+    env = {k: v for k, v in workdir.items() if k != "out"}
+    common = {"preset": "quick-tiny", "cell": CELL, "overrides": f"{TINY} output_dir={workdir['out']}"}
+    for entry in ("train", "connect", "probe"):
+        proc = mlflow_run(entry, common, env)
+        assert proc.returncode == 0, f"{entry}: {proc.stdout[-2000:]}{proc.stderr[-3000:]}"
+    runs = runs_of(workdir["MLFLOW_TRACKING_URI"], "quick-tiny")
+    stages = {r.data.tags.get("lgeom.stage") for r in runs if r.info.status == "FINISHED"}
+    assert {"train", "connect", "probe"} <= stages
+    # mlflow run records its own run per invocation (entry point, parameters, git commit) in the Default experiment
+    project_runs = [r for r in runs_of(workdir["MLFLOW_TRACKING_URI"], "Default") if r.data.tags.get("mlflow.project.entryPoint")]
+    assert {r.data.tags["mlflow.project.entryPoint"] for r in project_runs} >= {"train", "connect", "probe"}
+    assert all(r.info.status == "FINISHED" for r in project_runs)
+    assert all(r.data.params["preset"] == "quick-tiny" and r.data.params["cell"] == CELL for r in project_runs)
+    connect = next(r for r in runs if r.data.tags.get("lgeom.stage") == "connect")
+    assert "bezier.test.loss_barrier" in connect.data.metrics
+    probe = next(r for r in runs if r.data.tags.get("lgeom.stage") == "probe")
+    assert "hessian.a.lambda_max" in probe.data.metrics
+
+
+def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ray_cluster: str) -> None:
+    env = {k: v for k, v in workdir.items() if k != "out"}
+    report = Path(workdir["_CWD"]) / "report-study"
+    overrides = f'{TINY} output_dir={workdir["out"]} study.matrix={{"model.width":[16],"train.optimizer":[sgd,adam]}}'
+    proc = mlflow_run("study", {"preset": "quick-tiny", "address": ray_cluster, "report_dir": str(report), "overrides": overrides}, env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"Ray: {ray_cluster} (2 node(s), 2 CPUs" in proc.stdout
+    runs = runs_of(workdir["MLFLOW_TRACKING_URI"], "quick-tiny")
+    trials = [r for r in runs if r.data.tags.get("lgeom.stage") == "trial"]
+    assert sorted(r.data.tags["lgeom.cell"] for r in trials) == ["mlp2x16/moons/adam", "mlp2x16/moons/sgd"]
+    assert all(r.info.status == "FINISHED" for r in trials)
+    # the two trials ran in processes of their own
+    assert len({r.data.tags.get("lgeom.pid") for r in trials}) == 2
+    assert (report / "report.md").exists()
+
+    compare = mlflow_run("compare", {"study": "quick-tiny", "table": "compare", "format": "markdown"}, env)
+    assert compare.returncode == 0, compare.stderr[-3000:]
+    assert "| mlp2x16/moons/adam |" in compare.stdout and "bezier.test.loss_barrier" in compare.stdout
+    report_step = mlflow_run("report", {"study": "quick-tiny", "out": str(Path(workdir["_CWD"]) / "report-step")}, env)
+    assert report_step.returncode == 0, report_step.stderr[-3000:]
+    assert (Path(workdir["_CWD"]) / "report-step" / "report.html").exists()
+    unknown = mlflow_run("compare", {"study": "no-such-study"}, env)
+    assert unknown.returncode != 0 and "study: expected one of" in unknown.stderr
+
+
+def test_tune_entry_point_and_a_bad_float(workdir: dict[str, str]) -> None:
+    env = {k: v for k, v in workdir.items() if k != "out"}
+    out = Path(workdir["_CWD"]) / "tuned.yaml"
+    params = {"preset": "quick-tiny", "cell": CELL, "num_samples": "2", "out": str(out), "overrides": f"{TINY} output_dir={workdir['out']}"}
+    proc = mlflow_run("tune", params, env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert out.exists()
+    bad = mlflow_run("tune", {**params, "lr_min": "-0.5"}, env, timeout=200)
+    assert bad.returncode != 0
+    assert "lr range: expected 0 < lr_min < lr_max, got lr_min=-0.5" in bad.stderr
+
+
+def test_train_entry_point_on_the_server_with_s3(local_stack: Any, tmp_path: Path) -> None:
+    env = {"_CWD": str(tmp_path), "MLFLOW_TRACKING_URI": local_stack.tracking_uri}
+    proc = mlflow_run("train", {"preset": "quick-tiny", "cell": CELL, "overrides": f"train.epochs=1 output_dir={tmp_path / 'out'} name=entry-server"}, env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = runs_of(local_stack.tracking_uri, "entry-server")
+    train = [r for r in runs if r.data.tags.get("lgeom.stage") == "train"]
+    assert len(train) == 1 and train[0].info.status == "FINISHED" and "a.test_acc" in train[0].data.metrics

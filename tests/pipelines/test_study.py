@@ -1,0 +1,201 @@
+"""The study end to end on a real local Ray and a real MLflow store: a complete tiny study, an idempotent
+rerun, a failing cell kept apart, ``kill -9`` of the driver and resume, Optuna tuning through Ray Tune."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+TWO_CELLS = 'study.matrix={"model.width": [16], "train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}'
+CELLS = ["mlp2x16/moons/sgd", "mlp2x16/moons/adam"]
+LGEOM = [sys.executable, "-m", "pipelines.cli"]
+
+
+def lgeom(args: list[str], cwd: Path, *, timeout: float = 420, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``lgeom <args>`` in a fresh process with the embedded store of ``cwd``."""
+    full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env.pop("MLFLOW_TRACKING_URI", None)
+    full_env.pop("RAY_ADDRESS", None)
+    return subprocess.run(LGEOM + args, cwd=cwd, env=full_env, capture_output=True, text=True, timeout=timeout)
+
+
+def client(cwd: Path) -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=f"sqlite:///{cwd / 'mlflow.db'}")
+
+
+def study_runs(cwd: Path, study: str) -> list[Any]:
+    c = client(cwd)
+    exp = c.get_experiment_by_name(study)
+    return [] if exp is None else c.search_runs([exp.experiment_id], max_results=1000)
+
+
+def trial_runs(runs: list[Any], status: str | None = None) -> list[Any]:
+    return [r for r in runs if r.data.tags.get("lgeom.stage") == "trial" and (status is None or r.info.status == status)]
+
+
+@pytest.fixture(scope="module")
+def tiny_study(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    cwd = tmp_path_factory.mktemp("study")
+    proc = lgeom(["study", "--preset", "quick-tiny", TWO_CELLS], cwd)
+    return cwd, proc
+
+
+def test_tiny_study_logs_complete_child_runs(tiny_study) -> None:
+    cwd, proc = tiny_study
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = study_runs(cwd, "quick-tiny")
+    parents = [r for r in runs if r.data.tags.get("lgeom.stage") == "study"]
+    children = trial_runs(runs)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags["lgeom.cell"] for r in children) == sorted(CELLS)
+    c = client(cwd)
+    for run in children:
+        assert run.info.status == "FINISHED"
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert len(run.data.tags["lgeom.config_hash"]) == 16
+        m = run.data.metrics
+        for name in ["a.test_acc", "b.test_acc", "linear.test.loss_barrier", "bezier.test.loss_barrier",
+                     "polychain.test.loss_barrier", "linear_aligned.test.loss_barrier", "bezier.angle_acb_deg",
+                     "bezier.dist_ac", "polychain.area", "hessian.a.lambda_max", "hessian.b.lambda_max",
+                     "hessian.mid.lambda_max", "hessian.mid.trace", "sharpness.a.eps_avg", "sharpness.mid.eps_worst"]:
+            assert name in m, name
+        assert run.data.params["model.width"] == "16" and int(run.data.params["n_params"]) > 0
+        series = c.get_metric_history(run.info.run_id, "bezier.test_acc")
+        assert sorted(s.step for s in series) == list(range(11))
+        assert c.get_metric_history(run.info.run_id, "linear.hessian_lambda_max")
+        files = {f.path for d in ("curves", "spectra", "figures", "paths", "planes") for f in c.list_artifacts(run.info.run_id, d)}
+        for f in ["curves/bezier.pt", "curves/polychain.pt", "spectra/a.json", "spectra/mid.json", "figures/paths.png",
+                  "paths/linear.csv", "paths/bezier.csv", "planes/bezier.npz"]:
+            assert f in files, f
+        assert {"lgeom.model.a", "lgeom.model.b"} <= set(run.data.tags)
+    assert (cwd / "reports" / "quick-tiny" / "report.md").exists() and (cwd / "reports" / "quick-tiny" / "report.html").exists()
+    assert "mlp2x16/moons/adam" in proc.stdout and "report: reports/quick-tiny/report.md" in proc.stdout
+    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in proc.stdout
+    parent_files = {f.path for f in c.list_artifacts(parents[0].info.run_id, "report")}
+    assert "report/report.md" in parent_files and "report/report.html" in parent_files
+
+
+def test_rerun_is_idempotent_and_trains_nothing(tiny_study) -> None:
+    cwd, first = tiny_study
+    assert first.returncode == 0
+    stamps = {p: p.stat().st_mtime_ns for p in (cwd / "outputs").rglob("*.pt")}
+    proc = lgeom(["study", "--preset", "quick-tiny", TWO_CELLS], cwd)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 already FINISHED, 0 to run" in proc.stdout
+    assert "0 cell(s) finished, 2 reused" in proc.stdout
+    runs = study_runs(cwd, "quick-tiny")
+    assert len(trial_runs(runs)) == 2, "a rerun must not create child runs"
+    assert len([r for r in runs if r.data.tags.get("lgeom.stage") == "study"]) == 2
+    assert {p: p.stat().st_mtime_ns for p in (cwd / "outputs").rglob("*.pt")} == stamps, "nothing may be retrained"
+
+
+def test_failing_cell_is_isolated(tmp_path: Path) -> None:
+    matrix = 'study.matrix={"model.width": [16], "train.lr": [0.05, 1.0e+12], "train.momentum": [0.0]}'
+    proc = lgeom(["study", "--preset", "quick-tiny", matrix], tmp_path)
+    assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
+    bad, good = "mlp2x16/moons/sgd/lr=1000000000000.0/momentum=0.0", "mlp2x16/moons/sgd/lr=0.05/momentum=0.0"
+    assert f"FAILED {bad}: NonFiniteLossError" in proc.stdout
+    runs = {r.data.tags["lgeom.cell"]: r for r in trial_runs(study_runs(tmp_path, "quick-tiny"))}
+    assert runs[good].info.status == "FINISHED" and "bezier.test.loss_barrier" in runs[good].data.metrics
+    assert runs[bad].info.status == "FAILED"
+    assert "NonFiniteLossError" in runs[bad].data.tags["lgeom.error"] and "epoch" in runs[bad].data.tags["lgeom.error"]
+    parent = [r for r in study_runs(tmp_path, "quick-tiny") if r.data.tags.get("lgeom.stage") == "study"][0]
+    assert parent.info.status == "FAILED" and bad in parent.data.tags["lgeom.failed_cells"]
+
+
+def test_kill_minus_nine_then_resume(tmp_path: Path) -> None:
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    args = LGEOM + ["study", "--preset", "quick-tiny", "study.max_concurrent=1"]
+    log = open(tmp_path / "first.log", "w")
+    driver = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        # Poll the cells' stage files, not MLflow: a second process creating the sqlite schema at the same
+        # time as the driver would race its migrations.
+        deadline = time.monotonic() + 300
+        logged: list[Path] = []
+        while time.monotonic() < deadline and not logged:
+            logged = [p for p in (tmp_path / "outputs").rglob("stages.json") if "log" in json.loads(p.read_text() or "{}")]
+            assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
+            time.sleep(0.5)
+        assert logged, "no cell finished within 300 s"
+        time.sleep(2.0)  # let the next cell start its run
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        try:
+            os.killpg(driver.pid, signal.SIGKILL)  # Ray's helpers of the killed driver
+        except ProcessLookupError:
+            pass
+        log.close()
+    time.sleep(3.0)
+    before = study_runs(tmp_path, "quick-tiny")
+    assert any(r.info.status == "RUNNING" for r in before), "the killed driver should leave RUNNING runs behind"
+
+    proc = lgeom(["study", "--preset", "quick-tiny", "study.max_concurrent=1"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = study_runs(tmp_path, "quick-tiny")
+    assert not [r for r in runs if r.info.status == "RUNNING"], "no run may be left RUNNING"
+    finished = trial_runs(runs, "FINISHED")
+    cells = [r.data.tags["lgeom.cell"] for r in finished]
+    assert sorted(cells) == sorted(set(cells)) and len(cells) == 4, cells
+    killed = [r for r in runs if r.info.status == "KILLED"]
+    assert killed and all("lgeom.error" in r.data.tags for r in killed)
+    assert "closed" in proc.stdout and "left RUNNING by a killed invocation" in proc.stdout
+
+
+def test_tune_with_four_trials_writes_a_usable_preset(tmp_path: Path) -> None:
+    out = tmp_path / "tuned.yaml"
+    proc = lgeom(["tune", "--preset", "quick-tiny", "--cell", "mlp2x16/moons/sgd", "--num-samples", "4", "--out", str(out)], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    tuned = yaml.safe_load(out.read_text())
+    assert tuned["base"] == "quick-tiny" and set(tuned["train"]) == {"lr", "weight_decay", "batch_size"}
+    from pipelines.config import expand_matrix, load_config
+
+    cfg = load_config(out)
+    cells = expand_matrix(cfg)
+    assert [c.name for c in cells] == ["mlp2x16/moons/sgd", "mlp2x64/moons/sgd"]
+    assert all(c.config.train.lr == pytest.approx(tuned["train"]["lr"]) for c in cells)
+    runs = study_runs(tmp_path, "quick-tiny")
+    tune_runs = [r for r in runs if r.data.tags.get("lgeom.stage") == "tune"]
+    assert tune_runs and all(r.info.status == "FINISHED" for r in tune_runs)
+    assert any("best.lr" in r.data.params or "best.test_acc" in r.data.metrics for r in tune_runs)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tune", "--preset", "quick-tiny", "--cell", "mlp2x16/moons/sgd", "--lr-min", "-1"], "lr range: expected 0 < lr_min < lr_max"),
+        (["tune", "--preset", "quick-tiny"], "--cell: expected one of mlp2x16/moons/sgd"),
+        (["tune", "--preset", "quick-tiny", "--cell", "nope", "--num-samples", "0"], "--num-samples: expected an integer >= 1"),
+        (["study", "--preset", "quick-tiny", "study.cpu=64"], "study.cpu: expected at most"),
+        (["study", "--preset", "quick-tiny", "--cpu", "-2"], "--cpu: expected a number >= 0"),
+        (["study", "--preset", "quick-tiny", "--cell", "nope/moons/sgd"], "--cell: expected one of"),
+    ],
+)
+def test_bad_study_and_tune_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                                  args: list[str], message: str) -> None:
+    from pipelines.cli import main as cli_main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    if (tmp_path / "mlflow.db").exists():
+        assert not [r for r in study_runs(tmp_path, "quick-tiny") if r.info.status == "RUNNING"]
+        assert not trial_runs(study_runs(tmp_path, "quick-tiny")), "bad input must not start any trial"

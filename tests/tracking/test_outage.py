@@ -1,0 +1,150 @@
+"""Outages: S3 stopped while logging, S3 back within the retry window, an artifact lost after upload,
+an unreachable server, and orphaned runs of a killed invocation. A run is never FINISHED with missing
+artifacts and never left half-made."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tracking.local_stack import free_ports, start_s3, stop_s3
+from tracking.log import UploadVerificationError
+from tracking.runs import mark_orphaned_runs, run_tags, start_run, tracked_run
+from tracking.store import RetryPolicy, StoreUnavailableError, check_health, resolve_store
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def s3_restored(local_stack: Any) -> Any:
+    """Whatever a test does to SeaweedFS, it runs again afterwards for the rest of the session."""
+    yield local_stack
+    from tracking.local_stack import _alive
+
+    if not _alive(local_stack.pids["seaweedfs"], local_stack.proc_starts.get("seaweedfs") or None):
+        start_s3(local_stack)
+
+
+def _files(tmp_path: Path, n: int = 3) -> list[Path]:
+    out = []
+    for i in range(n):
+        p = tmp_path / f"part{i}.json"
+        p.write_text('{"i": %d}' % i)
+        out.append(p)
+    return out
+
+
+def test_s3_down_during_logging_ends_failed(server_store: Any, s3_restored: Any, unique_study: str, tmp_path: Path) -> None:
+    files = _files(tmp_path)
+    quick = RetryPolicy(attempts=2, initial_delay=0.5, deadline=10)
+    with pytest.raises(Exception) as info:
+        with tracked_run(server_store, experiment=unique_study, retry=quick) as run:
+            run.log_artifact(files[0], "results")
+            stop_s3(s3_restored)
+            for f in files[1:]:
+                run.log_artifact(f, "results")
+    got = server_store.client().get_run(run.run_id)
+    assert got.info.status == "FAILED"
+    assert "lgeom.error" in got.data.tags and got.data.tags["lgeom.error"].startswith(type(info.value).__name__)
+    assert "FAILED" in got.data.tags["mlflow.note.content"]
+
+
+def test_s3_back_within_retry_window_finishes(server_store: Any, s3_restored: Any, unique_study: str, tmp_path: Path) -> None:
+    files = _files(tmp_path)
+    patient = RetryPolicy(attempts=8, initial_delay=1.0, max_delay=4.0, deadline=60)
+    with tracked_run(server_store, experiment=unique_study, retry=patient) as run:
+        stop_s3(s3_restored)
+        restarter = threading.Timer(2.0, start_s3, args=(s3_restored,))
+        restarter.start()
+        try:
+            for f in files:
+                run.log_artifact(f, "results")
+        finally:
+            restarter.join()
+    client = server_store.client()
+    assert client.get_run(run.run_id).info.status == "FINISHED"
+    listed = {i.path: i.file_size for i in client.list_artifacts(run.run_id, "results")}
+    assert listed == {f"results/{f.name}": f.stat().st_size for f in files}
+    s3 = s3_restored.s3_client()
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=s3_restored.bucket, Prefix=f"artifacts/{run.experiment_id}/{run.run_id}/")["Contents"]}
+    assert len(keys) == len(files)
+
+
+def test_artifact_lost_after_upload_is_never_finished(server_store: Any, local_stack: Any, unique_study: str, tmp_path: Path) -> None:
+    files = _files(tmp_path)
+    with pytest.raises(UploadVerificationError, match="results/part1.json missing"):
+        with tracked_run(server_store, experiment=unique_study) as run:
+            for f in files:
+                run.log_artifact(f, "results")
+            key = f"artifacts/{run.experiment_id}/{run.run_id}/artifacts/results/part1.json"
+            local_stack.s3_client().delete_object(Bucket=local_stack.bucket, Key=key)
+    got = server_store.client().get_run(run.run_id)
+    assert got.info.status == "FAILED" and "UploadVerificationError" in got.data.tags["lgeom.error"]
+
+
+def test_unreachable_server_fails_fast_and_creates_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_ports(1)[0]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    store = resolve_store()
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match=rf"MLflow server: no answer from http://127.0.0.1:{port}/health .*lgeom up"):
+        with tracked_run(store, experiment="never-created"):
+            pytest.fail("the body must not run")
+    assert time.monotonic() - start < 30
+
+
+def test_unreachable_s3_in_direct_mode_fails_before_any_run(embedded_store: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    port = free_ports(1)[0]
+    monkeypatch.setenv("MLFLOW_S3_ENDPOINT_URL", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "someone")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-real-secret")
+    client = embedded_store.client()
+    exp = client.create_experiment("direct-s3", artifact_location="s3://missing-bucket/artifacts")
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailableError, match=rf"S3 http://127.0.0.1:{port}: expected bucket 'missing-bucket'"):
+        start_run(embedded_store, experiment_id=exp, health_timeout=5)
+    assert time.monotonic() - start < 15
+    assert client.search_runs([exp]) == []
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    with pytest.raises(StoreUnavailableError, match="expected AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"):
+        check_health(embedded_store, artifact_uri="s3://missing-bucket/artifacts", timeout=5)
+
+
+def test_orphaned_runs_of_a_killed_invocation(server_store: Any, unique_study: str) -> None:
+    # A child process starts a study run and a trial run, then dies without ending them.
+    script = (
+        "import os, sys; sys.path.insert(0, %r)\n"
+        "from tracking.store import resolve_store\n"
+        "from tracking.runs import start_run, run_tags\n"
+        "s = resolve_store()\n"
+        "p = start_run(s, experiment=%r, tags=run_tags(study=%r, stage='study'))\n"
+        "c = start_run(s, experiment_id=p.experiment_id, parent_run_id=p.run_id, tags=run_tags(study=%r, stage='trial', cell='x'))\n"
+        "print(p.run_id, c.run_id, flush=True)\n"
+        "os._exit(9)\n"
+    ) % (str(Path(__file__).resolve().parents[2]), unique_study, unique_study, unique_study)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    parent_id, child_id = out.stdout.split()
+    alive = start_run(server_store, experiment=unique_study, tags=run_tags(study=unique_study, stage="study"))
+    client = server_store.client()
+    assert client.get_run(child_id).info.status == "RUNNING"
+    closed = mark_orphaned_runs(server_store, alive.experiment_id, status="KILLED")
+    assert sorted(closed) == sorted([parent_id, child_id])
+    assert client.get_run(child_id).info.status == "KILLED" and "no longer exists" in client.get_run(child_id).data.tags["lgeom.error"]
+    assert client.get_run(alive.run_id).info.status == "RUNNING"  # our own process is alive
+    assert mark_orphaned_runs(server_store, alive.experiment_id, parent_run_id=alive.run_id) == [alive.run_id]
+    assert client.get_run(alive.run_id).info.status == "FAILED"
+
+
+def test_interrupt_ends_the_run_failed_with_the_error(server_store: Any, unique_study: str) -> None:
+    with pytest.raises(KeyboardInterrupt):
+        with tracked_run(server_store, experiment=unique_study) as run:
+            run.log_metrics({"a.test_acc": 50.0})
+            raise KeyboardInterrupt
+    got = server_store.client().get_run(run.run_id)
+    assert got.info.status == "FAILED" and got.data.tags["lgeom.error"].startswith("KeyboardInterrupt")

@@ -1,0 +1,380 @@
+"""Comparison queries over logged runs, returned as pandas DataFrames.
+
+* :func:`runs` — the runs of a study (one row per run: ids, status, the lgeom tags, ``model`` /
+  ``dataset`` / ``optimizer`` taken from the cell name, and ``params.*``, ``metrics.*``, ``tags.*``).
+* :func:`compare` — metrics aggregated over the runs of each group (seeds, endpoint pairs):
+  ``<metric>.mean``, ``<metric>.std``, ``<metric>.n``.
+* :func:`path_series` — a run's values along a path (``t`` plus every column).
+* :func:`depth_auc_table`, :func:`depth_triangle_table` — the depth study's Table 2 and Tables 3-4.
+* :func:`format_table` — text / CSV / Markdown rendering for the terminal (``lgeom compare``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import io
+import math
+import re
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tracking.runs import TAG_CELL, TAG_CONFIG_HASH, TAG_PARENT, TAG_STAGE, TAG_STUDY, _quote, search_all_runs
+from tracking.store import Store, resolve_store, with_retries
+
+CELL_PARTS = ("model", "dataset", "optimizer")
+DEPTH_AUC_METRICS = ("linear.test.acc_auc", "bezier.test.acc_auc", "linear.test.acc_drop", "bezier.test.acc_drop")
+TRIANGLE_METRICS = ("dist_ac", "dist_bc", "angle_acb_deg")
+FORMATS = ("text", "csv", "markdown")
+
+
+class StudyNotFoundError(LookupError):
+    """No experiment of that name in the store (the message lists the studies there are)."""
+
+
+def _store(store: Store | None) -> Store:
+    return store or resolve_store()
+
+
+def experiment_id(study: str, *, store: Store | None = None) -> str:
+    """The id of the experiment of ``study``.
+
+    Raises:
+        StudyNotFoundError: no such experiment (lists the existing ones, with a close match first).
+    """
+    store = _store(store)
+    client = store.client()
+    exp = with_retries(lambda: client.get_experiment_by_name(study), what=f"looking up study {study!r}")
+    if exp is None or exp.lifecycle_stage == "deleted":
+        names = sorted(e.name for e in client.search_experiments(max_results=1000))
+        close = difflib.get_close_matches(study, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise StudyNotFoundError(
+            f"study: expected one of {', '.join(repr(n) for n in names) or 'no studies (nothing logged yet)'} "
+            f"in {store.describe()}, got {study!r}{hint}"
+        )
+    return str(exp.experiment_id)
+
+
+def runs(
+    study: str,
+    *,
+    store: Store | None = None,
+    stage: str | None = None,
+    status: str | None = "FINISHED",
+    cell: str | None = None,
+    parent_run_id: str | None = None,
+    children_only: bool = False,
+    filter_string: str | None = None,
+) -> pd.DataFrame:
+    """The runs of ``study`` as a DataFrame, newest first.
+
+    Args:
+        stage, cell, parent_run_id: keep runs with that ``lgeom.stage`` / ``lgeom.cell`` / parent.
+        status: keep runs with that status (``None``: any).
+        children_only: keep only runs that have a parent (trials, not the study run itself).
+        filter_string: an extra MLflow search filter, e.g. ``"params.`train.lr` = '0.05'"``.
+
+    Returns:
+        columns ``run_id, run_name, status, start_time, end_time, parent_run_id, study, cell, stage,
+        config_hash, model, dataset, optimizer`` then ``params.<k>``, ``metrics.<k>``, ``tags.<k>``
+        (empty frame with those fixed columns when nothing matches).
+
+    Raises:
+        StudyNotFoundError: unknown study.
+    """
+    store = _store(store)
+    exp_id = experiment_id(study, store=store)
+    filters = []
+    if status:
+        filters.append(f"attributes.status = '{status}'")
+    for tag, value in ((TAG_STAGE, stage), (TAG_CELL, cell), (TAG_PARENT, parent_run_id)):
+        if value is not None:
+            filters.append(f"tags.`{tag}` = {_quote(value)}")
+    if filter_string:
+        filters.append(filter_string)
+    found = search_all_runs(store, [exp_id], " and ".join(filters), order_by=["attributes.start_time DESC"])
+    rows = []
+    for r in found:
+        tags = r.data.tags
+        if children_only and TAG_PARENT not in tags:
+            continue
+        cell_name = tags.get(TAG_CELL, "")
+        parts = cell_name.split("/") if cell_name else []
+        row: dict[str, Any] = {
+            "run_id": r.info.run_id,
+            "run_name": r.info.run_name,
+            "status": r.info.status,
+            "start_time": pd.to_datetime(r.info.start_time, unit="ms") if r.info.start_time else pd.NaT,
+            "end_time": pd.to_datetime(r.info.end_time, unit="ms") if r.info.end_time else pd.NaT,
+            "parent_run_id": tags.get(TAG_PARENT),
+            "study": tags.get(TAG_STUDY, study),
+            "cell": cell_name or None,
+            "stage": tags.get(TAG_STAGE),
+            "config_hash": tags.get(TAG_CONFIG_HASH),
+        }
+        for i, name in enumerate(CELL_PARTS):
+            row[name] = parts[i] if len(parts) > i else None
+        row.update({f"params.{k}": v for k, v in r.data.params.items()})
+        row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
+        row.update({f"tags.{k}": v for k, v in tags.items() if not k.startswith("mlflow.")})
+        rows.append(row)
+    fixed = ["run_id", "run_name", "status", "start_time", "end_time", "parent_run_id", "study", "cell", "stage",
+             "config_hash", *CELL_PARTS]
+    if not rows:
+        return pd.DataFrame(columns=fixed)
+    df = pd.DataFrame(rows)
+    rest = sorted(c for c in df.columns if c not in fixed)
+    return df[fixed + rest]
+
+
+def resolve_column(df: pd.DataFrame, name: str) -> str:
+    """The column of ``df`` that ``name`` refers to: itself, else ``params.<name>``, ``tags.<name>``,
+    ``metrics.<name>``.
+
+    Raises:
+        KeyError: no such column (lists the candidates, a close match first).
+    """
+    for candidate in (name, f"params.{name}", f"tags.{name}", f"metrics.{name}"):
+        if candidate in df.columns:
+            return candidate
+    names = sorted(c for c in df.columns)
+    short = sorted({c.split(".", 1)[1] if c.startswith(("params.", "tags.", "metrics.")) else c for c in names})
+    close = difflib.get_close_matches(name, short, n=3)
+    hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
+    metrics = [c[len("metrics."):] for c in names if c.startswith("metrics.")]
+    listed = ", ".join(metrics[:40]) + (f" ... ({len(metrics)} in all)" if len(metrics) > 40 else "")
+    raise KeyError(
+        f"column {name!r}: expected a run field, param, tag or metric of the runs, got none of that name{hint}; "
+        f"metrics: {listed or 'none'}"
+    )
+
+
+def natural_key(value: Any) -> tuple[Any, ...]:
+    """Sort key that orders ``preresnet8`` before ``preresnet26`` and numbers numerically."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ((2, ""),)
+    if isinstance(value, (int, float)):
+        return ((0, float(value)),)
+    text = str(value)
+    try:
+        return ((0, float(text)),)
+    except ValueError:
+        pass
+    return tuple((0, float(p)) if p.isdigit() else (1, p) for p in re.split(r"(\d+)", text) if p)
+
+
+def _sort_groups(df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    if df.empty:
+        return df
+    keys = df[list(by)].apply(lambda row: tuple(natural_key(v) for v in row), axis=1)
+    return df.assign(_key=keys).sort_values("_key").drop(columns="_key").reset_index(drop=True)
+
+
+def compare(
+    study: str | pd.DataFrame,
+    metrics: Sequence[str],
+    by: Sequence[str] = ("model", "dataset"),
+    *,
+    store: Store | None = None,
+    stage: str | None = None,
+    children_only: bool = True,
+) -> pd.DataFrame:
+    """Aggregate ``metrics`` over the runs of each ``by`` group (e.g. over the seeds / endpoint pairs of a
+    model): one row per group with the ``by`` columns, then ``<metric>.mean``, ``<metric>.std`` (sample
+    std, NaN for one run) and ``<metric>.n`` (runs with a finite value) per metric.
+
+    Args:
+        study: a study name (FINISHED runs are fetched with :func:`runs`) or a frame from :func:`runs`.
+        metrics: metric names as logged (``bezier.test.acc_auc``) or any column name.
+        by: grouping keys: ``model``, ``dataset``, ``optimizer``, ``cell``, a param (``model.depth``,
+            ``train.lr``), a tag, or a column.
+
+    Raises:
+        ValueError: no metrics given.
+        KeyError: a metric or grouping key the runs do not have (with a close match).
+        StudyNotFoundError: unknown study.
+    """
+    if not metrics:
+        raise ValueError("metrics: expected at least one metric name, got none")
+    df = study if isinstance(study, pd.DataFrame) else runs(study, store=store, stage=stage, children_only=children_only)
+    by = list(by)
+    out_cols = [*by] + [f"{m}.{s}" for m in metrics for s in ("mean", "std", "n")]
+    if df.empty:
+        return pd.DataFrame(columns=out_cols)
+    by_cols = [resolve_column(df, b) for b in by]
+    metric_cols = [resolve_column(df, m) for m in metrics]
+    work = df[by_cols].copy()
+    work.columns = by
+    for m, c in zip(metrics, metric_cols):
+        work[m] = pd.to_numeric(df[c], errors="coerce")
+    work[by] = work[by].fillna("-")
+    rows = []
+    for key, group in work.groupby(by, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        row: dict[str, Any] = dict(zip(by, key))
+        for m in metrics:
+            values = group[m][group[m].map(lambda v: math.isfinite(v) if pd.notna(v) else False)]
+            row[f"{m}.mean"] = float(values.mean()) if len(values) else math.nan
+            row[f"{m}.std"] = float(values.std(ddof=1)) if len(values) > 1 else math.nan
+            row[f"{m}.n"] = int(len(values))
+        rows.append(row)
+    return _sort_groups(pd.DataFrame(rows, columns=out_cols), by)
+
+
+def path_series(run_id: str, path: str, *, store: Store | None = None) -> pd.DataFrame:
+    """The values along ``path`` (``linear``, ``bezier``, ...) logged for ``run_id``: column ``t`` plus every
+    logged column (``test_acc``, ``hessian_lambda_max`` ...), one row per point.
+
+    Read from the run's ``paths/<path>.csv`` artifact; without it, rebuilt from the metric histories
+    ``<path>.<column>`` (step = point index, ``t`` evenly spaced).
+
+    Raises:
+        KeyError: the run has no series for ``path`` (lists the paths it has).
+    """
+    store = _store(store)
+    client = store.client()
+    files = {i.path for i in with_retries(lambda: client.list_artifacts(run_id, "paths"), what="listing paths/")}
+    if f"paths/{path}.csv" in files:
+        with tempfile.TemporaryDirectory(prefix="lgeom-path-") as tmp:
+            local = with_retries(lambda: client.download_artifacts(run_id, f"paths/{path}.csv", tmp), what="downloading a path table")
+            return pd.read_csv(local)
+    run = with_retries(lambda: client.get_run(run_id), what=f"reading run {run_id}")
+    columns: dict[str, pd.Series] = {}
+    for key in run.data.metrics:
+        head, _, col = key.partition(".")
+        if head != path or "." in col:
+            continue
+        hist = with_retries(lambda: client.get_metric_history(run_id, key), what=f"reading metric {key}")
+        if len(hist) > 1:
+            columns[col] = pd.Series({m.step: m.value for m in hist}).sort_index()
+    if not columns:
+        have = sorted({Path(f).stem for f in files} | {k.split(".")[0] for k in run.data.metrics if k.count(".") == 1})
+        raise KeyError(f"path {path!r} of run {run_id}: expected one of {have or 'none logged'}, got {path!r}")
+    df = pd.DataFrame(columns).sort_index()
+    n = len(df)
+    df.insert(0, "t", [i / (n - 1) if n > 1 else 0.0 for i in range(n)])
+    return df.reset_index(drop=True)
+
+
+def _with_n_params(table: pd.DataFrame, df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:
+    """Add an ``n_params`` column (median per group) when the runs record it, and sort by it."""
+    try:
+        col = resolve_column(df, "n_params")
+    except KeyError:
+        return table
+    work = df[[resolve_column(df, b) for b in by]].copy()
+    work.columns = list(by)
+    work = work.fillna("-")
+    work["n_params"] = pd.to_numeric(df[col], errors="coerce")
+    med = work.groupby(list(by), dropna=False)["n_params"].median().reset_index()
+    out = table.merge(med, on=list(by), how="left")
+    cols = list(by) + ["n_params"] + [c for c in table.columns if c not in by]
+    return out[cols].sort_values("n_params", kind="stable").reset_index(drop=True)
+
+
+def depth_auc_table(
+    study: str | pd.DataFrame, *, store: Store | None = None, by: Sequence[str] = ("model", "dataset")
+) -> pd.DataFrame:
+    """The depth study's Table 2: per model, the AUC and the peak accuracy drop of the convex (linear)
+    path and of the Bezier curve on the test set (mean, std, n over endpoint pairs), with ``n_params``.
+
+    Metrics: ``linear.test.acc_auc``, ``bezier.test.acc_auc``, ``linear.test.acc_drop``,
+    ``bezier.test.acc_drop``.
+    """
+    df = study if isinstance(study, pd.DataFrame) else runs(study, store=store, children_only=True)
+    present = [m for m in DEPTH_AUC_METRICS if f"metrics.{m}" in df.columns]
+    if not present:
+        raise KeyError(f"depth AUC table: expected runs with metrics {', '.join(DEPTH_AUC_METRICS)}, got none of them")
+    table = compare(df[df[[f"metrics.{m}" for m in present]].notna().any(axis=1)], present, by)
+    return _with_n_params(table, df, by)
+
+
+def depth_triangle_table(
+    study: str | pd.DataFrame,
+    *,
+    store: Store | None = None,
+    by: Sequence[str] = ("model", "dataset"),
+    curves: Sequence[str] = ("bezier", "polychain"),
+) -> pd.DataFrame:
+    """The depth study's Tables 3-4: per model and curve, ``||A-C||``, ``||B-C||`` and the angle ACB in
+    degrees (metrics ``<curve>.dist_ac``, ``<curve>.dist_bc``, ``<curve>.angle_acb_deg``), mean/std/n.
+
+    Returns:
+        one row per (``by``..., ``curve``) with ``dist_ac.*``, ``dist_bc.*``, ``angle_acb_deg.*`` columns.
+    """
+    df = study if isinstance(study, pd.DataFrame) else runs(study, store=store, children_only=True)
+    parts = []
+    for curve in curves:
+        names = [f"{curve}.{m}" for m in TRIANGLE_METRICS]
+        if not any(f"metrics.{n}" in df.columns for n in names):
+            continue
+        sub = df[df[[f"metrics.{n}" for n in names if f"metrics.{n}" in df.columns]].notna().any(axis=1)].copy()
+        for n in names:
+            if f"metrics.{n}" not in sub.columns:
+                sub[f"metrics.{n}"] = math.nan
+        t = compare(sub, names, by)
+        t = t.rename(columns={c: c[len(curve) + 1:] for c in t.columns if c.startswith(f"{curve}.")})
+        t.insert(len(by), "curve", curve)
+        parts.append(_with_n_params(t, df, by))
+    if not parts:
+        raise KeyError(
+            f"triangle table: expected runs with metrics <curve>.{', <curve>.'.join(TRIANGLE_METRICS)} for "
+            f"curves {', '.join(curves)}, got none"
+        )
+    out = pd.concat(parts, ignore_index=True)
+    keys = [c for c in ("n_params", *by, "curve") if c in out.columns]
+    return out.sort_values(keys, kind="stable", key=lambda s: s.map(natural_key) if s.dtype == object else s).reset_index(drop=True)
+
+
+# --- rendering --------------------------------------------------------------------------------------------
+
+
+def _merge_mean_std(df: pd.DataFrame, digits: int) -> pd.DataFrame:
+    """``<m>.mean`` + ``<m>.std`` -> one ``<m>`` column ``"mean ± std"``; ``<m>.n`` -> ``n`` when all agree."""
+    out = pd.DataFrame(index=df.index)
+    n_cols = [c for c in df.columns if c.endswith(".n")]
+    same_n = bool(n_cols) and all(df[c].equals(df[n_cols[0]]) for c in n_cols)
+    for c in df.columns:
+        if c.endswith(".mean"):
+            base = c[: -len(".mean")]
+            std = df.get(f"{base}.std")
+            out[base] = [
+                ("-" if pd.isna(m) else f"{m:.{digits}f}") + ("" if std is None or pd.isna(s) else f" ± {s:.{digits}f}")
+                for m, s in zip(df[c], std if std is not None else [math.nan] * len(df))
+            ]
+        elif c.endswith(".std") or (c.endswith(".n") and same_n):
+            continue
+        elif c == "n_params":
+            out[c] = df[c].map(lambda v: "-" if pd.isna(v) else f"{int(v):,}")
+        else:
+            out[c] = df[c]
+    if same_n:
+        out["n"] = df[n_cols[0]]
+    return out
+
+
+def format_table(df: pd.DataFrame, fmt: str = "text", *, digits: int = 3) -> str:
+    """Render a query result: ``text`` (aligned, ``mean ± std``), ``csv`` (raw numbers) or ``markdown``.
+
+    Raises:
+        ValueError: unknown format.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
+    if fmt == "csv":
+        buf = io.StringIO()
+        df.to_csv(buf, index=False)
+        return buf.getvalue()
+    if df.empty:
+        return "(no runs)"
+    pretty = _merge_mean_std(df, digits).astype(str)
+    if fmt == "text":
+        return pretty.to_string(index=False)
+    header = "| " + " | ".join(pretty.columns) + " |"
+    rule = "|" + "|".join("---" for _ in pretty.columns) + "|"
+    body = ["| " + " | ".join(v.replace("|", "\\|") for v in row) + " |" for row in pretty.itertuples(index=False)]
+    return "\n".join([header, rule, *body])
