@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from lgeom.probes import ProbeSettings
+
 PRESET_DIR = Path(__file__).parent / "presets"
 
 
@@ -141,49 +143,18 @@ class CurveConfig:
 
 
 @dataclass(frozen=True)
-class ProbeConfig:
-    """Geometry probes at endpoints, curve midpoints and along paths (``lgeom.probes.ProbeSettings`` has the
-    same names and documents each; validated there).
+class ProbeConfig(ProbeSettings):
+    """Geometry probes at endpoints, curve midpoints and along paths: every field of
+    ``lgeom.probes.ProbeSettings`` (documented and validated there) plus what feeds the probes.
 
-    ``samples`` training samples (seeded subset, batches of ``batch_size``) feed every probe;
-    ``hessian_points`` is the number of t values along each path where the top-k Hessian eigenvalues are
-    computed (0: none); ``hessian_engine`` is ``auto`` (``cached`` when the graphs fit in memory), ``forward``
-    (forward-over-reverse HVPs, memory of one batch) or ``cached`` (each batch's gradient graph kept, faster
-    per product); ``trace_method`` is ``hutchinson`` or
-    ``hutch++``; ``sharpness_norm`` ``l2``/``linf`` and ``sharpness_scaling`` ``none``/``elementwise``/
-    ``filter`` define the worst-case ball; ``curvature_eps`` is the Monte-Carlo curvature step (parameter
-    units); ``pca`` and ``effective_dim`` need trajectory snapshots (``train.snapshot_every`` /
-    ``train.grad_snapshot_every`` > 0).
+    ``samples`` training samples (seeded subset, batches of ``batch_size``) feed every probe; ``pca`` and
+    ``effective_dim`` need trajectory snapshots (``train.snapshot_every`` / ``train.grad_snapshot_every`` > 0).
     """
 
     samples: int = 512
     batch_size: int = 256
-    hessian_k: int = 5
-    hessian_tol: float = 1e-3
-    hessian_method: str = "lanczos"
-    hessian_max_iter: int | None = None
-    hessian_engine: str = "auto"
-    hessian_points: int = 11
-    trace_probes: int = 32
-    trace_method: str = "hutchinson"
-    density: bool = True
-    density_runs: int = 4
-    density_steps: int = 40
-    density_grid: int = 500
-    sharpness_eps: float = 0.05
-    sharpness_samples: int = 16
-    sharpness_worst: bool = True
-    sharpness_steps: int = 10
-    sharpness_norm: str = "l2"
-    sharpness_scaling: str = "filter"
-    curvature_samples: int = 16
-    curvature_eps: float = 0.05
-    slices: bool = True
-    slice_points: int = 51
-    slice2d_points: int = 21
     pca: bool = True
     effective_dim: bool = True
-    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -489,12 +460,8 @@ def _validate_curve(c: CurveConfig) -> list[str]:
 
 
 def _validate_probe(p: ProbeConfig) -> list[str]:
-    from lgeom.probes import ProbeSettings
-
     out = _positive_ints(p, "probe", ["samples", "batch_size"])
-    names = {f.name for f in fields(ProbeSettings)}
-    settings = ProbeSettings(**{f.name: getattr(p, f.name) for f in fields(p) if f.name in names})
-    out.extend(f"probe.{problem}" for problem in settings.problems())
+    out.extend(f"probe.{problem}" for problem in p.problems())
     return out
 
 

@@ -33,6 +33,7 @@ class StudySummary:
     reused: list[str] = field(default_factory=list)
     failed: dict[str, str] = field(default_factory=dict)
     orphans_closed: list[str] = field(default_factory=list)
+    trials: list[dict[str, Any]] = field(default_factory=list)
     report: Path | None = None
     wall_time_s: float = 0.0
 
@@ -176,7 +177,7 @@ def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = N
                                  str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)), bars=sys.stdout.isatty())
             for c in todo
         }
-        results = run_trials(cfg, todo, contexts, resources) if todo else []
+        results = summary.trials = run_trials(cfg, todo, contexts, resources) if todo else []
         for r in results:
             if r.get("status") == "FINISHED":
                 summary.finished.append(r["cell"])

@@ -107,19 +107,10 @@ def run_cell(
         ) as run:
             summary["run_id"] = run.run_id
             bundle = Bundle(root / "bundle")
-            model, endpoints = _stage_train(cfg, root, bundle, callbacks, progress)
-            stages.mark("train")
-            send({"stage": "train", "stages_done": 1})
-            if not stages.is_done("connect"):
-                _stage_connect(cfg, ctx.cell, model, endpoints, bundle, callbacks, progress)
-                stages.mark("connect")
-            send({"stage": "connect", "stages_done": 2})
-            if not stages.is_done("probe"):
-                _stage_probe(cfg, model, endpoints, bundle, callbacks, progress)
-                stages.mark("probe")
-            send({"stage": "probe", "stages_done": 3})
-            bundle.add_params({"n_params": count_params(model)})
-            bundle.add_metrics({"trial.wall_time_s": time.perf_counter() - t0})
+            t_compute = time.perf_counter()
+            model = run_stages(cfg, ctx.cell, root, bundle, stages, callbacks=callbacks, progress=progress, report=send)
+            summary["compute_s"] = time.perf_counter() - t_compute
+            bundle.add_metrics({"trial.compute_s": summary["compute_s"], "trial.wall_time_s": time.perf_counter() - t0})
             run.log_bundle(bundle, model=model)
         stages.mark("log")
         summary["status"] = "FINISHED"
@@ -129,6 +120,35 @@ def run_cell(
         summary["traceback"] = traceback.format_exc(limit=8)
     summary["wall_time_s"] = time.perf_counter() - t0
     return summary
+
+
+def run_stages(
+    cfg: Config,
+    cell: str,
+    root: Path,
+    bundle: Bundle,
+    stages: StageLog,
+    *,
+    callbacks: list[Callable[[ProgressEvent], None]] | None = None,
+    progress: bool = False,
+    report: Callable[[dict[str, Any]], None] | None = None,
+) -> Any:
+    """The computing part of a trial (no tracking): train, then the unfinished ones of connect and probe,
+    each marked done in ``stages`` when it completes. Returns the architecture (holding endpoint A)."""
+    send = report or (lambda _m: None)
+    model, endpoints = _stage_train(cfg, root, bundle, callbacks, progress)
+    stages.mark("train")
+    send({"stage": "train", "stages_done": 1})
+    if not stages.is_done("connect"):
+        _stage_connect(cfg, cell, model, endpoints, bundle, callbacks, progress)
+        stages.mark("connect")
+    send({"stage": "connect", "stages_done": 2})
+    if not stages.is_done("probe"):
+        _stage_probe(cfg, model, endpoints, bundle, callbacks, progress)
+        stages.mark("probe")
+    send({"stage": "probe", "stages_done": 3})
+    bundle.add_params({"n_params": count_params(model)})
+    return model
 
 
 HEADLINE = (

@@ -3,7 +3,6 @@ study trial calls."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from pathlib import Path
@@ -113,11 +112,8 @@ def test_several_cells_with_a_file_need_a_cell(tmp_path: Path, capsys: pytest.Ca
     assert "--cell: expected one of mlp2x16/moons/sgd" in capsys.readouterr().err
 
 
-def test_probe_settings_mirror_the_config_section() -> None:
-    cfg_fields = {f.name: f.default for f in dataclasses.fields(ProbeConfig)}
-    for f in dataclasses.fields(ProbeSettings):
-        assert f.name in cfg_fields, f.name
-        assert cfg_fields[f.name] == f.default, f.name
+def test_probe_config_section_carries_the_probe_settings() -> None:
+    assert issubclass(ProbeConfig, ProbeSettings)
     cfg = load_config("quick-tiny", ["probe.hessian_engine=cached", "probe.trace_method=hutch++"])
     settings = ProbeSettings.from_object(cfg.probe)
     assert settings.hessian_engine == "cached" and settings.trace_method == "hutch++" and settings.hessian_k == 3

@@ -1,0 +1,88 @@
+"""Study overhead: what Ray Tune orchestration and MLflow tracking add to each trial.
+
+Two cells of the quick preset, sized so that one trial computes for about a minute, are run twice in this
+process, one after the other on the same machine:
+
+* **bare** — the trial's stages (train A and B, connect, probe) called directly, no Ray, no MLflow;
+* **study** — ``lgeom study`` on the embedded MLflow store and a local Ray, one trial at a time
+  (``study.max_concurrent=1``) so both runs see the same load.
+
+Overhead per trial = (study wall time − Σ bare compute) / number of trials, reported as a fraction of the
+trial time; it includes Ray start-up, the MLflow parent/child runs, logging and verifying every artifact,
+the report and figures. Target: <= 5 % for 60-second trials.
+
+    PYTHONPATH=. python3 bench/study_overhead.py [--epochs 200] [--curve-epochs 100]
+
+Needs the full install (mlflow, ray): run it in the project's .venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+
+def bare_compute(cfg, cells, root: Path) -> list[float]:
+    """Seconds each cell's stages take without orchestration or tracking."""
+    from pipelines.bundle import Bundle
+    from pipelines.trial import StageLog, run_stages, work_dir
+
+    times = []
+    for cell in cells:
+        wd = work_dir(root, cfg.name, cell.name, cell.config)
+        wd.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        run_stages(cell.config, cell.name, wd, Bundle(wd / "bundle"), StageLog(wd / "stages.json"))
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--epochs", type=int, default=200, help="endpoint training epochs (sets the trial length)")
+    parser.add_argument("--curve-epochs", type=int, default=100)
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    torch.set_num_threads(1)  # what a 1-CPU trial gets
+
+    from pipelines.config import expand_matrix, load_config
+    from pipelines.study import main as run_study
+
+    print(f"machine: {platform.machine()} {os.cpu_count()} CPUs; torch {torch.__version__}")
+    overrides = [f"train.epochs={args.epochs}", f"curve.epochs={args.curve_epochs}", "study.max_concurrent=1",
+                 'study.matrix={"model.width": [64], "train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}']
+    with tempfile.TemporaryDirectory() as bare_dir, tempfile.TemporaryDirectory() as study_dir:
+        cfg = load_config("quick", overrides + [f"output_dir={bare_dir}"])
+        cells = expand_matrix(cfg)
+        bare = bare_compute(cfg, cells, Path(bare_dir))
+        for c, t in zip(cells, bare):
+            print(f"bare   {c.name:<22} {t:7.1f} s")
+        cwd = os.getcwd()
+        os.chdir(study_dir)
+        try:
+            cfg = load_config("quick", overrides + [f"output_dir={study_dir}/outputs"])
+            t0 = time.perf_counter()
+            summary = run_study(cfg)
+            wall = time.perf_counter() - t0
+        finally:
+            os.chdir(cwd)
+    n = len(cells)
+    in_trial = [t.get("wall_time_s", 0) - t.get("compute_s", 0) for t in summary.trials]
+    computes = [t.get("compute_s", 0) for t in summary.trials]
+    print(f"study  wall {wall:.1f} s for {n} trials; in-trial compute {sum(computes):.1f} s "
+          f"(bare {sum(bare):.1f} s); in-trial tracking {sum(in_trial):.1f} s")
+    per_trial = (wall - sum(bare)) / n
+    trial_time = sum(bare) / n
+    print(f"overhead per trial {per_trial:.2f} s on {trial_time:.1f} s trials = {100 * per_trial / trial_time:.1f} % "
+          f"(study/bare {wall / sum(bare):.3f}); in-trial tracking alone {100 * sum(in_trial) / sum(bare):.1f} %")
+
+
+if __name__ == "__main__":
+    main()

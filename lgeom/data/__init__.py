@@ -1,0 +1,295 @@
+"""Dataset registry and batch loaders.
+
+``build_dataset(name, split, root=None, n=None, seed=0, **kw)`` returns a map-style torch ``Dataset`` of
+``(input, label)`` pairs with two extra attributes, ``num_classes`` and ``in_shape``. In-memory datasets are
+:class:`ArrayDataset`; :func:`make_loader` iterates them without per-sample Python overhead.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import typing
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from lgeom._checks import check_choice, check_positive_int, expected
+
+SPLITS = ("train", "test")
+
+
+class ArrayDataset(Dataset):
+    """Inputs and integer labels held as two tensors, with ``num_classes`` and ``in_shape``."""
+
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int, name: str = "") -> None:
+        if inputs.shape[0] != targets.shape[0]:
+            raise expected("targets", f"{inputs.shape[0]} labels (one per input)", targets.shape[0])
+        self.inputs = inputs
+        self.targets = targets.long()
+        self.num_classes = int(num_classes)
+        self.in_shape = tuple(inputs.shape[1:])
+        self.name = name
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.inputs[index], self.targets[index]
+
+    def subset(self, indices: torch.Tensor) -> "ArrayDataset":
+        """A new dataset holding the samples at ``indices``."""
+        return ArrayDataset(self.inputs[indices], self.targets[indices], self.num_classes, self.name)
+
+    def to(self, device: torch.device | str) -> "ArrayDataset":
+        """A copy with both tensors on ``device`` (loaders then yield batches already there)."""
+        return ArrayDataset(self.inputs.to(device), self.targets.to(device), self.num_classes, self.name)
+
+
+Builder = Callable[..., Dataset]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register_dataset(name: str) -> Callable[[Builder], Builder]:
+    """Decorator registering ``builder(split, *, root, seed, **kw) -> Dataset`` under ``name``."""
+
+    def wrap(builder: Builder) -> Builder:
+        _REGISTRY[name] = builder
+        return builder
+
+    return wrap
+
+
+def available_datasets() -> list[str]:
+    """Names accepted by :func:`build_dataset`."""
+    return sorted(_REGISTRY)
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """Keyword options of dataset ``name`` with their defaults."""
+    check_choice("dataset name", name, _REGISTRY)
+    sig = inspect.signature(_REGISTRY[name])
+    return {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.kind == p.KEYWORD_ONLY and p.name not in ("root", "seed")
+    }
+
+
+def build_dataset(
+    name: str,
+    split: str,
+    *,
+    root: str | None = None,
+    n: int | None = None,
+    seed: int = 0,
+    **kw: Any,
+) -> Dataset:
+    """Build a registered dataset split.
+
+    Args:
+        name: one of :func:`available_datasets`.
+        split: ``"train"`` or ``"test"``.
+        root: folder holding downloaded files (torchvision datasets only).
+        n: keep a seeded random subset of ``n`` samples of the split (all when ``None``).
+        seed: seed of the synthetic draw, of the train/test split and of the subset.
+        **kw: dataset options (see :func:`dataset_options`), e.g. ``noise`` or ``augment``.
+
+    Returns:
+        A map-style dataset with ``num_classes`` and ``in_shape`` attributes.
+
+    Raises:
+        ValueError: unknown name, split or option, or ``n`` larger than the split.
+        DatasetNotFoundError: files of a torchvision dataset are missing under ``root``.
+    """
+    check_choice("dataset name", name, _REGISTRY)
+    check_choice("split", split, SPLITS)
+    allowed = dataset_options(name)
+    unknown = sorted(set(kw) - set(allowed))
+    if unknown:
+        raise expected(f"{name} option", "one of " + ", ".join(sorted(allowed)), unknown[0])
+    if n is not None:
+        check_positive_int("n", n)
+    ds = _REGISTRY[name](split, root=root, seed=seed, **kw)
+    if n is not None and n != len(ds):
+        if n > len(ds):
+            raise expected("n", f"at most {len(ds)} (the size of the {name} {split} split)", n)
+        gen = torch.Generator().manual_seed(seed + 7919)
+        idx = torch.randperm(len(ds), generator=gen)[:n]
+        if isinstance(ds, ArrayDataset):
+            ds = ds.subset(idx)
+        else:
+            sub = Subset(ds, idx.tolist())
+            sub.num_classes, sub.in_shape = ds.num_classes, ds.in_shape  # type: ignore[attr-defined]
+            ds = sub
+    return ds
+
+
+# --- loaders ---------------------------------------------------------------------------------------------
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+class ArrayLoader:
+    """Mini-batches over an :class:`ArrayDataset` by tensor indexing (no per-sample collation).
+
+    Re-iterable; with ``shuffle`` each pass draws a new order from its own seeded generator, so two loaders
+    built with the same seed yield the same sequence of batches.
+    """
+
+    def __init__(
+        self, dataset: ArrayDataset, batch_size: int, *, shuffle: bool, seed: int = 0, drop_last: bool = False
+    ) -> None:
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        n = len(self.dataset)
+        if self.shuffle:
+            order = torch.randperm(n, generator=self.generator).to(self.dataset.inputs.device)
+        else:
+            order = None
+        for b in range(len(self)):
+            lo, hi = b * self.batch_size, min((b + 1) * self.batch_size, n)
+            if order is None:
+                yield self.dataset.inputs[lo:hi], self.dataset.targets[lo:hi]
+            else:
+                idx = order[lo:hi]
+                yield self.dataset.inputs[idx], self.dataset.targets[idx]
+
+
+def make_loader(
+    dataset: Dataset,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    drop_last: bool = False,
+    num_workers: int = 0,
+) -> ArrayLoader | DataLoader:
+    """An iterable of ``(inputs, targets)`` batches over ``dataset``.
+
+    In-memory :class:`ArrayDataset` gets a fast :class:`ArrayLoader`; anything else a ``DataLoader``
+    with a seeded generator. The last batch may be smaller unless ``drop_last``.
+
+    Raises:
+        ValueError: empty dataset or a non-positive batch size.
+    """
+    check_positive_int("batch_size", batch_size)
+    if len(dataset) == 0:  # type: ignore[arg-type]
+        raise expected("dataset", "a non-empty dataset", "an empty one (0 samples)")
+    if isinstance(dataset, ArrayDataset):
+        return ArrayLoader(dataset, batch_size, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    gen = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=gen,
+        drop_last=drop_last,
+        num_workers=num_workers,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def fixed_batches(
+    dataset: Dataset, batch_size: int, *, n_batches: int | None = None, seed: int = 0
+) -> list[Batch]:
+    """A fixed, materialised list of batches: a seeded random subset of ``n_batches * batch_size`` samples.
+
+    Used wherever the same data must be seen at every parameter point (BatchNorm statistics recompute,
+    Hessian probes). ``n_batches=None`` takes the whole dataset in a fixed shuffled order.
+    """
+    check_positive_int("batch_size", batch_size)
+    if n_batches is not None:
+        check_positive_int("n_batches", n_batches)
+    loader = make_loader(dataset, batch_size, shuffle=True, seed=seed)
+    out: list[Batch] = []
+    for xb, yb in loader:
+        out.append((xb, yb))
+        if n_batches is not None and len(out) >= n_batches:
+            break
+    return out
+
+
+def dataset_meta(dataset: Dataset) -> tuple[int, tuple[int, ...]]:
+    """``(num_classes, in_shape)`` of a dataset built by :func:`build_dataset`."""
+    try:
+        return int(dataset.num_classes), tuple(dataset.in_shape)  # type: ignore[attr-defined]
+    except AttributeError as err:
+        raise expected("dataset", "a dataset with num_classes and in_shape (from build_dataset)", type(dataset).__name__) from err
+
+
+def num_samples(batches: Sequence[Batch] | Any) -> int:
+    """Total number of samples in an iterable of batches (iterates it once)."""
+    return sum(int(y.shape[0]) for _, y in batches)
+
+
+from lgeom.data import synthetic, vision  # noqa: E402,F401  (registers the datasets)
+from lgeom.data.vision import DatasetNotFoundError  # noqa: E402
+
+__all__ = [
+    "ArrayDataset",
+    "ArrayLoader",
+    "DatasetNotFoundError",
+    "Splits",
+    "available_datasets",
+    "build_dataset",
+    "build_splits",
+    "dataset_meta",
+    "dataset_options",
+    "fixed_batches",
+    "make_loader",
+    "num_samples",
+    "register_dataset",
+]
+
+
+class Splits(typing.NamedTuple):
+    """The three views of a dataset a study needs."""
+
+    train: Dataset
+    """training split as trained on (augmented for CIFAR)"""
+    train_eval: Dataset
+    """the same samples without augmentation, for evaluating train loss/accuracy"""
+    test: Dataset
+    """test split"""
+
+
+def build_splits(
+    name: str,
+    *,
+    root: str | None = None,
+    seed: int = 0,
+    n_train: int | None = None,
+    n_test: int | None = None,
+    **options: Any,
+) -> Splits:
+    """Train (as trained on), unaugmented train and test splits of dataset ``name``.
+
+    ``n_train`` / ``n_test`` are the split sizes: the number of samples drawn for synthetic sets, a seeded
+    subset for the others (``None``: the dataset's default / all of it).
+    """
+    opts = dataset_options(name)
+    if "n_train" in opts:
+        sizes = {k: v for k, v in (("n_train", n_train), ("n_test", n_test)) if v is not None}
+        train = build_dataset(name, "train", root=root, seed=seed, **sizes, **options)
+        test = build_dataset(name, "test", root=root, seed=seed, **sizes, **options)
+        return Splits(train, train, test)
+    train = build_dataset(name, "train", root=root, n=n_train, seed=seed, **options)
+    test = build_dataset(name, "test", root=root, n=n_test, seed=seed, **options)
+    if "augment" in opts and options.get("augment", None) is not False:
+        eval_opts = {**options, "augment": False}
+        train_eval = build_dataset(name, "train", root=root, n=n_train, seed=seed, **eval_opts)
+    else:
+        train_eval = train
+    return Splits(train, train_eval, test)
