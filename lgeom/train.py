@@ -242,16 +242,22 @@ def train(
             n_epoch += bs
             loss_sum += loss.detach() * bs
             correct += (logits.detach().argmax(1) == yb).sum()
-            pending.append((step, loss.detach()))
-            # Checking finiteness forces a device sync; batching the check keeps GPU steps asynchronous.
-            if len(pending) >= 25 or device.type == "cpu":
-                _check_finite(pending, epoch, steps_per_epoch)
-                pending = []
+            # Checking finiteness forces a device sync: on a GPU the check is batched to keep steps
+            # asynchronous; on the CPU a plain float comparison is cheapest.
+            if device.type == "cpu":
+                value = loss.detach().item()
+                if not math.isfinite(value):
+                    raise NonFiniteLossError(epoch + 1, step, value)
+            else:
+                pending.append((step, loss.detach()))
+                if len(pending) >= 25:
+                    _check_finite(pending, epoch)
+                    pending = []
             if spec.snapshot_every and step % spec.snapshot_every == 0:
                 snapshots.append(flatten(get_params(model)).cpu())
                 snapshot_steps.append(step)
             emit(cbs, ProgressEvent("train", "step", step, total_steps, epoch))
-        _check_finite(pending, epoch, steps_per_epoch)
+        _check_finite(pending, epoch)
         samples_seen += n_epoch
         row = {
             "epoch": epoch + 1,
@@ -318,7 +324,7 @@ def train(
     return result
 
 
-def _check_finite(pending: list[tuple[int, torch.Tensor]], epoch: int, steps_per_epoch: int) -> None:
+def _check_finite(pending: list[tuple[int, torch.Tensor]], epoch: int) -> None:
     if not pending:
         return
     values = torch.stack([v for _, v in pending])

@@ -95,6 +95,7 @@ def run_cell(
     skipped = [s for s in STAGES if stages.is_done(s)]
     summary: dict[str, Any] = {"cell": ctx.cell, "status": "FAILED", "run_id": None, "error": "", "stages_skipped": skipped}
     send = report or (lambda _m: None)
+    summary["started_at"] = time.time()
     t0 = time.perf_counter()
     try:
         with tracked_run(
@@ -119,6 +120,7 @@ def run_cell(
         summary["error"] = f"{type(err).__name__}: {err}"
         summary["traceback"] = traceback.format_exc(limit=8)
     summary["wall_time_s"] = time.perf_counter() - t0
+    summary["ended_at"] = time.time()
     return summary
 
 

@@ -135,3 +135,20 @@ def test_bad_num_classes_and_shape() -> None:
         build_model("mlp", num_classes=0, in_shape=(2,))
     with pytest.raises(ValueError, match="in_shape: expected a non-empty shape"):
         build_model("mlp", num_classes=2, in_shape=(0, 3))
+
+
+@pytest.mark.parametrize(("name", "arch"), [("mlp", {"depth": 3, "width": 7, "activation": "tanh"}), ("mlp", {"depth": 0}),
+                                            ("resmlp", {"blocks": 2, "width": 5, "activation": "gelu"})])
+def test_forward_stacked_equals_functional_call_per_point(name: str, arch: dict) -> None:
+    from torch.func import functional_call
+
+    from lgeom.grid import stack_points
+
+    model = build_model(name, num_classes=3, in_shape=(1, 2, 2), **arch).double()
+    points = []
+    for seed in range(4):
+        torch.manual_seed(seed)
+        points.append({n: torch.randn_like(p) for n, p in model.named_parameters()})
+    x = torch.randn(6, 1, 2, 2, dtype=torch.float64)
+    expected = torch.stack([functional_call(model, p, (x,)) for p in points])
+    torch.testing.assert_close(model.forward_stacked(stack_points(points), x), expected, rtol=1e-12, atol=1e-12)
