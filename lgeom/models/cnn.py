@@ -57,6 +57,14 @@ def _image_shape(name: str, in_shape: Sequence[int]) -> None:
         raise expected(f"{name} in_shape", "(channels, height, width) with height, width >= 2", tuple(in_shape))
 
 
+def _build(name: str, residual: bool, num_classes: int, in_shape: Sequence[int], channels: int, activation: str,
+           batchnorm: bool) -> CNN:
+    _image_shape(name, in_shape)
+    check_positive_int(f"{name} channels", channels)
+    make_activation(activation)
+    return CNN(in_shape, num_classes, channels, activation, residual=residual, batchnorm=batchnorm)
+
+
 @register_model("cnn")
 def build_cnn(
     *,
@@ -67,10 +75,7 @@ def build_cnn(
     batchnorm: bool = False,
 ) -> CNN:
     """Two 3x3 conv layers of ``channels`` filters and a linear head."""
-    _image_shape("cnn", in_shape)
-    check_positive_int("cnn channels", channels)
-    make_activation(activation)
-    return CNN(in_shape, num_classes, channels, activation, residual=False, batchnorm=batchnorm)
+    return _build("cnn", False, num_classes, in_shape, channels, activation, batchnorm)
 
 
 @register_model("rescnn")
@@ -83,7 +88,4 @@ def build_rescnn(
     batchnorm: bool = False,
 ) -> CNN:
     """The ``cnn`` model with a 1x1 convolutional skip connection around the two 3x3 layers."""
-    _image_shape("rescnn", in_shape)
-    check_positive_int("rescnn channels", channels)
-    make_activation(activation)
-    return CNN(in_shape, num_classes, channels, activation, residual=True, batchnorm=batchnorm)
+    return _build("rescnn", True, num_classes, in_shape, channels, activation, batchnorm)
