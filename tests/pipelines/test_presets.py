@@ -1,0 +1,56 @@
+"""The image presets' tiny variants run every trial stage on files in the real on-disk formats: PreResNet-8
+with BatchNorm on CIFAR-10 (resnet-depth-tiny) and the residual CNN on MNIST (mnist-arch-tiny)."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipelines.bundle import Bundle
+from pipelines.config import expand_matrix, load_config
+from pipelines.trial import StageLog, run_stages, work_dir
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lgeom"))
+from vision_files import write_cifar, write_mnist  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+def _run(preset: str, cell_name: str, root: Path, out: Path) -> tuple[dict, Bundle]:
+    cfg = load_config(preset, [f"data.root={root}", f"output_dir={out}", "train.device=cpu"])
+    cell = next(c for c in expand_matrix(cfg) if c.name == cell_name)
+    wd = work_dir(cfg.output_dir, cfg.name, cell.name, cell.config)
+    bundle = Bundle(wd / "bundle")
+    stages = StageLog(wd / "stages.json")
+    run_stages(cell.config, cell.name, wd, bundle, stages)
+    assert set(stages.done) == {"train", "connect", "probe"}
+    return bundle.metrics(), bundle
+
+
+def _finite(metrics: dict, names: list[str]) -> None:
+    for name in names:
+        assert metrics.get(name) is not None and math.isfinite(metrics[name]), name
+
+
+def test_resnet_depth_tiny_runs_every_stage_on_cifar_files(tmp_path: Path) -> None:
+    write_cifar(tmp_path / "data", "cifar10", per_batch=16, n_test=32)
+    metrics, bundle = _run("resnet-depth-tiny", "preresnet8/cifar10/sgd", tmp_path / "data", tmp_path / "out")
+    _finite(metrics, ["a.test_acc", "b.train_loss", "linear.test.loss_barrier", "bezier.test.loss_barrier",
+                      "polychain.test.acc_auc", "bezier.angle_acb_deg", "polychain.dist_ac", "hessian.a.lambda_max",
+                      "hessian.mid.lambda_max", "sharpness.b.eps_avg"])
+    table = bundle.read_path("bezier")
+    assert len(table) == 5 and "hessian_lambda_max" in table
+    # BN policy: t = 0 is the trained endpoint A with its own statistics
+    assert table["test_acc"][0] == pytest.approx(metrics["a.test_acc"])
+    assert {"curves/bezier.pt", "curves/polychain.pt", "spectra/mid.json", "planes/bezier.npz"} <= {str(p) for p in bundle.files()}
+
+
+def test_mnist_arch_tiny_runs_every_stage_on_mnist_files(tmp_path: Path) -> None:
+    write_mnist(tmp_path / "data", n_train=64, n_test=32)
+    metrics, bundle = _run("mnist-arch-tiny", "rescnn16/mnist/adam", tmp_path / "data", tmp_path / "out")
+    _finite(metrics, ["a.test_acc", "linear.test.loss_barrier", "linear_aligned.test.loss_barrier", "bezier.dist_bc",
+                      "hessian.a.lambda_max", "hessian.a.trace", "sharpness.a.eps_worst"])
+    assert (bundle.root / "endpoints" / "b_aligned.pt").exists()
