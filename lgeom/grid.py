@@ -24,7 +24,6 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
@@ -371,10 +370,11 @@ def _vmapped_chunk(
                 for xb, yb in batches:
                     xb, yb = _inputs(xb, device, dtype), yb.to(device, non_blocking=True)
                     logits = run(xb)  # (m, B, classes)
-                    ce = F.cross_entropy(
-                        _logits_for_loss(logits).reshape(-1, logits.shape[-1]), yb.repeat(m), reduction="none"
-                    ).view(m, -1)
-                    loss_sum += ce.sum(dim=1, dtype=torch.float64)
+                    # Per-point summed cross-entropy: log-softmax and a gather of the targets (broadcast over
+                    # points) avoid repeating the targets m times.
+                    logp = _logits_for_loss(logits).log_softmax(dim=-1)
+                    picked = logp.gather(-1, yb.view(1, -1, 1).expand(logits.shape[0], -1, 1)).squeeze(-1)
+                    loss_sum -= picked.sum(dim=1, dtype=torch.float64)
                     correct += (logits.argmax(dim=-1) == yb.unsqueeze(0)).sum(dim=1)
                     n += int(yb.shape[0])
                 out[name] = (loss_sum.cpu().numpy(), correct.cpu().numpy().astype(np.float64), n)
