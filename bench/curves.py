@@ -22,6 +22,7 @@ import time
 
 import torch
 
+from bench._common import add_device_arguments, setup_device
 from lgeom.curves import Bezier, CurveFitSpec, fit_curve
 from lgeom.data import ArrayDataset
 from lgeom.models import build_model
@@ -117,15 +118,9 @@ def bench_point(device: torch.device, repeats: int = 200) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and rounds")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    add_device_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {device} ({name}), torch {torch.__version__}")
+    device = setup_device(args)
     bench_point(device)
     for case_name, arch, opts, shape, classes, batch in CASES:
         small = arch == "mlp" and shape == (2,)

@@ -25,7 +25,6 @@ changes on a shared machine hit both alike. Targets: >= 5x faster than PyHessian
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import time
 from collections.abc import Callable
@@ -35,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench._common import add_device_arguments, setup_device
 from lgeom.data import ArrayDataset, build_dataset
 from lgeom.hessian import HessianOperator, lanczos_eigenvalues, top_eigenvalues
 from lgeom.models import build_model
@@ -175,16 +175,10 @@ def run_case(name: str, label: str, n: int, epochs: int, rounds: int, hvp_reps: 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and one round")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    add_device_arguments(parser)
     parser.add_argument("--cases", default="mlp,preresnet", help="comma-separated: mlp, preresnet")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    where = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {os.cpu_count()} cores"
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    print(f"device: {device} ({where}); torch {torch.__version__}; intra-op threads {torch.get_num_threads()}; "
-          f"load average {load:.2f}")
+    device = setup_device(args)
     cases = {
         "mlp": ("mlp", "MLP 2-32-32-2 on moons", 1000 if not args.quick else 500, 20, 5 if not args.quick else 1, 200 if not args.quick else 20),
         "preresnet": ("preresnet", "PreResNet-8 on CIFAR-shaped 3x32x32", 512 if not args.quick else 128, 2, 1, 5 if not args.quick else 2),

@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bench._common import add_device_arguments, setup_device
 from lgeom.models import build_model
 from lgeom.params import get_params
 from lgeom.surfaces import plane, plane_basis
@@ -119,15 +120,9 @@ def bench_case(name: str, arch: str, opts: dict, shape: tuple, classes: int, sam
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=5, help="interleaved measurement rounds per case")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda")
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    add_device_arguments(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if args.device == "auto" else args.device))
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"device: {device} ({name}), torch {torch.__version__}")
+    device = setup_device(args)
     for case in CASES:
         case_name, arch, opts, shape, classes, samples, batch, grid, n_bn = case
         if device.type == "cuda" and arch == "preresnet":

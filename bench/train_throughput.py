@@ -10,14 +10,13 @@ lgeom's loop (schedule, finiteness checks, metrics, callbacks) costs.
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import torch
 import torch.nn.functional as F
 
+from bench._common import add_device_arguments, setup_device
 from lgeom.data import ArrayDataset, build_dataset, make_loader
-from lgeom.device import resolve_device
 from lgeom.models import build_model
 from lgeom.seed import set_seed
 from lgeom.train import TrainSpec, train
@@ -66,11 +65,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--cifar-samples", type=int, default=2048)
-    parser.add_argument("--device", default="auto")
+    add_device_arguments(parser)
     args = parser.parse_args()
-    device = resolve_device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-    print(f"device: {name}; torch {torch.__version__}")
+    device = setup_device(args)
 
     moons = build_dataset("moons", "train", n_train=4000, n_test=100)
     mlp_spec = TrainSpec(lr=0.05, epochs=args.epochs * 3, batch_size=128, device=str(device))
