@@ -359,6 +359,7 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
     from lgeom.train import TrainSpec
 
     problems: list[str] = []
+    data_error = None
     m = cfg.model
     if m.arch not in available_models():
         problems.append(f"model.arch: expected one of {', '.join(available_models())}, got {m.arch!r}")
@@ -367,12 +368,17 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
         for k in m.options():
             if k not in allowed:
                 problems.append(f"model.{k}: not an option of {m.arch} (its options: {', '.join(allowed)}), got {getattr(m, k)!r}")
-        if not any(p.startswith("model.") for p in problems) and cfg.data.name in available_datasets():
+        if cfg.data.name in available_datasets():
+            known = {k: v for k, v in m.options().items() if k in allowed}
             try:
                 in_shape, num_classes = data_shape(cfg.data)
-                _check_model_builds(m.arch, tuple(sorted(m.options().items())), in_shape, num_classes)
-            except Exception as err:  # noqa: BLE001 - report the model's own message
-                problems.append(f"model: {err}")
+            except Exception as err:  # noqa: BLE001 - reported with the data section's problems below
+                in_shape, data_error = None, f"data: {err}"
+            if in_shape is not None:
+                try:
+                    _check_model_builds(m.arch, tuple(sorted(known.items())), in_shape, num_classes)
+                except Exception as err:  # noqa: BLE001 - report the model's own message
+                    problems.extend(_model_problems(m.arch, known, in_shape, num_classes, err))
 
     d = cfg.data
     if d.name not in available_datasets():
@@ -382,6 +388,8 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
         for k, v in data_options(d).items():
             if k not in opts and k not in ("n_train", "n_test"):
                 problems.append(f"data.{k}: not an option of {d.name} (its options: {', '.join(opts) or 'none'}), got {v!r}")
+    if data_error and not any(p.startswith("data.") for p in problems):
+        problems.append(data_error)
     for k in ("n_train", "n_test"):
         v = getattr(d, k)
         if v is not None and v <= 0:
@@ -512,6 +520,23 @@ def _check_model_builds(arch: str, options: tuple[tuple[str, Any], ...], in_shap
     from lgeom.models import build_model
 
     build_model(arch, num_classes=num_classes, in_shape=in_shape, **dict(options))
+
+
+def _model_problems(
+    arch: str, options: Mapping[str, Any], in_shape: tuple[int, ...], num_classes: int, err: Exception
+) -> list[str]:
+    """Every bad model option, each found by building with that option alone (the others at their defaults).
+
+    ``err`` is the error of building with all options; it is reported as it is when no option fails alone
+    (a problem of the combination, or of the data's shape).
+    """
+    out = []
+    for key, value in sorted(options.items()):
+        try:
+            _check_model_builds(arch, ((key, value),), in_shape, num_classes)
+        except Exception as alone:  # noqa: BLE001 - report the model's own message
+            out.append(f"model.{key}: {alone}")
+    return out or [f"model: {err}"]
 
 
 @functools.lru_cache(maxsize=256)

@@ -64,10 +64,26 @@ def test_all_errors_are_reported_together() -> None:
     assert "6 problem(s)" in text
     assert any("train.lrr: unknown key" in p and "did you mean 'train.lr'" in p for p in problems)
     assert "train.lr: expected a finite number > 0, got -1.0" in problems
-    assert "model: activation: expected one of 'gelu', 'relu', 'tanh', got 'swish'" in problems
+    assert "model.activation: activation: expected one of 'gelu', 'relu', 'tanh', got 'swish'" in problems
     assert "train.epochs: expected an integer > 0, got 0" in problems
     assert "curve.points: expected an integer, got 'abc'" in problems
     assert "override 'bogus': expected dotted.key=value" in problems
+
+
+def test_every_bad_model_option_is_reported() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", ["model.activation=swish", "model.width=0", "model.depth=-1"])
+    problems = err.value.problems
+    assert len(problems) == 3, problems
+    assert any(p.startswith("model.activation:") and "'swish'" in p for p in problems)
+    assert any(p.startswith("model.width:") and "got 0" in p for p in problems)
+    assert any(p.startswith("model.depth:") and "got -1" in p for p in problems)
+    # an unknown option does not hide a bad value of a known one
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", ["model.arch=preresnet", "model.depth=9", "model.width=null", "model.channels=4"])
+    problems = err.value.problems
+    assert any(p.startswith("model.channels: not an option of preresnet") for p in problems)
+    assert any(p.startswith("model.depth: preresnet depth") and "got 9" in p for p in problems)
 
 
 @pytest.mark.parametrize(
