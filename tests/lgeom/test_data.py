@@ -111,6 +111,19 @@ def test_cifar_through_torchvision_from_pickled_batches(tmp_path: Path, name: st
     assert not all(torch.equal(views[0], v) for v in views[1:]), "augmentation should vary the view"
     plain = build_dataset(name, "train", root=str(tmp_path), verify_checksums=False, augment=False)
     assert isinstance(plain, ArrayDataset) and len(plain) == 20
+    # every view is a 32x32 crop of the zero-padded (4 pixels) image, flipped or not, then normalised
+    m, s = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
+    padded = torch.nn.functional.pad(plain.inputs[0] * s + m, (4, 4, 4, 4))
+    shifts, flips = set(), set()
+    for view in torch.stack([train[0][0] for _ in range(40)]):
+        raw = view * s + m
+        found = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
+                 if torch.allclose(raw, (lambda c: c.flip(-1) if f else c)(padded[:, dy:dy + 32, dx:dx + 32]), atol=1e-5)]
+        assert found, "a view that is no padded crop of the image"
+        shifts.update((dy, dx) for dy, dx, _ in found)
+        flips.update(f for _, _, f in found)
+    assert len(shifts) > 5 and flips == {False, True}
+    assert any(0 in sh or 8 in sh for sh in shifts), "the 4-pixel padding should be reached"
 
     splits = build_splits(name, root=str(tmp_path), verify_checksums=False, n_train=8)
     assert isinstance(splits.train, torch.utils.data.Subset) and isinstance(splits.train_eval, ArrayDataset)

@@ -175,3 +175,31 @@ def test_grid_errors() -> None:
     bn_model = build_model("cnn", num_classes=3, in_shape=(1, 4, 4), channels=2, batchnorm=True).double()
     with pytest.raises(ValueError, match="bn_batches: expected training batches"):
         evaluate_points(bn_model, [get_params(bn_model)], _batches((1, 4, 4), 1, 3, 0))
+
+
+class _DataDependent(torch.nn.Module):
+    """A model whose forward reads a tensor's value in Python: ``vmap`` cannot batch it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fc(x)
+        return h * 2.0 if float(h.sum()) > 0 else h
+
+
+def test_auto_falls_back_to_the_loop_where_vmap_fails() -> None:
+    torch.manual_seed(0)
+    model = _DataDependent().double()
+    points = [{n: torch.randn_like(p) for n, p in model.named_parameters()} for _ in range(3)]
+    data = _batches((4,), 2, 5, 3)
+    auto = evaluate_points(model, points, data, method="auto")
+    loop = evaluate_points(model, points, data, method="loop")
+    assert auto.method == "loop"
+    np.testing.assert_allclose(auto.loss, loop.loss, rtol=1e-12)
+    np.testing.assert_allclose(auto.acc, loop.acc)
+    for i, p in enumerate(points):
+        assert auto.loss[i] == pytest.approx(evaluate_point(model, p, {"d": data})["d"].loss, rel=1e-12)
+    with pytest.raises(RuntimeError):
+        evaluate_points(model, points, data, method="vmap")

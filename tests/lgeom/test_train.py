@@ -12,7 +12,7 @@ from lgeom.data import ArrayDataset, build_dataset
 from lgeom.models import build_model
 from lgeom.optim import OptimSpec, lr_factor
 from lgeom.params import flatten
-from lgeom.progress import ProgressEvent
+from lgeom.progress import ProgressEvent, TqdmProgress
 from lgeom.seed import set_seed
 from lgeom.train import NonFiniteLossError, TrainSpec, load_checkpoint, train
 
@@ -193,3 +193,34 @@ def test_training_on_cuda_with_amp(moons) -> None:
     result = train(_mlp(0), moons[0], moons[1], spec, progress=False)
     assert result.final["test"].acc > 90.0
     assert all(v.device.type == "cpu" for v in result.final_params.values())
+
+
+def test_default_progress_bar_runs_to_the_end(moons, capsys) -> None:
+    train_ds, test_ds = moons
+    spec = TrainSpec(lr=0.1, epochs=2, batch_size=100, seed=0, device="cpu")
+    steps = 2 * math.ceil(600 / 100)
+    train(_mlp(0), train_ds, test_ds, spec)  # progress=True by default: a tqdm bar on stderr, cleared at the end
+    err = capsys.readouterr().err
+    assert f"train:   0%|          | 0/{steps}" in err, err[-500:]
+    # the same bar, kept and redrawn on every update, counts every step
+    bar = TqdmProgress(leave=True, mininterval=0)
+    train(_mlp(0), train_ds, test_ds, spec, callbacks=[bar], progress=False)
+    err = capsys.readouterr().err
+    assert f"train: 100%|██████████| {steps}/{steps}" in err, err[-500:]
+    assert bar.bar is None  # closed by the end event
+
+
+def test_device_resolution() -> None:
+    from lgeom.device import resolve_device
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
+    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match=r"device: expected 'auto' or 'cpu' \(no CUDA device is available here\), got 'cuda:0'"):
+            resolve_device("cuda:0")
+        with pytest.raises(ValueError, match="no CUDA device"):
+            train(_mlp(0), ArrayDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2), None,
+                  TrainSpec(epochs=1, device="cuda"), progress=False)

@@ -11,6 +11,7 @@ import torch
 from lgeom.connect import ConnectSpec
 from lgeom.curves import load_curve
 from lgeom.models import build_model
+from lgeom.path import triangle
 from lgeom.params import get_buffers, get_params
 from lgeom.table import Table
 from pipelines.cli import main as cli_main
@@ -54,6 +55,13 @@ def test_connect_writes_the_bundle(run) -> None:
         model = build_model(extra["model"]["arch"], num_classes=extra["num_classes"], in_shape=extra["in_shape"],
                             **{k: v for k, v in extra["model"].items() if k != "arch"})
         assert set(saved.start) == set(get_params(model)) and saved.kind == curve.split("_")[0]
+        # phi(0.5)'s triangle, recomputed from the saved curve; a one-bend PolyChain passes through C at 0.5
+        mid = triangle(saved.start, saved.midpoint(), saved.end).as_dict()
+        for m in ("dist_ac", "dist_bc", "dist_ab", "angle_acb_deg", "area"):
+            assert metrics[f"{curve}.mid.{m}"] == pytest.approx(mid[m], rel=1e-5), (curve, m)
+            if saved.kind == "polychain":
+                assert metrics[f"{curve}.mid.{m}"] == pytest.approx(metrics[f"{curve}.{m}"], rel=1e-5), (curve, m)
+        assert metrics[f"{curve}.mid.dist_ab"] == pytest.approx(metrics[f"{curve}.dist_ab"], rel=1e-6)
         plane = np.load(root / "planes" / f"{curve}.npz")
         assert plane["test_acc"].shape == (5, 5) and plane["curve_xy"].shape == (11, 2)
         assert (root / "figures" / f"plane_{curve}.png").stat().st_size > 1000
