@@ -6,9 +6,12 @@ Definitions (DESIGN.md, the metric contract):
   weighted by batch size, so a smaller last batch does not bias the result.
 * **Accuracy** is in percent (0-100).
 * **BN policy**: at any parameter point that is not a trained endpoint, BatchNorm running statistics are
-  recomputed on a fixed subset of training batches in train mode (cumulative average over the batches),
-  then the point is evaluated in eval mode. Trained endpoints keep the running statistics they were
+  recomputed on a fixed subset of training batches in train mode (each batch weighted by its size, so a
+  smaller last batch does not bias them), then the point is evaluated in eval mode. Trained endpoints keep the running statistics they were
   trained with.
+
+Wherever ``data`` (or ``bn_batches``) is expected, a map-style torch ``Dataset`` is accepted too and read in
+batches of :data:`lgeom.data.EVAL_BATCH_SIZE` (:func:`lgeom.data.as_batches`).
 """
 
 from __future__ import annotations
@@ -23,10 +26,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgeom._checks import check_ts, expected
+from lgeom.data import as_batches
 from lgeom.params import Params, functional_forward, get_buffers, get_params
 from lgeom.table import Table
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+"""``(inputs, targets)`` batches; the functions below also accept a map-style ``Dataset`` in their place."""
 Progress = Callable[[dict[str, Any]], None]
 
 
@@ -77,7 +82,8 @@ def evaluate(
 
     Args:
         model: the architecture; it is not mutated (its train/eval mode is restored).
-        data: iterable of ``(inputs, targets)`` batches; moved to the parameters' device.
+        data: iterable of ``(inputs, targets)`` batches, or a map-style ``Dataset`` (read in batches of
+            :data:`~lgeom.data.EVAL_BATCH_SIZE`); moved to the parameters' device.
         params: parameter point (``None``: the model's current parameters).
         buffers: BatchNorm statistics to use (``None``: the model's own).
 
@@ -87,6 +93,7 @@ def evaluate(
     Raises:
         ValueError: when ``data`` holds no samples.
     """
+    data = as_batches(data)
     device = _param_device(model, params)
     dtype = _param_dtype(model, params)
     was_training = model.training
@@ -133,6 +140,16 @@ def reset_bn_statistics(model: nn.Module, buffers: Mapping[str, torch.Tensor]) -
     return bns
 
 
+def bn_batch_momentum(seen: int, size: int) -> float:
+    """BatchNorm momentum that folds a batch of ``size`` samples into statistics averaged over ``seen``
+    samples so far with weight proportional to its size: ``size / (seen + size)`` (1 for the first batch).
+
+    Every recompute of running statistics (here and the batched twin in :mod:`lgeom.grid`) should use it, so
+    that all points are evaluated under the same BN policy.
+    """
+    return size / (seen + size)
+
+
 def recompute_bn_stats(
     model: nn.Module,
     params: Mapping[str, torch.Tensor],
@@ -142,8 +159,26 @@ def recompute_bn_stats(
 ) -> Params:
     """BatchNorm running statistics of ``model`` at ``params``, recomputed on ``bn_batches``.
 
-    Running means/variances are reset and accumulated as a cumulative average over the batches in train
-    mode (as ``torch.optim.swa_utils.update_bn`` does), without touching the module's own buffers.
+    Running means/variances are reset and accumulated in train mode over the batches, each weighted by its
+    number of samples (before a batch of ``b`` samples, with ``seen`` samples before it, every BatchNorm
+    layer's momentum is ``b / (seen + b)``; the modules' momenta are restored afterwards and their own
+    buffers are never touched). So:
+
+    * ``running_mean`` is the mean over all samples (per channel), exactly the statistic of one batch
+      holding them all: batches of 64 and 36 give the mean of the 100;
+    * ``running_var`` is the sample-size weighted mean of the per-batch unbiased variances,
+      ``sum_i (b_i / N) var_i``: the within-batch variance the layers normalise by in train mode. It equals the
+      one-batch variance of all ``N`` samples only up to the spread of the batch means (and the ``b_i - 1``
+      vs ``N - 1`` denominators).
+
+    ``torch.optim.swa_utils.update_bn`` (``momentum=None``) instead weights every batch equally, which a
+    small ragged last batch would bias.
+
+    Args:
+        model: the architecture (not mutated; its momenta and mode are restored).
+        params: the parameter point.
+        bn_batches: ``(inputs, targets)`` batches (targets unused) or a map-style ``Dataset``.
+        buffers: source of the buffers that are not BatchNorm statistics (default: the model's own).
 
     Returns:
         A fresh buffer dict (keys as ``model.named_buffers()``); for a model without BatchNorm, a copy of
@@ -152,6 +187,7 @@ def recompute_bn_stats(
     Raises:
         ValueError: when ``bn_batches`` is empty for a model with BatchNorm.
     """
+    bn_batches = as_batches(bn_batches)
     device = _param_device(model, params)
     dtype = _param_dtype(model, params)
     source = buffers if buffers is not None else get_buffers(model)
@@ -162,16 +198,19 @@ def recompute_bn_stats(
         return new
     bns = reset_bn_statistics(model, new)
     momenta = {name: m.momentum for name, m in bns}
-    for _, m in bns:
-        m.momentum = None
     was_training = model.training
     model.train()
     seen = 0
     try:
         with torch.no_grad():
             for xb, _ in bn_batches:
+                size = int(xb.shape[0])
+                if size == 0:
+                    continue
+                for _, m in bns:
+                    m.momentum = bn_batch_momentum(seen, size)
                 functional_forward(model, params, _to_device(xb, device, dtype), new)
-                seen += 1
+                seen += size
     finally:
         for name, m in bns:
             m.momentum = momenta[name]
@@ -195,7 +234,7 @@ def evaluate_point(
     Args:
         model: the architecture.
         params: the parameter point.
-        splits: split name -> batches, e.g. ``{"train": ..., "test": ...}``.
+        splits: split name -> batches (or a map-style ``Dataset``), e.g. ``{"train": ..., "test": ...}``.
         bn_batches: fixed training batches for the BatchNorm recompute (needed for BN models unless
             ``endpoint``).
         buffers: the trained running statistics of an endpoint (used as-is when ``endpoint``).
@@ -208,6 +247,7 @@ def evaluate_point(
         ValueError: a BN model at a non-endpoint point without ``bn_batches``.
     """
     use_buffers = buffers
+    splits = {name: as_batches(data) for name, data in splits.items()}
     if has_batchnorm(model) and not endpoint:
         if bn_batches is None:
             raise expected("bn_batches", "training batches to recompute BatchNorm statistics (BN policy)", None)
@@ -232,9 +272,10 @@ def evaluate_path(
         model: the architecture the path's parameters belong to.
         path: any object with ``point(t) -> dict of parameters`` (``Line``, ``Bezier``, ``PolyChain``).
         ts: values of t in [0, 1] (default: 61 evenly spaced points).
-        train: training batches to evaluate on (unaugmented), or ``None`` to skip.
-        test: test batches, or ``None`` to skip.
-        bn_batches: fixed training batches for the BatchNorm recompute (BN models).
+        train: training batches to evaluate on (unaugmented; batches or a map-style ``Dataset``), or ``None``
+            to skip.
+        test: test batches (or a ``Dataset``), or ``None`` to skip.
+        bn_batches: fixed training batches (or a ``Dataset``) for the BatchNorm recompute (BN models).
         endpoint_buffers: the trained running statistics of A and B; with them, t = 0 and t = 1 are
             evaluated as the trained endpoints (no recompute), as the BN policy says.
         progress: called for each point, in order, with ``{"index", "t", <columns>}`` once its values are
@@ -248,11 +289,13 @@ def evaluate_path(
         ValueError: t outside [0, 1], no split given, or an empty dataset.
     """
     t_values = check_ts(np.linspace(0.0, 1.0, 61) if ts is None else ts).tolist()
-    splits = {name: data for name, data in (("train", train), ("test", test)) if data is not None}
+    splits = {name: as_batches(data) for name, data in (("train", train), ("test", test)) if data is not None}
     if not splits:
         raise expected("splits", "train and/or test batches", None)
     # One-shot iterators would be exhausted after the first point.
     splits = {name: list(data) if isinstance(data, Iterator) else data for name, data in splits.items()}
+    if bn_batches is not None:
+        bn_batches = as_batches(bn_batches)
     if isinstance(bn_batches, Iterator):
         bn_batches = list(bn_batches)
 

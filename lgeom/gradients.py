@@ -24,6 +24,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 from lgeom._checks import expected
+from lgeom.data import as_batches
 from lgeom.params import ParamLayout, Params, functional_forward, get_buffers, get_params
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -63,8 +64,9 @@ class EvalBatchNormAsAffine(TorchFunctionMode):
 class Objective:
     """The loss of the metric contract at parameter points near ``params``, over fixed batches.
 
-    The batches are materialised once (moved to the parameters' device, floating inputs cast to their
-    dtype) so that every pass sees the same data; the loss is ``sum_b sum_i CE_i / N`` over all ``N``
+    The batches (or a map-style ``Dataset``, read in batches of :data:`lgeom.data.EVAL_BATCH_SIZE`) are
+    materialised once (moved to the parameters' device, floating inputs cast to their dtype) so that every
+    pass sees the same data; the loss is ``sum_b sum_i CE_i / N`` over all ``N``
     samples. The model is evaluated in eval mode through ``torch.func.functional_call`` with
     ``buffers`` (BatchNorm statistics), so it is never mutated.
 
@@ -102,7 +104,7 @@ class Objective:
         bufs = get_buffers(model) if buffers is None else buffers
         self.buffers: Params = {n: b.detach().to(self.device) for n, b in bufs.items()}
         self.batches: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for xb, yb in data:
+        for xb, yb in as_batches(data):
             if int(yb.shape[0]) == 0:
                 continue
             xb = xb.to(self.device, dtype=self.dtype) if xb.is_floating_point() else xb.to(self.device)
@@ -172,7 +174,8 @@ def loss_and_gradient(
 
     Args:
         model: the architecture (not mutated).
-        data: iterable of ``(inputs, targets)`` batches; sums are weighted by batch size.
+        data: iterable of ``(inputs, targets)`` batches or a map-style ``Dataset``; sums are weighted by
+            batch size.
         params: the parameter point (default: the model's own).
         buffers: BatchNorm statistics to use (default: the model's own; apply the BN policy first).
 

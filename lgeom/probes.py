@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_ts, expected
+from lgeom.data import as_batches
 from lgeom.evaluate import has_batchnorm, recompute_bn_stats
 from lgeom.gradients import Objective
 from lgeom.hessian import (
@@ -288,7 +289,8 @@ def probe_point(
     Args:
         model: the architecture (not mutated).
         params: the parameter point.
-        data: the probe batches (e.g. a fixed subset of training samples); materialised once.
+        data: the probe batches (e.g. a fixed subset of training samples) or a map-style ``Dataset``;
+            materialised once.
         settings: probe settings (default :class:`ProbeSettings`).
         buffers: trained BatchNorm statistics of an endpoint.
         endpoint: whether ``params`` is a trained endpoint whose ``buffers`` are kept.
@@ -307,9 +309,9 @@ def probe_point(
     if problems:
         raise ValueError("probe settings: " + "; ".join(problems))
     chosen = enabled_probes(s) if probes is None else _check_probes(probes)
-    data = [(x, y) for x, y in data]
+    data = [(x, y) for x, y in as_batches(data)]
     bn = has_batchnorm(model)
-    bn_list = (list(bn_batches) if bn_batches is not None else data) if bn else None
+    bn_list = (list(as_batches(bn_batches)) if bn_batches is not None else data) if bn else None
     point = {n: v.detach() for n, v in params.items()}
     if bn and not (endpoint and buffers is not None):
         hess_buffers = recompute_bn_stats(model, point, bn_list, buffers=buffers)  # type: ignore[arg-type]
@@ -372,7 +374,7 @@ def probe_path(
         model: the architecture the path's parameters belong to.
         path: any object with ``point(t) -> parameter dict`` (``Line``, ``Bezier``, ``PolyChain``).
         ts: values of t in [0, 1] (``None``: ``settings.hessian_points`` evenly spaced, 11 by default).
-        data: probe batches.
+        data: probe batches (or a map-style ``Dataset``).
         probes: probe names (scalar probes: ``hessian``, ``trace``, ``density``, ``sharpness``, ``worst``,
             ``curvature``).
         settings: probe settings.
@@ -394,7 +396,9 @@ def probe_path(
     if "slices" in chosen:
         raise expected("probes along a path", "scalar probes (not 'slices')", "slices")
     t_values = check_ts(np.linspace(0.0, 1.0, s.hessian_points) if ts is None else ts).tolist()
-    data = [(x, y) for x, y in data]
+    data = [(x, y) for x, y in as_batches(data)]
+    if bn_batches is not None:
+        bn_batches = list(as_batches(bn_batches))
     cbs = resolve_callbacks(callbacks, progress, "probe_path")
     emit(cbs, ProgressEvent("probe_path", "start", 0, len(t_values)))
     rows: list[dict[str, float]] = []

@@ -10,11 +10,11 @@ from __future__ import annotations
 import inspect
 import math
 import typing
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
 from lgeom._checks import check_choice, check_positive_int, expected
 
@@ -201,6 +201,29 @@ def make_loader(
     )
 
 
+#: Batch size used when a map-style dataset is given where batches are expected (evaluation, probes).
+EVAL_BATCH_SIZE = 512
+
+
+def as_batches(data: Dataset | Iterable[Batch], batch_size: int = EVAL_BATCH_SIZE) -> Iterable[Batch]:
+    """``data`` as an iterable of ``(inputs, targets)`` batches.
+
+    A map-style ``Dataset`` of ``(input, label)`` samples (e.g. from :func:`build_dataset`) is wrapped in
+    :func:`make_loader` (fixed order, batches of ``batch_size``, the last one possibly smaller); anything else
+    (a list of batches, a loader) is returned unchanged. Every lgeom entry point that takes ``data`` calls
+    this, so datasets and batch iterables are interchangeable there.
+
+    Raises:
+        ValueError: a non-positive ``batch_size``, or an empty dataset (``"data: expected a non-empty dataset"``).
+    """
+    if isinstance(data, Dataset) and not isinstance(data, IterableDataset):
+        check_positive_int("batch_size", batch_size)
+        if len(data) == 0:  # type: ignore[arg-type]
+            raise expected("data", "a non-empty dataset", "an empty one (0 samples)")
+        return make_loader(data, batch_size)
+    return data
+
+
 def fixed_batches(
     dataset: Dataset, batch_size: int, *, n_batches: int | None = None, seed: int = 0
 ) -> list[Batch]:
@@ -241,7 +264,9 @@ __all__ = [
     "ArrayDataset",
     "ArrayLoader",
     "DatasetNotFoundError",
+    "EVAL_BATCH_SIZE",
     "Splits",
+    "as_batches",
     "available_datasets",
     "build_dataset",
     "build_splits",

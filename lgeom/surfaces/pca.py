@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive, check_positive_int, expected
+from lgeom.data import as_batches
 from lgeom.grid import evaluate_points
 from lgeom.params import ParamLayout, Params, get_params
 from lgeom.surfaces.slices import grid_losses
@@ -129,7 +130,7 @@ def pca_plane(
     Args:
         model: the architecture (its parameter names/shapes define the flat layout; not mutated).
         snapshots: flat parameter vectors along training (``TrainResult.snapshots``), the last one final.
-        data: batches to evaluate on.
+        data: batches to evaluate on (or a map-style ``Dataset``).
         final: the final parameters (default: the last snapshot).
         steps: training steps of the snapshots (``TrainResult.snapshot_steps``), kept for plotting.
         n_points: grid points per axis.
@@ -155,7 +156,8 @@ def pca_plane(
     final_flat = None if final is None else layout.flatten(final)
     comps, ratio, coords, residuals = pca_directions(w, final_flat)
     end = (w[-1] if final_flat is None else final_flat.detach().to("cpu", torch.float64))
-    data = list(data)
+    data = list(as_batches(data))
+    bn_batches = None if bn_batches is None else list(as_batches(bn_batches))
 
     def point(flat64: torch.Tensor) -> Params:
         return layout.unflatten(flat64.to(ref.device, ref.dtype))

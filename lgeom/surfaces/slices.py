@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, expected
+from lgeom.data import as_batches
 from lgeom.grid import evaluate_affine
 from lgeom.params import Params, dot, filter_normalized_direction, get_params
 from lgeom.progress import ProgressEvent, emit, resolve_callbacks
@@ -95,7 +96,8 @@ def grid_losses(
     """Loss and accuracy at ``origin + sum_k coords[i, k] directions[k]`` for every row of ``coords``.
 
     Points are built and evaluated chunk by chunk by :func:`lgeom.grid.evaluate_affine` (many points per
-    pass over the data; BatchNorm statistics recomputed per point for BN models).
+    pass over the data; BatchNorm statistics recomputed per point for BN models). ``data`` and
+    ``bn_batches`` may be batches or map-style ``Dataset`` objects (:func:`lgeom.data.as_batches`).
 
     Returns:
         ``(loss, acc)``: one value per row of ``coords`` (nats, percent).
@@ -103,6 +105,8 @@ def grid_losses(
     Raises:
         ValueError: a BN model without ``bn_batches``, empty data, or ``coords`` not ``(n, len(directions))``.
     """
+    data = as_batches(data)
+    bn_batches = None if bn_batches is None else as_batches(bn_batches)
     cbs = resolve_callbacks(None, progress, task)
     emit(cbs, ProgressEvent(task, "start", 0, len(coords)))
     res = evaluate_affine(model, origin, directions, coords, {"data": data}, bn_batches=bn_batches, callbacks=cbs)["data"]
@@ -134,7 +138,7 @@ def slice_1d(
 
     Args:
         model: the architecture (not mutated).
-        data: batches to evaluate on.
+        data: batches to evaluate on (or a map-style ``Dataset``).
         params: the point ``theta`` (default: the model's parameters).
         direction: ``d`` (default: a seeded filter-normalised Gaussian direction).
         n_points: grid size.

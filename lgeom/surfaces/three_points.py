@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive, check_positive_int, check_same_structure, expected
+from lgeom.data import as_batches
 from lgeom.grid import evaluate_affine
 from lgeom.params import ParamLayout, Params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
@@ -155,8 +156,8 @@ def plane(
     Args:
         model: the architecture (not mutated).
         a, c, b: parameter dicts of A, the control point C and B.
-        train, test: batches to evaluate on (at least one).
-        bn_batches: fixed training batches for the BatchNorm recompute (BN models).
+        train, test: batches (or map-style ``Dataset`` objects) to evaluate on (at least one).
+        bn_batches: fixed training batches (or a ``Dataset``) for the BatchNorm recompute (BN models).
         grid: points per axis, ``n`` or ``(nx, ny)`` (each >= 2).
         margin: fraction of the extent added on each side (>= 0).
         curve: optional curve (``point(t)``) whose points are projected onto the plane for the overlay.
@@ -179,9 +180,11 @@ def plane(
             raise expected(name, "at least 2 points per axis", n)
     check_positive("margin", margin, allow_zero=True)
     check_positive_int("curve_points", curve_points)
-    splits = {k: v for k, v in (("train", train), ("test", test)) if v is not None}
+    splits = {k: as_batches(v) for k, v in (("train", train), ("test", test)) if v is not None}
     if not splits:
         raise expected("splits", "train and/or test batches", None)
+    if bn_batches is not None:
+        bn_batches = as_batches(bn_batches)
     basis = plane_basis(a, c, b)
     pts = np.asarray(list(basis.coords.values()))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
