@@ -2,7 +2,10 @@
 
 The loss is the metric contract's (DESIGN.md): mean cross-entropy over the given data, sums weighted by
 batch size, no weight decay, w.r.t. all trainable parameters, the model in eval mode with the given buffers
-(apply the BN policy first: at non-endpoint points pass ``buffers=recompute_bn_stats(...)``).
+(BN policy: pass the trained ``buffers`` at a trained endpoint; at any other point pass ``bn_batches`` to
+recompute the statistics there, or ``buffers=recompute_bn_stats(...)``; ``params`` without either gets
+statistics recomputed on ``data``, never the module's stored ones, see :class:`HessianOperator`). ``data``
+may be a map-style ``Dataset`` (read in batches of :data:`lgeom.data.EVAL_BATCH_SIZE`).
 
 Two layers:
 
@@ -39,6 +42,7 @@ from torch.func import grad as func_grad
 from torch.func import jvp, vmap
 
 from lgeom._checks import check_choice, check_positive, check_positive_int, expected
+from lgeom.evaluate import recompute_bn_stats
 from lgeom.gradients import Objective
 from lgeom.params import Params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
@@ -88,7 +92,9 @@ class HessianOperator:
         model: the architecture (not mutated; evaluated in eval mode).
         data: ``(inputs, targets)`` batches, materialised once on the parameters' device.
         params: the parameter point (default: the model's own).
-        buffers: BatchNorm statistics (default: the model's own). Apply the BN policy before.
+        buffers: BatchNorm statistics to use as given (the caller applied the BN policy).
+        bn_batches: training batches (or a ``Dataset``) on which to recompute the BatchNorm statistics at
+            ``params`` (the BN policy for a point that is not a trained endpoint).
         engine: ``"forward"`` (forward-over-reverse, memory of one batch), ``"cached"`` (each batch's
             gradient graph is built once and kept; every product is one double-backward pass) or ``"auto"``
             (``"cached"`` when the graphs of all batches, estimated from the first one's saved tensors, fit
@@ -100,8 +106,18 @@ class HessianOperator:
         memory_budget: bytes the ``"auto"`` engine may hold in graphs (default: half the free CUDA memory, or
             a quarter of the available RAM, at most 8 GiB).
 
+    BN policy, for a model with BatchNorm (statistics in ``objective.buffers``, source in ``bn_source``):
+
+    * ``bn_batches`` given: statistics recomputed at ``params`` on them (``"recomputed"``);
+    * else ``buffers`` given: used as they are (``"given"``);
+    * else ``params`` given: not the model's own point, so its stored statistics do not belong to it; they
+      are recomputed at ``params`` on ``data`` (``"recomputed"``), as :func:`lgeom.probes.probe_point` does;
+    * else: the model's own point with its own (trained) statistics (``"model"``).
+
     Attributes:
         engine: the engine in use (``"auto"`` resolved).
+        bn_source: where the BatchNorm statistics come from (``"recomputed"``, ``"given"``, ``"model"``;
+            ``None`` for a model without BatchNorm).
         size, dtype, device: of the flat parameter vector.
         n_products: Hessian-vector products applied so far (one per vector, whatever the batching).
         objective: the underlying :class:`~lgeom.gradients.Objective`.
@@ -117,6 +133,7 @@ class HessianOperator:
         *,
         params: Mapping[str, torch.Tensor] | None = None,
         buffers: Mapping[str, torch.Tensor] | None = None,
+        bn_batches: Batches | None = None,
         engine: str = "forward",
         vectorize: bool | None = None,
         chunk_size: int = 16,
@@ -125,6 +142,14 @@ class HessianOperator:
         check_choice("engine", engine, ENGINES)
         check_positive_int("chunk_size", chunk_size)
         self.objective = Objective(model, data, params=params, buffers=buffers)
+        self.bn_source: str | None = None
+        if self.objective.has_batchnorm:
+            if bn_batches is not None or (params is not None and buffers is None):
+                source = self.objective.batches if bn_batches is None else bn_batches
+                self.objective.buffers = recompute_bn_stats(model, self.objective.params, source, buffers=buffers)
+                self.bn_source = "recomputed"
+            else:
+                self.bn_source = "given" if buffers is not None else "model"
         self.engine = engine
         self.size = self.objective.size
         self.dtype = self.objective.dtype
@@ -264,6 +289,7 @@ def hvp(
     *,
     params: Mapping[str, torch.Tensor] | None = None,
     buffers: Mapping[str, torch.Tensor] | None = None,
+    bn_batches: Batches | None = None,
 ) -> torch.Tensor | Params:
     """Hessian-vector product(s) of the loss over ``data``, forward-over-reverse.
 
@@ -272,8 +298,8 @@ def hvp(
         data: ``(inputs, targets)`` batches.
         v: one flat vector ``(P,)``, several as rows ``(m, P)`` (all applied in one pass over the data), or a
             parameter dict.
-        params: the parameter point (default: the model's own).
-        buffers: BatchNorm statistics (default: the model's own).
+        params, buffers, bn_batches: the point and its BatchNorm statistics, as in :class:`HessianOperator`
+            (a BN model at ``params`` without ``buffers`` gets statistics recomputed there).
 
     Returns:
         ``H v`` in the form of ``v`` (flat, rows, or a dict), in nats per squared parameter unit.
@@ -281,7 +307,7 @@ def hvp(
     Raises:
         ValueError: empty data or vectors of the wrong size.
     """
-    op = HessianOperator(model, data, params=params, buffers=buffers)
+    op = HessianOperator(model, data, params=params, buffers=buffers, bn_batches=bn_batches)
     if isinstance(v, Mapping):
         return op.objective.layout.unflatten(op.matvec(op.objective.layout.flatten(v)))
     return op @ v
@@ -507,6 +533,7 @@ def lanczos_eigenvalues(
     max_iter: int | None = None,
     seed: int = 0,
     return_vectors: bool = False,
+    confirm: bool = False,
     callbacks: Sequence[Callback] | None = None,
     progress: bool = False,
 ) -> EigenResult:
@@ -519,6 +546,17 @@ def lanczos_eigenvalues(
     meets with room to spare (values below ``1e-6`` of the spectral-norm estimate are held to
     ``tol * 1e-6 * max|theta|``). Memory: one basis vector of ``P`` scalars per step taken.
 
+    Multiplicity: a Krylov space grown from one start vector holds a single direction of each eigenspace, so
+    a copy of an exactly repeated eigenvalue is missed (spectrum ``4, 4, 3, 2, ...`` with ``k = 3`` gives
+    ``4, 3, 2``, every value "converged"), and a nearly repeated one is found late. ``confirm=True`` guards
+    against this: once the top ``k`` have converged, Lanczos runs again from a fresh random vector on the
+    operator deflated by the ``k`` Ritz vectors (``P A P`` with ``P = I - V V^T``, the span of ``V`` moved far
+    below the spectrum); while its top value exceeds the current ``k``-th by more than ``tol`` relative, it
+    is inserted (vector added to ``V``) and the check repeats. Each check costs about as many products as
+    converging one more eigenvalue: on a 67-parameter MLP (``tests/lgeom/probe_cases.py``), ``k = 5``,
+    ``tol = 1e-3``, seeds 0-2, 22-25 products plain and 43-47 with the check (``k = 6``: 26-29 and 42-46),
+    roughly doubling the cost, hence off by default.
+
     Args:
         op: the operator (``HessianOperator`` or anything with ``size``, ``dtype``, ``device``, ``matmat``).
         k: how many eigenvalues.
@@ -526,6 +564,8 @@ def lanczos_eigenvalues(
         max_iter: Lanczos steps at most (default ``min(P, max(100, 20 k))``).
         seed: seeds the start vector (and restart vectors).
         return_vectors: also return the Ritz vectors.
+        confirm: after convergence, check the deflated operator for eigenvalues a single Krylov space
+            missed (repeated eigenvalues), as described above. ``n_hvp`` and ``n_iter`` include the checks.
         callbacks, progress: progress reporting (task ``"lanczos"``); ``progress`` adds a tqdm bar.
 
     Returns:
@@ -568,9 +608,77 @@ def lanczos_eigenvalues(
     m = int(lengths[0])
     values, s, res, bound, ok = converged_top(alphas, betas, m)
     vectors = None
-    if return_vectors:
+    if return_vectors or (confirm and bool(ok.all()) and k < op.size):
         vectors = torch.as_tensor(s.T, dtype=op.dtype, device=op.device) @ basis[0, :m]
-    return EigenResult(values.astype(np.float64), ok, res, bound, op.n_products - start_products, m, "lanczos", vectors)
+    if confirm and bool(ok.all()) and k < op.size:
+        assert vectors is not None
+        values, vectors, res, bound, ok, extra = _confirm_top(op, k, values, vectors, res, bound, ok, tol=tol, seed=seed)
+        m += extra
+    return EigenResult(values.astype(np.float64), ok, res, bound, op.n_products - start_products, m, "lanczos",
+                       vectors if return_vectors else None)
+
+
+class _DeflatedOperator:
+    """``P A P - shift V^T V`` with ``P = I - V^T V`` for orthonormal rows ``V``: ``A`` on the complement of
+    ``span(V)``, with ``span(V)`` moved to eigenvalue ``-shift`` (below the spectrum, so it is never on top)."""
+
+    def __init__(self, op: SymmetricOperator, basis: torch.Tensor, shift: float) -> None:
+        self.op, self.basis, self.shift = op, basis, shift
+        self.size, self.dtype, self.device = op.size, op.dtype, op.device
+        self.n_products = 0
+
+    def matmat(self, vectors: torch.Tensor) -> torch.Tensor:
+        coeff = vectors @ self.basis.T
+        out = self.op.matmat(vectors - coeff @ self.basis)
+        out = out - (out @ self.basis.T) @ self.basis - self.shift * (coeff @ self.basis)
+        self.n_products += int(vectors.shape[0])
+        return out
+
+
+def _confirm_top(
+    op: SymmetricOperator,
+    k: int,
+    values: np.ndarray,
+    vectors: torch.Tensor,
+    res: np.ndarray,
+    bound: np.ndarray,
+    ok: np.ndarray,
+    *,
+    tol: float,
+    seed: int,
+) -> tuple[np.ndarray, torch.Tensor, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Insert eigenvalues that the single-vector Krylov space missed (see :func:`lanczos_eigenvalues`).
+
+    Returns the top ``k`` ``(values, vectors, residuals, bounds, converged)`` after the checks and the
+    Lanczos steps they took.
+    """
+    vals, vecs = [float(v) for v in values], [v for v in vectors]
+    info = [(float(r), float(b), bool(c)) for r, b, c in zip(res, bound, ok)]
+    steps, round_ = 0, 0
+    while len(vecs) < op.size:
+        round_ += 1
+        basis = torch.linalg.qr(torch.stack(vecs).T.double()).Q.T.to(op.dtype)
+        scale = max(abs(v) for v in vals)
+        deflated = _DeflatedOperator(op, basis, 2.0 * scale if scale > 0 else 1.0)
+        sub = lanczos_eigenvalues(deflated, 1, tol=tol, seed=seed + 7919 * round_, return_vectors=True)
+        steps += sub.n_iter
+        kth = sorted(vals, reverse=True)[k - 1]
+        floor = 1e-6 * max(scale, 1e-300)
+        if not sub.values[0] > kth + tol * max(abs(kth), floor):
+            break
+        assert sub.vectors is not None
+        vals.append(float(sub.values[0]))
+        vecs.append(sub.vectors[0])
+        info.append((float(sub.residuals[0]), float(sub.error_bounds[0]), bool(sub.converged[0])))
+    order = np.argsort(np.asarray(vals))[::-1][:k]
+    return (
+        np.asarray(vals)[order],
+        torch.stack([vecs[i] for i in order]),
+        np.asarray([info[i][0] for i in order]),
+        np.asarray([info[i][1] for i in order]),
+        np.asarray([info[i][2] for i in order]),
+        steps,
+    )
 
 
 # --- power iteration --------------------------------------------------------------------------------------
@@ -634,7 +742,11 @@ def power_eigenvalues(
         op: the operator.
         k: how many eigenvalues.
         tol: relative residual tolerance per eigenpair (``||A v - theta v|| <= tol * max|theta|``).
-        max_iter: iterations per eigenvalue (default 100).
+        max_iter: iterations per eigenvalue (default: 100 on ``A``, 1000 once shifted: the shifted operator's
+            ratio of neighbouring eigenvalues ``(lambda_{i+1} - lambda_min) / (lambda_i - lambda_min)`` is close
+            to 1, e.g. 0.974 for the sixth value of a 67-parameter MLP, which needs ~260 iterations for
+            ``tol = 1e-3``). Iteration stops as soon as the residual meets ``tol``; ``converged`` says whether
+            it did.
         seed: seeds the start vectors.
         return_vectors, callbacks, progress: as in :func:`lanczos_eigenvalues` (task ``"power"``).
 
@@ -648,6 +760,7 @@ def power_eigenvalues(
     check_positive("tol", tol)
     iters = 100 if max_iter is None else max_iter
     check_positive_int("max_iter", iters)
+    shifted_iters = 1000 if max_iter is None else max_iter
     gen = torch.Generator().manual_seed(seed)
     start_products = op.n_products
     cbs = resolve_callbacks(callbacks, progress, "power")
@@ -657,7 +770,8 @@ def power_eigenvalues(
     deflate: list[torch.Tensor] = []
     shift, scale, total_it = 0.0, 0.0, 0
     while len(found) < k and len(deflate) < op.size:
-        theta, v, ok, res, it = _power_one(op, shift, deflate, _random_vectors(1, op.size, gen, op)[0], tol, iters, scale)
+        budget = iters if shift == 0.0 else shifted_iters
+        theta, v, ok, res, it = _power_one(op, shift, deflate, _random_vectors(1, op.size, gen, op)[0], tol, budget, scale)
         total_it += it
         value = theta + shift
         scale = max(scale, abs(value))
@@ -829,18 +943,21 @@ def top_eigenvalues(
     *,
     params: Mapping[str, torch.Tensor] | None = None,
     buffers: Mapping[str, torch.Tensor] | None = None,
+    bn_batches: Batches | None = None,
     method: str = "lanczos",
     tol: float = 1e-3,
     max_iter: int | None = None,
     seed: int = 0,
     engine: str = "auto",
     return_vectors: bool = False,
+    confirm: bool = False,
     progress: bool = False,
 ) -> EigenResult:
     """The ``k`` largest algebraic eigenvalues of the loss Hessian over ``data``.
 
     Args:
-        model, data, params, buffers: as in :class:`HessianOperator` (eval mode; apply the BN policy first).
+        model, data, params, buffers, bn_batches: as in :class:`HessianOperator` (eval mode; a BN model at
+            ``params`` without ``buffers`` gets statistics recomputed there, on ``bn_batches`` or ``data``).
         k: how many eigenvalues.
         method: ``"lanczos"`` (:func:`lanczos_eigenvalues`) or ``"power"`` (:func:`power_eigenvalues`).
         tol: relative residual per eigenpair (bounds the relative eigenvalue error).
@@ -848,6 +965,8 @@ def top_eigenvalues(
         seed: seeds the start vectors.
         engine: Hessian-vector product engine (``"auto"``, ``"forward"`` or ``"cached"``).
         return_vectors: also return eigenvectors as ``(k, P)`` rows.
+        confirm: Lanczos only: check for eigenvalues a single Krylov space misses (repeated ones), see
+            :func:`lanczos_eigenvalues`.
         progress: tqdm bar.
 
     Returns:
@@ -857,9 +976,11 @@ def top_eigenvalues(
         ValueError: ``k`` larger than the parameter count, empty data, an unknown method or engine.
     """
     check_choice("method", method, EIGEN_METHODS)
-    op = HessianOperator(model, data, params=params, buffers=buffers, engine=engine)
-    solver = lanczos_eigenvalues if method == "lanczos" else power_eigenvalues
-    return solver(op, k, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors, progress=progress)
+    op = HessianOperator(model, data, params=params, buffers=buffers, bn_batches=bn_batches, engine=engine)
+    if method == "lanczos":
+        return lanczos_eigenvalues(op, k, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors,
+                                   confirm=confirm, progress=progress)
+    return power_eigenvalues(op, k, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors, progress=progress)
 
 
 def trace(
@@ -870,10 +991,14 @@ def trace(
     seed: int = 0,
     params: Mapping[str, torch.Tensor] | None = None,
     buffers: Mapping[str, torch.Tensor] | None = None,
+    bn_batches: Batches | None = None,
     method: str = "hutchinson",
     engine: str = "auto",
 ) -> TraceResult:
     """Hutchinson (or Hutch++) estimate of the loss Hessian's trace over ``data``.
+
+    ``params``, ``buffers``, ``bn_batches``: the point and its BatchNorm statistics, as in
+    :class:`HessianOperator`; see :func:`hutchinson_trace` for ``n_probes``, ``seed`` and ``method``.
 
     Returns:
         :class:`TraceResult` (nats per squared parameter unit).
@@ -881,7 +1006,7 @@ def trace(
     Raises:
         ValueError: empty data, bad ``n_probes`` or ``method``.
     """
-    op = HessianOperator(model, data, params=params, buffers=buffers, engine=engine)
+    op = HessianOperator(model, data, params=params, buffers=buffers, bn_batches=bn_batches, engine=engine)
     return hutchinson_trace(op, n_probes, seed=seed, method=method)
 
 
@@ -896,10 +1021,14 @@ def spectral_density(
     seed: int = 0,
     params: Mapping[str, torch.Tensor] | None = None,
     buffers: Mapping[str, torch.Tensor] | None = None,
+    bn_batches: Batches | None = None,
     engine: str = "auto",
     progress: bool = False,
 ) -> Density:
     """Spectral density of the loss Hessian over ``data`` by stochastic Lanczos quadrature.
+
+    ``params``, ``buffers``, ``bn_batches``: the point and its BatchNorm statistics, as in
+    :class:`HessianOperator`; the other settings are :func:`slq_density`'s.
 
     Returns:
         :class:`Density` normalised to integrate to 1 over its grid.
@@ -907,5 +1036,5 @@ def spectral_density(
     Raises:
         ValueError: empty data or bad settings (see :func:`slq_density`).
     """
-    op = HessianOperator(model, data, params=params, buffers=buffers, engine=engine)
+    op = HessianOperator(model, data, params=params, buffers=buffers, bn_batches=bn_batches, engine=engine)
     return slq_density(op, n_runs=n_runs, n_steps=n_steps, sigma=sigma, grid=grid, seed=seed, progress=progress)

@@ -236,3 +236,113 @@ def test_bad_input_raises_clear_value_errors(case: dict) -> None:
     with pytest.raises(ValueError, match="sigma: expected a finite number > 0"):
         spectral_density(model, data, n_runs=1, n_steps=3, sigma=-1.0)
     assert math.isnan(trace(model, data, n_probes=1, seed=0).stderr)
+
+
+def test_power_iteration_defaults_reach_tol_with_negative_eigenvalues(case: dict) -> None:
+    ev = case["ev"]
+    k = int(np.argmax(ev < abs(ev[-1]))) + 1  # the values past here need the shifted operator
+    assert k == 6
+    res = top_eigenvalues(case["model"], case["data"], k=k, method="power")  # default tol, max_iter, engine
+    assert res.converged.all()
+    np.testing.assert_allclose(res.values, ev[:k], rtol=1e-2)
+
+
+def test_lanczos_misses_a_repeated_top_eigenvalue_unless_confirming() -> None:
+    spectrum = [4.0, 4.0, 3.0, 2.0, 1.5, 1.0, 0.5] + [0.1] * 20 + [-1.0]
+    op = DenseOperator(symmetric_with_spectrum(spectrum, seed=3))
+    plain = lanczos_eigenvalues(op, 3, tol=1e-8)
+    np.testing.assert_allclose(plain.values, [4.0, 3.0, 2.0], rtol=1e-6)  # the documented single-vector limit
+    assert plain.converged.all()
+    checked = lanczos_eigenvalues(op, 3, tol=1e-8, confirm=True, return_vectors=True)
+    np.testing.assert_allclose(checked.values, [4.0, 4.0, 3.0], rtol=1e-6)
+    assert checked.converged.all() and checked.n_hvp > plain.n_hvp
+    vec = checked.vectors.to(torch.float64)
+    torch.testing.assert_close(vec @ vec.T, torch.eye(3, dtype=torch.float64), atol=1e-6, rtol=0)
+    torch.testing.assert_close(vec @ op.matrix, torch.as_tensor(checked.values)[:, None] * vec, atol=1e-6, rtol=0)
+    # A triple top value needs two insertions.
+    triple = DenseOperator(symmetric_with_spectrum([5.0, 5.0, 5.0, 1.0, 0.5, 0.2, -0.3] + [0.0] * 10, seed=4))
+    np.testing.assert_allclose(lanczos_eigenvalues(triple, 4, tol=1e-8, confirm=True).values, [5.0, 5.0, 5.0, 1.0], rtol=1e-6)
+
+
+def test_confirmation_keeps_distinct_values_and_reports_its_cost(case: dict) -> None:
+    op = HessianOperator(case["model"], case["data"], engine="cached")
+    plain = lanczos_eigenvalues(op, 5)
+    checked = lanczos_eigenvalues(op, 5, confirm=True)
+    np.testing.assert_allclose(checked.values, case["ev"][:5], rtol=1e-4)
+    np.testing.assert_array_equal(checked.values, plain.values)
+    assert plain.n_hvp < checked.n_hvp <= 3 * plain.n_hvp and checked.converged.all()
+
+
+def test_density_weights_on_a_spread_indefinite_spectrum() -> None:
+    gen = torch.Generator().manual_seed(7)
+    bulk = -1.0 + 4.0 * torch.rand(950, generator=gen, dtype=torch.float64)  # indefinite bulk in [-1, 3]
+    spectrum = torch.cat([bulk, torch.linspace(5.0, 40.0, 50, dtype=torch.float64)]).tolist()  # and outliers
+    op = DenseOperator(symmetric_with_spectrum(spectrum, seed=4))
+    true_mean = sum(spectrum) / len(spectrum)
+    dens = slq_density(op, n_runs=200, n_steps=20, seed=0)
+    assert dens.integral() == pytest.approx(1.0, abs=1e-9)
+    assert dens.mean() == pytest.approx(true_mean, rel=0.05)  # seed-to-seed spread about 0.7 %
+    # The test can tell quadrature weights apart: uniform weights over the nodes are off by several times.
+    nodes = dens.nodes[np.isfinite(dens.nodes)]
+    assert abs(nodes.mean() - true_mean) > 1.0 * abs(true_mean)
+    assert np.nanmin(dens.nodes) < 0 < true_mean
+
+
+def test_model_density_mean_matches_the_exact_trace_over_n(case: dict) -> None:
+    # 4096 runs: one z^T H z / n of this Hessian has a relative spread of 0.69 (its trace is small beside its
+    # Frobenius norm), so 4096 runs give ~1.1 % and 5 % is over four standard errors. The dense Hessian serves
+    # as the operator (the model operator's density equals its Hutchinson estimate, tested above).
+    h = case["h"]
+    n = h.shape[0]
+    dens = slq_density(DenseOperator(h), n_runs=4096, n_steps=5, seed=0)
+    assert dens.mean() == pytest.approx(float(torch.trace(h)) / n, rel=0.05)
+
+
+def test_bn_model_at_given_params_never_uses_the_stored_statistics() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=3, in_shape=(3, 4, 4), channels=2, batchnorm=True).double()
+    for m in model.modules():  # stored statistics that belong to no point of interest
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(0.5)
+            m.running_var.fill_(3.0)
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(12, 3, 4, 4, generator=gen, dtype=torch.float64)
+    data = [(x[:8], torch.randint(0, 3, (8,), generator=gen)), (x[8:], torch.randint(0, 3, (4,), generator=gen))]
+    other = [(torch.randn(10, 3, 4, 4, generator=gen, dtype=torch.float64), torch.zeros(10, dtype=torch.long))]
+    point = {n: p + 0.1 for n, p in get_params(model).items()}
+    on_data = recompute_bn_stats(model, point, data)
+    on_other = recompute_bn_stats(model, point, other)
+    v = torch.randn(2, sum(p.numel() for p in point.values()), generator=gen, dtype=torch.float64)
+
+    op = HessianOperator(model, data, params=point)
+    assert op.bn_source == "recomputed"
+    torch.testing.assert_close(op.matmat(v), v @ dense_hessian(model, data, params=point, buffers=on_data), rtol=1e-9, atol=1e-12)
+    stored = v @ dense_hessian(model, data, params=point)
+    assert not torch.allclose(op.matmat(v), stored, rtol=1e-3)
+    torch.testing.assert_close(hvp(model, data, v, params=point, bn_batches=other), hvp(model, data, v, params=point, buffers=on_other))
+    res = top_eigenvalues(model, data, k=2, params=point, tol=1e-6)
+    np.testing.assert_array_equal(res.values, top_eigenvalues(model, data, k=2, params=point, buffers=on_data, tol=1e-6).values)
+    assert trace(model, data, n_probes=4, params=point, bn_batches=other).mean == pytest.approx(
+        trace(model, data, n_probes=4, params=point, buffers=on_other).mean, rel=1e-10)
+    dens = spectral_density(model, data, n_runs=2, n_steps=4, params=point)
+    assert dens.mean() == pytest.approx(spectral_density(model, data, n_runs=2, n_steps=4, params=point, buffers=on_data).mean(), rel=1e-10)
+    # Given buffers are used as they are; without params the model's own point keeps its own statistics.
+    assert HessianOperator(model, data, params=point, buffers=on_other).bn_source == "given"
+    assert HessianOperator(model, data).bn_source == "model"
+    assert HessianOperator(tiny_mlp(0), tiny_data(8), params=get_params(tiny_mlp(0))).bn_source is None
+
+
+def test_hessian_functions_accept_a_dataset() -> None:
+    from lgeom.data import build_dataset, make_loader
+
+    ds = build_dataset("moons", "test", n_train=64, n_test=700, seed=0)
+    torch.manual_seed(0)
+    model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=6).double()
+    batches = [(x.double(), y) for x, y in make_loader(ds, 100)]
+    v = torch.ones(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    torch.testing.assert_close(hvp(model, ds, v), hvp(model, batches, v))
+    np.testing.assert_allclose(top_eigenvalues(model, ds, k=2, tol=1e-8).values, top_eigenvalues(model, batches, k=2, tol=1e-8).values,
+                               rtol=1e-8)
+    assert trace(model, ds, n_probes=3, seed=1).mean == pytest.approx(trace(model, batches, n_probes=3, seed=1).mean, rel=1e-10)
+    assert spectral_density(model, ds, n_runs=1, n_steps=3).mean() == pytest.approx(
+        spectral_density(model, batches, n_runs=1, n_steps=3).mean(), rel=1e-8)
