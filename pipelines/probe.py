@@ -3,7 +3,8 @@ endpoints and midpoint of a saved curve and along it.
 
 Without a file the trained endpoint A (seed ``train.seeds[0]``) of every cell is probed (trained, resumed or
 reused by ``pipelines.common.train_endpoint``); ``--checkpoint`` probes a file written by ``lgeom train``,
-``--curve`` one written by ``lgeom connect``. Results go to the bundle ``<output_dir>/<name>/<cell>/probe/``
+``--curve`` one written by ``lgeom connect`` (its endpoints t = 0 and 1 keep the trained BatchNorm statistics
+of ``endpoints/a.pt`` / ``b.pt`` in the same connect bundle). Results go to the bundle ``<output_dir>/<name>/<cell>/probe/``
 (or ``--out``): metrics ``hessian.<point>.lambda_max|topk_mean|trace``, ``sharpness.<point>.eps_avg|eps_worst``
 (+ extras), ``spectra/<point>.json``, ``paths/<path>.csv`` with ``hessian_lambda_max`` and ``hessian_top<i>``,
 ``planes/slice_<point>.npz``, ``planes/pca.npz``, ``probes.json`` and ``figures/*.png``.
@@ -57,6 +58,30 @@ def probe_batches(cfg: Config, splits: Splits) -> list[Batch]:
         x, y = batches[-1]
         batches[-1] = (x[: len(y) - extra], y[: len(y) - extra])
     return batches
+
+
+def curve_endpoint_buffers(curve_file: str | Path, curve: Curve) -> tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None]:
+    """Trained BatchNorm statistics of a saved curve's endpoints A and B, from the connect bundle holding it.
+
+    ``lgeom connect`` writes ``<bundle>/curves/<name>.pt`` beside ``<bundle>/endpoints/a.pt`` and ``b.pt``
+    (``b_aligned.pt`` for a ``*_aligned`` curve). An endpoint's buffers are returned when that file exists
+    and its parameters are the curve's endpoint; otherwise ``None`` (that endpoint is then probed with
+    statistics recomputed on the probe data, as any other point).
+    """
+    root = Path(curve_file).resolve().parent.parent / "endpoints"
+    names = ("a", "b_aligned" if Path(curve_file).stem.endswith("_aligned") else "b")
+    found: list[dict[str, torch.Tensor] | None] = []
+    for name, end in zip(names, (curve.start, curve.end)):
+        f = root / f"{name}.pt"
+        buffers = None
+        if f.is_file():
+            params, bufs = load_endpoint(f, f"endpoints/{name}.pt")
+            same = set(params) == set(end) and all(
+                params[n].shape == end[n].shape and torch.allclose(params[n].cpu().to(end[n].dtype), end[n].cpu(), rtol=1e-6, atol=1e-8)
+                for n in end)
+            buffers = dict(bufs) if same else None
+        found.append(buffers)
+    return found[0], found[1]
 
 
 def trajectory_of(checkpoint: str | Path) -> dict[str, list[Any]]:
@@ -273,6 +298,11 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
             model = _model_for_curve(ccfg, splits, extra)
             check_model_matches(model, path_curve.start, what=f"curve {curve}")
             params, buffers, trajectory, name = None, None, {}, Path(curve).stem
+            end_buffers = curve_endpoint_buffers(curve, path_curve) if has_batchnorm(model) else (None, None)
+            for label, bufs in zip(("a", "b"), end_buffers):
+                if has_batchnorm(model) and bufs is None:
+                    print(f"probe: no trained BatchNorm statistics for endpoint {label} of {curve} (no matching endpoints/*.pt "
+                          "beside its curves/ folder): recomputed on the probe data")
         else:
             if checkpoint:
                 model = build_cell_model(ccfg, splits)
@@ -289,11 +319,15 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
 
         def fill(bundle: Bundle) -> None:
             if curve:
+                # Trained endpoints keep their trained statistics (as --checkpoint and the study do).
                 pc = path_curve.to(device)
-                for pname, t in (("a", 0.0), ("mid", 0.5), ("b", 1.0)):
-                    write_point_probes(bundle, pname, probe_point(model, pc.point(t), data, settings, progress=progress))
+                ends = tuple(None if b is None else {n: v.to(device) for n, v in b.items()} for b in end_buffers)
+                for pname, t, bufs in (("a", 0.0, ends[0]), ("mid", 0.5, None), ("b", 1.0, ends[1])):
+                    write_point_probes(bundle, pname, probe_point(model, pc.point(t), data, settings, buffers=bufs,
+                                                                  endpoint=bufs is not None, progress=progress))
                 if settings.hessian_points > 0:
-                    write_path_probes(bundle, name, probe_path(model, pc, None, data, settings=settings, progress=progress))
+                    write_path_probes(bundle, name, probe_path(model, pc, None, data, settings=settings, endpoint_buffers=ends,
+                                                               progress=progress))
             else:
                 on = {n: v.to(device) for n, v in params.items()}
                 res = probe_point(model, on, data, settings, buffers={n: v.to(device) for n, v in buffers.items()}, endpoint=True, progress=progress)

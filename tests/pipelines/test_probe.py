@@ -157,3 +157,51 @@ def test_probe_cell_fills_a_trial_bundle(trained: dict, tmp_path: Path) -> None:
         assert list(table["t"]) == [0.0, 1.0] and "hessian_lambda_max" in table
     assert bundle.read_path("linear")["hessian_lambda_max"][0] == pytest.approx(metrics["hessian.a.lambda_max"], rel=1e-9)
     assert json.loads((bundle.root / "spectra" / "mid.json").read_text())["eigenvalues"]
+
+
+BN_CELL = "cnn4/gaussmix256/sgd"
+BN_OVERRIDES = ["model.arch=cnn", "model.batchnorm=true", "model.channels=4", "model.width=null", "model.depth=null",
+                "model.activation=null", "data.name=gaussmix256", "data.classes=3", "data.noise=null", "study.matrix={}",
+                "probe.sharpness_worst=false", "probe.slices=false", "probe.pca=false", "probe.effective_dim=false",
+                "probe.sharpness_samples=0", "probe.curvature_samples=0", "probe.density=false", "probe.hessian_points=2", *FAST]
+
+
+def test_curve_mode_keeps_the_trained_bn_statistics_of_the_endpoints(tmp_path: Path) -> None:
+    from pipelines.common import build_cell_model, load_splits
+    from pipelines.connect import model_extra
+
+    cfg = load_config("quick-tiny", [f"output_dir={tmp_path}", *BN_OVERRIDES])
+    splits = load_splits(cfg)
+    torch.manual_seed(0)
+    model = build_cell_model(cfg, splits)
+    pa = {n: p.detach().clone() for n, p in model.named_parameters()}
+    gen = torch.Generator().manual_seed(1)
+    pb = {n: p + 0.1 * torch.randn(p.shape, generator=gen) for n, p in pa.items()}
+    # "Trained" statistics far from what a recompute on the probe data gives.
+    ba = {n: (b.clone().fill_(0.4) if "running_mean" in n else b.clone().fill_(2.5) if "running_var" in n else b.clone())
+          for n, b in model.named_buffers()}
+    bb = {n: (b * 0.5 if b.is_floating_point() else b) for n, b in ba.items()}
+    connect = Bundle(tmp_path / "connect")
+    connect.write_endpoint("a", pa, ba)
+    connect.write_endpoint("b", pb, bb)
+    curve_file = connect.write_curve("bezier", Bezier(pa, pb), **model_extra(cfg, load_splits(cfg)))
+
+    def probe(*args: str) -> dict:
+        out = tmp_path / f"probe{len(list(tmp_path.glob('probe*')))}"
+        assert cli_main(["probe", "--preset", "quick-tiny", "--cell", BN_CELL, "--no-progress", "--no-tracking", *args, "--out", str(out),
+                         f"output_dir={tmp_path}", *BN_OVERRIDES]) == 0
+        return {"metrics": Bundle(out).metrics(), "bundle": Bundle(out)}
+
+    by_curve = probe("--curve", str(curve_file))
+    by_checkpoint = probe("--checkpoint", str(tmp_path / "connect" / "endpoints" / "a.pt"))
+    for key in ("lambda_max", "topk_mean", "trace"):
+        assert by_curve["metrics"][f"hessian.a.{key}"] == pytest.approx(by_checkpoint["metrics"][f"hessian.a.{key}"], rel=1e-9), key
+    assert by_curve["metrics"]["probe.a.loss"] == pytest.approx(by_checkpoint["metrics"]["probe.a.loss"], rel=1e-9)
+    table = by_curve["bundle"].read_path("bezier")
+    assert table["hessian_lambda_max"][0] == pytest.approx(by_curve["metrics"]["hessian.a.lambda_max"], rel=1e-9)
+    # A curve file without its bundle's endpoints falls back to recomputed statistics, which differ here.
+    lonely = tmp_path / "elsewhere" / "curves" / "bezier.pt"
+    lonely.parent.mkdir(parents=True)
+    lonely.write_bytes(curve_file.read_bytes())
+    alone = probe("--curve", str(lonely))
+    assert alone["metrics"]["hessian.a.lambda_max"] != pytest.approx(by_checkpoint["metrics"]["hessian.a.lambda_max"], rel=1e-3)
