@@ -82,7 +82,11 @@ class ProbeSettings:
             projected gradient ascent.
         curvature_samples, curvature_eps: Monte-Carlo curvature directions (0: none) and step (parameter
             units).
-        slices, slice_points, slice2d_points: filter-normalised 1-D and 2-D slices on [-1, 1].
+        slices, slice_points, slice2d_points: filter-normalised 1-D and 2-D slices on [-1, 1]. The 1-D slice
+            takes :func:`~lgeom.surfaces.slices.slice_1d`'s 51 points; the 2-D slice defaults to a cheaper
+            21 x 21 grid (441 evaluations, where :func:`~lgeom.surfaces.slices.slice_2d`'s own default of 51
+            points per axis is 2601); set ``slice2d_points=51`` (``probe.slice2d_points=51`` in a preset or
+            override) for the full grid. The PCA plane of the pipelines uses the same grid size.
         seed: seeds every random draw (start vectors, probes, perturbations, directions).
     """
 

@@ -132,3 +132,56 @@ def test_settings_and_input_errors() -> None:
         probe_point(model, get_params(model), [], SMALL, progress=False)
     with pytest.raises(ValueError, match="hessian_engine: expected one of"):
         probe_point(model, get_params(model), data, dataclasses.replace(SMALL, hessian_engine="x"), progress=False)
+
+
+@pytest.mark.parametrize("arch", sorted(MODELS))
+def test_trajectory_probes_and_probe_path_on_each_architecture(arch: str) -> None:
+    """PCA plane, effective dimensionality (of gradients from a short real training run) and probe_path on
+    MLP, CNN with BatchNorm and PreResNet-8 (tiny 3x8x8 inputs, 12 samples)."""
+    from lgeom.data import ArrayDataset
+    from lgeom.gradients import effective_dimensionality
+    from lgeom.params import flatten
+    from lgeom.surfaces import pca_plane
+    from lgeom.train import TrainSpec, train
+
+    torch.manual_seed(0)
+    model = MODELS[arch]()
+    data = image_data(12)
+    x, y = torch.cat([b[0] for b in data]), torch.cat([b[1] for b in data])
+    result = train(model, ArrayDataset(x, y, 3), spec=TrainSpec(epochs=2, batch_size=4, lr=0.05, snapshot_every=1,
+                                                                  grad_snapshot_every=1, device="cpu"), progress=False)
+    n_params = sum(p.numel() for p in model.parameters())
+    has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
+    bn = image_data(16, batch=8, seed=5) if has_bn else None  # equal sizes: lgeom/grid.py weights BN batches equally
+
+    effdim = effective_dimensionality(result.grad_snapshots)
+    assert effdim.n_params == n_params and effdim.n_samples == len(result.grad_snapshots) == 6
+    assert 1 <= effdim.n_components <= 5 and effdim.ratio == pytest.approx(effdim.n_components / n_params)
+
+    final = result.final_params
+    plane = pca_plane(model, result.snapshots, data, final=final, n_points=3, bn_batches=bn)
+    assert plane.loss.shape == (3, 3) and np.isfinite(plane.loss).all()
+    assert 0 < plane.explained_variance_ratio[1] <= plane.explained_variance_ratio[0] <= 1
+    torch.testing.assert_close(torch.as_tensor(plane.components) @ torch.as_tensor(plane.components).T,
+                               torch.eye(2, dtype=torch.as_tensor(plane.components).dtype), atol=1e-5, rtol=0)
+    final_bufs = recompute_bn_stats(model, final, bn) if bn is not None else None  # the BN policy at a grid point
+    assert plane.snapshot_loss[-1] == pytest.approx(evaluate(model, data, params=flatten_to(final, result.snapshots[-1]),
+                                                             buffers=final_bufs).loss, rel=1e-4)
+
+    a = result.final_params
+    b = {n: p + 0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) for n, p in a.items()}
+    bufs = result.final_buffers
+    table = probe_path(model, Line(a, b), [0.0, 0.5, 1.0], data, settings=SMALL, endpoint_buffers=(bufs, bufs), progress=False)
+    assert np.isfinite(table["hessian_lambda_max"]).all() and list(table["t"]) == [0.0, 0.5, 1.0]
+    mid = probe_point(model, Line(a, b).point(0.5), data, SMALL, probes=("hessian",), progress=False)
+    assert table["hessian_lambda_max"][1] == pytest.approx(mid.eigen.values[0], rel=1e-6)
+    end = probe_point(model, a, data, SMALL, buffers=bufs, endpoint=True, probes=("hessian",), progress=False)
+    assert table["probe_loss"][0] == pytest.approx(end.loss, rel=1e-6)
+    assert flatten(a).numel() == n_params
+
+
+def flatten_to(params: dict, flat: torch.Tensor) -> dict:
+    """``flat`` (a trajectory snapshot) as a parameter dict shaped like ``params``."""
+    from lgeom.params import unflatten
+
+    return unflatten(flat.to(next(iter(params.values())).dtype), params)
