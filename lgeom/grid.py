@@ -28,7 +28,8 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lgeom._checks import check_positive_int, expected
-from lgeom.evaluate import evaluate, has_batchnorm, recompute_bn_stats, reset_bn_statistics
+from lgeom.data import as_batches
+from lgeom.evaluate import bn_batch_momentum, evaluate, has_batchnorm, recompute_bn_stats, reset_bn_statistics
 from lgeom.params import ParamLayout, get_buffers, has_tied_tensors
 from lgeom.progress import Callback, ProgressEvent, emit
 
@@ -88,7 +89,7 @@ def evaluate_points(
     Args:
         model: the architecture (not mutated).
         points: parameter dicts (all with the model's parameter names).
-        data: re-iterable ``(inputs, targets)`` batches (a one-shot iterator is materialised first).
+        data: re-iterable ``(inputs, targets)`` batches (a one-shot iterator is materialised first) or a Dataset.
         bn_batches: training batches for the BatchNorm recompute (required for BN models).
         chunk_size: points evaluated together in one vmapped forward (``None``: sized from the model,
             the batch size and the memory available, see :func:`auto_chunk_size`).
@@ -238,11 +239,11 @@ def evaluate_chunks(
     bn = has_batchnorm(model)
     if bn and bn_batches is None:
         raise expected("bn_batches", "training batches to recompute BatchNorm statistics (BN policy)", None)
-    data = {name: _reiterable(batches) for name, batches in splits.items()}
+    data = {name: _reiterable(as_batches(batches)) for name, batches in splits.items()}
     for batches in data.values():
         if hasattr(batches, "__len__") and len(batches) == 0:  # type: ignore[arg-type]
             raise expected("data", "a non-empty dataset", "an empty one (0 samples)")
-    bn_list = list(bn_batches) if bn and bn_batches is not None else None
+    bn_list = list(as_batches(bn_batches)) if bn and bn_batches is not None else None
     if bn_list is not None and not bn_list:
         raise expected("bn_batches", "at least one batch to recompute BatchNorm statistics", "none")
 
@@ -391,9 +392,9 @@ def _recompute_bn_vmapped(
 ) -> dict[str, torch.Tensor]:
     """Per-point BatchNorm statistics (stacked), the vmapped twin of :func:`~lgeom.evaluate.recompute_bn_stats`.
 
-    The cumulative average over batches is obtained by setting each BN layer's momentum to ``1 / (k + 1)``
-    before batch ``k``, which equals ``momentum=None`` after a reset but keeps the factor a Python number
-    (``vmap`` cannot read the per-point batch counter).
+    Batches are averaged weighted by their sizes, as there: each BN layer's momentum is set to
+    :func:`~lgeom.evaluate.bn_batch_momentum` before every batch (a Python number, as ``vmap`` cannot read a
+    per-point batch counter).
     """
     first = next(iter(params.values()))
     device, dtype, m = first.device, first.dtype, first.shape[0]
@@ -404,10 +405,12 @@ def _recompute_bn_vmapped(
     forward = vmap(lambda p, b, x: functional_call(model, {**p, **b}, (x,), tie_weights=tie), in_dims=(0, 0, None))
     model.train()
     try:
-        for k, (xb, _) in enumerate(bn_batches):
+        seen = 0
+        for xb, _ in bn_batches:
             for _, mod in bns:
-                mod.momentum = 1.0 / (k + 1)
+                mod.momentum = bn_batch_momentum(seen, len(xb))
             forward(params, buffers, _inputs(xb, device, dtype))
+            seen += len(xb)
     finally:
         for name, mod in bns:
             mod.momentum = momenta[name]

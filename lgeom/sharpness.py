@@ -28,6 +28,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_choice, check_positive, check_positive_int, expected
+from lgeom.data import as_batches
 from lgeom.evaluate import has_batchnorm, recompute_bn_stats
 from lgeom.gradients import Objective
 from lgeom.grid import evaluate_points
@@ -74,7 +75,7 @@ class ModelLandscape:
 
     Args:
         model: the architecture (not mutated).
-        data: ``(inputs, targets)`` batches, materialised once.
+        data: ``(inputs, targets)`` batches or a Dataset, materialised once.
         params: the centre (default: the model's parameters).
         bn_batches: training batches for the BatchNorm recompute (default: ``data``).
         chunk_size: points evaluated together.
@@ -93,13 +94,13 @@ class ModelLandscape:
         chunk_size: int = 64,
     ) -> None:
         self.model = model
-        self.data = [(x, y) for x, y in data if int(y.shape[0]) > 0]
+        self.data = [(x, y) for x, y in as_batches(data) if int(y.shape[0]) > 0]
         if not self.data:
             raise expected("data", "a non-empty dataset", "an empty one (0 samples)")
         source = get_params(model) if params is None else params
         self.center: Params = {n: p.detach() for n, p in source.items()}
         self.bn = has_batchnorm(model)
-        self.bn_batches = (list(bn_batches) if bn_batches is not None else self.data) if self.bn else None
+        self.bn_batches = (list(as_batches(bn_batches)) if bn_batches is not None else self.data) if self.bn else None
         self.chunk_size = chunk_size
 
     def losses(self, points: Sequence[Mapping[str, torch.Tensor]]) -> np.ndarray:

@@ -185,3 +185,18 @@ def test_bad_input_raises_clear_value_errors() -> None:
         mc_curvature(land, eps=0.1, directions=[{n: torch.zeros_like(v) for n, v in center().items()}])
     with pytest.raises(ValueError, match="data: expected a non-empty dataset"):
         ModelLandscape(tiny_mlp(0), [])
+
+
+def test_sharpness_and_grids_accept_a_dataset() -> None:
+    from lgeom.data import build_dataset
+    from lgeom.grid import evaluate_points
+
+    ds = build_dataset("moons", "train", n_train=96, n_test=8, seed=0)
+    torch.manual_seed(0)
+    model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8)
+    batches = [(ds.inputs, ds.targets)]
+    a = average_sharpness(ModelLandscape(model, ds), eps=0.1, n_samples=4, seed=0)
+    b = average_sharpness(ModelLandscape(model, batches), eps=0.1, n_samples=4, seed=0)
+    np.testing.assert_allclose(a.increases, b.increases, rtol=1e-5, atol=1e-7)
+    points = [get_params(model)]
+    assert evaluate_points(model, points, ds).loss[0] == pytest.approx(evaluate_points(model, points, batches).loss[0], rel=1e-6)

@@ -70,8 +70,6 @@ def test_slices_of_a_bn_model_recompute_statistics_and_repeat() -> None:
     np.testing.assert_array_equal(res.loss, again.loss)
 
 
-@pytest.mark.xfail(strict=True, reason="lgeom/grid.py _recompute_bn_vmapped still weights BN batches equally "
-                   "(momentum 1/(k+1)); it should use lgeom.evaluate.bn_batch_momentum like recompute_bn_stats")
 def test_slice_points_weight_ragged_bn_batches_by_size() -> None:
     torch.manual_seed(0)
     model = build_model("cnn", num_classes=3, in_shape=(3, 8, 8), channels=3, batchnorm=True).double()
