@@ -1,6 +1,7 @@
 """Step ``compare``: comparison tables from logged runs, printed in the terminal.
 
-    lgeom compare --study quick --metrics bezier.test.acc_auc,linear.test.loss_barrier --by model,optimizer
+    lgeom compare --study quick --metrics bezier.test.acc_auc,linear.test.loss_barrier   # per setting, over seeds
+    lgeom compare --study quick --metrics bezier.test.acc_auc --by model,optimizer
     lgeom compare --study resnet-depth --table depth-auc --format markdown
     lgeom compare --study resnet-depth --table depth-triangle --format csv > triangle.csv
 
@@ -25,7 +26,8 @@ def add_arguments(parser: Any, step: str) -> None:
 
     parser.add_argument("--study", required=True, help="study (MLflow experiment) name")
     parser.add_argument("--metrics", default="", help="comma-separated metric names (for --table compare; default: the main comparison per setting)")
-    parser.add_argument("--by", default="model,dataset", help="comma-separated grouping keys (default model,dataset)")
+    parser.add_argument("--by", default="", help="comma-separated grouping keys (default: the setting, i.e. the cell "
+                        "without its seeds, as in the main table; model,dataset for the depth tables)")
     parser.add_argument("--table", choices=TABLES, default="compare", help="which table (default compare)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
     parser.add_argument("--stage", default=None, help="only runs with this lgeom.stage (e.g. trial, connect)")
@@ -34,19 +36,18 @@ def add_arguments(parser: Any, step: str) -> None:
 
 def cli(cfg: Any, args: Any) -> int:
     """Print the table; exit 2 for bad input (unknown study, metric or key), 1 if the store is unreachable."""
+    from pipelines.report import main_table, with_setting
     from tracking import query
     from tracking.store import StoreUnavailableError, connect
 
     prog = "lgeom compare"
-    by = _split(args.by)
+    by = _split(args.by) or (["setting"] if args.table == "compare" else ["model", "dataset"])
     metrics = _split(args.metrics)
     try:
         store = connect(args.tracking_uri)
         df = query.runs(args.study, store=store, stage=args.stage, children_only=False)
-        df = df[df["cell"].notna()] if not df.empty else df
+        df = with_setting(df[df["cell"].notna()] if not df.empty else df)
         if args.table == "compare" and not metrics:
-            from pipelines.report import main_table
-
             table = main_table(args.study, store=store)
         elif args.table == "compare":
             table = query.compare(df, metrics, by)

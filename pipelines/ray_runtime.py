@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,60 @@ def resolve_address(address: str | None) -> str | None:
     return address or os.environ.get("RAY_ADDRESS") or None
 
 
+def _host_of(address: str) -> str:
+    """The host part of a Ray address (``host:port``, ``ray://host:port``, ``[v6]:port``)."""
+    rest = address.split("://", 1)[-1].split("/", 1)[0]
+    if rest.startswith("["):
+        return rest[1:].split("]", 1)[0]
+    return rest.rsplit(":", 1)[0] if rest.count(":") == 1 else rest
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an IP) is this machine's loopback interface."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def spans_hosts(address: str | None, node_ips: Sequence[str], local_ips: Collection[str] = ()) -> bool:
+    """Whether trials on the Ray cluster at ``address`` (``None``: the local Ray the caller starts) may run
+    on another machine than this driver: the address names another host, or a node's IP is neither
+    loopback nor one of ``local_ips`` (this machine's addresses). ``"auto"`` names the cluster already
+    running here; its nodes decide."""
+    if address is None:
+        return False
+
+    def here(host: str) -> bool:
+        return is_loopback(host) or host in local_ips
+
+    if address != "auto" and not here(_host_of(address)):
+        return True
+    return not all(here(ip) for ip in node_ips)
+
+
+def local_ips() -> set[str]:
+    """This machine's addresses as Ray and the resolver see them (Ray may register a node started on
+    loopback under the machine's outward address)."""
+    import socket
+
+    found: set[str] = set()
+    try:
+        import ray.util
+
+        found.add(ray.util.get_node_ip_address())
+    except Exception:  # noqa: BLE001 - best effort; loopback is always local
+        pass
+    try:
+        host = socket.gethostname()
+        found.update(str(a[4][0]) for a in socket.getaddrinfo(host, None))
+    except OSError:
+        pass
+    return found
+
+
 def _short_temp_dir() -> str:
     # Ray puts unix sockets under its temp dir; their paths must stay under ~107 characters.
     base = Path(tempfile.gettempdir()) / f"lgeom-ray-{os.getuid()}"
@@ -41,7 +96,9 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     single-user process tree on this machine); a cluster keeps whatever its nodes were started with.
 
     Yields:
-        ``{"address": <resolved address or "local">, "resources": ray.cluster_resources()}``.
+        ``{"address": <resolved address or "local">, "external": <joined an existing cluster>,
+        "resources": ray.cluster_resources(), "nodes": <alive nodes>, "node_ips": [their IPs],
+        "local_ips": {this machine's addresses}}``.
 
     Raises:
         ConnectionError: the cluster at ``address`` cannot be reached (message names the address).
@@ -53,7 +110,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
         os.environ.setdefault(k, v)
     runtime_env = {"env_vars": {k: os.environ[k] for k in _WORKER_ENV}}
     if ray.is_initialized():
-        yield {"address": resolved or "local", "resources": ray.cluster_resources()}
+        yield _describe(ray, resolved)
         return
     if resolved is None:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -73,9 +130,15 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
                 f"ray address: expected a reachable Ray cluster (ray start --head / ray up), got {resolved!r}: {err}"
             ) from err
     try:
-        resources = ray.cluster_resources()
-        nodes = [n for n in ray.nodes() if n.get("Alive")]
-        print(f"Ray: {resolved or 'local'} ({len(nodes)} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)", flush=True)
-        yield {"address": resolved or "local", "resources": resources, "nodes": len(nodes)}
+        info = _describe(ray, resolved)
+        resources = info["resources"]
+        print(f"Ray: {info['address']} ({info['nodes']} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)", flush=True)
+        yield info
     finally:
         ray.shutdown()
+
+
+def _describe(ray: Any, resolved: str | None) -> dict[str, Any]:
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {"address": resolved or "local", "external": resolved is not None, "resources": ray.cluster_resources(),
+            "nodes": len(nodes), "node_ips": [str(n.get("NodeManagerAddress", "")) for n in nodes], "local_ips": local_ips()}

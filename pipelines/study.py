@@ -15,12 +15,15 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipelines.config import Cell, Config, config_hash, expand_matrix
 from pipelines.trial import TrialContext, run_cell, work_dir
+from tracking.redact import redact
+from tracking.store import Store, resolve_store
 
 
 @dataclass
@@ -97,20 +100,77 @@ def _trial_progress(cell: str, bars: bool) -> Any:
     return callback
 
 
-def _resources(cfg: Config, cluster: dict[str, float]) -> dict[str, float]:
-    """Per-trial resources from the config, checked against what the cluster has.
+def trial_resources(cpu: float, gpu: float, cluster: Mapping[str, float], *, external: bool) -> tuple[dict[str, float], str | None]:
+    """Per-trial resources (``cpu`` CPUs, ``gpu`` GPU fraction) for a Ray cluster that has ``cluster`` now.
+
+    On a cluster the study joins (``external``), nodes come and go (an autoscaler adds GPU workers when
+    trials ask for them; a head node may have no CPUs for trials), so the request is kept as is and Ray
+    queues the trials until nodes that have the resources join. On the local Ray the study starts itself
+    nothing will ever join: a trial needing more CPUs or GPUs than this machine has is an error, and GPU
+    trials run on CPUs when there is no GPU at all.
+
+    Returns:
+        ``({"cpu": ..., "gpu": ...}, notice)``: ``notice`` is a line for the user (``None`` when all is well).
 
     Raises:
-        ValueError: a trial would need more CPUs than the cluster has (it would never be scheduled).
+        ValueError: (local Ray only) a trial would need more CPUs, or GPUs, than the machine has.
     """
-    cpus = float(cluster.get("CPU", 0))
-    if cfg.study.cpu > cpus:
-        raise ValueError(f"study.cpu: expected at most {cpus:g} CPUs per trial (what the Ray cluster has), got {cfg.study.cpu:g}")
-    gpu = cfg.study.gpu
-    if gpu > 0 and float(cluster.get("GPU", 0)) == 0:
-        print(f"study: no GPU in the Ray cluster; running trials on CPUs (study.gpu={gpu:g} ignored)", file=sys.stderr)
-        gpu = 0.0
-    return {"cpu": cfg.study.cpu, "gpu": gpu}
+    have_cpu, have_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    if external:
+        short = [f"{need:g} {what} (the cluster has {have:g} now)" for need, have, what in
+                 ((cpu, have_cpu, "CPUs"), (gpu, have_gpu, "GPUs")) if need > have]
+        notice = None
+        if short:
+            notice = (f"study: each trial needs {' and '.join(short)}; trials wait in Ray's queue until nodes with "
+                      "these resources join (the autoscaler starts them, or start them with `ray start --address`)")
+        return {"cpu": cpu, "gpu": gpu}, notice
+    if cpu > have_cpu:
+        raise ValueError(f"study.cpu: expected at most {have_cpu:g} CPUs per trial (what the Ray cluster has), got {cpu:g}")
+    if gpu > 0 and have_gpu == 0:
+        return {"cpu": cpu, "gpu": 0.0}, f"study: no GPU in the Ray cluster; running trials on CPUs (study.gpu={gpu:g} ignored)"
+    if gpu > have_gpu:
+        raise ValueError(f"study.gpu: expected at most {have_gpu:g} GPUs per trial (what the Ray cluster has), got {gpu:g}")
+    return {"cpu": cpu, "gpu": gpu}, None
+
+
+def check_store_for_cluster(store: Store, address: str | None, node_ips: Sequence[str], local_ips: Collection[str] = (),
+                            *, waits_for_nodes: bool = False) -> None:
+    """Make sure every trial can write to ``store``: the embedded store (a sqlite file and ``./mlruns`` on
+    this machine) only works when all trials run on this machine.
+
+    Args:
+        address: the cluster joined (``None``: the local Ray the study starts).
+        node_ips, local_ips: the cluster's alive nodes and this machine's addresses.
+        waits_for_nodes: the trials need nodes that are not up yet (see :func:`trial_resources`); they
+            may start on any machine, so a joined cluster counts as spanning hosts.
+
+    Raises:
+        ValueError: embedded store and a Ray cluster whose trials may run on other machines
+            (:func:`pipelines.ray_runtime.spans_hosts`); the message says what to set.
+    """
+    from pipelines.ray_runtime import spans_hosts
+
+    if store.mode != "embedded" or address is None:
+        return
+    if waits_for_nodes or spans_hosts(address, node_ips, local_ips):
+        why = "trials wait for nodes that are not up yet, which may be other machines" if waits_for_nodes else \
+            f"its nodes {', '.join(node_ips)} are not all on this machine" if node_ips else "it is another machine"
+        raise ValueError(
+            f"MLFLOW_TRACKING_URI: expected an MLflow server that every Ray node can reach when the study runs on "
+            f"the cluster at {address} ({why}), got the embedded store {store.tracking_uri}, which trials on "
+            "other machines would not see (each would write its own mlflow.db); set "
+            "MLFLOW_TRACKING_URI=http://<host>:<port> (see infra/docker-compose.yml) and pass it to the job, "
+            "or run without --address / RAY_ADDRESS to use a local Ray"
+        )
+
+
+def ui_command(store: Store) -> str:
+    """How to look at ``store``'s runs: the ``mlflow ui`` command for the embedded store (its actual
+    database and artifact folder), else the server's address."""
+    if store.mode == "embedded":
+        return (f"MLflow UI: mlflow ui --backend-store-uri {store.tracking_uri} --default-artifact-root {store.artifact_root}"
+                "   (then open http://127.0.0.1:5000)")
+    return f"MLflow UI: {redact(store.tracking_uri)}"
 
 
 def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext], resources: dict[str, float]) -> list[dict[str, Any]]:
@@ -168,7 +228,13 @@ def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = N
     with contextlib.ExitStack() as stack:
         resources: dict[str, float] = {}
         if todo:  # Ray first: a cluster that cannot run the trials is reported before any run is created
-            resources = _resources(cfg, stack.enter_context(ray_session(address))["resources"])
+            ray_info = stack.enter_context(ray_session(address))
+            external = ray_info["external"]
+            resources, notice = trial_resources(cfg.study.cpu, cfg.study.gpu, ray_info["resources"], external=external)
+            check_store_for_cluster(store, ray_info["address"] if external else None, ray_info["node_ips"], ray_info["local_ips"],
+                                    waits_for_nodes=external and notice is not None)
+            if notice:
+                print(notice, file=sys.stderr, flush=True)
         parent = stack.enter_context(tracked_run(store, experiment_id=exp_id, run_name=f"study {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                                  tags=run_tags(study=cfg.name, stage="study"), params=params))
         summary.parent_run_id = parent.run_id
@@ -253,15 +319,8 @@ def cli(cfg: Config, args: Any) -> int:
         print(format_table(main_table(cfg.name), "text"))
     if summary.report is not None:
         print(f"\nreport: {summary.report}")
-    print("MLflow UI: mlflow ui --backend-store-uri sqlite:///mlflow.db   (then open http://127.0.0.1:5000)"
-          if "sqlite" in _tracking_uri() else f"MLflow UI: {_tracking_uri()}")
+    print(ui_command(resolve_store()))
     return code
-
-
-def _tracking_uri() -> str:
-    from tracking.store import resolve_store
-
-    return resolve_store().tracking_uri
 
 
 if __name__ == "__main__":

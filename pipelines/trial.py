@@ -84,6 +84,8 @@ def run_cell(
     Returns:
         ``{"cell", "status": "FINISHED"|"FAILED", "run_id", "error", "stages_skipped", <headline metrics>}``.
         Errors never propagate: the child run ends FAILED with the error recorded and the summary says why.
+        Stages completed by an earlier attempt are listed in ``stages_skipped`` and in the run's tag
+        ``lgeom.stages_skipped``.
     """
     from tracking.runs import flatten_params, run_tags, tracked_run
 
@@ -103,7 +105,8 @@ def run_cell(
             experiment_id=ctx.experiment_id,
             run_name=ctx.cell,
             parent_run_id=ctx.parent_run_id,
-            tags=run_tags(study=ctx.study, stage="trial", cell=ctx.cell, config_hash=h),
+            tags=run_tags(study=ctx.study, stage="trial", cell=ctx.cell, config_hash=h,
+                          extra={"lgeom.stages_skipped": ",".join(skipped)} if skipped else None),
             params=flatten_params(cfg.flat()),
         ) as run:
             summary["run_id"] = run.run_id

@@ -459,8 +459,11 @@ def mark_orphaned_runs(
     (the caller knows that invocation is dead; ``include_parent=False`` spares the parent itself, for a
     study closing its own crashed trials before it ends), or when it was started on this host by a process that no
     longer exists (tags ``lgeom.host`` / ``lgeom.pid`` / ``lgeom.proc_start``), or when ``older_than_s``
-    is given and it started longer ago than that. Each is ended with ``status`` (FAILED or KILLED) and
-    tag ``lgeom.error`` saying why.
+    is given and it started longer ago than that. Then, whatever host ran it, a RUNNING child run whose
+    parent run (tag ``mlflow.parentRunId``) is no longer RUNNING (ended, closed as an orphan just now, or
+    deleted) is an orphan too: that is how trials that ran on other nodes of a cluster are closed after
+    their driver was killed. Each is ended with ``status`` (FAILED or KILLED), tag ``lgeom.error`` and the
+    run's note saying why.
 
     Raises:
         ValueError: a status other than FAILED or KILLED.
@@ -472,8 +475,17 @@ def mark_orphaned_runs(
     client = store.client()
     host = socket.gethostname()
     now_ms = time.time() * 1000
-    closed = []
-    for run in search_all_runs(store, [experiment_id], "attributes.status = 'RUNNING'"):
+    closed: list[str] = []
+
+    def close(rid: str, reason: str) -> None:
+        note = f"orphaned: {reason}"
+        with_retries(lambda: client.set_tag(rid, TAG_ERROR, note), what="tagging an orphaned run")
+        with_retries(lambda: client.set_tag(rid, TAG_NOTE, f"**{status}**: {note}"), what="noting an orphaned run")
+        with_retries(lambda: client.set_terminated(rid, status), what="closing an orphaned run")
+        closed.append(rid)
+
+    running = search_all_runs(store, [experiment_id], "attributes.status = 'RUNNING'")
+    for run in running:
         tags = run.data.tags
         rid = run.info.run_id
         reason = None
@@ -485,12 +497,40 @@ def mark_orphaned_runs(
                 reason = f"process {tags[TAG_PID]} on {host} that ran it no longer exists"
         if reason is None and older_than_s is not None and now_ms - run.info.start_time > older_than_s * 1000:
             reason = f"still RUNNING {older_than_s:.0f} s after it started"
-        if reason is None:
-            continue
-        with_retries(lambda: client.set_tag(rid, TAG_ERROR, f"orphaned: {reason}"), what="tagging an orphaned run")
-        with_retries(lambda: client.set_terminated(rid, status), what="closing an orphaned run")
-        closed.append(rid)
+        if reason is not None:
+            close(rid, reason)
+    # Children whose parent is no longer RUNNING (its process on another host cannot be checked). Repeated
+    # until nothing changes, so grandchildren of a closed run are closed too.
+    still_running = {r.info.run_id: r for r in running if r.info.run_id not in closed}
+    parent_status: dict[str, str] = {}
+    changed = True
+    while changed:
+        changed = False
+        for rid, run in list(still_running.items()):
+            parent_id = run.data.tags.get(TAG_PARENT)
+            if not parent_id or parent_id in still_running:
+                continue
+            if parent_id not in parent_status:
+                parent_status[parent_id] = "closed as an orphan" if parent_id in closed else _run_status(client, parent_id)
+            if parent_status[parent_id] == "RUNNING":
+                continue
+            close(rid, f"its parent run {parent_id} is no longer RUNNING ({parent_status[parent_id]})")
+            del still_running[rid]
+            changed = True
     return closed
+
+
+def _run_status(client: Any, run_id: str) -> str:
+    """A run's status (``FINISHED``, ``RUNNING``, ...), ``DELETED`` for a deleted or unknown run."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = with_retries(lambda: client.get_run(run_id), what="reading a parent run")
+    except MlflowException as err:
+        if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return "DELETED"
+        raise
+    return "DELETED" if run.info.lifecycle_stage == "deleted" else run.info.status
 
 
 __all__ = [

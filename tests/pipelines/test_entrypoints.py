@@ -10,9 +10,11 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -139,3 +141,27 @@ def test_train_entry_point_on_the_server_with_s3(local_stack: Any, tmp_path: Pat
     runs = runs_of(local_stack.tracking_uri, "entry-server")
     train = [r for r in runs if r.data.tags.get("lgeom.stage") == "train"]
     assert len(train) == 1 and train[0].info.status == "FINISHED" and "a.test_acc" in train[0].data.metrics
+
+
+def test_compare_entry_point_on_the_server(local_stack: Any, tmp_path: Path) -> None:
+    from tracking.runs import run_tags, tracked_run
+    from tracking.store import resolve_store
+
+    store, study = resolve_store(local_stack.tracking_uri), f"entry-compare-{tmp_path.name}"
+    with tracked_run(store, experiment=study, run_name="study", tags=run_tags(study=study, stage="study")) as parent:
+        for cell, acc in (("mlp2x16/moons/sgd/seeds=[0, 1]", 91.0), ("mlp2x16/moons/sgd/seeds=[2, 3]", 93.0),
+                          ("mlp2x16/moons/adam/seeds=[0, 1]", 80.0)):
+            with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell, parent_run_id=parent.run_id,
+                             tags=run_tags(study=study, stage="trial", cell=cell, config_hash=cell)) as run:
+                run.log_metrics({"a.test_acc": acc, "bezier.test.loss_barrier": acc / 100})
+    env = {"_CWD": str(tmp_path), "MLFLOW_TRACKING_URI": local_stack.tracking_uri}
+    proc = mlflow_run("compare", {"study": study, "format": "csv"}, env, timeout=200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    # mlflow run adds its own "View run ... at: <url>" lines
+    csv = "\n".join(line for line in proc.stdout.splitlines() if "View run" not in line and "View experiment" not in line)
+    table = pd.read_csv(StringIO(csv))
+    assert list(table["setting"]) == ["mlp2x16/moons/adam", "mlp2x16/moons/sgd"]
+    assert table["a.test_acc.mean"].tolist() == pytest.approx([80.0, 92.0]) and table["a.test_acc.n"].tolist() == [1, 2]
+    assert not (tmp_path / "mlflow.db").exists(), "compare must read the server, not an embedded store"
+    project_runs = [r for r in runs_of(local_stack.tracking_uri, "Default") if r.data.tags.get("mlflow.project.entryPoint") == "compare"]
+    assert project_runs and project_runs[-1].info.status == "FINISHED"

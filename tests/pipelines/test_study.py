@@ -83,7 +83,8 @@ def test_tiny_study_logs_complete_child_runs(tiny_study) -> None:
         assert {"lgeom.model.a", "lgeom.model.b"} <= set(run.data.tags)
     assert (cwd / "reports" / "quick-tiny" / "report.md").exists() and (cwd / "reports" / "quick-tiny" / "report.html").exists()
     assert "mlp2x16/moons/adam" in proc.stdout and "report: reports/quick-tiny/report.md" in proc.stdout
-    assert "mlflow ui --backend-store-uri sqlite:///mlflow.db" in proc.stdout
+    db, artifacts = (cwd / "mlflow.db").resolve(), (cwd / "mlruns").resolve().as_uri()
+    assert f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --default-artifact-root {artifacts}" in proc.stdout
     parent_files = {f.path for f in c.list_artifacts(parents[0].info.run_id, "report")}
     assert "report/report.md" in parent_files and "report/report.html" in parent_files
 
@@ -102,18 +103,39 @@ def test_rerun_is_idempotent_and_trains_nothing(tiny_study) -> None:
     assert {p: p.stat().st_mtime_ns for p in (cwd / "outputs").rglob("*.pt")} == stamps, "nothing may be retrained"
 
 
-def test_failing_cell_is_isolated(tmp_path: Path) -> None:
-    matrix = 'study.matrix={"model.width": [16], "train.lr": [0.05, 1.0e+12], "train.momentum": [0.0]}'
+def test_failing_cells_are_isolated(tmp_path: Path) -> None:
+    # One run, three kinds of cell: a NaN loss (lr 1e12), a dataset whose files are missing (a runtime error
+    # in data loading, not a config error), and a good cell that must finish regardless.
+    no_data = tmp_path / "no-data"
+    matrix = ('study.matrix={"model.width": [16], "train.lr": [0.05, 1.0e+12], "train.momentum": [0.0], '
+              f'"data": [{{name: moons}}, {{name: mnist, noise: null, root: "{no_data}"}}]}}')
     proc = lgeom(["study", "--preset", "quick-tiny", matrix], tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     bad, good = "mlp2x16/moons/sgd/lr=1000000000000.0/momentum=0.0", "mlp2x16/moons/sgd/lr=0.05/momentum=0.0"
+    no_files = "mlp2x16/mnist/sgd/lr=0.05/momentum=0.0"
     assert f"FAILED {bad}: NonFiniteLossError" in proc.stdout
+    assert f"FAILED {no_files}: DatasetNotFoundError: mnist: expected its files under {no_data}/MNIST/raw" in proc.stdout
+    assert "1 cell(s) finished, 0 reused from earlier runs, 3 failed" in proc.stdout
     runs = {r.data.tags["lgeom.cell"]: r for r in trial_runs(study_runs(tmp_path, "quick-tiny"))}
     assert runs[good].info.status == "FINISHED" and "bezier.test.loss_barrier" in runs[good].data.metrics
     assert runs[bad].info.status == "FAILED"
     assert "NonFiniteLossError" in runs[bad].data.tags["lgeom.error"] and "epoch" in runs[bad].data.tags["lgeom.error"]
+    assert runs[no_files].info.status == "FAILED"
+    assert runs[no_files].data.tags["lgeom.error"].startswith("DatasetNotFoundError: mnist: expected its files under")
+    assert "train-images-idx3-ubyte" in runs[no_files].data.tags["lgeom.error"]
     parent = [r for r in study_runs(tmp_path, "quick-tiny") if r.data.tags.get("lgeom.stage") == "study"][0]
-    assert parent.info.status == "FAILED" and bad in parent.data.tags["lgeom.failed_cells"]
+    assert parent.info.status == "FAILED"
+    assert {bad, no_files} <= set(parent.data.tags["lgeom.failed_cells"].split(", "))
+
+
+def test_invalid_values_reject_the_whole_study_up_front(tmp_path: Path) -> None:
+    # The same dataset axis without clearing moons' noise option: a config error in one cell stops the
+    # study before anything runs (exit 2), unlike the runtime failures above.
+    matrix = 'study.matrix={"model.width": [16], "data.name": [moons, mnist]}'
+    proc = lgeom(["study", "--preset", "quick-tiny", matrix], tmp_path, timeout=120)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "data.noise: not an option of mnist" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists(), "nothing may be logged or trained"
 
 
 def test_kill_minus_nine_then_resume(tmp_path: Path) -> None:
@@ -173,6 +195,16 @@ def test_tune_with_four_trials_writes_a_usable_preset(tmp_path: Path) -> None:
     tune_runs = [r for r in runs if r.data.tags.get("lgeom.stage") == "tune"]
     assert tune_runs and all(r.info.status == "FINISHED" for r in tune_runs)
     assert any("best.lr" in r.data.params or "best.test_acc" in r.data.metrics for r in tune_runs)
+
+    # The tuned file runs as a study preset (one cell, shortened further).
+    study = lgeom(["study", "--preset", str(out), "--cell", "mlp2x16/moons/sgd", "train.epochs=2", "curve.epochs=1"], tmp_path)
+    assert study.returncode == 0, study.stdout[-3000:] + study.stderr[-3000:]
+    trials = trial_runs(study_runs(tmp_path, "quick-tiny-tuned"))
+    assert [r.info.status for r in trials] == ["FINISHED"] and trials[0].data.tags["lgeom.cell"] == "mlp2x16/moons/sgd"
+    params = trials[0].data.params
+    assert float(params["train.lr"]) == pytest.approx(tuned["train"]["lr"])
+    assert float(params["train.weight_decay"]) == pytest.approx(tuned["train"]["weight_decay"])
+    assert int(params["train.batch_size"]) == tuned["train"]["batch_size"]
 
 
 @pytest.mark.parametrize(

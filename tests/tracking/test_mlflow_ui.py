@@ -33,14 +33,7 @@ def test_compare_runs_page_screenshot(server_store: Any, unique_study: str, tmp_
     query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([parent.experiment_id])})
     url = f"{server_store.tracking_uri}/#/compare-runs?{query}"
     shot = tmp_path / "compare-runs.png"
-    with tempfile.TemporaryDirectory(prefix="lgeom-chromium-") as profile:
-        proc = subprocess.run(
-            [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=15000",
-             f"--screenshot={shot}", url],
-            capture_output=True, text=True, timeout=120,
-        )
+    proc = _chromium(f"--screenshot={shot}", url)
     assert proc.returncode == 0 and shot.exists(), proc.stderr[-2000:]
     import matplotlib.image
 
@@ -50,3 +43,21 @@ def test_compare_runs_page_screenshot(server_store: Any, unique_study: str, tmp_
     rgb = (img[..., :3] * 255).astype(np.uint8).reshape(-1, 3)
     assert len(np.unique(rgb, axis=0)) > 50
     assert (rgb.min(axis=1) < 200).mean() > 0.01
+
+    # What the page shows, not only that it shows something: the rendered DOM names both runs and a metric.
+    dom = _chromium("--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    for name in ("mlp2x16/moons/sgd/lr=0.05", "mlp2x16/moons/sgd/lr=0.1", "bezier.test.acc_auc"):
+        assert name in dom.stdout, f"{name!r} not in the rendered compare-runs page ({len(dom.stdout)} characters of DOM)"
+
+
+def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
+    """Headless Chromium with a throwaway profile, no network services, 15 s of virtual time for the page's
+    scripts to fetch and render the runs."""
+    with tempfile.TemporaryDirectory(prefix="lgeom-chromium-") as profile:
+        return subprocess.run(
+            [str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=15000", *args],
+            capture_output=True, text=True, timeout=120,
+        )
