@@ -97,41 +97,79 @@ def test_train_connect_probe_entry_points(workdir: dict[str, str]) -> None:
     assert "hessian.a.lambda_max" in probe.data.metrics
 
 
-def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ray_cluster: str) -> None:
+@pytest.fixture(scope="module")
+def tuned(workdir: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """``mlflow run -e tune`` with 4 trials on one cell; the preset file it writes."""
     env = {k: v for k, v in workdir.items() if k != "out"}
+    out = Path(workdir["_CWD"]) / "tuned.yaml"
+    params = {"preset": "quick-tiny", "cell": CELL, "num_samples": "4", "out": str(out), "overrides": f"{TINY} output_dir={workdir['out']}"}
+    return mlflow_run("tune", params, env), out
+
+
+def test_tune_entry_point_with_four_trials_writes_a_preset(workdir: dict[str, str], tuned: Any) -> None:
+    import yaml
+
+    from pipelines.config import expand_matrix, load_config
+
+    proc, out = tuned
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    preset = yaml.safe_load(out.read_text())
+    assert preset["base"] == "quick-tiny" and preset["name"] == "quick-tiny-tuned"
+    assert set(preset["train"]) == {"lr", "weight_decay", "batch_size"}
+    cells = expand_matrix(load_config(out))
+    assert [c.name for c in cells] == ["mlp2x16/moons/sgd", "mlp2x64/moons/sgd"]
+    assert all(c.config.train.lr == pytest.approx(preset["train"]["lr"]) for c in cells)
+    runs = runs_of(workdir["MLFLOW_TRACKING_URI"], "quick-tiny")
+    tune_runs = [r for r in runs if r.data.tags.get("lgeom.stage") == "tune"]
+    assert len(tune_runs) == 1 and tune_runs[0].info.status == "FINISHED"
+    assert "best_test_acc" in tune_runs[0].data.metrics
+    assert float(tune_runs[0].data.params["best.lr"]) == pytest.approx(preset["train"]["lr"])
+    trials = [r for r in runs if r.data.tags.get("lgeom.stage") == "tune-trial"]
+    assert len(trials) == 4 and all(r.data.tags.get("mlflow.parentRunId") == tune_runs[0].info.run_id for r in trials)
+
+
+def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ray_cluster: str, tuned: Any) -> None:
+    """The tuned preset (written by the tune step) runs as a study on the two-node cluster."""
+    env = {k: v for k, v in workdir.items() if k != "out"}
+    proc, preset_file = tuned
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    preset = __import__("yaml").safe_load(preset_file.read_text())
     report = Path(workdir["_CWD"]) / "report-study"
     overrides = f'{TINY} output_dir={workdir["out"]} study.matrix={{"model.width":[16],"train.optimizer":[sgd,adam]}}'
-    proc = mlflow_run("study", {"preset": "quick-tiny", "address": ray_cluster, "report_dir": str(report), "overrides": overrides}, env)
+    proc = mlflow_run("study", {"preset": str(preset_file), "address": ray_cluster, "report_dir": str(report), "overrides": overrides}, env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"Ray: {ray_cluster} (2 node(s), 2 CPUs" in proc.stdout
-    runs = runs_of(workdir["MLFLOW_TRACKING_URI"], "quick-tiny")
+    runs = runs_of(workdir["MLFLOW_TRACKING_URI"], "quick-tiny-tuned")
     trials = [r for r in runs if r.data.tags.get("lgeom.stage") == "trial"]
     assert sorted(r.data.tags["lgeom.cell"] for r in trials) == ["mlp2x16/moons/adam", "mlp2x16/moons/sgd"]
     assert all(r.info.status == "FINISHED" for r in trials)
+    for trial in trials:  # the tuned hyperparameters reached every trial
+        assert float(trial.data.params["train.lr"]) == pytest.approx(preset["train"]["lr"])
+        assert float(trial.data.params["train.weight_decay"]) == pytest.approx(preset["train"]["weight_decay"])
+        assert int(trial.data.params["train.batch_size"]) == preset["train"]["batch_size"]
     # the two trials ran in processes of their own
     assert len({r.data.tags.get("lgeom.pid") for r in trials}) == 2
     assert (report / "report.md").exists()
 
-    compare = mlflow_run("compare", {"study": "quick-tiny", "table": "compare", "format": "markdown"}, env)
+    compare = mlflow_run("compare", {"study": "quick-tiny-tuned", "table": "compare", "format": "markdown"}, env)
     assert compare.returncode == 0, compare.stderr[-3000:]
     assert "| mlp2x16/moons/adam |" in compare.stdout and "bezier.test.loss_barrier" in compare.stdout
-    report_step = mlflow_run("report", {"study": "quick-tiny", "out": str(Path(workdir["_CWD"]) / "report-step")}, env)
+    report_step = mlflow_run("report", {"study": "quick-tiny-tuned", "out": str(Path(workdir["_CWD"]) / "report-step")}, env)
     assert report_step.returncode == 0, report_step.stderr[-3000:]
     assert (Path(workdir["_CWD"]) / "report-step" / "report.html").exists()
     unknown = mlflow_run("compare", {"study": "no-such-study"}, env)
     assert unknown.returncode != 0 and "study: expected one of" in unknown.stderr
 
 
-def test_tune_entry_point_and_a_bad_float(workdir: dict[str, str]) -> None:
+def test_tune_entry_point_rejects_a_bad_float(workdir: dict[str, str]) -> None:
     env = {k: v for k, v in workdir.items() if k != "out"}
-    out = Path(workdir["_CWD"]) / "tuned.yaml"
-    params = {"preset": "quick-tiny", "cell": CELL, "num_samples": "2", "out": str(out), "overrides": f"{TINY} output_dir={workdir['out']}"}
-    proc = mlflow_run("tune", params, env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    assert out.exists()
-    bad = mlflow_run("tune", {**params, "lr_min": "-0.5"}, env, timeout=200)
+    out = Path(workdir["_CWD"]) / "tuned-bad.yaml"
+    params = {"preset": "quick-tiny", "cell": CELL, "num_samples": "2", "out": str(out), "overrides": f"{TINY} output_dir={workdir['out']}",
+              "lr_min": "-0.5"}
+    bad = mlflow_run("tune", params, env, timeout=200)
     assert bad.returncode != 0
     assert "lr range: expected 0 < lr_min < lr_max, got lr_min=-0.5" in bad.stderr
+    assert not out.exists()
 
 
 def test_train_entry_point_on_the_server_with_s3(local_stack: Any, tmp_path: Path) -> None:
