@@ -32,6 +32,8 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 FASHION_MNIST_MEAN, FASHION_MNIST_STD = (0.2860,), (0.3530,)
 #: Where Debian's ``dataset-fashion-mnist`` package puts the gzipped IDX files.
 DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+#: The official download site of the gzipped Fashion-MNIST files (torchvision's mirror).
+FASHION_MNIST_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 #: The four uncompressed Fashion-MNIST files: name -> (IDX magic number, number of items).
 FASHION_MNIST_FILES: dict[str, tuple[int, int]] = {
     "train-images-idx3-ubyte": (0x803, 60000),
@@ -52,7 +54,7 @@ EXPECTED_FILES = {
     "fashion-mnist": (
         "FashionMNIST/raw",
         list(FASHION_MNIST_FILES),
-        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/ (gunzip the four .gz files)",
+        f"{FASHION_MNIST_URL} (gunzip the four .gz files)",
     ),
     "cifar10": (
         "cifar-10-batches-py",
@@ -86,7 +88,7 @@ def missing_files_message(name: str, root: Path, note: str = "") -> str:
         offline = (
             f"Offline on Debian/Ubuntu: apt-get install dataset-fashion-mnist, then "
             f"python -c \"from lgeom.data.vision import prepare_fashion_mnist; prepare_fashion_mnist('{root}')\" "
-            f"decompresses {DEBIAN_FASHION_MNIST}/*.gz there (the loader does this itself when that folder exists). "
+            f"decompresses {DEBIAN_FASHION_MNIST}/*.gz there (the loader does this itself when that folder exists, unless source=None). "
         )
     return (
         f"{name}: expected its files under {folder}, missing: {', '.join(missing) or '(files present but unreadable)'}. "
@@ -173,6 +175,7 @@ def _check_idx(path: Path, magic: int, count: int, what: str) -> None:
 
 
 def _idx_ok(path: Path, magic: int, count: int) -> bool:
+    """Whether ``path`` exists and passes :func:`_check_idx`."""
     try:
         _check_idx(path, magic, count, str(path))
     except (OSError, ValueError):
@@ -219,7 +222,7 @@ def prepare_fashion_mnist(
         raise DatasetNotFoundError(
             f"fashion-mnist source: expected the gzipped IDX files in {src}, missing: {', '.join(missing)}. "
             f"Install them with apt-get install dataset-fashion-mnist (Debian/Ubuntu; they land in "
-            f"{DEBIAN_FASHION_MNIST}) or download them from {EXPECTED_FILES['fashion-mnist'][2].split(' ')[0]}."
+            f"{DEBIAN_FASHION_MNIST}) or download them from {FASHION_MNIST_URL}."
         )
     raw.mkdir(parents=True, exist_ok=True)
     for name, (magic, count) in todo.items():

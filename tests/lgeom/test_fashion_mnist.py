@@ -17,7 +17,13 @@ import numpy as np
 import pytest
 import torch
 
-from lgeom.data import ArrayDataset, DatasetNotFoundError, build_dataset, build_splits, dataset_options
+from lgeom.data import (
+    ArrayDataset,
+    DatasetNotFoundError,
+    build_dataset,
+    build_splits,
+    dataset_options,
+)
 from lgeom.data.vision import (
     DEBIAN_FASHION_MNIST,
     FASHION_MNIST_FILES,
