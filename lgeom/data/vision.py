@@ -88,7 +88,8 @@ def missing_files_message(name: str, root: Path, note: str = "") -> str:
         offline = (
             f"Offline on Debian/Ubuntu: apt-get install dataset-fashion-mnist, then "
             f"python -c \"from lgeom.data.vision import prepare_fashion_mnist; prepare_fashion_mnist('{root}')\" "
-            f"decompresses {DEBIAN_FASHION_MNIST}/*.gz there (the loader does this itself when that folder exists, unless source=None). "
+            f"decompresses {DEBIAN_FASHION_MNIST}/*.gz there "
+            f"(the loader does this itself when that folder exists, unless source=None). "
         )
     return (
         f"{name}: expected its files under {folder}, missing: {', '.join(missing) or '(files present but unreadable)'}. "

@@ -117,7 +117,8 @@ def test_prepare_lays_out_verified_files_idempotently(tmp_path: Path) -> None:
     prepare_fashion_mnist(tmp_path)
     after = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in raw.iterdir()}
     assert labels.stat().st_size == 8 + 10000
-    assert {k: v for k, v in after.items() if k != labels.name} == {k: v for k, v in stamp.items() if k != labels.name}
+    kept = {k: v for k, v in after.items() if k != labels.name}
+    assert kept == {k: v for k, v in stamp.items() if k != labels.name}
     test_ds = build_dataset("fashion-mnist", "test", root=str(tmp_path), source=None)
     assert len(test_ds) == 10000 and torch.equal(torch.bincount(test_ds.targets), torch.full((10,), 1000))
 

@@ -28,7 +28,8 @@ def test_mnist_arch_tiny_trains_on_fashion_mnist(tmp_path: Path, monkeypatch: py
                  "train.device=cpu"])
     assert code == 0, capsys.readouterr().err
     assert all((tmp_path / "data" / "FashionMNIST" / "raw" / name).is_file() for name in FASHION_MNIST_FILES)
-    seed_dirs = sorted((tmp_path / "out" / "mnist-arch-tiny" / "cnn16" / "fashion-mnist" / "adam" / "endpoints").glob("*/seed*"))
+    endpoints = tmp_path / "out" / "mnist-arch-tiny" / "cnn16" / "fashion-mnist" / "adam" / "endpoints"
+    seed_dirs = sorted(endpoints.glob("*/seed*"))
     assert [d.name for d in seed_dirs] == ["seed0", "seed1"]
     metrics = json.loads((seed_dirs[0] / "metrics.json").read_text())
     assert metrics["cell"] == cell and metrics["config"]["data"]["name"] == "fashion-mnist"
