@@ -30,8 +30,8 @@ from torch.func import functional_call
 from torch.utils.data import Dataset
 
 from lgeom._checks import check_positive_int, check_same_structure, expected
+from lgeom.batchnorm import has_batchnorm
 from lgeom.data import make_loader
-from lgeom.evaluate import has_batchnorm
 from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
 from lgeom.params import Params, get_buffers, has_tied_tensors
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks

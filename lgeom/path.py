@@ -26,7 +26,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from lgeom._checks import expected
+from lgeom._checks import check_same_structure, expected
+from lgeom.table import Table
 
 ArrayLike = Union[Sequence[float], np.ndarray, torch.Tensor]
 Point = Union[Mapping[str, torch.Tensor], torch.Tensor, np.ndarray, Sequence[float]]
@@ -156,7 +157,7 @@ def path_metrics(table: Any) -> dict[str, float]:
 
     Args:
         table: a :class:`~lgeom.table.Table` or any mapping of column name -> values, as returned by
-            :func:`~lgeom.evaluate.evaluate_path`.
+            :func:`~lgeom.multipoint.evaluate_path`.
 
     Returns:
         ``{"<split>.loss_barrier", "<split>.loss_barrier_interp", "<split>.acc_drop", "<split>.acc_auc"}``
@@ -191,8 +192,6 @@ def path_metrics(table: Any) -> dict[str, float]:
 def with_gen_gap(table: Any) -> Any:
     """``table`` (a :class:`~lgeom.table.Table`) with columns ``gen_gap`` and ``gen_gap_acc`` added when both
     splits are present; returned unchanged otherwise."""
-    from lgeom.table import Table
-
     names = list(table.names)
     if "train_loss" not in names or "test_loss" not in names:
         return table
@@ -249,8 +248,6 @@ def triangle(a: Point, c: Point, b: Point) -> Triangle:
         ValueError: points of different sizes or parameter names.
     """
     if isinstance(a, Mapping) and isinstance(c, Mapping) and isinstance(b, Mapping):
-        from lgeom._checks import check_same_structure
-
         check_same_structure(a, c, first_name="A", second_name="C")
         check_same_structure(a, b, first_name="A", second_name="B")
         c = {n: c[n] for n in a}

@@ -152,7 +152,7 @@ def test_trajectory_probes_and_probe_path_on_each_architecture(arch: str) -> Non
                                                                   grad_snapshot_every=1, device="cpu"), progress=False)
     n_params = sum(p.numel() for p in model.parameters())
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    bn = image_data(16, batch=8, seed=5) if has_bn else None  # equal sizes: lgeom/grid.py weights BN batches equally
+    bn = image_data(16, batch=8, seed=5) if has_bn else None  # equal sizes: lgeom/multipoint.py weights BN batches equally
 
     effdim = effective_dimensionality(result.grad_snapshots)
     assert effdim.n_params == n_params and effdim.n_samples == len(result.grad_snapshots) == 6
