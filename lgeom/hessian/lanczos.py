@@ -197,7 +197,7 @@ def lanczos_eigenvalues(
     operator deflated by the ``k`` Ritz vectors (``P A P`` with ``P = I - V V^T``, the span of ``V`` moved far
     below the spectrum); while its top value exceeds the current ``k``-th by more than ``tol`` relative, it
     is inserted (vector added to ``V``) and the check repeats. Each check costs about as many products as
-    converging one more eigenvalue: on a 67-parameter MLP (``tests/lgeom/probe_cases.py``), ``k = 5``,
+    converging one more eigenvalue: on a 67-parameter MLP (``tests/lgeom/cases.py``), ``k = 5``,
     ``tol = 1e-3``, seeds 0-2, 22-25 products plain and 43-47 with the check (``k = 6``: 26-29 and 42-46),
     roughly doubling the cost, hence off by default.
 

@@ -15,7 +15,7 @@ from lgeom.hessian import top_eigenvalues
 from lgeom.models import build_model
 from lgeom.params import get_buffers, get_params
 from lgeom.probes import PROBES, ProbeSettings, enabled_probes, probe_path, probe_point
-from tests.lgeom.probe_cases import image_data, tiny_data, tiny_mlp
+from tests.lgeom.cases import image_data, tiny_data, tiny_mlp
 
 SMALL = ProbeSettings(hessian_k=2, hessian_max_iter=12, hessian_points=3, trace_probes=3, density_runs=2, density_steps=5,
                       density_grid=50, sharpness_samples=2, sharpness_steps=2, curvature_samples=2, slice_points=3, slice2d_points=2)

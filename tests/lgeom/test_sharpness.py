@@ -11,7 +11,7 @@ from lgeom.models import build_model
 from lgeom.params import get_params
 from lgeom.reference import QuadraticLandscape, dense_hessian, symmetric_with_spectrum
 from lgeom.sharpness import ModelLandscape, average_sharpness, mc_curvature, perturbation_flatness, worst_sharpness
-from tests.lgeom.probe_cases import image_data, one_batch, tiny_data, tiny_mlp
+from tests.lgeom.cases import image_data, one_batch, tiny_data, tiny_mlp
 
 
 def center(seed: int = 0) -> dict[str, torch.Tensor]:

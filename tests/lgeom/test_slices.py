@@ -13,7 +13,7 @@ from lgeom.params import dot, flatten, get_params, unflatten
 from lgeom.surfaces import pca_plane, slice_1d, slice_2d
 from lgeom.surfaces.pca import pca_directions
 from lgeom.train import TrainSpec, train
-from tests.lgeom.probe_cases import image_data, tiny_data, tiny_mlp
+from tests.lgeom.cases import image_data, tiny_data, tiny_mlp
 
 
 def shifted(params: dict, *terms: tuple[float, dict]) -> dict:
