@@ -20,7 +20,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from torch.overrides import TorchFunctionMode
 
 from lgeom._checks import expected

@@ -28,8 +28,8 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_choice, check_positive, check_positive_int, expected
-from lgeom.data import as_batches
 from lgeom.batchnorm import bn_statistics, has_batchnorm
+from lgeom.data import as_batches
 from lgeom.gradients import Objective
 from lgeom.multipoint import evaluate_points
 from lgeom.params import ParamLayout, Params, filter_normalized_direction, get_params

@@ -1,4 +1,4 @@
-"""The plane through A, C, B and the batched grid evaluation behind it."""
+"""Batched evaluation of many points (:mod:`lgeom.multipoint`): lists, affine grids and paths."""
 
 from __future__ import annotations
 
@@ -6,12 +6,21 @@ import numpy as np
 import pytest
 import torch
 
-from lgeom.curves import Bezier, PolyChain
+from lgeom.batchnorm import recompute_bn_stats
+from lgeom.curves import Bezier, Line, PolyChain
+from lgeom.data import build_splits, make_loader
 from lgeom.evaluate import evaluate, evaluate_point
-from lgeom.grid import auto_chunk_size, evaluate_affine, evaluate_points, evaluate_points_splits
 from lgeom.models import build_model
+from lgeom.multipoint import (
+    auto_chunk_size,
+    evaluate_affine,
+    evaluate_path,
+    evaluate_points,
+    evaluate_points_splits,
+)
 from lgeom.params import get_params
-from lgeom.surfaces import PlaneResult, plane, plane_basis
+from lgeom.train import TrainSpec, train
+from tests.lgeom.cases import CASES, get_case
 
 D = torch.float64
 
@@ -31,79 +40,9 @@ def _three(arch: str, shape: tuple, **kw) -> tuple:
     return model, a, c, b
 
 
-def _flat(d: dict) -> torch.Tensor:
-    return torch.cat([v.reshape(-1) for v in d.values()])
-
-
-def test_basis_is_orthonormal_and_reproduces_the_points() -> None:
-    _, a, c, b = _three("mlp", (4,), width=6)
-    basis = plane_basis(a, c, b)
-    u, v = _flat(basis.u), _flat(basis.v)
-    assert float(u @ u) == pytest.approx(1.0) and float(v @ v) == pytest.approx(1.0)
-    assert float(u @ v) == pytest.approx(0.0, abs=1e-12)
-    for key, point in (("a", a), ("b", b), ("c", c)):
-        x, y = basis.coords[key]
-        rebuilt = _flat(a) + x * u + y * v
-        torch.testing.assert_close(rebuilt, _flat(point), rtol=0, atol=1e-10)
-        px, py, off = basis.project(point)
-        assert (px, py) == pytest.approx((x, y)) and off == pytest.approx(0.0, abs=1e-10)
-    assert basis.coords["b"][1] == 0.0 and basis.coords["c"][1] > 0
-    assert basis.coords["b"][0] == pytest.approx(float((_flat(b) - _flat(a)).norm()))
-
-
-def test_degenerate_points_are_rejected() -> None:
-    _, a, _, b = _three("mlp", (4,), width=6)
-    on_line = {n: 0.25 * a[n] + 0.75 * b[n] for n in a}
-    with pytest.raises(ValueError, match="C: expected a point off the line through A and B"):
-        plane_basis(a, on_line, b)
-    with pytest.raises(ValueError, match="B: expected a point different from A"):
-        plane_basis(a, b, a)
-    model, a, c, b = _three("mlp", (4,), width=6)
-    with pytest.raises(ValueError, match="splits: expected train and/or test batches"):
-        plane(model, a, c, b)
-    with pytest.raises(ValueError, match="grid nx: expected at least 2 points"):
-        plane(model, a, c, b, test=_batches((4,), 1, 4, 0), grid=(1, 5))
-
-
-def test_grid_values_match_direct_evaluation() -> None:
-    model, a, c, b = _three("mlp", (4,), width=6)
-    train, test = _batches((4,), 2, 9, 1), _batches((4,), 3, 7, 2)
-    curve = Bezier(a, b, [c])
-    res = plane(model, a, c, b, train=train, test=test, grid=(4, 3), margin=0.25, curve=curve, curve_points=9)
-    assert isinstance(res, PlaneResult) and res.method == "vmap"
-    assert res.grids["test_acc"].shape == (3, 4) and res.xs.shape == (4,) and res.ys.shape == (3,)
-    # the grid spans the bounding box of A, B, C widened by 25% of its extent on each side
-    xb, (xc, yc) = res.coords["b"][0], res.coords["c"]
-    x_lo, x_hi = min(0.0, xc), max(xb, xc)
-    assert res.xs[0] == pytest.approx(x_lo - 0.25 * (x_hi - x_lo)) and res.xs[-1] == pytest.approx(x_hi + 0.25 * (x_hi - x_lo))
-    assert res.ys[0] == pytest.approx(-0.25 * yc) and res.ys[-1] == pytest.approx(1.25 * yc)
-    u, v = res.basis.u, res.basis.v
-    for j, i in ((0, 0), (2, 3), (1, 2)):
-        point = {n: a[n] + res.xs[i] * u[n] + res.ys[j] * v[n] for n in a}
-        for split, data in (("train", train), ("test", test)):
-            direct = evaluate(model, data, params=point)
-            assert res.grids[f"{split}_loss"][j, i] == pytest.approx(direct.loss, rel=1e-10)
-            assert res.grids[f"{split}_acc"][j, i] == pytest.approx(direct.acc)
-    # a one-bend Bezier lies in the plane: the overlay starts at A, ends at B, passes (xc/2, yc/2) at t = 1/2
-    assert np.abs(res.curve_offplane).max() < 1e-9
-    np.testing.assert_allclose(res.curve_xy[0], [0.0, 0.0], atol=1e-10)
-    np.testing.assert_allclose(res.curve_xy[-1], [xb, 0.0], atol=1e-10)
-    np.testing.assert_allclose(res.curve_xy[4], [0.25 * xb + 0.5 * xc, 0.5 * yc], atol=1e-10)
-    arrays = res.to_arrays()
-    assert {"xs", "ys", "train_loss", "test_acc", "a", "b", "c", "curve_xy"} <= set(arrays)
-
-
-def test_plane_with_batchnorm_recomputes_statistics_per_point() -> None:
-    model, a, c, b = _three("cnn", (1, 6, 6), channels=3, batchnorm=True)
-    test, bn = _batches((1, 6, 6), 2, 5, 3), _batches((1, 6, 6), 2, 6, 4)
-    res = plane(model, a, c, b, test=test, bn_batches=bn, grid=3, margin=0.1)
-    assert res.method == "vmap"
-    for j, i in ((0, 0), (1, 2)):
-        point = {n: a[n] + res.xs[i] * res.basis.u[n] + res.ys[j] * res.basis.v[n] for n in a}
-        ref = evaluate_point(model, point, {"test": test}, bn_batches=bn)["test"]
-        assert res.grids["test_loss"][j, i] == pytest.approx(ref.loss, rel=1e-9)
-    with pytest.raises(ValueError, match="bn_batches: expected training batches"):
-        plane(model, a, c, b, test=test)
+def _sized_batches(shape: tuple, sizes: list[int], seed: int) -> list:
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, *shape, dtype=D, generator=gen), torch.randint(0, 3, (n,), generator=gen)) for n in sizes]
 
 
 @pytest.mark.parametrize(("arch", "shape", "kw"), [("mlp", (4,), {"width": 6}), ("preresnet", (3, 8, 8), {"depth": 8})])
@@ -203,3 +142,81 @@ def test_auto_falls_back_to_the_loop_where_vmap_fails() -> None:
         assert auto.loss[i] == pytest.approx(evaluate_point(model, p, {"d": data})["d"].loss, rel=1e-12)
     with pytest.raises(RuntimeError):
         evaluate_points(model, points, data, method="vmap")
+
+
+def test_bn_statistics_and_path_from_datasets(bn_endpoints) -> None:
+    model, splits, (ra, rb) = bn_endpoints
+    params = ra.final_params
+    from_ds = recompute_bn_stats(model, params, splits.train)
+    from_batches = recompute_bn_stats(model, params, make_loader(splits.train, 512))
+    for name, value in from_batches.items():
+        torch.testing.assert_close(from_ds[name], value)
+    table = evaluate_path(model, Line(ra.final_params, rb.final_params), [0.5], test=splits.test, bn_batches=splits.train)
+    mid = {n: v.detach() for n, v in Line(ra.final_params, rb.final_params).point(0.5).items()}
+    ref = evaluate_point(model, mid, {"test": make_loader(splits.test, 64)}, bn_batches=make_loader(splits.train, 512))["test"]
+    assert table["test_loss"][0] == pytest.approx(ref.loss, rel=1e-5)
+
+
+@pytest.fixture(scope="module")
+def bn_endpoints():
+    """Two small BN CNNs trained a few steps on gaussmix256 (1x16x16) from seeds 0 and 1."""
+    splits = build_splits("gaussmix256", n_train=120, n_test=80, classes=3)
+    results = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("cnn", num_classes=3, in_shape=(1, 16, 16), channels=4, batchnorm=True)
+        results.append(train(model, splits.train, splits.test, TrainSpec(epochs=2, batch_size=30, lr=0.05, seed=seed),
+                             progress=False))
+    return model, splits, results
+
+
+def test_path_at_the_endpoints_reproduces_the_trained_models(bn_endpoints) -> None:
+    model, splits, (ra, rb) = bn_endpoints
+    test = make_loader(splits.test, 32)
+    train_eval = make_loader(splits.train, 64)
+    bn = [(x, y) for x, y in make_loader(splits.train, 40)]
+    curve = Bezier(ra.final_params, rb.final_params)
+    table = evaluate_path(model, curve, [0.0, 0.5, 1.0], train_eval, test, bn_batches=bn,
+                          endpoint_buffers=(ra.final_buffers, rb.final_buffers))
+    for i, res in ((0, ra), (2, rb)):
+        assert table["test_acc"][i] == res.final["test"].acc
+        assert table["test_loss"][i] == pytest.approx(res.final["test"].loss, rel=1e-6)
+        assert table["train_acc"][i] == res.final["train"].acc
+    # Interior points follow the BN policy: statistics recomputed on bn_batches, as evaluate_point does.
+    mid = {n: v.detach() for n, v in curve.point(0.5).items()}
+    ref = evaluate_point(model, mid, {"test": test}, bn_batches=bn)["test"]
+    assert table["test_loss"][1] == pytest.approx(ref.loss, rel=1e-5)
+    assert table["test_acc"][1] == pytest.approx(ref.acc)
+
+
+def test_path_without_endpoint_buffers_recomputes_at_the_endpoints(bn_endpoints) -> None:
+    model, splits, (ra, rb) = bn_endpoints
+    bn = list(make_loader(splits.train, 40))
+    test = list(make_loader(splits.test, 80))
+    table = evaluate_path(model, Line(ra.final_params, rb.final_params), [0.0], test=iter(test), bn_batches=iter(bn))
+    ref = evaluate_point(model, ra.final_params, {"test": test}, bn_batches=bn)["test"]
+    assert table["test_loss"][0] == pytest.approx(ref.loss, rel=1e-5)
+
+
+def test_path_bad_input() -> None:
+    model = build_model("mlp", num_classes=3, in_shape=(4,), width=5).double()
+    p = get_params(model)
+    line = Line(p, p)
+    data = _sized_batches((4,), [3], seed=0)
+    with pytest.raises(ValueError, match=r"t: expected a value in \[0, 1\], got 1.2"):
+        evaluate_path(model, line, [0.0, 1.2], test=data)
+    with pytest.raises(ValueError, match="splits: expected train and/or test batches"):
+        evaluate_path(model, line, [0.5])
+    with pytest.raises(ValueError, match="expected a non-empty dataset"):
+        evaluate_path(model, line, [0.5], test=[])
+    with pytest.raises(ValueError, match="data: expected a non-empty dataset"):
+        evaluate(model, [])
+    table = evaluate_path(model, line, None, test=data)
+    assert len(table) == 61 and table["t"][0] == 0.0 and table["t"][-1] == 1.0
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_points_off_the_endpoints_match_the_reference_loss(name: str) -> None:
+    c = get_case(name)
+    res = evaluate_points(c.model, [c.params], c.data, bn_batches=c.bn_batches)
+    assert res.loss[0] == pytest.approx(c.loss(), rel=1e-12)

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from lgeom.batchnorm import recompute_bn_stats
 from lgeom.curves import Line
-from lgeom.evaluate import evaluate, recompute_bn_stats
+from lgeom.evaluate import evaluate
 from lgeom.hessian import top_eigenvalues
 from lgeom.models import build_model
 from lgeom.params import get_buffers, get_params

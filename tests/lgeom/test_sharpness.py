@@ -189,7 +189,7 @@ def test_bad_input_raises_clear_value_errors() -> None:
 
 def test_sharpness_and_grids_accept_a_dataset() -> None:
     from lgeom.data import build_dataset
-    from lgeom.grid import evaluate_points
+    from lgeom.multipoint import evaluate_points
 
     ds = build_dataset("moons", "train", n_train=96, n_test=8, seed=0)
     torch.manual_seed(0)

@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from lgeom.batchnorm import recompute_bn_stats
 from lgeom.data import build_dataset
-from lgeom.evaluate import evaluate, recompute_bn_stats
+from lgeom.evaluate import evaluate
 from lgeom.models import build_model
 from lgeom.params import dot, flatten, get_params, unflatten
 from lgeom.surfaces import pca_plane, slice_1d, slice_2d
