@@ -66,6 +66,9 @@ def loss_barrier(losses: ArrayLike) -> float:
 
     Raises:
         ValueError: empty or non-1-D input.
+
+    >>> loss_barrier([1.0, 3.0, 2.0])  # 3 - max(1, 2)
+    1.0
     """
     loss = _values("losses", losses)
     return float(np.max(loss) - max(loss[0], loss[-1]))
@@ -84,6 +87,11 @@ def loss_barrier_interp(losses: ArrayLike, ts: ArrayLike | None = None) -> float
 
     Raises:
         ValueError: empty input, ``ts`` of another length, t outside [0, 1] or not increasing.
+
+    >>> loss_barrier_interp([1.0, 3.0, 2.0])  # at t = 1/2: 3 - (1 + 2) / 2
+    1.5
+    >>> loss_barrier_interp([1.0, 3.0, 2.0], ts=[0.0, 0.25, 1.0])  # 3 - (0.75 * 1 + 0.25 * 2)
+    1.75
     """
     loss = _values("losses", losses)
     t = _ts(ts, loss.size)
@@ -95,6 +103,9 @@ def acc_drop(accs: ArrayLike) -> float:
 
     Raises:
         ValueError: empty or non-1-D input.
+
+    >>> acc_drop([90.0, 60.0, 85.0])
+    30.0
     """
     acc = _values("accs", accs)
     return float(np.max(acc) - np.min(acc))
@@ -246,6 +257,12 @@ def triangle(a: Point, c: Point, b: Point) -> Triangle:
 
     Raises:
         ValueError: points of different sizes or parameter names.
+
+    A 3-4-5 right triangle with the right angle at C:
+
+    >>> tri = triangle([3.0, 0.0], [0.0, 0.0], [0.0, 4.0])
+    >>> tri.dist_ac, tri.dist_bc, tri.dist_ab, round(tri.angle_acb_deg, 9), round(tri.area, 9)
+    (3.0, 4.0, 5.0, 90.0, 6.0)
     """
     if isinstance(a, Mapping) and isinstance(c, Mapping) and isinstance(b, Mapping):
         check_same_structure(a, c, first_name="A", second_name="C")
