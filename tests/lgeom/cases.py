@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from unittest import mock
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 
 import lgeom.models.resnet as resnet
+from lgeom.hessian import HessianOperator
 from lgeom.models import build_model
 from lgeom.reference import dense_eigenvalues, dense_hessian, dense_loss
 
@@ -52,6 +54,25 @@ def image_data(n: int = 12, *, shape: tuple[int, ...] = (3, 8, 8), classes: int 
     x = torch.randn(n, *shape, generator=gen, dtype=dtype)
     y = torch.randint(0, classes, (n,), generator=gen)
     return [(x[i : i + batch], y[i : i + batch]) for i in range(0, n, batch)]
+
+
+def random_batches(shape: tuple[int, ...], n_batches: int, size: int, seed: int, classes: int = 3) -> Batches:
+    """``n_batches`` batches of ``size`` float64 Gaussian inputs of ``shape`` with random labels."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(size, *shape, dtype=D, generator=gen), torch.randint(0, classes, (size,), generator=gen))
+            for _ in range(n_batches)]
+
+
+def three_points(arch: str, shape: tuple[int, ...], **kw: object) -> tuple[torch.nn.Module, dict, dict, dict]:
+    """A float64 model and three points of it: A (its initialisation, seed 0), B (another initialisation) and
+    C (their midpoint moved by 0.3 Gaussian noise), as ``(model, a, c, b)``."""
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=3, in_shape=shape, **kw).double()
+    a = {n: p.detach().clone() for n, p in model.named_parameters()}
+    other = build_model(arch, num_classes=3, in_shape=shape, **kw).double()
+    b = {n: p.detach().clone() for n, p in other.named_parameters()}
+    c = {n: 0.5 * (a[n] + b[n]) + 0.3 * torch.randn_like(a[n]) for n in a}
+    return model, a, c, b
 
 
 def one_batch(batches: Batches) -> Batches:
@@ -99,6 +120,17 @@ class Case:
     def eigenvalues(self) -> np.ndarray:
         """All eigenvalues of :meth:`hessian`, descending."""
         return dense_eigenvalues(self.hessian())
+
+    def hutchinson_sd(self, n_probes: int) -> float:
+        """Standard deviation of the mean of ``n_probes`` Rademacher forms ``z^T H z`` (Hutchinson's trace
+        estimator) for the reference Hessian: ``sqrt(2 (||H||_F^2 - sum_i H_ii^2) / n_probes)``."""
+        h = self.hessian()
+        return math.sqrt(2.0 * float((h**2).sum() - (torch.diagonal(h) ** 2).sum()) / n_probes)
+
+    def operator(self, engine: str = "auto") -> HessianOperator:
+        """lgeom's Hessian operator (the code under test) at ``params`` under the BN policy: statistics
+        recomputed on ``bn_batches``."""
+        return HessianOperator(self.model, self.data, params=self.params, bn_batches=self.bn_batches, engine=engine)
 
 
 def batch_statistics(model: torch.nn.Module, params: dict[str, torch.Tensor], inputs: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -20,24 +20,9 @@ from lgeom.multipoint import (
 )
 from lgeom.params import get_params
 from lgeom.train import TrainSpec, train
-from tests.lgeom.cases import CASES, get_case
+from tests.lgeom.cases import CASES, get_case, random_batches, three_points
 
 D = torch.float64
-
-
-def _batches(shape: tuple, n_batches: int, size: int, seed: int, classes: int = 3) -> list:
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, *shape, dtype=D, generator=gen), torch.randint(0, classes, (size,), generator=gen))
-            for _ in range(n_batches)]
-
-
-def _three(arch: str, shape: tuple, **kw) -> tuple:
-    torch.manual_seed(0)
-    model = build_model(arch, num_classes=3, in_shape=shape, **kw).double()
-    a = get_params(model)
-    b = get_params(build_model(arch, num_classes=3, in_shape=shape, **kw).double())
-    c = {n: 0.5 * (a[n] + b[n]) + 0.3 * torch.randn_like(a[n]) for n in a}
-    return model, a, c, b
 
 
 def _sized_batches(shape: tuple, sizes: list[int], seed: int) -> list:
@@ -47,11 +32,11 @@ def _sized_batches(shape: tuple, sizes: list[int], seed: int) -> list:
 
 @pytest.mark.parametrize(("arch", "shape", "kw"), [("mlp", (4,), {"width": 6}), ("preresnet", (3, 8, 8), {"depth": 8})])
 def test_vmap_and_loop_agree(arch: str, shape: tuple, kw: dict) -> None:
-    model, a, c, b = _three(arch, shape, **kw)
+    model, a, c, b = three_points(arch, shape, **kw)
     points = [PolyChain(a, b, [c]).point(t) for t in (0.1, 0.5, 0.8)]
     points = [{n: v.detach() for n, v in p.items()} for p in points]
-    splits = {"x": _batches(shape, 2, 5, 5), "y": _batches(shape, 1, 3, 6)}
-    bn = _batches(shape, 2, 4, 7)
+    splits = {"x": random_batches(shape, 2, 5, 5), "y": random_batches(shape, 1, 3, 6)}
+    bn = random_batches(shape, 2, 4, 7)
     vm = evaluate_points_splits(model, points, splits, bn_batches=bn, method="vmap", chunk_size=2)
     lp = evaluate_points_splits(model, points, splits, bn_batches=bn, method="loop")
     for k in splits:
@@ -63,16 +48,16 @@ def test_vmap_and_loop_agree(arch: str, shape: tuple, kw: dict) -> None:
 
 
 def test_affine_points_and_chunking() -> None:
-    model, a, c, b = _three("mlp", (4,), width=6)
-    data = iter(_batches((4,), 2, 5, 8))  # a one-shot iterator is materialised once
+    model, a, c, b = three_points("mlp", (4,), width=6)
+    data = iter(random_batches((4,), 2, 5, 8))  # a one-shot iterator is materialised once
     d = {n: b[n] - a[n] for n in a}
     coords = np.array([[0.0], [0.5], [1.0]])
     res = evaluate_affine(model, a, [d], coords, {"d": data}, chunk_size=2)["d"]
-    ref = evaluate_points(model, [a, {n: 0.5 * (a[n] + b[n]) for n in a}, b], _batches((4,), 2, 5, 8), method="loop")
+    ref = evaluate_points(model, [a, {n: 0.5 * (a[n] + b[n]) for n in a}, b], random_batches((4,), 2, 5, 8), method="loop")
     np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-10)
-    assert 1 <= auto_chunk_size(model, a, {"d": _batches((4,), 1, 5, 9)}) <= 128
+    assert 1 <= auto_chunk_size(model, a, {"d": random_batches((4,), 1, 5, 9)}) <= 128
     with pytest.raises(ValueError, match=r"coords: expected an array of shape \(P, 1\)"):
-        evaluate_affine(model, a, [d], np.zeros((3, 2)), {"d": _batches((4,), 1, 5, 8)})
+        evaluate_affine(model, a, [d], np.zeros((3, 2)), {"d": random_batches((4,), 1, 5, 8)})
 
 
 class _SharedWeight(torch.nn.Module):
@@ -92,7 +77,7 @@ def test_points_reach_weights_shared_across_modules() -> None:
     torch.manual_seed(0)
     model = _SharedWeight().double()
     points = [{n: torch.randn_like(p) for n, p in model.named_parameters()} for _ in range(3)]
-    data = _batches((3,), 2, 5, 1)
+    data = random_batches((3,), 2, 5, 1)
     got = evaluate_points(model, points, data, method="vmap")
     for i, p in enumerate(points):
         loss = 0.0
@@ -103,8 +88,8 @@ def test_points_reach_weights_shared_across_modules() -> None:
 
 
 def test_grid_errors() -> None:
-    model, a, _, _ = _three("mlp", (4,), width=6)
-    data = _batches((4,), 1, 5, 0)
+    model, a, _, _ = three_points("mlp", (4,), width=6)
+    data = random_batches((4,), 1, 5, 0)
     with pytest.raises(ValueError, match="points: expected at least one parameter point"):
         evaluate_points(model, [], data)
     with pytest.raises(ValueError, match="method: expected 'auto', 'vmap' or 'loop'"):
@@ -113,7 +98,7 @@ def test_grid_errors() -> None:
         evaluate_points(model, [a], [])
     bn_model = build_model("cnn", num_classes=3, in_shape=(1, 4, 4), channels=2, batchnorm=True).double()
     with pytest.raises(ValueError, match="bn_batches: expected training batches"):
-        evaluate_points(bn_model, [get_params(bn_model)], _batches((1, 4, 4), 1, 3, 0))
+        evaluate_points(bn_model, [get_params(bn_model)], random_batches((1, 4, 4), 1, 3, 0))
 
 
 class _DataDependent(torch.nn.Module):
@@ -132,7 +117,7 @@ def test_auto_falls_back_to_the_loop_where_vmap_fails() -> None:
     torch.manual_seed(0)
     model = _DataDependent().double()
     points = [{n: torch.randn_like(p) for n, p in model.named_parameters()} for _ in range(3)]
-    data = _batches((4,), 2, 5, 3)
+    data = random_batches((4,), 2, 5, 3)
     auto = evaluate_points(model, points, data, method="auto")
     loop = evaluate_points(model, points, data, method="loop")
     assert auto.method == "loop"

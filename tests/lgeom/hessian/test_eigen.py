@@ -4,20 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from lgeom.hessian import (
-    HessianOperator,
-    top_eigenvalues,
-)
-from tests.lgeom.cases import CASES, Case, get_case
-
-D = torch.float64
-
-
-def _operator(c: Case, engine: str = "auto") -> HessianOperator:
-    """The operator at the case's point under the BN policy (statistics recomputed on its BN batches)."""
-    return HessianOperator(c.model, c.data, params=c.params, bn_batches=c.bn_batches, engine=engine)
+from lgeom.hessian import top_eigenvalues
+from tests.lgeom.cases import CASES, get_case
 
 
 def test_model_hessian_with_negative_curvature_gives_algebraic_top_k(case: dict) -> None:

@@ -6,21 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from lgeom.hessian import (
-    HessianOperator,
-    lanczos_eigenvalues,
-    power_eigenvalues,
-    top_eigenvalues,
-)
+from lgeom.hessian import HessianOperator, lanczos_eigenvalues, power_eigenvalues, top_eigenvalues
 from lgeom.reference import DenseOperator, symmetric_with_spectrum
-from tests.lgeom.cases import CASES, Case, get_case
-
-D = torch.float64
-
-
-def _operator(c: Case, engine: str = "auto") -> HessianOperator:
-    """The operator at the case's point under the BN policy (statistics recomputed on its BN batches)."""
-    return HessianOperator(c.model, c.data, params=c.params, bn_batches=c.bn_batches, engine=engine)
+from tests.lgeom.cases import CASES, get_case
 
 
 def test_lanczos_top5_within_1e_4_relative(case: dict) -> None:
@@ -93,7 +81,7 @@ def test_confirmation_keeps_distinct_values_and_reports_its_cost(case: dict) -> 
 @pytest.mark.parametrize("name", CASES)
 def test_lanczos_top5_matches_eigvalsh_on_every_case(name: str) -> None:
     c = get_case(name)
-    res = lanczos_eigenvalues(_operator(c), 5, tol=1e-6, confirm=True)
+    res = lanczos_eigenvalues(c.operator(), 5, tol=1e-6, confirm=True)
     # Residuals below 1e-6 relative bound each value's error by as much (Parlett, ch. 11).
     assert res.converged.all()
     np.testing.assert_allclose(res.values, c.eigenvalues()[:5], rtol=1e-5, atol=1e-10)

@@ -9,24 +9,13 @@ import pytest
 import torch
 
 from lgeom.batchnorm import recompute_bn_stats
-from lgeom.hessian import (
-    HessianOperator,
-    hvp,
-    spectral_density,
-    top_eigenvalues,
-    trace,
-)
+from lgeom.hessian import HessianOperator, hvp, spectral_density, top_eigenvalues, trace
 from lgeom.models import build_model
 from lgeom.params import get_params
 from lgeom.reference import dense_eigenvalues, dense_hessian
-from tests.lgeom.cases import CASES, Case, get_case, one_batch, tiny_data, tiny_mlp
+from tests.lgeom.cases import CASES, get_case, one_batch, tiny_data, tiny_mlp
 
 D = torch.float64
-
-
-def _operator(c: Case, engine: str = "auto") -> HessianOperator:
-    """The operator at the case's point under the BN policy (statistics recomputed on its BN batches)."""
-    return HessianOperator(c.model, c.data, params=c.params, bn_batches=c.bn_batches, engine=engine)
 
 
 @pytest.mark.parametrize("engine", ["forward", "cached"])
@@ -176,7 +165,7 @@ def test_bad_input_raises_clear_value_errors(case: dict) -> None:
 @pytest.mark.parametrize("name", CASES)
 def test_hvp_matches_the_dense_reference_on_every_case(name: str, engine: str) -> None:
     c = get_case(name)
-    op = _operator(c, engine)
+    op = c.operator(engine)
     assert op.bn_source == (None if c.bn_batches is None else "recomputed")
     v = torch.randn(3, c.size, generator=torch.Generator().manual_seed(11), dtype=D)
     # float64 throughout: only rounding separates the two (eval BatchNorm as its affine map vs as itself).
@@ -186,4 +175,4 @@ def test_hvp_matches_the_dense_reference_on_every_case(name: str, engine: str) -
 @pytest.mark.parametrize("name", CASES)
 def test_operator_loss_is_the_reference_loss(name: str) -> None:
     c = get_case(name)
-    assert _operator(c, "forward").objective.loss() == pytest.approx(c.loss(), rel=1e-12)
+    assert c.operator("forward").objective.loss() == pytest.approx(c.loss(), rel=1e-12)

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
-from lgeom.hessian import (
-    HessianOperator,
-    power_eigenvalues,
-    top_eigenvalues,
-)
-from tests.lgeom.cases import CASES, Case, get_case
-
-D = torch.float64
-
-
-def _operator(c: Case, engine: str = "auto") -> HessianOperator:
-    """The operator at the case's point under the BN policy (statistics recomputed on its BN batches)."""
-    return HessianOperator(c.model, c.data, params=c.params, bn_batches=c.bn_batches, engine=engine)
+from lgeom.hessian import power_eigenvalues, top_eigenvalues
+from tests.lgeom.cases import CASES, get_case
 
 
 def test_power_iteration_top5_within_1e_2(case: dict) -> None:
@@ -39,6 +27,6 @@ def test_power_iteration_defaults_reach_tol_with_negative_eigenvalues(case: dict
 @pytest.mark.parametrize("name", CASES)
 def test_power_top3_matches_eigvalsh_on_every_case(name: str) -> None:
     c = get_case(name)
-    res = power_eigenvalues(_operator(c), 3, tol=1e-6, max_iter=3000)
+    res = power_eigenvalues(c.operator(), 3, tol=1e-6, max_iter=3000)
     assert res.converged.all()
     np.testing.assert_allclose(res.values, c.eigenvalues()[:3], rtol=1e-4, atol=1e-10)

@@ -8,26 +8,9 @@ import torch
 
 from lgeom.curves import Bezier
 from lgeom.evaluate import evaluate, evaluate_point
-from lgeom.models import build_model
-from lgeom.params import get_params
 from lgeom.surfaces import PlaneResult, plane, plane_basis
+from tests.lgeom.cases import random_batches, three_points
 
-D = torch.float64
-
-
-def _batches(shape: tuple, n_batches: int, size: int, seed: int, classes: int = 3) -> list:
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, *shape, dtype=D, generator=gen), torch.randint(0, classes, (size,), generator=gen))
-            for _ in range(n_batches)]
-
-
-def _three(arch: str, shape: tuple, **kw) -> tuple:
-    torch.manual_seed(0)
-    model = build_model(arch, num_classes=3, in_shape=shape, **kw).double()
-    a = get_params(model)
-    b = get_params(build_model(arch, num_classes=3, in_shape=shape, **kw).double())
-    c = {n: 0.5 * (a[n] + b[n]) + 0.3 * torch.randn_like(a[n]) for n in a}
-    return model, a, c, b
 
 
 def _flat(d: dict) -> torch.Tensor:
@@ -35,7 +18,7 @@ def _flat(d: dict) -> torch.Tensor:
 
 
 def test_basis_is_orthonormal_and_reproduces_the_points() -> None:
-    _, a, c, b = _three("mlp", (4,), width=6)
+    _, a, c, b = three_points("mlp", (4,), width=6)
     basis = plane_basis(a, c, b)
     u, v = _flat(basis.u), _flat(basis.v)
     assert float(u @ u) == pytest.approx(1.0) and float(v @ v) == pytest.approx(1.0)
@@ -51,22 +34,22 @@ def test_basis_is_orthonormal_and_reproduces_the_points() -> None:
 
 
 def test_degenerate_points_are_rejected() -> None:
-    _, a, _, b = _three("mlp", (4,), width=6)
+    _, a, _, b = three_points("mlp", (4,), width=6)
     on_line = {n: 0.25 * a[n] + 0.75 * b[n] for n in a}
     with pytest.raises(ValueError, match="C: expected a point off the line through A and B"):
         plane_basis(a, on_line, b)
     with pytest.raises(ValueError, match="B: expected a point different from A"):
         plane_basis(a, b, a)
-    model, a, c, b = _three("mlp", (4,), width=6)
+    model, a, c, b = three_points("mlp", (4,), width=6)
     with pytest.raises(ValueError, match="splits: expected train and/or test batches"):
         plane(model, a, c, b)
     with pytest.raises(ValueError, match="grid nx: expected at least 2 points"):
-        plane(model, a, c, b, test=_batches((4,), 1, 4, 0), grid=(1, 5))
+        plane(model, a, c, b, test=random_batches((4,), 1, 4, 0), grid=(1, 5))
 
 
 def test_grid_values_match_direct_evaluation() -> None:
-    model, a, c, b = _three("mlp", (4,), width=6)
-    train, test = _batches((4,), 2, 9, 1), _batches((4,), 3, 7, 2)
+    model, a, c, b = three_points("mlp", (4,), width=6)
+    train, test = random_batches((4,), 2, 9, 1), random_batches((4,), 3, 7, 2)
     curve = Bezier(a, b, [c])
     res = plane(model, a, c, b, train=train, test=test, grid=(4, 3), margin=0.25, curve=curve, curve_points=9)
     assert isinstance(res, PlaneResult) and res.method == "vmap"
@@ -93,8 +76,8 @@ def test_grid_values_match_direct_evaluation() -> None:
 
 
 def test_plane_with_batchnorm_recomputes_statistics_per_point() -> None:
-    model, a, c, b = _three("cnn", (1, 6, 6), channels=3, batchnorm=True)
-    test, bn = _batches((1, 6, 6), 2, 5, 3), _batches((1, 6, 6), 2, 6, 4)
+    model, a, c, b = three_points("cnn", (1, 6, 6), channels=3, batchnorm=True)
+    test, bn = random_batches((1, 6, 6), 2, 5, 3), random_batches((1, 6, 6), 2, 6, 4)
     res = plane(model, a, c, b, test=test, bn_batches=bn, grid=3, margin=0.1)
     assert res.method == "vmap"
     for j, i in ((0, 0), (1, 2)):
