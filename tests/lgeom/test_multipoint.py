@@ -20,14 +20,8 @@ from lgeom.multipoint import (
 )
 from lgeom.params import get_params
 from lgeom.train import TrainSpec, train
-from tests.lgeom.cases import CASES, get_case, random_batches, three_points
+from tests.lgeom.cases import CASES, get_case, random_batches, sized_batches, three_points
 
-D = torch.float64
-
-
-def _sized_batches(shape: tuple, sizes: list[int], seed: int) -> list:
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, *shape, dtype=D, generator=gen), torch.randint(0, 3, (n,), generator=gen)) for n in sizes]
 
 
 @pytest.mark.parametrize(("arch", "shape", "kw"), [("mlp", (4,), {"width": 6}), ("preresnet", (3, 8, 8), {"depth": 8})])
@@ -187,7 +181,7 @@ def test_path_bad_input() -> None:
     model = build_model("mlp", num_classes=3, in_shape=(4,), width=5).double()
     p = get_params(model)
     line = Line(p, p)
-    data = _sized_batches((4,), [3], seed=0)
+    data = sized_batches((4,), [3], seed=0)
     with pytest.raises(ValueError, match=r"t: expected a value in \[0, 1\], got 1.2"):
         evaluate_path(model, line, [0.0, 1.2], test=data)
     with pytest.raises(ValueError, match="splits: expected train and/or test batches"):

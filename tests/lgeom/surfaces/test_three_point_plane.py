@@ -12,7 +12,6 @@ from lgeom.surfaces import PlaneResult, plane, plane_basis
 from tests.lgeom.cases import random_batches, three_points
 
 
-
 def _flat(d: dict) -> torch.Tensor:
     return torch.cat([v.reshape(-1) for v in d.values()])
 
