@@ -69,7 +69,7 @@ def sized_batches(shape: tuple[int, ...], sizes: list[int], seed: int) -> Batche
     return [(torch.randn(n, *shape, dtype=D, generator=gen), torch.randint(0, 3, (n,), generator=gen)) for n in sizes]
 
 
-def three_points(arch: str, shape: tuple[int, ...], **kw: object) -> tuple[torch.nn.Module, dict, dict, dict]:
+def acb_points(arch: str, shape: tuple[int, ...], **kw: object) -> tuple[torch.nn.Module, dict, dict, dict]:
     """A float64 model and three points of it: A (its initialisation, seed 0), B (another initialisation) and
     C (their midpoint moved by 0.3 Gaussian noise), as ``(model, a, c, b)``."""
     torch.manual_seed(0)

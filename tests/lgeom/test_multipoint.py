@@ -20,13 +20,13 @@ from lgeom.multipoint import (
 )
 from lgeom.params import get_params
 from lgeom.train import TrainSpec, train
-from tests.lgeom.cases import CASES, get_case, random_batches, sized_batches, three_points
+from tests.lgeom.cases import CASES, get_case, random_batches, sized_batches, acb_points
 
 
 
 @pytest.mark.parametrize(("arch", "shape", "kw"), [("mlp", (4,), {"width": 6}), ("preresnet", (3, 8, 8), {"depth": 8})])
 def test_vmap_and_loop_agree(arch: str, shape: tuple, kw: dict) -> None:
-    model, a, c, b = three_points(arch, shape, **kw)
+    model, a, c, b = acb_points(arch, shape, **kw)
     points = [PolyChain(a, b, [c]).point(t) for t in (0.1, 0.5, 0.8)]
     points = [{n: v.detach() for n, v in p.items()} for p in points]
     splits = {"x": random_batches(shape, 2, 5, 5), "y": random_batches(shape, 1, 3, 6)}
@@ -42,7 +42,7 @@ def test_vmap_and_loop_agree(arch: str, shape: tuple, kw: dict) -> None:
 
 
 def test_affine_points_and_chunking() -> None:
-    model, a, c, b = three_points("mlp", (4,), width=6)
+    model, a, c, b = acb_points("mlp", (4,), width=6)
     data = iter(random_batches((4,), 2, 5, 8))  # a one-shot iterator is materialised once
     d = {n: b[n] - a[n] for n in a}
     coords = np.array([[0.0], [0.5], [1.0]])
@@ -82,7 +82,7 @@ def test_points_reach_weights_shared_across_modules() -> None:
 
 
 def test_grid_errors() -> None:
-    model, a, _, _ = three_points("mlp", (4,), width=6)
+    model, a, _, _ = acb_points("mlp", (4,), width=6)
     data = random_batches((4,), 1, 5, 0)
     with pytest.raises(ValueError, match="points: expected at least one parameter point"):
         evaluate_points(model, [], data)
