@@ -15,7 +15,6 @@ from lgeom.params import get_params
 from tests.lgeom.cases import CASES, get_case, sized_batches
 
 
-
 def test_uneven_batches_are_weighted_by_size() -> None:
     torch.manual_seed(0)
     model = build_model("mlp", num_classes=3, in_shape=(4,), width=5).double()

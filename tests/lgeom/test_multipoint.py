@@ -20,8 +20,7 @@ from lgeom.multipoint import (
 )
 from lgeom.params import get_params
 from lgeom.train import TrainSpec, train
-from tests.lgeom.cases import CASES, get_case, random_batches, sized_batches, acb_points
-
+from tests.lgeom.cases import CASES, acb_points, get_case, random_batches, sized_batches
 
 
 @pytest.mark.parametrize(("arch", "shape", "kw"), [("mlp", (4,), {"width": 6}), ("preresnet", (3, 8, 8), {"depth": 8})])

@@ -9,7 +9,7 @@ import torch
 from lgeom.curves import Bezier
 from lgeom.evaluate import evaluate, evaluate_point
 from lgeom.surfaces import PlaneResult, plane, plane_basis
-from tests.lgeom.cases import random_batches, acb_points
+from tests.lgeom.cases import acb_points, random_batches
 
 
 def _flat(d: dict) -> torch.Tensor:
