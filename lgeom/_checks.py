@@ -40,12 +40,6 @@ def check_choice(what: str, value: Any, choices: Collection[Any]) -> None:
         raise expected(what, "one of " + ", ".join(repr(c) for c in sorted(choices, key=str)), value)
 
 
-def check_unit_interval(what: str, value: float) -> None:
-    """Raise unless ``0 <= value <= 1``."""
-    if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
-        raise expected(what, "a number in [0, 1]", value)
-
-
 def check_ts(ts: Any) -> torch.Tensor:
     """Return ``ts`` as a 1-D float64 tensor after checking it is non-empty and inside [0, 1]."""
     t = torch.as_tensor(ts, dtype=torch.float64).reshape(-1)
@@ -88,13 +82,3 @@ def check_same_structure(
             f"parameters of {first_name} and {second_name} differ: {second_name} has {extra[0]!r}, "
             f"{first_name} does not (different architectures?)"
         )
-
-
-def check_nonempty(what: str, data: Any) -> None:
-    """Raise when a dataset or batch iterable has no samples."""
-    try:
-        n = len(data)
-    except TypeError:
-        return
-    if n == 0:
-        raise expected(what, "a non-empty dataset", "an empty one (0 samples)")

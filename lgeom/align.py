@@ -25,6 +25,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from lgeom._checks import check_positive_int, check_same_structure, expected
+from lgeom.batchnorm import has_batchnorm
 from lgeom.curves import check_model_matches
 from lgeom.models.cnn import CNN
 from lgeom.models.mlp import MLP, ResMLP
@@ -340,7 +341,7 @@ def weight_matching(
     check_positive_int("max_iter", max_iter)
     check_same_structure(a, b, first_name="A", second_name="B")
     spec = spec or permutation_spec(model)
-    if buffers_b is None and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if buffers_b is None and has_batchnorm(model):
         raise expected("buffers_b", "B's BatchNorm running statistics (they must be permuted with B)", None)
     check_model_matches(model, a, what="A")
 

@@ -10,12 +10,11 @@ from torch.func import functional_call
 from lgeom.align import apply_permutation, permutation_spec, weight_matching
 from lgeom.curves import Line
 from lgeom.data import build_splits, make_loader
-from lgeom.evaluate import evaluate_path
 from lgeom.models import build_model
+from lgeom.multipoint import evaluate_path
 from lgeom.params import get_buffers, get_params
 from lgeom.path import loss_barrier
 from lgeom.train import TrainSpec, train
-
 
 D = torch.float64
 ARCHS = [

@@ -142,7 +142,7 @@ def test_bad_num_classes_and_shape() -> None:
 def test_forward_stacked_equals_functional_call_per_point(name: str, arch: dict) -> None:
     from torch.func import functional_call
 
-    from lgeom.grid import stack_points
+    from lgeom.params import stack_points
 
     model = build_model(name, num_classes=3, in_shape=(1, 2, 2), **arch).double()
     points = []
