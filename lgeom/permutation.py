@@ -337,6 +337,8 @@ class _UnitTracker:
             if self.permuted(item):
                 raise self.fail(where, op, reason)
             if isinstance(item, _Attr):
+                if any(g is not None for g in self.axes.get(item.name, ())):
+                    raise self.fail(where, op, f"it reads {item.name!r}, whose units are permuted elsewhere")
                 self.fixed_tensors.add(item.name)
         return _Units()
 
@@ -435,9 +437,10 @@ class _UnitTracker:
     def channel_norm(self, name: str, module: nn.Module, op: str, dims: int, x: _Units) -> _Units:
         group = self.unit_group(x)
         if group is not None:
+            # Without the rank: BatchNorm2d/3d inputs are batched images; BatchNorm1d reads (N, C) or (N, C, L).
             pos = x.position()
             ok = x.merged is None and (pos == 1 if pos is not None else
-                                        (x.axis == -(dims + 1) if dims > 1 else x.axis in (-1, -2)))
+                                        x.axis == -(dims + 1) if dims > 1 else dims == 1 and x.axis in (-1, -2))
             if not ok:
                 raise self.fail(name, op, f"it normalises axis 1, the units lie on axis {x.axis} of a "
                                           f"{x.rank if x.rank is not None else 'n'}-dimensional tensor")

@@ -69,32 +69,23 @@ class Bottleneck(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(x))
 
 
-class PreResNet(nn.Module):
-    """conv3x3(16) -> 3 stages of blocks -> bn-relu -> global average pool -> linear.
+class PreActivationResNet(nn.Module):
+    """The skeleton shared by the pre-activation CIFAR ResNets (PreResNet, WideResNet): conv3x3 stem ->
+    stages of residual blocks -> bn-relu -> global average pool -> linear.
 
-    Parameter names: ``conv1.weight``, ``stages.<s>.<b>.{bn1,conv1,...,shortcut}.*``, ``bn.*``, ``head.*``.
+    Subclasses build it in order: :meth:`_add_stem`, then their blocks, then :meth:`_add_stages_and_head`
+    (which also initialises every layer: He normal fan-out convolutions, identity BatchNorms, zero head bias).
+    Parameter names: ``conv1.weight``, ``stages.<s>.<b>.*``, ``bn.*``, ``head.*``.
     """
 
-    def __init__(self, depth: int, in_channels: int, num_classes: int, block: str = "auto") -> None:
-        super().__init__()
-        self.depth = depth
-        block_type, n = block_layout(depth, block)
-        self.block_type = block_type.__name__
-        self.blocks_per_stage = n
-        self.conv1 = nn.Conv2d(in_channels, STAGE_PLANES[0], 3, padding=1, bias=False)
-        in_planes = STAGE_PLANES[0]
-        stages = []
-        for s, planes in enumerate(STAGE_PLANES):
-            blocks = []
-            for b in range(n):
-                stride = 2 if (s > 0 and b == 0) else 1
-                blocks.append(block_type(in_planes, planes, stride))
-                in_planes = planes * block_type.expansion
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.bn = nn.BatchNorm2d(in_planes)
+    def _add_stem(self, in_channels: int, planes: int) -> None:
+        self.conv1 = nn.Conv2d(in_channels, planes, 3, padding=1, bias=False)
+
+    def _add_stages_and_head(self, stages: Sequence[Sequence[nn.Module]], out_planes: int, num_classes: int) -> None:
+        self.stages = nn.Sequential(*(nn.Sequential(*blocks) for blocks in stages))
+        self.bn = nn.BatchNorm2d(out_planes)
         self.relu = nn.ReLU()
-        self.head = nn.Linear(in_planes, num_classes)
+        self.head = nn.Linear(out_planes, num_classes)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -107,6 +98,31 @@ class PreResNet(nn.Module):
         h = self.stages(self.conv1(x))
         h = self.relu(self.bn(h))
         return self.head(h.mean(dim=(2, 3)))
+
+
+class PreResNet(PreActivationResNet):
+    """conv3x3(16) -> 3 stages of blocks -> bn-relu -> global average pool -> linear.
+
+    Parameter names: ``conv1.weight``, ``stages.<s>.<b>.{bn1,conv1,...,shortcut}.*``, ``bn.*``, ``head.*``.
+    """
+
+    def __init__(self, depth: int, in_channels: int, num_classes: int, block: str = "auto") -> None:
+        super().__init__()
+        self.depth = depth
+        block_type, n = block_layout(depth, block)
+        self.block_type = block_type.__name__
+        self.blocks_per_stage = n
+        self._add_stem(in_channels, STAGE_PLANES[0])
+        in_planes = STAGE_PLANES[0]
+        stages = []
+        for s, planes in enumerate(STAGE_PLANES):
+            blocks = []
+            for b in range(n):
+                stride = 2 if (s > 0 and b == 0) else 1
+                blocks.append(block_type(in_planes, planes, stride))
+                in_planes = planes * block_type.expansion
+            stages.append(blocks)
+        self._add_stages_and_head(stages, in_planes, num_classes)
 
 
 def valid_depths(limit: int = 200) -> list[int]:

@@ -14,6 +14,7 @@ from torch import nn
 
 from lgeom._checks import check_positive_int, check_unit_interval, expected
 from lgeom.models import register_model
+from lgeom.models.resnet import PreActivationResNet
 
 STAGE_CHANNELS = (16, 32, 64)
 
@@ -41,7 +42,7 @@ class WideBlock(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(act))
 
 
-class WideResNet(nn.Module):
+class WideResNet(PreActivationResNet):
     """conv3x3(16) -> 3 stages of :class:`WideBlock` -> bn-relu -> global average pool -> linear.
 
     Parameter names: ``conv1.weight``, ``stages.<s>.<b>.{bn1,conv1,bn2,conv2,shortcut}.*``, ``bn.*``,
@@ -51,7 +52,7 @@ class WideResNet(nn.Module):
     def __init__(self, depth: int, widen_factor: int, dropout: float, in_channels: int, num_classes: int) -> None:
         super().__init__()
         n = (depth - 4) // 6
-        self.conv1 = nn.Conv2d(in_channels, STAGE_CHANNELS[0], 3, padding=1, bias=False)
+        self._add_stem(in_channels, STAGE_CHANNELS[0])
         in_planes = STAGE_CHANNELS[0]
         stages = []
         for s, channels in enumerate(STAGE_CHANNELS):
@@ -60,22 +61,8 @@ class WideResNet(nn.Module):
             for b in range(n):
                 blocks.append(WideBlock(in_planes, planes, 2 if (s > 0 and b == 0) else 1, dropout))
                 in_planes = planes
-            stages.append(nn.Sequential(*blocks))
-        self.stages = nn.Sequential(*stages)
-        self.bn = nn.BatchNorm2d(in_planes)
-        self.relu = nn.ReLU()
-        self.head = nn.Linear(in_planes, num_classes)
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
-        nn.init.zeros_(self.head.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.relu(self.bn(self.stages(self.conv1(x))))
-        return self.head(h.mean(dim=(2, 3)))
+            stages.append(blocks)
+        self._add_stages_and_head(stages, in_planes, num_classes)
 
 
 @register_model("wideresnet")
