@@ -590,8 +590,8 @@ class _UnitTracker:
         for v in operands:
             if isinstance(v, _Attr):
                 self.attr_operand(where, op, v, first)
-            elif isinstance(v, _Units) and not self.permuted(v):
-                # An unpermuted tensor of the same units would have to be permuted too: keep both fixed.
+            elif isinstance(v, _Units) and not self.permuted(v) and (v.rank is None or v.rank >= -first.axis):
+                # An unpermuted tensor reaching the units' axis would have to be permuted too: keep both fixed.
                 self.groups.tie(first.group, FIXED)  # type: ignore[arg-type]
         ranks = [v.rank for v in units if v.rank is not None]
         return _Units(first.group, first.axis, max(ranks) if ranks else None, first.merged)
@@ -649,7 +649,7 @@ class _UnitTracker:
         if not self.permuted(x):
             return _Units(rank=rank)
         dims = self._dims(where, op, x, dim)
-        if x.axis in dims or x.merged is not None and any(d > x.axis for d in dims):
+        if x.axis in dims:
             return _Units(rank=rank)  # units reduced away: the result does not depend on their order
         axis = x.axis if keepdim else x.axis + sum(1 for d in dims if d > x.axis)
         return _Units(x.group, axis, rank, x.merged)

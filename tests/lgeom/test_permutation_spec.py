@@ -63,6 +63,7 @@ class NormsNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.act(self.gn(self.conv(x)))
+        h = h - h.mean()  # a scalar broadcast over the units leaves them free
         h = self.depthwise(h) * torch.sigmoid(self.gate(h.mean(dim=(2, 3), keepdim=True)))
         h = self.ln(h.permute(0, 2, 3, 1))  # (N, H, W, C)
         h = torch.cat([h, 2 * h], dim=0).mean(dim=(1, 2))
@@ -149,7 +150,7 @@ def test_traced_spec_equals_the_hand_written_one(name: str) -> None:
     assert traced.views == hand.views
 
 
-def test_zoo_and_user_models_use_the_traced_spec() -> None:
+def test_user_models_get_the_traced_spec() -> None:
     model, _ = _model("user-residual-conv", seed=0)
     spec = permutation_spec(model)
     # The residual addition ties the stem's and the block's output channels into one permutation.
@@ -158,6 +159,11 @@ def test_zoo_and_user_models_use_the_traced_spec() -> None:
     assert stream == ["stem.0"] and ("stem.1.running_mean", 0) in spec.perm_to_axes()["stem.0"]
     assert spec.views["head.weight"] == (3, 4, 16)  # channel-major blocks of the flattened input
     assert permutation_spec(nn.Linear(2, 2)).sizes == {}  # nothing hidden to permute
+    # The gate, the depthwise convolution and the shared layer all act on the first layer's units.
+    norms = permutation_spec(NormsNet())
+    assert norms.sizes == {"conv": 6}
+    assert norms.axes["shared.weight"] == ("conv", "conv") and norms.axes["depthwise.weight"] == ("conv", None, None, None)
+    assert norms.axes["head.weight"] == (None, "conv") and norms.axes["ln.weight"] == ("conv",)
 
 
 def test_weight_matching_with_the_traced_spec_lowers_the_barrier_on_digits() -> None:
