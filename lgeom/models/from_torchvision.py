@@ -46,7 +46,7 @@ def _model_options(builder: Any) -> dict[str, inspect.Parameter]:
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         try:
             cls = typing.get_type_hints(builder).get("return")
-        except Exception:  # unresolvable annotations: fall back to the raw one
+        except Exception:  # noqa: BLE001 - unresolvable annotations: fall back to the raw one
             cls = sig.return_annotation
         if isinstance(cls, type) and issubclass(cls, nn.Module):
             for p in list(inspect.signature(cls.__init__).parameters.values())[1:]:
