@@ -248,10 +248,11 @@ def apply_permutation(
     missing = [p for p in spec.sizes if p not in perms]
     if missing:
         raise expected("perms", f"a permutation for every name in the spec (missing {missing[0]!r})", sorted(perms))
+    full = spec.full_perms(perms)
     out: Params = {}
     for name, t in tensors.items():
         if name in spec.axes:
-            out[name] = _permute(t.detach(), spec.axes[name], spec.views.get(name), perms)
+            out[name] = _permute(t.detach(), spec.axes[name], spec.views.get(name), full)
         else:
             out[name] = t.detach().clone()
     return out
@@ -324,22 +325,27 @@ def weight_matching(
     views = {n: spec.views.get(n, tuple(wa[n].shape)) for n in wa}
     wa = {n: t.reshape(views[n]) for n, t in wa.items()}
     wb = {n: t.reshape(views[n]) for n, t in wb.items()}
-    # Only parameters enter the objective; buffers just follow the permutations.
-    axes_of = {p: [(n, ax) for n, ax in lst if n in wa] for p, lst in spec.perm_to_axes().items()}
+    # Only parameters enter the objective; buffers just follow the permutations. A permutation acting on a
+    # segment of a concatenated axis scores only that segment's entries.
+    axes_of = {p: [(n, ax, start) for n, ax, start in lst if n in wa] for p, lst in spec.perm_occurrences().items()}
     perms = {p: torch.arange(size) for p, size in spec.sizes.items()}
     names = sorted(spec.sizes)
     rng = np.random.default_rng(seed)
 
     def gain(p: str) -> torch.Tensor:
         size = spec.sizes[p]
+        full = spec.full_perms(perms)
         score = torch.zeros(size, size, dtype=torch.float64)
-        for n, axis in axes_of[p]:
-            other = _permute(wb[n], spec.axes[n], None, perms, skip_axis=axis)
-            score += wa[n].movedim(axis, 0).reshape(size, -1) @ other.movedim(axis, 0).reshape(size, -1).T
+        for n, axis, start in axes_of[p]:
+            other = _permute(wb[n], spec.axes[n], None, full, skip_axis=axis)
+            rows_a = wa[n].movedim(axis, 0)[start:start + size]
+            rows_b = other.movedim(axis, 0)[start:start + size]
+            score += rows_a.reshape(size, -1) @ rows_b.reshape(size, -1).T
         return score
 
     def similarity() -> float:
-        return float(sum((wa[n] * _permute(wb[n], spec.axes[n], None, perms)).sum() for n in wa))
+        full = spec.full_perms(perms)
+        return float(sum((wa[n] * _permute(wb[n], spec.axes[n], None, full)).sum() for n in wa))
 
     before = similarity()
     iterations = 0

@@ -14,11 +14,13 @@ output units through the graph:
   axis: a linear layer reading it sees channel-major blocks (its weight is viewed as ``(out, C, positions)``);
 - an elementwise binary operation between two tensors (a residual addition, a gate) ties their groups into
   one permutation (union-find); an operand that cannot be permuted (the input, a constant) fixes the group;
-- concatenation along another axis ties the inputs' groups; along the units' axis it is refused;
+- concatenation along the units' axis makes a concatenated axis whose segments follow the inputs'
+  permutations (``PermutationSpec.concats``); along another axis it ties the inputs' groups;
 - the model's outputs are never permuted (logits keep their order).
 
 An operation that would mix units it cannot follow (attention heads, a reshape that splits or mixes the
-units' axis, a layer or function this module does not know) raises :class:`PermutationSpecError`, which
+units' axis, a concatenation with a tensor of unknown width, a layer or function this module does not
+know) raises :class:`PermutationSpecError`, which
 names the module or graph node and the operation, so that a caller can skip alignment for that model and
 say why. Operations on tensors that carry no permuted units (the input, shapes) are never a problem.
 """
@@ -48,19 +50,52 @@ class PermutationSpec:
         views: tensor name -> the shape the tensor is viewed as before permuting (for a flattened input,
             e.g. a linear head after a convolution, where channels are blocks of the input axis).
         sizes: permutation name -> number of units it permutes.
+        concats: name of a concatenated axis -> its segments in order, ``(permutation name or None for
+            units kept in place, length)``. Such a name appears in ``axes`` like a permutation; it is not
+            found by itself but follows its segments' permutations (e.g. the input channels of a layer
+            reading ``torch.cat([a, b], dim=1)``).
     """
 
     axes: Mapping[str, tuple[str | None, ...]]
     views: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     sizes: Mapping[str, int] = field(default_factory=dict)
+    concats: Mapping[str, tuple[tuple[str | None, int], ...]] = field(default_factory=dict)
 
-    def perm_to_axes(self) -> dict[str, list[tuple[str, int]]]:
-        """Permutation name -> every ``(tensor name, axis)`` it acts on."""
-        out: dict[str, list[tuple[str, int]]] = {p: [] for p in self.sizes}
+    def axis_size(self, name: str) -> int:
+        """Units of a permutation or concatenated axis ``name``."""
+        if name in self.concats:
+            return sum(length for _, length in self.concats[name])
+        return self.sizes[name]
+
+    def perm_occurrences(self) -> dict[str, list[tuple[str, int, int]]]:
+        """Permutation name -> every ``(tensor name, axis, start)`` it acts on: its units are entries
+        ``start .. start + size - 1`` of that axis (``start`` is 0 except inside a concatenated axis)."""
+        out: dict[str, list[tuple[str, int, int]]] = {p: [] for p in self.sizes}
         for name, perms in self.axes.items():
             for axis, p in enumerate(perms):
-                if p is not None:
-                    out[p].append((name, axis))
+                if p is None:
+                    continue
+                start = 0
+                for q, length in self.concats.get(p, ((p, self.sizes.get(p, 0)),)):
+                    if q is not None:
+                        out[q].append((name, axis, start))
+                    start += length
+        return out
+
+    def perm_to_axes(self) -> dict[str, list[tuple[str, int]]]:
+        """Permutation name -> every ``(tensor name, axis)`` it acts on (wholly or as a segment)."""
+        return {p: [(n, axis) for n, axis, _ in occ] for p, occ in self.perm_occurrences().items()}
+
+    def full_perms(self, perms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``perms`` plus the index tensor of every concatenated axis, built from its segments'."""
+        out = dict(perms)
+        for name, segments in self.concats.items():
+            parts, start = [], 0
+            for q, length in segments:
+                idx = perms[q] if q is not None else torch.arange(length)
+                parts.append(idx.to("cpu", torch.long) + start)
+                start += length
+            out[name] = torch.cat(parts)
         return out
 
 
@@ -105,9 +140,9 @@ def check_spec(model: nn.Module, spec: PermutationSpec) -> None:
         if len(perms) != len(shape):
             raise ValueError(f"permutation spec {name!r}: expected {len(shape)} axes, got {len(perms)}")
         for axis, p in enumerate(perms):
-            if p is not None and spec.sizes[p] != shape[axis]:
+            if p is not None and spec.axis_size(p) != shape[axis]:
                 raise ValueError(
-                    f"permutation spec {name!r} axis {axis}: expected {spec.sizes[p]} units for {p!r}, got {shape[axis]}"
+                    f"permutation spec {name!r} axis {axis}: expected {spec.axis_size(p)} units for {p!r}, got {shape[axis]}"
                 )
 
 
@@ -170,6 +205,18 @@ NOT_TENSOR = _NotTensor()
 
 
 @dataclass(frozen=True)
+class _Concat:
+    """Units of tensors concatenated along their units' axis: ``(group id or None, size)`` per segment."""
+
+    parts: tuple[tuple[int | None, int], ...]
+    name: str
+
+    @property
+    def size(self) -> int:
+        return sum(size for _, size in self.parts)
+
+
+@dataclass(frozen=True)
 class _Units:
     """Where a traced tensor's permuted units lie.
 
@@ -179,7 +226,7 @@ class _Units:
     channels flattened with positions) or ``"minor"`` (units innermost).
     """
 
-    group: int | None = None
+    group: int | _Concat | None = None
     axis: int = -1
     rank: int | None = None
     merged: str | None = None
@@ -241,7 +288,7 @@ class _UnitTracker:
         self.graph = graph
         self.model_name = type(model).__name__
         self.groups = _Groups()
-        self.axes: dict[str, tuple[int | None, ...]] = {}
+        self.axes: dict[str, tuple[int | _Concat | None, ...]] = {}
         self.views: dict[str, tuple[int, ...]] = {}
         self.fixed_tensors: set[str] = set()  # read by operations we do not follow: never permuted
         self.module_calls: dict[str, tuple[_Units, _Units]] = {}  # shared modules: (input, output) of first call
@@ -261,8 +308,42 @@ class _UnitTracker:
             return {k: self.value(v) for k, v in arg.items()}
         return NOT_TENSOR if not isinstance(arg, torch.Tensor) else _Attr("<constant>", arg)
 
+    def live(self, g: int | _Concat | None) -> bool:
+        """Whether group ``g`` (or any segment of a concatenation) is still to be permuted."""
+        if g is None:
+            return False
+        if isinstance(g, _Concat):
+            return any(self.live(p) for p, _ in g.parts)
+        return self.groups.find(g) != FIXED
+
     def permuted(self, v: Any) -> bool:
-        return isinstance(v, _Units) and v.group is not None and self.groups.find(v.group) != FIXED
+        return isinstance(v, _Units) and self.live(v.group)
+
+    def size_of(self, g: int | _Concat) -> int:
+        if isinstance(g, _Concat):
+            return g.size
+        size = self.groups.size[g]
+        assert size is not None
+        return size
+
+    def tie_groups(self, a: int | _Concat | None, b: int | _Concat | None) -> bool:
+        """Make ``a`` and ``b`` one permutation (``None``: fixed units); False when impossible."""
+        a = FIXED if a is None else a
+        b = FIXED if b is None else b
+        if isinstance(a, int) and isinstance(b, int):
+            return self.groups.tie(a, b)
+        if isinstance(b, int):
+            a, b = b, a
+        assert isinstance(b, _Concat)
+        if isinstance(a, int):
+            if self.groups.find(a) == FIXED:  # fixed units: every segment stays in place
+                return all(self.tie_groups(p, FIXED) for p, _ in b.parts)
+            return False  # one layer's units cannot follow two permutations side by side
+        if a is b:
+            return True
+        if [size for _, size in a.parts] != [size for _, size in b.parts]:
+            return False
+        return all(self.tie_groups(p, q) for (p, _), (q, _) in zip(a.parts, b.parts))
 
     def flat(self, v: Any) -> Iterable[Any]:
         if isinstance(v, (list, tuple)):
@@ -274,38 +355,35 @@ class _UnitTracker:
         else:
             yield v
 
-    def record(self, module_name: str, attr: str, axes: tuple[int | None, ...], view: tuple[int, ...] | None = None) -> None:
+    def record(self, module_name: str, attr: str, axes: tuple[int | _Concat | None, ...],
+               view: tuple[int, ...] | None = None) -> None:
         if getattr(self.model.get_submodule(module_name), attr, None) is None:
             return
         self.record_tensor(f"{module_name}.{attr}" if module_name else attr, axes, view)
 
-    def record_tensor(self, name: str, axes: tuple[int | None, ...], view: tuple[int, ...] | None = None) -> None:
+    def record_tensor(self, name: str, axes: tuple[int | _Concat | None, ...], view: tuple[int, ...] | None = None) -> None:
         if name in self.axes and self.axes[name] != axes:
             old = self.axes[name]
-            if len(old) != len(axes) or not all(self._tie_optional(a, b) for a, b in zip(old, axes)):
+            if len(old) != len(axes) or not all(self.tie_groups(a, b) for a, b in zip(old, axes)):
                 raise self.fail(name, "a shared tensor", "used with different units")
             return
         self.axes[name] = axes
         if view is not None:
             self.views[name] = view
 
-    def _tie_optional(self, a: int | None, b: int | None) -> bool:
-        if a is None or b is None:
-            return self.groups.tie(a if a is not None else FIXED, b if b is not None else FIXED)
-        return self.groups.tie(a, b)
-
-    def tie(self, a: int, b: int, where: str, op: str) -> None:
-        if not self.groups.tie(a, b):
-            raise self.fail(where, op, f"tensors of {self.groups.size[self.groups.find(a)]} and "
-                                       f"{self.groups.size[self.groups.find(b)]} units meet")
+    def tie(self, a: int | _Concat | None, b: int | _Concat | None, where: str, op: str) -> None:
+        if not self.tie_groups(a, b):
+            what = [f"a concatenation of {self.size_of(g)}" if isinstance(g, _Concat) else
+                    f"{self.size_of(g)}" for g in (a, b) if g is not None]
+            raise self.fail(where, op, f"units that cannot share one permutation meet ({' and '.join(what)} units)")
 
     def fix(self, v: Any) -> None:
         """Make every group in ``v`` unpermutable (e.g. a model output)."""
         for item in self.flat(v):
             if isinstance(item, _Units) and item.group is not None:
-                self.groups.tie(item.group, FIXED)
+                self.tie_groups(item.group, FIXED)
 
-    def unit_group(self, v: _Units) -> int | None:
+    def unit_group(self, v: _Units) -> int | _Concat | None:
         """The group of ``v`` if it is permuted, else None (recorded as an unpermuted axis)."""
         return v.group if self.permuted(v) else None
 
@@ -353,8 +431,7 @@ class _UnitTracker:
         if name in self.module_calls and any(True for _ in module.parameters(recurse=False)):
             first_in, first_out = self.module_calls[name]
             if first_in.group is not None or x.group is not None:
-                self.tie(first_in.group if first_in.group is not None else FIXED,
-                         x.group if x.group is not None else FIXED, name, op)
+                self.tie(first_in.group, x.group, name, op)
             return first_out
         out = self.module_units(name, module, op, x, args)
         self.module_calls.setdefault(name, (x, out))
@@ -387,7 +464,7 @@ class _UnitTracker:
             "a layer whose units this module cannot follow")
         return self.unsupported(name, op, args, reason)
 
-    def _input_group(self, name: str, op: str, x: _Units, axis: int) -> int | None:
+    def _input_group(self, name: str, op: str, x: _Units, axis: int) -> int | _Concat | None:
         """The group of ``x`` when its units lie on ``axis`` (negative); raise when they lie elsewhere."""
         group = self.unit_group(x)
         if group is not None and (x.axis != axis or x.merged is not None and axis != -1):
@@ -399,8 +476,7 @@ class _UnitTracker:
         inp = self._input_group(name, "Linear", x, -1)
         out = self.groups.new(module.out_features, name)
         if inp is not None and x.merged is not None:
-            units = self.groups.size[inp]
-            assert units is not None
+            units = self.size_of(inp)
             positions = module.in_features // units
             if x.merged == "major":
                 self.record(name, "weight", (out, inp, None), (module.out_features, units, positions))
@@ -586,13 +662,13 @@ class _UnitTracker:
         for other in units[1:]:
             if other.axis != first.axis or other.merged != first.merged:
                 raise self.fail(where, op, f"its operands hold units on different axes ({first.axis}, {other.axis})")
-            self.tie(first.group, other.group, where, op)  # type: ignore[arg-type]
+            self.tie(first.group, other.group, where, op)
         for v in operands:
             if isinstance(v, _Attr):
                 self.attr_operand(where, op, v, first)
             elif isinstance(v, _Units) and not self.permuted(v) and (v.rank is None or v.rank >= -first.axis):
                 # An unpermuted tensor reaching the units' axis would have to be permuted too: keep both fixed.
-                self.groups.tie(first.group, FIXED)  # type: ignore[arg-type]
+                self.tie_groups(first.group, FIXED)
         ranks = [v.rank for v in units if v.rank is not None]
         return _Units(first.group, first.axis, max(ranks) if ranks else None, first.merged)
 
@@ -602,11 +678,11 @@ class _UnitTracker:
             return  # broadcast along the units: nothing to permute
         model_tensor = attr.name in dict(self.model.named_parameters()) or attr.name in dict(self.model.named_buffers())
         if not model_tensor or units.merged is not None:
-            self.groups.tie(units.group, FIXED)  # type: ignore[arg-type]
+            self.tie_groups(units.group, FIXED)
             return
         if attr.name in self.fixed_tensors:
             raise self.fail(where, op, f"tensor {attr.name!r} is also read by an operation that is not followed")
-        axes: list[int | None] = [None] * len(shape)
+        axes: list[int | _Concat | None] = [None] * len(shape)
         axes[len(shape) + units.axis] = units.group
         self.record_tensor(attr.name, tuple(axes))
 
@@ -708,35 +784,45 @@ class _UnitTracker:
             return _Units(rank=next((u.rank for u in units if u.rank is not None), None))
         first = permuted[0]
         (d,) = self._dims(where, op, first, dim)
-        if d == first.axis:
-            raise self.fail(where, op, "concatenation along the units' axis joins two permutations in one axis")
-        return self.elementwise(where, op, units)
+        if d != first.axis:
+            return self.elementwise(where, op, units)
+        # Along the units' axis: each input's units stay a segment of the result's axis.
+        segments: list[tuple[int | None, int]] = []
+        for u in units:
+            if u.group is None:
+                raise self.fail(where, op, "it concatenates units with a tensor of unknown width")
+            if u.axis != first.axis or u.merged is not None:
+                raise self.fail(where, op, f"its inputs hold units on different axes ({first.axis}, {u.axis})")
+            segments.extend(u.group.parts if isinstance(u.group, _Concat) else [(u.group, self.size_of(u.group))])
+        ranks = [u.rank for u in units if u.rank is not None]
+        return _Units(_Concat(tuple(segments), where), first.axis, max(ranks) if ranks else None)
 
     # -- the result ------------------------------------------------------------------------------------------
 
     def spec(self) -> PermutationSpec:
-        names: dict[int, str] = {}
         sizes: dict[str, int] = {}
-        axes: dict[str, tuple[str | None, ...]] = {}
-        for tensor, groups in self.axes.items():
-            row: list[str | None] = []
-            for g in groups:
-                root = None if g is None else self.groups.find(g)
-                if root is None or root == FIXED:
-                    row.append(None)
-                    continue
-                if root not in names:
-                    names[root] = self.groups.name[root]
-                    size = self.groups.size[root]
-                    assert size is not None
-                    sizes[names[root]] = size
-                row.append(names[root])
-            axes[tensor] = tuple(row)
+        concats: dict[str, tuple[tuple[str | None, int], ...]] = {}
+
+        def name_of(g: int | _Concat | None) -> str | None:
+            if isinstance(g, _Concat):
+                segments = tuple((name_of(p), size) for p, size in g.parts)
+                if all(p is None for p, _ in segments):
+                    return None
+                concats[f"cat:{g.name}"] = segments
+                return f"cat:{g.name}"
+            root = None if g is None else self.groups.find(g)
+            if root is None or root == FIXED:
+                return None
+            name = self.groups.name[root]
+            sizes[name] = self.size_of(root)
+            return name
+
+        axes = {tensor: tuple(name_of(g) for g in groups) for tensor, groups in self.axes.items()}
         for name, t in [*self.model.named_parameters(), *self.model.named_buffers()]:
             if name not in axes:
                 axes[name] = (None,) * t.dim()
         views = {n: v for n, v in self.views.items() if any(p is not None for p in axes[n])}
-        return PermutationSpec(axes, views, dict(sorted(sizes.items())))
+        return PermutationSpec(axes, views, dict(sorted(sizes.items())), dict(sorted(concats.items())))
 
 
 def traced_permutation_spec(model: nn.Module) -> PermutationSpec:

@@ -1,7 +1,7 @@
 """Permutation specs traced from the fx graph: random permutations keep every model's function (lgeom's
-models, the zoo, torchvision, models defined here), the traced spec equals the hand-written ones, weight
-matching with it lowers the barrier between two MLPs trained on digits, and operations that mix units
-raise PermutationSpecError naming the module and the operation."""
+models, the zoo, torchvision, models defined here), the traced spec equals the hand-written ones,
+concatenations permute by segments, weight matching with it lowers the barrier between two MLPs trained
+on digits, and operations that mix units raise PermutationSpecError naming the module and the operation."""
 
 from __future__ import annotations
 
@@ -71,6 +71,27 @@ class NormsNet(nn.Module):
         return self.head(h)
 
 
+class DenseConcatNet(nn.Module):
+    """DenseNet-style: two branches concatenated with the stem along channels, BN over the concatenation,
+    a 1x1 transition, a second (nested) concatenation, and a flatten into the head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(2, 3, 3, padding=1)
+        self.branch_a = nn.Conv2d(3, 2, 1)
+        self.branch_b = nn.Conv2d(3, 4, 3, padding=1)
+        self.bn = nn.BatchNorm2d(9)
+        self.transition = nn.Conv2d(9, 5, 1)
+        self.head = nn.Linear((9 + 5) * 4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.stem(x))
+        h = torch.cat([h, self.branch_a(h), self.branch_b(h)], dim=1)
+        h = torch.relu(self.bn(h))
+        h = torch.cat([h, self.transition(h)], 1)
+        return self.head(nn.functional.avg_pool2d(h, 2).flatten(1))
+
+
 class DigitsMLP(nn.Module):
     """Flatten, two hidden layers, linear head (no registered permutation spec)."""
 
@@ -102,6 +123,7 @@ MODELS = {
     "torchvision-resnet18": ((3, 8, 8), _registered("torchvision:resnet18", {"cifar_stem": True})),
     "user-residual-conv": ((3, 8, 8), lambda shape: ResidualConvNet()),
     "user-norms": ((2, 5, 5), lambda shape: NormsNet()),
+    "user-concat": ((2, 4, 4), lambda shape: DenseConcatNet()),
 }
 HAND_WRITTEN = ["mlp", "resmlp", "cnn", "cnn-bn", "rescnn-bn", "preresnet8", "preresnet11-bottleneck"]
 
@@ -166,6 +188,23 @@ def test_user_models_get_the_traced_spec() -> None:
     assert norms.axes["head.weight"] == (None, "conv") and norms.axes["ln.weight"] == ("conv",)
 
 
+def test_concatenations_permute_by_segments_and_are_matched_back() -> None:
+    model, _ = _model("user-concat", seed=0)
+    spec = traced_permutation_spec(model)
+    assert spec.sizes == {"branch_a": 2, "branch_b": 4, "stem": 3, "transition": 5}
+    assert spec.concats == {"cat:cat": (("stem", 3), ("branch_a", 2), ("branch_b", 4)),
+                            "cat:cat_1": (("stem", 3), ("branch_a", 2), ("branch_b", 4), ("transition", 5))}
+    assert spec.axes["bn.running_mean"] == ("cat:cat",) and spec.axes["head.weight"] == (None, "cat:cat_1", None)
+    gen = torch.Generator().manual_seed(4)
+    perms = {p: torch.randperm(n, generator=gen) for p, n in spec.sizes.items()}
+    a, buffers = get_params(model), get_buffers(model)
+    al = weight_matching(model, a, apply_permutation(spec, perms, a), buffers_b=apply_permutation(spec, perms, buffers))
+    for n in a:
+        torch.testing.assert_close(al.params[n], a[n], rtol=0, atol=0)
+    for n in buffers:
+        torch.testing.assert_close(al.buffers[n], buffers[n], rtol=0, atol=0)
+
+
 def test_weight_matching_with_the_traced_spec_lowers_the_barrier_on_digits() -> None:
     train_set, test_set = build_dataset("digits", "train"), build_dataset("digits", "test")
     ends = []
@@ -213,14 +252,27 @@ class ChannelSplit(nn.Module):
         return self.head(h.mean(dim=(2, 3)))
 
 
-class ChannelConcat(nn.Module):
+class InputConcat(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.a, self.b = nn.Conv2d(1, 2, 1), nn.Conv2d(1, 3, 1)
+        self.a = nn.Conv2d(1, 2, 1)
+        self.head = nn.Linear(3, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The input's width is unknown to the trace, so the segments' places are too.
+        return self.head(torch.cat([x, self.a(x)], dim=1).mean(dim=(2, 3)))
+
+
+class ConcatPlusLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.c = nn.Conv2d(1, 2, 1), nn.Conv2d(1, 3, 1), nn.Conv2d(1, 5, 1)
         self.head = nn.Linear(5, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(torch.cat([self.a(x), self.b(x)], dim=1).mean(dim=(2, 3)))
+        # One layer's 5 units would have to follow the two permutations of the concatenation.
+        h = torch.cat([self.a(x), self.b(x)], dim=1) + self.c(x)
+        return self.head(h.mean(dim=(2, 3)))
 
 
 class CumulativeSum(nn.Module):
@@ -247,11 +299,12 @@ class DataDependent(nn.Module):
     [
         (TinyAttention(), "attn", "MultiheadAttention"),
         (ChannelSplit(), "reshape", "call_method reshape"),
-        (ChannelConcat(), "cat", "call_function cat"),
+        (InputConcat(), "cat", "call_function cat"),
+        (ConcatPlusLayer(), "add", "call_function add"),
         (CumulativeSum(), "cumsum", "call_function cumsum"),
         (DataDependent(), "forward", "torch.fx tracing"),
     ],
-    ids=["attention", "reshape", "concat", "unknown-function", "untraceable"],
+    ids=["attention", "reshape", "concat-input", "concat-plus-layer", "unknown-function", "untraceable"],
 )
 def test_operations_that_mix_units_raise_naming_module_and_op(model: nn.Module, where: str, op: str) -> None:
     with pytest.raises(PermutationSpecError) as err:
