@@ -19,10 +19,15 @@ output units through the graph:
 - the model's outputs are never permuted (logits keep their order).
 
 An operation that would mix units it cannot follow (attention heads, a reshape that splits or mixes the
-units' axis, a concatenation with a tensor of unknown width, a layer or function this module does not
-know) raises :class:`PermutationSpecError`, which
-names the module or graph node and the operation, so that a caller can skip alignment for that model and
-say why. Operations on tensors that carry no permuted units (the input, shapes) are never a problem.
+units' axis, a grouped convolution, a concatenation with a tensor of unknown width, a layer or function
+this module does not know) raises :class:`PermutationSpecError`, which names the module or graph node
+and the operation, so that a caller can skip alignment for that model and say why. Operations on tensors
+that carry no permuted units (the input, shapes) are never a problem.
+
+The trace has no shapes: ranks are inferred (a convolution's input is batched), so ``squeeze`` of a given
+axis is assumed to remove it. lgeom's own models and torchvision's ResNet, VGG, DenseNet, GoogLeNet,
+MobileNet and EfficientNet are followed; vision transformers, ConvNeXt (functional LayerNorm) and
+ShuffleNet (channel shuffle) raise.
 """
 
 from __future__ import annotations
@@ -373,9 +378,9 @@ class _UnitTracker:
 
     def tie(self, a: int | _Concat | None, b: int | _Concat | None, where: str, op: str) -> None:
         if not self.tie_groups(a, b):
-            what = [f"a concatenation of {self.size_of(g)}" if isinstance(g, _Concat) else
-                    f"{self.size_of(g)}" for g in (a, b) if g is not None]
-            raise self.fail(where, op, f"units that cannot share one permutation meet ({' and '.join(what)} units)")
+            what = [f"a concatenation of {self.size_of(g)} units" if isinstance(g, _Concat) else
+                    f"{self.size_of(g)} units of one layer" for g in (a, b) if g is not None]
+            raise self.fail(where, op, f"units that cannot share one permutation meet: {' and '.join(what)}")
 
     def fix(self, v: Any) -> None:
         """Make every group in ``v`` unpermutable (e.g. a model output)."""
