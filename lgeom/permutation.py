@@ -25,7 +25,7 @@ and the operation, so that a caller can skip alignment for that model and say wh
 that carry no permuted units (the input, shapes) are never a problem.
 
 The trace has no shapes: ranks are inferred (a convolution's input is batched), so ``squeeze`` of a given
-axis is assumed to remove it. lgeom's own models and torchvision's ResNet, VGG, DenseNet, GoogLeNet,
+axis is assumed to remove it. lgeom's own models and torchvision's ResNet, DenseNet, GoogLeNet, SqueezeNet,
 MobileNet and EfficientNet are followed; vision transformers, ConvNeXt (functional LayerNorm) and
 ShuffleNet (channel shuffle) raise.
 """
