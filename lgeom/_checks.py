@@ -40,6 +40,12 @@ def check_choice(what: str, value: Any, choices: Collection[Any]) -> None:
         raise expected(what, "one of " + ", ".join(repr(c) for c in sorted(choices, key=str)), value)
 
 
+def check_unit_interval(what: str, value: float) -> None:
+    """Raise unless ``0 <= value <= 1``."""
+    if not (isinstance(value, (int, float)) and 0.0 <= float(value) <= 1.0):
+        raise expected(what, "a number in [0, 1]", value)
+
+
 def check_ts(ts: Any) -> torch.Tensor:
     """Return ``ts`` as a 1-D float64 tensor after checking it is non-empty and inside [0, 1]."""
     t = torch.as_tensor(ts, dtype=torch.float64).reshape(-1)
