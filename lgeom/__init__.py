@@ -49,6 +49,7 @@ from lgeom.params import (
     unflatten,
 )
 from lgeom.path import Triangle, acc_auc, acc_drop, loss_barrier, loss_barrier_interp, path_metrics, triangle
+from lgeom.permutation import PermutationSpecError
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
 from lgeom.progress import ProgressEvent, TqdmProgress
 from lgeom.seed import set_seed
@@ -77,6 +78,7 @@ __all__ = [
     "OptimSpec",
     "ParamLayout",
     "PathResult",
+    "PermutationSpecError",
     "PointProbes",
     "PointsEval",
     "PolyChain",

@@ -9,7 +9,7 @@ computed here with torch's own BatchNorm (train mode, momentum 1, one batch hold
 with lgeom's recompute.
 
 Also the older helpers of the curvature/flatness probe tests (``tiny_mlp``, ``tiny_data``, ``image_data``,
-``one_batch``).
+``one_batch``) and of the alignment tests (``randomize_bn_state``).
 """
 
 from __future__ import annotations
@@ -79,6 +79,22 @@ def acb_points(arch: str, shape: tuple[int, ...], **kw: object) -> tuple[torch.n
     b = {n: p.detach().clone() for n, p in other.named_parameters()}
     c = {n: 0.5 * (a[n] + b[n]) + 0.3 * torch.randn_like(a[n]) for n in a}
     return model, a, c, b
+
+
+def randomize_bn_state(model: torch.nn.Module) -> torch.nn.Module:
+    """Draw ``model``'s BatchNorm running means from N(0, 1) and running variances from U(0.5, 2), then its
+    1-D parameters (biases, norm affines) from N(0, 1), in place with torch's global generator; return it in
+    eval mode, so that the running statistics (not batch statistics) enter its function."""
+    with torch.no_grad():
+        for name, b in model.named_buffers():
+            if name.endswith("running_mean"):
+                b.normal_()
+            elif name.endswith("running_var"):
+                b.uniform_(0.5, 2.0)
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_()
+    return model.eval()
 
 
 def one_batch(batches: Batches) -> Batches:

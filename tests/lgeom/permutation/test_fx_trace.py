@@ -1,7 +1,8 @@
-"""Permutation specs traced from the fx graph: random permutations keep every model's function (lgeom's
-models, the zoo, torchvision, models defined here), the traced spec equals the hand-written ones,
-concatenations permute by segments, weight matching with it lowers the barrier between two MLPs trained
-on digits, and operations that mix units raise PermutationSpecError naming the module and the operation."""
+"""Permutation specs traced from the fx graph (:mod:`lgeom.permutation.fx_trace`): random permutations keep
+every model's function (lgeom's models, the zoo, torchvision, models defined here), the traced spec equals
+the hand-written ones, concatenations permute by segments, weight matching with it lowers the barrier
+between two MLPs trained on digits, and operations that mix units raise PermutationSpecError naming the
+module and the operation."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from torch.func import functional_call
 from lgeom.align import apply_permutation, permutation_spec, weight_matching
 from lgeom.curves import Line
 from lgeom.data import build_dataset, make_loader
-from lgeom.evaluate import evaluate_path
 from lgeom.models import build_model
+from lgeom.multipoint import evaluate_path
 from lgeom.params import get_buffers, get_params
 from lgeom.path import loss_barrier
 from lgeom.permutation import PermutationSpecError, traced_permutation_spec
 from lgeom.train import TrainSpec, train
+from tests.lgeom.cases import randomize_bn_state
 
 D = torch.float64
 TOL = 1e-10  # float64: permuting only reorders sums, so outputs agree to rounding
@@ -132,17 +134,7 @@ def _model(name: str, seed: int) -> tuple[nn.Module, tuple[int, ...]]:
     """A float64 model in eval mode with random 1-D parameters (biases, norm affines) and BN statistics."""
     shape, make = MODELS[name]
     torch.manual_seed(seed)
-    model = make(shape).double()
-    with torch.no_grad():
-        for n, b in model.named_buffers():
-            if n.endswith("running_mean"):
-                b.normal_()
-            elif n.endswith("running_var"):
-                b.uniform_(0.5, 2.0)
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.normal_()
-    return model.eval(), shape
+    return randomize_bn_state(make(shape).double()), shape
 
 
 def _partition(spec) -> list[list[tuple[str, int]]]:
