@@ -15,6 +15,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from lgeom.data import DatasetNotFoundError
+from lgeom.train import NonFiniteLossError
+from pipelines.config import ConfigError, load_config
+from tracking.store import StoreUnavailableError
+
 # step -> (module, takes a preset, one-line help)
 STEPS: dict[str, tuple[str, bool, str]] = {
     "train": ("pipelines.train", True, "train the endpoints of every cell (checkpoints + metrics)"),
@@ -80,11 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lgeom`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    from lgeom.data import DatasetNotFoundError
-    from lgeom.train import NonFiniteLossError
-    from pipelines.config import ConfigError, load_config
-    from tracking.store import StoreUnavailableError
-
     parser = build_parser()
     args = parser.parse_args(argv)
     if not args.step:

@@ -18,7 +18,14 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import Cell, Config, config_from_dict, expand_matrix
+from lgeom.progress import ProgressEvent
+from pipelines.common import load_splits, train_endpoint
+from pipelines.config import Cell, Config, config_from_dict, config_hash, expand_matrix
+from pipelines.ray_runtime import ray_session
+from tracking.steps import log_tune_results
+
+# ray (and optuna through it) is imported inside the functions that run the search: importing it takes
+# seconds, and every ``lgeom`` command imports this module to build its parser.
 
 TUNED_KEYS = ("lr", "weight_decay", "batch_size")
 
@@ -50,9 +57,6 @@ def _tune_trial(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     accuracy after every epoch (ASHA stops weak trials early)."""
     from ray import tune
 
-    from lgeom.progress import ProgressEvent
-    from pipelines.common import load_splits, train_endpoint
-
     data = {**base, "train": {**base["train"], **{k: config[k] for k in TUNED_KEYS}}}
     cfg = config_from_dict(data)
 
@@ -77,8 +81,6 @@ def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, add
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
-
-    from pipelines.ray_runtime import ray_session
 
     c = cell.config
     param_space = {
@@ -182,8 +184,6 @@ def cli(cfg: Config, args: Any) -> int:
 def main(cfg: Config, preset: str, cell: Cell, space: SearchSpace, *, num_samples: int,
          address: str | None = None, out: Path | None = None) -> dict[str, Any]:
     """Search, write the tuned preset and log everything; returns the search outcome plus ``path``."""
-    from tracking.log import log_tune_results
-
     outcome = search(cfg, cell, space, num_samples=num_samples, address=address)
     slug = cell.name.replace("/", "-")
     path = out or Path(cfg.output_dir) / cfg.name / f"tuned-{slug}.yaml"
@@ -191,7 +191,8 @@ def main(cfg: Config, preset: str, cell: Cell, space: SearchSpace, *, num_sample
     preset_ref = preset if not Path(preset).suffix else str(Path(preset).resolve())
     path.write_text(yaml.safe_dump(tuned_preset(cfg, preset_ref, cell, outcome["best"]), sort_keys=False))
     outcome["path"] = path
-    log_tune_results(cfg, cell.name, outcome, path)
+    log_tune_results(outcome, study=cfg.name, cell=cell.name, config_hash=config_hash(cell.config),
+                     params=cell.config.flat(), preset_path=path)
     return outcome
 
 
