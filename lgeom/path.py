@@ -26,11 +26,13 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from lgeom._checks import expected
+from lgeom import names
+from lgeom._checks import check_same_structure, expected
+from lgeom.table import Table
 
 ArrayLike = Union[Sequence[float], np.ndarray, torch.Tensor]
 Point = Union[Mapping[str, torch.Tensor], torch.Tensor, np.ndarray, Sequence[float]]
-SPLITS = ("train", "test")
+SPLITS = names.SPLITS
 
 
 def _values(what: str, values: ArrayLike) -> np.ndarray:
@@ -151,54 +153,59 @@ def gen_gap_acc(train_accs: ArrayLike, test_accs: ArrayLike) -> np.ndarray:
     return _difference("train_accs", train_accs, "test_accs", test_accs)
 
 
-def path_metrics(table: Any) -> dict[str, float]:
+def path_metrics(table: Any, path: str | None = None) -> dict[str, float]:
     """Every scalar path metric of a path table (column ``t`` plus ``<split>_loss`` / ``<split>_acc``).
 
     Args:
         table: a :class:`~lgeom.table.Table` or any mapping of column name -> values, as returned by
             :func:`~lgeom.evaluate.evaluate_path`.
+        path: the path's name (``linear``, ``bezier`` ...): keys are then the metric contract's full names
+            (:mod:`lgeom.names`); without it they lack the path part.
 
     Returns:
         ``{"<split>.loss_barrier", "<split>.loss_barrier_interp", "<split>.acc_drop", "<split>.acc_auc"}``
         for each split present, plus ``"gen_gap_max"`` (max over t of test minus train loss) and
         ``"gen_gap_acc_max"`` (max over t of train minus test accuracy, percentage points) when both splits
-        are present. Prefix the keys with the path name for the metric contract's names.
+        are present; each prefixed with ``<path>.`` when ``path`` is given.
 
     Raises:
         ValueError: no ``t`` column or no split columns.
     """
-    names = list(table.names) if hasattr(table, "names") else list(table)
-    if "t" not in names:
-        raise expected("path table", "a column 't'", names)
+    columns = list(table.names) if hasattr(table, "names") else list(table)
+    if "t" not in columns:
+        raise expected("path table", "a column 't'", columns)
     ts = table["t"]
+    loss_of, acc_of = (lambda split: names.split_column(split, "loss")), (lambda split: names.split_column(split, "acc"))
     out: dict[str, float] = {}
     for split in SPLITS:
-        if f"{split}_loss" not in names:
+        if loss_of(split) not in columns:
             continue
-        loss, acc = table[f"{split}_loss"], table[f"{split}_acc"]
-        out[f"{split}.loss_barrier"] = loss_barrier(loss)
-        out[f"{split}.loss_barrier_interp"] = loss_barrier_interp(loss, ts)
-        out[f"{split}.acc_drop"] = acc_drop(acc)
-        out[f"{split}.acc_auc"] = acc_auc(acc, ts)
+        loss, acc = table[loss_of(split)], table[acc_of(split)]
+        out[names.barrier_metric(path, split, "loss_barrier")] = loss_barrier(loss)
+        out[names.barrier_metric(path, split, "loss_barrier_interp")] = loss_barrier_interp(loss, ts)
+        out[names.barrier_metric(path, split, "acc_drop")] = acc_drop(acc)
+        out[names.barrier_metric(path, split, "acc_auc")] = acc_auc(acc, ts)
     if not out:
-        raise expected("path table", "columns train_loss/train_acc and/or test_loss/test_acc", names)
-    if "train_loss" in names and "test_loss" in names:
-        out["gen_gap_max"] = float(np.max(gen_gap(table["train_loss"], table["test_loss"])))
-        out["gen_gap_acc_max"] = float(np.max(gen_gap_acc(table["train_acc"], table["test_acc"])))
+        raise expected("path table", "columns train_loss/train_acc and/or test_loss/test_acc", columns)
+    train, test = SPLITS
+    if loss_of(train) in columns and loss_of(test) in columns:
+        out[names.gap_metric(path, "gen_gap_max")] = float(np.max(gen_gap(table[loss_of(train)], table[loss_of(test)])))
+        out[names.gap_metric(path, "gen_gap_acc_max")] = float(np.max(gen_gap_acc(table[acc_of(train)], table[acc_of(test)])))
     return out
 
 
 def with_gen_gap(table: Any) -> Any:
     """``table`` (a :class:`~lgeom.table.Table`) with columns ``gen_gap`` and ``gen_gap_acc`` added when both
     splits are present; returned unchanged otherwise."""
-    from lgeom.table import Table
-
-    names = list(table.names)
-    if "train_loss" not in names or "test_loss" not in names:
+    train, test = SPLITS
+    loss = {s: names.split_column(s, "loss") for s in SPLITS}
+    acc = {s: names.split_column(s, "acc") for s in SPLITS}
+    if loss[train] not in table.names or loss[test] not in table.names:
         return table
     cols = dict(table.columns)
-    cols["gen_gap"] = gen_gap(table["train_loss"], table["test_loss"])
-    cols["gen_gap_acc"] = gen_gap_acc(table["train_acc"], table["test_acc"])
+    gap, gap_acc = names.GAP_COLUMNS
+    cols[gap] = gen_gap(table[loss[train]], table[loss[test]])
+    cols[gap_acc] = gen_gap_acc(table[acc[train]], table[acc[test]])
     return Table(cols)
 
 
@@ -249,8 +256,6 @@ def triangle(a: Point, c: Point, b: Point) -> Triangle:
         ValueError: points of different sizes or parameter names.
     """
     if isinstance(a, Mapping) and isinstance(c, Mapping) and isinstance(b, Mapping):
-        from lgeom._checks import check_same_structure
-
         check_same_structure(a, c, first_name="A", second_name="C")
         check_same_structure(a, b, first_name="A", second_name="B")
         c = {n: c[n] for n in a}
