@@ -31,7 +31,7 @@ import torch
 
 def bare_compute(cfg, cells, root: Path) -> list[float]:
     """Seconds each cell's stages take without orchestration or tracking."""
-    from pipelines.bundle import Bundle
+    from tracking.bundle import Bundle
     from pipelines.trial import StageLog, run_stages, work_dir
 
     times = []

@@ -117,7 +117,7 @@ def build_trial_bundle(root: Path, *, seed: int = 0, metrics: dict[str, float] |
     from lgeom.models import build_model
     from lgeom.params import get_buffers, get_params
     from lgeom.table import Table
-    from pipelines.bundle import Bundle
+    from tracking.bundle import Bundle
 
     torch.manual_seed(seed)
     spec = dict(num_classes=3, in_shape=(4,), depth=2, width=8, activation="relu")

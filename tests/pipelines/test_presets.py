@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.bundle import Bundle
+from tracking.bundle import Bundle
 from pipelines.config import expand_matrix, load_config
 from pipelines.trial import StageLog, run_stages, work_dir
 

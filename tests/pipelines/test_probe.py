@@ -15,7 +15,7 @@ from lgeom.curves import Bezier, save_curve
 from lgeom.models import build_model
 from lgeom.probes import ProbeSettings
 from lgeom.table import Table
-from pipelines.bundle import Bundle
+from tracking.bundle import Bundle
 from pipelines.cli import main as cli_main
 from pipelines.config import Config, ProbeConfig, expand_matrix, load_config
 from pipelines.probe import merge_on_t, probe_cell, write_path_probes
