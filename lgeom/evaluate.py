@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lgeom import names
 from lgeom._checks import check_ts, expected
 from lgeom.data import as_batches
 from lgeom.params import Params, functional_forward, get_buffers, get_params
@@ -324,11 +325,11 @@ def evaluate_path(
         row = {"t": t}
         for split in splits:
             if i in endpoint_rows:
-                row[f"{split}_loss"] = endpoint_rows[i][split].loss
-                row[f"{split}_acc"] = endpoint_rows[i][split].acc
+                row[names.split_column(split, "loss")] = endpoint_rows[i][split].loss
+                row[names.split_column(split, "acc")] = endpoint_rows[i][split].acc
             else:
-                row[f"{split}_loss"] = float(batched[split].loss[position[i]])
-                row[f"{split}_acc"] = float(batched[split].acc[position[i]])
+                row[names.split_column(split, "loss")] = float(batched[split].loss[position[i]])
+                row[names.split_column(split, "acc")] = float(batched[split].acc[position[i]])
         rows.append(row)
         if progress is not None:
             progress({"index": i, **row})

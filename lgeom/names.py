@@ -322,7 +322,7 @@ def contract_rows() -> list[tuple[str, str, str]]:
     """The contract as ``(kind, name, meaning)`` rows, names rendered with ``<placeholders>``."""
     p, c, s, pt, e = "<path>", "<curve>", "<split>", "<point>", "<endpoint>"
     def q(options: tuple[str, ...]) -> str:
-        return "{" + ",".join(options) + "}"
+        return options[0] if len(options) == 1 else "{" + ",".join(options) + "}"
 
     rows = [
         ("placeholder", f"`{p}`", f"{', '.join(PATHS)}, each also as `{aligned(p)}` when B is aligned onto A"),
