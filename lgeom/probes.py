@@ -41,6 +41,7 @@ from lgeom.hessian import (
     power_eigenvalues,
     slq_density,
 )
+from lgeom.names import CURVATURE, HESSIAN, PROBE, SHARPNESS
 from lgeom.params import Params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.sharpness import (
@@ -55,7 +56,6 @@ from lgeom.sharpness import (
     worst_sharpness,
 )
 from lgeom.surfaces.slices import SliceResult, slice_1d, slice_2d
-from lgeom.names import CURVATURE, HESSIAN, PROBE, SHARPNESS
 from lgeom.table import Table
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]

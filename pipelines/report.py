@@ -8,13 +8,12 @@ and logged as the ``report/`` artifact of the study's parent run.
 from __future__ import annotations
 
 import html
+import io
 import re
 import sys
 import time
 from pathlib import Path
 from typing import Any
-
-import io
 
 import pandas as pd
 
