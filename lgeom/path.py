@@ -175,12 +175,13 @@ def path_metrics(table: Any, path: str | None = None) -> dict[str, float]:
     if "t" not in columns:
         raise expected("path table", "a column 't'", columns)
     ts = table["t"]
-    loss_of, acc_of = (lambda split: names.split_column(split, "loss")), (lambda split: names.split_column(split, "acc"))
+    loss_col = {s: names.split_column(s, "loss") for s in SPLITS}
+    acc_col = {s: names.split_column(s, "acc") for s in SPLITS}
     out: dict[str, float] = {}
     for split in SPLITS:
-        if loss_of(split) not in columns:
+        if loss_col[split] not in columns:
             continue
-        loss, acc = table[loss_of(split)], table[acc_of(split)]
+        loss, acc = table[loss_col[split]], table[acc_col[split]]
         out[names.barrier_metric(path, split, "loss_barrier")] = loss_barrier(loss)
         out[names.barrier_metric(path, split, "loss_barrier_interp")] = loss_barrier_interp(loss, ts)
         out[names.barrier_metric(path, split, "acc_drop")] = acc_drop(acc)
@@ -188,9 +189,9 @@ def path_metrics(table: Any, path: str | None = None) -> dict[str, float]:
     if not out:
         raise expected("path table", "columns train_loss/train_acc and/or test_loss/test_acc", columns)
     train, test = SPLITS
-    if loss_of(train) in columns and loss_of(test) in columns:
-        out[names.gap_metric(path, "gen_gap_max")] = float(np.max(gen_gap(table[loss_of(train)], table[loss_of(test)])))
-        out[names.gap_metric(path, "gen_gap_acc_max")] = float(np.max(gen_gap_acc(table[acc_of(train)], table[acc_of(test)])))
+    if loss_col[train] in columns and loss_col[test] in columns:
+        out[names.gap_metric(path, "gen_gap_max")] = float(np.max(gen_gap(table[loss_col[train]], table[loss_col[test]])))
+        out[names.gap_metric(path, "gen_gap_acc_max")] = float(np.max(gen_gap_acc(table[acc_col[train]], table[acc_col[test]])))
     return out
 
 
