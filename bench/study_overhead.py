@@ -31,8 +31,8 @@ import torch
 
 def bare_compute(cfg, cells, root: Path) -> list[float]:
     """Seconds each cell's stages take without orchestration or tracking."""
-    from pipelines.bundle import Bundle
     from pipelines.trial import StageLog, run_stages, work_dir
+    from tracking.bundle import Bundle
 
     times = []
     for cell in cells:

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
+from lgeom import names
 from lgeom._checks import check_same_structure, expected
 from lgeom.align import Alignment, weight_matching
 from lgeom.batchnorm import has_batchnorm
@@ -34,9 +35,9 @@ from lgeom.progress import Callback, ProgressEvent, emit
 from lgeom.surfaces.three_point_plane import PlaneResult, plane
 from lgeom.table import Table
 
-FITTED_KINDS = ("bezier", "polychain")
-LINE_NAME = "linear"
-ALIGNED_SUFFIX = "_aligned"
+FITTED_KINDS = names.CURVES
+LINE_NAME = names.LINE
+ALIGNED_SUFFIX = names.ALIGNED_SUFFIX
 
 
 @dataclass(frozen=True)
@@ -142,16 +143,16 @@ class PathResult:
     def flat_metrics(self) -> dict[str, float]:
         """This path's scalar metrics under the contract's names (``<path>.test.loss_barrier``,
         ``<path>.gen_gap_max``, ``<curve>.dist_ac`` ...; phi(0.5)'s triangle under ``<curve>.mid.*``)."""
-        out = {f"{self.name}.{k}": v for k, v in self.metrics.items()}
+        out = path_metrics(self.table, self.name)
         if self.triangle is not None:
-            out.update({f"{self.name}.{k}": v for k, v in self.triangle.as_dict().items()})
+            out.update({names.triangle_metric(self.name, k): v for k, v in self.triangle.as_dict().items()})
         if self.mid_triangle is not None:
-            out.update({f"{self.name}.mid.{k}": v for k, v in self.mid_triangle.as_dict().items()})
+            out.update({names.triangle_metric(self.name, k, point=names.MID): v for k, v in self.mid_triangle.as_dict().items()})
         if self.triangle is None:
-            out[f"{self.name}.dist_ab"] = distance(self.curve.start, self.curve.end)
+            out[names.triangle_metric(self.name, "dist_ab")] = distance(self.curve.start, self.curve.end)
         if self.fit is not None and len(self.fit.history):
-            out[f"{self.name}.fit_loss"] = float(self.fit.history["loss"][-1])
-            out[f"{self.name}.fit_time_s"] = float(self.fit.wall_time_s)
+            out[names.fit_metric(self.name, "fit_loss")] = float(self.fit.history["loss"][-1])
+            out[names.fit_metric(self.name, "fit_time_s")] = float(self.fit.wall_time_s)
         return out
 
 
@@ -181,14 +182,14 @@ class ConnectResult:
         out: dict[str, float] = {}
         for ep, results in self.endpoints.items():
             for split, res in results.items():
-                out[f"{ep}.{split}_loss"] = res.loss
-                out[f"{ep}.{split}_acc"] = res.acc
+                out[names.endpoint_metric(ep, split, "loss")] = res.loss
+                out[names.endpoint_metric(ep, split, "acc")] = res.acc
         for p in self.paths.values():
             out.update(p.flat_metrics())
         if self.alignment is not None:
-            out["align.iterations"] = float(self.alignment.iterations)
-            out["align.similarity_before"] = self.alignment.similarity_before
-            out["align.similarity_after"] = self.alignment.similarity_after
+            out[names.align_metric("iterations")] = float(self.alignment.iterations)
+            out[names.align_metric("similarity_before")] = self.alignment.similarity_before
+            out[names.align_metric("similarity_after")] = self.alignment.similarity_after
         return out
 
 
@@ -200,7 +201,7 @@ def distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> fl
 def path_names(spec: ConnectSpec) -> list[str]:
     """Names of the paths :func:`connect_pair` computes for ``spec``, in order."""
     base = [LINE_NAME, *spec.kinds]
-    return base + ([n + ALIGNED_SUFFIX for n in base] if spec.align else [])
+    return base + ([names.aligned(n) for n in base] if spec.align else [])
 
 
 def _subset(dataset: Dataset, n: int | None, seed: int) -> Dataset:
@@ -315,7 +316,8 @@ def connect_path(
     """
     if kind not in CURVE_KINDS:
         raise expected("curve kind", "one of " + ", ".join(sorted(CURVE_KINDS)), kind)
-    name = (LINE_NAME if kind == "line" else kind) + (ALIGNED_SUFFIX if aligned else "")
+    name = LINE_NAME if kind == "line" else kind
+    name = names.aligned(name) if aligned else name
     curve = build_curve(kind, a, b, spec.bends)
     fit = None
     if curve.bends:
@@ -408,7 +410,7 @@ def connect_pair(
             )
             paths[res.name] = res
             emit(cbs, ProgressEvent("connect", "step", len(paths), total, metrics={
-                f"{res.name}.test.loss_barrier": res.metrics.get("test.loss_barrier", math.nan)}))
+                names.barrier_metric(res.name, "test", "loss_barrier"): res.metrics.get(names.barrier_metric(None, "test", "loss_barrier"), math.nan)}))
     emit(cbs, ProgressEvent("connect", "end", len(paths), total))
     return ConnectResult(
         a_params={n: v.detach() for n, v in a.items()}, a_buffers=a_buf,

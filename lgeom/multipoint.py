@@ -29,6 +29,7 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from lgeom import names
 from lgeom._checks import check_positive_int, check_ts, expected
 from lgeom.batchnorm import bn_statistics, has_batchnorm
 from lgeom.data import as_batches
@@ -481,11 +482,11 @@ def evaluate_path(
         row = {"t": t}
         for split in splits:
             if i in endpoint_rows:
-                row[f"{split}_loss"] = endpoint_rows[i][split].loss
-                row[f"{split}_acc"] = endpoint_rows[i][split].acc
+                row[names.split_column(split, "loss")] = endpoint_rows[i][split].loss
+                row[names.split_column(split, "acc")] = endpoint_rows[i][split].acc
             else:
-                row[f"{split}_loss"] = float(batched[split].loss[position[i]])
-                row[f"{split}_acc"] = float(batched[split].acc[position[i]])
+                row[names.split_column(split, "loss")] = float(batched[split].loss[position[i]])
+                row[names.split_column(split, "acc")] = float(batched[split].acc[position[i]])
         rows.append(row)
         if progress is not None:
             progress({"index": i, **row})

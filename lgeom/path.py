@@ -26,12 +26,13 @@ from typing import Any, Union
 import numpy as np
 import torch
 
+from lgeom import names
 from lgeom._checks import check_same_structure, expected
 from lgeom.table import Table
 
 ArrayLike = Union[Sequence[float], np.ndarray, torch.Tensor]
 Point = Union[Mapping[str, torch.Tensor], torch.Tensor, np.ndarray, Sequence[float]]
-SPLITS = ("train", "test")
+SPLITS = names.SPLITS
 
 
 def _values(what: str, values: ArrayLike) -> np.ndarray:
@@ -66,9 +67,6 @@ def loss_barrier(losses: ArrayLike) -> float:
 
     Raises:
         ValueError: empty or non-1-D input.
-
-    >>> loss_barrier([1.0, 3.0, 2.0])  # 3 - max(1, 2)
-    1.0
     """
     loss = _values("losses", losses)
     return float(np.max(loss) - max(loss[0], loss[-1]))
@@ -87,11 +85,6 @@ def loss_barrier_interp(losses: ArrayLike, ts: ArrayLike | None = None) -> float
 
     Raises:
         ValueError: empty input, ``ts`` of another length, t outside [0, 1] or not increasing.
-
-    >>> loss_barrier_interp([1.0, 3.0, 2.0])  # at t = 1/2: 3 - (1 + 2) / 2
-    1.5
-    >>> loss_barrier_interp([1.0, 3.0, 2.0], ts=[0.0, 0.25, 1.0])  # 3 - (0.75 * 1 + 0.25 * 2)
-    1.75
     """
     loss = _values("losses", losses)
     t = _ts(ts, loss.size)
@@ -103,9 +96,6 @@ def acc_drop(accs: ArrayLike) -> float:
 
     Raises:
         ValueError: empty or non-1-D input.
-
-    >>> acc_drop([90.0, 60.0, 85.0])
-    30.0
     """
     acc = _values("accs", accs)
     return float(np.max(acc) - np.min(acc))
@@ -163,52 +153,60 @@ def gen_gap_acc(train_accs: ArrayLike, test_accs: ArrayLike) -> np.ndarray:
     return _difference("train_accs", train_accs, "test_accs", test_accs)
 
 
-def path_metrics(table: Any) -> dict[str, float]:
+def path_metrics(table: Any, path: str | None = None) -> dict[str, float]:
     """Every scalar path metric of a path table (column ``t`` plus ``<split>_loss`` / ``<split>_acc``).
 
     Args:
         table: a :class:`~lgeom.table.Table` or any mapping of column name -> values, as returned by
             :func:`~lgeom.multipoint.evaluate_path`.
+        path: the path's name (``linear``, ``bezier`` ...): keys are then the metric contract's full names
+            (:mod:`lgeom.names`); without it they lack the path part.
 
     Returns:
         ``{"<split>.loss_barrier", "<split>.loss_barrier_interp", "<split>.acc_drop", "<split>.acc_auc"}``
         for each split present, plus ``"gen_gap_max"`` (max over t of test minus train loss) and
         ``"gen_gap_acc_max"`` (max over t of train minus test accuracy, percentage points) when both splits
-        are present. Prefix the keys with the path name for the metric contract's names.
+        are present; each prefixed with ``<path>.`` when ``path`` is given.
 
     Raises:
         ValueError: no ``t`` column or no split columns.
     """
-    names = list(table.names) if hasattr(table, "names") else list(table)
-    if "t" not in names:
-        raise expected("path table", "a column 't'", names)
+    columns = list(table.names) if hasattr(table, "names") else list(table)
+    if "t" not in columns:
+        raise expected("path table", "a column 't'", columns)
     ts = table["t"]
+    loss_col = {s: names.split_column(s, "loss") for s in SPLITS}
+    acc_col = {s: names.split_column(s, "acc") for s in SPLITS}
     out: dict[str, float] = {}
     for split in SPLITS:
-        if f"{split}_loss" not in names:
+        if loss_col[split] not in columns:
             continue
-        loss, acc = table[f"{split}_loss"], table[f"{split}_acc"]
-        out[f"{split}.loss_barrier"] = loss_barrier(loss)
-        out[f"{split}.loss_barrier_interp"] = loss_barrier_interp(loss, ts)
-        out[f"{split}.acc_drop"] = acc_drop(acc)
-        out[f"{split}.acc_auc"] = acc_auc(acc, ts)
+        loss, acc = table[loss_col[split]], table[acc_col[split]]
+        out[names.barrier_metric(path, split, "loss_barrier")] = loss_barrier(loss)
+        out[names.barrier_metric(path, split, "loss_barrier_interp")] = loss_barrier_interp(loss, ts)
+        out[names.barrier_metric(path, split, "acc_drop")] = acc_drop(acc)
+        out[names.barrier_metric(path, split, "acc_auc")] = acc_auc(acc, ts)
     if not out:
-        raise expected("path table", "columns train_loss/train_acc and/or test_loss/test_acc", names)
-    if "train_loss" in names and "test_loss" in names:
-        out["gen_gap_max"] = float(np.max(gen_gap(table["train_loss"], table["test_loss"])))
-        out["gen_gap_acc_max"] = float(np.max(gen_gap_acc(table["train_acc"], table["test_acc"])))
+        raise expected("path table", "columns train_loss/train_acc and/or test_loss/test_acc", columns)
+    train, test = SPLITS
+    if loss_col[train] in columns and loss_col[test] in columns:
+        out[names.gap_metric(path, "gen_gap_max")] = float(np.max(gen_gap(table[loss_col[train]], table[loss_col[test]])))
+        out[names.gap_metric(path, "gen_gap_acc_max")] = float(np.max(gen_gap_acc(table[acc_col[train]], table[acc_col[test]])))
     return out
 
 
 def with_gen_gap(table: Any) -> Any:
     """``table`` (a :class:`~lgeom.table.Table`) with columns ``gen_gap`` and ``gen_gap_acc`` added when both
     splits are present; returned unchanged otherwise."""
-    names = list(table.names)
-    if "train_loss" not in names or "test_loss" not in names:
+    train, test = SPLITS
+    loss = {s: names.split_column(s, "loss") for s in SPLITS}
+    acc = {s: names.split_column(s, "acc") for s in SPLITS}
+    if loss[train] not in table.names or loss[test] not in table.names:
         return table
     cols = dict(table.columns)
-    cols["gen_gap"] = gen_gap(table["train_loss"], table["test_loss"])
-    cols["gen_gap_acc"] = gen_gap_acc(table["train_acc"], table["test_acc"])
+    gap, gap_acc = names.GAP_COLUMNS
+    cols[gap] = gen_gap(table[loss[train]], table[loss[test]])
+    cols[gap_acc] = gen_gap_acc(table[acc[train]], table[acc[test]])
     return Table(cols)
 
 
@@ -257,12 +255,6 @@ def triangle(a: Point, c: Point, b: Point) -> Triangle:
 
     Raises:
         ValueError: points of different sizes or parameter names.
-
-    A 3-4-5 right triangle with the right angle at C:
-
-    >>> tri = triangle([3.0, 0.0], [0.0, 0.0], [0.0, 4.0])
-    >>> tri.dist_ac, tri.dist_bc, tri.dist_ab, round(tri.angle_acb_deg, 9), round(tri.area, 9)
-    (3.0, 4.0, 5.0, 90.0, 6.0)
     """
     if isinstance(a, Mapping) and isinstance(c, Mapping) and isinstance(b, Mapping):
         check_same_structure(a, c, first_name="A", second_name="C")

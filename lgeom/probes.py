@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lgeom import names
 from lgeom._checks import check_ts, expected
 from lgeom.batchnorm import bn_statistics, has_batchnorm
 from lgeom.data import as_batches
@@ -40,6 +41,7 @@ from lgeom.hessian import (
     power_eigenvalues,
     slq_density,
 )
+from lgeom.names import CURVATURE, HESSIAN, PROBE, SHARPNESS
 from lgeom.params import Params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.sharpness import (
@@ -213,6 +215,29 @@ class PointProbes:
     slice_2d: SliceResult | None = None
     timings: dict[str, float] = field(default_factory=dict)
 
+    def scalars(self, *, include_topk: bool = False) -> list[tuple[str, str, float]]:
+        """``(family, quantity, value)`` of every scalar of the probes that ran (see :meth:`summary`);
+        :mod:`lgeom.names` turns the first two into a metric name or a path-table column."""
+        out: list[tuple[str, str, float]] = [(PROBE, "loss", self.loss)]
+        if self.eigen is not None:
+            out += [(HESSIAN, "lambda_max", self.eigen.lambda_max), (HESSIAN, "topk_mean", float(np.mean(self.eigen.values))),
+                    (HESSIAN, "converged", float(np.mean(self.eigen.converged))), (HESSIAN, "n_hvp", float(self.eigen.n_hvp))]
+            if include_topk:
+                out += [(HESSIAN, names.topk_quantity(i + 1), float(v)) for i, v in enumerate(self.eigen.values)]
+        if self.trace is not None:
+            out += [(HESSIAN, "trace", self.trace.mean), (HESSIAN, "trace_stderr", self.trace.stderr)]
+        if self.density is not None:
+            out.append((HESSIAN, "density_mean", self.density.mean()))
+        if self.average is not None:
+            out += [(SHARPNESS, "eps_avg", self.average.mean), (SHARPNESS, "eps_avg_max", self.average.max),
+                    (SHARPNESS, "flatness", self.average.flatness)]
+        if self.worst is not None:
+            out.append((SHARPNESS, "eps_worst", self.worst.increase))
+        if self.curvature is not None:
+            out += [(CURVATURE, "mc_mean", self.curvature.mean), (CURVATURE, "mc_std", self.curvature.std),
+                    (CURVATURE, "mc_frac_negative", self.curvature.frac_negative)]
+        return out
+
     def summary(self, *, include_topk: bool = False) -> dict[str, float]:
         """Scalars as ``<family>.<name>`` (the metric contract without the point):
 
@@ -222,35 +247,16 @@ class PointProbes:
         ``sharpness.eps_avg_max``, ``sharpness.flatness``, ``sharpness.eps_worst``, ``curvature.mc_mean``,
         ``curvature.mc_std``, ``curvature.mc_frac_negative`` for the probes that ran.
         """
-        out: dict[str, float] = {"probe.loss": self.loss}
-        if self.eigen is not None:
-            out["hessian.lambda_max"] = self.eigen.lambda_max
-            out["hessian.topk_mean"] = float(np.mean(self.eigen.values))
-            out["hessian.converged"] = float(np.mean(self.eigen.converged))
-            out["hessian.n_hvp"] = float(self.eigen.n_hvp)
-            if include_topk:
-                out.update({f"hessian.top{i + 1}": float(v) for i, v in enumerate(self.eigen.values)})
-        if self.trace is not None:
-            out["hessian.trace"] = self.trace.mean
-            out["hessian.trace_stderr"] = self.trace.stderr
-        if self.density is not None:
-            out["hessian.density_mean"] = self.density.mean()
-        if self.average is not None:
-            out["sharpness.eps_avg"] = self.average.mean
-            out["sharpness.eps_avg_max"] = self.average.max
-            out["sharpness.flatness"] = self.average.flatness
-        if self.worst is not None:
-            out["sharpness.eps_worst"] = self.worst.increase
-        if self.curvature is not None:
-            out["curvature.mc_mean"] = self.curvature.mean
-            out["curvature.mc_std"] = self.curvature.std
-            out["curvature.mc_frac_negative"] = self.curvature.frac_negative
-        return out
+        return {names.probe_metric(f, q): v for f, q, v in self.scalars(include_topk=include_topk)}
+
+    def metrics(self, point: str) -> dict[str, float]:
+        """:meth:`summary` under the metric contract's names at ``point`` (``hessian.<point>.lambda_max`` ...)."""
+        return {names.probe_metric(f, q, point=point): v for f, q, v in self.scalars()}
 
     def columns(self) -> dict[str, float]:
-        """:meth:`summary` (with top-k) as path-table columns: dots become underscores
-        (``hessian_lambda_max``, ``hessian_top1``, ``sharpness_eps_avg``, ``probe_loss`` ...)."""
-        return {k.replace(".", "_"): v for k, v in self.summary(include_topk=True).items()}
+        """:meth:`summary` (with top-k) as path-table columns (``hessian_lambda_max``, ``hessian_top1``,
+        ``sharpness_eps_avg``, ``probe_loss`` ...)."""
+        return {names.probe_column(f, q): v for f, q, v in self.scalars(include_topk=True)}
 
     def spectrum(self) -> dict[str, Any]:
         """The Hessian results as one JSON-ready document (``spectra/<point>.json``): ``eigenvalues``,

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from lgeom import names
 from lgeom._checks import expected
 from lgeom.data import make_loader
 from lgeom.device import resolve_device
@@ -302,7 +303,7 @@ def train(
     final = {"train": evaluate(model, make_loader(train_eval_data or train_data, eval_bs))}
     if test_data is not None:
         final["test"] = evaluate(model, make_loader(test_data, eval_bs))
-    emit(cbs, ProgressEvent("train", "end", step, total_steps, spec.epochs - 1, {f"{k}_acc": v.acc for k, v in final.items()}))
+    emit(cbs, ProgressEvent("train", "end", step, total_steps, spec.epochs - 1, {names.split_column(k, "acc"): v.acc for k, v in final.items()}))
     result = TrainResult(
         history=Table.from_rows(rows),
         init_params=init_params,

@@ -16,7 +16,6 @@ from lgeom.models import build_model
 from lgeom.progress import Callback
 from lgeom.seed import set_seed
 from lgeom.train import TrainResult, TrainSpec, train
-from pipelines.bundle import write_json  # noqa: F401  (re-exported for the steps)
 from pipelines.config import Config, data_options, train_spec_kwargs
 
 

@@ -13,6 +13,11 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+from pipelines.report import main_table, with_setting
+from tracking import query
+from tracking.query import FORMATS
+from tracking.store import StoreUnavailableError, connect
+
 TABLES = ("compare", "depth-auc", "depth-triangle")
 
 
@@ -22,8 +27,6 @@ def _split(value: str | None) -> list[str]:
 
 def add_arguments(parser: Any, step: str) -> None:
     """``--study``, ``--metrics``, ``--by``, ``--table``, ``--format``, ``--stage``, ``--tracking-uri``."""
-    from tracking.query import FORMATS
-
     parser.add_argument("--study", required=True, help="study (MLflow experiment) name")
     parser.add_argument("--metrics", default="", help="comma-separated metric names (for --table compare; default: the main comparison per setting)")
     parser.add_argument("--by", default="", help="comma-separated grouping keys (default: the setting, i.e. the cell "
@@ -36,10 +39,6 @@ def add_arguments(parser: Any, step: str) -> None:
 
 def cli(cfg: Any, args: Any) -> int:
     """Print the table; exit 2 for bad input (unknown study, metric or key), 1 if the store is unreachable."""
-    from pipelines.report import main_table, with_setting
-    from tracking import query
-    from tracking.store import StoreUnavailableError, connect
-
     prog = "lgeom compare"
     by = _split(args.by) or (["setting"] if args.table == "compare" else ["model", "dataset"])
     metrics = _split(args.metrics)

@@ -3,7 +3,7 @@ the same after aligning B onto A when ``curve.align``), measure the paths and th
 
 The endpoints are two checkpoints written by ``lgeom train`` (``--a`` / ``--b``, one cell) or are trained
 (or reused, or resumed) from the preset with the first two seeds of ``train.seeds``. Results go to the
-bundle ``<output_dir>/<name>/<cell>/connect/`` (see :mod:`pipelines.bundle`), written all at once: a run
+bundle ``<output_dir>/<name>/<cell>/connect/`` (see :mod:`tracking.bundle`), written all at once: a run
 that fails leaves any earlier bundle as it was.
 
     lgeom connect --preset quick
@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from lgeom import names
 from lgeom._checks import check_same_structure
 from lgeom.connect import ConnectResult, ConnectSpec, connect_pair, spec_from_settings
 from lgeom.curves import check_model_matches
@@ -31,10 +32,13 @@ from lgeom.data import Splits
 from lgeom.device import resolve_device
 from lgeom.params import Params, count_params
 from lgeom.seed import set_seed
-from pipelines.bundle import Bundle
 from pipelines.common import build_cell_model, cell_dir, load_splits, train_endpoint
 from pipelines.config import Cell, Config, config_hash
 from pipelines.train import select_cells
+from tracking.bundle import Bundle
+from tracking.figures.paths import plot_paths, plot_plane
+from tracking.steps import log_step_bundle
+from tracking.store import connect
 
 
 def main(cfg: Config, *, a: str | None = None, b: str | None = None, cell: str | None = None, progress: bool = True,
@@ -55,8 +59,6 @@ def main(cfg: Config, *, a: str | None = None, b: str | None = None, cell: str |
     if a is not None and len(cells) > 1:
         raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)} with --a/--b, got none")
     if track and store is None:
-        from tracking.store import connect
-
         store = connect()
     summaries = []
     for c in cells:
@@ -77,14 +79,13 @@ def main(cfg: Config, *, a: str | None = None, b: str | None = None, cell: str |
         write_bundle_atomically(out, functools.partial(_fill_cell_bundle, cell=c, result=result, model=model, splits=splits))
         metrics = result.metrics()
         for name in result.paths:
-            print(f"{c.name} {name}: test loss barrier {metrics[f'{name}.test.loss_barrier']:.4f}, "
-                  f"test acc drop {metrics[f'{name}.test.acc_drop']:.2f} pp")
+            print(f"{c.name} {name}: test loss barrier {metrics[names.barrier_metric(name, 'test', 'loss_barrier')]:.4f}, "
+                  f"test acc drop {metrics[names.barrier_metric(name, 'test', 'acc_drop')]:.2f} pp")
         print(f"{c.name}: results in {out}")
         summary = {"cell": c.name, "bundle": str(out), "metrics": metrics}
         if track:
-            from tracking.log import log_step_bundle
-
-            summary["run_id"] = log_step_bundle(ccfg, c, "connect", out, model=model, store=store, study=cfg.name)
+            summary["run_id"] = log_step_bundle(out, study=cfg.name, cell=c.name, config_hash=config_hash(ccfg), stage=names.STAGE_CONNECT,
+                                                params=ccfg.flat(), model=model, store=store)
             print(f"{c.name}: logged to MLflow run {summary['run_id']} ({store.describe()})")
         summaries.append(summary)
     return summaries
@@ -114,8 +115,8 @@ def connect_endpoints(
 
 def _fill_cell_bundle(bundle: Bundle, *, cell: Cell, result: ConnectResult, model: torch.nn.Module, splits: Splits) -> None:
     write_connect_result(bundle, result, extra=model_extra(cell.config, splits), title=cell.name)
-    bundle.add_params({**cell.config.flat(), "n_params": count_params(model)})
-    bundle.add_tags({"lgeom.cell": cell.name, "lgeom.stage": "connect", "lgeom.config_hash": config_hash(cell.config)})
+    bundle.add_params({**cell.config.flat(), names.PARAM_N_PARAMS: count_params(model)})
+    bundle.add_tags({names.TAG_CELL: cell.name, names.TAG_STAGE: names.STAGE_CONNECT, names.TAG_CONFIG_HASH: config_hash(cell.config)})
 
 
 def connect_spec(cfg: Config) -> ConnectSpec:
@@ -172,8 +173,6 @@ def write_connect_result(bundle: Bundle, result: ConnectResult, *, extra: Mappin
     ``endpoints/a.pt``, ``endpoints/b.pt`` (and ``b_aligned.pt`` + ``alignment.json`` when aligned), and
     ``figures/paths.png`` and ``figures/plane_<curve>.png``.
     """
-    from tracking.figures.paths import plot_paths, plot_plane
-
     cpu = lambda d: {n: v.detach().cpu() for n, v in d.items()}  # noqa: E731
     bundle.add_metrics(result.metrics())
     for name, p in result.paths.items():
@@ -181,7 +180,7 @@ def write_connect_result(bundle: Bundle, result: ConnectResult, *, extra: Mappin
         if p.curve.bends:
             bundle.write_curve(name, p.curve, **dict(extra))
         if p.fit is not None:
-            bundle.write_json(f"fits/{name}.json", p.fit.history.to_dict())
+            bundle.write_json(names.fit_artifact(name), p.fit.history.to_dict())
         if p.plane is not None:
             bundle.write_plane(name, p.plane.to_arrays())
             if figures:
@@ -189,8 +188,8 @@ def write_connect_result(bundle: Bundle, result: ConnectResult, *, extra: Mappin
     bundle.write_endpoint("a", cpu(result.a_params), cpu(result.a_buffers))
     bundle.write_endpoint("b", cpu(result.b_params), cpu(result.b_buffers))
     if result.alignment is not None:
-        bundle.write_endpoint("b_aligned", cpu(result.alignment.params), cpu(result.alignment.buffers or result.b_buffers))
-        bundle.write_json("alignment.json", {"iterations": result.alignment.iterations,
+        bundle.write_endpoint(names.aligned("b"), cpu(result.alignment.params), cpu(result.alignment.buffers or result.b_buffers))
+        bundle.write_json(names.ALIGNMENT_FILE, {"iterations": result.alignment.iterations,
                                              "perms": {k: v.tolist() for k, v in result.alignment.perms.items()}})
     if figures:
         plot_paths({n: p.table for n, p in result.paths.items()}, bundle.figure_path("paths"), title=title)

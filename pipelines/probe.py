@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lgeom import names
 from lgeom.curves import Curve, Line, check_model_matches, load_curve
 from lgeom.data import Splits, fixed_batches
 from lgeom.device import resolve_device
@@ -37,11 +38,14 @@ from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
 from lgeom.surfaces.pca import PCAPlaneResult, pca_plane
 from lgeom.table import Table
 from lgeom.train import TrainResult
-from pipelines.bundle import Bundle
 from pipelines.common import build_cell_model, cell_dir, load_splits, train_endpoint
-from pipelines.config import Config
+from pipelines.config import Config, config_hash
 from pipelines.connect import load_endpoint, write_bundle_atomically
 from pipelines.train import select_cells
+from tracking.bundle import Bundle
+from tracking.figures import probes as fig
+from tracking.steps import log_step_bundle
+from tracking.store import connect
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -68,14 +72,14 @@ def curve_endpoint_buffers(curve_file: str | Path, curve: Curve) -> tuple[dict[s
     and its parameters are the curve's endpoint; otherwise ``None`` (that endpoint is then probed with
     statistics recomputed on the probe data, as any other point).
     """
-    root = Path(curve_file).resolve().parent.parent / "endpoints"
-    names = ("a", "b_aligned" if Path(curve_file).stem.endswith("_aligned") else "b")
+    root = Path(curve_file).resolve().parent.parent
+    ends = ("a", names.aligned("b") if names.is_aligned(Path(curve_file).stem) else "b")
     found: list[dict[str, torch.Tensor] | None] = []
-    for name, end in zip(names, (curve.start, curve.end)):
-        f = root / f"{name}.pt"
+    for name, end in zip(ends, (curve.start, curve.end)):
+        f = root / names.endpoint_artifact(name)
         buffers = None
         if f.is_file():
-            params, bufs = load_endpoint(f, f"endpoints/{name}.pt")
+            params, bufs = load_endpoint(f, names.endpoint_artifact(name))
             same = set(params) == set(end) and all(
                 params[n].shape == end[n].shape and torch.allclose(params[n].cpu().to(end[n].dtype), end[n].cpu(), rtol=1e-6, atol=1e-8)
                 for n in end)
@@ -108,16 +112,14 @@ def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figur
     Returns:
         The metrics written.
     """
-    from tracking.figures import probes as fig
-
-    metrics = {f"{k.split('.', 1)[0]}.{point}.{k.split('.', 1)[1]}": v for k, v in result.summary().items()}
+    metrics = result.metrics(point)
     bundle.add_metrics(metrics)
     bundle.write_spectrum(point, result.spectrum())
     doc = {"summary": result.summary(include_topk=True), "timings": result.timings}
     for key in ("average", "worst", "curvature", "slice_1d"):
         part = getattr(result, key)
         doc[key] = part.to_dict() if part is not None else None
-    bundle.write_json("probes.json", {**bundle.read_json("probes.json", {}), point: doc})
+    bundle.write_json(names.PROBES_FILE, {**bundle.read_json(names.PROBES_FILE, {}), point: doc})
     if result.slice_2d is not None:
         bundle.write_plane(f"slice_{point}", result.slice_2d.to_dict())
     if not figures:
@@ -155,15 +157,13 @@ def merge_on_t(old: Table, new: Table) -> Table:
 def write_path_probes(bundle: Bundle, name: str, table: Table, *, figures: bool = True) -> Path:
     """Merge a :func:`~lgeom.probes.probe_path` table into ``paths/<name>.csv`` (joined on t with the table
     the connect stage wrote, NaN where a row has no probe) and draw ``figures/<name>_hessian.png``."""
-    if (bundle.root / "paths" / f"{name}.csv").exists():
+    if (bundle.root / names.path_table_artifact(name)).exists():
         table = merge_on_t(bundle.read_path(name), table)
     out = bundle.write_path(name, table)
-    cols = [c for c in table.names if c.startswith("hessian_top") and c[len("hessian_top"):].isdigit()]
+    cols = names.topk_columns(table.names)
     if figures and cols:
-        from tracking.figures.probes import plot_eigenvalues_along_path
-
         keep = np.isfinite(np.asarray(table[cols[0]], dtype=np.float64))
-        plot_eigenvalues_along_path(table["t"][keep], {c: np.asarray(table[c], dtype=np.float64)[keep] for c in cols},
+        fig.plot_eigenvalues_along_path(table["t"][keep], {c: np.asarray(table[c], dtype=np.float64)[keep] for c in cols},
                                     bundle.figure_path(f"{name}_hessian"), title=f"Hessian top-k along {name}")
     return out
 
@@ -175,17 +175,16 @@ def write_trajectory_probes(bundle: Bundle, *, pca: PCAPlaneResult | None = None
     ``gradients.effective_dim``, ``gradients.effective_dim_ratio``)."""
     if pca is not None:
         bundle.write_plane("pca", pca.to_arrays())
-        bundle.add_metrics({"pca.explained_variance_1": float(pca.explained_variance_ratio[0]),
-                            "pca.explained_variance_2": float(pca.explained_variance_ratio[1]),
-                            "pca.max_relative_residual": float(pca.relative_residuals.max())})
+        bundle.add_metrics({names.trajectory_metric(names.PCA, "explained_variance_1"): float(pca.explained_variance_ratio[0]),
+                            names.trajectory_metric(names.PCA, "explained_variance_2"): float(pca.explained_variance_ratio[1]),
+                            names.trajectory_metric(names.PCA, "max_relative_residual"): float(pca.relative_residuals.max())})
         if figures:
-            from tracking.figures.probes import plot_pca_plane
-
-            plot_pca_plane(pca.xs, pca.ys, pca.loss, pca.coords, bundle.figure_path("pca_plane"), explained=pca.explained_variance_ratio,
+            fig.plot_pca_plane(pca.xs, pca.ys, pca.loss, pca.coords, bundle.figure_path("pca_plane"), explained=pca.explained_variance_ratio,
                            snapshot_loss=pca.snapshot_loss, projected_loss=pca.projected_loss)
     if effective_dim is not None:
-        bundle.write_json("effective_dim.json", {**vars(effective_dim), "explained_variance_ratio": effective_dim.explained_variance_ratio.tolist()})
-        bundle.add_metrics({"gradients.effective_dim": effective_dim.n_components, "gradients.effective_dim_ratio": effective_dim.ratio})
+        bundle.write_json(names.EFFECTIVE_DIM_FILE, {**vars(effective_dim), "explained_variance_ratio": effective_dim.explained_variance_ratio.tolist()})
+        bundle.add_metrics({names.trajectory_metric(names.GRADIENTS, "effective_dim"): effective_dim.n_components,
+                            names.trajectory_metric(names.GRADIENTS, "effective_dim_ratio"): effective_dim.ratio})
 
 
 # --- running probes ---------------------------------------------------------------------------------------------
@@ -233,25 +232,25 @@ def probe_cell(cfg: Config, model: nn.Module, bundle: Bundle, splits: Splits, *,
     device = resolve_device(cfg.train.device)
     model.to(device)
     on = lambda d: {n: v.to(device) for n, v in d.items()}  # noqa: E731
-    ends = {n: tuple(map(on, load_endpoint(bundle.root / "endpoints" / f"{n}.pt", n)))
-            for n in ("a", "b", "b_aligned") if (bundle.root / "endpoints" / f"{n}.pt").is_file()}
+    ends = {n: tuple(map(on, load_endpoint(bundle.root / names.endpoint_artifact(n), n)))
+            for n in ("a", "b", names.aligned("b")) if (bundle.root / names.endpoint_artifact(n)).is_file()}
     for name, (params, _) in ends.items():
-        check_model_matches(model, params, what=f"endpoints/{name}.pt")
+        check_model_matches(model, params, what=names.endpoint_artifact(name))
     metrics: dict[str, float] = {}
     for name in ("a", "b"):
         res = probe_point(model, ends[name][0], data, settings, buffers=ends[name][1], endpoint=True, callbacks=callbacks, progress=progress)
         metrics.update(write_point_probes(bundle, name, res))
-    paths: dict[str, Curve] = {"linear": Line(ends["a"][0], ends["b"][0])}
-    if "b_aligned" in ends:
-        paths["linear_aligned"] = Line(ends["a"][0], ends["b_aligned"][0])
-    for f in sorted((bundle.root / "curves").glob("*.pt")):
+    paths: dict[str, Curve] = {names.LINE: Line(ends["a"][0], ends["b"][0])}
+    if names.aligned("b") in ends:
+        paths[names.aligned(names.LINE)] = Line(ends["a"][0], ends[names.aligned("b")][0])
+    for f in sorted((bundle.root / names.CURVES_DIR).glob("*.pt")):
         paths[f.stem] = load_curve(f)[0].to(device)
-        check_model_matches(model, paths[f.stem].start, what=f"curves/{f.name}")
-    mid = paths.get("bezier") or next((c for c in paths.values() if c.n_bends), paths["linear"])
+        check_model_matches(model, paths[f.stem].start, what=names.curve_artifact(f.stem))
+    mid = paths.get("bezier") or next((c for c in paths.values() if c.n_bends), paths[names.LINE])
     res = probe_point(model, mid.midpoint(), data, settings, callbacks=callbacks, progress=progress)
-    metrics.update(write_point_probes(bundle, "mid", res))
+    metrics.update(write_point_probes(bundle, names.MID, res))
     for name, curve in paths.items() if settings.hessian_points > 0 else ():
-        b_end = ends["b_aligned" if name.endswith("_aligned") else "b"]
+        b_end = ends[names.aligned("b") if names.is_aligned(name) else "b"]
         write_path_probes(bundle, name, probe_path(model, curve, None, data, settings=settings, endpoint_buffers=(ends["a"][1], b_end[1]),
                                                    callbacks=callbacks, progress=progress))
     if trajectory is not None:
@@ -284,8 +283,6 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
         raise ValueError("--checkpoint/--curve: expected one of them, got both")
     cells = select_cells(cfg, cell)
     if track and store is None:
-        from tracking.store import connect
-
         store = connect()
     if (checkpoint or curve) and len(cells) > 1:
         raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)} with --checkpoint/--curve, got none")
@@ -322,7 +319,7 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
                 # Trained endpoints keep their trained statistics (as --checkpoint and the study do).
                 pc = path_curve.to(device)
                 ends = tuple(None if b is None else {n: v.to(device) for n, v in b.items()} for b in end_buffers)
-                for pname, t, bufs in (("a", 0.0, ends[0]), ("mid", 0.5, None), ("b", 1.0, ends[1])):
+                for pname, t, bufs in (("a", 0.0, ends[0]), (names.MID, 0.5, None), ("b", 1.0, ends[1])):
                     write_point_probes(bundle, pname, probe_point(model, pc.point(t), data, settings, buffers=bufs,
                                                                   endpoint=bufs is not None, progress=progress))
                 if settings.hessian_points > 0:
@@ -333,17 +330,19 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
                 res = probe_point(model, on, data, settings, buffers={n: v.to(device) for n, v in buffers.items()}, endpoint=True, progress=progress)
                 write_point_probes(bundle, point, res)
                 run_trajectory_probes(bundle, ccfg, model, data, trajectory, final=on, progress=progress)
-            bundle.add_tags({"lgeom.cell": c.name, "lgeom.stage": "probe"})
+            bundle.add_tags({names.TAG_CELL: c.name, names.TAG_STAGE: names.STAGE_PROBE})
 
         bundle = write_bundle_atomically(target, fill)
         metrics = bundle.metrics()
-        shown = {k: v for k, v in metrics.items() if k.split(".")[-1] in ("lambda_max", "trace", "eps_avg", "eps_worst") and v is not None}
+        headline = {names.probe_metric(family, quantity, point=p) for p in {*names.POINTS, point}
+                    for family, quantity in ((names.HESSIAN, "lambda_max"), (names.HESSIAN, "trace"),
+                                             (names.SHARPNESS, "eps_avg"), (names.SHARPNESS, "eps_worst"))}
+        shown = {k: v for k, v in metrics.items() if k in headline and v is not None}
         print(f"{c.name}: " + "  ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f"  -> {target}")
         summary = {"cell": c.name, "bundle": str(target), "metrics": metrics}
         if track:
-            from tracking.log import log_step_bundle
-
-            summary["run_id"] = log_step_bundle(ccfg, c, "probe", target, store=store, study=cfg.name)
+            summary["run_id"] = log_step_bundle(target, study=cfg.name, cell=c.name, config_hash=config_hash(ccfg),
+                                                stage=names.STAGE_PROBE, params=ccfg.flat(), store=store)
             print(f"{c.name}: logged to MLflow run {summary['run_id']} ({store.describe()})")
         summaries.append(summary)
     return summaries

@@ -8,6 +8,7 @@ and logged as the ``report/`` artifact of the study's parent run.
 from __future__ import annotations
 
 import html
+import io
 import re
 import sys
 import time
@@ -16,31 +17,40 @@ from typing import Any
 
 import pandas as pd
 
+from lgeom import names
+from tracking.log import TrackedRun
+from tracking.plots import study_figures
+from tracking.query import StudyNotFoundError, compare, depth_auc_table, depth_triangle_table, format_table, runs
+from tracking.runs import attach_run
+from tracking.store import connect, resolve_store
+
+_LINE, _BEZIER, _POLYCHAIN = names.PATHS
 # The main comparison: endpoints, barriers of every path, triangle geometry, curvature, sharpness.
 MAIN_METRICS = (
-    "a.test_acc",
-    "b.test_acc",
-    "linear.test.loss_barrier",
-    "bezier.test.loss_barrier",
-    "polychain.test.loss_barrier",
-    "linear_aligned.test.loss_barrier",
-    "bezier.test.acc_auc",
-    "bezier.angle_acb_deg",
-    "hessian.a.lambda_max",
-    "hessian.mid.lambda_max",
-    "sharpness.a.eps_avg",
+    names.endpoint_metric("a", "test", "acc"),
+    names.endpoint_metric("b", "test", "acc"),
+    *(names.barrier_metric(p, "test", "loss_barrier") for p in (*names.PATHS, names.aligned(_LINE))),
+    names.barrier_metric(_BEZIER, "test", "acc_auc"),
+    names.triangle_metric(_BEZIER, "angle_acb_deg"),
+    names.probe_metric(names.HESSIAN, "lambda_max", point="a"),
+    names.probe_metric(names.HESSIAN, "lambda_max", point=names.MID),
+    names.probe_metric(names.SHARPNESS, "eps_avg", point="a"),
 )
 SECTIONS = {
-    "Endpoints": ("a.train_acc", "a.test_acc", "b.train_acc", "b.test_acc", "a.test_loss", "b.test_loss"),
-    "Barriers along paths (test set)": tuple(
-        f"{p}.test.{m}" for p in ("linear", "bezier", "polychain", "linear_aligned", "bezier_aligned")
-        for m in ("loss_barrier", "loss_barrier_interp", "acc_drop", "acc_auc")
+    "Endpoints": tuple(
+        names.endpoint_metric(e, s, q) for q, s, e in
+        (("acc", "train", "a"), ("acc", "test", "a"), ("acc", "train", "b"), ("acc", "test", "b"), ("loss", "test", "a"), ("loss", "test", "b"))
     ),
-    "Generalisation gap along paths": tuple(f"{p}.gen_gap_max" for p in ("linear", "bezier", "polychain")),
-    "Triangle A, C, B": tuple(f"{c}.{m}" for c in ("bezier", "polychain") for m in ("dist_ac", "dist_bc", "dist_ab", "angle_acb_deg", "area")),
+    "Barriers along paths (test set)": tuple(
+        names.barrier_metric(p, "test", m) for p in (*names.PATHS, names.aligned(_LINE), names.aligned(_BEZIER))
+        for m in names.BARRIER_QUANTITIES
+    ),
+    "Generalisation gap along paths": tuple(names.gap_metric(p, "gen_gap_max") for p in names.PATHS),
+    "Triangle A, C, B": tuple(names.triangle_metric(c, m) for c in names.CURVES for m in names.TRIANGLE_QUANTITIES),
     "Curvature and sharpness": tuple(
-        f"{k}.{p}.{m}" for p in ("a", "b", "mid")
-        for k, m in (("hessian", "lambda_max"), ("hessian", "topk_mean"), ("hessian", "trace"), ("sharpness", "eps_avg"), ("sharpness", "eps_worst"))
+        names.probe_metric(k, m, point=p) for p in names.POINTS
+        for k, m in ((names.HESSIAN, "lambda_max"), (names.HESSIAN, "topk_mean"), (names.HESSIAN, "trace"),
+                     (names.SHARPNESS, "eps_avg"), (names.SHARPNESS, "eps_worst"))
     ),
 }
 
@@ -61,16 +71,14 @@ def present_metrics(df: pd.DataFrame, metrics: tuple[str, ...] | list[str]) -> l
 def main_table(study: str, *, store: Any = None, metrics: tuple[str, ...] = MAIN_METRICS) -> pd.DataFrame:
     """The study's main comparison table: one row per setting (cell without seeds), mean/std/n of
     :data:`MAIN_METRICS` over seed pairs. Empty frame when nothing is logged yet."""
-    from tracking.query import compare, runs
-
-    df = runs(study, store=store, stage="trial", children_only=True)
+    df = runs(study, store=store, stage=names.STAGE_TRIAL, children_only=True)
     if df.empty:
         return pd.DataFrame()
     df = with_setting(df)
-    return compare(df, present_metrics(df, metrics) or ["a.test_acc"], ["setting"])
+    return compare(df, present_metrics(df, metrics) or [names.endpoint_metric("a", "test", "acc")], ["setting"])
 
 
-def write_report(study: str, out: str | Path, *, store: Any = None, parent: Any = None) -> Path:
+def write_report(study: str, out: str | Path, *, store: Any = None, parent: TrackedRun | None = None) -> Path:
     """Write ``report.md`` and ``report.html`` (+ ``figures/``, ``tables/``) for ``study`` into ``out``; with
     ``parent`` (a ``tracking.runs.TrackedRun``, default: the newest study run), also log the folder as its
     ``report/`` artifact.
@@ -81,34 +89,27 @@ def write_report(study: str, out: str | Path, *, store: Any = None, parent: Any 
     Raises:
         tracking.query.StudyNotFoundError: no such study.
     """
-    from tracking.plots import study_figures
-    from tracking.query import depth_auc_table, depth_triangle_table, format_table, runs
-    from tracking.runs import attach_run
-    from tracking.store import resolve_store
-
     store = store or resolve_store()
     out = Path(out)
-    (out / "tables").mkdir(parents=True, exist_ok=True)
-    df = with_setting(runs(study, store=store, stage="trial", children_only=True))
+    (out / names.REPORT_TABLES_DIR).mkdir(parents=True, exist_ok=True)
+    df = with_setting(runs(study, store=store, stage=names.STAGE_TRIAL, children_only=True))
     md: list[str] = [f"# {study}: results", "", f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(df)} FINISHED cell run(s) in {store.describe()}.", ""]
     html_parts: list[str] = [f"<h1>{html.escape(study)}: results</h1>", f"<p>{html.escape(md[2])}</p>"]
     if not df.empty:
-        from tracking.query import compare
-
         for title, metrics in SECTIONS.items():
-            names = present_metrics(df, metrics)
-            if not names:
+            shown = present_metrics(df, metrics)
+            if not shown:
                 continue
-            table = compare(df, names, ["setting"])
-            _add_table(md, html_parts, out, title, table, format_table)
+            table = compare(df, shown, ["setting"])
+            _add_table(md, html_parts, out, title, table)
         for title, fn in (("Depth study: AUC and peak accuracy drop (Table 2)", depth_auc_table),
                           ("Depth study: triangle geometry (Tables 3-4)", depth_triangle_table)):
             if "params.model.depth" in df.columns and df["params.model.depth"].nunique() > 1:
                 try:
-                    _add_table(md, html_parts, out, title, fn(df), format_table)
+                    _add_table(md, html_parts, out, title, fn(df))
                 except KeyError:
                     pass
-    figures = study_figures(study, out / "figures", store=store, parent_run_id=parent.run_id if parent else None, log=False)
+    figures = study_figures(study, out / names.FIGURES_DIR, store=store, parent_run_id=parent.run_id if parent else None, log=False)
     if figures:
         md += ["## Figures", ""]
         html_parts.append("<h2>Figures</h2>")
@@ -119,28 +120,28 @@ def write_report(study: str, out: str | Path, *, store: Any = None, parent: Any 
     if df.empty:
         md.append("No FINISHED cells yet.")
         html_parts.append("<p>No FINISHED cells yet.</p>")
-    (out / "report.md").write_text("\n".join(md) + "\n")
-    (out / "report.html").write_text(_html_page(study, "\n".join(html_parts)))
+    (out / names.REPORT_MARKDOWN).write_text("\n".join(md) + "\n")
+    (out / names.REPORT_HTML).write_text(_html_page(study, "\n".join(html_parts)))
     if parent is None:
-        parents = runs(study, store=store, stage="study", status=None)
+        parents = runs(study, store=store, stage=names.STAGE_STUDY, status=None)
         parent = attach_run(store, str(parents.iloc[0]["run_id"])) if not parents.empty else None
     if parent is not None:
         for p in sorted(out.rglob("*")):
             if p.is_file():
-                parent.log_artifact(p, str(Path("report") / p.parent.relative_to(out)).rstrip("/.") or "report")
+                parent.log_artifact(p, str(Path(names.REPORT_DIR) / p.parent.relative_to(out)).rstrip("/.") or names.REPORT_DIR)
         parent.verify()
-    return out / "report.md"
+    return out / names.REPORT_MARKDOWN
 
 
 def _slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "_", title.lower()).strip("_")
 
 
-def _add_table(md: list[str], html_parts: list[str], out: Path, title: str, table: pd.DataFrame, format_table: Any) -> None:
-    table.to_csv(out / "tables" / f"{_slug(title)}.csv", index=False)
+def _add_table(md: list[str], html_parts: list[str], out: Path, title: str, table: pd.DataFrame) -> None:
+    table.to_csv(out / names.REPORT_TABLES_DIR / f"{_slug(title)}.csv", index=False)
     md += [f"## {title}", "", format_table(table, "markdown"), ""]
     pretty = format_table(table, "csv")
-    frame = pd.read_csv(__import__("io").StringIO(pretty))
+    frame = pd.read_csv(io.StringIO(pretty))
     html_parts += [f"<h2>{html.escape(title)}</h2>", frame.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", border=0)]
 
 
@@ -160,9 +161,6 @@ def add_arguments(parser: Any, step: str) -> None:
 
 def cli(cfg: Any, args: Any) -> int:
     """``lgeom report``: write the report and print its path."""
-    from tracking.query import StudyNotFoundError
-    from tracking.store import connect
-
     store = connect(args.tracking_uri)
     try:
         path = write_report(args.study, Path(args.out or Path("reports") / args.study), store=store)

@@ -20,10 +20,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from lgeom import names
 from pipelines.config import Cell, Config, config_hash, expand_matrix
+from pipelines.ray_runtime import ray_session, spans_hosts
+from pipelines.report import main_table, write_report
 from pipelines.trial import TrialContext, run_cell, work_dir
+from tracking.query import format_table
 from tracking.redact import redact
-from tracking.store import Store, resolve_store
+from tracking.runs import ensure_experiment, find_finished_run, mark_orphaned_runs, run_tags, tracked_run
+from tracking.store import Store, connect, resolve_store
+
+# ray is imported inside the functions that use it (seconds to import; every ``lgeom`` command imports
+# this module to build its parser), and torch inside the trial, which runs in a Ray worker.
 
 
 @dataclass
@@ -148,8 +156,6 @@ def check_store_for_cluster(store: Store, address: str | None, node_ips: Sequenc
         ValueError: embedded store and a Ray cluster whose trials may run on other machines
             (:func:`pipelines.ray_runtime.spans_hosts`); the message says what to set.
     """
-    from pipelines.ray_runtime import spans_hosts
-
     if store.mode != "embedded" or address is None:
         return
     if waits_for_nodes or spans_hosts(address, node_ips, local_ips):
@@ -206,10 +212,6 @@ def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext]
 def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = None) -> StudySummary:
     """Run the study of ``cfg``: skip FINISHED cells, close orphans, run the rest on Ray Tune, log the
     summary, comparison table and figures to the parent run, and write the report."""
-    from pipelines.ray_runtime import ray_session
-    from tracking.runs import ensure_experiment, find_finished_run, mark_orphaned_runs, run_tags, tracked_run
-    from tracking.store import connect
-
     t0 = time.perf_counter()
     cells = expand_matrix(cfg)
     store = connect()
@@ -218,7 +220,7 @@ def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = N
     summary.orphans_closed = mark_orphaned_runs(store, exp_id, status="KILLED")
     todo: list[Cell] = []
     for cell in cells:
-        if find_finished_run(store, exp_id, config_hash(cell.config), stage="trial", cell=cell.name) is not None:
+        if find_finished_run(store, exp_id, config_hash(cell.config), stage=names.STAGE_TRIAL, cell=cell.name) is not None:
             summary.reused.append(cell.name)
         else:
             todo.append(cell)
@@ -236,7 +238,7 @@ def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = N
             if notice:
                 print(notice, file=sys.stderr, flush=True)
         parent = stack.enter_context(tracked_run(store, experiment_id=exp_id, run_name=f"study {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                                 tags=run_tags(study=cfg.name, stage="study"), params=params))
+                                                 tags=run_tags(study=cfg.name, stage=names.STAGE_STUDY), params=params))
         summary.parent_run_id = parent.run_id
         contexts = {
             c.name: TrialContext(cfg.name, c.name, c.config.to_dict(), exp_id, parent.run_id, store,
@@ -268,11 +270,11 @@ class StudyFailed(RuntimeError):
 
 def finish_study(cfg: Config, store: Any, parent: Any, summary: StudySummary, report_dir: Path | None) -> Path | None:
     """Log the summary to the parent run and write the report (figures, tables) there and to ``report_dir``."""
-    from pipelines.report import write_report
-
-    parent.log_metrics({"study.cells_finished": len(summary.finished), "study.cells_reused": len(summary.reused),
-                        "study.cells_failed": len(summary.failed), "study.wall_time_s": summary.wall_time_s})
-    parent.set_tags({"lgeom.failed_cells": ", ".join(summary.failed) or "none"})
+    parent.log_metrics({names.study_metric("cells_finished"): len(summary.finished),
+                        names.study_metric("cells_reused"): len(summary.reused),
+                        names.study_metric("cells_failed"): len(summary.failed),
+                        names.study_metric("wall_time_s"): summary.wall_time_s})
+    parent.set_tags({names.TAG_FAILED_CELLS: ", ".join(summary.failed) or "none"})
     if not summary.finished and not summary.reused:
         return None
     out = report_dir or Path("reports") / cfg.name
@@ -289,9 +291,6 @@ def add_arguments(parser: Any, step: str) -> None:
 
 def cli(cfg: Config, args: Any) -> int:
     """``lgeom study``: run, print the summary, the comparison table, the report path and the UI command."""
-    from pipelines.report import main_table
-    from tracking.query import format_table
-
     if args.cpu < 0:
         raise ValueError(f"--cpu: expected a number >= 0 (0 keeps study.cpu), got {args.cpu!r}")
     if args.gpu < -1:

@@ -20,9 +20,14 @@ import contextlib
 import sys
 from typing import Any
 
+from lgeom import names
 from lgeom.params import count_params
-from pipelines.common import cell_dir, load_splits, train_endpoint, write_json
+from pipelines.common import cell_dir, load_splits, train_endpoint
 from pipelines.config import Cell, Config, config_hash, expand_matrix
+from tracking.bundle import write_json
+from tracking.runs import ensure_experiment, find_finished_run, run_tags, tracked_run
+from tracking.steps import log_train_result
+from tracking.store import connect
 
 
 def main(
@@ -43,8 +48,6 @@ def main(
     """
     cells = select_cells(cfg, cell)
     if track and store is None:
-        from tracking.store import connect
-
         store = connect()
     summaries = []
     for c in cells:
@@ -63,9 +66,7 @@ def main(
                     "config": c.config.to_dict(),
                 }
                 if run is not None:
-                    from tracking.log import endpoint_name, log_train_result
-
-                    log_train_result(run, endpoint_name(index), model, result)
+                    log_train_result(run, names.endpoint_name(index), model, result)
                     summary["run_id"] = run.run_id
                 write_json(ckpt / "metrics.json", summary)
                 summaries.append(summary)
@@ -84,16 +85,14 @@ def _cell_run(store: Any, cfg: Config, cell: Cell) -> Any:
     if store is None:
         yield None
         return
-    from tracking.runs import ensure_experiment, find_finished_run, run_tags, tracked_run
-
     exp_id = ensure_experiment(store, cfg.name)
     h = config_hash(cell.config)
-    done = find_finished_run(store, exp_id, h, stage="train", cell=cell.name)
+    done = find_finished_run(store, exp_id, h, stage=names.STAGE_TRAIN, cell=cell.name)
     if done is not None:
         print(f"{cell.name}: already logged to MLflow run {done.info.run_id}; not logging again")
         yield None
         return
-    tags = run_tags(study=cfg.name, stage="train", cell=cell.name, config_hash=h)
+    tags = run_tags(study=cfg.name, stage=names.STAGE_TRAIN, cell=cell.name, config_hash=h)
     with tracked_run(store, experiment_id=exp_id, run_name=f"train:{cell.name}", tags=tags, params=cell.config.flat()) as run:
         yield run
 

@@ -17,10 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from lgeom import names
 from lgeom.params import count_params
 from lgeom.progress import ProgressEvent
-from pipelines.bundle import Bundle, write_json
+from pipelines.common import load_splits, train_endpoint
 from pipelines.config import Config, config_from_dict, config_hash
+from pipelines.connect import connect_endpoints, model_extra, write_connect_result
+from pipelines.probe import probe_cell
+from tracking.bundle import Bundle, log_bundle, write_json
+from tracking.runs import flatten_params, run_tags, tracked_run
 
 STAGES = ("train", "connect", "probe", "log")
 
@@ -87,8 +92,6 @@ def run_cell(
         Stages completed by an earlier attempt are listed in ``stages_skipped`` and in the run's tag
         ``lgeom.stages_skipped``.
     """
-    from tracking.runs import flatten_params, run_tags, tracked_run
-
     cfg = config_from_dict(ctx.config)
     h = config_hash(cfg)
     root = Path(ctx.work_dir)
@@ -105,8 +108,8 @@ def run_cell(
             experiment_id=ctx.experiment_id,
             run_name=ctx.cell,
             parent_run_id=ctx.parent_run_id,
-            tags=run_tags(study=ctx.study, stage="trial", cell=ctx.cell, config_hash=h,
-                          extra={"lgeom.stages_skipped": ",".join(skipped)} if skipped else None),
+            tags=run_tags(study=ctx.study, stage=names.STAGE_TRIAL, cell=ctx.cell, config_hash=h,
+                          extra={names.TAG_STAGES_SKIPPED: ",".join(skipped)} if skipped else None),
             params=flatten_params(cfg.flat()),
         ) as run:
             summary["run_id"] = run.run_id
@@ -114,8 +117,9 @@ def run_cell(
             t_compute = time.perf_counter()
             model = run_stages(cfg, ctx.cell, root, bundle, stages, callbacks=callbacks, progress=progress, report=send)
             summary["compute_s"] = time.perf_counter() - t_compute
-            bundle.add_metrics({"trial.compute_s": summary["compute_s"], "trial.wall_time_s": time.perf_counter() - t0})
-            run.log_bundle(bundle, model=model)
+            bundle.add_metrics({names.trial_metric("compute_s"): summary["compute_s"],
+                                names.trial_metric("wall_time_s"): time.perf_counter() - t0})
+            log_bundle(run, bundle, model=model)
         stages.mark("log")
         summary["status"] = "FINISHED"
         summary.update(headline_metrics(bundle.metrics()))
@@ -152,16 +156,16 @@ def run_stages(
         _stage_probe(cfg, model, endpoints, bundle, callbacks, progress)
         stages.mark("probe")
     send({"stage": "probe", "stages_done": 3})
-    bundle.add_params({"n_params": count_params(model)})
+    bundle.add_params({names.PARAM_N_PARAMS: count_params(model)})
     return model
 
 
 HEADLINE = (
-    "linear.test.loss_barrier",
-    "bezier.test.loss_barrier",
-    "bezier.angle_acb_deg",
-    "hessian.a.lambda_max",
-    "hessian.mid.lambda_max",
+    names.barrier_metric(names.LINE, "test", "loss_barrier"),
+    names.barrier_metric("bezier", "test", "loss_barrier"),
+    names.triangle_metric("bezier", "angle_acb_deg"),
+    names.probe_metric(names.HESSIAN, "lambda_max", point="a"),
+    names.probe_metric(names.HESSIAN, "lambda_max", point=names.MID),
 )
 
 
@@ -172,8 +176,6 @@ def headline_metrics(metrics: Mapping[str, float | None]) -> dict[str, float]:
 
 def _stage_train(cfg: Config, root: Path, bundle: Bundle, callbacks: Any, progress: bool) -> tuple[Any, dict[str, Any]]:
     """Train (or reload) endpoints A and B; records their metrics and checkpoints in the bundle."""
-    from pipelines.common import load_splits, train_endpoint
-
     seeds = cfg.train.seeds
     if len(seeds) < 2:
         raise ValueError(f"train.seeds: expected two seeds (endpoints A and B) for a study cell, got {list(seeds)!r}")
@@ -184,14 +186,13 @@ def _stage_train(cfg: Config, root: Path, bundle: Bundle, callbacks: Any, progre
         model, result, _ = train_endpoint(cfg, seed, splits, root, callbacks=callbacks, progress=progress)
         endpoints[name] = result
         bundle.write_endpoint(name, result.final_params, result.final_buffers)
-        bundle.add_metrics({f"{name}.{split}_{k}": getattr(res, k) for split, res in result.final.items() for k in ("loss", "acc")})
+        bundle.add_metrics({names.endpoint_metric(name, split, k): getattr(res, k)
+                            for split, res in result.final.items() for k in names.SPLIT_QUANTITIES})
     return model, endpoints
 
 
 def _stage_connect(cfg: Config, cell: str, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool) -> None:
     """Line, Bezier, PolyChain (and aligned variants) between A and B: path tables, metrics, curves, planes."""
-    from pipelines.connect import connect_endpoints, model_extra, write_connect_result
-
     a, b, splits = endpoints["a"], endpoints["b"], endpoints["splits"]
     result = connect_endpoints(cfg, model, splits, (a.final_params, a.final_buffers), (b.final_params, b.final_buffers),
                                callbacks=callbacks, progress=progress)
@@ -201,6 +202,4 @@ def _stage_connect(cfg: Config, cell: str, model: Any, endpoints: dict[str, Any]
 def _stage_probe(cfg: Config, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool) -> None:
     """Hessian, sharpness and curvature at A, B and the curve midpoint; Hessian top-k along every path;
     PCA plane and effective dimensionality of A's trajectory when snapshots were kept."""
-    from pipelines.probe import probe_cell
-
     probe_cell(cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress)

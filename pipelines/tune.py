@@ -18,9 +18,20 @@ from typing import Any
 
 import yaml
 
-from pipelines.config import Cell, Config, config_from_dict, expand_matrix
+from lgeom import names
+from lgeom.progress import ProgressEvent
+from pipelines.common import load_splits, train_endpoint
+from pipelines.config import Cell, Config, config_from_dict, config_hash, expand_matrix
+from pipelines.ray_runtime import ray_session
+from tracking.steps import log_tune_results
+
+# ray (and optuna through it) is imported inside the functions that run the search: importing it takes
+# seconds, and every ``lgeom`` command imports this module to build its parser.
 
 TUNED_KEYS = ("lr", "weight_decay", "batch_size")
+# What each trial reports to Ray Tune (lgeom.train's epoch metrics) and what the tune runs log (lgeom.names).
+_TEST_ACC, _TEST_LOSS, _TRAIN_LOSS = names.split_column("test", "acc"), names.split_column("test", "loss"), names.split_column("train", "loss")
+_TRIAL_ACC, _TRIAL_EPOCHS = names.TUNE_TRIAL_METRICS
 
 
 @dataclass(frozen=True)
@@ -50,16 +61,12 @@ def _tune_trial(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     accuracy after every epoch (ASHA stops weak trials early)."""
     from ray import tune
 
-    from lgeom.progress import ProgressEvent
-    from pipelines.common import load_splits, train_endpoint
-
     data = {**base, "train": {**base["train"], **{k: config[k] for k in TUNED_KEYS}}}
     cfg = config_from_dict(data)
 
     def report(event: ProgressEvent) -> None:
         if event.kind == "epoch":
-            tune.report({"test_acc": event.metrics["test_acc"], "test_loss": event.metrics["test_loss"],
-                         "train_loss": event.metrics["train_loss"], "epoch": event.epoch + 1})
+            tune.report({**{k: event.metrics[k] for k in (_TEST_ACC, _TEST_LOSS, _TRAIN_LOSS)}, "epoch": event.epoch + 1})
 
     train_endpoint(cfg, cfg.train.seeds[0], load_splits(cfg), None, callbacks=[report], progress=False)
 
@@ -78,8 +85,6 @@ def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, add
     from ray.tune.schedulers import ASHAScheduler
     from ray.tune.search.optuna import OptunaSearch
 
-    from pipelines.ray_runtime import ray_session
-
     c = cell.config
     param_space = {
         "lr": tune.loguniform(space.lr_min, space.lr_max),
@@ -94,7 +99,7 @@ def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, add
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(
-                metric="test_acc",
+                metric=_TEST_ACC,
                 mode="max",
                 search_alg=OptunaSearch(seed=c.train.seeds[0]),
                 scheduler=scheduler,
@@ -107,14 +112,14 @@ def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, add
     trials = []
     for r in results:
         row = {k: r.config.get(k) for k in TUNED_KEYS}
-        row.update({"test_acc": (r.metrics or {}).get("test_acc"), "epochs": (r.metrics or {}).get("epoch"),
+        row.update({_TRIAL_ACC: (r.metrics or {}).get(_TEST_ACC), _TRIAL_EPOCHS: (r.metrics or {}).get("epoch"),
                     "error": str(r.error) if r.error else ""})
         trials.append(row)
-    ok = [t for t in trials if t["test_acc"] is not None and not t["error"]]
+    ok = [t for t in trials if t[_TRIAL_ACC] is not None and not t["error"]]
     if not ok:
         raise RuntimeError(f"tune: every trial failed; first error: {trials[0]['error'] if trials else 'no trials'}")
-    best = max(ok, key=lambda t: (t["test_acc"], t["epochs"] or 0))
-    return {"best": {k: best[k] for k in TUNED_KEYS}, "best_test_acc": best["test_acc"], "trials": trials}
+    best = max(ok, key=lambda t: (t[_TRIAL_ACC], t[_TRIAL_EPOCHS] or 0))
+    return {"best": {k: best[k] for k in TUNED_KEYS}, names.TUNE_BEST_METRIC: best[_TRIAL_ACC], "trials": trials}
 
 
 def tuned_preset(cfg: Config, preset: str, cell: Cell, best: dict[str, Any]) -> dict[str, Any]:
@@ -174,7 +179,7 @@ def cli(cfg: Config, args: Any) -> int:
         raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)}, got {args.cell!r}")
     outcome = main(cfg, args.preset, cell, space, num_samples=args.num_samples, address=args.address or None,
                    out=Path(args.out) if args.out else None)
-    print(f"best on {cell.name}: {outcome['best']} (test acc {outcome['best_test_acc']:.2f}%)")
+    print(f"best on {cell.name}: {outcome['best']} (test acc {outcome[names.TUNE_BEST_METRIC]:.2f}%)")
     print(f"tuned preset: {outcome['path']}\nrun it with: lgeom study --preset {outcome['path']}")
     return 0
 
@@ -182,8 +187,6 @@ def cli(cfg: Config, args: Any) -> int:
 def main(cfg: Config, preset: str, cell: Cell, space: SearchSpace, *, num_samples: int,
          address: str | None = None, out: Path | None = None) -> dict[str, Any]:
     """Search, write the tuned preset and log everything; returns the search outcome plus ``path``."""
-    from tracking.log import log_tune_results
-
     outcome = search(cfg, cell, space, num_samples=num_samples, address=address)
     slug = cell.name.replace("/", "-")
     path = out or Path(cfg.output_dir) / cfg.name / f"tuned-{slug}.yaml"
@@ -191,7 +194,8 @@ def main(cfg: Config, preset: str, cell: Cell, space: SearchSpace, *, num_sample
     preset_ref = preset if not Path(preset).suffix else str(Path(preset).resolve())
     path.write_text(yaml.safe_dump(tuned_preset(cfg, preset_ref, cell, outcome["best"]), sort_keys=False))
     outcome["path"] = path
-    log_tune_results(cfg, cell.name, outcome, path)
+    log_tune_results(outcome, study=cfg.name, cell=cell.name, config_hash=config_hash(cell.config),
+                     params=cell.config.flat(), preset_path=path)
     return outcome
 
 

@@ -113,11 +113,12 @@ def build_trial_bundle(root: Path, *, seed: int = 0, metrics: dict[str, float] |
     import numpy as np
     import torch
 
+    from lgeom import names
     from lgeom.curves import build_curve
     from lgeom.models import build_model
     from lgeom.params import get_buffers, get_params
     from lgeom.table import Table
-    from pipelines.bundle import Bundle
+    from tracking.bundle import Bundle
 
     torch.manual_seed(seed)
     spec = dict(num_classes=3, in_shape=(4,), depth=2, width=8, activation="relu")
@@ -125,15 +126,22 @@ def build_trial_bundle(root: Path, *, seed: int = 0, metrics: dict[str, float] |
     bundle = Bundle(root)
     rng = np.random.default_rng(seed)
     t = np.linspace(0.0, 1.0, points)
+    endpoint, barrier, tri = names.endpoint_metric, names.barrier_metric, names.triangle_metric
     base = {
-        "a.train_loss": 0.1, "a.train_acc": 99.0, "a.test_loss": 0.3, "a.test_acc": 91.0,
-        "b.train_loss": 0.12, "b.train_acc": 98.5, "b.test_loss": 0.31, "b.test_acc": 90.5,
-        "linear.test.loss_barrier": 1.2, "linear.test.acc_drop": 40.0, "linear.test.acc_auc": 12.0,
-        "bezier.test.loss_barrier": 0.05, "bezier.test.acc_drop": 2.0, "bezier.test.acc_auc": 0.5,
-        "bezier.dist_ac": 10.0, "bezier.dist_bc": 10.5, "bezier.dist_ab": 12.0, "bezier.angle_acb_deg": 70.0,
-        "bezier.area": 49.3, "polychain.dist_ac": 9.0, "polychain.dist_bc": 9.5, "polychain.angle_acb_deg": 80.0,
-        "hessian.mid.lambda_max": 3.5, "hessian.a.lambda_max": 2.5, "sharpness.a.eps_avg": 0.01,
-        "linear.gen_gap_max": float("nan"),
+        endpoint("a", "train", "loss"): 0.1, endpoint("a", "train", "acc"): 99.0,
+        endpoint("a", "test", "loss"): 0.3, endpoint("a", "test", "acc"): 91.0,
+        endpoint("b", "train", "loss"): 0.12, endpoint("b", "train", "acc"): 98.5,
+        endpoint("b", "test", "loss"): 0.31, endpoint("b", "test", "acc"): 90.5,
+        barrier("linear", "test", "loss_barrier"): 1.2, barrier("linear", "test", "acc_drop"): 40.0,
+        barrier("linear", "test", "acc_auc"): 12.0, barrier("bezier", "test", "loss_barrier"): 0.05,
+        barrier("bezier", "test", "acc_drop"): 2.0, barrier("bezier", "test", "acc_auc"): 0.5,
+        tri("bezier", "dist_ac"): 10.0, tri("bezier", "dist_bc"): 10.5, tri("bezier", "dist_ab"): 12.0,
+        tri("bezier", "angle_acb_deg"): 70.0, tri("bezier", "area"): 49.3, tri("polychain", "dist_ac"): 9.0,
+        tri("polychain", "dist_bc"): 9.5, tri("polychain", "angle_acb_deg"): 80.0,
+        names.probe_metric("hessian", "lambda_max", point="mid"): 3.5,
+        names.probe_metric("hessian", "lambda_max", point="a"): 2.5,
+        names.probe_metric("sharpness", "eps_avg", point="a"): 0.01,
+        names.gap_metric("linear", "gen_gap_max"): float("nan"),
     }
     bundle.add_metrics({**base, **(metrics or {})})
     bundle.add_params({"n_params": sum(p.numel() for p in a.parameters()), "curve.points": points})

@@ -106,7 +106,7 @@ print("ok", len(result.history))
 
 
 def test_the_command_without_the_service_names_the_extra(bare_python: Path) -> None:
-    out = _run(bare_python, "import sys; from pipelines.cli import main; sys.exit(main(['train']))")
+    out = _run(bare_python, "import sys; from pipelines.launcher import main; sys.exit(main(['train']))")
     assert out.returncode == 2, out.stderr[-3000:]
     assert "pip install 'lgeom[study]'" in out.stderr
     assert "mlflow" in out.stderr

@@ -30,6 +30,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracking.processes import process_alive as _alive
+from tracking.processes import process_start_ticks as _proc_start_ticks
 from tracking.redact import redact, register_secret
 
 STATE_FILE = "stack.json"
@@ -126,31 +128,6 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
-
-
-def _proc_start_ticks(pid: int) -> int | None:
-    """Start time of ``pid`` in clock ticks since boot (identifies a process across pid reuse)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields_after_comm = stat.rsplit(")", 1)[1].split()
-    if fields_after_comm[0] == "Z":
-        return None  # a zombie has exited already
-    return int(fields_after_comm[19])
-
-
-def _alive(pid: int, start_ticks: int | None = None) -> bool:
-    ticks = _proc_start_ticks(pid)
-    if ticks is None:
-        if not Path("/proc").exists():  # no procfs: fall back to signal 0
-            try:
-                os.kill(pid, 0)
-                return True
-            except OSError:
-                return False
-        return False
-    return start_ticks is None or ticks == start_ticks
 
 
 def _reap(pid: int) -> None:

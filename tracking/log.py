@@ -1,21 +1,16 @@
-"""Logging results into a run: metrics in batches, series with steps, artifacts, PyTorch models, bundles.
+"""Logging into a run: the run handle (:class:`TrackedRun`), metrics in batches, series with steps, params,
+tags, artifacts and PyTorch models, and verifying that every upload arrived.
 
-The central call is :func:`log_bundle`, which turns a result bundle (``pipelines.bundle.Bundle``; the
-folder layout is read directly, so ``tracking`` does not import ``pipelines``) into a run:
+Every upload is recorded in the run's :class:`Manifest`; :func:`verify_uploads` lists the uploaded files
+back and compares sizes before a run may end FINISHED (``tracking.runs.end_run``). Text artifacts are
+scanned for secret values (``tracking.redact``) before upload.
 
-* ``metrics.json`` -> metrics (``log_batch``, step 0; ``null`` -> NaN),
-* ``params.json`` -> params (flattened), ``tags.json`` -> tags (credentials dropped / masked),
-* ``paths/<path>.csv`` -> metric ``<path>.<column>`` for every numeric column but ``t`` with step = row
-  index, and the CSV itself as an artifact,
-* ``endpoints/<x>.pt`` -> an MLflow PyTorch model named ``x`` (pickle serialisation, a LoggedModel linked to
-  the run as an output and by tag ``lgeom.model.<x>``) when the architecture is given, else an artifact,
-* every other file (curves/, spectra/, planes/, figures/, *.json ...) -> an artifact at the same path.
+A run's life cycle (start, end, reuse, orphans) is ``tracking.runs``; a result bundle is logged by
+``tracking.bundle.log_bundle``; a pipeline step's run by ``tracking.steps``. This module imports neither,
+so the run handle and its logging live in one place and nothing imports back into it.
 
-Every upload is recorded in the run's :class:`~tracking.runs.Manifest`; :func:`verify_uploads` lists
-the uploaded files back and compares sizes before a run may end FINISHED. Text artifacts are scanned for
-secret values (``tracking.redact``) before upload.
-
-For the steps: :func:`log_step_bundle` (one call: run with DESIGN.md tags/params + bundle + verify).
+mlflow is imported inside the functions that need it: importing it costs seconds, and the pipelines
+import this module on every ``lgeom`` command, including those that never log.
 """
 
 from __future__ import annotations
@@ -30,35 +25,30 @@ import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import torch
+from torch import nn
+
+from lgeom import names
+from lgeom.curves import Curve, load_curve
 from tracking.redact import clean_mapping, find_secret
-from tracking.runs import (
-    TAG_MODEL_PREFIX,
-    Manifest,
-    ModelRecord,
-    TrackedRun,
-    ensure_experiment,
-    find_finished_run,
-    flatten_params,
-    run_tags,
-    tracked_run,
-)
-from tracking.store import Store, connect, with_retries
+from tracking.store import RetryPolicy, Store, with_retries
 
 if TYPE_CHECKING:
-    from torch import nn
-
-    from lgeom.curves import Curve
-    from pipelines.bundle import Bundle
-    from pipelines.config import Cell, Config
+    from mlflow import MlflowClient
 
 _METRIC_NAME = re.compile(r"^[A-Za-z0-9_\-. /:]+$")
 _TEXT_SUFFIXES = {".json", ".csv", ".txt", ".yaml", ".yml", ".md", ".html", ".log", ".ini", ".toml", ".tsv", ".svg"}
 _METRICS_PER_BATCH = 1000
 _PARAMS_PER_BATCH = 100
 _TAGS_PER_BATCH = 100
+
+MAX_PARAM_VALUE = 6000
+MAX_TAG_VALUE = 8000
 
 
 class UploadVerificationError(RuntimeError):
@@ -67,6 +57,113 @@ class UploadVerificationError(RuntimeError):
 
 class SecretInArtifactError(ValueError):
     """A file about to be uploaded contains the value of a credential (names the variable, not the value)."""
+
+
+# --- the run handle ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelRecord:
+    """A LoggedModel made for a run: its id and the files (relative path -> bytes) uploaded for it."""
+
+    model_id: str
+    files: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def uri(self) -> str:
+        """``models:/<model_id>``, loadable with :func:`load_model`."""
+        return f"models:/{self.model_id}"
+
+
+@dataclass
+class Manifest:
+    """What was uploaded for a run: artifact path -> size in bytes, and models by name."""
+
+    artifacts: dict[str, int] = field(default_factory=dict)
+    models: dict[str, ModelRecord] = field(default_factory=dict)
+
+    def merge(self, other: "Manifest") -> None:
+        """Add ``other``'s entries (later uploads of the same path replace earlier ones)."""
+        self.artifacts.update(other.artifacts)
+        self.models.update(other.models)
+
+
+class TrackedRun:
+    """A started MLflow run and the ledger of what was uploaded to it (used to verify before FINISHED).
+
+    Made by ``tracking.runs.start_run`` / ``tracked_run`` / ``attach_run``. Its methods are this module's
+    functions with the run bound, so a trial needs only the run object.
+
+    Attributes:
+        store: where the run lives.
+        client: an ``MlflowClient`` for ``store``.
+        run_id, experiment_id: the run's ids.
+        manifest: every upload made through this object.
+        retry: backoff for transient errors of each MLflow / S3 call.
+    """
+
+    def __init__(self, store: Store, client: "MlflowClient", run_id: str, experiment_id: str, retry: RetryPolicy) -> None:
+        self.store = store
+        self.client = client
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+        self.retry = retry
+        self.manifest = Manifest()
+
+    def __repr__(self) -> str:
+        return f"TrackedRun({self.run_id}, experiment {self.experiment_id}, {self.store.describe()})"
+
+    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` with this run's retry policy on transient errors."""
+        return with_retries(lambda: fn(*args, **kwargs), what=what, policy=self.retry)
+
+    def log_metrics(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
+        """See :func:`log_metrics`."""
+        log_metrics(self, metrics, step=step)
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """See :func:`log_params`."""
+        log_params(self, params)
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        """See :func:`set_tags`."""
+        set_tags(self, tags)
+
+    def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> str:
+        """See :func:`log_artifact`."""
+        return log_artifact(self, local_path, artifact_path)
+
+    def log_model(self, name: str, module: nn.Module, **kwargs: Any) -> ModelRecord:
+        """See :func:`log_model`."""
+        return log_model(self, name, module, **kwargs)
+
+    def verify(self) -> None:
+        """See :func:`verify_uploads`."""
+        verify_uploads(self)
+
+
+def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested mappings -> ``{"dotted.key": "value"}`` for MLflow params: lists/tuples as JSON, ``None`` as
+    ``"None"``, values longer than MLflow's limit truncated (marked), credential-named keys dropped and
+    secret values masked."""
+    out: dict[str, str] = {}
+
+    def walk(p: str, v: Any) -> None:
+        if isinstance(v, Mapping) and v:
+            for k, vv in v.items():
+                walk(f"{p}.{k}" if p else str(k), vv)
+            return
+        if isinstance(v, (list, tuple, Mapping)):
+            text = json.dumps(v, default=str, separators=(",", ":"))
+        else:
+            text = str(v)
+        if len(text) > MAX_PARAM_VALUE:
+            text = text[: MAX_PARAM_VALUE - 20] + "...[truncated]"
+        out[p] = text
+
+    for k, v in values.items():
+        walk(f"{prefix}.{k}" if prefix else str(k), v)
+    return clean_mapping(out)
 
 
 # --- scalars ----------------------------------------------------------------------------------------------
@@ -130,8 +227,6 @@ def set_tags(run: TrackedRun, tags: Mapping[str, Any]) -> None:
     """Set tags (credential-named keys dropped, secret values masked)."""
     from mlflow.entities import RunTag
 
-    from tracking.runs import MAX_TAG_VALUE
-
     items = [RunTag(k, v[:MAX_TAG_VALUE]) for k, v in clean_mapping(tags).items()]
     for i in range(0, len(items), _TAGS_PER_BATCH):
         chunk = items[i : i + _TAGS_PER_BATCH]
@@ -147,7 +242,7 @@ def log_series(
     steps: Sequence[int] | None = None,
 ) -> list[str]:
     """Log every numeric column of ``columns`` (a mapping of name -> values, an ``lgeom.table.Table`` or a
-    pandas DataFrame) as metric ``<prefix>.<column>`` with step = row index (or ``steps``); NaN cells are
+    pandas DataFrame) as metric ``lgeom.names.series_metric(prefix, column)`` with step = row index (or ``steps``); NaN cells are
     not logged (a column probed at some rows only has entries at those steps).
 
     Returns:
@@ -156,7 +251,6 @@ def log_series(
     Raises:
         ValueError: columns of different lengths, or ``steps`` of the wrong length.
     """
-    import numpy as np
     from mlflow.entities import Metric
 
     if hasattr(columns, "columns") and isinstance(getattr(columns, "columns"), Mapping):
@@ -181,17 +275,17 @@ def log_series(
         raise ValueError(f"series {prefix}: expected {n} steps (one per row), got {len(steps)}")
     ts = int(time.time() * 1000)
     entries = []
-    names = []
+    logged = []
     for name, arr in arrays.items():
-        key = f"{prefix}.{name}"
+        key = names.series_metric(prefix, name)
         _check_metric_name(key)
-        names.append(key)
+        logged.append(key)
         for i, v in enumerate(arr):
             if np.isnan(v):  # sparse columns (e.g. the Hessian probed at some points only): no value, no entry
                 continue
             entries.append(Metric(key, float(v), ts, int(steps[i]) if steps is not None else i))
     _log_metric_entries(run, entries)
-    return names
+    return logged
 
 
 # --- artifacts --------------------------------------------------------------------------------------------
@@ -287,7 +381,7 @@ def _compare(expected: Mapping[str, int], found: Mapping[str, int], what: str) -
 def log_model(
     run: TrackedRun,
     name: str,
-    module: "nn.Module",
+    module: nn.Module,
     *,
     step: int = 0,
     tags: Mapping[str, Any] | None = None,
@@ -298,13 +392,12 @@ def log_model(
     listed back with the right sizes.
 
     Returns:
-        the :class:`~tracking.runs.ModelRecord` (``.uri`` loads it with :func:`load_model`).
+        the :class:`ModelRecord` (``.uri`` loads it with :func:`load_model`).
 
     Raises:
         UploadVerificationError: the model's files did not all arrive (the model is marked FAILED).
     """
     import mlflow.pytorch
-    import torch
     from mlflow.entities import LoggedModelOutput
     from mlflow.models import Model
 
@@ -339,7 +432,7 @@ def log_model(
         raise UploadVerificationError(f"model {name} ({lm.model_id}): " + "; ".join(problems))
     run.call(f"finalising model {name}", client.finalize_logged_model, lm.model_id, "READY")
     run.call(f"linking model {name}", client.log_outputs, run.run_id, [LoggedModelOutput(lm.model_id, step)])
-    run.call(f"tagging model {name}", client.set_tag, run.run_id, f"{TAG_MODEL_PREFIX}{name}", rec.uri)
+    run.call(f"tagging model {name}", client.set_tag, run.run_id, names.model_tag(name), rec.uri)
     return rec
 
 
@@ -364,10 +457,10 @@ def model_uris(store: Store, run_id: str) -> dict[str, str]:
     """``{name: "models:/<id>"}`` of the READY models logged for ``run_id`` (e.g. ``{"a": ..., "b": ...}``)."""
     client = store.client()
     run = with_retries(lambda: client.get_run(run_id), what=f"reading run {run_id}")
-    return {k[len(TAG_MODEL_PREFIX):]: v for k, v in run.data.tags.items() if k.startswith(TAG_MODEL_PREFIX)}
+    return {k[len(names.TAG_MODEL_PREFIX):]: v for k, v in run.data.tags.items() if k.startswith(names.TAG_MODEL_PREFIX)}
 
 
-def load_model(store: Store, run_id: str, name: str, *, dst: str | os.PathLike[str] | None = None) -> "nn.Module":
+def load_model(store: Store, run_id: str, name: str, *, dst: str | os.PathLike[str] | None = None) -> nn.Module:
     """Load the PyTorch model ``name`` (e.g. ``a``) logged for ``run_id``.
 
     Raises:
@@ -398,232 +491,9 @@ def download_artifact(store: Store, run_id: str, path: str, dst: str | os.PathLi
     return Path(with_retries(lambda: client.download_artifacts(run_id, path, str(dst)), what=f"downloading {path}"))
 
 
-def load_logged_curve(store: Store, run_id: str, name: str) -> tuple["Curve", dict[str, Any]]:
+def load_logged_curve(store: Store, run_id: str, name: str) -> tuple[Curve, dict[str, Any]]:
     """The curve ``curves/<name>.pt`` of ``run_id`` rebuilt with ``lgeom.curves.load_curve``:
     ``(curve, extra)`` where ``extra`` holds what was saved with it (e.g. the model config)."""
-    from lgeom.curves import load_curve
-
     with tempfile.TemporaryDirectory(prefix="lgeom-curve-") as tmp:
-        local = download_artifact(store, run_id, f"curves/{name}.pt", tmp)
+        local = download_artifact(store, run_id, names.curve_artifact(name), tmp)
         return load_curve(local)
-
-
-# --- bundles ----------------------------------------------------------------------------------------------
-
-
-def _bundle_root(bundle: "Bundle | str | os.PathLike[str]") -> Path:
-    # A Bundle carries its folder in .root; a path is the folder itself (Path.root would be "/").
-    root = Path(bundle) if isinstance(bundle, (str, os.PathLike)) else Path(bundle.root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"bundle: expected a result folder at {root}, got nothing there")
-    return root
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise ValueError(f"bundle file {path}: expected JSON, got unparsable content ({err})") from err
-
-
-def log_bundle(run: TrackedRun, bundle: "Bundle | str | os.PathLike[str]", *, model: "nn.Module | None" = None) -> Manifest:
-    """Log a result bundle (a ``pipelines.bundle.Bundle`` or its folder) into ``run`` (see module doc).
-
-    Args:
-        model: the architecture of the endpoints (any ``nn.Module`` of the right shape; it is not
-            modified). With it, ``endpoints/<x>.pt`` become MLflow PyTorch models ``x``; without it they are
-            uploaded as plain artifacts under ``endpoints/``.
-
-    Returns:
-        the :class:`~tracking.runs.Manifest` of this bundle's uploads (also merged into ``run.manifest``).
-
-    Raises:
-        FileNotFoundError: no bundle folder.
-        ValueError: unparsable JSON, bad metric names or values; SecretInArtifactError for credentials.
-    """
-    root = _bundle_root(bundle)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and ".tmp" not in p.name)
-    rel = {p: p.relative_to(root).as_posix() for p in files}
-    added = Manifest()
-
-    if (root / "tags.json").exists():
-        set_tags(run, _read_json(root / "tags.json"))
-    if (root / "params.json").exists():
-        log_params(run, _read_json(root / "params.json"))
-    if (root / "metrics.json").exists():
-        log_metrics(run, _read_json(root / "metrics.json"))
-    for csv_path in sorted((root / "paths").glob("*.csv")):
-        from lgeom.table import Table
-
-        log_series(run, csv_path.stem, Table.read_csv(csv_path))
-
-    endpoints = [p for p in files if rel[p].startswith("endpoints/") and p.suffix == ".pt"]
-    if model is not None:
-        for p in endpoints:
-            added.models[p.stem] = log_model(run, p.stem, _endpoint_module(model, p))
-    for p in files:
-        if model is not None and p in endpoints:
-            continue
-        parent = rel[p].rsplit("/", 1)[0] if "/" in rel[p] else None
-        key = log_artifact(run, p, parent)
-        added.artifacts[key] = run.manifest.artifacts[key]
-    return added
-
-
-def _endpoint_module(model: "nn.Module", path: Path) -> "nn.Module":
-    """A copy of ``model`` holding the endpoint saved at ``path`` (``{"params", "buffers"}``)."""
-    import torch
-
-    from lgeom.params import load_params
-
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(state, dict) or "params" not in state:
-        raise ValueError(f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), got {type(state).__name__}")
-    module = copy.deepcopy(model).cpu()
-    load_params(module, state["params"], state.get("buffers"))
-    return module.eval()
-
-
-# --- the steps' entry point -------------------------------------------------------------------------------
-
-
-def log_step_bundle(
-    cfg: "Config",
-    cell: "Cell | str | None",
-    stage: str,
-    bundle: "Bundle | str | os.PathLike[str]",
-    model: "nn.Module | None" = None,
-    *,
-    store: Store | None = None,
-    study: str | None = None,
-    parent_run_id: str | None = None,
-    run_name: str | None = None,
-    reuse: bool = False,
-) -> str:
-    """Log one step's bundle as its own run and return the run id: what ``connect`` / ``probe`` call.
-
-    The run goes to experiment ``study`` (default ``cfg.name``) in ``store`` (default: resolved from the
-    environment and health-checked), with tags ``lgeom.study``, ``lgeom.cell``, ``lgeom.config_hash``
-    (``pipelines.config.config_hash`` of the cell's config), ``lgeom.stage`` = ``stage`` and
-    ``mlflow.parentRunId`` when ``parent_run_id`` is given; params = the cell's flattened config. It ends
-    FINISHED only after every upload is verified, else FAILED with the error (which is re-raised).
-
-    Args:
-        cfg: the step's config (a cell's config when ``cell`` is a name or ``None``).
-        cell: a ``pipelines.config.Cell`` (its ``.config`` is used), a cell name, or ``None``
-            (``cfg`` itself; the name is derived with ``pipelines.config.cell_name``).
-        reuse: return the id of a FINISHED run with the same config hash and stage instead of logging.
-
-    Raises:
-        tracking.store.StoreUnavailableError: the store does not answer; logging/verification errors.
-    """
-    from pipelines.config import cell_name, config_hash
-
-    if cell is None:
-        cell_cfg, name = cfg, cell_name(cfg, {})
-    elif isinstance(cell, str):
-        cell_cfg, name = cfg, cell
-    else:
-        cell_cfg, name = cell.config, cell.name
-    study = study or cfg.name
-    store = store or connect()
-    exp_id = ensure_experiment(store, study)
-    h = config_hash(cell_cfg)
-    if reuse:
-        found = find_finished_run(store, exp_id, h, stage=stage, cell=name)
-        if found is not None:
-            return found.info.run_id
-    tags = run_tags(study=study, stage=stage, cell=name, config_hash=h, parent_run_id=parent_run_id)
-    with tracked_run(
-        store, experiment_id=exp_id, run_name=run_name or f"{stage}:{name}",
-        parent_run_id=parent_run_id, tags=tags, params=cell_cfg.flat(),
-    ) as run:
-        run.log_bundle(bundle, model=model)
-        return run.run_id
-
-
-def endpoint_name(index: int) -> str:
-    """The contract's name of the ``index``-th endpoint of a cell: ``a``, ``b``, ``c`` ..."""
-    if not 0 <= index < 26:
-        raise ValueError(f"endpoint index: expected 0..25, got {index}")
-    return chr(ord("a") + index)
-
-
-def log_train_result(run: TrackedRun, name: str, module: "nn.Module", result: Any, *, log_model_too: bool = True) -> None:
-    """Log one trained endpoint (an ``lgeom.train.TrainResult``) as endpoint ``name`` of ``run``:
-
-    * final metrics ``<name>.train_loss``, ``<name>.train_acc``, ``<name>.test_loss``, ``<name>.test_acc``
-      (eval mode, the metric contract's names) plus ``<name>.samples_per_s``, ``<name>.n_params``;
-    * the per-epoch history as series ``<name>.history.<column>`` with step = epoch;
-    * the trained ``module`` as MLflow PyTorch model ``name`` (when ``log_model_too``).
-    """
-    from lgeom.params import count_params
-
-    final = {f"{name}.{split}_{k}": getattr(res, k) for split, res in result.final.items() for k in ("loss", "acc")}
-    final[f"{name}.samples_per_s"] = result.samples_per_s
-    final[f"{name}.n_params"] = count_params(module)
-    log_metrics(run, final)
-    log_params(run, {"n_params": count_params(module)})
-    history = result.history
-    epochs = [int(e) for e in history["epoch"]]
-    log_series(run, f"{name}.history", history, skip=("epoch",), steps=epochs)
-    if log_model_too:
-        log_model(run, name, module)
-
-
-def log_tune_results(
-    cfg: "Config",
-    cell_name: str,
-    outcome: Mapping[str, Any],
-    preset_path: str | os.PathLike[str] | None = None,
-    *,
-    store: Store | None = None,
-) -> str:
-    """Log a hyperparameter search (``pipelines.tune``) and return the id of its ``tune`` run.
-
-    One parent run (experiment ``cfg.name``, stage ``tune``, tags ``lgeom.cell`` / ``lgeom.config_hash``
-    of the tuned cell) with params ``best.<key>``, metric ``best_test_acc`` and the tuned preset file as
-    artifact ``tuned/<file>``; one child run per trial (stage ``tune-trial``) with the trial's sampled
-    values as params and ``test_acc`` / ``epochs`` as metrics. Trials that failed end FAILED with their
-    error recorded.
-
-    Args:
-        outcome: ``{"best": {...}, "best_test_acc": float, "trials": [{..., "test_acc", "epochs", "error"}]}``.
-
-    Raises:
-        ValueError: ``outcome`` lacks ``best`` or ``trials``; tracking.store.StoreUnavailableError.
-    """
-    from pipelines.config import config_hash, expand_matrix
-
-    from tracking.runs import end_run, start_run
-
-    if "best" not in outcome or "trials" not in outcome:
-        raise ValueError(f"tune outcome: expected keys 'best' and 'trials', got {sorted(outcome)}")
-    cells = {c.name: c for c in expand_matrix(cfg)}
-    cell_cfg = cells[cell_name].config if cell_name in cells else cfg
-    study = cfg.name
-    store = store or connect()
-    exp_id = ensure_experiment(store, study)
-    h = config_hash(cell_cfg)
-    tags = run_tags(study=study, stage="tune", cell=cell_name, config_hash=h)
-    with tracked_run(store, experiment_id=exp_id, run_name=f"tune:{cell_name}", tags=tags,
-                     params={**cell_cfg.flat(), **{f"best.{k}": v for k, v in outcome["best"].items()}}) as parent:
-        if outcome.get("best_test_acc") is not None:
-            parent.log_metrics({"best_test_acc": outcome["best_test_acc"]})
-        if preset_path is not None:
-            parent.log_artifact(preset_path, "tuned")
-        for i, trial in enumerate(outcome["trials"]):
-            values = {k: v for k, v in trial.items() if k not in ("test_acc", "epochs", "error")}
-            child_tags = run_tags(study=study, stage="tune-trial", cell=cell_name, parent_run_id=parent.run_id)
-            child = start_run(store, experiment_id=exp_id, run_name=f"trial {i}", parent_run_id=parent.run_id,
-                              tags=child_tags, params=values, check=False)
-            if trial.get("error"):
-                end_run(child, "FAILED", error=RuntimeError(str(trial["error"])))
-                continue
-            try:
-                child.log_metrics({k: trial[k] for k in ("test_acc", "epochs") if trial.get(k) is not None})
-            except BaseException as err:
-                end_run(child, "FAILED", error=err)
-                raise
-            end_run(child, "FINISHED")
-        return parent.run_id

@@ -16,15 +16,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lgeom import names
 from tracking.figures import save_figure
 from tracking.query import natural_key, path_series, resolve_column, runs
 from tracking.runs import attach_run
 from tracking.store import Store, resolve_store
 
-_X_ALIASES = {"depth": ("model.depth", "model.blocks"), "n_params": ("n_params",)}
+_X_ALIASES = {"depth": ("model.depth", "model.blocks"), names.PARAM_N_PARAMS: (names.PARAM_N_PARAMS,)}
+# A column derived here for plotting (mean endpoint gap), not a logged metric.
+_GEN_GAP_ACC = "gen_gap_acc"
 
 
 def _pyplot():  # noqa: ANN202 - matplotlib's module
+    # pyplot is imported on first use only: it picks a backend and costs a second at import.
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -89,7 +93,7 @@ def plot_path_series(
     column: str,
     out: str | os.PathLike[str],
     *,
-    paths: Sequence[str] = ("linear", "bezier"),
+    paths: Sequence[str] = (names.LINE, "bezier"),
     group: str = "model",
     store: Store | None = None,
 ) -> Path:
@@ -142,7 +146,7 @@ def plot_gen_gap(
     *,
     x: str = "n_params",
     group: str = "dataset",
-    endpoints: Sequence[str] = ("a", "b"),
+    endpoints: Sequence[str] = names.ENDPOINTS,
 ) -> Path:
     """Generalisation gap of the endpoints, mean over ``endpoints`` of ``<x>.train_acc - <x>.test_acc``
     (percentage points), against ``x`` per ``group``.
@@ -152,14 +156,14 @@ def plot_gen_gap(
     """
     gaps = []
     for e in endpoints:
-        tr, te = f"metrics.{e}.train_acc", f"metrics.{e}.test_acc"
+        tr, te = (f"metrics.{names.endpoint_metric(e, split, 'acc')}" for split in ("train", "test"))
         if tr in df.columns and te in df.columns:
             gaps.append(pd.to_numeric(df[tr], errors="coerce") - pd.to_numeric(df[te], errors="coerce"))
     if not gaps:
         raise KeyError(f"generalisation gap: expected metrics <endpoint>.train_acc and .test_acc for {', '.join(endpoints)}, got none")
     work = df.copy()
-    work["metrics.gen_gap_acc"] = pd.concat(gaps, axis=1).mean(axis=1)
-    return plot_metric_vs(work, "gen_gap_acc", out, x=x, group=group)
+    work[f"metrics.{_GEN_GAP_ACC}"] = pd.concat(gaps, axis=1).mean(axis=1)
+    return plot_metric_vs(work, _GEN_GAP_ACC, out, x=x, group=group)
 
 
 def study_figures(
@@ -181,27 +185,29 @@ def study_figures(
     df = runs(study, store=store, children_only=True)
     out = Path(out_dir)
     made: list[Path] = []
+    auc = names.barrier_metric("bezier", "test", "acc_auc")
+    barrier = names.barrier_metric(names.LINE, "test", "loss_barrier")
     jobs = [
-        ("acc_auc_vs_depth.png", lambda p: plot_metric_vs(df, "bezier.test.acc_auc", p, x="depth")),
-        ("acc_auc_vs_params.png", lambda p: plot_metric_vs(df, "bezier.test.acc_auc", p, x="n_params")),
-        ("loss_barrier_vs_params.png", lambda p: plot_metric_vs(df, "linear.test.loss_barrier", p, x="n_params")),
-        ("path_test_acc.png", lambda p: plot_path_series(df, "test_acc", p, store=store)),
-        ("path_lambda_max.png", lambda p: plot_path_series(df, "hessian_lambda_max", p, store=store)),
-        ("gen_gap_vs_params.png", lambda p: plot_gen_gap(df, p)),
+        ("acc_auc_vs_depth", lambda p: plot_metric_vs(df, auc, p, x="depth")),
+        ("acc_auc_vs_params", lambda p: plot_metric_vs(df, auc, p, x=names.PARAM_N_PARAMS)),
+        ("loss_barrier_vs_params", lambda p: plot_metric_vs(df, barrier, p, x=names.PARAM_N_PARAMS)),
+        ("path_test_acc", lambda p: plot_path_series(df, names.split_column("test", "acc"), p, store=store)),
+        ("path_lambda_max", lambda p: plot_path_series(df, names.probe_column(names.HESSIAN, "lambda_max"), p, store=store)),
+        ("gen_gap_vs_params", lambda p: plot_gen_gap(df, p)),
     ]
     for name, make in jobs:
         try:
-            made.append(make(out / name))
+            made.append(make(out / Path(names.figure_artifact(name)).name))
         except (KeyError, ValueError):
             continue
     if log and made:
         if parent_run_id is None:
-            parents = runs(study, store=store, stage="study", status=None)
+            parents = runs(study, store=store, stage=names.STAGE_STUDY, status=None)
             parent_run_id = None if parents.empty else str(parents.iloc[0]["run_id"])
         if parent_run_id is not None:
             run = attach_run(store, parent_run_id)
             for p in made:
-                run.log_artifact(p, "figures")
+                run.log_artifact(p, names.FIGURES_DIR)
             run.verify()
     return made
 

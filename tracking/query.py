@@ -22,11 +22,14 @@ from typing import Any
 
 import pandas as pd
 
-from tracking.runs import TAG_CELL, TAG_CONFIG_HASH, TAG_PARENT, TAG_STAGE, TAG_STUDY, _quote, search_all_runs
+from lgeom import names
+from lgeom.names import TAG_CELL, TAG_CONFIG_HASH, TAG_PARENT, TAG_STAGE, TAG_STUDY
+from tracking.runs import quote_search_value, search_all_runs
 from tracking.store import Store, resolve_store, with_retries
 
 CELL_PARTS = ("model", "dataset", "optimizer")
-DEPTH_AUC_METRICS = ("linear.test.acc_auc", "bezier.test.acc_auc", "linear.test.acc_drop", "bezier.test.acc_drop")
+DEPTH_AUC_METRICS = tuple(names.barrier_metric(path, "test", quantity)
+                          for quantity in ("acc_auc", "acc_drop") for path in (names.LINE, "bezier"))
 TRIANGLE_METRICS = ("dist_ac", "dist_bc", "angle_acb_deg")
 FORMATS = ("text", "csv", "markdown")
 
@@ -49,11 +52,11 @@ def experiment_id(study: str, *, store: Store | None = None) -> str:
     client = store.client()
     exp = with_retries(lambda: client.get_experiment_by_name(study), what=f"looking up study {study!r}")
     if exp is None or exp.lifecycle_stage == "deleted":
-        names = sorted(e.name for e in client.search_experiments(max_results=1000))
-        close = difflib.get_close_matches(study, names, n=1)
+        studies = sorted(e.name for e in client.search_experiments(max_results=1000))
+        close = difflib.get_close_matches(study, studies, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise StudyNotFoundError(
-            f"study: expected one of {', '.join(repr(n) for n in names) or 'no studies (nothing logged yet)'} "
+            f"study: expected one of {', '.join(repr(n) for n in studies) or 'no studies (nothing logged yet)'} "
             f"in {store.describe()}, got {study!r}{hint}"
         )
     return str(exp.experiment_id)
@@ -93,7 +96,7 @@ def runs(
         filters.append(f"attributes.status = '{status}'")
     for tag, value in ((TAG_STAGE, stage), (TAG_CELL, cell), (TAG_PARENT, parent_run_id)):
         if value is not None:
-            filters.append(f"tags.`{tag}` = {_quote(value)}")
+            filters.append(f"tags.`{tag}` = {quote_search_value(value)}")
     if filter_string:
         filters.append(filter_string)
     found = search_all_runs(store, [exp_id], " and ".join(filters), order_by=["attributes.start_time DESC"])
@@ -141,11 +144,11 @@ def resolve_column(df: pd.DataFrame, name: str) -> str:
     for candidate in (name, f"params.{name}", f"tags.{name}", f"metrics.{name}"):
         if candidate in df.columns:
             return candidate
-    names = sorted(c for c in df.columns)
-    short = sorted({c.split(".", 1)[1] if c.startswith(("params.", "tags.", "metrics.")) else c for c in names})
+    columns = sorted(c for c in df.columns)
+    short = sorted({c.split(".", 1)[1] if c.startswith(("params.", "tags.", "metrics.")) else c for c in columns})
     close = difflib.get_close_matches(name, short, n=3)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    metrics = [c[len("metrics."):] for c in names if c.startswith("metrics.")]
+    metrics = [c[len("metrics."):] for c in columns if c.startswith("metrics.")]
     listed = ", ".join(metrics[:40]) + (f" ... ({len(metrics)} in all)" if len(metrics) > 40 else "")
     raise KeyError(
         f"column {name!r}: expected a run field, param, tag or metric of the runs, got none of that name{hint}; "
@@ -237,22 +240,25 @@ def path_series(run_id: str, path: str, *, store: Store | None = None) -> pd.Dat
     """
     store = _store(store)
     client = store.client()
-    files = {i.path for i in with_retries(lambda: client.list_artifacts(run_id, "paths"), what="listing paths/")}
-    if f"paths/{path}.csv" in files:
+    table = names.path_table_artifact(path)
+    files = {i.path for i in with_retries(lambda: client.list_artifacts(run_id, names.PATHS_DIR), what="listing paths/")}
+    if table in files:
         with tempfile.TemporaryDirectory(prefix="lgeom-path-") as tmp:
-            local = with_retries(lambda: client.download_artifacts(run_id, f"paths/{path}.csv", tmp), what="downloading a path table")
+            local = with_retries(lambda: client.download_artifacts(run_id, table, tmp), what="downloading a path table")
             return pd.read_csv(local)
     run = with_retries(lambda: client.get_run(run_id), what=f"reading run {run_id}")
     columns: dict[str, pd.Series] = {}
     for key in run.data.metrics:
-        head, _, col = key.partition(".")
-        if head != path or "." in col:
+        parsed = names.parse_series_metric(key)
+        if parsed is None or parsed[0] != path:
             continue
+        col = parsed[1]
         hist = with_retries(lambda: client.get_metric_history(run_id, key), what=f"reading metric {key}")
         if len(hist) > 1:
             columns[col] = pd.Series({m.step: m.value for m in hist}).sort_index()
     if not columns:
-        have = sorted({Path(f).stem for f in files} | {k.split(".")[0] for k in run.data.metrics if k.count(".") == 1})
+        series = (names.parse_series_metric(k) for k in run.data.metrics)
+        have = sorted({Path(f).stem for f in files} | {p[0] for p in series if p is not None})
         raise KeyError(f"path {path!r} of run {run_id}: expected one of {have or 'none logged'}, got {path!r}")
     df = pd.DataFrame(columns).sort_index()
     n = len(df)
@@ -309,20 +315,20 @@ def depth_triangle_table(
     df = study if isinstance(study, pd.DataFrame) else runs(study, store=store, children_only=True)
     parts = []
     for curve in curves:
-        names = [f"{curve}.{m}" for m in TRIANGLE_METRICS]
-        if not any(f"metrics.{n}" in df.columns for n in names):
+        metrics = {names.triangle_metric(curve, m): m for m in TRIANGLE_METRICS}
+        if not any(f"metrics.{n}" in df.columns for n in metrics):
             continue
-        sub = df[df[[f"metrics.{n}" for n in names if f"metrics.{n}" in df.columns]].notna().any(axis=1)].copy()
-        for n in names:
+        sub = df[df[[f"metrics.{n}" for n in metrics if f"metrics.{n}" in df.columns]].notna().any(axis=1)].copy()
+        for n in metrics:
             if f"metrics.{n}" not in sub.columns:
                 sub[f"metrics.{n}"] = math.nan
-        t = compare(sub, names, by)
-        t = t.rename(columns={c: c[len(curve) + 1:] for c in t.columns if c.startswith(f"{curve}.")})
+        t = compare(sub, list(metrics), by)
+        t = t.rename(columns={f"{n}.{stat}": f"{m}.{stat}" for n, m in metrics.items() for stat in ("mean", "std", "n")})
         t.insert(len(by), "curve", curve)
         parts.append(_with_n_params(t, df, by))
     if not parts:
         raise KeyError(
-            f"triangle table: expected runs with metrics <curve>.{', <curve>.'.join(TRIANGLE_METRICS)} for "
+            f"triangle table: expected runs with metrics {', '.join(names.triangle_metric('<curve>', m) for m in TRIANGLE_METRICS)} for "
             f"curves {', '.join(curves)}, got none"
         )
     out = pd.concat(parts, ignore_index=True)

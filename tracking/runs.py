@@ -7,7 +7,7 @@ The life cycle is one context manager::
         with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell.name,
                          parent_run_id=parent.run_id, params=flatten_params(cell.config.flat()),
                          tags=run_tags(study="quick", cell=cell.name, config_hash=h, stage="trial")) as run:
-            run.log_bundle(bundle, model=module)         # tracking.log
+            log_bundle(run, bundle, model=module)        # tracking.bundle
     # each run ends FINISHED only after every upload it made was listed back with the same size;
     # any exception (KeyboardInterrupt included) ends it FAILED with the error in tag ``lgeom.error``
     # and the run's note.
@@ -18,7 +18,6 @@ A run started here records ``lgeom.host`` / ``lgeom.pid`` / ``lgeom.proc_start``
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import socket
@@ -27,132 +26,30 @@ import traceback
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from lgeom.names import (
+    TAG_CELL,
+    TAG_CONFIG_HASH,
+    TAG_ERROR,
+    TAG_HOST,
+    TAG_NOTE,
+    TAG_PARENT,
+    TAG_PID,
+    TAG_PROC_START,
+    TAG_STAGE,
+    TAG_STUDY,
+)
+from tracking.log import MAX_TAG_VALUE, Manifest, ModelRecord, TrackedRun, flatten_params
+from tracking.processes import process_alive, process_start_ticks
 from tracking.redact import clean_mapping, redact
 from tracking.store import DEFAULT_RETRY, RetryPolicy, Store, check_artifact_store, check_health, with_retries
 
 if TYPE_CHECKING:
-    import os as _os
-
     from mlflow import MlflowClient
     from mlflow.entities import Run
-    from torch import nn
 
-    from pipelines.bundle import Bundle
-
-TAG_STUDY = "lgeom.study"
-TAG_CELL = "lgeom.cell"
-TAG_CONFIG_HASH = "lgeom.config_hash"
-TAG_STAGE = "lgeom.stage"
-TAG_PARENT = "mlflow.parentRunId"
-TAG_ERROR = "lgeom.error"
-TAG_HOST = "lgeom.host"
-TAG_PID = "lgeom.pid"
-TAG_PROC_START = "lgeom.proc_start"
-TAG_MODEL_PREFIX = "lgeom.model."
-TAG_NOTE = "mlflow.note.content"
-
-MAX_PARAM_VALUE = 6000
-MAX_TAG_VALUE = 8000
 _RUN_STATUSES = ("FINISHED", "FAILED", "KILLED")
-
-
-@dataclass
-class ModelRecord:
-    """A LoggedModel made for a run: its id and the files (relative path -> bytes) uploaded for it."""
-
-    model_id: str
-    files: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def uri(self) -> str:
-        """``models:/<model_id>``, loadable with ``mlflow.pytorch.load_model`` (see tracking.log.load_model)."""
-        return f"models:/{self.model_id}"
-
-
-@dataclass
-class Manifest:
-    """What was uploaded for a run: artifact path -> size in bytes, and models by name."""
-
-    artifacts: dict[str, int] = field(default_factory=dict)
-    models: dict[str, ModelRecord] = field(default_factory=dict)
-
-    def merge(self, other: "Manifest") -> None:
-        """Add ``other``'s entries (later uploads of the same path replace earlier ones)."""
-        self.artifacts.update(other.artifacts)
-        self.models.update(other.models)
-
-
-class TrackedRun:
-    """A started MLflow run and the ledger of what was uploaded to it (used to verify before FINISHED).
-
-    Attributes:
-        store: where the run lives.
-        client: an ``MlflowClient`` for ``store``.
-        run_id, experiment_id: the run's ids.
-        manifest: every upload made through this object.
-        retry: backoff for transient errors of each MLflow / S3 call.
-    """
-
-    def __init__(self, store: Store, client: "MlflowClient", run_id: str, experiment_id: str, retry: RetryPolicy) -> None:
-        self.store = store
-        self.client = client
-        self.run_id = run_id
-        self.experiment_id = experiment_id
-        self.retry = retry
-        self.manifest = Manifest()
-
-    def __repr__(self) -> str:
-        return f"TrackedRun({self.run_id}, experiment {self.experiment_id}, {self.store.describe()})"
-
-    def call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        """``fn(*args, **kwargs)`` with this run's retry policy on transient errors."""
-        return with_retries(lambda: fn(*args, **kwargs), what=what, policy=self.retry)
-
-    # Logging is implemented in tracking.log; these delegate so a trial needs only the run object.
-    def log_metrics(self, metrics: Mapping[str, float | None], *, step: int = 0) -> None:
-        """See :func:`tracking.log.log_metrics`."""
-        from tracking.log import log_metrics
-
-        log_metrics(self, metrics, step=step)
-
-    def log_params(self, params: Mapping[str, Any]) -> None:
-        """See :func:`tracking.log.log_params`."""
-        from tracking.log import log_params
-
-        log_params(self, params)
-
-    def set_tags(self, tags: Mapping[str, Any]) -> None:
-        """See :func:`tracking.log.set_tags`."""
-        from tracking.log import set_tags
-
-        set_tags(self, tags)
-
-    def log_artifact(self, local_path: "str | _os.PathLike[str]", artifact_path: str | None = None) -> str:
-        """See :func:`tracking.log.log_artifact`."""
-        from tracking.log import log_artifact
-
-        return log_artifact(self, local_path, artifact_path)
-
-    def log_model(self, name: str, module: "nn.Module", **kwargs: Any) -> ModelRecord:
-        """See :func:`tracking.log.log_model`."""
-        from tracking.log import log_model
-
-        return log_model(self, name, module, **kwargs)
-
-    def log_bundle(self, bundle: "Bundle | str | _os.PathLike[str]", *, model: "nn.Module | None" = None) -> Manifest:
-        """See :func:`tracking.log.log_bundle`."""
-        from tracking.log import log_bundle
-
-        return log_bundle(self, bundle, model=model)
-
-    def verify(self) -> None:
-        """See :func:`tracking.log.verify_uploads`."""
-        from tracking.log import verify_uploads
-
-        verify_uploads(self)
 
 
 # --- names, tags, params ---------------------------------------------------------------------------------
@@ -178,30 +75,6 @@ def run_tags(
         tags[TAG_PARENT] = parent_run_id
     tags.update({k: str(v) for k, v in (extra or {}).items()})
     return tags
-
-
-def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested mappings -> ``{"dotted.key": "value"}`` for MLflow params: lists/tuples as JSON, ``None`` as
-    ``"None"``, values longer than MLflow's limit truncated (marked), credential-named keys dropped and
-    secret values masked."""
-    out: dict[str, str] = {}
-
-    def walk(p: str, v: Any) -> None:
-        if isinstance(v, Mapping) and v:
-            for k, vv in v.items():
-                walk(f"{p}.{k}" if p else str(k), vv)
-            return
-        if isinstance(v, (list, tuple, Mapping)):
-            text = json.dumps(v, default=str, separators=(",", ":"))
-        else:
-            text = str(v)
-        if len(text) > MAX_PARAM_VALUE:
-            text = text[: MAX_PARAM_VALUE - 20] + "...[truncated]"
-        out[p] = text
-
-    for k, v in values.items():
-        walk(f"{prefix}.{k}" if prefix else str(k), v)
-    return clean_mapping(out)
 
 
 def _slug(name: str) -> str:
@@ -251,9 +124,7 @@ def _context_tags() -> dict[str, str]:
     except Exception:  # noqa: BLE001 - context tags are a convenience
         tags = {}
     pid = os.getpid()
-    from tracking.local_stack import _proc_start_ticks
-
-    tags.update({TAG_HOST: socket.gethostname(), TAG_PID: str(pid), TAG_PROC_START: str(_proc_start_ticks(pid) or 0)})
+    tags.update({TAG_HOST: socket.gethostname(), TAG_PID: str(pid), TAG_PROC_START: str(process_start_ticks(pid) or 0)})
     return tags
 
 
@@ -419,7 +290,12 @@ def search_all_runs(store: Store, experiment_ids: list[str], filter_string: str 
             return out
 
 
-def _quote(value: str) -> str:
+def quote_search_value(value: str) -> str:
+    """``value`` quoted for an MLflow search filter (``tags.`x` = 'value'``).
+
+    Raises:
+        ValueError: ``value`` holds a single quote (MLflow's filter syntax has no escape for it).
+    """
     if "'" in value:
         raise ValueError(f"search value: expected no single quote, got {value!r}")
     return f"'{value}'"
@@ -435,11 +311,11 @@ def find_finished_run(
 ) -> "Run | None":
     """The most recent FINISHED run with tag ``lgeom.config_hash == config_hash`` in the experiment
     (optionally also of ``stage`` / ``cell``), or ``None``: the study reuses it instead of recomputing."""
-    filters = [f"tags.`{TAG_CONFIG_HASH}` = {_quote(config_hash)}", "attributes.status = 'FINISHED'"]
+    filters = [f"tags.`{TAG_CONFIG_HASH}` = {quote_search_value(config_hash)}", "attributes.status = 'FINISHED'"]
     if stage is not None:
-        filters.append(f"tags.`{TAG_STAGE}` = {_quote(stage)}")
+        filters.append(f"tags.`{TAG_STAGE}` = {quote_search_value(stage)}")
     if cell is not None:
-        filters.append(f"tags.`{TAG_CELL}` = {_quote(cell)}")
+        filters.append(f"tags.`{TAG_CELL}` = {quote_search_value(cell)}")
     runs = search_all_runs(store, [experiment_id], " and ".join(filters), order_by=["attributes.start_time DESC"])
     return runs[0] if runs else None
 
@@ -470,8 +346,6 @@ def mark_orphaned_runs(
     """
     if status not in ("FAILED", "KILLED"):
         raise ValueError(f"orphan status: expected FAILED or KILLED, got {status!r}")
-    from tracking.local_stack import _alive
-
     client = store.client()
     host = socket.gethostname()
     now_ms = time.time() * 1000
@@ -493,7 +367,7 @@ def mark_orphaned_runs(
             reason = f"its study invocation (parent run {parent_run_id}) ended without closing it"
         elif tags.get(TAG_HOST) == host and tags.get(TAG_PID, "").isdigit():
             ticks = int(tags.get(TAG_PROC_START, "0") or 0) or None
-            if not _alive(int(tags[TAG_PID]), ticks):
+            if not process_alive(int(tags[TAG_PID]), ticks):
                 reason = f"process {tags[TAG_PID]} on {host} that ran it no longer exists"
         if reason is None and older_than_s is not None and now_ms - run.info.start_time > older_than_s * 1000:
             reason = f"still RUNNING {older_than_s:.0f} s after it started"
@@ -535,6 +409,6 @@ def _run_status(client: Any, run_id: str) -> str:
 
 __all__ = [
     "Manifest", "ModelRecord", "TrackedRun", "attach_run", "end_run", "ensure_experiment", "find_finished_run",
-    "flatten_params", "mark_orphaned_runs", "run_tags", "search_all_runs", "start_run", "tracked_run",
-    "TAG_CELL", "TAG_CONFIG_HASH", "TAG_ERROR", "TAG_PARENT", "TAG_STAGE", "TAG_STUDY",
+    "flatten_params", "mark_orphaned_runs", "quote_search_value", "run_tags", "search_all_runs", "start_run",
+    "tracked_run",
 ]

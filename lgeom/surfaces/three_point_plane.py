@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lgeom import names
 from lgeom._checks import check_positive, check_positive_int, check_same_structure, expected
 from lgeom.data import as_batches
 from lgeom.multipoint import evaluate_affine
@@ -205,8 +206,8 @@ def plane(
     emit(cbs, ProgressEvent("plane", "end", total, total))
     grids: dict[str, np.ndarray] = {}
     for split, res in results.items():
-        grids[f"{split}_loss"] = res.loss.reshape(ny, nx)
-        grids[f"{split}_acc"] = res.acc.reshape(ny, nx)
+        grids[names.split_column(split, "loss")] = res.loss.reshape(ny, nx)
+        grids[names.split_column(split, "acc")] = res.acc.reshape(ny, nx)
     out = PlaneResult(basis=basis, xs=xs, ys=ys, grids=grids, method=next(iter(results.values())).method)
     if curve is not None:
         ts = np.linspace(0.0, 1.0, curve_points)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.bundle import Bundle
 from pipelines.config import expand_matrix, load_config
 from pipelines.trial import StageLog, run_stages, work_dir
+from tracking.bundle import Bundle
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lgeom"))
 from vision_files import write_cifar, write_mnist  # noqa: E402

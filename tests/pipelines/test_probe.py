@@ -15,10 +15,10 @@ from lgeom.curves import Bezier, save_curve
 from lgeom.models import build_model
 from lgeom.probes import ProbeSettings
 from lgeom.table import Table
-from pipelines.bundle import Bundle
 from pipelines.cli import main as cli_main
 from pipelines.config import Config, ProbeConfig, expand_matrix, load_config
 from pipelines.probe import merge_on_t, probe_cell, write_path_probes
+from tracking.bundle import Bundle
 
 CELL = "mlp2x16/moons/sgd"
 FAST = ["probe.density_steps=6", "probe.slice_points=5", "probe.slice2d_points=4"]

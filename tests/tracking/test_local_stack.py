@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tracking.local_stack import _alive
+from tracking.processes import process_alive
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -104,7 +104,7 @@ def test_up_and_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         code = lgeom(["down", "--state-dir", str(state)])
     assert code == 0 and "local stack stopped" in capsys.readouterr().out
     for name, pid in info["pids"].items():
-        assert not _alive(pid), name
+        assert not process_alive(pid), name
         assert _group_members(pid) == [], name
     assert not (state / "stack.json").exists() and creds.exists()
     ours = {str(p) for p in info["ports"].values()}

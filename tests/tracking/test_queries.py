@@ -9,10 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from lgeom import names
 from pipelines.cli import main as lgeom
 from tracking import query
+from tracking.log import log_series
 from tracking.plots import study_figures
 from tracking.runs import find_finished_run, run_tags, tracked_run
+from tracking.store import resolve_store
 
 pytestmark = pytest.mark.integration
 
@@ -26,8 +29,8 @@ KNOWN = {
 @pytest.fixture(scope="module")
 def study(local_stack: Any) -> dict[str, Any]:
     """The known study: a parent run, two endpoint pairs per model, and one FAILED trial to ignore."""
-    from tracking.store import resolve_store
-
+    barrier, tri, endpoint = names.barrier_metric, names.triangle_metric, names.endpoint_metric
+    test_acc, lam = names.split_column("test", "acc"), names.probe_column(names.HESSIAN, "lambda_max")
     store = resolve_store(local_stack.tracking_uri)
     name = f"depth-known-{np.random.default_rng().integers(1 << 30)}"
     children = {}
@@ -39,23 +42,23 @@ def study(local_stack: Any) -> dict[str, Any]:
                 with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell, tags=tags,
                                  params={"model.depth": depth, "n_params": n_params}) as run:
                     run.log_metrics({
-                        "bezier.test.acc_auc": bz_auc, "linear.test.acc_auc": ln_auc, "bezier.test.acc_drop": bz_drop,
-                        "linear.test.acc_drop": ln_drop, "bezier.dist_ac": dist_ac, "bezier.dist_bc": dist_ac + 1,
-                        "bezier.angle_acb_deg": angle, "polychain.dist_ac": dist_ac - 1, "polychain.dist_bc": dist_ac,
-                        "polychain.angle_acb_deg": angle + 10, "a.train_acc": 100.0, "a.test_acc": 90.0 - depth / 10,
-                        "b.train_acc": 99.0, "b.test_acc": 89.0 - depth / 10, "linear.test.loss_barrier": ln_drop / 10,
+                        barrier("bezier", "test", "acc_auc"): bz_auc, barrier("linear", "test", "acc_auc"): ln_auc,
+                        barrier("bezier", "test", "acc_drop"): bz_drop, barrier("linear", "test", "acc_drop"): ln_drop,
+                        tri("bezier", "dist_ac"): dist_ac, tri("bezier", "dist_bc"): dist_ac + 1,
+                        tri("bezier", "angle_acb_deg"): angle, tri("polychain", "dist_ac"): dist_ac - 1,
+                        tri("polychain", "dist_bc"): dist_ac, tri("polychain", "angle_acb_deg"): angle + 10,
+                        endpoint("a", "train", "acc"): 100.0, endpoint("a", "test", "acc"): 90.0 - depth / 10,
+                        endpoint("b", "train", "acc"): 99.0, endpoint("b", "test", "acc"): 89.0 - depth / 10,
+                        barrier("linear", "test", "loss_barrier"): ln_drop / 10,
                     })
                     t = np.linspace(0, 1, 5)
-                    run_series = {"test_acc": 90 - bz_drop * np.sin(np.pi * t), "hessian_lambda_max": depth + np.sin(np.pi * t)}
-                    from tracking.log import log_series
-
-                    log_series(run, "bezier", run_series)
-                    log_series(run, "linear", {"test_acc": 90 - ln_drop * np.sin(np.pi * t), "hessian_lambda_max": depth + t})
+                    log_series(run, "bezier", {test_acc: 90 - bz_drop * np.sin(np.pi * t), lam: depth + np.sin(np.pi * t)})
+                    log_series(run, "linear", {test_acc: 90 - ln_drop * np.sin(np.pi * t), lam: depth + t})
                 children[(model, pair)] = run.run_id
         with pytest.raises(RuntimeError):
             with tracked_run(store, experiment_id=parent.experiment_id, run_name="broken",
                              tags=run_tags(study=name, stage="trial", cell="preresnet8/cifar10/sgd/broken", parent_run_id=parent.run_id)) as bad:
-                bad.log_metrics({"bezier.test.acc_auc": 1e6})
+                bad.log_metrics({barrier("bezier", "test", "acc_auc"): 1e6})
                 raise RuntimeError("NaN loss")
     return {"store": store, "name": name, "parent": parent.run_id, "children": children, "failed": bad.run_id}
 

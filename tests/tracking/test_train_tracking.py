@@ -13,6 +13,7 @@ from pipelines.cli import main as lgeom
 from pipelines.config import config_hash, expand_matrix, load_config
 from tracking import query
 from tracking.log import load_model
+from tracking.steps import log_tune_results
 
 pytestmark = pytest.mark.integration
 CELL = "mlp2x16/moons/sgd"
@@ -46,15 +47,15 @@ def test_train_logs_cells(server_store: Any, unique_study: str, tmp_path: Path, 
 
 
 def test_tune_results_logged(server_store: Any, unique_study: str, tmp_path: Path) -> None:
-    from tracking.log import log_tune_results
-
     cfg = load_config("quick-tiny", [f"name={unique_study}"])
     preset = tmp_path / "tuned.yaml"
     preset.write_text("base: quick-tiny\ntrain: {lr: 0.02}\n")
     outcome = {"best": {"lr": 0.02, "weight_decay": 1e-4, "batch_size": 64}, "best_test_acc": 91.5,
                "trials": [{"lr": 0.02, "weight_decay": 1e-4, "batch_size": 64, "test_acc": 91.5, "epochs": 8, "error": ""},
                           {"lr": 0.3, "weight_decay": 1e-3, "batch_size": 32, "test_acc": None, "epochs": None, "error": "NaN loss"}]}
-    run_id = log_tune_results(cfg, CELL, outcome, preset, store=server_store)
+    cell = next(c for c in expand_matrix(cfg) if c.name == CELL)
+    run_id = log_tune_results(outcome, study=cfg.name, cell=CELL, config_hash=config_hash(cell.config),
+                              params=cell.config.flat(), preset_path=preset, store=server_store)
     client = server_store.client()
     parent = client.get_run(run_id)
     assert parent.info.status == "FINISHED" and parent.data.params["best.lr"] == "0.02" and parent.data.metrics["best_test_acc"] == 91.5

@@ -14,9 +14,10 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
+from lgeom import names
 from tracking.figures import save_figure
 
-SPLIT_STYLES = {"train": "--", "test": "-"}
+SPLIT_STYLES = dict(zip(names.SPLITS, ("--", "-")))
 
 
 def _column(table: Any, name: str) -> np.ndarray | None:
@@ -52,7 +53,7 @@ def plot_paths(tables: Mapping[str, Any], path: str | os.PathLike[str], *, title
             raise ValueError(f"table {name!r}: expected a column 't', got none")
         color = colors[i % len(colors)]
         for split, style in SPLIT_STYLES.items():
-            loss, acc = _column(table, f"{split}_loss"), _column(table, f"{split}_acc")
+            loss, acc = _column(table, names.split_column(split, "loss")), _column(table, names.split_column(split, "acc"))
             if loss is not None:
                 ax_loss.plot(t, loss, style, color=color, label=f"{name} ({split})")
             if acc is not None:
@@ -93,14 +94,15 @@ def plot_plane(
     Raises:
         ValueError: a required array is missing or the grid's shape does not match ``xs`` and ``ys``.
     """
-    need = ["xs", "ys", f"{split}_acc", "a", "b", "c"]
+    acc_grid = names.split_column(split, "acc")
+    need = ["xs", "ys", acc_grid, "a", "b", "c"]
     missing = [k for k in need if k not in plane]
     if missing:
         raise ValueError(f"plane: expected arrays {', '.join(need)}, got none for {missing[0]!r}")
     xs, ys = np.asarray(plane["xs"], float), np.asarray(plane["ys"], float)
-    error = 100.0 - np.asarray(plane[f"{split}_acc"], float)
+    error = 100.0 - np.asarray(plane[acc_grid], float)
     if error.shape != (ys.size, xs.size):
-        raise ValueError(f"plane {split}_acc: expected shape {(ys.size, xs.size)}, got {error.shape}")
+        raise ValueError(f"plane {acc_grid}: expected shape {(ys.size, xs.size)}, got {error.shape}")
     fig = Figure(figsize=(6.2, 5))
     ax = fig.subplots()
     lo, hi = float(np.nanmin(error)), float(np.nanmax(error))

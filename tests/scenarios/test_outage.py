@@ -25,9 +25,9 @@ pytestmark = pytest.mark.integration
 def s3_restored(local_stack: Any) -> Any:
     """Whatever a test does to SeaweedFS, it runs again afterwards for the rest of the session."""
     yield local_stack
-    from tracking.local_stack import _alive
+    from tracking.processes import process_alive
 
-    if not _alive(local_stack.pids["seaweedfs"], local_stack.proc_starts.get("seaweedfs") or None):
+    if not process_alive(local_stack.pids["seaweedfs"], local_stack.proc_starts.get("seaweedfs") or None):
         start_s3(local_stack)
 
 

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from tracking.log import load_logged_curve, load_model, model_uris, download_artifact
+from tracking.bundle import log_bundle
+from tracking.log import SecretInArtifactError, download_artifact, load_logged_curve, load_model, model_uris
 from tracking.query import path_series
 from tracking.runs import run_tags, tracked_run
 
@@ -56,7 +57,7 @@ def test_full_trial_round_trip(store: Any, request: pytest.FixtureRequest, make_
                         extra={"lgeom.secret_token": "zzz", "lgeom.origin": f"from {FAKE_SECRET}"})
         with tracked_run(store, experiment_id=parent.experiment_id, run_name="mlp2x8/moons/sgd", parent_run_id=parent.run_id,
                          tags=tags, params=params) as run:
-            manifest = run.log_bundle(bundle, model=arch)
+            manifest = log_bundle(run, bundle, model=arch)
 
     client = store.client()
     got = client.get_run(run.run_id)
@@ -135,14 +136,12 @@ def test_full_trial_round_trip(store: Any, request: pytest.FixtureRequest, make_
 
 
 def test_secret_in_an_artifact_is_refused(server_store: Any, make_trial_bundle: Any, unique_study: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from tracking.log import SecretInArtifactError
-
     monkeypatch.setenv("LGEOM_TEST_PASSWORD", FAKE_SECRET)
     bundle, arch, _ = make_trial_bundle()
     bundle.write_json("probes.json", {"leaked": f"postgres://u:{FAKE_SECRET}@db/x"})
     with pytest.raises(SecretInArtifactError, match="got the value of LGEOM_TEST_PASSWORD") as info:
         with tracked_run(server_store, experiment=unique_study) as run:
-            run.log_bundle(bundle)
+            log_bundle(run, bundle)
     assert FAKE_SECRET not in str(info.value)
     got = server_store.client().get_run(run.run_id)
     assert got.info.status == "FAILED" and FAKE_SECRET not in json.dumps(got.data.tags)

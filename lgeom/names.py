@@ -1,0 +1,366 @@
+"""The metric contract: every metric, tag, param and artifact name that lgeom's results are stored under.
+
+Library summaries (:mod:`lgeom.path`, :mod:`lgeom.connect`, :mod:`lgeom.probes`), the tracking layer and
+the pipelines all build names with these functions and constants; nothing else spells a name by hand.
+Each function takes the parts of a name (path, split, point, family, quantity) rather than returning a
+format string, so regrouping the names (e.g. ``/``-separated families) changes this module only.
+
+Pure strings: this module imports nothing, so any layer may use it. :func:`contract_markdown` renders
+the contract as the table the README's "MLflow layout" section holds (a test keeps the two equal).
+
+>>> barrier_metric("bezier", "test", "loss_barrier")
+'bezier.test.loss_barrier'
+>>> probe_metric("hessian", "lambda_max", point="mid")
+'hessian.mid.lambda_max'
+>>> endpoint_metric("a", "test", "acc")
+'a.test_acc'
+>>> path_table_artifact("linear")
+'paths/linear.csv'
+"""
+
+from __future__ import annotations
+
+# --- vocabulary ----------------------------------------------------------------------------------------------
+
+#: Joins the parts of a metric name (path, split, quantity ...).
+SEP = "."
+#: Data splits every path and endpoint is evaluated on.
+SPLITS = ("train", "test")
+#: The straight path between the endpoints; fitted curves are named by kind.
+LINE = "linear"
+#: Fitted curve kinds (``lgeom.curves`` builds them by these names).
+CURVES = ("bezier", "polychain")
+#: Every path a cell connects its endpoints with, before alignment.
+PATHS = (LINE, *CURVES)
+#: Appended to a path name when endpoint B was permuted onto A first.
+ALIGNED_SUFFIX = "_aligned"
+#: Points probed by a study trial: the endpoints and the curve's midpoint.
+ENDPOINTS = ("a", "b")
+MID = "mid"
+POINTS = (*ENDPOINTS, MID)
+
+#: Quantities measured on an endpoint or along a path per split (``<split>_<quantity>``).
+SPLIT_QUANTITIES = ("loss", "acc")
+#: Scalar quantities of a path per split (DESIGN.md's definitions, lgeom.path).
+BARRIER_QUANTITIES = ("loss_barrier", "loss_barrier_interp", "acc_drop", "acc_auc")
+#: Generalisation-gap maxima of a path (both splits needed).
+GAP_QUANTITIES = ("gen_gap_max", "gen_gap_acc_max")
+#: Generalisation gap columns of a path table.
+GAP_COLUMNS = ("gen_gap", "gen_gap_acc")
+#: Geometry of the triangle A, C, B (lgeom.path.Triangle's fields).
+TRIANGLE_QUANTITIES = ("dist_ac", "dist_bc", "dist_ab", "angle_acb_deg", "area")
+#: How a fitted curve's training ended.
+FIT_QUANTITIES = ("fit_loss", "fit_time_s")
+#: Permutation alignment of B onto A.
+ALIGN_QUANTITIES = ("iterations", "similarity_before", "similarity_after")
+#: Per-endpoint numbers that are not split-specific.
+ENDPOINT_STATS = ("samples_per_s", "n_params")
+
+#: Probe families and their scalar quantities (lgeom.probes.PointProbes).
+HESSIAN = "hessian"
+SHARPNESS = "sharpness"
+CURVATURE = "curvature"
+PROBE = "probe"
+PROBE_QUANTITIES = {
+    PROBE: ("loss",),
+    HESSIAN: ("lambda_max", "topk_mean", "converged", "n_hvp", "trace", "trace_stderr", "density_mean"),
+    SHARPNESS: ("eps_avg", "eps_avg_max", "flatness", "eps_worst"),
+    CURVATURE: ("mc_mean", "mc_std", "mc_frac_negative"),
+}
+#: Trajectory probes (PCA plane, gradients' effective dimensionality).
+PCA = "pca"
+GRADIENTS = "gradients"
+TRAJECTORY_QUANTITIES = {
+    PCA: ("explained_variance_1", "explained_variance_2", "max_relative_residual"),
+    GRADIENTS: ("effective_dim", "effective_dim_ratio"),
+}
+
+# --- tags, stages, params -------------------------------------------------------------------------------------
+
+TAG_STUDY = "lgeom.study"
+TAG_CELL = "lgeom.cell"
+TAG_CONFIG_HASH = "lgeom.config_hash"
+TAG_STAGE = "lgeom.stage"
+TAG_PARENT = "mlflow.parentRunId"
+TAG_NOTE = "mlflow.note.content"
+TAG_ERROR = "lgeom.error"
+TAG_HOST = "lgeom.host"
+TAG_PID = "lgeom.pid"
+TAG_PROC_START = "lgeom.proc_start"
+TAG_STAGES_SKIPPED = "lgeom.stages_skipped"
+TAG_FAILED_CELLS = "lgeom.failed_cells"
+TAG_MODEL_PREFIX = "lgeom.model."
+
+STAGE_STUDY = "study"
+STAGE_TRIAL = "trial"
+STAGE_TRAIN = "train"
+STAGE_CONNECT = "connect"
+STAGE_PROBE = "probe"
+STAGE_TUNE = "tune"
+STAGE_TUNE_TRIAL = "tune-trial"
+STAGES = (STAGE_STUDY, STAGE_TRIAL, STAGE_TRAIN, STAGE_CONNECT, STAGE_PROBE, STAGE_TUNE, STAGE_TUNE_TRIAL)
+
+PARAM_N_PARAMS = "n_params"
+
+# --- artifacts (a result bundle's layout is the run's artifact layout) ---------------------------------------
+
+METRICS_FILE = "metrics.json"
+PARAMS_FILE = "params.json"
+TAGS_FILE = "tags.json"
+PROBES_FILE = "probes.json"
+ALIGNMENT_FILE = "alignment.json"
+EFFECTIVE_DIM_FILE = "effective_dim.json"
+PATHS_DIR = "paths"
+CURVES_DIR = "curves"
+SPECTRA_DIR = "spectra"
+PLANES_DIR = "planes"
+FIGURES_DIR = "figures"
+ENDPOINTS_DIR = "endpoints"
+FITS_DIR = "fits"
+TUNED_DIR = "tuned"
+REPORT_DIR = "report"
+REPORT_TABLES_DIR = "tables"
+REPORT_MARKDOWN = "report.md"
+REPORT_HTML = "report.html"
+
+
+def _join(*parts: str | None) -> str:
+    # Parts left out (None or "") are skipped, so one function names a metric with or without its path/point.
+    return SEP.join(p for p in parts if p)
+
+
+# --- metric names ---------------------------------------------------------------------------------------------
+
+
+def endpoint_name(index: int) -> str:
+    """The name of the ``index``-th endpoint of a cell: ``a``, ``b``, ``c`` ...
+
+    Raises:
+        ValueError: ``index`` outside 0..25.
+    """
+    if not 0 <= index < 26:
+        raise ValueError(f"endpoint index: expected 0..25, got {index}")
+    return chr(ord("a") + index)
+
+
+def aligned(path: str) -> str:
+    """The name of ``path`` computed with B aligned onto A: ``linear`` -> ``linear_aligned``."""
+    return f"{path}{ALIGNED_SUFFIX}"
+
+
+def is_aligned(path: str) -> bool:
+    """Whether ``path`` names an aligned path (see :func:`aligned`)."""
+    return path.endswith(ALIGNED_SUFFIX)
+
+
+def split_column(split: str, quantity: str) -> str:
+    """A per-split column of a path table (and endpoint metric suffix): ``test``, ``acc`` -> ``test_acc``."""
+    return f"{split}_{quantity}"
+
+
+def endpoint_metric(endpoint: str, split: str, quantity: str) -> str:
+    """An endpoint's final loss or accuracy (eval mode): ``a``, ``test``, ``acc`` -> ``a.test_acc``."""
+    return _join(endpoint, split_column(split, quantity))
+
+
+def endpoint_stat_metric(endpoint: str, quantity: str) -> str:
+    """A per-endpoint number from :data:`ENDPOINT_STATS`: ``a``, ``samples_per_s`` -> ``a.samples_per_s``."""
+    return _join(endpoint, quantity)
+
+
+def history_prefix(endpoint: str) -> str:
+    """Series prefix of an endpoint's per-epoch history: metric ``<prefix>.<column>`` with step = epoch."""
+    return _join(endpoint, "history")
+
+
+def barrier_metric(path: str | None, split: str, quantity: str) -> str:
+    """A path's scalar from :data:`BARRIER_QUANTITIES` on ``split``: ``bezier.test.loss_barrier``
+    (``test.loss_barrier`` with ``path=None``, as library summaries of one path key it)."""
+    return _join(path, split, quantity)
+
+
+def gap_metric(path: str | None, quantity: str) -> str:
+    """A path's generalisation-gap maximum (:data:`GAP_QUANTITIES`): ``linear.gen_gap_max``."""
+    return _join(path, quantity)
+
+
+def triangle_metric(curve: str, quantity: str, *, point: str | None = None) -> str:
+    """Triangle geometry (:data:`TRIANGLE_QUANTITIES`) of ``curve``: ``bezier.dist_ac`` for A, C, B;
+    ``bezier.mid.dist_ac`` for A, phi(0.5), B with ``point="mid"``."""
+    return _join(curve, point, quantity)
+
+
+def fit_metric(curve: str, quantity: str) -> str:
+    """How the fit of ``curve`` ended (:data:`FIT_QUANTITIES`): ``bezier.fit_loss``."""
+    return _join(curve, quantity)
+
+
+def align_metric(quantity: str) -> str:
+    """Permutation alignment of B onto A (:data:`ALIGN_QUANTITIES`): ``align.iterations``."""
+    return _join("align", quantity)
+
+
+def probe_metric(family: str, quantity: str, *, point: str | None = None) -> str:
+    """A probe scalar at a point: ``hessian``, ``lambda_max``, point ``a`` -> ``hessian.a.lambda_max``
+    (``hessian.lambda_max`` without a point, as :meth:`lgeom.probes.PointProbes.summary` keys it)."""
+    return _join(family, point, quantity)
+
+
+def probe_column(family: str, quantity: str) -> str:
+    """A probe scalar as a path-table column: ``hessian``, ``lambda_max`` -> ``hessian_lambda_max``."""
+    return f"{family}_{quantity}"
+
+
+def topk_quantity(index: int) -> str:
+    """The ``index``-th (1-based) largest Hessian eigenvalue as a quantity: ``top1``, ``top2`` ..."""
+    return f"top{index}"
+
+
+def topk_columns(columns: list[str] | tuple[str, ...]) -> list[str]:
+    """The Hessian top-k columns (``hessian_top1`` ...) among ``columns``, in their order."""
+    head = probe_column(HESSIAN, "top")
+    return [c for c in columns if c.startswith(head) and c[len(head):].isdigit()]
+
+
+def trajectory_metric(family: str, quantity: str) -> str:
+    """A trajectory probe (:data:`TRAJECTORY_QUANTITIES`): ``pca.explained_variance_1``."""
+    return _join(family, quantity)
+
+
+def trial_metric(quantity: str) -> str:
+    """A study trial's own numbers (``compute_s``, ``wall_time_s``): ``trial.compute_s``."""
+    return _join("trial", quantity)
+
+
+def study_metric(quantity: str) -> str:
+    """A study parent run's counts (``cells_finished`` ...): ``study.cells_finished``."""
+    return _join("study", quantity)
+
+
+def series_metric(path: str, column: str) -> str:
+    """A column of a path table logged along the path with step = point index: ``linear.test_acc``."""
+    return _join(path, column)
+
+
+def parse_series_metric(name: str) -> tuple[str, str] | None:
+    """``(path, column)`` of a :func:`series_metric` name, ``None`` for a name of another shape."""
+    path, sep, column = name.partition(SEP)
+    if not sep or not column or SEP in column:
+        return None
+    return path, column
+
+
+#: Tune runs: the best trial's test accuracy on the parent, per trial ``test_acc`` and ``epochs``.
+TUNE_BEST_METRIC = "best_test_acc"
+TUNE_TRIAL_METRICS = ("test_acc", "epochs")
+
+
+def tune_best_param(key: str) -> str:
+    """Param of a tune parent run holding the best value of ``key``: ``best.train.lr``."""
+    return _join("best", key)
+
+
+def model_tag(endpoint: str) -> str:
+    """Run tag pointing at the MLflow model of ``endpoint``: ``lgeom.model.a`` = ``models:/<id>``."""
+    return f"{TAG_MODEL_PREFIX}{endpoint}"
+
+
+# --- artifact paths -------------------------------------------------------------------------------------------
+
+
+def path_table_artifact(path: str) -> str:
+    """Table of ``path`` (column ``t`` plus every column): ``paths/<path>.csv``."""
+    return f"{PATHS_DIR}/{path}.csv"
+
+
+def curve_artifact(curve: str) -> str:
+    """Control points of ``curve`` and what rebuilds it: ``curves/<curve>.pt``."""
+    return f"{CURVES_DIR}/{curve}.pt"
+
+
+def spectrum_artifact(point: str) -> str:
+    """Hessian eigenvalues, trace and density at ``point``: ``spectra/<point>.json``."""
+    return f"{SPECTRA_DIR}/{point}.json"
+
+
+def plane_artifact(name: str) -> str:
+    """Plane grids (``<curve>``, ``slice_<point>``, ``pca``): ``planes/<name>.npz``."""
+    return f"{PLANES_DIR}/{name}.npz"
+
+
+def figure_artifact(name: str) -> str:
+    """A PNG figure: ``figures/<name>.png``."""
+    return f"{FIGURES_DIR}/{name}.png"
+
+
+def endpoint_artifact(endpoint: str) -> str:
+    """An endpoint's ``{"params", "buffers"}`` in a bundle: ``endpoints/<endpoint>.pt`` (logged as model ``endpoint``)."""
+    return f"{ENDPOINTS_DIR}/{endpoint}.pt"
+
+
+def fit_artifact(curve: str) -> str:
+    """Training history of a fitted curve: ``fits/<curve>.json``."""
+    return f"{FITS_DIR}/{curve}.json"
+
+
+# --- the contract as a table ----------------------------------------------------------------------------------
+
+
+_PROBE_MEANINGS = {
+    PROBE: "loss at the probed point (BN statistics recomputed except at trained endpoints)",
+    HESSIAN: f"Hessian top-k (`{probe_column(HESSIAN, topk_quantity(1))}`... along paths), trace (Hutch++), density",
+    SHARPNESS: "eps-sharpness: average and worst case, flatness",
+    CURVATURE: "Monte-Carlo curvature along random directions",
+}
+_TRAJECTORY_MEANINGS = {
+    PCA: "PCA plane of endpoint A's training trajectory",
+    GRADIENTS: "effective dimensionality of A's gradient snapshots",
+}
+
+
+def contract_rows() -> list[tuple[str, str, str]]:
+    """The contract as ``(kind, name, meaning)`` rows, names rendered with ``<placeholders>``."""
+    p, c, s, pt, e = "<path>", "<curve>", "<split>", "<point>", "<endpoint>"
+    def q(options: tuple[str, ...]) -> str:
+        return options[0] if len(options) == 1 else "{" + ",".join(options) + "}"
+
+    rows = [
+        ("placeholder", f"`{p}`", f"{', '.join(PATHS)}, each also as `{aligned(p)}` when B is aligned onto A"),
+        ("placeholder", f"`{c}`, `{s}`, `{pt}`, `{e}`",
+         f"{', '.join(CURVES)}; {', '.join(SPLITS)}; {', '.join(POINTS)}; {', '.join(ENDPOINTS)}"),
+        ("tag", f"`{TAG_STUDY}`, `{TAG_CELL}`, `{TAG_CONFIG_HASH}`, `{TAG_STAGE}`",
+         f"study (= experiment), matrix cell (e.g. `preresnet8/cifar10/sgd`), config hash, stage ({', '.join(STAGES)})"),
+        ("tag", f"`{TAG_PARENT}`", "the study invocation's parent run, on every cell's child run"),
+        ("tag", f"`{model_tag(e)}`", "`models:/<id>` of the endpoint's MLflow PyTorch model"),
+        ("tag", f"`{TAG_ERROR}`, `{TAG_STAGES_SKIPPED}`, `{TAG_FAILED_CELLS}`",
+         "error of a FAILED run, stages a resumed trial skipped, failed cells of a study"),
+        ("param", f"`<section>.<key>`, `{PARAM_N_PARAMS}`", "the flattened cell config and the parameter count"),
+        ("metric", f"`{endpoint_metric(e, s, q(SPLIT_QUANTITIES))}`", "endpoint's final loss / accuracy (%), eval mode"),
+        ("metric", f"`{barrier_metric(p, s, q(BARRIER_QUANTITIES))}`", "barriers, accuracy drop and AUC along a path"),
+        ("metric", f"`{gap_metric(p, q(GAP_QUANTITIES))}`", "max over t of test - train loss / train - test accuracy"),
+        ("metric", f"`{triangle_metric(c, q(TRIANGLE_QUANTITIES))}`", "triangle A, C, B (`<curve>.mid.*`: A, phi(0.5), B)"),
+        ("metric", f"`{fit_metric(c, q(FIT_QUANTITIES))}`", "final fit loss and fit time of a curve"),
+        ("metric", f"`{align_metric(q(ALIGN_QUANTITIES))}`", "permutation alignment of B onto A"),
+        *[("metric", f"`{probe_metric(fam, q(qs), point=pt)}`", _PROBE_MEANINGS[fam])
+          for fam, qs in PROBE_QUANTITIES.items()],
+        *[("metric", f"`{trajectory_metric(fam, q(qs))}`", _TRAJECTORY_MEANINGS[fam])
+          for fam, qs in TRAJECTORY_QUANTITIES.items()],
+        ("series", f"`{series_metric(p, '<column>')}`", "every column of `paths/<path>.csv` but t, step = point index"),
+        ("series", f"`{history_prefix(e)}.<column>`", "per-epoch training history, step = epoch"),
+        ("artifact", f"`{ENDPOINTS_DIR}/` -> model `{e}`", "endpoints as MLflow PyTorch models (pickle)"),
+        ("artifact", f"`{path_table_artifact(p)}`", "t plus train/test loss and accuracy, probe columns"),
+        ("artifact", f"`{curve_artifact(c)}`", "control points and the config to rebuild the curve"),
+        ("artifact", f"`{spectrum_artifact(pt)}`", "Hessian eigenvalues, trace, density"),
+        ("artifact", f"`{plane_artifact('<name>')}`", "plane through A, C, B; 2-D slices; PCA plane"),
+        ("artifact", f"`{figure_artifact('<name>')}`", "figures; the study's on its parent run"),
+        ("artifact", f"`{REPORT_DIR}/{REPORT_MARKDOWN}`, `{REPORT_DIR}/{REPORT_HTML}`", "the study report on its parent run"),
+    ]
+    return rows
+
+
+def contract_markdown() -> str:
+    """The contract as a Markdown table (what the README's "MLflow layout" section shows)."""
+    lines = ["| kind | name | meaning |", "|---|---|---|"]
+    lines += [f"| {kind} | {name} | {meaning} |" for kind, name, meaning in contract_rows()]
+    return "\n".join(lines)
+

@@ -1,0 +1,239 @@
+"""The result bundle: one local folder per run that steps write and :func:`log_bundle` turns into a run.
+
+Steps (train, connect, probe, a study trial) write their results into a :class:`Bundle`; :func:`log_bundle`
+logs it to MLflow (metrics in batches, series with steps, artifacts) without knowing how the results were
+computed. The layout, which is also the run's artifact layout, uses ``lgeom.names`` (the metric contract):
+
+```
+metrics.json          flat {metric name: float} (a.test_loss, linear.test.loss_barrier, hessian.mid.lambda_max ...)
+                      -> metrics (log_batch, step 0; null -> NaN)
+params.json           flat {param name: value} (the cell config, n_params, ...) -> params (flattened)
+tags.json             {tag: value} (lgeom.cell, lgeom.stage, ...) -> tags (credentials dropped / masked)
+paths/<path>.csv      column t plus train_loss, train_acc, test_loss, test_acc, hessian_lambda_max ...;
+                      every numeric column but t -> metric "<path>.<column>" with step = row index, and the
+                      CSV itself as an artifact
+curves/<curve>.pt     lgeom.curves.save_curve output (control points + model config to rebuild)
+spectra/<point>.json  eigenvalues, trace, density of the Hessian at a point (a, b, mid, ...)
+planes/<curve>.npz    plane basis coordinates and loss/accuracy grids
+figures/<name>.png    matplotlib figures
+endpoints/<a|b>.pt    {"params", "buffers"} of trained endpoints -> an MLflow PyTorch model named a / b
+                      (pickle serialisation, linked to the run and tagged lgeom.model.<x>) when the
+                      architecture is given, else an artifact
+*.json                anything else a step records (e.g. probes.json); every other file -> an artifact at
+                      the same path
+```
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lgeom import names
+from lgeom.curves import Curve, save_curve
+from lgeom.params import load_params
+from lgeom.table import Table
+from tracking.log import Manifest, TrackedRun, log_artifact, log_metrics, log_model, log_params, log_series, set_tags
+
+
+class Bundle:
+    """A result folder with helpers that write each kind of result atomically."""
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def __repr__(self) -> str:
+        return f"Bundle({self.root})"
+
+    # --- json documents --------------------------------------------------------------------------
+    def write_json(self, relpath: str, obj: Any) -> Path:
+        """Write ``obj`` as JSON to ``relpath`` inside the bundle (atomic)."""
+        return write_json(self.root / relpath, obj)
+
+    def read_json(self, relpath: str, default: Any = None) -> Any:
+        """Read a JSON document of the bundle (``default`` when missing)."""
+        path = self.root / relpath
+        if not path.exists():
+            return default
+        return json.loads(path.read_text())
+
+    def add_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Merge scalar metrics into ``metrics.json`` (non-finite values are kept as null)."""
+        current = self.metrics()
+        for k, v in metrics.items():
+            v = float(v)
+            current[k] = v if math.isfinite(v) else None
+        self.write_json(names.METRICS_FILE, current)
+
+    def metrics(self) -> dict[str, float | None]:
+        """The scalar metrics recorded so far."""
+        return dict(self.read_json(names.METRICS_FILE, {}))
+
+    def add_params(self, params: Mapping[str, Any]) -> None:
+        """Merge parameters into ``params.json``."""
+        self.write_json(names.PARAMS_FILE, {**self.read_json(names.PARAMS_FILE, {}), **params})
+
+    def add_tags(self, tags: Mapping[str, str]) -> None:
+        """Merge tags into ``tags.json``."""
+        self.write_json(names.TAGS_FILE, {**self.read_json(names.TAGS_FILE, {}), **{k: str(v) for k, v in tags.items()}})
+
+    # --- typed results -----------------------------------------------------------------------------
+    def write_path(self, name: str, table: Table) -> Path:
+        """Write a path table to ``paths/<name>.csv``."""
+        path = self.root / names.path_table_artifact(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".csv.tmp")
+        table.to_csv(tmp)
+        os.replace(tmp, path)
+        return path
+
+    def read_path(self, name: str) -> Table:
+        """Read ``paths/<name>.csv``."""
+        return Table.read_csv(self.root / names.path_table_artifact(name))
+
+    def path_names(self) -> list[str]:
+        """Names of the path tables in the bundle."""
+        return sorted(p.stem for p in (self.root / names.PATHS_DIR).glob("*.csv"))
+
+    def write_curve(self, name: str, curve: Curve, **extra: Any) -> Path:
+        """Save a curve (control points + ``extra``, e.g. the model config) to ``curves/<name>.pt``."""
+        return save_curve(self.root / names.curve_artifact(name), curve, **extra)
+
+    def write_spectrum(self, point: str, spectrum: Mapping[str, Any]) -> Path:
+        """Write Hessian results at ``point`` to ``spectra/<point>.json``."""
+        return self.write_json(names.spectrum_artifact(point), spectrum)
+
+    def write_plane(self, name: str, arrays: Mapping[str, Any]) -> Path:
+        """Write plane arrays to ``planes/<name>.npz``."""
+        path = self.root / names.plane_artifact(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.stem + ".tmp.npz")
+        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+        return path
+
+    def write_endpoint(self, name: str, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]) -> Path:
+        """Save an endpoint's parameters and buffers to ``endpoints/<name>.pt``."""
+        path = self.root / names.endpoint_artifact(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".pt.tmp")
+        torch.save({"params": dict(params), "buffers": dict(buffers)}, tmp)
+        os.replace(tmp, path)
+        return path
+
+    def figure_path(self, name: str) -> Path:
+        """Where figure ``name`` goes: ``figures/<name>.png`` (folder created)."""
+        path = self.root / names.figure_artifact(name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def files(self) -> list[Path]:
+        """Every file in the bundle, relative to its root (temporary files excluded)."""
+        return sorted(
+            p.relative_to(self.root) for p in self.root.rglob("*") if p.is_file() and ".tmp" not in p.name
+        )
+
+
+def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
+    """Write ``obj`` as indented JSON atomically (temp file + rename); tensors and arrays become lists."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
+    os.replace(tmp, path)
+    return path
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().tolist()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (np.floating, np.integer)):
+        return obj.item()
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "__dataclass_fields__"):
+        return dataclasses.asdict(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+# --- logging a bundle ----------------------------------------------------------------------------------------------
+
+
+def _bundle_root(bundle: Bundle | str | os.PathLike[str]) -> Path:
+    # A Bundle carries its folder in .root; a path is the folder itself (Path.root would be "/").
+    root = Path(bundle) if isinstance(bundle, (str, os.PathLike)) else Path(bundle.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"bundle: expected a result folder at {root}, got nothing there")
+    return root
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ValueError(f"bundle file {path}: expected JSON, got unparsable content ({err})") from err
+
+
+def log_bundle(run: TrackedRun, bundle: Bundle | str | os.PathLike[str], *, model: nn.Module | None = None) -> Manifest:
+    """Log a result bundle (a :class:`Bundle` or its folder) into ``run`` (see module doc).
+
+    Args:
+        model: the architecture of the endpoints (any ``nn.Module`` of the right shape; it is not
+            modified). With it, ``endpoints/<x>.pt`` become MLflow PyTorch models ``x``; without it they are
+            uploaded as plain artifacts under ``endpoints/``.
+
+    Returns:
+        the :class:`~tracking.log.Manifest` of this bundle's uploads (also merged into ``run.manifest``).
+
+    Raises:
+        FileNotFoundError: no bundle folder.
+        ValueError: unparsable JSON, bad metric names or values; SecretInArtifactError for credentials.
+    """
+    root = _bundle_root(bundle)
+    files = sorted(p for p in root.rglob("*") if p.is_file() and ".tmp" not in p.name)
+    rel = {p: p.relative_to(root).as_posix() for p in files}
+    added = Manifest()
+
+    if (root / names.TAGS_FILE).exists():
+        set_tags(run, _read_json(root / names.TAGS_FILE))
+    if (root / names.PARAMS_FILE).exists():
+        log_params(run, _read_json(root / names.PARAMS_FILE))
+    if (root / names.METRICS_FILE).exists():
+        log_metrics(run, _read_json(root / names.METRICS_FILE))
+    for csv_path in sorted((root / names.PATHS_DIR).glob("*.csv")):
+        log_series(run, csv_path.stem, Table.read_csv(csv_path))
+
+    endpoints = [p for p in files if rel[p].startswith(f"{names.ENDPOINTS_DIR}/") and p.suffix == ".pt"]
+    if model is not None:
+        for p in endpoints:
+            added.models[p.stem] = log_model(run, p.stem, _endpoint_module(model, p))
+    for p in files:
+        if model is not None and p in endpoints:
+            continue
+        parent = rel[p].rsplit("/", 1)[0] if "/" in rel[p] else None
+        key = log_artifact(run, p, parent)
+        added.artifacts[key] = run.manifest.artifacts[key]
+    return added
+
+
+def _endpoint_module(model: nn.Module, path: Path) -> nn.Module:
+    """A copy of ``model`` holding the endpoint saved at ``path`` (``{"params", "buffers"}``)."""
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(state, dict) or "params" not in state:
+        raise ValueError(f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), got {type(state).__name__}")
+    module = copy.deepcopy(model).cpu()
+    load_params(module, state["params"], state.get("buffers"))
+    return module.eval()
