@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from lgeom.curves import Curve, save_curve
+from lgeom.safe_io import save_plain, unique_temp_path
 from lgeom.table import Table
 
 
@@ -83,9 +84,12 @@ class Bundle:
         """Write a path table to ``paths/<name>.csv``."""
         path = self.root / "paths" / f"{name}.csv"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".csv.tmp")
-        table.to_csv(tmp)
-        os.replace(tmp, path)
+        tmp = unique_temp_path(path)
+        try:
+            table.to_csv(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     def read_path(self, name: str) -> Table:
@@ -108,19 +112,18 @@ class Bundle:
         """Write plane arrays to ``planes/<name>.npz``."""
         path = self.root / "planes" / f"{name}.npz"
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
+        tmp = unique_temp_path(path).with_suffix(".npz")  # np.savez appends .npz to any other name
+        try:
+            np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     def write_endpoint(self, name: str, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]) -> Path:
-        """Save an endpoint's parameters and buffers to ``endpoints/<name>.pt``."""
-        path = self.root / "endpoints" / f"{name}.pt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save({"params": dict(params), "buffers": dict(buffers)}, tmp)
-        os.replace(tmp, path)
-        return path
+        """Save an endpoint's parameters and buffers to ``endpoints/<name>.pt`` (plain data, read back with
+        ``weights_only=True``)."""
+        return save_plain({"params": dict(params), "buffers": dict(buffers)}, self.root / "endpoints" / f"{name}.pt")
 
     def figure_path(self, name: str) -> Path:
         """Where figure ``name`` goes: ``figures/<name>.png`` (folder created)."""
@@ -139,9 +142,13 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically (temp file + rename); tensors and arrays become lists."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=_json_default)
+    tmp = unique_temp_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

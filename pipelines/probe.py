@@ -34,6 +34,7 @@ from lgeom.evaluate import has_batchnorm
 from lgeom.gradients import EffectiveDimensionality, effective_dimensionality
 from lgeom.models import build_model
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
+from lgeom.safe_io import load_plain
 from lgeom.surfaces.pca import PCAPlaneResult, pca_plane
 from lgeom.table import Table
 from lgeom.train import TrainResult
@@ -88,7 +89,9 @@ def trajectory_of(checkpoint: str | Path) -> dict[str, list[Any]]:
     """Snapshots, their steps and gradient snapshots kept by ``lgeom train`` in ``last.pt`` beside a checkpoint
     (empty lists when there is none)."""
     last = Path(checkpoint).with_name("last.pt")
-    state = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else {}
+    state = load_plain(last, f"training state {last.name} beside the checkpoint", "the loop state written by lgeom train") if last.is_file() else {}
+    if not isinstance(state, dict):
+        raise ValueError(f"training state {last}: expected the dict written by lgeom train, got a {type(state).__name__}")
     return {k: list(state.get(k, [])) for k in ("snapshots", "snapshot_steps", "grads")}
 
 

@@ -476,7 +476,7 @@ def _endpoint_module(model: "nn.Module", path: Path) -> "nn.Module":
 
     from lgeom.params import load_params
 
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "params" not in state:
         raise ValueError(f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), got {type(state).__name__}")
     module = copy.deepcopy(model).cpu()
