@@ -205,15 +205,45 @@ def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext]
 
 def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = None) -> StudySummary:
     """Run the study of ``cfg``: skip FINISHED cells, close orphans, run the rest on Ray Tune, log the
-    summary, comparison table and figures to the parent run, and write the report."""
+    summary, comparison table and figures to the parent run, and write the report.
+
+    Before anything is created (no MLflow run, no Ray): the output and report folders must be writable,
+    a local Ray's per-trial CPUs / GPUs must fit this machine, and no other study of the same name may
+    be running in the same output folder (:class:`~pipelines.guards.StudyLock`) or, on this host, in the
+    same store.
+
+    Raises:
+        ValueError: an unwritable folder or a resource request larger than the machine (bad input).
+        pipelines.guards.StudyLockedError: the same study is running already (names its pid, host, start).
+        StudyFailed: some cells failed (the summary lists them).
+    """
+    from pipelines.guards import StudyLock, check_local_resources, check_writable_dir
+    from pipelines.ray_runtime import resolve_address
+
+    t0 = time.perf_counter()
+    cells = expand_matrix(cfg)
+    out = check_writable_dir(cfg.output_dir, "output_dir")
+    check_writable_dir(report_dir or Path("reports") / cfg.name, "--report-dir" if report_dir else f"report folder reports/{cfg.name}")
+    if resolve_address(address) is None:
+        check_local_resources(cfg.study.cpu, cfg.study.gpu)
+    with StudyLock(out / cfg.name, cfg.name) as lock:
+        if lock.previous:
+            from pipelines.guards import describe_holder
+
+            print(f"study {cfg.name}: taking over the lock of a study that is no longer running ({describe_holder(lock.previous)})")
+        return _run_study(cfg, cells, address=address, report_dir=report_dir, t0=t0)
+
+
+def _run_study(cfg: Config, cells: list[Cell], *, address: str | None, report_dir: Path | None, t0: float) -> StudySummary:
+    """The study itself, once :func:`main` checked its inputs and holds the lock."""
+    from pipelines.guards import check_no_running_study
     from pipelines.ray_runtime import ray_session
     from tracking.runs import ensure_experiment, find_finished_run, mark_orphaned_runs, run_tags, tracked_run
     from tracking.store import connect
 
-    t0 = time.perf_counter()
-    cells = expand_matrix(cfg)
     store = connect()
     exp_id = ensure_experiment(store, cfg.name)
+    check_no_running_study(store, exp_id, cfg.name)
     summary = StudySummary(cfg.name)
     summary.orphans_closed = mark_orphaned_runs(store, exp_id, status="KILLED")
     todo: list[Cell] = []
@@ -289,6 +319,7 @@ def add_arguments(parser: Any, step: str) -> None:
 
 def cli(cfg: Config, args: Any) -> int:
     """``lgeom study``: run, print the summary, the comparison table, the report path and the UI command."""
+    from pipelines.guards import StudyLockedError
     from pipelines.report import main_table
     from tracking.query import format_table
 
@@ -313,6 +344,9 @@ def cli(cfg: Config, args: Any) -> int:
         code = 0
     except StudyFailed as err:
         summary, code = err.summary, 1
+    except StudyLockedError as err:
+        print(f"lgeom study: refused: {err}", file=sys.stderr)
+        return 1
     print("\n".join(summary.lines()))
     if summary.finished or summary.reused:
         print()
