@@ -191,7 +191,10 @@ def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext]
             verbose=1,
         ),
     )
-    grid = tuner.fit()
+    from pipelines.ray_runtime import hidden_credentials
+
+    with hidden_credentials():  # Tune would copy AWS_* into each trial's (logged) runtime environment
+        grid = tuner.fit()
     out = []
     for result in grid:
         cell = (result.config or {}).get("cell", "?")

@@ -103,7 +103,10 @@ def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, add
             ),
             run_config=tune.RunConfig(name=f"tune-{cell.name.replace('/', '-')}", storage_path=str(storage), verbose=1),
         )
-        results = tuner.fit()
+        from pipelines.ray_runtime import hidden_credentials
+
+        with hidden_credentials():  # Tune would copy AWS_* into each trial's (logged) runtime environment
+            results = tuner.fit()
     trials = []
     for r in results:
         row = {k: r.config.get(k) for k in TUNED_KEYS}

@@ -40,6 +40,10 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+# Settings forced whatever the environment says: MLflow's "View run <name> at: <tracking URI>/#/..." and
+# "View experiment at" lines, printed when a run ends, would show a password inside the URI (lgeom prints
+# the store's address masked instead, see Store.describe).
+FORCED = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class StoreUnavailableError(RuntimeError):
@@ -77,9 +81,11 @@ class Store:
 
 
 def configure_http_defaults() -> None:
-    """Give MLflow's HTTP client short retries and timeouts unless the user set them (see HTTP_DEFAULTS)."""
+    """Give MLflow's HTTP client short retries and timeouts unless the user set them (see HTTP_DEFAULTS),
+    and keep MLflow from printing tracking URIs (see FORCED)."""
     for k, v in HTTP_DEFAULTS.items():
         os.environ.setdefault(k, v)
+    os.environ.update(FORCED)
 
 
 def embedded_store(workdir: str | os.PathLike[str] | None = None) -> Store:
