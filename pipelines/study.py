@@ -350,6 +350,16 @@ def cli(cfg: Config, args: Any) -> int:
     except StudyLockedError as err:
         print(f"lgeom study: refused: {err}", file=sys.stderr)
         return 1
+    except Exception as err:  # noqa: BLE001 - only a lost store is handled here; anything else propagates
+        from tracking.store import StoreUnavailableError, is_transient
+
+        if not (is_transient(err) or isinstance(err, StoreUnavailableError)):
+            raise
+        print(f"lgeom study: failed: the MLflow store stopped answering ({type(err).__name__}: "
+              f"{redact(str(err)).strip().splitlines()[0][:300] if str(err).strip() else 'no details'}); rerun the same "
+              "command once it is back: FINISHED cells are kept, the others resume, and runs left RUNNING are closed",
+              file=sys.stderr)
+        return 1
     print("\n".join(summary.lines()))
     if summary.finished or summary.reused:
         print()

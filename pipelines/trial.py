@@ -88,6 +88,7 @@ def run_cell(
         ``lgeom.stages_skipped``.
     """
     from tracking.runs import flatten_params, run_tags, tracked_run
+    from tracking.store import wait_for_store
 
     cfg = config_from_dict(ctx.config)
     h = config_hash(cfg)
@@ -100,6 +101,7 @@ def run_cell(
     summary["started_at"] = time.time()
     t0 = time.perf_counter()
     try:
+        wait_for_store(ctx.store)  # a server being restarted is waited for, not a reason to fail the cell
         with tracked_run(
             ctx.store,
             experiment_id=ctx.experiment_id,
