@@ -52,7 +52,10 @@ def main(cfg: Config, *, a: str | None = None, b: str | None = None, cell: str |
     """
     if (a is None) != (b is None):
         raise ValueError(f"--a/--b: expected both checkpoints or neither, got only {'--a' if b is None else '--b'}")
+    from pipelines.guards import check_writable_dir
+
     cells = select_cells(cfg, cell)
+    check_writable_dir(cfg.output_dir, "output_dir")
     if a is not None and len(cells) > 1:
         raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)} with --a/--b, got none")
     if track and store is None:

@@ -285,7 +285,13 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
             raise FileNotFoundError(f"{label}: expected a file at {f}, got nothing there")
     if checkpoint and curve:
         raise ValueError("--checkpoint/--curve: expected one of them, got both")
+    from pipelines.guards import check_writable_dir
+
     cells = select_cells(cfg, cell)
+    if out:
+        check_writable_dir(out, "--out")
+    if not (out and (checkpoint or curve)):  # endpoints are trained (or reused) under output_dir
+        check_writable_dir(cfg.output_dir, "output_dir")
     if track and store is None:
         from tracking.store import connect
 

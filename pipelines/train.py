@@ -40,8 +40,12 @@ def main(
 
     Raises:
         tracking.store.StoreUnavailableError: tracking is on and the store does not answer.
+        ValueError: ``output_dir`` cannot be written (found before anything is trained or logged).
     """
+    from pipelines.guards import check_writable_dir
+
     cells = select_cells(cfg, cell)
+    check_writable_dir(cfg.output_dir, "output_dir")
     if track and store is None:
         from tracking.store import connect
 

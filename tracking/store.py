@@ -191,7 +191,7 @@ def announce_retry(what: str, attempts: int) -> Callable[[int, BaseException, fl
     def say(attempt: int, err: BaseException, wait: float) -> None:
         reason = redact(str(err)).strip().splitlines()[0][:200] if str(err).strip() else ""
         print(f"lgeom: {what} failed ({type(err).__name__}{': ' + reason if reason else ''}); the tracking server or "
-              f"S3 may be restarting: retry {attempt + 1} of {attempts} in {wait:.0f} s", file=sys.stderr, flush=True)
+              f"S3 may be restarting: retrying in {wait:.0f} s (attempt {attempt + 1} of {attempts})", file=sys.stderr, flush=True)
 
     return say
 

@@ -148,3 +148,12 @@ def test_two_studies_at_once_one_refuses_and_each_cell_finishes_once(tmp_path: P
     trials = [r for r in runs if r.data.tags.get("lgeom.stage") == "trial"]
     assert [r.info.status for r in trials] == ["FINISHED"], [(r.data.tags.get("lgeom.cell"), r.info.status) for r in trials]
     assert len([r for r in runs if r.data.tags.get("lgeom.stage") == "study"]) == 1, "the refused study must not create a run"
+
+
+@pytest.mark.parametrize("step", ["train", "connect", "probe"])
+def test_steps_refuse_an_unwritable_output_dir_up_front(step: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc = cli_main([step, "--preset", "quick-tiny", "--no-progress", "--no-tracking", f"output_dir={blocker / 'out'}"])
+    err = capsys.readouterr().err
+    assert rc == 2 and f"output_dir: expected a writable folder, got {blocker / 'out'}" in err and "Traceback" not in err, err

@@ -211,10 +211,10 @@ def test_a_study_rides_out_an_s3_kill_and_a_stack_restart(tmp_path: Path) -> Non
                 assert study.poll() is None, log_path.read_text()[-3000:]
                 time.sleep(0.3)
             os.kill(first["pids"]["seaweedfs"], signal.SIGKILL)  # mid-study: the cell has trained, not logged
-            while time.monotonic() < deadline and "retry" not in log_path.read_text():
+            while time.monotonic() < deadline and "retrying in" not in log_path.read_text():
                 assert study.poll() is None, log_path.read_text()[-3000:]
                 time.sleep(0.5)
-            assert "retry" in log_path.read_text(), "the study must say it is waiting for the store"
+            assert "retrying in" in log_path.read_text(), "the study must say it is waiting for the store"
             down = _lgeom(["down", "--state-dir", str(state)], tmp_path, env)
             assert down.returncode == 0, down.stderr
             up = _lgeom(["up", "--state-dir", str(state)], tmp_path, env)
@@ -231,7 +231,7 @@ def test_a_study_rides_out_an_s3_kill_and_a_stack_restart(tmp_path: Path) -> Non
             assert rerun.returncode == 0, output[-3000:] + rerun.stdout[-2000:] + rerun.stderr[-2000:]
             output += rerun.stdout + rerun.stderr
         assert "Traceback" not in output, output[-4000:]
-        retry_lines = [line for line in output.splitlines() if "retry" in line and "may be restarting" in line]
+        retry_lines = [line for line in output.splitlines() if "retrying in" in line and "may be restarting" in line]
         assert retry_lines, output[-3000:]
         creds = [line.split("=", 1)[1] for line in (state / "credentials.env").read_text().splitlines() if line.startswith("AWS_")]
         assert not [c for c in creds if c in output], "no credential may be printed"
@@ -247,3 +247,23 @@ def test_a_study_rides_out_an_s3_kill_and_a_stack_restart(tmp_path: Path) -> Non
         assert {"lgeom.model.a", "lgeom.model.b"} <= set(finished[0].data.tags)
     finally:
         _lgeom(["down", "--state-dir", str(state)], tmp_path, env)
+
+
+def test_each_retry_is_announced_on_one_line_without_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    from tracking.store import with_retries
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("Connection refused by http://lgeom:hunter2-secret@127.0.0.1:5999/api\nsecond line")
+        return "ok"
+
+    fast = RetryPolicy(attempts=4, initial_delay=0.01, max_delay=0.02)
+    assert with_retries(flaky, what="uploading artifact x", policy=fast) == "ok"
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line]
+    assert len(lines) == 2 and all(line.startswith("lgeom: uploading artifact x failed (ConnectionError: ") for line in lines), err
+    assert "retrying in 0 s (attempt 2 of 4)" in lines[0] and "(attempt 3 of 4)" in lines[1]
+    assert "hunter2-secret" not in err and "http://***@127.0.0.1:5999" in err and "second line" not in err
