@@ -226,6 +226,7 @@ def test_a_study_rides_out_an_s3_kill_and_a_stack_restart(tmp_path: Path) -> Non
             if study.poll() is None:
                 os.killpg(study.pid, signal.SIGKILL)
         output = log_path.read_text()
+        print(f"study exit status after the restart: {study.returncode}")
         if study.returncode != 0:  # gave up waiting: the rerun must finish the job cleanly
             rerun = _lgeom(args, tmp_path, study_env, timeout=400)
             assert rerun.returncode == 0, output[-3000:] + rerun.stdout[-2000:] + rerun.stderr[-2000:]
