@@ -50,9 +50,9 @@ def garbage(path: Path) -> Path:
 @pytest.fixture(scope="module")
 def valid_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A plain ``{"params", "buffers"}`` checkpoint of the quick-tiny cell's architecture (untrained)."""
+    from lgeom.params import get_buffers, get_params
     from pipelines.common import build_cell_model, load_splits
     from pipelines.config import expand_matrix, load_config
-    from lgeom.params import get_buffers, get_params
 
     cfg = next(c.config for c in expand_matrix(load_config("quick-tiny", [])) if c.name == CELL)
     model = build_cell_model(cfg, load_splits(cfg))
@@ -120,9 +120,9 @@ def test_a_crafted_trajectory_beside_a_valid_checkpoint_is_refused(valid_checkpo
 
 def test_library_loaders_refuse_crafted_files(tmp_path: Path) -> None:
     from lgeom.curves import load_curve
+    from lgeom.data import build_dataset
     from lgeom.models import build_model
     from lgeom.train import TrainSpec, load_checkpoint, train
-    from lgeom.data import build_dataset
 
     marker = tmp_path / "PAYLOAD_RAN"
     bad = crafted(tmp_path / "evil.pt", marker)
@@ -173,4 +173,4 @@ def test_garbage_curve_on_the_command_line_exits_2_without_a_traceback(tmp_path:
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert lines[-1].startswith(f"lgeom probe: error: curve: expected") and str(bad) in lines[-1], proc.stderr
+    assert lines[-1].startswith("lgeom probe: error: curve: expected") and str(bad) in lines[-1], proc.stderr
