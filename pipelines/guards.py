@@ -186,10 +186,14 @@ class StudyLock:
         self.release()
 
 
-def check_no_running_study(store: Any, experiment_id: str, study: str) -> None:
+def check_no_running_study(store: Any, experiment_id: str, study: str, *, own_run: Any = None) -> None:
     """Refuse when a study run (stage ``study``) of the experiment is RUNNING in a live process on this
     host: the same study started from another output folder against the same store. (Runs of other
     hosts cannot be checked from here; a dead process's runs are closed as orphans by the study.)
+
+    Called before the study's parent run exists, and again with ``own_run`` (the parent ``mlflow`` run
+    just created): two studies that passed the first check at the same moment are then told apart by
+    start time (then run id), and only the later one refuses.
 
     Raises:
         StudyLockedError: naming that process (pid, host, start time) and its run.
@@ -203,6 +207,8 @@ def check_no_running_study(store: Any, experiment_id: str, study: str) -> None:
         pid = tags.get(TAG_PID, "")
         if tags.get(TAG_HOST) != host or not pid.isdigit() or int(pid) == os.getpid():
             continue
+        if own_run is not None and (run.info.start_time, run.info.run_id) > (own_run.info.start_time, own_run.info.run_id):
+            continue  # started after ours: that one refuses
         ticks = int(tags.get(TAG_PROC_START, "0") or 0) or None
         if _alive(int(pid), ticks):
             holder = describe_holder({"pid": pid, "host": host, "started_at": run.info.start_time / 1000})

@@ -271,6 +271,7 @@ def _run_study(cfg: Config, cells: list[Cell], *, address: str | None, report_di
         parent = stack.enter_context(tracked_run(store, experiment_id=exp_id, run_name=f"study {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                                  tags=run_tags(study=cfg.name, stage="study"), params=params))
         summary.parent_run_id = parent.run_id
+        check_no_running_study(store, exp_id, cfg.name, own_run=parent.client.get_run(parent.run_id))
         contexts = {
             c.name: TrialContext(cfg.name, c.name, c.config.to_dict(), exp_id, parent.run_id, store,
                                  str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)), bars=sys.stdout.isatty())

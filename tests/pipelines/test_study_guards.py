@@ -114,13 +114,19 @@ def test_a_running_study_in_the_same_store_refuses_another(embedded_store: Any, 
         "p = start_run(resolve_store(), experiment=%r, tags=run_tags(study=%r, stage='study'))\n"
         "print(p.run_id, flush=True); time.sleep(120)\n"
     ) % (str(Path(__file__).resolve().parents[2]), unique_study, unique_study)
+    from tracking.runs import run_tags, start_run
+
+    exp = ensure_experiment(embedded_store, unique_study)
+    ours = start_run(embedded_store, experiment_id=exp, tags=run_tags(study=unique_study, stage="study"))
+    time.sleep(0.01)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
         run_id = proc.stdout.readline().strip()
-        exp = ensure_experiment(embedded_store, unique_study)
         with pytest.raises(StudyLockedError, match=rf"pid {proc.pid} on host .*parent run {run_id}"):
             check_no_running_study(embedded_store, exp, unique_study)
+        # Two studies that passed the first check together: the one that started later refuses, not ours.
+        check_no_running_study(embedded_store, exp, unique_study, own_run=embedded_store.client().get_run(ours.run_id))
     finally:
         proc.kill()
         proc.wait()
