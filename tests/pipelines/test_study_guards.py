@@ -163,3 +163,15 @@ def test_steps_refuse_an_unwritable_output_dir_up_front(step: str, tmp_path: Pat
     rc = cli_main([step, "--preset", "quick-tiny", "--no-progress", "--no-tracking", f"output_dir={blocker / 'out'}"])
     err = capsys.readouterr().err
     assert rc == 2 and f"output_dir: expected a writable folder, got {blocker / 'out'}" in err and "Traceback" not in err, err
+
+
+def test_local_resource_limits() -> None:
+    from pipelines.guards import check_local_resources
+
+    check_local_resources(2, 0, cpus=2, gpus=0)
+    check_local_resources(1, 1, cpus=2, gpus=0)  # no GPU at all: trials run on CPUs (a notice, not an error)
+    check_local_resources(1, 0.5, cpus=2, gpus=1)
+    with pytest.raises(ValueError, match="study.cpu: expected at most 2 CPUs per trial .*got 2.5"):
+        check_local_resources(2.5, 0, cpus=2, gpus=0)
+    with pytest.raises(ValueError, match="study.gpu: expected at most 1 GPUs per trial .*got 2"):
+        check_local_resources(1, 2, cpus=2, gpus=1)

@@ -87,7 +87,7 @@ def test_a_study_writes_no_credential_anywhere(local_stack: Any, tmp_path: Path,
         text = repr(run.data.params) + repr(run.data.tags)
         assert not [n for n, v in needles.items() if v.decode() in text], run.info.run_id
     # The masked URI is what the user sees.
-    assert b"lgeomuser:" not in proc.stdout + proc.stderr or b"***@" in proc.stdout + proc.stderr
+    assert b"http://***@127.0.0.1:" in proc.stdout and b"lgeomuser:" not in proc.stdout + proc.stderr
 
 
 def test_local_trials_inherit_credentials_that_no_runtime_env_carries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
