@@ -88,13 +88,3 @@ def check_same_structure(
             f"parameters of {first_name} and {second_name} differ: {second_name} has {extra[0]!r}, "
             f"{first_name} does not (different architectures?)"
         )
-
-
-def check_nonempty(what: str, data: Any) -> None:
-    """Raise when a dataset or batch iterable has no samples."""
-    try:
-        n = len(data)
-    except TypeError:
-        return
-    if n == 0:
-        raise expected(what, "a non-empty dataset", "an empty one (0 samples)")

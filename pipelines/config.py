@@ -542,7 +542,7 @@ def _model_problems(
 @functools.lru_cache(maxsize=256)
 def data_shape(d: DataConfig) -> tuple[tuple[int, ...], int]:
     """``(in_shape, num_classes)`` of the configured dataset without loading image files."""
-    known = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
+    known = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
     if d.name in known:
         return known[d.name]
     from lgeom.data import build_dataset
