@@ -354,8 +354,8 @@ def cli(cfg: Config, args: Any) -> int:
     except Exception as err:  # noqa: BLE001 - only a lost store is handled here; anything else propagates
         from tracking.store import StoreUnavailableError, is_transient
 
-        if not (is_transient(err) or isinstance(err, StoreUnavailableError)):
-            raise
+        if isinstance(err, StoreUnavailableError) or not is_transient(err):
+            raise  # a store that never answered is reported by the CLI as it was
         print(f"lgeom study: failed: the MLflow store stopped answering ({type(err).__name__}: "
               f"{redact(str(err)).strip().splitlines()[0][:300] if str(err).strip() else 'no details'}); rerun the same "
               "command once it is back: FINISHED cells are kept, the others resume, and runs left RUNNING are closed",
