@@ -163,7 +163,7 @@ def recorded_ports(state_dir: str | os.PathLike[str]) -> dict[str, int] | None:
     return None
 
 
-def _check_ports_free(ports: Mapping[str, int], state: Path, *, wait: float = 10.0) -> None:
+def _check_ports_free(ports: Mapping[str, int], state: Path, *, wait: float = 30.0) -> None:
     """Wait up to ``wait`` seconds for recorded ports to be free (a server that was just stopped).
 
     Raises:
@@ -431,7 +431,7 @@ def start_stack(
     key, secret = _load_or_create_credentials(state)
     previous = None if new_ports else recorded_ports(state)
     if previous is not None:
-        _check_ports_free(previous, state)
+        _check_ports_free(previous, state, wait=min(30.0, startup_timeout))  # a server just stopped may hold them briefly
         named = previous
     else:
         fresh = free_ports(len(_WEED_PORTS) + 1)
