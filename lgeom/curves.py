@@ -35,6 +35,7 @@ from lgeom.data import make_loader
 from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
 from lgeom.params import Params, get_buffers, has_tied_tensors
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
+from lgeom.safe_io import load_plain, save_plain
 from lgeom.table import Table
 from lgeom.train import NonFiniteLossError
 
@@ -258,30 +259,38 @@ def curve_from_state(state: Mapping[str, Any]) -> Curve:
 def save_curve(path: str | os.PathLike[str], curve: Curve, **extra: Any) -> Path:
     """Save a curve with ``extra`` metadata (e.g. the model config needed to rebuild the architecture).
 
-    Written atomically with ``torch.save``: ``{"curve": curve.to_state(), "extra": extra}``.
+    Written atomically with ``torch.save``: ``{"curve": curve.to_state(), "extra": extra}``, plain data
+    only (``extra`` must hold dicts, lists, numbers and strings) so that :func:`load_curve` can read it
+    with ``weights_only=True``.
+
+    Raises:
+        TypeError: ``extra`` holds something other than plain data (nothing is written).
     """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    torch.save({"curve": curve.to_state(), "extra": extra}, tmp)
-    os.replace(tmp, p)
-    return p
+    return save_plain({"curve": curve.to_state(), "extra": extra}, path)
 
 
 def load_curve(path: str | os.PathLike[str]) -> tuple[Curve, dict[str, Any]]:
     """Load a curve saved by :func:`save_curve`; returns ``(curve, extra)``.
 
+    The file is read as plain data (``torch.load(weights_only=True)``): nothing in it is executed.
+
     Raises:
         FileNotFoundError: no file at ``path``.
+        lgeom.safe_io.UnsafeFileError: (a ValueError) not plain data or not a torch file.
         ValueError: the file is not a saved curve.
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"curve: expected a file at {p}, got nothing there")
-    data = torch.load(p, map_location="cpu", weights_only=False)
-    if not isinstance(data, dict) or "curve" not in data:
-        raise expected("curve file", "a file written by save_curve", str(p))
-    return curve_from_state(data["curve"]), dict(data.get("extra", {}))
+    data = load_plain(p, "curve", "a curve written by lgeom connect (save_curve)")
+    if not isinstance(data, dict) or not isinstance(data.get("curve"), dict) or "kind" not in data["curve"]:
+        raise expected("curve file", "a curve written by lgeom connect (save_curve)", str(p))
+    try:
+        curve = curve_from_state(data["curve"])
+    except (KeyError, TypeError, AttributeError) as err:
+        raise expected("curve file", "a curve written by lgeom connect (save_curve)", f"{p} ({type(err).__name__}: {err})") from None
+    extra = data.get("extra", {})
+    return curve, dict(extra) if isinstance(extra, dict) else {}
 
 
 # --- fitting ---------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from lgeom.evaluate import EvalResult, evaluate
 from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
 from lgeom.params import Params, flatten, get_buffers, get_params, load_params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
+from lgeom.safe_io import load_plain, save_plain
 from lgeom.seed import set_seed
 from lgeom.table import Table
 
@@ -140,9 +141,7 @@ def _cpu(d: Params) -> Params:
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    save_plain(obj, path)
 
 
 def train(
@@ -198,7 +197,7 @@ def train(
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         if (ckpt / "last.pt").exists():
-            state = torch.load(ckpt / "last.pt", map_location="cpu", weights_only=False)
+            state = load_plain(ckpt / "last.pt", "training checkpoint", "the loop state written by lgeom.train (plain data)")
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             loader.generator.set_state(state["loader_generator"])
@@ -339,14 +338,17 @@ def _check_finite(pending: list[tuple[int, torch.Tensor]], epoch: int) -> None:
 def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
     """Load ``init.pt`` / ``final.pt`` written by :func:`train` (``{"params", "buffers"}``) into ``model``.
 
+    The file is read as plain data (``torch.load(weights_only=True)``): nothing in it is executed.
+
     Raises:
         FileNotFoundError: the file does not exist.
+        lgeom.safe_io.UnsafeFileError: (a ValueError) the file is not plain data or not a torch file.
         ValueError: its parameters do not match ``model``.
     """
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint: expected a file at {p}, got nothing there")
-    state = torch.load(p, map_location="cpu", weights_only=False)
+    state = load_plain(p, "checkpoint", "a dict with 'params' and 'buffers' (as written by lgeom.train)")
     if not isinstance(state, dict) or "params" not in state:
         raise expected("checkpoint", "a dict with 'params' and 'buffers' (as written by lgeom.train)", type(state).__name__)
     return load_params(model, state["params"], state.get("buffers"))

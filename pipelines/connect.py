@@ -31,9 +31,11 @@ from lgeom.curves import check_model_matches
 from lgeom.data import Splits
 from lgeom.device import resolve_device
 from lgeom.params import Params, count_params
+from lgeom.safe_io import load_plain
 from lgeom.seed import set_seed
 from pipelines.common import build_cell_model, cell_dir, load_splits, train_endpoint
 from pipelines.config import Cell, Config, config_hash
+from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
 from tracking.bundle import Bundle
 from tracking.figures.paths import plot_paths, plot_plane
@@ -55,7 +57,9 @@ def main(cfg: Config, *, a: str | None = None, b: str | None = None, cell: str |
     """
     if (a is None) != (b is None):
         raise ValueError(f"--a/--b: expected both checkpoints or neither, got only {'--a' if b is None else '--b'}")
+
     cells = select_cells(cfg, cell)
+    check_writable_dir(cfg.output_dir, "output_dir")
     if a is not None and len(cells) > 1:
         raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)} with --a/--b, got none")
     if track and store is None:
@@ -152,14 +156,17 @@ def load_pair(model: torch.nn.Module, a: str, b: str) -> tuple[tuple[Params, Par
 
 
 def load_endpoint(path: str | os.PathLike[str], label: str) -> tuple[Params, Params]:
-    """``(params, buffers)`` of a checkpoint written by ``lgeom train`` (``{"params", "buffers"}``)."""
+    """``(params, buffers)`` of a checkpoint written by ``lgeom train`` (``{"params", "buffers"}``), read as
+    plain data (``torch.load(weights_only=True)``: nothing in the file is executed).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: not plain data (:class:`~lgeom.safe_io.UnsafeFileError`), or not such a dict.
+    """
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {label}: expected a file written by lgeom train at {p}, got nothing there")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is bad input
-        raise ValueError(f"checkpoint {label}: expected a file written by lgeom train, got an unreadable file {p} ({err})") from None
+    state = load_plain(p, f"checkpoint {label}", "a checkpoint written by lgeom train ({'params', 'buffers'} of tensors)")
     if not isinstance(state, dict) or not isinstance(state.get("params"), Mapping):
         raise ValueError(f"checkpoint {label}: expected a dict with 'params' and 'buffers' (as written by lgeom train), got {p}")
     return dict(state["params"]), dict(state.get("buffers") or {})

@@ -28,19 +28,21 @@ import torch
 from torch import nn
 
 from lgeom import names
+from lgeom.batchnorm import has_batchnorm
 from lgeom.curves import Curve, Line, check_model_matches, load_curve
 from lgeom.data import Splits, fixed_batches
 from lgeom.device import resolve_device
-from lgeom.batchnorm import has_batchnorm
 from lgeom.gradients import EffectiveDimensionality, effective_dimensionality
 from lgeom.models import build_model
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
+from lgeom.safe_io import load_plain
 from lgeom.surfaces.pca import PCAPlaneResult, pca_plane
 from lgeom.table import Table
 from lgeom.train import TrainResult
 from pipelines.common import build_cell_model, cell_dir, load_splits, train_endpoint
 from pipelines.config import Config, config_hash
 from pipelines.connect import load_endpoint, write_bundle_atomically
+from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
 from tracking.bundle import Bundle
 from tracking.figures import probes as fig
@@ -92,7 +94,9 @@ def trajectory_of(checkpoint: str | Path) -> dict[str, list[Any]]:
     """Snapshots, their steps and gradient snapshots kept by ``lgeom train`` in ``last.pt`` beside a checkpoint
     (empty lists when there is none)."""
     last = Path(checkpoint).with_name("last.pt")
-    state = torch.load(last, map_location="cpu", weights_only=False) if last.is_file() else {}
+    state = load_plain(last, f"training state {last.name} beside the checkpoint", "the loop state written by lgeom train") if last.is_file() else {}
+    if not isinstance(state, dict):
+        raise ValueError(f"training state {last}: expected the dict written by lgeom train, got a {type(state).__name__}")
     return {k: list(state.get(k, [])) for k in ("snapshots", "snapshot_steps", "grads")}
 
 
@@ -281,7 +285,12 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
             raise FileNotFoundError(f"{label}: expected a file at {f}, got nothing there")
     if checkpoint and curve:
         raise ValueError("--checkpoint/--curve: expected one of them, got both")
+
     cells = select_cells(cfg, cell)
+    if out:
+        check_writable_dir(out, "--out")
+    if not (out and (checkpoint or curve)):  # endpoints are trained (or reused) under output_dir
+        check_writable_dir(cfg.output_dir, "output_dir")
     if track and store is None:
         store = connect()
     if (checkpoint or curve) and len(cells) > 1:

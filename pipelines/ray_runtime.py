@@ -1,4 +1,14 @@
-"""Connecting to Ray: a local Ray by default, an existing cluster with ``--address`` / ``RAY_ADDRESS``."""
+"""Connecting to Ray: a local Ray by default, an existing cluster with ``--address`` / ``RAY_ADDRESS``.
+
+Credentials never go into a Ray runtime environment: Ray writes a runtime environment's ``env_vars`` in
+plain text to ``runtime_env_agent.log`` under its session folder. Workers of the local Ray inherit the
+driver's environment (the raylet is started from it), so they see ``AWS_*`` / ``MLFLOW_TRACKING_*``
+without Ray forwarding anything; on a cluster the workers take them from the environment of their own
+node (what ``ray start`` ran with, e.g. set by the cluster's setup commands from a secret store). Ray
+Tune copies ``AWS_*`` of the driver's environment into every trial's runtime environment by itself, so
+:func:`hidden_credentials` takes every credential out of the driver's environment while trials are
+started.
+"""
 
 from __future__ import annotations
 
@@ -10,11 +20,46 @@ from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from tracking.redact import find_secret, is_secret_name, register_secret
+
 # Environment passed to Ray workers: lgeom never needs the dashboard, usage stats or the trial chdir.
 _WORKER_ENV = {
     "RAY_USAGE_STATS_ENABLED": "0",
     "MLFLOW_DISABLE_TELEMETRY": "true",
+    # MLflow prints "View run ... at: <tracking URI>" when a run ends, user:password included.
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",
 }
+
+
+def worker_runtime_env() -> dict[str, Any]:
+    """The runtime environment given to ``ray.init``: the fixed settings of ``_WORKER_ENV`` only, never a
+    credential (a name marking one, or a value holding a secret known to this process, is left out)."""
+
+    env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
+    return {"env_vars": {k: v for k, v in env.items() if not is_secret_name(k) and find_secret(v) is None}}
+
+
+@contextlib.contextmanager
+def hidden_credentials() -> Iterator[list[str]]:
+    """Take every credential-named variable (``AWS_SECRET_ACCESS_KEY``, ``AWS_ACCESS_KEY_ID``,
+    ``MLFLOW_TRACKING_PASSWORD`` ...) out of this process's environment for the ``with`` block, and put
+    them back afterwards. Wrap ``Tuner.fit()`` in it: Ray Tune copies the driver's ``AWS_*`` variables into
+    each trial's runtime environment, which Ray logs in plain text. Their values stay registered as secrets
+    (``tracking.redact``), so messages printed meanwhile are still masked.
+
+    Yields:
+        the names taken out.
+    """
+
+    taken = {k: v for k, v in os.environ.items() if is_secret_name(k)}
+    for k, v in taken.items():
+        register_secret(v)
+        os.environ.pop(k, None)
+    try:
+        yield sorted(taken)
+    finally:
+        for k, v in taken.items():
+            os.environ.setdefault(k, v)
 
 
 def resolve_address(address: str | None) -> str | None:
@@ -108,7 +153,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     resolved = resolve_address(address)
     for k, v in _WORKER_ENV.items():
         os.environ.setdefault(k, v)
-    runtime_env = {"env_vars": {k: os.environ[k] for k in _WORKER_ENV}}
+    runtime_env = worker_runtime_env()
     if ray.is_initialized():
         yield _describe(ray, resolved)
         return

@@ -4,7 +4,9 @@
     lgeom down    # stop it (data, logs and generated credentials stay in .lgeom/)
 
 State lives in ``.lgeom/stack.json`` (pids, ports, URIs); generated S3 credentials in
-``.lgeom/credentials.env`` (mode 0600, never printed). See ``tracking.local_stack``.
+``.lgeom/credentials.env`` (mode 0600, never printed). ``lgeom down; lgeom up`` comes back on the same ports
+and data (``.lgeom/ports.json``), so running clients keep their tracking URI; ``lgeom up --new-ports``
+picks new ones. See ``tracking.local_stack``.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ def add_arguments(parser: Any, step: str) -> None:
     if step == "up":
         parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"artifact bucket (default {DEFAULT_BUCKET})")
         parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the servers (default 90)")
+        parser.add_argument("--new-ports", action="store_true",
+                            help="start on new free ports instead of those of the last start (recorded in ports.json)")
 
 
 def describe(info: StackInfo, *, already: bool = False) -> str:
@@ -39,15 +43,16 @@ def describe(info: StackInfo, *, already: bool = False) -> str:
     ])
 
 
-def up(state_dir: str, *, bucket: str = DEFAULT_BUCKET, timeout: float = 90.0) -> StackInfo:
-    """Start the stack unless one recorded in ``state_dir`` is running; prints where it is."""
+def up(state_dir: str, *, bucket: str = DEFAULT_BUCKET, timeout: float = 90.0, new_ports: bool = False) -> StackInfo:
+    """Start the stack unless one recorded in ``state_dir`` is running; prints where it is. A restart comes
+    back on the ports (and data) of the last start unless ``new_ports``."""
     existing = read_state(state_dir)
     if existing is not None and stack_alive(existing):
         print(describe(existing, already=True))
         return existing
     if existing is not None:
         stop_stack(existing)  # stale state: a component died; clean up before starting anew
-    info = start_stack(state_dir, bucket=bucket, startup_timeout=timeout)
+    info = start_stack(state_dir, bucket=bucket, startup_timeout=timeout, new_ports=new_ports)
     print(describe(info))
     return info
 
@@ -63,7 +68,7 @@ def cli(cfg: Any, args: Any) -> int:
     """``lgeom up`` / ``lgeom down``: exit 0 on success, 1 when a server could not be started or stopped."""
     try:
         if args.step == "up":
-            up(args.state_dir, bucket=args.bucket, timeout=args.timeout)
+            up(args.state_dir, bucket=args.bucket, timeout=args.timeout, new_ports=args.new_ports)
         else:
             down(args.state_dir)
     except StackError as err:

@@ -22,13 +22,21 @@ from typing import Any
 
 from lgeom import names
 from pipelines.config import Cell, Config, config_hash, expand_matrix
-from pipelines.ray_runtime import ray_session, spans_hosts
+from pipelines.guards import (
+    StudyLock,
+    StudyLockedError,
+    check_local_resources,
+    check_no_running_study,
+    check_writable_dir,
+    describe_holder,
+)
+from pipelines.ray_runtime import hidden_credentials, ray_session, resolve_address, spans_hosts
 from pipelines.report import main_table, write_report
 from pipelines.trial import TrialContext, run_cell, work_dir
 from tracking.query import format_table
 from tracking.redact import redact
 from tracking.runs import ensure_experiment, find_finished_run, mark_orphaned_runs, run_tags, tracked_run
-from tracking.store import Store, connect, resolve_store
+from tracking.store import Store, StoreUnavailableError, connect, is_transient, resolve_store
 
 # ray is imported inside the functions that use it (seconds to import; every ``lgeom`` command imports
 # this module to build its parser), and torch inside the trial, which runs in a Ray worker.
@@ -197,7 +205,9 @@ def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext]
             verbose=1,
         ),
     )
-    grid = tuner.fit()
+
+    with hidden_credentials():  # Tune would copy AWS_* into each trial's (logged) runtime environment
+        grid = tuner.fit()
     out = []
     for result in grid:
         cell = (result.config or {}).get("cell", "?")
@@ -211,11 +221,35 @@ def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext]
 
 def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = None) -> StudySummary:
     """Run the study of ``cfg``: skip FINISHED cells, close orphans, run the rest on Ray Tune, log the
-    summary, comparison table and figures to the parent run, and write the report."""
+    summary, comparison table and figures to the parent run, and write the report.
+
+    Before anything is created (no MLflow run, no Ray): the output and report folders must be writable,
+    a local Ray's per-trial CPUs / GPUs must fit this machine, and no other study of the same name may
+    be running in the same output folder (:class:`~pipelines.guards.StudyLock`) or, on this host, in the
+    same store.
+
+    Raises:
+        ValueError: an unwritable folder or a resource request larger than the machine (bad input).
+        pipelines.guards.StudyLockedError: the same study is running already (names its pid, host, start).
+        StudyFailed: some cells failed (the summary lists them).
+    """
     t0 = time.perf_counter()
     cells = expand_matrix(cfg)
+    out = check_writable_dir(cfg.output_dir, "output_dir")
+    check_writable_dir(report_dir or Path("reports") / cfg.name, "--report-dir" if report_dir else f"report folder reports/{cfg.name}")
+    if resolve_address(address) is None:
+        check_local_resources(cfg.study.cpu, cfg.study.gpu)
+    with StudyLock(out / cfg.name, cfg.name) as lock:
+        if lock.previous:
+            print(f"study {cfg.name}: taking over the lock of a study that is no longer running ({describe_holder(lock.previous)})")
+        return _run_study(cfg, cells, address=address, report_dir=report_dir, t0=t0)
+
+
+def _run_study(cfg: Config, cells: list[Cell], *, address: str | None, report_dir: Path | None, t0: float) -> StudySummary:
+    """The study itself, once :func:`main` checked its inputs and holds the lock."""
     store = connect()
     exp_id = ensure_experiment(store, cfg.name)
+    check_no_running_study(store, exp_id, cfg.name)
     summary = StudySummary(cfg.name)
     summary.orphans_closed = mark_orphaned_runs(store, exp_id, status="KILLED")
     todo: list[Cell] = []
@@ -240,6 +274,7 @@ def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = N
         parent = stack.enter_context(tracked_run(store, experiment_id=exp_id, run_name=f"study {time.strftime('%Y-%m-%d %H:%M:%S')}",
                                                  tags=run_tags(study=cfg.name, stage=names.STAGE_STUDY), params=params))
         summary.parent_run_id = parent.run_id
+        check_no_running_study(store, exp_id, cfg.name, own_run=parent.client.get_run(parent.run_id))
         contexts = {
             c.name: TrialContext(cfg.name, c.name, c.config.to_dict(), exp_id, parent.run_id, store,
                                  str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)), bars=sys.stdout.isatty())
@@ -312,6 +347,17 @@ def cli(cfg: Config, args: Any) -> int:
         code = 0
     except StudyFailed as err:
         summary, code = err.summary, 1
+    except StudyLockedError as err:
+        print(f"lgeom study: refused: {err}", file=sys.stderr)
+        return 1
+    except Exception as err:  # noqa: BLE001 - only a lost store is handled here; anything else propagates
+        if isinstance(err, StoreUnavailableError) or not is_transient(err):
+            raise  # a store that never answered is reported by the CLI as it was
+        print(f"lgeom study: failed: the MLflow store stopped answering ({type(err).__name__}: "
+              f"{redact(str(err)).strip().splitlines()[0][:300] if str(err).strip() else 'no details'}); rerun the same "
+              "command once it is back: FINISHED cells are kept, the others resume, and runs left RUNNING are closed",
+              file=sys.stderr)
+        return 1
     print("\n".join(summary.lines()))
     if summary.finished or summary.reused:
         print()

@@ -24,6 +24,7 @@ from lgeom import names
 from lgeom.params import count_params
 from pipelines.common import cell_dir, load_splits, train_endpoint
 from pipelines.config import Cell, Config, config_hash, expand_matrix
+from pipelines.guards import check_writable_dir
 from tracking.bundle import write_json
 from tracking.runs import ensure_experiment, find_finished_run, run_tags, tracked_run
 from tracking.steps import log_train_result
@@ -45,8 +46,11 @@ def main(
 
     Raises:
         tracking.store.StoreUnavailableError: tracking is on and the store does not answer.
+        ValueError: ``output_dir`` cannot be written (found before anything is trained or logged).
     """
+
     cells = select_cells(cfg, cell)
+    check_writable_dir(cfg.output_dir, "output_dir")
     if track and store is None:
         store = connect()
     summaries = []

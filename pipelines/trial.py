@@ -26,6 +26,7 @@ from pipelines.connect import connect_endpoints, model_extra, write_connect_resu
 from pipelines.probe import probe_cell
 from tracking.bundle import Bundle, log_bundle, write_json
 from tracking.runs import flatten_params, run_tags, tracked_run
+from tracking.store import wait_for_store
 
 STAGES = ("train", "connect", "probe", "log")
 
@@ -103,6 +104,7 @@ def run_cell(
     summary["started_at"] = time.time()
     t0 = time.perf_counter()
     try:
+        wait_for_store(ctx.store)  # a server being restarted is waited for, not a reason to fail the cell
         with tracked_run(
             ctx.store,
             experiment_id=ctx.experiment_id,

@@ -22,7 +22,7 @@ from lgeom import names
 from lgeom.progress import ProgressEvent
 from pipelines.common import load_splits, train_endpoint
 from pipelines.config import Cell, Config, config_from_dict, config_hash, expand_matrix
-from pipelines.ray_runtime import ray_session
+from pipelines.ray_runtime import hidden_credentials, ray_session
 from tracking.steps import log_tune_results
 
 # ray (and optuna through it) is imported inside the functions that run the search: importing it takes
@@ -108,7 +108,9 @@ def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, add
             ),
             run_config=tune.RunConfig(name=f"tune-{cell.name.replace('/', '-')}", storage_path=str(storage), verbose=1),
         )
-        results = tuner.fit()
+
+        with hidden_credentials():  # Tune would copy AWS_* into each trial's (logged) runtime environment
+            results = tuner.fit()
     trials = []
     for r in results:
         row = {k: r.config.get(k) for k in TUNED_KEYS}

@@ -42,6 +42,7 @@ from torch import nn
 from lgeom import names
 from lgeom.curves import Curve, save_curve
 from lgeom.params import load_params
+from lgeom.safe_io import load_plain, save_plain, unique_temp_path
 from lgeom.table import Table
 from tracking.log import Manifest, TrackedRun, log_artifact, log_metrics, log_model, log_params, log_series, set_tags
 
@@ -93,9 +94,12 @@ class Bundle:
         """Write a path table to ``paths/<name>.csv``."""
         path = self.root / names.path_table_artifact(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".csv.tmp")
-        table.to_csv(tmp)
-        os.replace(tmp, path)
+        tmp = unique_temp_path(path)
+        try:
+            table.to_csv(tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     def read_path(self, name: str) -> Table:
@@ -118,19 +122,18 @@ class Bundle:
         """Write plane arrays to ``planes/<name>.npz``."""
         path = self.root / names.plane_artifact(name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.stem + ".tmp.npz")
-        np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, path)
+        tmp = unique_temp_path(path).with_suffix(".npz")  # np.savez appends .npz to any other name
+        try:
+            np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         return path
 
     def write_endpoint(self, name: str, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]) -> Path:
-        """Save an endpoint's parameters and buffers to ``endpoints/<name>.pt``."""
-        path = self.root / names.endpoint_artifact(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".pt.tmp")
-        torch.save({"params": dict(params), "buffers": dict(buffers)}, tmp)
-        os.replace(tmp, path)
-        return path
+        """Save an endpoint's parameters and buffers to ``endpoints/<name>.pt`` (plain data, read back with
+        ``weights_only=True``)."""
+        return save_plain({"params": dict(params), "buffers": dict(buffers)}, self.root / names.endpoint_artifact(name))
 
     def figure_path(self, name: str) -> Path:
         """Where figure ``name`` goes: ``figures/<name>.png`` (folder created)."""
@@ -149,9 +152,13 @@ def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically (temp file + rename); tensors and arrays become lists."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=_json_default))
-    os.replace(tmp, path)
+    text = json.dumps(obj, indent=2, default=_json_default)
+    tmp = unique_temp_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -231,7 +238,7 @@ def log_bundle(run: TrackedRun, bundle: Bundle | str | os.PathLike[str], *, mode
 
 def _endpoint_module(model: nn.Module, path: Path) -> nn.Module:
     """A copy of ``model`` holding the endpoint saved at ``path`` (``{"params", "buffers"}``)."""
-    state = torch.load(path, map_location="cpu", weights_only=False)
+    state = load_plain(path, "endpoint")
     if not isinstance(state, dict) or "params" not in state:
         raise ValueError(f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), got {type(state).__name__}")
     module = copy.deepcopy(model).cpu()

@@ -9,6 +9,11 @@ server processes and never printed. The state (pids, ports, URIs) goes to ``<sta
 ``stop_stack`` ends both process groups (SIGTERM, SIGKILL after a timeout) and removes the unix sockets
 SeaweedFS leaves in the temp folder.
 
+A stack comes back where it was: its ports are kept in ``<state_dir>/ports.json`` (which ``stop_stack``
+leaves in place, with the data, logs and credentials), so ``lgeom down; lgeom up`` restarts both servers on
+the same ports and data, and clients (a running study) keep their tracking URI. A recorded port taken by
+another process is an error naming it; ``start_stack(..., new_ports=True)`` picks fresh ones.
+
 The same code backs ``lgeom up`` / ``lgeom down`` and the pytest fixtures (``tests/conftest.py``).
 """
 
@@ -35,6 +40,7 @@ from tracking.processes import process_start_ticks as _proc_start_ticks
 from tracking.redact import redact, register_secret
 
 STATE_FILE = "stack.json"
+PORTS_FILE = "ports.json"
 CREDENTIALS_FILE = "credentials.env"
 DEFAULT_BUCKET = "lgeom"
 _WEED_PORTS = (
@@ -128,6 +134,57 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
     finally:
         for s in socks:
             s.close()
+
+
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a server could listen on ``host:port`` now (bound with ``SO_REUSEADDR``, as servers do, so
+    connections of a stopped server lingering in TIME_WAIT do not count)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind((host, port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def recorded_ports(state_dir: str | os.PathLike[str]) -> dict[str, int] | None:
+    """The ports of the last stack started in ``state_dir`` (``ports.json``, else a leftover
+    ``stack.json``), or ``None`` when none was recorded or the record does not name every port."""
+    for name in (PORTS_FILE, STATE_FILE):
+        path = Path(state_dir) / name
+        try:
+            ports = json.loads(path.read_text()).get("ports")
+        except (OSError, ValueError, AttributeError):
+            continue
+        wanted = {f"weed.{n}" for n in _WEED_PORTS} | {"mlflow"}
+        if isinstance(ports, dict) and wanted <= set(ports) and all(isinstance(ports[k], int) for k in wanted):
+            return {k: int(ports[k]) for k in wanted}
+    return None
+
+
+def _check_ports_free(ports: Mapping[str, int], state: Path, *, wait: float = 30.0) -> None:
+    """Wait up to ``wait`` seconds for recorded ports to be free (a server that was just stopped).
+
+    Raises:
+        StackError: naming each port still taken and its component.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        taken = {name: port for name, port in ports.items() if not port_free(port)}
+        if not taken or time.monotonic() >= deadline:
+            break
+        time.sleep(0.5)
+    if taken:
+        listed = ", ".join(f"{port} ({name})" for name, port in sorted(taken.items(), key=lambda kv: kv[1]))
+        raise StackError(
+            f"local stack in {state}: expected its recorded ports to be free to restart where it was, got {listed} "
+            f"taken by another process; stop that process, or start on new ports with 'lgeom up --new-ports' "
+            f"(clients then need the new MLFLOW_TRACKING_URI)"
+        )
+
 
 
 def _reap(pid: int) -> None:
@@ -328,16 +385,20 @@ def start_stack(
     *,
     bucket: str = DEFAULT_BUCKET,
     startup_timeout: float = 90.0,
+    new_ports: bool = False,
 ) -> StackInfo:
-    """Start SeaweedFS and an MLflow server (proxied S3 artifacts) on loopback with free ports.
+    """Start SeaweedFS and an MLflow server (proxied S3 artifacts) on loopback: on the ports of the last
+    stack started in ``state_dir`` (``ports.json``; its data is reused too), else (or with ``new_ports``)
+    on free ports.
 
     Returns:
         the :class:`StackInfo`, also written to ``<state_dir>/stack.json``.
 
     Raises:
-        StackError: a stack recorded in ``state_dir`` is still running, the ``weed`` binary is missing, or
-            a component did not become ready within ``startup_timeout`` seconds (the log tail is included,
-            with secrets masked). Whatever was started is stopped again before raising.
+        StackError: a stack recorded in ``state_dir`` is still running, a recorded port is taken, the
+            ``weed`` binary is missing, or a component did not become ready within ``startup_timeout``
+            seconds (the log tail is included, with secrets masked). Whatever was started is stopped again
+            before raising.
     """
     state = Path(state_dir).resolve()
     existing = read_state(state)
@@ -346,15 +407,23 @@ def start_stack(
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o700)
     key, secret = _load_or_create_credentials(state)
-    ports = free_ports(len(_WEED_PORTS) + 1)
+    previous = None if new_ports else recorded_ports(state)
+    if previous is not None:
+        _check_ports_free(previous, state, wait=min(30.0, startup_timeout))  # a server just stopped may hold them briefly
+        named = previous
+    else:
+        fresh = free_ports(len(_WEED_PORTS) + 1)
+        named = {**{f"weed.{n}": p for n, p in zip(_WEED_PORTS, fresh)}, "mlflow": fresh[-1]}
     info = StackInfo(
-        tracking_uri=f"http://127.0.0.1:{ports[-1]}",
-        s3_endpoint=f"http://127.0.0.1:{ports[_WEED_PORTS.index('s3.port')]}",
+        tracking_uri=f"http://127.0.0.1:{named['mlflow']}",
+        s3_endpoint=f"http://127.0.0.1:{named['weed.s3.port']}",
         bucket=bucket,
         pids={},
-        ports={**{f"weed.{n}": p for n, p in zip(_WEED_PORTS, ports)}, "mlflow": ports[-1]},
+        ports=named,
         state_dir=str(state),
     )
+    _write_json_atomically(state / PORTS_FILE, {"ports": info.ports, "bucket": bucket, "tracking_uri": info.tracking_uri,
+                                                 "s3_endpoint": info.s3_endpoint})
     try:
         start_s3(info, timeout=min(30.0, startup_timeout))
         env = {
@@ -386,7 +455,8 @@ def start_stack(
 
 def stop_stack(target: StackInfo | str | os.PathLike[str] = ".lgeom", *, timeout: float = 5.0) -> bool:
     """Stop a stack (its :class:`StackInfo` or state folder): the MLflow server first, then SeaweedFS;
-    removes leftover sockets and ``stack.json`` (data, logs and credentials stay for the next start).
+    removes leftover sockets and ``stack.json`` (data, logs, credentials and ``ports.json`` stay for the
+    next start, which comes back on the same ports).
 
     Returns:
         ``True`` if a recorded stack was stopped, ``False`` if none was recorded.
@@ -435,11 +505,17 @@ def stack_alive(info: StackInfo) -> bool:
     )
 
 
+def _write_json_atomically(path: Path, doc: Mapping[str, Any]) -> None:
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        tmp.write_text(json.dumps(doc, indent=2))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _write_state(info: StackInfo) -> None:
-    path = Path(info.state_dir) / STATE_FILE
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(info.to_json(), indent=2))
-    os.replace(tmp, path)
+    _write_json_atomically(Path(info.state_dir) / STATE_FILE, info.to_json())
 
 
 @contextmanager

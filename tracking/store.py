@@ -40,6 +40,10 @@ HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
 }
+# Settings forced whatever the environment says: MLflow's "View run <name> at: <tracking URI>/#/..." and
+# "View experiment at" lines, printed when a run ends, would show a password inside the URI (lgeom prints
+# the store's address masked instead, see Store.describe).
+FORCED = {"MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true"}
 
 
 class StoreUnavailableError(RuntimeError):
@@ -77,9 +81,11 @@ class Store:
 
 
 def configure_http_defaults() -> None:
-    """Give MLflow's HTTP client short retries and timeouts unless the user set them (see HTTP_DEFAULTS)."""
+    """Give MLflow's HTTP client short retries and timeouts unless the user set them (see HTTP_DEFAULTS),
+    and keep MLflow from printing tracking URIs (see FORCED)."""
     for k, v in HTTP_DEFAULTS.items():
         os.environ.setdefault(k, v)
+    os.environ.update(FORCED)
 
 
 def embedded_store(workdir: str | os.PathLike[str] | None = None) -> Store:
@@ -120,13 +126,17 @@ def resolve_store(tracking_uri: str | None = None, *, environ: Mapping[str, str]
 @dataclass(frozen=True)
 class RetryPolicy:
     """Exponential backoff: ``attempts`` tries, waiting ``initial_delay * factor**i`` (capped at
-    ``max_delay``, with +-25 % jitter) between them, never past ``deadline`` seconds in total."""
+    ``max_delay``, with +-25 % jitter) between them, never past ``deadline`` seconds in total.
 
-    attempts: int = 5
+    The default rides out a restart of the tracking server or S3 (``lgeom down; lgeom up`` takes
+    20-40 s on a busy machine): about two minutes before giving up.
+    """
+
+    attempts: int = 10
     initial_delay: float = 1.0
     factor: float = 2.0
-    max_delay: float = 8.0
-    deadline: float = 60.0
+    max_delay: float = 15.0
+    deadline: float = 150.0
 
     def delays(self) -> list[float]:
         """The waits between attempts (without jitter)."""
@@ -173,6 +183,19 @@ def is_transient(err: BaseException) -> bool:
     return any(s in text for s in ("Connection refused", "Max retries exceeded", "503", "502", "504", "timed out"))
 
 
+def announce_retry(what: str, attempts: int) -> Callable[[int, BaseException, float], None]:
+    """An ``on_retry`` callback printing one line per retry to stderr: what failed, why (credentials
+    masked, first line only) and how long it waits."""
+    import sys
+
+    def say(attempt: int, err: BaseException, wait: float) -> None:
+        reason = redact(str(err)).strip().splitlines()[0][:200] if str(err).strip() else ""
+        print(f"lgeom: {what} failed ({type(err).__name__}{': ' + reason if reason else ''}); the tracking server or "
+              f"S3 may be restarting: retrying in {wait:.0f} s (attempt {attempt + 1} of {attempts})", file=sys.stderr, flush=True)
+
+    return say
+
+
 def with_retries(
     fn: Callable[[], T],
     *,
@@ -182,12 +205,16 @@ def with_retries(
 ) -> T:
     """Call ``fn`` until it succeeds, retrying transient errors (:func:`is_transient`) with backoff.
 
+    Each retry is announced (default: :func:`announce_retry`, one line on stderr) so a user sees that a
+    study is waiting for its store rather than hanging.
+
     Raises:
         the last error when it is not transient or the attempts / deadline are used up; its message is
         prefixed with ``what`` and the number of attempts.
     """
     start = time.monotonic()
     delays = policy.delays()
+    on_retry = on_retry or announce_retry(what, policy.attempts)
     for attempt in range(policy.attempts):
         try:
             return fn()
@@ -197,8 +224,7 @@ def with_retries(
             if not is_transient(err) or last_try or time.monotonic() - start + wait > policy.deadline:
                 err.add_note(f"{what}: gave up after {attempt + 1} attempt(s)")
                 raise
-            if on_retry is not None:
-                on_retry(attempt + 1, err, wait)
+            on_retry(attempt + 1, err, wait)
             time.sleep(wait)
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -354,6 +380,30 @@ def _check_s3(artifact_uri: str, *, deadline: float, environ: Mapping[str, str])
         f"S3 {where}: expected bucket {bucket!r} to answer, got {type(last).__name__}: {redact(str(last))[:300]} "
         "(check MLFLOW_S3_ENDPOINT_URL, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and that the bucket exists)"
     )
+
+
+def wait_for_store(store: Store, *, policy: RetryPolicy = DEFAULT_RETRY, check_timeout: float = 15.0) -> None:
+    """Wait, announcing each retry (:func:`announce_retry`), until ``store`` answers :func:`check_health`:
+    for a study trial that starts while the tracking server is being restarted.
+
+    Raises:
+        StoreUnavailableError: it did not answer within ``policy``'s attempts / deadline.
+    """
+    start = time.monotonic()
+    delays = policy.delays()
+    say = announce_retry(f"reaching {store.describe()}", policy.attempts)
+    for attempt in range(policy.attempts):
+        try:
+            check_health(store, timeout=check_timeout)
+            return
+        except StoreUnavailableError as err:
+            last_try = attempt >= len(delays)
+            wait = 0.0 if last_try else delays[attempt] * random.uniform(0.75, 1.25)
+            if last_try or time.monotonic() - start + wait > policy.deadline:
+                err.add_note(f"waited {time.monotonic() - start:.0f} s for the store: gave up after {attempt + 1} attempt(s)")
+                raise
+            say(attempt + 1, err, wait)
+            time.sleep(wait)
 
 
 def connect(tracking_uri: str | None = None, *, check: bool = True, timeout: float = 15.0) -> Store:

@@ -67,9 +67,9 @@ def test_connect_writes_the_bundle(run) -> None:
         assert (root / "figures" / f"plane_{curve}.png").stat().st_size > 1000
     assert (root / "figures" / "paths.png").stat().st_size > 1000
     # endpoints and the permuted B; A and B are the checkpoints trained by the step
-    a = torch.load(root / "endpoints" / "a.pt", weights_only=False)
+    a = torch.load(root / "endpoints" / "a.pt", weights_only=True)
     trained_a = next((cell / "endpoints").glob("*/seed0/final.pt"))
-    assert all(torch.equal(v, torch.load(trained_a, weights_only=False)["params"][n]) for n, v in a["params"].items())
+    assert all(torch.equal(v, torch.load(trained_a, weights_only=True)["params"][n]) for n, v in a["params"].items())
     assert (root / "endpoints" / "b.pt").exists() and (root / "endpoints" / "b_aligned.pt").exists()
     tags = json.loads((root / "tags.json").read_text())
     assert tags["lgeom.cell"] == CELL and tags["lgeom.stage"] == "connect"

@@ -148,3 +148,123 @@ def test_interrupt_ends_the_run_failed_with_the_error(server_store: Any, unique_
             raise KeyboardInterrupt
     got = server_store.client().get_run(run.run_id)
     assert got.info.status == "FAILED" and got.data.tags["lgeom.error"].startswith("KeyboardInterrupt")
+
+
+# --- a study through a stack restart ------------------------------------------------------------------
+
+
+def _lgeom(args: list[str], cwd: Path, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_a_taken_recorded_port_is_a_clear_error(tmp_path: Path) -> None:
+    import json
+    import socket
+
+    from tracking.local_stack import PORTS_FILE, StackError, start_stack
+
+    state = tmp_path / ".lgeom"
+    state.mkdir()
+    ports = dict(zip(["weed.master.port", "weed.master.port.grpc", "weed.volume.port", "weed.volume.port.grpc", "weed.filer.port",
+                      "weed.filer.port.grpc", "weed.s3.port", "weed.s3.port.grpc", "weed.admin.port", "weed.admin.port.grpc", "mlflow"],
+                     free_ports(11)))
+    (state / PORTS_FILE).write_text(json.dumps({"ports": ports}))
+    squatter = socket.socket()
+    squatter.bind(("127.0.0.1", ports["mlflow"]))
+    squatter.listen()
+    try:
+        with pytest.raises(StackError, match=rf"expected its recorded ports to be free .*got {ports['mlflow']} \(mlflow\) taken .*--new-ports"):
+            start_stack(state, startup_timeout=5)
+    finally:
+        squatter.close()
+    assert not (state / "stack.json").exists()
+
+
+@pytest.mark.slow
+def test_a_study_rides_out_an_s3_kill_and_a_stack_restart(tmp_path: Path) -> None:
+    """SeaweedFS is killed (by pid) while a study's cell computes; the trial waits for the store, saying so,
+    while the stack is restarted with 'lgeom down; lgeom up', which comes back on the same ports and data.
+    The study (or, had it given up, its rerun) ends with the cell FINISHED exactly once, its artifacts
+    present, and no run left RUNNING."""
+    import json
+    import os
+    import signal
+
+    from mlflow import MlflowClient
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_", "RAY_ADDRESS"))}
+    env.update({"MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1"})
+    state = tmp_path / ".lgeom"
+    up = _lgeom(["up", "--state-dir", str(state)], tmp_path, env)
+    assert up.returncode == 0, up.stderr
+    first = json.loads((state / "stack.json").read_text())
+    study_env = {**env, "MLFLOW_TRACKING_URI": first["tracking_uri"]}
+    args = ["study", "--preset", "quick-tiny", "--no-progress", 'study.matrix={"model.width": [16]}']
+    log_path = tmp_path / "study.log"
+    try:
+        with open(log_path, "w") as log:
+            study = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *args], cwd=tmp_path, env=study_env, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline and not list((tmp_path / "outputs").rglob("stages.json")):
+                assert study.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.3)
+            os.kill(first["pids"]["seaweedfs"], signal.SIGKILL)  # mid-study: the cell has trained, not logged
+            while time.monotonic() < deadline and "retrying in" not in log_path.read_text():
+                assert study.poll() is None, log_path.read_text()[-3000:]
+                time.sleep(0.5)
+            assert "retrying in" in log_path.read_text(), "the study must say it is waiting for the store"
+            down = _lgeom(["down", "--state-dir", str(state)], tmp_path, env)
+            assert down.returncode == 0, down.stderr
+            up = _lgeom(["up", "--state-dir", str(state)], tmp_path, env)
+            assert up.returncode == 0, up.stderr
+            again = json.loads((state / "stack.json").read_text())
+            assert again["tracking_uri"] == first["tracking_uri"] and again["ports"] == first["ports"], "a restart keeps its ports"
+            study.wait(timeout=400)
+        finally:
+            if study.poll() is None:
+                os.killpg(study.pid, signal.SIGKILL)
+        output = log_path.read_text()
+        print(f"study exit status after the restart: {study.returncode}")
+        if study.returncode != 0:  # gave up waiting: the rerun must finish the job cleanly
+            rerun = _lgeom(args, tmp_path, study_env, timeout=400)
+            assert rerun.returncode == 0, output[-3000:] + rerun.stdout[-2000:] + rerun.stderr[-2000:]
+            output += rerun.stdout + rerun.stderr
+        assert "Traceback" not in output, output[-4000:]
+        retry_lines = [line for line in output.splitlines() if "retrying in" in line and "may be restarting" in line]
+        assert retry_lines, output[-3000:]
+        creds = [line.split("=", 1)[1] for line in (state / "credentials.env").read_text().splitlines() if line.startswith("AWS_")]
+        assert not [c for c in creds if c in output], "no credential may be printed"
+
+        client = MlflowClient(tracking_uri=first["tracking_uri"])
+        exp = client.get_experiment_by_name("quick-tiny")
+        runs = client.search_runs([exp.experiment_id], max_results=100)
+        assert not [r for r in runs if r.info.status == "RUNNING"], [(r.data.tags.get("lgeom.stage"), r.info.status) for r in runs]
+        finished = [r for r in runs if r.data.tags.get("lgeom.stage") == "trial" and r.info.status == "FINISHED"]
+        assert [r.data.tags["lgeom.cell"] for r in finished] == ["mlp2x16/moons/sgd"]
+        files = {f.path for d in ("curves", "spectra", "paths", "figures") for f in client.list_artifacts(finished[0].info.run_id, d)}
+        assert {"curves/bezier.pt", "spectra/mid.json", "paths/linear.csv", "figures/paths.png"} <= files, files
+        assert {"lgeom.model.a", "lgeom.model.b"} <= set(finished[0].data.tags)
+    finally:
+        _lgeom(["down", "--state-dir", str(state)], tmp_path, env)
+
+
+def test_each_retry_is_announced_on_one_line_without_secrets(capsys: pytest.CaptureFixture[str]) -> None:
+    from tracking.store import with_retries
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("Connection refused by http://lgeom:hunter2-secret@127.0.0.1:5999/api\nsecond line")
+        return "ok"
+
+    fast = RetryPolicy(attempts=4, initial_delay=0.01, max_delay=0.02)
+    assert with_retries(flaky, what="uploading artifact x", policy=fast) == "ok"
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line]
+    assert len(lines) == 2 and all(line.startswith("lgeom: uploading artifact x failed (ConnectionError: ") for line in lines), err
+    assert "retrying in 0 s (attempt 2 of 4)" in lines[0] and "(attempt 3 of 4)" in lines[1]
+    assert "hunter2-secret" not in err and "http://***@127.0.0.1:5999" in err and "second line" not in err

@@ -34,7 +34,7 @@ def test_train_logs_cells(server_store: Any, unique_study: str, tmp_path: Path, 
     hist = server_store.client().get_metric_history(row["run_id"], "a.history.train_loss")
     assert sorted(h.step for h in hist) == [1, 2]
     ckpt = next((tmp_path / "out" / unique_study / CELL / "endpoints").glob("*/seed0")) / "final.pt"
-    state = torch.load(ckpt, weights_only=False)
+    state = torch.load(ckpt, weights_only=True)
     model = load_model(server_store, row["run_id"], "a")
     for name, value in model.named_parameters():
         assert torch.equal(value, state["params"][name])

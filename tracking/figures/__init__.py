@@ -6,6 +6,7 @@ file path, writes a PNG with :func:`save_figure` and returns the path.
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -18,7 +19,11 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: int = 120) ->
     out.parent.mkdir(parents=True, exist_ok=True)
     if fig.canvas is None or not isinstance(fig.canvas, FigureCanvasAgg):
         FigureCanvasAgg(fig)
-    tmp = out.with_name(out.stem + ".tmp" + out.suffix)
-    fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    os.replace(tmp, out)
+    # A name unique to this writer: two processes drawing the same figure never share a temporary file.
+    tmp = out.with_name(f"{out.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{out.suffix}")
+    try:
+        fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     return out
