@@ -31,6 +31,7 @@ STEPS: dict[str, tuple[str, bool, str]] = {
     "report": ("pipelines.report", False, "Markdown + HTML report of a study"),
     "up": ("pipelines.stack", False, "start the local S3 (SeaweedFS) + MLflow server stack"),
     "down": ("pipelines.stack", False, "stop the local stack"),
+    "user": ("pipelines.stack", False, "add a user of the shared server and grant experiment permissions"),
 }
 
 EXIT_BAD_INPUT = 2

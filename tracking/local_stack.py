@@ -14,6 +14,10 @@ leaves in place, with the data, logs and credentials), so ``lgeom down; lgeom up
 the same ports and data, and clients (a running study) keep their tracking URI. A recorded port taken by
 another process is an error naming it; ``start_stack(..., new_ports=True)`` picks fresh ones.
 
+``start_stack(..., shared=True)`` (``lgeom up --shared``) makes it a shared, multi-user server: PostgreSQL as
+MLflow's backend store (its port recorded in ``ports.json`` too) and MLflow's basic-auth app with an admin
+and per-user accounts; see ``tracking.shared_server``.
+
 The same code backs ``lgeom up`` / ``lgeom down`` and the pytest fixtures (``tests/conftest.py``).
 """
 
@@ -75,6 +79,24 @@ class StackInfo:
     state_dir: str
     started_at: float = field(default_factory=time.time)
     proc_starts: dict[str, int] = field(default_factory=dict)
+    shared: bool = False
+
+    @property
+    def postgres_uri(self) -> str | None:
+        """The backend store (shared stack only; no password in it: the server gets it from ``PGPASSWORD``)."""
+        if not self.shared:
+            return None
+        from tracking.shared_server import backend_store_uri
+
+        return backend_store_uri(self.ports["postgres"])
+
+    def admin_credentials(self) -> tuple[str, str]:
+        """``(username, password)`` of the basic-auth admin (shared stack only)."""
+        if not self.shared:
+            raise StackError(f"local stack in {self.state_dir}: expected a shared stack ('lgeom up --shared'), got one without users")
+        from tracking.shared_server import admin_credentials
+
+        return admin_credentials(self.state_dir)
 
     @property
     def artifacts_destination(self) -> str:
@@ -150,16 +172,17 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
         s.close()
 
 
-def recorded_ports(state_dir: str | os.PathLike[str]) -> dict[str, int] | None:
+def recorded_ports(state_dir: str | os.PathLike[str], *, shared: bool = False) -> dict[str, int] | None:
     """The ports of the last stack started in ``state_dir`` (``ports.json``, else a leftover
-    ``stack.json``), or ``None`` when none was recorded or the record does not name every port."""
+    ``stack.json``), or ``None`` when none was recorded or the record does not name every port (with
+    ``shared``, the Postgres port too)."""
     for name in (PORTS_FILE, STATE_FILE):
         path = Path(state_dir) / name
         try:
             ports = json.loads(path.read_text()).get("ports")
         except (OSError, ValueError, AttributeError):
             continue
-        wanted = {f"weed.{n}" for n in _WEED_PORTS} | {"mlflow"}
+        wanted = {f"weed.{n}" for n in _WEED_PORTS} | {"mlflow"} | ({"postgres"} if shared else set())
         if isinstance(ports, dict) and wanted <= set(ports) and all(isinstance(ports[k], int) for k in wanted):
             return {k: int(ports[k]) for k in wanted}
     return None
@@ -386,10 +409,12 @@ def start_stack(
     bucket: str = DEFAULT_BUCKET,
     startup_timeout: float = 90.0,
     new_ports: bool = False,
+    shared: bool = False,
 ) -> StackInfo:
     """Start SeaweedFS and an MLflow server (proxied S3 artifacts) on loopback: on the ports of the last
     stack started in ``state_dir`` (``ports.json``; its data is reused too), else (or with ``new_ports``)
-    on free ports.
+    on free ports. With ``shared``, also PostgreSQL (backend store and user store) and MLflow's basic-auth
+    app (``tracking.shared_server``).
 
     Returns:
         the :class:`StackInfo`, also written to ``<state_dir>/stack.json``.
@@ -405,15 +430,24 @@ def start_stack(
     if existing is not None and stack_alive(existing):
         raise StackError(f"local stack in {state}: expected none running, got one at {existing.tracking_uri} (run 'lgeom down')")
     state.mkdir(parents=True, exist_ok=True)
-    os.chmod(state, 0o700)
+    # A root-run shared stack's PostgreSQL runs as an unprivileged user, which must be able to pass through
+    # (not list) the state folder to its own 0700 data folder; every file with a secret is 0600.
+    os.chmod(state, 0o711 if shared and os.geteuid() == 0 else 0o700)
     key, secret = _load_or_create_credentials(state)
-    previous = None if new_ports else recorded_ports(state)
+    if shared:
+        from tracking import shared_server
+
+        shared_values = shared_server.load_or_create_secrets(state)
+        shared_server.preflight(state)
+    previous = None if new_ports else recorded_ports(state, shared=shared)
     if previous is not None:
         _check_ports_free(previous, state, wait=min(30.0, startup_timeout))  # a server just stopped may hold them briefly
         named = previous
     else:
-        fresh = free_ports(len(_WEED_PORTS) + 1)
-        named = {**{f"weed.{n}": p for n, p in zip(_WEED_PORTS, fresh)}, "mlflow": fresh[-1]}
+        fresh = free_ports(len(_WEED_PORTS) + 2)
+        named = {**{f"weed.{n}": p for n, p in zip(_WEED_PORTS, fresh)}, "mlflow": fresh[-2]}
+        if shared:
+            named["postgres"] = fresh[-1]
     info = StackInfo(
         tracking_uri=f"http://127.0.0.1:{named['mlflow']}",
         s3_endpoint=f"http://127.0.0.1:{named['weed.s3.port']}",
@@ -421,6 +455,7 @@ def start_stack(
         pids={},
         ports=named,
         state_dir=str(state),
+        shared=shared,
     )
     _write_json_atomically(state / PORTS_FILE, {"ports": info.ports, "bucket": bucket, "tracking_uri": info.tracking_uri,
                                                  "s3_endpoint": info.s3_endpoint})
@@ -435,9 +470,16 @@ def start_stack(
             "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
             "MLFLOW_DISABLE_TELEMETRY": "true",
         }
+        backend = f"sqlite:///{state / 'mlflow.db'}"
+        auth: list[str] = []
+        if shared:
+            backend = _start_postgres(info, shared_values["LGEOM_PG_PASSWORD"], min(60.0, startup_timeout))
+            shared_server.write_auth_config(state, info.ports["postgres"])
+            env.update(shared_server.server_env(state, info.ports["postgres"], shared_values))
+            auth = ["--app-name", "basic-auth"]
         cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
+            sys.executable, "-m", "mlflow", "server", *auth,
+            "--backend-store-uri", backend,
             "--artifacts-destination", info.artifacts_destination,
             "--host", "127.0.0.1", "--port", str(info.ports["mlflow"]), "--workers", "1",
         ]
@@ -454,7 +496,8 @@ def start_stack(
 
 
 def stop_stack(target: StackInfo | str | os.PathLike[str] = ".lgeom", *, timeout: float = 5.0) -> bool:
-    """Stop a stack (its :class:`StackInfo` or state folder): the MLflow server first, then SeaweedFS;
+    """Stop a stack (its :class:`StackInfo` or state folder): the MLflow server first, then PostgreSQL (shared
+    stack: fast shutdown), then SeaweedFS;
     removes leftover sockets and ``stack.json`` (data, logs, credentials and ``ports.json`` stay for the
     next start, which comes back on the same ports).
 
@@ -465,10 +508,15 @@ def stop_stack(target: StackInfo | str | os.PathLike[str] = ".lgeom", *, timeout
     if info is None:
         return False
     errors = []
-    for name in ("mlflow", "seaweedfs"):
+    for name in ("mlflow", "postgres", "seaweedfs"):
         pid = info.pids.get(name)
         if pid:
             try:
+                if name == "postgres":
+                    from tracking.shared_server import stop_postgres
+
+                    if stop_postgres(pid, info.proc_starts.get(name) or None, timeout=max(timeout, 15.0)):
+                        continue
                 stop_process_group(pid, start_ticks=info.proc_starts.get(name) or None, timeout=timeout)
             except StackError as err:
                 errors.append(f"{name}: {err}")
@@ -516,6 +564,26 @@ def _write_json_atomically(path: Path, doc: Mapping[str, Any]) -> None:
 
 def _write_state(info: StackInfo) -> None:
     _write_json_atomically(Path(info.state_dir) / STATE_FILE, info.to_json())
+
+
+def _start_postgres(info: StackInfo, password: str, timeout: float) -> str:
+    """Initialise (first start) and start the shared stack's PostgreSQL; returns MLflow's backend store URI."""
+    from tracking import shared_server
+
+    state = Path(info.state_dir)
+    paths = shared_server.PostgresPaths(state / "postgres")
+    log = state / "logs" / "postgres.out"
+    shared_server.init_cluster(paths, _base_env())
+    proc = shared_server.start_postgres(paths, info.ports["postgres"], log, _base_env())
+    info.pids["postgres"] = proc.pid
+    info.proc_starts["postgres"] = _proc_start_ticks(proc.pid) or 0
+    _write_state(info)
+    try:
+        shared_server.wait_for_postgres(paths, info.ports["postgres"], proc, log, timeout)
+        shared_server.ensure_databases(paths, info.ports["postgres"], password)
+    except shared_server.SharedServerError as err:
+        raise StackError(str(err)) from err
+    return shared_server.backend_store_uri(info.ports["postgres"])
 
 
 @contextmanager
