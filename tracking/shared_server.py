@@ -48,6 +48,7 @@ TRACKING_DB = "mlflow"
 AUTH_DB = "mlflow_auth"
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
 DEFAULT_PERMISSION = "READ"
+AUTH_CACHE_TTL_S = 60
 _SECRET_KEYS = ("LGEOM_PG_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD",
                 "MLFLOW_FLASK_SERVER_SECRET_KEY")
 
@@ -354,6 +355,10 @@ def write_auth_config(state_dir: Path, pg_port: int, default_permission: str = D
         f"database_uri = {backend_store_uri(pg_port, AUTH_DB)}\n"
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
         "grant_default_workspace_access = false\n"
+        "# Cache successful password checks for a minute: each check is a PBKDF2 hash (about a second of CPU on a\n"
+        "# busy 2-core machine), which otherwise caps the server at a few requests/s. With one worker, password\n"
+        "# changes made through the API take effect at once.\n"
+        f"auth_cache_ttl_seconds = {AUTH_CACHE_TTL_S}\n"
     )
     return path
 
