@@ -5,13 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
 PRESET ?= quick
 
-.PHONY: setup study test test-fast bench up down clean help
+.PHONY: setup study test test-fast bench up up-shared down clean help
 
 help:
 	@echo "make study   run the '$(PRESET)' study on the embedded default (sqlite MLflow + ./mlruns + local Ray)"
 	@echo "make test    create .venv if needed and run the whole test suite (starts real servers)"
 	@echo "make bench   run the benchmarks (installs the bench extras)"
 	@echo "make up/down start/stop the local SeaweedFS S3 + MLflow server stack"
+	@echo "make up-shared the shared server: + PostgreSQL backend store + MLflow basic auth (users)"
 
 setup: $(STAMP)
 
@@ -21,6 +22,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q "pip==26.3"
 	$(BIN)/python -m pip install -c requirements.lock -e ".[test]"
 	@command -v chromium >/dev/null 2>&1 || echo "note: chromium is not installed; the MLflow UI screenshot test will be skipped (install: apt-get install -y chromium)"
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null 2>&1 || echo "note: postgresql is not installed; 'lgeom up --shared' and its tests will be skipped (install: apt-get install -y postgresql)"
 	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || echo "note: dataset-fashion-mnist is not installed; the real-data Fashion-MNIST tests will be skipped (install: apt-get install -y dataset-fashion-mnist)"
 	touch $(STAMP)
 
@@ -36,11 +38,14 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test,bench]"
 	$(BIN)/python bench/train_throughput.py
-	@for f in bench/curves.py bench/plane.py bench/hessian.py bench/study_overhead.py; do \
+	@for f in bench/curves.py bench/plane.py bench/hessian.py bench/study_overhead.py bench/tracking_load.py; do \
 		if [ -f $$f ]; then $(BIN)/python $$f || exit 1; fi; done
 
 up: setup
 	$(BIN)/lgeom up
+
+up-shared: setup
+	$(BIN)/lgeom up --shared
 
 down:
 	$(BIN)/lgeom down
