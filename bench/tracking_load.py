@@ -1,10 +1,12 @@
-"""Tracking load: 16 concurrent tiny trials against three MLflow stores, side by side in one run.
+"""Tracking load: 16 concurrent tiny trials against four MLflow stores, side by side in one run.
 
 Each trial (a thread) creates a run, logs 3 params, ``--metrics`` metric values with steps (one request
 each), a small text artifact and a small state dict, and ends its run (``tracking.loadgen``). Stores:
 
 * **shared server** — ``lgeom up --shared``: PostgreSQL backend store, MLflow basic-auth (a user with her
   own password), SeaweedFS S3 with proxied artifacts;
+* **PostgreSQL server, no auth** — the same without the basic-auth app (separates the database's cost from
+  that of authentication);
 * **sqlite server** — ``lgeom up``: the same MLflow server and S3 without auth, sqlite backend store;
 * **embedded sqlite** — no server: the client writes ``mlflow.db`` and local artifact files itself.
 
@@ -37,11 +39,11 @@ def _row(name: str, results: list[LoadResult], problems: int) -> str:
 
 
 def main() -> None:
-    """Run the three stores one after the other and print a Markdown table."""
+    """Run the four stores one after the other and print a Markdown table."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--metrics", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=1, help="repeat each store this many times (median throughput)")
+    parser.add_argument("--rounds", type=int, default=1, help="repeat each store this many times (median throughput, pooled latencies)")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -60,23 +62,29 @@ def main() -> None:
         shared_server.add_user(shared.tracking_uri, shared.admin_credentials(), "bench", password)
         stores.append(("shared server (PostgreSQL, basic auth)", shared.tracking_uri,
                        {"MLFLOW_TRACKING_USERNAME": "bench", "MLFLOW_TRACKING_PASSWORD": password}, None))
+        noauth = start_stack(base / "noauth", shared=True, auth=False)
+        stores.append(("PostgreSQL server (no auth)", noauth.tracking_uri, {}, None))
         plain = start_stack(base / "plain")
         stores.append(("sqlite server (no auth)", plain.tracking_uri, {}, None))
         stores.append(("embedded sqlite", f"sqlite:///{base / 'embedded' / 'mlflow.db'}", {}, (base / "embedded" / "artifacts").as_uri()))
         (base / "embedded").mkdir()
-        for name, uri, env, artifacts in stores:
-            os.environ.update(env)
-            results, problems = [], 0
-            for _ in range(args.rounds):
-                r = run_load(uri, f"load-{uuid.uuid4().hex[:6]}", trials=args.trials, metrics=args.metrics, artifact_location=artifacts)
-                problems += len(verify(uri, r, trials=args.trials, metrics=args.metrics))
-                results.append(r)
-            for var in env:
-                os.environ.pop(var, None)
-            rows.append(_row(name, results, problems))
-            print(rows[-1], flush=True)
+        results: dict[str, list[LoadResult]] = {name: [] for name, *_ in stores}
+        problems = dict.fromkeys(results, 0)
+        for round_ in range(args.rounds):  # rounds interleave the stores, so that a busy spell hits all of them
+            for name, uri, env, artifacts in stores:
+                os.environ.update(env)
+                try:
+                    r = run_load(uri, f"load-{uuid.uuid4().hex[:6]}", trials=args.trials, metrics=args.metrics,
+                                 artifact_location=None if artifacts is None else f"{artifacts}/{round_}")
+                    problems[name] += len(verify(uri, r, trials=args.trials, metrics=args.metrics))
+                finally:
+                    for var in env:
+                        os.environ.pop(var, None)
+                results[name].append(r)
+                print(f"round {round_ + 1} {name}: {r.requests_per_s:.1f} req/s, p99 {r.percentile(99) * 1e3:.0f} ms", flush=True)
+        rows = [_row(name, results[name], problems[name]) for name in results]
     finally:
-        for sub in ("shared", "plain"):
+        for sub in ("shared", "noauth", "plain"):
             try:
                 stop_stack(base / sub)
             except Exception as err:  # noqa: BLE001 - keep stopping the others

@@ -410,11 +410,13 @@ def start_stack(
     startup_timeout: float = 90.0,
     new_ports: bool = False,
     shared: bool = False,
+    auth: bool = True,
 ) -> StackInfo:
     """Start SeaweedFS and an MLflow server (proxied S3 artifacts) on loopback: on the ports of the last
     stack started in ``state_dir`` (``ports.json``; its data is reused too), else (or with ``new_ports``)
     on free ports. With ``shared``, also PostgreSQL (backend store and user store) and MLflow's basic-auth
-    app (``tracking.shared_server``).
+    app (``tracking.shared_server``); ``auth=False`` leaves the basic-auth app out (benchmarks that separate
+    the cost of the database from that of authentication; never for a server others use).
 
     Returns:
         the :class:`StackInfo`, also written to ``<state_dir>/stack.json``.
@@ -471,14 +473,15 @@ def start_stack(
             "MLFLOW_DISABLE_TELEMETRY": "true",
         }
         backend = f"sqlite:///{state / 'mlflow.db'}"
-        auth: list[str] = []
+        app: list[str] = []
         if shared:
             backend = _start_postgres(info, shared_values["LGEOM_PG_PASSWORD"], min(60.0, startup_timeout))
             shared_server.write_auth_config(state, info.ports["postgres"])
             env.update(shared_server.server_env(state, info.ports["postgres"], shared_values))
-            auth = ["--app-name", "basic-auth"]
+            if auth:
+                app = ["--app-name", "basic-auth"]
         cmd = [
-            sys.executable, "-m", "mlflow", "server", *auth,
+            sys.executable, "-m", "mlflow", "server", *app,
             "--backend-store-uri", backend,
             "--artifacts-destination", info.artifacts_destination,
             "--host", "127.0.0.1", "--port", str(info.ports["mlflow"]), "--workers", "1",
