@@ -3,8 +3,7 @@ and writing results to the local output folder."""
 
 from __future__ import annotations
 
-import hashlib
-import json
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,35 +14,29 @@ from lgeom.data import Splits, build_splits
 from lgeom.models import build_model
 from lgeom.progress import Callback
 from lgeom.seed import set_seed
-from lgeom.train import TrainResult, TrainSpec, train
+from lgeom.train import TrainResult, train
 from pipelines.bundle import write_json  # noqa: F401  (re-exported for the steps)
-from pipelines.config import Config, data_options, train_spec_kwargs
+from pipelines.config import ENDPOINT_SECTIONS, Config, config_hash
 
 
 def load_splits(cfg: Config) -> Splits:
     """Train (as trained on), unaugmented train and test splits of the configured dataset."""
     d = cfg.data
-    return build_splits(d.name, root=d.root, seed=d.seed, **data_options(d))
+    return build_splits(d.name, root=d.root, seed=d.seed, **d.options)
 
 
 def build_cell_model(cfg: Config, splits: Splits) -> nn.Module:
     """A fresh model of the configured architecture, shaped for ``splits`` (uses the current RNG state)."""
     ds = splits.test
-    return build_model(cfg.model.arch, num_classes=ds.num_classes, in_shape=ds.in_shape, **cfg.model.options())
+    return build_model(cfg.model.arch, num_classes=ds.num_classes, in_shape=ds.in_shape, **cfg.model.options)
 
 
-def short_hash(data: Any) -> str:
-    """12 hex digits identifying a JSON-serialisable value."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
-
-
-def endpoint_key(cfg: Config) -> str:
-    """Hash of everything that determines a trained endpoint except its seed (model, data, training)."""
-    d = cfg.to_dict()
-    train_part = {k: v for k, v in d["train"].items() if k not in ("seeds", "device", "num_workers", "checkpoint_every")}
-    data_part = {k: v for k, v in d["data"].items() if k not in ("root", "eval_batch_size")}
-    return short_hash({"model": d["model"], "data": data_part, "train": train_part})
+def endpoint_key(cfg: Config, seed: int) -> str:
+    """Key of the trained endpoint with ``seed``: :func:`~pipelines.config.config_hash` of the sections that
+    determine it (model, data, train) with ``train.seeds`` = ``[seed]``. Cells that differ only in curve or
+    probe settings, or in settings that do not change results, share their endpoints."""
+    one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seeds=(seed,)))
+    return config_hash(one, sections=ENDPOINT_SECTIONS)
 
 
 def cell_dir(cfg: Config, cell: str) -> Path:
@@ -61,16 +54,16 @@ def train_endpoint(
     progress: bool = True,
 ) -> tuple[nn.Module, TrainResult, Path | None]:
     """Train (or resume, or reload) the endpoint with ``seed``; checkpoints live under
-    ``out_dir/endpoints/<endpoint_key>/seed<seed>`` so a changed config never resumes a stale run
+    ``out_dir/endpoints/<endpoint_key(cfg, seed)>/seed<seed>`` so a changed config never resumes a stale run
     (``out_dir=None``: train in memory without checkpoints).
 
     Returns:
         ``(model, result, checkpoint folder or None)`` with the model holding the trained weights.
     """
-    ckpt = out_dir / "endpoints" / endpoint_key(cfg) / f"seed{seed}" if out_dir is not None else None
+    ckpt = out_dir / "endpoints" / endpoint_key(cfg, seed) / f"seed{seed}" if out_dir is not None else None
     set_seed(seed)
     model = build_cell_model(cfg, splits)
-    spec = TrainSpec(**train_spec_kwargs(cfg.train, seed=seed))
+    spec = cfg.train.endpoint_spec(seed)
     result = train(
         model,
         splits.train,

@@ -78,6 +78,17 @@ def dataset_options(name: str) -> dict[str, Any]:
     }
 
 
+def dataset_option_types(name: str) -> dict[str, Any]:
+    """The annotated types of dataset ``name``'s options (resolved, e.g. ``float`` or ``bool | None``); options
+    without an annotation, or whose annotation cannot be resolved, are left out."""
+    options = dataset_options(name)
+    try:
+        hints = typing.get_type_hints(_REGISTRY[name])
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only loses the type check
+        return {}
+    return {k: hints[k] for k in options if k in hints}
+
+
 def build_dataset(
     name: str,
     split: str,
@@ -271,6 +282,7 @@ __all__ = [
     "build_dataset",
     "build_splits",
     "dataset_meta",
+    "dataset_option_types",
     "dataset_options",
     "fixed_batches",
     "make_loader",

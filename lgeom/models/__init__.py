@@ -8,6 +8,7 @@ rejects unknown ones.
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -48,6 +49,17 @@ def model_arch_args(name: str) -> dict[str, Any]:
     }
 
 
+def model_arch_types(name: str) -> dict[str, Any]:
+    """The annotated types of model ``name``'s architecture options (resolved, e.g. ``int`` or ``bool | None``);
+    options without an annotation, or whose annotation cannot be resolved, are left out."""
+    options = model_arch_args(name)
+    try:
+        hints = typing.get_type_hints(_REGISTRY[name])
+    except Exception:  # noqa: BLE001 - an unresolvable annotation only loses the type check
+        return {}
+    return {k: hints[k] for k in options if k in hints}
+
+
 def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch: Any) -> nn.Module:
     """Build a registered architecture.
 
@@ -79,4 +91,4 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch:
 # Importing the modules registers their architectures.
 from lgeom.models import cnn, mlp, resnet  # noqa: E402,F401
 
-__all__ = ["available_models", "build_model", "model_arch_args", "register_model"]
+__all__ = ["available_models", "build_model", "model_arch_args", "model_arch_types", "register_model"]
