@@ -649,7 +649,7 @@ def _model_and_data_problems(cfg: Config) -> list[str]:
 
 
 def _not_an_option(prefix: str, key: str, value: Any, owner: str, allowed: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(key, list(allowed), n=1)
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.7)
     hint = f"; did you mean '{prefix}.{close[0]}'?" if close else ""
     return f"{prefix}.{key}: not an option of {owner} (its options: {', '.join(allowed) or 'none'}{hint}), got {value!r}"
 
@@ -700,8 +700,11 @@ def _data_shape(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> t
 
 
 def _matrix_axis_problems(s: StudyConfig) -> list[str]:
+    from lgeom.data import available_datasets
+    from lgeom.models import available_models
+
     out = []
-    leaf_keys = _leaf_keys()
+    leaf_keys = _leaf_keys(tuple(available_models()), tuple(available_datasets()))
     for key, values in s.matrix.items():
         if key in SECTIONS and key != "study":
             # A section axis: each value is a mapping of several keys that vary together.
@@ -714,19 +717,23 @@ def _matrix_axis_problems(s: StudyConfig) -> list[str]:
             out.append(f"study.matrix.{key}: unknown axis, expected a dotted config key like 'train.lr'{hint}")
         if not isinstance(values, list) or not values:
             out.append(f"study.matrix.{key}: expected a non-empty list of values, got {values!r}")
+            continue
+        if key not in _NAMED_AXES:
+            # The value becomes part of each cell's folder name; checked once here rather than per cell.
+            out.extend(f"study.matrix.{key}: {p}" for v in values if (p := _folder_name_problem(_axis_part(key, v))))
     return out
 
 
-@functools.cache
-def _leaf_keys() -> frozenset[str]:
-    from lgeom.data import available_datasets
-    from lgeom.models import available_models, model_arch_args
+@functools.lru_cache(maxsize=8)
+def _leaf_keys(models: tuple[str, ...], datasets: tuple[str, ...]) -> frozenset[str]:
+    """Every key a matrix axis may set (cached per registry contents)."""
+    from lgeom.models import model_arch_args
 
     keys = {f.name for f in fields(Config) if f.name not in SECTIONS}
     for sec, cls in SECTIONS.items():
         keys.update(f"{sec}.{k}" for k in section_keys(cls))
-    keys.update(f"model.{k}" for arch in available_models() for k in model_arch_args(arch))
-    keys.update(f"data.{k}" for name in available_datasets() for k in data_option_defaults(name))
+    keys.update(f"model.{k}" for arch in models for k in model_arch_args(arch))
+    keys.update(f"data.{k}" for name in datasets for k in data_option_defaults(name))
     return frozenset(keys)
 
 
@@ -974,10 +981,15 @@ def _cell_name_parts(cfg: Config, axes: Mapping[str, Any]) -> list[tuple[str, st
     for key, value in axes.items():
         if key in _NAMED_AXES or isinstance(value, dict):
             continue
-        label = _AXIS_LABELS.get(key, key.split(".")[-1])
-        text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        parts.append((f"study.matrix.{key}", f"{label}={text}"))
+        parts.append((f"study.matrix.{key}", _axis_part(key, value)))
     return parts
+
+
+def _axis_part(key: str, value: Any) -> str:
+    """The ``label=value`` part of a cell's name for one axis value."""
+    label = _AXIS_LABELS.get(key, key.split(".")[-1])
+    text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return f"{label}={text}"
 
 
 def cell_name(cfg: Config, axes: Mapping[str, Any]) -> str:
@@ -987,8 +999,9 @@ def cell_name(cfg: Config, axes: Mapping[str, Any]) -> str:
 
 
 def _folder_name_problem(text: str) -> str | None:
+    """Why ``text`` cannot be one folder name inside a study's output folder (None when it can)."""
     if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
-        return "expected values that make a plain folder name (no '/', '\\', '..'), got " + repr(text)
+        return "expected a value that makes a plain folder name of the cell (no '/', '\\', '..'), got " + repr(text)
     return None
 
 
