@@ -3,7 +3,6 @@ and writing results to the local output folder."""
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,12 +30,12 @@ def build_cell_model(cfg: Config, splits: Splits) -> nn.Module:
     return build_model(cfg.model.arch, num_classes=ds.num_classes, in_shape=ds.in_shape, **cfg.model.options)
 
 
-def endpoint_key(cfg: Config, seed: int) -> str:
-    """Key of the trained endpoint with ``seed``: :func:`~pipelines.config.config_hash` of the sections that
-    determine it (model, data, train) with ``train.seeds`` = ``[seed]``. Cells that differ only in curve or
-    probe settings, or in settings that do not change results, share their endpoints."""
-    one = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seeds=(seed,)))
-    return config_hash(one, sections=ENDPOINT_SECTIONS)
+def endpoint_key(cfg: Config) -> str:
+    """Key of the trained endpoints of ``cfg``: :func:`~pipelines.config.config_hash` of the sections that
+    determine an endpoint (model, data, train), without ``train.seeds`` since each endpoint's seed names its
+    own folder below the key. Cells that differ only in curve or probe settings, or in settings that do not
+    change results, share their endpoints."""
+    return config_hash(cfg, sections=ENDPOINT_SECTIONS, leave_out=("train.seeds",))
 
 
 def cell_dir(cfg: Config, cell: str) -> Path:
@@ -54,13 +53,13 @@ def train_endpoint(
     progress: bool = True,
 ) -> tuple[nn.Module, TrainResult, Path | None]:
     """Train (or resume, or reload) the endpoint with ``seed``; checkpoints live under
-    ``out_dir/endpoints/<endpoint_key(cfg, seed)>/seed<seed>`` so a changed config never resumes a stale run
+    ``out_dir/endpoints/<endpoint_key>/seed<seed>`` so a changed config never resumes a stale run
     (``out_dir=None``: train in memory without checkpoints).
 
     Returns:
         ``(model, result, checkpoint folder or None)`` with the model holding the trained weights.
     """
-    ckpt = out_dir / "endpoints" / endpoint_key(cfg, seed) / f"seed{seed}" if out_dir is not None else None
+    ckpt = out_dir / "endpoints" / endpoint_key(cfg) / f"seed{seed}" if out_dir is not None else None
     set_seed(seed)
     model = build_cell_model(cfg, splits)
     spec = cfg.train.endpoint_spec(seed)

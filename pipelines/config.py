@@ -256,7 +256,7 @@ SECTIONS: dict[str, type] = {
     "study": StudyConfig,
 }
 
-#: The sections that determine a trained endpoint (with its seed); see ``pipelines.common.endpoint_key``.
+#: The sections that determine a trained endpoint (besides its seed); see ``pipelines.common.endpoint_key``.
 ENDPOINT_SECTIONS = ("model", "data", "train")
 
 #: Sections whose keys besides the fixed ones are the options of a registered builder.
@@ -757,12 +757,15 @@ def result_settings(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def config_hash(cfg: Config | Mapping[str, Any], *, sections: Collection[str] | None = None) -> str:
+def config_hash(cfg: Config | Mapping[str, Any], *, sections: Collection[str] | None = None,
+                leave_out: Collection[str] = ()) -> str:
     """Stable 16-hex-digit hash of the settings that change results (:func:`result_settings`), of every
-    section or only of ``sections`` (an endpoint's key hashes :data:`ENDPOINT_SECTIONS`)."""
+    section or only of ``sections``, without the dotted keys in ``leave_out`` (an endpoint's key hashes
+    :data:`ENDPOINT_SECTIONS` without ``train.seeds``, see ``pipelines.common.endpoint_key``)."""
     if not isinstance(cfg, Config):
         cfg = config_from_dict(cfg)
-    settings = {k: v for k, v in result_settings(cfg).items() if sections is None or k.split(".", 1)[0] in sections}
+    settings = {k: v for k, v in result_settings(cfg).items()
+                if (sections is None or k.split(".", 1)[0] in sections) and k not in leave_out}
     blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

@@ -304,20 +304,21 @@ def test_neutral_settings_are_marked_once_and_one_hash_keys_cells_and_endpoints(
     for key, value in neutral.items():
         changed = cfg.replace(**{key: value})
         assert config_hash(changed) == config_hash(cfg), key
-        assert endpoint_key(changed, 0) == endpoint_key(cfg, 0), key
+        assert endpoint_key(changed) == endpoint_key(cfg), key
         assert key not in result_settings(cfg)
     # the marks live on the spec fields, and the hash reads them from there
     assert RESULT_NEUTRAL in {f.name: f for f in dataclasses.fields(TrainSpec)}["device"].metadata
     for key, value in {"curve.lr": 0.02, "curve.points": 5, "probe.hessian_k": 2}.items():
         changed = cfg.replace(**{key: value})
         assert config_hash(changed) != config_hash(cfg), key
-        assert endpoint_key(changed, 0) == endpoint_key(cfg, 0), key  # endpoints are shared across curve/probe settings
+        assert endpoint_key(changed) == endpoint_key(cfg), key  # endpoints are shared across curve/probe settings
     for key, value in {"train.lr": 0.02, "model.width": 8, "data.noise": 0.3, "data.seed": 1, "train.amp": True}.items():
         changed = cfg.replace(**{key: value})
-        assert config_hash(changed) != config_hash(cfg) and endpoint_key(changed, 0) != endpoint_key(cfg, 0), key
-    assert endpoint_key(cfg, 0) != endpoint_key(cfg, 1)
-    assert endpoint_key(cfg.replace(**{"train.seeds": [0, 7]}), 0) == endpoint_key(cfg, 0)
-    assert len(config_hash(cfg)) == len(endpoint_key(cfg, 0)) == 16
+        assert config_hash(changed) != config_hash(cfg) and endpoint_key(changed) != endpoint_key(cfg), key
+    # each endpoint's seed names its folder below the key
+    assert endpoint_key(cfg.replace(**{"train.seeds": [0, 7]})) == endpoint_key(cfg)
+    assert config_hash(cfg.replace(**{"train.seeds": [0, 7]})) != config_hash(cfg)
+    assert len(config_hash(cfg)) == len(endpoint_key(cfg)) == 16
 
 
 # --- every override applies or is refused ------------------------------------------------------------------
