@@ -42,7 +42,6 @@ from lgeom.hessian import (
 )
 from lgeom.params import Params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
-from lgeom.specs import Problem
 from lgeom.sharpness import (
     NORMS,
     SCALINGS,
@@ -54,6 +53,7 @@ from lgeom.sharpness import (
     mc_curvature,
     worst_sharpness,
 )
+from lgeom.specs import Problem
 from lgeom.surfaces.slices import SliceResult, slice_1d, slice_2d
 from lgeom.table import Table
 

@@ -31,7 +31,7 @@ class Problem(str):
     field: str
     message: str
 
-    def __new__(cls, field: str, message: str) -> "Problem":
+    def __new__(cls, field: str, message: str) -> Problem:
         self = super().__new__(cls, f"{field}: {message}")
         self.field = field
         self.message = message
@@ -67,4 +67,4 @@ def changes_results(field: dataclasses.Field) -> bool:  # type: ignore[type-arg]
     return RESULT_NEUTRAL not in field.metadata
 
 
-__all__ = ["Problem", "RESULT_NEUTRAL", "SpecError", "changes_results", "neutral_setting", "raise_problems"]
+__all__ = ["RESULT_NEUTRAL", "Problem", "SpecError", "changes_results", "neutral_setting", "raise_problems"]

@@ -35,6 +35,7 @@ import hashlib
 import inspect
 import itertools
 import json
+import math
 import re
 import shlex
 import types
@@ -49,7 +50,14 @@ import yaml
 from lgeom.connect import ConnectSpec
 from lgeom.data import EVAL_BATCH_SIZE
 from lgeom.probes import ProbeSettings
-from lgeom.specs import RESULT_NEUTRAL, Problem, SpecError, changes_results, neutral_setting, raise_problems
+from lgeom.specs import (
+    RESULT_NEUTRAL,
+    Problem,
+    SpecError,
+    changes_results,
+    neutral_setting,
+    raise_problems,
+)
 from lgeom.train import TrainSpec
 
 PRESET_DIR = Path(__file__).parent / "presets"
@@ -208,7 +216,7 @@ class StudyConfig:
 
 
 def _finite(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and x == x and abs(x) != float("inf")
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 @dataclass(frozen=True)
@@ -242,7 +250,7 @@ class Config:
                 out[top] = value
         return out
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """A copy with dotted keys changed, e.g. ``cfg.replace(**{"train.lr": 0.1})`` (validated)."""
         return apply_overrides(self, dict(changes))
 
@@ -791,8 +799,8 @@ def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ConfigError([f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 "
-                           f"(byte {err.start}: {err.object[err.start:err.start + 1]!r})"]) from None
+        byte = err.object[err.start:err.start + 1]
+        raise ConfigError([f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 (byte {err.start}: {byte!r})"]) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:

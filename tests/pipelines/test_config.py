@@ -262,7 +262,7 @@ def test_model_option_the_builder_lacks_is_reported_with_the_arch_options() -> N
 def test_model_options_are_whatever_the_builder_takes(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    import lgeom.models as models
+    from lgeom import models
 
     def build_toy(*, num_classes: int, in_shape: typing.Sequence[int], hidden: int = 4, scale: float = 1.0) -> torch.nn.Module:
         if hidden > 100:
@@ -412,5 +412,5 @@ def test_name_must_be_a_plain_name(name: str) -> None:
 def test_matrix_values_that_would_not_make_a_plain_cell_folder_are_refused() -> None:
     with pytest.raises(ConfigError) as err:
         load_config("quick", ["study.matrix.data.root=[a/b, c]"])
-    assert err.value.problems == ["study.matrix.data.root: expected a value that makes a plain folder name of the cell "
-                                  "(no '/', '\\', '..'), got 'root=a/b'"]
+    assert err.value.problems == [("study.matrix.data.root: expected a value that makes a plain folder name of the cell "
+                                   "(no '/', '\\', '..'), got 'root=a/b'")]
