@@ -47,6 +47,7 @@ from typing import Any, ClassVar
 
 import yaml
 
+from lgeom._checks import keyword_types
 from lgeom.connect import ConnectSpec
 from lgeom.data import EVAL_BATCH_SIZE
 from lgeom.probes import ProbeSettings
@@ -511,20 +512,6 @@ def _typed_options(prefix: str, options: Mapping[str, Any], defaults: Mapping[st
     return out
 
 
-def _model_from_dict(raw: Any, problems: list[str]) -> ModelConfig:
-    from lgeom.models import available_models, model_arch_args, model_arch_types
-
-    if not isinstance(raw, Mapping):
-        problems.append(f"model: expected a mapping of settings, got {raw!r}")
-        raw = {}
-    values, rest = _read_keys(ModelConfig, raw, "model", problems, open_section=True)
-    arch = values.get(("arch",), ModelConfig.arch)
-    known = arch in available_models()
-    options = _typed_options("model", rest, model_arch_args(arch) if known else None,
-                             model_arch_types(arch) if known else {}, problems)
-    return ModelConfig(arch=arch, options=options)
-
-
 def data_option_defaults(name: str) -> dict[str, Any]:
     """Options of dataset ``name`` with their defaults: the split sizes every dataset takes (keywords of
     ``lgeom.data.build_splits``) and the keywords of its builder."""
@@ -535,25 +522,34 @@ def data_option_defaults(name: str) -> dict[str, Any]:
     return {**sizes, **dataset_options(name)}
 
 
-def _data_option_types(name: str) -> dict[str, Any]:
-    from lgeom.data import build_splits, dataset_option_types
+def _builder_options(section: str, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(options with defaults, their annotated types)`` of the model or dataset ``name`` (None: unknown name)."""
+    if section == "model":
+        from lgeom.models import available_models, model_arch_args, model_arch_types
 
-    return {**{k: v for k, v in typing.get_type_hints(build_splits).items() if k in ("n_train", "n_test")},
-            **dataset_option_types(name)}
+        return (model_arch_args(name), model_arch_types(name)) if name in available_models() else None
+    from lgeom.data import available_datasets, build_splits, dataset_option_types
+
+    if name not in available_datasets():
+        return None
+    sizes = keyword_types(build_splits, ("n_train", "n_test"))
+    return data_option_defaults(name), {**sizes, **dataset_option_types(name)}
 
 
-def _data_from_dict(raw: Any, problems: list[str]) -> DataConfig:
-    from lgeom.data import available_datasets
+#: The key of an open section that chooses its builder.
+_CHOSEN_BY = {"model": "arch", "data": "name"}
 
+
+def _open_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """A model or data section: its fixed keys, and every other key as an option of the chosen builder."""
     if not isinstance(raw, Mapping):
-        problems.append(f"data: expected a mapping of settings, got {raw!r}")
+        problems.append(f"{prefix}: expected a mapping of settings, got {raw!r}")
         raw = {}
-    values, rest = _read_keys(DataConfig, raw, "data", problems, open_section=True)
-    name = values.get(("name",), DataConfig.name)
-    known = name in available_datasets()
-    options = _typed_options("data", rest, data_option_defaults(name) if known else None,
-                             _data_option_types(name) if known else {}, problems)
-    return _construct(DataConfig, values, "data", problems, {"options": options})
+    values, rest = _read_keys(cls, raw, prefix, problems, open_section=True)
+    chosen = _CHOSEN_BY[prefix]
+    known = _builder_options(prefix, values.get((chosen,), section_keys(cls)[chosen].default))
+    options = _typed_options(prefix, rest, known[0] if known else None, known[1] if known else {}, problems)
+    return _construct(cls, values, prefix, problems, {"options": options})
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Config:
@@ -576,8 +572,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Conf
             converted = _coerce(data[key], _hints(Config)[key], key, problems)
             if len(problems) == n_before:
                 kwargs[key] = converted
-    kwargs["model"] = _model_from_dict(data.get("model") or {}, problems)
-    kwargs["data"] = _data_from_dict(data.get("data") or {}, problems)
+    kwargs["model"] = _open_section(ModelConfig, data.get("model") or {}, "model", problems)
+    kwargs["data"] = _open_section(DataConfig, data.get("data") or {}, "data", problems)
     kwargs["train"] = _section(TrainConfig, data.get("train") or {}, "train", problems)
     kwargs["curve"] = _section(CurveConfig, data.get("curve") or {}, "curve", problems,
                                {"eval_batch_size": kwargs["data"].eval_batch_size})
@@ -616,44 +612,40 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
 
 def _model_and_data_problems(cfg: Config) -> list[str]:
     from lgeom.data import available_datasets
-    from lgeom.models import available_models, model_arch_args
+    from lgeom.models import available_models
 
-    problems: list[str] = []
     m, d = cfg.model, cfg.data
+    problems, data_options = _option_problems("data", d.name, d.options, available_datasets())
     shape = None
-    if d.name not in available_datasets():
-        problems.append(f"data.name: expected one of {', '.join(available_datasets())}, got {d.name!r}")
-    else:
-        allowed = data_option_defaults(d.name)
-        for k, v in d.options.items():
-            if k not in allowed:
-                problems.append(_not_an_option("data", k, v, d.name, allowed))
+    if data_options is not None:
         for k in ("n_train", "n_test"):  # split sizes are not needed to learn the shape below
             v = d.options.get(k)
             if v is not None and v <= 0:
                 problems.append(f"data.{k}: expected an integer > 0, got {v!r}")
-        known = {k: v for k, v in d.options.items() if k in allowed}
         try:
-            shape = data_shape(dataclasses.replace(d, options=known))
+            shape = data_shape(dataclasses.replace(d, options=data_options))
         except Exception as err:  # noqa: BLE001 - report the dataset's own message, per option where possible
-            problems.extend(_blame_options("data", known, lambda opts: data_shape(dataclasses.replace(d, options=opts)), err))
-
-    if m.arch not in available_models():
-        problems.append(f"model.arch: expected one of {', '.join(available_models())}, got {m.arch!r}")
-        return problems
-    allowed = model_arch_args(m.arch)
-    for k, v in m.options.items():
-        if k not in allowed:
-            problems.append(_not_an_option("model", k, v, m.arch, allowed))
-    if shape is not None:
+            problems.extend(_blame_options("data", data_options, lambda opts: data_shape(dataclasses.replace(d, options=opts)), err))
+    model_problems, model_options = _option_problems("model", m.arch, m.options, available_models())
+    problems.extend(model_problems)
+    if model_options is not None and shape is not None:
         in_shape, num_classes = shape
-        known = {k: v for k, v in m.options.items() if k in allowed}
         try:
-            _check_model_builds(m.arch, _items(known), in_shape, num_classes)
-        except Exception as err:  # noqa: BLE001 - report the model's own message
+            _check_model_builds(m.arch, _items(model_options), in_shape, num_classes)
+        except Exception as err:  # noqa: BLE001 - report the model's own message, per option where possible
             problems.extend(_blame_options(
-                "model", known, lambda opts: _check_model_builds(m.arch, _items(opts), in_shape, num_classes), err))
+                "model", model_options, lambda opts: _check_model_builds(m.arch, _items(opts), in_shape, num_classes), err))
     return problems
+
+
+def _option_problems(prefix: str, name: str, options: Mapping[str, Any], registered: Sequence[str]) -> tuple[list[str], dict[str, Any] | None]:
+    """Problems of a model's or dataset's name and options, and the options its builder takes (None: unknown name)."""
+    known = _builder_options(prefix, name)
+    if known is None:
+        return [f"{prefix}.{_CHOSEN_BY[prefix]}: expected one of {', '.join(registered)}, got {name!r}"], None
+    allowed = known[0]
+    problems = [_not_an_option(prefix, k, v, name, allowed) for k, v in options.items() if k not in allowed]
+    return problems, {k: v for k, v in options.items() if k in allowed}
 
 
 def _not_an_option(prefix: str, key: str, value: Any, owner: str, allowed: Mapping[str, Any]) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from lgeom._checks import check_choice, check_positive_int, expected
+from lgeom._checks import check_choice, check_positive_int, expected, keyword_types
 
 SPLITS = ("train", "test")
 
@@ -81,12 +81,8 @@ def dataset_options(name: str) -> dict[str, Any]:
 def dataset_option_types(name: str) -> dict[str, Any]:
     """The annotated types of dataset ``name``'s options (resolved, e.g. ``float`` or ``bool | None``); options
     without an annotation, or whose annotation cannot be resolved, are left out."""
-    options = dataset_options(name)
-    try:
-        hints = typing.get_type_hints(_REGISTRY[name])
-    except Exception:  # noqa: BLE001 - an unresolvable annotation only loses the type check
-        return {}
-    return {k: hints[k] for k in options if k in hints}
+    options = dataset_options(name)  # checks the name first
+    return keyword_types(_REGISTRY[name], options)
 
 
 def build_dataset(

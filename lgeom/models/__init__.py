@@ -8,13 +8,12 @@ rejects unknown ones.
 from __future__ import annotations
 
 import inspect
-import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from torch import nn
 
-from lgeom._checks import check_positive_int, expected
+from lgeom._checks import check_positive_int, expected, keyword_types
 
 ModelBuilder = Callable[..., nn.Module]
 _REGISTRY: dict[str, ModelBuilder] = {}
@@ -52,12 +51,8 @@ def model_arch_args(name: str) -> dict[str, Any]:
 def model_arch_types(name: str) -> dict[str, Any]:
     """The annotated types of model ``name``'s architecture options (resolved, e.g. ``int`` or ``bool | None``);
     options without an annotation, or whose annotation cannot be resolved, are left out."""
-    options = model_arch_args(name)
-    try:
-        hints = typing.get_type_hints(_REGISTRY[name])
-    except Exception:  # noqa: BLE001 - an unresolvable annotation only loses the type check
-        return {}
-    return {k: hints[k] for k in options if k in hints}
+    options = model_arch_args(name)  # checks the name first
+    return keyword_types(_REGISTRY[name], options)
 
 
 def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch: Any) -> nn.Module:
