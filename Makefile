@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q "pip==26.3"
 	$(BIN)/python -m pip install -c requirements.lock -e ".[test]"
 	@command -v chromium >/dev/null 2>&1 || echo "note: chromium is not installed; the MLflow UI screenshot test will be skipped (install: apt-get install -y chromium)"
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || echo "note: dataset-fashion-mnist is not installed; the real-data Fashion-MNIST tests will be skipped (install: apt-get install -y dataset-fashion-mnist)"
 	touch $(STAMP)
 
 study: setup

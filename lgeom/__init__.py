@@ -6,6 +6,7 @@ It knows nothing of MLflow, Ray, Optuna or boto3: results come back as dataclass
 """
 
 from lgeom.align import Alignment, weight_matching
+from lgeom.batchnorm import has_batchnorm, recompute_bn_stats
 from lgeom.connect import ConnectResult, ConnectSpec, PathResult, connect_pair
 from lgeom.curves import (
     Bezier,
@@ -21,9 +22,8 @@ from lgeom.curves import (
 )
 from lgeom.data import ArrayDataset, DatasetNotFoundError, build_dataset, build_splits, fixed_batches, make_loader
 from lgeom.device import resolve_device
-from lgeom.evaluate import EvalResult, evaluate, evaluate_path, evaluate_point, has_batchnorm, recompute_bn_stats
+from lgeom.evaluate import EvalResult, evaluate, evaluate_point
 from lgeom.gradients import EffectiveDimensionality, effective_dimensionality, loss_and_gradient
-from lgeom.grid import PointsEval, evaluate_points
 from lgeom.hessian import (
     Density,
     EigenResult,
@@ -35,6 +35,7 @@ from lgeom.hessian import (
     trace,
 )
 from lgeom.models import available_models, build_model
+from lgeom.multipoint import PointsEval, evaluate_path, evaluate_points
 from lgeom.optim import OptimSpec
 from lgeom.params import (
     ParamLayout,
@@ -48,6 +49,7 @@ from lgeom.params import (
     unflatten,
 )
 from lgeom.path import Triangle, acc_auc, acc_drop, loss_barrier, loss_barrier_interp, path_metrics, triangle
+from lgeom.permutation import PermutationSpecError
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
 from lgeom.progress import ProgressEvent, TqdmProgress
 from lgeom.seed import set_seed
@@ -76,6 +78,7 @@ __all__ = [
     "OptimSpec",
     "ParamLayout",
     "PathResult",
+    "PermutationSpecError",
     "PointProbes",
     "PointsEval",
     "PolyChain",

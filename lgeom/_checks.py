@@ -91,16 +91,6 @@ def check_same_structure(
         )
 
 
-def check_nonempty(what: str, data: Any) -> None:
-    """Raise when a dataset or batch iterable has no samples."""
-    try:
-        n = len(data)
-    except TypeError:
-        return
-    if n == 0:
-        raise expected(what, "a non-empty dataset", "an empty one (0 samples)")
-
-
 def keyword_types(fn: Callable[..., Any], names: Iterable[str]) -> dict[str, Any]:
     """The resolved annotations of ``fn``'s parameters ``names`` (e.g. ``int``, ``bool | None``), for type
     checks of options before ``fn`` is called; unannotated ones are left out, and all of them when an

@@ -3,9 +3,12 @@ Re-Basin", Algorithm 1).
 
 Hidden units of a network can be permuted without changing its function, as long as every tensor that
 reads or writes those units is permuted alike. A :class:`PermutationSpec` lists, for every parameter and
-buffer, which permutation acts on each of its axes; specs are built from the module structure by builders
-registered per model class (:func:`register_permutation_spec`). Residual networks share one permutation
-along each residual stream (every block that adds to the stream reads and writes the same units).
+buffer, which permutation acts on each of its axes. A model class may register a hand-written spec builder
+(:func:`register_permutation_spec`; lgeom's own models do); any other model gets the spec traced from its
+``torch.fx`` graph (:func:`lgeom.permutation.traced_permutation_spec`), which raises
+:class:`~lgeom.permutation.PermutationSpecError` when an operation mixes units it cannot follow (attention
+heads, a reshape across channels). Residual networks share one permutation along each residual stream
+(every block that adds to the stream reads and writes the same units).
 
 :func:`weight_matching` finds permutations of B's units that maximise ``sum_l <W_A^l, P_l W_B^l P_{l-1}^T>``
 by coordinate descent: each permutation in turn is the solution of a linear assignment problem
@@ -17,7 +20,7 @@ permuted too).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,39 +28,20 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from lgeom._checks import check_positive_int, check_same_structure, expected
+from lgeom.batchnorm import has_batchnorm
 from lgeom.curves import check_model_matches
 from lgeom.models.cnn import CNN
 from lgeom.models.mlp import MLP, ResMLP
 from lgeom.models.resnet import BasicBlock, Bottleneck, PreResNet
 from lgeom.params import Params
+from lgeom.permutation import (
+    PermutationSpec,
+    PermutationSpecError,
+    check_spec,
+    traced_permutation_spec,
+)
 
 # --- permutation specs ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PermutationSpec:
-    """Which permutation acts on which axis of every tensor of a model.
-
-    Attributes:
-        axes: tensor name (as in ``named_parameters`` / ``named_buffers``) -> one entry per axis of the
-            tensor's *view*: a permutation name or ``None`` (axis not permuted).
-        views: tensor name -> the shape the tensor is viewed as before permuting (for a flattened input,
-            e.g. a linear head after a convolution, where channels are blocks of the input axis).
-        sizes: permutation name -> number of units it permutes.
-    """
-
-    axes: Mapping[str, tuple[str | None, ...]]
-    views: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    sizes: Mapping[str, int] = field(default_factory=dict)
-
-    def perm_to_axes(self) -> dict[str, list[tuple[str, int]]]:
-        """Permutation name -> every ``(tensor name, axis)`` it acts on."""
-        out: dict[str, list[tuple[str, int]]] = {p: [] for p in self.sizes}
-        for name, perms in self.axes.items():
-            for axis, p in enumerate(perms):
-                if p is not None:
-                    out[p].append((name, axis))
-        return out
 
 
 SpecBuilderFn = Callable[[nn.Module], PermutationSpec]
@@ -75,20 +59,23 @@ def register_permutation_spec(model_type: type) -> Callable[[SpecBuilderFn], Spe
 
 
 def supported_models() -> list[str]:
-    """Names of the model classes :func:`permutation_spec` knows."""
+    """Names of the model classes with a hand-written permutation spec (others are traced)."""
     return sorted(t.__name__ for t in _SPECS)
 
 
 def permutation_spec(model: nn.Module) -> PermutationSpec:
-    """The permutation spec of ``model``, built from its module structure.
+    """The permutation spec of ``model``: the hand-written one registered for its class (or a base class)
+    when there is one, else the one traced from its ``torch.fx`` graph.
 
     Raises:
-        ValueError: no spec is registered for the model's class, or the spec misses one of its tensors.
+        PermutationSpecError: no spec is registered and the model's graph cannot be permuted (names the
+            module or node and the operation; a ``ValueError``).
+        ValueError: a registered spec misses one of the model's tensors.
     """
     for cls in type(model).__mro__:
         if cls in _SPECS:
             return _SPECS[cls](model)
-    raise expected("model", "one of " + ", ".join(supported_models()) + " (a registered permutation spec)", type(model).__name__)
+    return traced_permutation_spec(model)
 
 
 class SpecBuilder:
@@ -144,24 +131,9 @@ class SpecBuilder:
         Raises:
             ValueError: a tensor of the model is missing from the spec or its sizes disagree.
         """
-        tensors = dict(self.model.named_parameters())
-        tensors.update(dict(self.model.named_buffers()))
-        missing = [n for n in tensors if n not in self.axes]
-        if missing:
-            raise ValueError(
-                f"permutation spec of {type(self.model).__name__}: expected every tensor to be covered, "
-                f"got none for {missing[0]!r}"
-            )
-        for name, perms in self.axes.items():
-            shape = self.views.get(name, tuple(tensors[name].shape))
-            if len(perms) != len(shape):
-                raise ValueError(f"permutation spec {name!r}: expected {len(shape)} axes, got {len(perms)}")
-            for axis, p in enumerate(perms):
-                if p is not None and self.sizes[p] != shape[axis]:
-                    raise ValueError(
-                        f"permutation spec {name!r} axis {axis}: expected {self.sizes[p]} units for {p!r}, got {shape[axis]}"
-                    )
-        return PermutationSpec(dict(self.axes), dict(self.views), dict(self.sizes))
+        spec = PermutationSpec(dict(self.axes), dict(self.views), dict(self.sizes))
+        check_spec(self.model, spec)
+        return spec
 
 
 @register_permutation_spec(MLP)
@@ -277,10 +249,11 @@ def apply_permutation(
     missing = [p for p in spec.sizes if p not in perms]
     if missing:
         raise expected("perms", f"a permutation for every name in the spec (missing {missing[0]!r})", sorted(perms))
+    full = spec.full_perms(perms)
     out: Params = {}
     for name, t in tensors.items():
         if name in spec.axes:
-            out[name] = _permute(t.detach(), spec.axes[name], spec.views.get(name), perms)
+            out[name] = _permute(t.detach(), spec.axes[name], spec.views.get(name), full)
         else:
             out[name] = t.detach().clone()
     return out
@@ -320,27 +293,31 @@ def weight_matching(
     """Permute B's hidden units to match A by weight matching.
 
     Args:
-        model: the architecture (its class selects the permutation spec; it is not mutated).
+        model: the architecture (its class selects a hand-written permutation spec, else the spec is traced
+            from its graph; it is not mutated).
         a: parameters of A (the reference).
         b: parameters of B (to be permuted).
         buffers_b: B's buffers (BatchNorm running statistics), permuted alike; required for models with
             BatchNorm.
         max_iter: at most this many passes of coordinate descent.
         seed: seeds the order in which permutations are visited.
-        spec: a permutation spec to use instead of the registered one.
+        spec: a permutation spec to use instead of the model's (e.g. ``traced_permutation_spec(model)``
+            for a model with a hand-written one).
 
     Returns:
         :class:`Alignment` with B's permuted parameters and buffers; the permuted model computes the same
         function as B.
 
     Raises:
-        ValueError: unsupported model, A and B of different architectures (names the first mismatch),
-            missing BatchNorm buffers of B, or a bad ``max_iter``.
+        PermutationSpecError: no spec given and the model cannot be permuted (see :func:`permutation_spec`);
+            callers that can go on without alignment catch this one.
+        ValueError: A and B of different architectures (names the first mismatch), missing BatchNorm
+            buffers of B, or a bad ``max_iter``.
     """
     check_positive_int("max_iter", max_iter)
     check_same_structure(a, b, first_name="A", second_name="B")
     spec = spec or permutation_spec(model)
-    if buffers_b is None and any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+    if buffers_b is None and has_batchnorm(model):
         raise expected("buffers_b", "B's BatchNorm running statistics (they must be permuted with B)", None)
     check_model_matches(model, a, what="A")
 
@@ -349,22 +326,27 @@ def weight_matching(
     views = {n: spec.views.get(n, tuple(wa[n].shape)) for n in wa}
     wa = {n: t.reshape(views[n]) for n, t in wa.items()}
     wb = {n: t.reshape(views[n]) for n, t in wb.items()}
-    # Only parameters enter the objective; buffers just follow the permutations.
-    axes_of = {p: [(n, ax) for n, ax in lst if n in wa] for p, lst in spec.perm_to_axes().items()}
+    # Only parameters enter the objective; buffers just follow the permutations. A permutation acting on a
+    # segment of a concatenated axis scores only that segment's entries.
+    axes_of = {p: [(n, ax, start) for n, ax, start in lst if n in wa] for p, lst in spec.perm_occurrences().items()}
     perms = {p: torch.arange(size) for p, size in spec.sizes.items()}
     names = sorted(spec.sizes)
     rng = np.random.default_rng(seed)
 
     def gain(p: str) -> torch.Tensor:
         size = spec.sizes[p]
+        full = spec.full_perms(perms)
         score = torch.zeros(size, size, dtype=torch.float64)
-        for n, axis in axes_of[p]:
-            other = _permute(wb[n], spec.axes[n], None, perms, skip_axis=axis)
-            score += wa[n].movedim(axis, 0).reshape(size, -1) @ other.movedim(axis, 0).reshape(size, -1).T
+        for n, axis, start in axes_of[p]:
+            other = _permute(wb[n], spec.axes[n], None, full, skip_axis=axis)
+            rows_a = wa[n].movedim(axis, 0)[start:start + size]
+            rows_b = other.movedim(axis, 0)[start:start + size]
+            score += rows_a.reshape(size, -1) @ rows_b.reshape(size, -1).T
         return score
 
     def similarity() -> float:
-        return float(sum((wa[n] * _permute(wb[n], spec.axes[n], None, perms)).sum() for n in wa))
+        full = spec.full_perms(perms)
+        return float(sum((wa[n] * _permute(wb[n], spec.axes[n], None, full)).sum() for n in wa))
 
     before = similarity()
     iterations = 0
@@ -396,7 +378,8 @@ def permute_model_state(
     checkpoint's parameters or buffers).
 
     Raises:
-        ValueError: unsupported model or missing permutations.
+        PermutationSpecError: no spec given and the model cannot be permuted.
+        ValueError: missing permutations.
     """
     return apply_permutation(spec or permutation_spec(model), perms, state)
 
@@ -404,11 +387,13 @@ def permute_model_state(
 __all__: Sequence[str] = (
     "Alignment",
     "PermutationSpec",
+    "PermutationSpecError",
     "SpecBuilder",
     "apply_permutation",
     "permutation_spec",
     "permute_model_state",
     "register_permutation_spec",
     "supported_models",
+    "traced_permutation_spec",
     "weight_matching",
 )

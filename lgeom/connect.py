@@ -22,14 +22,16 @@ from torch.utils.data import Dataset, Subset
 
 from lgeom._checks import check_same_structure, expected
 from lgeom.align import Alignment, weight_matching
+from lgeom.batchnorm import has_batchnorm
 from lgeom.curves import CURVE_KINDS, Curve, CurveFitResult, CurveFitSpec, build_curve, check_model_matches, fit_curve
 from lgeom.data import EVAL_BATCH_SIZE, ArrayDataset, fixed_batches, make_loader
-from lgeom.evaluate import EvalResult, evaluate_path, evaluate_point, has_batchnorm
+from lgeom.evaluate import EvalResult, evaluate_point
+from lgeom.multipoint import evaluate_path
 from lgeom.params import Params, get_buffers
 from lgeom.path import Triangle, path_metrics, triangle, with_gen_gap
 from lgeom.progress import Callback, ProgressEvent, emit
 from lgeom.specs import Problem, neutral_setting, raise_problems
-from lgeom.surfaces.three_points import PlaneResult, plane
+from lgeom.surfaces.three_point_plane import PlaneResult, plane
 from lgeom.table import Table
 
 FITTED_KINDS = ("bezier", "polychain")

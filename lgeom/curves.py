@@ -30,8 +30,8 @@ from torch.func import functional_call
 from torch.utils.data import Dataset
 
 from lgeom._checks import check_positive_int, check_same_structure, expected
+from lgeom.batchnorm import has_batchnorm
 from lgeom.data import make_loader
-from lgeom.evaluate import has_batchnorm
 from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
 from lgeom.params import Params, get_buffers, has_tied_tensors
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
@@ -173,7 +173,12 @@ def _register(cls: type[Curve]) -> type[Curve]:
 
 @_register
 class Line(Curve):
-    """Straight line ``(1 - t) A + t B``."""
+    """Straight line ``(1 - t) A + t B``.
+
+    >>> a, b = {"w": torch.tensor([0.0, 0.0])}, {"w": torch.tensor([2.0, 4.0])}
+    >>> Line(a, b).point(0.25)["w"]
+    tensor([0.5000, 1.0000])
+    """
 
     kind = "line"
 
@@ -189,7 +194,14 @@ class Line(Curve):
 
 @_register
 class Bezier(Curve):
-    """Bezier curve of degree ``bends + 1`` with Bernstein weights."""
+    """Bezier curve of degree ``bends + 1`` with Bernstein weights.
+
+    One bend C: ``phi(t) = (1 - t)^2 A + 2 t (1 - t) C + t^2 B``, so ``phi(1/2) = A/4 + C/2 + B/4``:
+
+    >>> a, c, b = {"w": torch.tensor([0.0, 0.0])}, {"w": torch.tensor([2.0, 0.0])}, {"w": torch.tensor([2.0, 4.0])}
+    >>> Bezier(a, b, [c]).point(0.5)["w"].detach()
+    tensor([1.5000, 1.0000])
+    """
 
     kind = "bezier"
 
@@ -200,7 +212,15 @@ class Bezier(Curve):
 
 @_register
 class PolyChain(Curve):
-    """Polygonal chain through ``A, bends..., B`` with knots at ``t = i / (bends + 1)``."""
+    """Polygonal chain through ``A, bends..., B`` with knots at ``t = i / (bends + 1)``.
+
+    One bend C: ``phi(t) = A + 2 t (C - A)`` for ``t <= 1/2``, ``C + (2 t - 1) (B - C)`` after:
+
+    >>> a, c, b = {"w": torch.tensor([0.0, 0.0])}, {"w": torch.tensor([2.0, 0.0])}, {"w": torch.tensor([2.0, 4.0])}
+    >>> chain = PolyChain(a, b, [c])
+    >>> chain.point(0.25)["w"].detach(), chain.point(0.75)["w"].detach()
+    (tensor([1., 0.]), tensor([2., 2.]))
+    """
 
     kind = "polychain"
 

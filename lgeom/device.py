@@ -24,10 +24,3 @@ def resolve_device(spec: str | torch.device = "auto") -> torch.device:
             raise expected("device", "'auto' or 'cpu' (no CUDA device is available here)", spec)
         return torch.device(spec)
     raise expected("device", "'auto', 'cpu', 'cuda' or 'cuda:N'", spec)
-
-
-def model_device(model: torch.nn.Module) -> torch.device:
-    """The device of a model's first parameter (CPU for a model without parameters)."""
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")

@@ -20,10 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-
 from torch.overrides import TorchFunctionMode
 
 from lgeom._checks import expected
+from lgeom.batchnorm import has_batchnorm
 from lgeom.data import as_batches
 from lgeom.params import ParamLayout, Params, functional_forward, get_buffers, get_params
 
@@ -113,7 +113,7 @@ class Objective:
         if self.n_samples == 0:
             raise expected("data", "a non-empty dataset", "an empty one (0 samples)")
         self.layout = ParamLayout.of(self.params)
-        self.has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        self.has_batchnorm = has_batchnorm(model)
 
     @property
     def size(self) -> int:

@@ -8,7 +8,7 @@ which never mutates the module.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -193,4 +193,53 @@ def filter_normalized_direction(
         w_norm = w.reshape(w.shape[0], -1).norm(dim=1)
         scale = (w_norm / d_norm).reshape(-1, *([1] * (w.dim() - 1)))
         out[name] = d * scale
+    return out
+
+
+def point_device(model: nn.Module, params: Mapping[str, torch.Tensor] | None) -> torch.device:
+    """The device of a parameter point: of ``params`` when given, else of the model's first parameter (CPU for
+    a model without parameters)."""
+    if params:
+        return next(iter(params.values())).device
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def point_dtype(model: nn.Module, params: Mapping[str, torch.Tensor] | None) -> torch.dtype:
+    """The dtype of a parameter point: of ``params`` when given, else of the model's first parameter (the
+    default dtype for a model without parameters)."""
+    if params:
+        return next(iter(params.values())).dtype
+    for p in model.parameters():
+        return p.dtype
+    return torch.get_default_dtype()
+
+
+def inputs_to(xb: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A batch of inputs on ``device``; floating inputs take the parameters' ``dtype`` (so float64 checks run
+    in float64), integer inputs (token ids) keep theirs."""
+    xb = xb.to(device, non_blocking=True)
+    return xb.to(dtype) if xb.is_floating_point() and dtype.is_floating_point and xb.dtype != dtype else xb
+
+
+def stack_points(points: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Stack parameter dicts along a new leading dimension (shape ``(P, *param_shape)``).
+
+    Raises:
+        ValueError: no points.
+    """
+    if not points:
+        raise expected("points", "at least one parameter point", 0)
+    return {n: torch.stack([p[n].detach() for p in points]) for n in points[0]}
+
+
+def unflatten_stacked(layout: ParamLayout, flat: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Split a ``(P, layout.size)`` matrix into a dict of contiguous ``(P, *shape)`` tensors."""
+    out: dict[str, torch.Tensor] = {}
+    offset = 0
+    m = flat.shape[0]
+    for name, shape, numel in zip(layout.names, layout.shapes, layout.numels):
+        out[name] = flat[:, offset : offset + numel].reshape(m, *shape).contiguous()
+        offset += numel
     return out

@@ -26,7 +26,8 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-from lgeom._checks import expected
+from lgeom._checks import check_same_structure, expected
+from lgeom.table import Table
 
 ArrayLike = Union[Sequence[float], np.ndarray, torch.Tensor]
 Point = Union[Mapping[str, torch.Tensor], torch.Tensor, np.ndarray, Sequence[float]]
@@ -65,6 +66,9 @@ def loss_barrier(losses: ArrayLike) -> float:
 
     Raises:
         ValueError: empty or non-1-D input.
+
+    >>> loss_barrier([1.0, 3.0, 2.0])  # 3 - max(1, 2)
+    1.0
     """
     loss = _values("losses", losses)
     return float(np.max(loss) - max(loss[0], loss[-1]))
@@ -83,6 +87,11 @@ def loss_barrier_interp(losses: ArrayLike, ts: ArrayLike | None = None) -> float
 
     Raises:
         ValueError: empty input, ``ts`` of another length, t outside [0, 1] or not increasing.
+
+    >>> loss_barrier_interp([1.0, 3.0, 2.0])  # at t = 1/2: 3 - (1 + 2) / 2
+    1.5
+    >>> loss_barrier_interp([1.0, 3.0, 2.0], ts=[0.0, 0.25, 1.0])  # 3 - (0.75 * 1 + 0.25 * 2)
+    1.75
     """
     loss = _values("losses", losses)
     t = _ts(ts, loss.size)
@@ -94,6 +103,9 @@ def acc_drop(accs: ArrayLike) -> float:
 
     Raises:
         ValueError: empty or non-1-D input.
+
+    >>> acc_drop([90.0, 60.0, 85.0])
+    30.0
     """
     acc = _values("accs", accs)
     return float(np.max(acc) - np.min(acc))
@@ -156,7 +168,7 @@ def path_metrics(table: Any) -> dict[str, float]:
 
     Args:
         table: a :class:`~lgeom.table.Table` or any mapping of column name -> values, as returned by
-            :func:`~lgeom.evaluate.evaluate_path`.
+            :func:`~lgeom.multipoint.evaluate_path`.
 
     Returns:
         ``{"<split>.loss_barrier", "<split>.loss_barrier_interp", "<split>.acc_drop", "<split>.acc_auc"}``
@@ -191,8 +203,6 @@ def path_metrics(table: Any) -> dict[str, float]:
 def with_gen_gap(table: Any) -> Any:
     """``table`` (a :class:`~lgeom.table.Table`) with columns ``gen_gap`` and ``gen_gap_acc`` added when both
     splits are present; returned unchanged otherwise."""
-    from lgeom.table import Table
-
     names = list(table.names)
     if "train_loss" not in names or "test_loss" not in names:
         return table
@@ -247,10 +257,14 @@ def triangle(a: Point, c: Point, b: Point) -> Triangle:
 
     Raises:
         ValueError: points of different sizes or parameter names.
+
+    A 3-4-5 right triangle with the right angle at C:
+
+    >>> tri = triangle([3.0, 0.0], [0.0, 0.0], [0.0, 4.0])
+    >>> tri.dist_ac, tri.dist_bc, tri.dist_ab, round(tri.angle_acb_deg, 9), round(tri.area, 9)
+    (3.0, 4.0, 5.0, 90.0, 6.0)
     """
     if isinstance(a, Mapping) and isinstance(c, Mapping) and isinstance(b, Mapping):
-        from lgeom._checks import check_same_structure
-
         check_same_structure(a, c, first_name="A", second_name="C")
         check_same_structure(a, b, first_name="A", second_name="B")
         c = {n: c[n] for n in a}

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_ts, expected
+from lgeom.batchnorm import bn_statistics, has_batchnorm
 from lgeom.data import as_batches
-from lgeom.evaluate import has_batchnorm, recompute_bn_stats
 from lgeom.gradients import Objective
 from lgeom.hessian import (
     EIGEN_METHODS,
@@ -318,10 +318,9 @@ def probe_point(
     bn = has_batchnorm(model)
     bn_list = (list(as_batches(bn_batches)) if bn_batches is not None else data) if bn else None
     point = {n: v.detach() for n, v in params.items()}
-    if bn and not (endpoint and buffers is not None):
-        hess_buffers = recompute_bn_stats(model, point, bn_list, buffers=buffers)  # type: ignore[arg-type]
-    else:
-        hess_buffers = buffers
+    # An endpoint flagged without its trained buffers gets statistics recomputed, as any other point.
+    hess_buffers = bn_statistics(model, point, endpoint=endpoint and buffers is not None, buffers=buffers,
+                                 bn_batches=bn_list).buffers
     op = HessianOperator(model, data, params=point, buffers=hess_buffers, engine=s.hessian_engine) if _HESSIAN_PROBES & set(chosen) else None
     objective = op.objective if op is not None else Objective(model, data, params=point, buffers=hess_buffers)
     result = PointProbes(loss=objective.loss(), n_params=objective.size, n_samples=objective.n_samples)

@@ -28,10 +28,10 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_choice, check_positive, check_positive_int, expected
+from lgeom.batchnorm import bn_statistics, has_batchnorm
 from lgeom.data import as_batches
-from lgeom.evaluate import has_batchnorm, recompute_bn_stats
 from lgeom.gradients import Objective
-from lgeom.grid import evaluate_points
+from lgeom.multipoint import evaluate_points
 from lgeom.params import ParamLayout, Params, filter_normalized_direction, get_params
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
@@ -71,7 +71,7 @@ class ModelLandscape:
     Every loss (the centre's included, so that ``delta -> 0`` gives a zero difference) is taken in eval mode;
     for models with BatchNorm the running statistics are first recomputed at that point on ``bn_batches``
     (DESIGN.md: perturbed points are not trained endpoints). Many points are evaluated per pass over the
-    data through :func:`lgeom.grid.evaluate_points`.
+    data through :func:`lgeom.multipoint.evaluate_points`.
 
     Args:
         model: the architecture (not mutated).
@@ -110,7 +110,7 @@ class ModelLandscape:
 
     def loss_and_grad(self, point: Mapping[str, torch.Tensor]) -> tuple[float, Params]:
         """Loss and gradient at ``point`` in eval mode (BN statistics recomputed there for BN models)."""
-        buffers = recompute_bn_stats(self.model, point, self.bn_batches) if self.bn_batches is not None else None
+        buffers = bn_statistics(self.model, point, endpoint=False, bn_batches=self.bn_batches).buffers
         return Objective(self.model, self.data, params=point, buffers=buffers).loss_and_grad()
 
 

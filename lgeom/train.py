@@ -26,7 +26,7 @@ from lgeom.data import make_loader
 from lgeom.device import resolve_device
 from lgeom.evaluate import EvalResult, evaluate
 from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
-from lgeom.params import Params, flatten, get_buffers, get_params
+from lgeom.params import Params, flatten, get_buffers, get_params, load_params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.seed import set_seed
 from lgeom.specs import Problem, neutral_setting
@@ -344,8 +344,6 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> nn.Module
         FileNotFoundError: the file does not exist.
         ValueError: its parameters do not match ``model``.
     """
-    from lgeom.params import load_params
-
     p = Path(path)
     if not p.exists():
         raise FileNotFoundError(f"checkpoint: expected a file at {p}, got nothing there")

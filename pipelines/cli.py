@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import re
 import sys
 from collections.abc import Sequence
@@ -30,6 +31,14 @@ STEPS: dict[str, tuple[str, bool, str]] = {
 
 EXIT_BAD_INPUT = 2
 EXIT_FAILED = 1
+
+# What the service needs beyond the pure library (the `study` extra of pyproject.toml), by import name.
+SERVICE_MODULES = ("yaml", "pandas", "matplotlib", "mlflow", "ray", "optuna", "boto3")
+
+
+def missing_service_modules() -> list[str]:
+    """Import names of the service's dependencies that are not installed (empty when all are)."""
+    return [name for name in SERVICE_MODULES if importlib.util.find_spec(name) is None]
 
 
 def _load(module: str) -> Any | None:
@@ -80,6 +89,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``lgeom`` with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    # The step modules import the service's dependencies, so this check runs before any of them is imported
+    # (``pip install lgeom`` installs the pure library only).
+    missing = missing_service_modules()
+    if missing:
+        print(
+            f"lgeom: error: the lgeom command needs the service extra, expected {', '.join(missing)} to be "
+            "installed, got none; install it with: pip install 'lgeom[study]'",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     from lgeom.data import DatasetNotFoundError
     from lgeom.train import NonFiniteLossError
     from pipelines.config import ConfigError, load_config

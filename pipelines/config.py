@@ -525,9 +525,12 @@ def data_option_defaults(name: str) -> dict[str, Any]:
 def _builder_options(section: str, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``(options with defaults, their annotated types)`` of the model or dataset ``name`` (None: unknown name)."""
     if section == "model":
-        from lgeom.models import available_models, model_arch_args, model_arch_types
+        from lgeom.models import model_arch_args, model_arch_types
 
-        return (model_arch_args(name), model_arch_types(name)) if name in available_models() else None
+        try:  # a registered name or a family member ("torchvision:resnet18")
+            return model_arch_args(name), model_arch_types(name)
+        except ValueError:
+            return None
     from lgeom.data import available_datasets, build_splits, dataset_option_types
 
     if name not in available_datasets():
@@ -688,7 +691,8 @@ def data_shape(d: DataConfig) -> tuple[tuple[int, ...], int]:
 
 @functools.lru_cache(maxsize=256)
 def _data_shape(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> tuple[tuple[int, ...], int]:
-    known = {"mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
+    known = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
+             "cifar100": ((3, 32, 32), 100)}
     if name in known:
         return known[name]
     from lgeom.data import build_dataset, dataset_options

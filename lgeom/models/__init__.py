@@ -2,7 +2,8 @@
 
 Architectures register a builder with :func:`register_model`; every builder takes ``num_classes``,
 ``in_shape`` (``(features,)`` or ``(channels, height, width)``) and its own keyword arguments, and
-rejects unknown ones.
+rejects unknown ones. A family of builders found elsewhere registers under a prefix with
+:func:`register_model_family`: ``"torchvision:resnet18"`` names any ``torchvision.models`` classifier.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from torch import nn
 from lgeom._checks import check_positive_int, expected, keyword_types
 
 ModelBuilder = Callable[..., nn.Module]
+ModelFamily = Callable[[str], ModelBuilder]
 _REGISTRY: dict[str, ModelBuilder] = {}
+_FAMILIES: dict[str, ModelFamily] = {}
 
 
 def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
@@ -31,16 +34,45 @@ def register_model(name: str) -> Callable[[ModelBuilder], ModelBuilder]:
     return wrap
 
 
+def register_model_family(prefix: str) -> Callable[[ModelFamily], ModelFamily]:
+    """Decorator registering ``resolve(member) -> builder`` for the model names ``"<prefix>:<member>"``.
+
+    ``resolve`` returns a builder like those of :func:`register_model` (keyword-only ``num_classes``,
+    ``in_shape`` and options, whose signature lists the options) or raises ``ValueError`` for an unknown
+    member.
+    """
+
+    def wrap(resolve: ModelFamily) -> ModelFamily:
+        if prefix in _FAMILIES or ":" in prefix:
+            raise ValueError(f"model family {prefix!r}: expected a new prefix without ':', got {prefix!r}")
+        _FAMILIES[prefix] = resolve
+        return resolve
+
+    return wrap
+
+
 def available_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
+    """Names accepted by :func:`build_model`, besides the ``"<family>:<member>"`` names of model families."""
     return sorted(_REGISTRY)
 
 
+def _builder(name: str) -> ModelBuilder:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    prefix, colon, member = str(name).partition(":")
+    if colon and prefix in _FAMILIES:
+        return _FAMILIES[prefix](member)
+    families = "".join(f" or {p}:<name>" for p in sorted(_FAMILIES))
+    raise expected("model name", "one of " + ", ".join(available_models()) + families, name)
+
+
 def model_arch_args(name: str) -> dict[str, Any]:
-    """The architecture keyword arguments of model ``name`` with their defaults (``inspect.Parameter.empty`` if required)."""
-    if name not in _REGISTRY:
-        raise expected("model name", "one of " + ", ".join(available_models()), name)
-    sig = inspect.signature(_REGISTRY[name])
+    """The architecture keyword arguments of model ``name`` with their defaults (``inspect.Parameter.empty`` if required).
+
+    Raises:
+        ValueError: an unknown model name (or family member).
+    """
+    sig = inspect.signature(_builder(name))
     return {
         p.name: p.default
         for p in sig.parameters.values()
@@ -51,15 +83,15 @@ def model_arch_args(name: str) -> dict[str, Any]:
 def model_arch_types(name: str) -> dict[str, Any]:
     """The annotated types of model ``name``'s architecture options (resolved, e.g. ``int`` or ``bool | None``);
     options without an annotation, or whose annotation cannot be resolved, are left out."""
-    options = model_arch_args(name)  # checks the name first
-    return keyword_types(_REGISTRY[name], options)
+    return keyword_types(_builder(name), model_arch_args(name))
 
 
 def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch: Any) -> nn.Module:
     """Build a registered architecture.
 
     Args:
-        name: one of :func:`available_models` (``mlp``, ``resmlp``, ``cnn``, ``rescnn``, ``preresnet``).
+        name: one of :func:`available_models` (``mlp``, ``resmlp``, ``cnn``, ``rescnn``, ``preresnet``,
+            ``vgg16``, ``wideresnet``) or ``"torchvision:<builder>"`` (see :mod:`lgeom.models.from_torchvision`).
         num_classes: number of output logits.
         in_shape: shape of one input sample without the batch dimension.
         **arch: architecture options (e.g. ``depth``, ``width``, ``activation``).
@@ -70,8 +102,7 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch:
     Raises:
         ValueError: unknown name, unknown option or a bad option value.
     """
-    if name not in _REGISTRY:
-        raise expected("model name", "one of " + ", ".join(available_models()), name)
+    builder = _builder(name)
     check_positive_int("num_classes", num_classes)
     in_shape = tuple(int(s) for s in in_shape)
     if not in_shape or any(s <= 0 for s in in_shape):
@@ -80,10 +111,10 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch:
     unknown = sorted(set(arch) - set(allowed))
     if unknown:
         raise expected(f"{name} option", "one of " + ", ".join(sorted(allowed)), unknown[0])
-    return _REGISTRY[name](num_classes=num_classes, in_shape=in_shape, **arch)
+    return builder(num_classes=num_classes, in_shape=in_shape, **arch)
 
 
 # Importing the modules registers their architectures.
-from lgeom.models import cnn, mlp, resnet  # noqa: E402,F401
+from lgeom.models import cnn, from_torchvision, mlp, resnet, vgg, wideresnet  # noqa: E402,F401
 
-__all__ = ["available_models", "build_model", "model_arch_args", "model_arch_types", "register_model"]
+__all__ = ["available_models", "build_model", "model_arch_args", "model_arch_types", "register_model", "register_model_family"]

@@ -37,7 +37,7 @@ class MLP(nn.Module):
     def forward_stacked(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Logits of ``m`` parameter points at once: ``params`` holds this model's parameters stacked along a
         leading dimension of size ``m``; returns ``(m, batch, classes)``. Equals ``functional_call`` at each
-        point, in one batched matrix product per layer (what ``lgeom.grid`` uses for plane and slice grids)."""
+        point, in one batched matrix product per layer (what ``lgeom.multipoint`` uses for plane and slice grids)."""
         h = x.flatten(1)
         for i in range(len(self.hidden)):
             h = self.act(_stacked_linear(h, params[f"hidden.{i}.weight"], params[f"hidden.{i}.bias"]))

@@ -1,4 +1,4 @@
-"""Loss surfaces: the plane through three points (``plane``, in ``three_points``), filter-normalised 1-D/2-D slices
+"""Loss surfaces: the plane through three points (``plane``, in ``three_point_plane``), filter-normalised 1-D/2-D slices
 (``slices``) and the PCA plane of a training trajectory (``pca``).
 
 Names are resolved lazily from the submodules listed in ``_EXPORTS`` so each part can be imported on its
@@ -12,10 +12,10 @@ from typing import Any
 
 # public name -> submodule of lgeom.surfaces
 _EXPORTS: dict[str, str] = {
-    "plane": "three_points",
-    "PlaneResult": "three_points",
-    "plane_basis": "three_points",
-    "PlaneBasis": "three_points",
+    "plane": "three_point_plane",
+    "PlaneResult": "three_point_plane",
+    "plane_basis": "three_point_plane",
+    "PlaneBasis": "three_point_plane",
     "slice_1d": "slices",
     "slice_2d": "slices",
     "SliceResult": "slices",

@@ -20,7 +20,7 @@ from torch import nn
 
 from lgeom._checks import check_positive, check_positive_int, expected
 from lgeom.data import as_batches
-from lgeom.grid import evaluate_points
+from lgeom.multipoint import evaluate_points
 from lgeom.params import ParamLayout, Params, get_params
 from lgeom.surfaces.slices import grid_losses
 

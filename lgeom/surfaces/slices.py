@@ -4,7 +4,7 @@
 coefficients (default 51 points on [-1, 1]). Directions are Gaussian with every output filter rescaled to the
 norm of the matching weight filter (1-D parameters left out); for 2-D the second direction is
 Gram-Schmidt orthogonalised against the first and rescaled to its pre-projection norm. Points are evaluated
-many per pass over the data by :func:`lgeom.grid.evaluate_affine`, which applies the BN policy (BatchNorm
+many per pass over the data by :func:`lgeom.multipoint.evaluate_affine`, which applies the BN policy (BatchNorm
 statistics recomputed at every grid point on ``bn_batches``).
 """
 
@@ -20,7 +20,7 @@ from torch import nn
 
 from lgeom._checks import check_positive_int, expected
 from lgeom.data import as_batches
-from lgeom.grid import evaluate_affine
+from lgeom.multipoint import evaluate_affine
 from lgeom.params import Params, dot, filter_normalized_direction, get_params
 from lgeom.progress import ProgressEvent, emit, resolve_callbacks
 
@@ -95,7 +95,7 @@ def grid_losses(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loss and accuracy at ``origin + sum_k coords[i, k] directions[k]`` for every row of ``coords``.
 
-    Points are built and evaluated chunk by chunk by :func:`lgeom.grid.evaluate_affine` (many points per
+    Points are built and evaluated chunk by chunk by :func:`lgeom.multipoint.evaluate_affine` (many points per
     pass over the data; BatchNorm statistics recomputed per point for BN models). ``data`` and
     ``bn_batches`` may be batches or map-style ``Dataset`` objects (:func:`lgeom.data.as_batches`).
 

@@ -10,12 +10,12 @@ from torch.func import functional_call
 from lgeom.align import apply_permutation, permutation_spec, weight_matching
 from lgeom.curves import Line
 from lgeom.data import build_splits, make_loader
-from lgeom.evaluate import evaluate_path
 from lgeom.models import build_model
+from lgeom.multipoint import evaluate_path
 from lgeom.params import get_buffers, get_params
 from lgeom.path import loss_barrier
 from lgeom.train import TrainSpec, train
-
+from tests.lgeom.cases import randomize_bn_state
 
 D = torch.float64
 ARCHS = [
@@ -33,17 +33,7 @@ ARCHS = [
 def _model(arch: str, shape: tuple, kw: dict, seed: int) -> torch.nn.Module:
     """A float64 model in eval mode with random biases, BN affine parameters and running statistics."""
     torch.manual_seed(seed)
-    model = build_model(arch, num_classes=3, in_shape=shape, **kw).double()
-    with torch.no_grad():
-        for name, b in model.named_buffers():
-            if name.endswith("running_mean"):
-                b.normal_()
-            elif name.endswith("running_var"):
-                b.uniform_(0.5, 2.0)
-        for p in model.parameters():
-            if p.dim() == 1:
-                p.normal_()
-    return model.eval()
+    return randomize_bn_state(build_model(arch, num_classes=3, in_shape=shape, **kw).double())
 
 
 @pytest.mark.parametrize(("arch", "shape", "kw"), ARCHS, ids=lambda v: str(v))
@@ -107,7 +97,7 @@ def test_bad_input() -> None:
     bn = build_model("cnn", num_classes=2, in_shape=(1, 4, 4), channels=2, batchnorm=True)
     with pytest.raises(ValueError, match="buffers_b: expected B's BatchNorm running statistics"):
         weight_matching(bn, get_params(bn), get_params(bn))
-    with pytest.raises(ValueError, match="model: expected one of CNN, MLP, PreResNet, ResMLP"):
-        permutation_spec(torch.nn.Linear(2, 2))
+    # Models without a hand-written spec get one traced from their graph; see permutation/test_fx_trace.py.
+    assert permutation_spec(torch.nn.Linear(2, 2)).sizes == {}
     with pytest.raises(ValueError, match="max_iter: expected an integer > 0"):
         weight_matching(model, a, a, max_iter=0)

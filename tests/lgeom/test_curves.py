@@ -20,13 +20,12 @@ from lgeom.curves import (
     save_curve,
 )
 from lgeom.data import ArrayDataset, build_splits, make_loader
-from lgeom.evaluate import evaluate_path
 from lgeom.models import build_model
+from lgeom.multipoint import evaluate_path
 from lgeom.optim import lr_factor
 from lgeom.params import get_buffers, get_params, has_tied_tensors
 from lgeom.path import loss_barrier
 from lgeom.train import NonFiniteLossError, TrainSpec, train
-
 
 D = torch.float64
 

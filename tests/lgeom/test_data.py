@@ -28,7 +28,7 @@ SYNTHETIC = {"moons": ((2,), 2), "circles": ((2,), 2), "gaussians": ((2,), 3), "
 
 
 def test_registry() -> None:
-    assert available_datasets() == ["cifar10", "cifar100", "circles", "digits", "gaussians", "gaussmix256", "mnist", "moons", "xor"]
+    assert available_datasets() == ["cifar10", "cifar100", "circles", "digits", "fashion-mnist", "gaussians", "gaussmix256", "mnist", "moons", "xor"]
 
 
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))

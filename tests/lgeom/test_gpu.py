@@ -7,9 +7,9 @@ import torch
 
 from lgeom.curves import Bezier, CurveFitSpec, fit_curve
 from lgeom.data import build_dataset, make_loader
-from lgeom.evaluate import evaluate_path
 from lgeom.hessian import top_eigenvalues, trace
 from lgeom.models import build_model
+from lgeom.multipoint import evaluate_path
 from lgeom.params import get_params
 from lgeom.train import TrainSpec, train
 

@@ -12,7 +12,7 @@ from lgeom.gradients import Objective, effective_dimensionality, loss_and_gradie
 from lgeom.models import build_model
 from lgeom.params import flatten, functional_forward, get_params, unflatten
 from lgeom.train import TrainSpec, train
-from tests.lgeom.probe_cases import one_batch, tiny_data, tiny_mlp
+from tests.lgeom.cases import one_batch, tiny_data, tiny_mlp
 
 
 def test_loss_and_gradient_match_autograd_of_the_full_loss() -> None:
@@ -83,3 +83,23 @@ def test_effective_dimensionality_input_errors() -> None:
         effective_dimensionality([g[0], g[0], g[0]])
     with pytest.raises(ValueError, match="gradients: expected vectors of equal length"):
         effective_dimensionality([g[0], g[1, :5]])
+
+
+def test_batchnorm_as_affine_is_exact() -> None:
+    from lgeom.gradients import EvalBatchNormAsAffine
+
+    torch.manual_seed(1)
+    bn = torch.nn.BatchNorm2d(3).double().eval()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    with torch.no_grad():
+        bn.weight.uniform_(0.5, 1.5)
+        bn.bias.uniform_(-1, 1)
+    x = torch.randn(4, 3, 5, 5, dtype=torch.float64)
+    reference = bn(x)
+    with EvalBatchNormAsAffine():
+        affine = bn(x)
+        bn.train()
+        batch_stats = bn(x)  # training mode is left alone
+    torch.testing.assert_close(affine, reference, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(batch_stats, torch.nn.functional.batch_norm(x, None, None, bn.weight, bn.bias, True), rtol=1e-12, atol=1e-12)

@@ -15,7 +15,7 @@ IMAGE_SHAPES = [(1, 28, 28), (3, 32, 32), (1, 16, 16), (1, 8, 8)]
 
 
 def test_registry_lists_every_architecture() -> None:
-    assert available_models() == ["cnn", "mlp", "preresnet", "rescnn", "resmlp"]
+    assert available_models() == ["cnn", "mlp", "preresnet", "rescnn", "resmlp", "vgg16", "wideresnet"]
 
 
 @pytest.mark.parametrize("in_shape", [(2,), (1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 16, 16)])
@@ -118,11 +118,12 @@ def test_gelu_mlp_uses_gelu() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "pattern"),
     [
-        ("transformer", {}, r"model name: expected one of cnn, mlp, preresnet, rescnn, resmlp, got 'transformer'"),
+        ("transformer", {}, r"model name: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet or "
+                            r"torchvision:<name>, got 'transformer'"),
         ("mlp", {"activation": "swish"}, r"activation: expected one of 'gelu', 'relu', 'tanh', got 'swish'"),
         ("mlp", {"width": 0}, r"mlp width: expected an integer > 0, got 0"),
         ("mlp", {"channels": 3}, r"mlp option: expected one of activation, depth, width, got 'channels'"),
-        ("preresnet", {"width": 3}, r"preresnet option: expected one of depth, got 'width'"),
+        ("preresnet", {"width": 3}, r"preresnet option: expected one of block, depth, got 'width'"),
     ],
 )
 def test_bad_model_options_raise_clear_errors(name: str, kwargs: dict, pattern: str) -> None:
@@ -142,7 +143,7 @@ def test_bad_num_classes_and_shape() -> None:
 def test_forward_stacked_equals_functional_call_per_point(name: str, arch: dict) -> None:
     from torch.func import functional_call
 
-    from lgeom.grid import stack_points
+    from lgeom.params import stack_points
 
     model = build_model(name, num_classes=3, in_shape=(1, 2, 2), **arch).double()
     points = []

@@ -9,13 +9,14 @@ import numpy as np
 import pytest
 import torch
 
+from lgeom.batchnorm import recompute_bn_stats
 from lgeom.curves import Line
-from lgeom.evaluate import evaluate, recompute_bn_stats
+from lgeom.evaluate import evaluate
 from lgeom.hessian import top_eigenvalues
 from lgeom.models import build_model
 from lgeom.params import get_buffers, get_params
 from lgeom.probes import PROBES, ProbeSettings, enabled_probes, probe_path, probe_point
-from tests.lgeom.probe_cases import image_data, tiny_data, tiny_mlp
+from tests.lgeom.cases import image_data, tiny_data, tiny_mlp
 
 SMALL = ProbeSettings(hessian_k=2, hessian_max_iter=12, hessian_points=3, trace_probes=3, density_runs=2, density_steps=5,
                       density_grid=50, sharpness_samples=2, sharpness_steps=2, curvature_samples=2, slice_points=3, slice2d_points=2)
@@ -152,7 +153,7 @@ def test_trajectory_probes_and_probe_path_on_each_architecture(arch: str) -> Non
                                                                   grad_snapshot_every=1, device="cpu"), progress=False)
     n_params = sum(p.numel() for p in model.parameters())
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    bn = image_data(16, batch=8, seed=5) if has_bn else None  # equal sizes: lgeom/grid.py weights BN batches equally
+    bn = image_data(16, batch=8, seed=5) if has_bn else None  # equal sizes: lgeom/multipoint.py weights BN batches equally
 
     effdim = effective_dimensionality(result.grad_snapshots)
     assert effdim.n_params == n_params and effdim.n_samples == len(result.grad_snapshots) == 6

@@ -11,7 +11,7 @@ from lgeom.models import build_model
 from lgeom.params import get_params
 from lgeom.reference import QuadraticLandscape, dense_hessian, symmetric_with_spectrum
 from lgeom.sharpness import ModelLandscape, average_sharpness, mc_curvature, perturbation_flatness, worst_sharpness
-from tests.lgeom.probe_cases import image_data, one_batch, tiny_data, tiny_mlp
+from tests.lgeom.cases import image_data, one_batch, tiny_data, tiny_mlp
 
 
 def center(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -189,7 +189,7 @@ def test_bad_input_raises_clear_value_errors() -> None:
 
 def test_sharpness_and_grids_accept_a_dataset() -> None:
     from lgeom.data import build_dataset
-    from lgeom.grid import evaluate_points
+    from lgeom.multipoint import evaluate_points
 
     ds = build_dataset("moons", "train", n_train=96, n_test=8, seed=0)
     torch.manual_seed(0)

@@ -9,10 +9,11 @@ from pathlib import Path
 import numpy as np
 
 
-def write_mnist(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
-    """Write ``root/MNIST/raw/*-idx?-ubyte`` files; returns the arrays written."""
+def write_mnist(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0, folder: str = "MNIST") -> dict[str, np.ndarray]:
+    """Write ``root/<folder>/raw/*-idx?-ubyte`` files (``folder="FashionMNIST"`` for Fashion-MNIST's
+    layout, the same format); returns the arrays written."""
     rng = np.random.default_rng(seed)
-    raw = root / "MNIST" / "raw"
+    raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)
     out = {}
     for prefix, n in (("train", n_train), ("t10k", n_test)):

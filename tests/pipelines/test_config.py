@@ -111,7 +111,7 @@ def test_every_bad_model_option_is_reported() -> None:
     [
         (["model.arch=preresnet", "model.depth=10", "model.width=null", "model.activation=null", "data.name=cifar10", "data.noise=null"],
          "preresnet depth: expected 6n+2 below 44 or 9n+2 from 44 up"),
-        (["model.arch=vit"], "model.arch: expected one of cnn, mlp, preresnet, rescnn, resmlp, got 'vit'"),
+        (["model.arch=vit"], "model.arch: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet, got 'vit'"),
         (["data.name=imagenet"], "data.name: expected one of"),
         (["data.centers=3"], "data.centers: not an option of moons"),
         (["train.optimizer=rmsprop"], "train.optimizer: expected one of sgd, adam, adamw, got 'rmsprop'"),

@@ -1,18 +1,20 @@
-"""Evaluate many parameter points per pass over the data.
+"""Loss and accuracy at many parameter points per pass over the data: lists of points, affine grids, paths.
 
 Points are processed in chunks: a chunk is a dict of *stacked* parameters (leading dimension = points),
 evaluated with ``torch.func.vmap`` over ``functional_call`` so that one batched forward per data batch
-serves every point of the chunk. Models with BatchNorm follow the BN policy inside the same scheme: each
-point's running statistics are recomputed on the fixed ``bn_batches`` (train mode, cumulative average) as
-a stacked buffer per point, then the chunk is evaluated in eval mode. Where ``vmap`` cannot trace a model,
+serves every point of the chunk. Models with BatchNorm follow the BN policy
+(:func:`lgeom.batchnorm.bn_statistics`) inside the same scheme: each point's running statistics are
+recomputed on the fixed ``bn_batches`` (train mode, weighted by batch size) as a stacked buffer per point,
+then the chunk is evaluated in eval mode. Where ``vmap`` cannot trace a model,
 a loop over points does the same work one point at a time.
 
-Three entry points share that engine:
+Entry points sharing that engine:
 
 * :func:`evaluate_points` / :func:`evaluate_points_splits` -- a list of parameter dicts;
 * :func:`evaluate_affine` -- points ``origin + sum_k coords[i, k] * directions[k]`` built chunk by chunk
   (planes and slices never hold every grid point in memory);
-* :func:`evaluate_chunks` -- any ``chunk(lo, hi) -> stacked parameters`` callable (used for paths).
+* :func:`evaluate_path` -- points ``phi(t)`` of a path, its trained endpoints kept as they are;
+* :func:`evaluate_chunks` -- any ``chunk(lo, hi) -> stacked parameters`` callable.
 """
 
 from __future__ import annotations
@@ -27,14 +29,17 @@ import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
-from lgeom._checks import check_positive_int, expected
+from lgeom._checks import check_positive_int, check_ts, expected
+from lgeom.batchnorm import bn_statistics, has_batchnorm
 from lgeom.data import as_batches
-from lgeom.evaluate import bn_batch_momentum, evaluate, has_batchnorm, recompute_bn_stats, reset_bn_statistics
-from lgeom.params import ParamLayout, get_buffers, has_tied_tensors
+from lgeom.evaluate import EvalResult, evaluate, evaluate_point
+from lgeom.params import ParamLayout, get_buffers, has_tied_tensors, inputs_to, stack_points, unflatten_stacked
 from lgeom.progress import Callback, ProgressEvent, emit
+from lgeom.table import Table
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 ChunkFn = Callable[[int, int], dict[str, torch.Tensor]]
+Progress = Callable[[dict[str, Any]], None]
 
 # "vmap" names batched evaluation of a chunk of points: torch.func.vmap over functional_call, or the model's
 # own ``forward_stacked`` where it has one (lgeom's MLPs); "loop" evaluates one point at a time.
@@ -61,17 +66,6 @@ class PointsEval:
     acc: np.ndarray
     n: int
     method: str
-
-
-def stack_points(points: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Stack parameter dicts along a new leading dimension (shape ``(P, *param_shape)``).
-
-    Raises:
-        ValueError: no points.
-    """
-    if not points:
-        raise expected("points", "at least one parameter point", 0)
-    return {n: torch.stack([p[n].detach() for p in points]) for n in points[0]}
 
 
 def evaluate_points(
@@ -191,17 +185,6 @@ def evaluate_affine(
     )
 
 
-def unflatten_stacked(layout: ParamLayout, flat: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Split a ``(P, layout.size)`` matrix into a dict of contiguous ``(P, *shape)`` tensors."""
-    out: dict[str, torch.Tensor] = {}
-    offset = 0
-    m = flat.shape[0]
-    for name, shape, numel in zip(layout.names, layout.shapes, layout.numels):
-        out[name] = flat[:, offset : offset + numel].reshape(m, *shape).contiguous()
-        offset += numel
-    return out
-
-
 # --- the engine --------------------------------------------------------------------------------------------
 
 
@@ -304,11 +287,6 @@ def _reiterable(batches: Batches) -> Batches:
     return list(batches) if isinstance(batches, Iterator) else batches
 
 
-def _inputs(xb: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    xb = xb.to(device, non_blocking=True)
-    return xb.to(dtype) if xb.is_floating_point() and xb.dtype != dtype else xb
-
-
 def _logits_for_loss(logits: torch.Tensor) -> torch.Tensor:
     return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
@@ -327,7 +305,7 @@ def _looped_chunk(
     out = {name: (np.zeros(m), np.zeros(m), 0) for name in data}
     for i in range(m):
         p = {n: v[i] for n, v in stacked.items()}
-        buffers = recompute_bn_stats(model, p, bn_batches, buffers=base_buffers) if bn_batches is not None else base_buffers
+        buffers = bn_statistics(model, p, endpoint=False, buffers=base_buffers, bn_batches=bn_batches).buffers
         for name, batches in data.items():
             res = evaluate(model, batches, params=p, buffers=buffers)
             out[name][0][i] = res.loss * res.n
@@ -351,7 +329,8 @@ def _vmapped_chunk(
     try:
         with torch.no_grad():
             if bn_batches is not None:
-                buffers = _recompute_bn_vmapped(model, params, bn_batches, base_buffers)
+                stats = bn_statistics(model, params, endpoint=False, buffers=base_buffers, bn_batches=bn_batches, stacked=True)
+                buffers = stats.buffers
                 forward = vmap(lambda p, b, x: functional_call(model, {**p, **b}, (x,), tie_weights=tie), in_dims=(0, 0, None))
                 run = lambda x: forward(params, buffers, x)  # noqa: E731
             elif hasattr(model, "forward_stacked") and not base_buffers:
@@ -369,7 +348,7 @@ def _vmapped_chunk(
                 correct = torch.zeros(m, dtype=torch.long, device=device)
                 n = 0
                 for xb, yb in batches:
-                    xb, yb = _inputs(xb, device, dtype), yb.to(device, non_blocking=True)
+                    xb, yb = inputs_to(xb, device, dtype), yb.to(device, non_blocking=True)
                     logits = run(xb)  # (m, B, classes)
                     # Per-point summed cross-entropy: log-softmax and a gather of the targets (broadcast over
                     # points) avoid repeating the targets m times.
@@ -382,39 +361,6 @@ def _vmapped_chunk(
             return out
     finally:
         model.train(was_training)
-
-
-def _recompute_bn_vmapped(
-    model: nn.Module,
-    params: Mapping[str, torch.Tensor],
-    bn_batches: list,
-    base_buffers: Mapping[str, torch.Tensor],
-) -> dict[str, torch.Tensor]:
-    """Per-point BatchNorm statistics (stacked), the vmapped twin of :func:`~lgeom.evaluate.recompute_bn_stats`.
-
-    Batches are averaged weighted by their sizes, as there: each BN layer's momentum is set to
-    :func:`~lgeom.evaluate.bn_batch_momentum` before every batch (a Python number, as ``vmap`` cannot read a
-    per-point batch counter).
-    """
-    first = next(iter(params.values()))
-    device, dtype, m = first.device, first.dtype, first.shape[0]
-    buffers = {n: b.unsqueeze(0).expand(m, *b.shape).clone() for n, b in base_buffers.items()}
-    bns = reset_bn_statistics(model, buffers)
-    momenta = {name: mod.momentum for name, mod in bns}
-    tie = has_tied_tensors(model)
-    forward = vmap(lambda p, b, x: functional_call(model, {**p, **b}, (x,), tie_weights=tie), in_dims=(0, 0, None))
-    model.train()
-    try:
-        seen = 0
-        for xb, _ in bn_batches:
-            for _, mod in bns:
-                mod.momentum = bn_batch_momentum(seen, len(xb))
-            forward(params, buffers, _inputs(xb, device, dtype))
-            seen += len(xb)
-    finally:
-        for name, mod in bns:
-            mod.momentum = momenta[name]
-    return buffers
 
 
 def auto_chunk_size(model: nn.Module, params: Mapping[str, torch.Tensor], data: Mapping[str, Batches]) -> int:
@@ -451,7 +397,7 @@ def auto_chunk_size(model: nn.Module, params: Mapping[str, torch.Tensor], data: 
     model.eval()
     try:
         with torch.no_grad():
-            functional_call(model, dict(params), (_inputs(batch[:1], device, first.dtype),), strict=False)
+            functional_call(model, dict(params), (inputs_to(batch[:1], device, first.dtype),), strict=False)
     except Exception:  # noqa: BLE001 - sizing is a heuristic; fall back to a small chunk
         return 8
     finally:
@@ -466,3 +412,81 @@ def auto_chunk_size(model: nn.Module, params: Mapping[str, torch.Tensor], data: 
     else:
         budget = CPU_CHUNK_BUDGET_STACKED if hasattr(model, "forward_stacked") else CPU_CHUNK_BUDGET
     return int(min(MAX_AUTO_CHUNK, max(1, math.floor(budget / max(per_point, 1)))))
+
+
+def evaluate_path(
+    model: nn.Module,
+    path: Any,
+    ts: Sequence[float] | np.ndarray | torch.Tensor | None = None,
+    train: Batches | None = None,
+    test: Batches | None = None,
+    *,
+    bn_batches: Batches | None = None,
+    endpoint_buffers: tuple[Mapping[str, torch.Tensor] | None, Mapping[str, torch.Tensor] | None] | None = None,
+    progress: Progress | None = None,
+) -> Table:
+    """Train/test loss and accuracy along a path ``phi(t)``.
+
+    Args:
+        model: the architecture the path's parameters belong to.
+        path: any object with ``point(t) -> dict of parameters`` (``Line``, ``Bezier``, ``PolyChain``).
+        ts: values of t in [0, 1] (default: 61 evenly spaced points).
+        train: training batches to evaluate on (unaugmented; batches or a map-style ``Dataset``), or ``None``
+            to skip.
+        test: test batches (or a ``Dataset``), or ``None`` to skip.
+        bn_batches: fixed training batches (or a ``Dataset``) for the BatchNorm recompute (BN models).
+        endpoint_buffers: the trained running statistics of A and B; with them, t = 0 and t = 1 are
+            evaluated as the trained endpoints (no recompute), as the BN policy says.
+        progress: called for each point, in order, with ``{"index", "t", <columns>}`` once its values are
+            known (points are evaluated in batched chunks, see the engine above).
+
+    Returns:
+        A :class:`~lgeom.table.Table` with column ``t`` and ``train_loss``, ``train_acc``, ``test_loss``,
+        ``test_acc`` for the splits given (accuracy in percent).
+
+    Raises:
+        ValueError: t outside [0, 1], no split given, or an empty dataset.
+    """
+    t_values = check_ts(np.linspace(0.0, 1.0, 61) if ts is None else ts).tolist()
+    splits = {name: as_batches(data) for name, data in (("train", train), ("test", test)) if data is not None}
+    if not splits:
+        raise expected("splits", "train and/or test batches", None)
+    # One-shot iterators would be exhausted after the first point.
+    splits = {name: list(data) if isinstance(data, Iterator) else data for name, data in splits.items()}
+    if bn_batches is not None:
+        bn_batches = as_batches(bn_batches)
+    if isinstance(bn_batches, Iterator):
+        bn_batches = list(bn_batches)
+
+    # Trained endpoints of a BN model keep their own statistics (the BN policy); every other point is
+    # evaluated in chunks by the batched engine, which recomputes statistics per point.
+    endpoint_rows: dict[int, dict[str, EvalResult]] = {}
+    if endpoint_buffers is not None and has_batchnorm(model):
+        for i, t in enumerate(t_values):
+            bufs = endpoint_buffers[0] if t == 0.0 else endpoint_buffers[1] if t == 1.0 else None
+            if bufs is not None:
+                params = {n: p.detach() for n, p in path.point(t).items()}
+                endpoint_rows[i] = evaluate_point(model, params, splits, buffers=bufs, endpoint=True)
+    rest = [i for i in range(len(t_values)) if i not in endpoint_rows]
+    batched: dict[str, Any] = {}
+    if rest:
+        def chunk(lo: int, hi: int) -> dict[str, torch.Tensor]:
+            with torch.no_grad():
+                return stack_points([path.point(t_values[i]) for i in rest[lo:hi]])
+
+        batched = evaluate_chunks(model, len(rest), chunk, splits, bn_batches=bn_batches)
+    position = {i: j for j, i in enumerate(rest)}
+    rows: list[dict[str, float]] = []
+    for i, t in enumerate(t_values):
+        row = {"t": t}
+        for split in splits:
+            if i in endpoint_rows:
+                row[f"{split}_loss"] = endpoint_rows[i][split].loss
+                row[f"{split}_acc"] = endpoint_rows[i][split].acc
+            else:
+                row[f"{split}_loss"] = float(batched[split].loss[position[i]])
+                row[f"{split}_acc"] = float(batched[split].acc[position[i]])
+        rows.append(row)
+        if progress is not None:
+            progress({"index": i, **row})
+    return Table.from_rows(rows)

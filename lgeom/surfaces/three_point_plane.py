@@ -18,7 +18,7 @@ from torch import nn
 
 from lgeom._checks import check_positive, check_positive_int, check_same_structure, expected
 from lgeom.data import as_batches
-from lgeom.grid import evaluate_affine
+from lgeom.multipoint import evaluate_affine
 from lgeom.params import ParamLayout, Params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 
@@ -150,7 +150,7 @@ def plane(
     """Train/test loss and accuracy on a grid in the plane through A, C and B.
 
     The grid spans the bounding box of A, B, C in plane coordinates, widened by ``margin`` times its
-    extent on every side. Grid points are evaluated in vmapped chunks (:func:`lgeom.grid.evaluate_affine`)
+    extent on every side. Grid points are evaluated in vmapped chunks (:func:`lgeom.multipoint.evaluate_affine`)
     under the BN policy (statistics recomputed at every point from ``bn_batches``).
 
     Args:
@@ -162,7 +162,7 @@ def plane(
         margin: fraction of the extent added on each side (>= 0).
         curve: optional curve (``point(t)``) whose points are projected onto the plane for the overlay.
         curve_points: number of t values of the overlay.
-        chunk_size, method: passed to :func:`lgeom.grid.evaluate_affine`.
+        chunk_size, method: passed to :func:`lgeom.multipoint.evaluate_affine`.
         callbacks: receive :class:`~lgeom.progress.ProgressEvent` with task ``"plane"``.
         progress: add a tqdm bar.
 

@@ -1,0 +1,178 @@
+"""The Hessian operator and its product engines against dense references (:mod:`lgeom.hessian.operator`)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from lgeom.batchnorm import recompute_bn_stats
+from lgeom.hessian import HessianOperator, hvp, spectral_density, top_eigenvalues, trace
+from lgeom.models import build_model
+from lgeom.params import get_params
+from lgeom.reference import dense_eigenvalues, dense_hessian
+from tests.lgeom.cases import CASES, get_case, one_batch, tiny_data, tiny_mlp
+
+D = torch.float64
+
+
+@pytest.mark.parametrize("engine", ["forward", "cached"])
+def test_hvp_equals_dense_hessian_times_v(case: dict, engine: str) -> None:
+    op = HessianOperator(case["model"], case["data"], engine=engine)
+    v = torch.randn(5, op.size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    torch.testing.assert_close(op.matmat(v), v @ case["h"], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(op.matvec(v[0]), case["h"] @ v[0], rtol=1e-10, atol=1e-12)
+    assert op.n_products == 6
+
+
+def test_hvp_function_accepts_flat_rows_and_dicts(case: dict) -> None:
+    model, data, h = case["model"], case["data"], case["h"]
+    v = torch.randn(2, h.shape[0], generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    torch.testing.assert_close(hvp(model, data, v), v @ h, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(hvp(model, data, v[1]), h @ v[1], rtol=1e-10, atol=1e-12)
+    params = get_params(model)
+    as_dict = hvp(model, data, {n: torch.ones_like(p) for n, p in params.items()})
+    assert set(as_dict) == set(params)
+    torch.testing.assert_close(torch.cat([t.reshape(-1) for t in as_dict.values()]), h @ torch.ones(h.shape[0], dtype=torch.float64))
+
+
+def test_ragged_last_batch_does_not_bias_the_hessian(case: dict) -> None:
+    model, data = case["model"], case["data"]
+    assert [len(y) for _, y in data] == [16, 16, 8]
+    v = torch.randn(3, case["h"].shape[0], generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    torch.testing.assert_close(hvp(model, data, v), hvp(model, one_batch(data), v), rtol=1e-12, atol=1e-14)
+    t_ragged = trace(model, data, n_probes=8, seed=1)
+    t_whole = trace(model, one_batch(data), n_probes=8, seed=1)
+    assert t_ragged.mean == pytest.approx(t_whole.mean, rel=1e-12)
+
+
+def test_bn_model_uses_eval_mode_with_the_given_buffers() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=3, in_shape=(3, 4, 4), channels=2, batchnorm=True).double()
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(12, 3, 4, 4, generator=gen, dtype=torch.float64)
+    data = [(x[:8], torch.randint(0, 3, (8,), generator=gen)), (x[8:], torch.randint(0, 3, (4,), generator=gen))]
+    params = get_params(model)
+    buffers = recompute_bn_stats(model, params, data)
+    model.train()
+    h = dense_hessian(model, data, buffers=buffers)
+    res = top_eigenvalues(model, data, k=3, buffers=buffers, tol=1e-6)
+    np.testing.assert_allclose(res.values, dense_eigenvalues(h)[:3], rtol=1e-4)
+    assert model.training  # mode restored
+    again = top_eigenvalues(model, data, k=3, buffers=buffers, tol=1e-6)
+    np.testing.assert_array_equal(res.values, again.values)
+
+
+def test_auto_engine_caches_when_the_graphs_fit(case: dict) -> None:
+    assert HessianOperator(case["model"], case["data"], engine="auto").engine == "cached"
+    small = HessianOperator(case["model"], case["data"], engine="auto", memory_budget=1)
+    assert small.engine == "forward"
+    v = torch.ones(small.size, dtype=torch.float64)
+    torch.testing.assert_close(small.matvec(v), case["h"] @ v, rtol=1e-10, atol=1e-12)
+
+
+def test_cached_engine_releases_and_rebuilds(case: dict) -> None:
+    op = HessianOperator(case["model"], case["data"], engine="cached")
+    v = torch.ones(op.size, dtype=torch.float64)
+    first = op.matvec(v)
+    op.release()
+    torch.testing.assert_close(op.matvec(v), first, rtol=0, atol=0)
+
+
+def test_bn_model_at_given_params_never_uses_the_stored_statistics() -> None:
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=3, in_shape=(3, 4, 4), channels=2, batchnorm=True).double()
+    for m in model.modules():  # stored statistics that belong to no point of interest
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.fill_(0.5)
+            m.running_var.fill_(3.0)
+    gen = torch.Generator().manual_seed(9)
+    x = torch.randn(12, 3, 4, 4, generator=gen, dtype=torch.float64)
+    data = [(x[:8], torch.randint(0, 3, (8,), generator=gen)), (x[8:], torch.randint(0, 3, (4,), generator=gen))]
+    other = [(torch.randn(10, 3, 4, 4, generator=gen, dtype=torch.float64), torch.zeros(10, dtype=torch.long))]
+    point = {n: p + 0.1 for n, p in get_params(model).items()}
+    on_data = recompute_bn_stats(model, point, data)
+    on_other = recompute_bn_stats(model, point, other)
+    v = torch.randn(2, sum(p.numel() for p in point.values()), generator=gen, dtype=torch.float64)
+
+    op = HessianOperator(model, data, params=point)
+    assert op.bn_source == "recomputed"
+    torch.testing.assert_close(op.matmat(v), v @ dense_hessian(model, data, params=point, buffers=on_data), rtol=1e-9, atol=1e-12)
+    stored = v @ dense_hessian(model, data, params=point)
+    assert not torch.allclose(op.matmat(v), stored, rtol=1e-3)
+    torch.testing.assert_close(hvp(model, data, v, params=point, bn_batches=other), hvp(model, data, v, params=point, buffers=on_other))
+    res = top_eigenvalues(model, data, k=2, params=point, tol=1e-6)
+    np.testing.assert_array_equal(res.values, top_eigenvalues(model, data, k=2, params=point, buffers=on_data, tol=1e-6).values)
+    assert trace(model, data, n_probes=4, params=point, bn_batches=other).mean == pytest.approx(
+        trace(model, data, n_probes=4, params=point, buffers=on_other).mean, rel=1e-10)
+    dens = spectral_density(model, data, n_runs=2, n_steps=4, params=point)
+    assert dens.mean() == pytest.approx(spectral_density(model, data, n_runs=2, n_steps=4, params=point, buffers=on_data).mean(), rel=1e-10)
+    # Given buffers are used as they are; without params the model's own point keeps its own statistics.
+    assert HessianOperator(model, data, params=point, buffers=on_other).bn_source == "given"
+    assert HessianOperator(model, data).bn_source == "model"
+    assert HessianOperator(tiny_mlp(0), tiny_data(8), params=get_params(tiny_mlp(0))).bn_source is None
+
+
+def test_hessian_functions_accept_a_dataset() -> None:
+    from lgeom.data import build_dataset, make_loader
+
+    ds = build_dataset("moons", "test", n_train=64, n_test=700, seed=0)
+    torch.manual_seed(0)
+    model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=6).double()
+    batches = [(x.double(), y) for x, y in make_loader(ds, 100)]
+    v = torch.ones(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
+    torch.testing.assert_close(hvp(model, ds, v), hvp(model, batches, v))
+    np.testing.assert_allclose(top_eigenvalues(model, ds, k=2, tol=1e-8).values, top_eigenvalues(model, batches, k=2, tol=1e-8).values,
+                               rtol=1e-8)
+    assert trace(model, ds, n_probes=3, seed=1).mean == pytest.approx(trace(model, batches, n_probes=3, seed=1).mean, rel=1e-10)
+    assert spectral_density(model, ds, n_runs=1, n_steps=3).mean() == pytest.approx(
+        spectral_density(model, batches, n_runs=1, n_steps=3).mean(), rel=1e-8)
+
+
+def test_bad_input_raises_clear_value_errors(case: dict) -> None:
+    model, data = case["model"], case["data"]
+    n = case["h"].shape[0]
+    with pytest.raises(ValueError, match=rf"k: expected at most the number of parameters \({n}\), got {n + 1}"):
+        top_eigenvalues(model, data, k=n + 1)
+    with pytest.raises(ValueError, match="k: expected an integer > 0, got 0"):
+        top_eigenvalues(model, data, k=0)
+    with pytest.raises(ValueError, match="data: expected a non-empty dataset"):
+        top_eigenvalues(model, [], k=2)
+    with pytest.raises(ValueError, match="data: expected a non-empty dataset"):
+        hvp(model, [(torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.long))], torch.ones(n, dtype=torch.float64))
+    with pytest.raises(ValueError, match="tol: expected a finite number > 0, got 0"):
+        top_eigenvalues(model, data, k=2, tol=0)
+    with pytest.raises(ValueError, match="method: expected one of 'lanczos', 'power', got 'arnoldi'"):
+        top_eigenvalues(model, data, k=2, method="arnoldi")
+    with pytest.raises(ValueError, match="engine: expected one of"):
+        HessianOperator(model, data, engine="reverse")
+    with pytest.raises(ValueError, match="n_probes: expected an integer > 0, got 0"):
+        trace(model, data, n_probes=0, seed=0)
+    with pytest.raises(ValueError, match="n_probes: expected at least 3 for hutch\\+\\+, got 2"):
+        trace(model, data, n_probes=2, seed=0, method="hutch++")
+    with pytest.raises(ValueError, match=rf"vectors: expected an \(m, {n}\) tensor, got \(2, 3\)"):
+        HessianOperator(model, data).matmat(torch.zeros(2, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="max_iter: expected at least k = 5 Lanczos steps, got 3"):
+        top_eigenvalues(model, data, k=5, max_iter=3)
+    with pytest.raises(ValueError, match="sigma: expected a finite number > 0"):
+        spectral_density(model, data, n_runs=1, n_steps=3, sigma=-1.0)
+    assert math.isnan(trace(model, data, n_probes=1, seed=0).stderr)
+
+
+@pytest.mark.parametrize("engine", ["forward", "cached"])
+@pytest.mark.parametrize("name", CASES)
+def test_hvp_matches_the_dense_reference_on_every_case(name: str, engine: str) -> None:
+    c = get_case(name)
+    op = c.operator(engine)
+    assert op.bn_source == (None if c.bn_batches is None else "recomputed")
+    v = torch.randn(3, c.size, generator=torch.Generator().manual_seed(11), dtype=D)
+    # float64 throughout: only rounding separates the two (eval BatchNorm as its affine map vs as itself).
+    torch.testing.assert_close(op.matmat(v), v @ c.hessian(), rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_operator_loss_is_the_reference_loss(name: str) -> None:
+    c = get_case(name)
+    assert c.operator("forward").objective.loss() == pytest.approx(c.loss(), rel=1e-12)
