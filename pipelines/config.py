@@ -666,14 +666,21 @@ def _blame_options(prefix: str, options: Mapping[str, Any], build: Any, err: Exc
     """Every bad option, each found by building with that option alone (the others at their defaults).
 
     ``err`` is the error of building with all options; it is reported as it is when no option fails alone
-    (a problem of the combination, or of the data's shape).
+    (a problem of the combination). When the builder fails with no option at all (e.g. the data's shape does
+    not suit the architecture), that error is reported too, and an option is blamed only for another error.
     """
-    out = []
+    out, bare = [], None
+    try:
+        build({})
+    except Exception as failed:  # noqa: BLE001 - the defaults fail too: an option failing the same way is not to blame
+        bare = str(failed)
+        out.append(f"{prefix}: {bare}")
     for key, value in sorted(options.items()):
         try:
             build({key: value})
         except Exception as alone:  # noqa: BLE001 - report the builder's own message
-            out.append(f"{prefix}.{key}: {alone}")
+            if str(alone) != bare:
+                out.append(f"{prefix}.{key}: {alone}")
     return out or [f"{prefix}: {err}"]
 
 
@@ -963,23 +970,25 @@ class Cell:
     config: Config
 
 
+#: A model's label is its arch, then the first of these sizes it takes, then "x" and the first width it takes.
+_LABEL_SIZES = ("depth", "blocks", "channels")
+_LABEL_WIDTHS = ("width", "widen_factor")
+
+
 def model_label(m: ModelConfig) -> str:
-    """Short architecture label, e.g. ``preresnet8``, ``mlp2x64``, ``cnn16``, ``resmlp2x64``."""
+    """Short architecture label, e.g. ``preresnet8``, ``mlp2x64``, ``cnn16``, ``resmlp2x64``, ``wideresnet16x4``:
+    the arch, its size option and ``x`` its width option (builder defaults where not set)."""
     from lgeom.models import model_arch_args
 
     defaults = {k: v for k, v in model_arch_args(m.arch).items() if v is not inspect.Parameter.empty}
     opts = {**defaults, **m.options}
-    if m.arch == "preresnet":
-        return f"preresnet{opts.get('depth')}"
-    if m.arch in ("mlp",):
-        return f"mlp{opts.get('depth')}x{opts.get('width')}"
-    if m.arch == "resmlp":
-        return f"resmlp{opts.get('blocks')}x{opts.get('width')}"
-    return f"{m.arch}{opts.get('channels')}"
+    size = next((str(opts[k]) for k in _LABEL_SIZES if k in opts), "")
+    width = next((f"x{opts[k]}" for k in _LABEL_WIDTHS if k in opts), "")
+    return f"{m.arch}{size}{width}"
 
 
 _AXIS_LABELS = {"train.weight_decay": "wd", "train.seeds": "seeds", "train.batch_size": "bs", "model.activation": "act"}
-_NAMED_AXES = {"model.arch", "model.depth", "model.width", "model.blocks", "model.channels", "data.name", "train.optimizer"}
+_NAMED_AXES = {"model.arch", *(f"model.{k}" for k in _LABEL_SIZES + _LABEL_WIDTHS), "data.name", "train.optimizer"}
 
 
 def _cell_name_parts(cfg: Config, axes: Mapping[str, Any]) -> list[tuple[str, str]]:

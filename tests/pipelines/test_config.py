@@ -414,3 +414,19 @@ def test_matrix_values_that_would_not_make_a_plain_cell_folder_are_refused() -> 
         load_config("quick", ["study.matrix.data.root=[a/b, c]"])
     assert err.value.problems == [("study.matrix.data.root: expected a value that makes a plain folder name of the cell "
                                    "(no '/', '\\', '..'), got 'root=a/b'")]
+
+
+def test_cell_names_label_any_architecture_by_its_size_and_width() -> None:
+    def name(*model: str) -> str:
+        (cell,) = expand_matrix(load_config("quick", ["study.matrix={}", "data.name=gaussmix256", "data.noise=null", *model]))
+        return cell.name
+
+    assert name("model.width=8") == "mlp2x8/gaussmix256/sgd"
+    assert name("model={arch: wideresnet, depth: 10, widen_factor: 2}") == "wideresnet10x2/gaussmix256/sgd"
+    assert name("model={arch: 'torchvision:resnet18'}") == "torchvision:resnet18/gaussmix256/sgd"
+
+
+def test_a_model_that_fails_with_its_defaults_is_not_blamed_on_an_option() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", ["study.matrix={}", "data.name=gaussmix256", "data.noise=null", "model={arch: vgg16, dropout: 0.1}"])
+    assert err.value.problems == ["model: vgg16 in_shape: expected (channels, height, width) with height, width >= 32, got (1, 16, 16)"]

@@ -10,14 +10,20 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from pipelines.bundle import Bundle
 import yaml
 
 from lgeom.connect import ConnectSpec
 from lgeom.probes import ProbeSettings
 from lgeom.train import TrainSpec
-from pipelines.config import PRESET_DIR, available_presets, config_from_dict, config_hash, expand_matrix, load_config
+from pipelines.bundle import Bundle
+from pipelines.config import (
+    PRESET_DIR,
+    available_presets,
+    config_from_dict,
+    config_hash,
+    expand_matrix,
+    load_config,
+)
 from pipelines.trial import StageLog, run_stages, work_dir
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "lgeom"))
