@@ -352,9 +352,9 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
+        # The first alternative that takes the value wins; otherwise the first one's complaint is reported.
         first: list[str] = []
-        for i, alt in enumerate(inner):
+        for alt in (a for a in args if a is not type(None)):
             tried: list[str] = []
             converted = _coerce(value, alt, where, tried)
             if not tried:
