@@ -28,7 +28,15 @@ from torch.func import functional_call, vmap
 
 from lgeom._checks import expected
 from lgeom.data import as_batches
-from lgeom.params import Params, functional_forward, get_buffers, has_tied_tensors, inputs_to, point_device, point_dtype
+from lgeom.params import (
+    Params,
+    functional_forward,
+    get_buffers,
+    has_tied_tensors,
+    inputs_to,
+    point_device,
+    point_dtype,
+)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

@@ -36,6 +36,7 @@ from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
 from lgeom.params import Params, get_buffers, has_tied_tensors
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.safe_io import load_plain, save_plain
+from lgeom.specs import Problem
 from lgeom.table import Table
 from lgeom.train import NonFiniteLossError
 
@@ -320,15 +321,15 @@ class CurveFitSpec(OptimSpec):
     t_per_batch: int = 1
     seed: int = 0
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         """Every invalid field (empty when valid)."""
         out = super().problems()
         for name in ("epochs", "batch_size", "t_per_batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                out.append(f"{name}: expected an integer > 0, got {v!r}")
+                out.append(Problem(name, f"expected an integer > 0, got {v!r}"))
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            out.append(f"seed: expected an integer >= 0, got {self.seed!r}")
+            out.append(Problem("seed", f"expected an integer >= 0, got {self.seed!r}"))
         return out
 
 

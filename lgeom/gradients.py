@@ -25,7 +25,13 @@ from torch.overrides import TorchFunctionMode
 from lgeom._checks import expected
 from lgeom.batchnorm import has_batchnorm
 from lgeom.data import as_batches
-from lgeom.params import ParamLayout, Params, functional_forward, get_buffers, get_params
+from lgeom.params import (
+    ParamLayout,
+    Params,
+    functional_forward,
+    get_buffers,
+    get_params,
+)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 

@@ -34,7 +34,14 @@ from lgeom._checks import check_positive_int, check_ts, expected
 from lgeom.batchnorm import bn_statistics, has_batchnorm
 from lgeom.data import as_batches
 from lgeom.evaluate import EvalResult, evaluate, evaluate_point
-from lgeom.params import ParamLayout, get_buffers, has_tied_tensors, inputs_to, stack_points, unflatten_stacked
+from lgeom.params import (
+    ParamLayout,
+    get_buffers,
+    has_tied_tensors,
+    inputs_to,
+    stack_points,
+    unflatten_stacked,
+)
 from lgeom.progress import Callback, ProgressEvent, emit
 from lgeom.table import Table
 

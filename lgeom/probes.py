@@ -55,6 +55,7 @@ from lgeom.sharpness import (
     mc_curvature,
     worst_sharpness,
 )
+from lgeom.specs import Problem
 from lgeom.surfaces.slices import SliceResult, slice_1d, slice_2d
 from lgeom.table import Table
 
@@ -136,30 +137,30 @@ class ProbeSettings:
             raise ValueError("probe settings: " + "; ".join(problems))
         return settings
 
-    def problems(self) -> list[str]:
-        """Every invalid setting as ``"<name>: expected X, got Y"`` (empty when valid)."""
-        out: list[str] = []
+    def problems(self) -> list[Problem]:
+        """Every invalid setting as a :class:`~lgeom.specs.Problem` ``"<name>: expected X, got Y"`` (empty when valid)."""
+        out: list[Problem] = []
         for name in _INT_FIELDS:
             v = getattr(self, name)
             if v is None and name == "hessian_max_iter":
                 continue
             lo = 0 if name in _ZERO_ALLOWED else 1
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                out.append(f"{name}: expected an integer >= {lo}, got {v!r}")
+                out.append(Problem(name, f"expected an integer >= {lo}, got {v!r}"))
         for name in ("hessian_tol", "sharpness_eps", "curvature_eps"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-                out.append(f"{name}: expected a finite number > 0, got {v!r}")
+                out.append(Problem(name, f"expected a finite number > 0, got {v!r}"))
         for name, choices in (("hessian_method", EIGEN_METHODS), ("hessian_engine", ENGINES), ("trace_method", TRACE_METHODS),
                               ("sharpness_norm", NORMS), ("sharpness_scaling", SCALINGS)):
             if getattr(self, name) not in choices:
-                out.append(f"{name}: expected one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
+                out.append(Problem(name, f"expected one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}"))
         if self.sharpness_scaling == "filter" and self.sharpness_norm != "l2":
-            out.append(f"sharpness_norm: expected 'l2' with sharpness_scaling 'filter', got {self.sharpness_norm!r}")
+            out.append(Problem("sharpness_norm", f"expected 'l2' with sharpness_scaling 'filter', got {self.sharpness_norm!r}"))
         if self.trace_method == "hutch++" and 0 < self.trace_probes < 3:
-            out.append(f"trace_probes: expected 0 or at least 3 for hutch++, got {self.trace_probes!r}")
+            out.append(Problem("trace_probes", f"expected 0 or at least 3 for hutch++, got {self.trace_probes!r}"))
         if self.density_grid == 1:
-            out.append(f"density_grid: expected an integer >= 2, got {self.density_grid!r}")
+            out.append(Problem("density_grid", f"expected an integer >= 2, got {self.density_grid!r}"))
         return out
 
 

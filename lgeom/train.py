@@ -31,6 +31,7 @@ from lgeom.params import Params, flatten, get_buffers, get_params, load_params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.safe_io import load_plain, save_plain
 from lgeom.seed import set_seed
+from lgeom.specs import Problem, neutral_setting
 from lgeom.table import Table
 
 
@@ -65,29 +66,30 @@ class TrainSpec(OptimSpec):
     epochs: int = 10
     batch_size: int = 128
     seed: int = 0
-    device: str = "auto"
+    # Where and how the loop runs, not what it computes: caches and config hashes leave these out.
+    device: str = neutral_setting("auto", "the device computes the same training run")
     amp: bool = False
     snapshot_every: int = 0
     grad_snapshot_every: int = 0
     eval_every: int = 1
-    num_workers: int = 0
-    checkpoint_every: int = 1
+    num_workers: int = neutral_setting(0, "loader workers deliver the same batches")
+    checkpoint_every: int = neutral_setting(1, "a resumed run continues bit-for-bit")
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         """Every invalid field (empty when valid)."""
         out = super().problems()
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                out.append(f"{name}: expected an integer > 0, got {v!r}")
+                out.append(Problem(name, f"expected an integer > 0, got {v!r}"))
         for name in ("seed", "snapshot_every", "grad_snapshot_every", "num_workers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                out.append(f"{name}: expected an integer >= 0, got {v!r}")
+                out.append(Problem(name, f"expected an integer >= 0, got {v!r}"))
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
-            out.append(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            out.append(Problem("device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"))
         return out
 
 

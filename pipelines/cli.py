@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lgeom",
         description="Loss-landscape geometry studies tracked in MLflow. "
-        "Example: lgeom train --preset quick train.lr=0.05",
+        "Example: lgeom train --preset quick train.epochs=5",
     )
     sub = parser.add_subparsers(dest="step", metavar="<step>")
     for step, (module_name, takes_preset, help_text) in STEPS.items():
@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--preset", default="quick", help="preset name (pipelines/presets) or a YAML file")
             p.add_argument("--cell", default=None, help="only this matrix cell (e.g. mlp2x16/moons/sgd)")
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
-            p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=0.05")
+            p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=5")
         if hasattr(module, "add_arguments"):
             module.add_arguments(p, step)
         p.set_defaults(_module=module, _takes_preset=takes_preset)

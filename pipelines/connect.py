@@ -13,7 +13,6 @@ that fails leaves any earlier bundle as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import shutil
@@ -26,7 +25,7 @@ import torch
 
 from lgeom import names
 from lgeom._checks import check_same_structure
-from lgeom.connect import ConnectResult, ConnectSpec, connect_pair, spec_from_settings
+from lgeom.connect import ConnectResult, ConnectSpec, connect_pair
 from lgeom.curves import check_model_matches
 from lgeom.data import Splits
 from lgeom.device import resolve_device
@@ -124,15 +123,16 @@ def _fill_cell_bundle(bundle: Bundle, *, cell: Cell, result: ConnectResult, mode
 
 
 def connect_spec(cfg: Config) -> ConnectSpec:
-    """The :class:`~lgeom.connect.ConnectSpec` of a config's ``curve`` section."""
-    return spec_from_settings(dataclasses.asdict(cfg.curve), eval_batch_size=cfg.data.eval_batch_size)
+    """The :class:`~lgeom.connect.ConnectSpec` of a config: its ``curve`` section is one (evaluating in batches
+    of ``data.eval_batch_size``)."""
+    return cfg.curve
 
 
 def model_extra(cfg: Config, splits: Splits) -> dict[str, Any]:
     """What a saved curve needs to rebuild its architecture: ``model`` (``arch`` + options),
     ``num_classes`` and ``in_shape`` (``lgeom.build_model(extra["model"]["arch"], ...)``)."""
     return {
-        "model": {"arch": cfg.model.arch, **cfg.model.options()},
+        "model": {"arch": cfg.model.arch, **cfg.model.options},
         "num_classes": int(splits.test.num_classes),  # type: ignore[attr-defined]
         "in_shape": list(splits.test.in_shape),  # type: ignore[attr-defined]
     }

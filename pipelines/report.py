@@ -20,7 +20,14 @@ import pandas as pd
 from lgeom import names
 from tracking.log import TrackedRun
 from tracking.plots import study_figures
-from tracking.query import StudyNotFoundError, compare, depth_auc_table, depth_triangle_table, format_table, runs
+from tracking.query import (
+    StudyNotFoundError,
+    compare,
+    depth_auc_table,
+    depth_triangle_table,
+    format_table,
+    runs,
+)
 from tracking.runs import attach_run
 from tracking.store import connect, resolve_store
 

@@ -14,7 +14,15 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from tracking.local_stack import DEFAULT_BUCKET, StackError, StackInfo, read_state, stack_alive, start_stack, stop_stack
+from tracking.local_stack import (
+    DEFAULT_BUCKET,
+    StackError,
+    StackInfo,
+    read_state,
+    stack_alive,
+    start_stack,
+    stop_stack,
+)
 
 
 def add_arguments(parser: Any, step: str) -> None:

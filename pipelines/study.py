@@ -30,13 +30,30 @@ from pipelines.guards import (
     check_writable_dir,
     describe_holder,
 )
-from pipelines.ray_runtime import hidden_credentials, ray_session, resolve_address, spans_hosts
+from pipelines.ray_runtime import (
+    hidden_credentials,
+    ray_session,
+    resolve_address,
+    spans_hosts,
+)
 from pipelines.report import main_table, write_report
 from pipelines.trial import TrialContext, run_cell, work_dir
 from tracking.query import format_table
 from tracking.redact import redact
-from tracking.runs import ensure_experiment, find_finished_run, mark_orphaned_runs, run_tags, tracked_run
-from tracking.store import Store, StoreUnavailableError, connect, is_transient, resolve_store
+from tracking.runs import (
+    ensure_experiment,
+    find_finished_run,
+    mark_orphaned_runs,
+    run_tags,
+    tracked_run,
+)
+from tracking.store import (
+    Store,
+    StoreUnavailableError,
+    connect,
+    is_transient,
+    resolve_store,
+)
 
 # ray is imported inside the functions that use it (seconds to import; every ``lgeom`` command imports
 # this module to build its parser), and torch inside the trial, which runs in a Ray worker.

@@ -44,7 +44,16 @@ from lgeom.curves import Curve, save_curve
 from lgeom.params import load_params
 from lgeom.safe_io import load_plain, save_plain, unique_temp_path
 from lgeom.table import Table
-from tracking.log import Manifest, TrackedRun, log_artifact, log_metrics, log_model, log_params, log_series, set_tags
+from tracking.log import (
+    Manifest,
+    TrackedRun,
+    log_artifact,
+    log_metrics,
+    log_model,
+    log_params,
+    log_series,
+    set_tags,
+)
 
 
 class Bundle:

@@ -40,10 +40,23 @@ from lgeom.names import (
     TAG_STAGE,
     TAG_STUDY,
 )
-from tracking.log import MAX_TAG_VALUE, Manifest, ModelRecord, TrackedRun, flatten_params
+from tracking.log import (
+    MAX_TAG_VALUE,
+    Manifest,
+    ModelRecord,
+    TrackedRun,
+    flatten_params,
+)
 from tracking.processes import process_alive, process_start_ticks
 from tracking.redact import clean_mapping, redact
-from tracking.store import DEFAULT_RETRY, RetryPolicy, Store, check_artifact_store, check_health, with_retries
+from tracking.store import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    Store,
+    check_artifact_store,
+    check_health,
+    with_retries,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

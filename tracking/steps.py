@@ -17,7 +17,14 @@ from lgeom import names
 from lgeom.params import count_params
 from tracking.bundle import Bundle, log_bundle
 from tracking.log import TrackedRun, log_metrics, log_model, log_params, log_series
-from tracking.runs import end_run, ensure_experiment, find_finished_run, run_tags, start_run, tracked_run
+from tracking.runs import (
+    end_run,
+    ensure_experiment,
+    find_finished_run,
+    run_tags,
+    start_run,
+    tracked_run,
+)
 from tracking.store import Store, connect
 
 

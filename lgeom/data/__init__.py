@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
 
-from lgeom._checks import check_choice, check_positive_int, expected
+from lgeom._checks import check_choice, check_positive_int, expected, keyword_types
 
 SPLITS = ("train", "test")
 
@@ -76,6 +76,13 @@ def dataset_options(name: str) -> dict[str, Any]:
         for p in sig.parameters.values()
         if p.kind == p.KEYWORD_ONLY and p.name not in ("root", "seed")
     }
+
+
+def dataset_option_types(name: str) -> dict[str, Any]:
+    """The annotated types of dataset ``name``'s options (resolved, e.g. ``float`` or ``bool | None``); options
+    without an annotation, or whose annotation cannot be resolved, are left out."""
+    options = dataset_options(name)  # checks the name first
+    return keyword_types(_REGISTRY[name], options)
 
 
 def build_dataset(
@@ -271,6 +278,7 @@ __all__ = [
     "build_dataset",
     "build_splits",
     "dataset_meta",
+    "dataset_option_types",
     "dataset_options",
     "fixed_batches",
     "make_loader",

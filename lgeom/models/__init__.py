@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from lgeom._checks import check_positive_int, expected
+from lgeom._checks import check_positive_int, expected, keyword_types
 
 ModelBuilder = Callable[..., nn.Module]
 ModelFamily = Callable[[str], ModelBuilder]
@@ -80,6 +80,12 @@ def model_arch_args(name: str) -> dict[str, Any]:
     }
 
 
+def model_arch_types(name: str) -> dict[str, Any]:
+    """The annotated types of model ``name``'s architecture options (resolved, e.g. ``int`` or ``bool | None``);
+    options without an annotation, or whose annotation cannot be resolved, are left out."""
+    return keyword_types(_builder(name), model_arch_args(name))
+
+
 def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch: Any) -> nn.Module:
     """Build a registered architecture.
 
@@ -111,4 +117,4 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch:
 # Importing the modules registers their architectures.
 from lgeom.models import cnn, from_torchvision, mlp, resnet, vgg, wideresnet  # noqa: E402,F401
 
-__all__ = ["available_models", "build_model", "model_arch_args", "register_model", "register_model_family"]
+__all__ = ["available_models", "build_model", "model_arch_args", "model_arch_types", "register_model", "register_model_family"]

@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from lgeom import names
-from lgeom._checks import check_positive, check_positive_int, check_same_structure, expected
+from lgeom._checks import (
+    check_positive,
+    check_positive_int,
+    check_same_structure,
+    expected,
+)
 from lgeom.data import as_batches
 from lgeom.multipoint import evaluate_affine
 from lgeom.params import ParamLayout, Params

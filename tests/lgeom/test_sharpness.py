@@ -10,7 +10,13 @@ import torch
 from lgeom.models import build_model
 from lgeom.params import get_params
 from lgeom.reference import QuadraticLandscape, dense_hessian, symmetric_with_spectrum
-from lgeom.sharpness import ModelLandscape, average_sharpness, mc_curvature, perturbation_flatness, worst_sharpness
+from lgeom.sharpness import (
+    ModelLandscape,
+    average_sharpness,
+    mc_curvature,
+    perturbation_flatness,
+    worst_sharpness,
+)
 from tests.lgeom.cases import image_data, one_batch, tiny_data, tiny_mlp
 
 

@@ -11,8 +11,8 @@ import torch
 from lgeom.connect import ConnectSpec
 from lgeom.curves import load_curve
 from lgeom.models import build_model
-from lgeom.path import triangle
 from lgeom.params import get_buffers, get_params
+from lgeom.path import triangle
 from lgeom.table import Table
 from pipelines.cli import main as cli_main
 from pipelines.config import load_config

@@ -95,7 +95,11 @@ def test_local_trials_inherit_credentials_that_no_runtime_env_carries(monkeypatc
     # driver's environment, while Ray's runtime environment (logged in plain text) never holds them.
     from ray import tune
 
-    from pipelines.ray_runtime import hidden_credentials, ray_session, worker_runtime_env
+    from pipelines.ray_runtime import (
+        hidden_credentials,
+        ray_session,
+        worker_runtime_env,
+    )
 
     def report_env(config: dict[str, Any]) -> None:  # nested: Ray pickles it by value
         import os as worker_os

@@ -148,7 +148,7 @@ def test_everything_lgeom_writes_loads_with_weights_only(tmp_path: Path) -> None
     from lgeom.models import build_model
     from lgeom.params import get_buffers, get_params
     from lgeom.train import TrainSpec, train
-    from pipelines.bundle import Bundle
+    from tracking.bundle import Bundle
 
     for optimizer in ("sgd", "adam"):
         model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=4)

@@ -16,7 +16,12 @@ import pytest
 from tracking.local_stack import free_ports, start_s3, stop_s3
 from tracking.log import UploadVerificationError
 from tracking.runs import mark_orphaned_runs, run_tags, start_run, tracked_run
-from tracking.store import RetryPolicy, StoreUnavailableError, check_health, resolve_store
+from tracking.store import (
+    RetryPolicy,
+    StoreUnavailableError,
+    check_health,
+    resolve_store,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,13 @@ import pytest
 import torch
 
 from tracking.bundle import log_bundle
-from tracking.log import SecretInArtifactError, download_artifact, load_logged_curve, load_model, model_uris
+from tracking.log import (
+    SecretInArtifactError,
+    download_artifact,
+    load_logged_curve,
+    load_model,
+    model_uris,
+)
 from tracking.query import path_series
 from tracking.runs import run_tags, tracked_run
 
