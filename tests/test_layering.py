@@ -35,13 +35,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lgeom", "tracking", "pipelines")
 LGEOM_FORBIDDEN = ("mlflow", "ray", "optuna", "boto3", "botocore", "pipelines", "tracking")
-# Cycles inside lgeom that its restructuring removes (evaluate <-> grid; the model and dataset registries,
-# whose __init__ imports the modules that import its register_* back). Delete an entry when its cycle is
-# gone; a cycle not listed here fails the test.
-KNOWN_LGEOM_CYCLES = (
-    ("lgeom.data", "lgeom.data.synthetic", "lgeom.data.vision"),
-    ("lgeom.models", "lgeom.models.cnn", "lgeom.models.mlp", "lgeom.models.resnet"),
-)
 
 
 @dataclass(frozen=True)
@@ -192,8 +185,7 @@ def test_tracking_imports_nothing_from_pipelines() -> None:
 def test_no_import_cycles_between_first_party_modules() -> None:
     modules = set(first_party_files())
     cycles = strongly_connected(import_graph(all_imports(), modules))
-    new = [c for c in cycles if tuple(c) not in KNOWN_LGEOM_CYCLES]
-    assert not new, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in new)
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
 def test_private_names_stay_in_their_module() -> None:

@@ -12,7 +12,8 @@ import torch
 from sklearn.datasets import make_circles, make_moons
 
 from lgeom._checks import check_positive, check_positive_int, expected
-from lgeom.data import ArrayDataset, register_dataset
+from lgeom.data.arrays import ArrayDataset
+from lgeom.data.registry import register_dataset
 
 
 def _split_and_standardise(

@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lgeom._checks import expected
-from lgeom.data import ArrayDataset, register_dataset
+from lgeom.data.arrays import ArrayDataset
+from lgeom.data.registry import register_dataset
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 #: Pixel mean and standard deviation of the 60,000 Fashion-MNIST training images (scaled to [0, 1]).

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, expected
-from lgeom.models import register_model
 from lgeom.models._layers import init_weights, make_activation
+from lgeom.models.registry import register_model
 
 
 class CNN(nn.Module):

@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from lgeom._checks import expected
-from lgeom.models import ModelBuilder, register_model_family
+from lgeom.models.registry import ModelBuilder, register_model_family
 
 FAMILY = "torchvision"
 # Builder arguments that lgeom sets itself (weights is kept as an option only to refuse it clearly).

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_choice, check_positive_int, expected
-from lgeom.models import register_model
+from lgeom.models.registry import register_model
 
 STAGE_PLANES = (16, 32, 64)
 BLOCK_CHOICES = ("auto", "basic", "bottleneck")

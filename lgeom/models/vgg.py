@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, check_unit_interval, expected
-from lgeom.models import register_model
+from lgeom.models.registry import register_model
 
 # Channels per convolution as multiples of ``width``; "M" is a 2x2 max-pool.
 VGG16_LAYOUT: tuple[int | str, ...] = (1, 1, "M", 2, 2, "M", 4, 4, 4, "M", 8, 8, 8, "M", 8, 8, 8, "M")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, check_unit_interval, expected
-from lgeom.models import register_model
+from lgeom.models.registry import register_model
 from lgeom.models.resnet import PreActivationResNet
 
 STAGE_CHANNELS = (16, 32, 64)
