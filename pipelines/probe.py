@@ -27,10 +27,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from lgeom.batchnorm import has_batchnorm
 from lgeom.curves import Curve, Line, check_model_matches, load_curve
 from lgeom.data import Splits, fixed_batches
 from lgeom.device import resolve_device
+from lgeom.batchnorm import has_batchnorm
 from lgeom.gradients import EffectiveDimensionality, effective_dimensionality
 from lgeom.models import build_model
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point

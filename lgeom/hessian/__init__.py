@@ -11,6 +11,9 @@
 Estimators take any :class:`SymmetricOperator` (``size``, ``dtype``, ``device``, ``n_products``, ``matmat``);
 the model-level functions build the operator at a point under the BN policy and call them. Units:
 eigenvalues and the trace are in nats per squared parameter unit (the loss is in nats).
+
+The package attribute ``trace`` is the function :func:`trace`, which shadows its module: take the module's
+other names with ``from lgeom.hessian.trace import ...``.
 """
 
 from lgeom.hessian.block_lanczos import block_lanczos_eigenvalues

@@ -70,7 +70,6 @@ class SymmetricOperator(Protocol):
         ...
 
 
-
 class HessianOperator:
     """The Hessian of the loss over ``data`` at ``params`` as a linear operator on flat vectors.
 
@@ -92,7 +91,8 @@ class HessianOperator:
         memory_budget: bytes the ``"auto"`` engine may hold in graphs (default: half the free CUDA memory, or
             a quarter of the available RAM, at most 8 GiB).
 
-    BN policy, for a model with BatchNorm (statistics in ``objective.buffers``, source in ``bn_source``):
+    BN policy, for a model with BatchNorm (decided by :func:`lgeom.batchnorm.bn_statistics`; statistics in
+    ``objective.buffers``, source in ``bn_source``):
 
     * ``bn_batches`` given: statistics recomputed at ``params`` on them (``"recomputed"``);
     * else ``buffers`` given: used as they are (``"given"``);

@@ -63,7 +63,13 @@ def random_batches(shape: tuple[int, ...], n_batches: int, size: int, seed: int,
             for _ in range(n_batches)]
 
 
-def three_points(arch: str, shape: tuple[int, ...], **kw: object) -> tuple[torch.nn.Module, dict, dict, dict]:
+def sized_batches(shape: tuple[int, ...], sizes: list[int], seed: int) -> Batches:
+    """Batches of the given ``sizes`` of float64 Gaussian inputs of ``shape`` with random labels in 0..2."""
+    gen = torch.Generator().manual_seed(seed)
+    return [(torch.randn(n, *shape, dtype=D, generator=gen), torch.randint(0, 3, (n,), generator=gen)) for n in sizes]
+
+
+def acb_points(arch: str, shape: tuple[int, ...], **kw: object) -> tuple[torch.nn.Module, dict, dict, dict]:
     """A float64 model and three points of it: A (its initialisation, seed 0), B (another initialisation) and
     C (their midpoint moved by 0.3 Gaussian noise), as ``(model, a, c, b)``."""
     torch.manual_seed(0)

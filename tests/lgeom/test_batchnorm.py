@@ -15,14 +15,9 @@ from lgeom.batchnorm import (
 from lgeom.evaluate import evaluate_point
 from lgeom.models import build_model
 from lgeom.params import get_buffers, get_params, stack_points
-from tests.lgeom.cases import CASES, get_case
+from tests.lgeom.cases import CASES, get_case, sized_batches
 
 D = torch.float64
-
-
-def _batches(shape: tuple, sizes: list[int], seed: int) -> list:
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, *shape, dtype=D, generator=gen), torch.randint(0, 3, (n,), generator=gen)) for n in sizes]
 
 
 def _bn_inputs(model: torch.nn.Module, batches: list) -> dict[str, list[torch.Tensor]]:
@@ -43,7 +38,7 @@ def test_recompute_weights_batches_by_size_and_leaves_the_model_alone() -> None:
     model = build_model("cnn", num_classes=3, in_shape=(1, 6, 6), channels=3, batchnorm=True).double().eval()
     model.bn1.momentum = 0.3  # a module's own momentum is restored afterwards
     own = get_buffers(model)
-    batches = _batches((1, 6, 6), [64, 36], seed=2)
+    batches = sized_batches((1, 6, 6), [64, 36], seed=2)
     new = recompute_bn_stats(model, get_params(model), batches)
     inputs = _bn_inputs(model, batches)
     assert len(inputs) >= 2
@@ -63,7 +58,7 @@ def test_recompute_weights_batches_by_size_and_leaves_the_model_alone() -> None:
     assert all(torch.equal(own[n], b) for n, b in model.named_buffers())
     assert not model.training and model.bn1.momentum == 0.3
     # With equal batch sizes the weighting is the cumulative average torch's update_bn computes.
-    equal = _batches((1, 6, 6), [5, 5, 5], seed=3)
+    equal = sized_batches((1, 6, 6), [5, 5, 5], seed=3)
     reference = copy.deepcopy(model)
     torch.optim.swa_utils.update_bn([x for x, _ in equal], reference)
     eq = recompute_bn_stats(model, get_params(model), equal)
@@ -118,7 +113,7 @@ def test_policy_keeps_endpoint_statistics_and_needs_batches_elsewhere() -> None:
 def test_stacked_twin_matches_the_single_point_recompute() -> None:
     c = get_case("bn_cnn")
     points = [c.params, {n: v * 0.9 for n, v in c.params.items()}]
-    bn = _batches((3, 4, 4), [6, 3], seed=5)  # a ragged last batch: both weight by size
+    bn = sized_batches((3, 4, 4), [6, 3], seed=5)  # a ragged last batch: both weight by size
     stacked = bn_statistics(c.model, stack_points(points), endpoint=False, bn_batches=bn, stacked=True)
     for i, p in enumerate(points):
         single = recompute_bn_stats(c.model, p, bn)

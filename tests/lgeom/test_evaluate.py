@@ -12,20 +12,13 @@ from lgeom.evaluate import evaluate, evaluate_point
 from lgeom.models import build_model
 from lgeom.multipoint import evaluate_path
 from lgeom.params import get_params
-from tests.lgeom.cases import CASES, get_case
-
-D = torch.float64
-
-
-def _batches(shape: tuple, sizes: list[int], seed: int) -> list:
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, *shape, dtype=D, generator=gen), torch.randint(0, 3, (n,), generator=gen)) for n in sizes]
+from tests.lgeom.cases import CASES, get_case, sized_batches
 
 
 def test_uneven_batches_are_weighted_by_size() -> None:
     torch.manual_seed(0)
     model = build_model("mlp", num_classes=3, in_shape=(4,), width=5).double()
-    batches = _batches((4,), [7, 7, 1], seed=1)
+    batches = sized_batches((4,), [7, 7, 1], seed=1)
     x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
     res = evaluate(model, batches)
     with torch.no_grad():

@@ -20,19 +20,12 @@ from lgeom.multipoint import (
 )
 from lgeom.params import get_params
 from lgeom.train import TrainSpec, train
-from tests.lgeom.cases import CASES, get_case, random_batches, three_points
-
-D = torch.float64
-
-
-def _sized_batches(shape: tuple, sizes: list[int], seed: int) -> list:
-    gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(n, *shape, dtype=D, generator=gen), torch.randint(0, 3, (n,), generator=gen)) for n in sizes]
+from tests.lgeom.cases import CASES, acb_points, get_case, random_batches, sized_batches
 
 
 @pytest.mark.parametrize(("arch", "shape", "kw"), [("mlp", (4,), {"width": 6}), ("preresnet", (3, 8, 8), {"depth": 8})])
 def test_vmap_and_loop_agree(arch: str, shape: tuple, kw: dict) -> None:
-    model, a, c, b = three_points(arch, shape, **kw)
+    model, a, c, b = acb_points(arch, shape, **kw)
     points = [PolyChain(a, b, [c]).point(t) for t in (0.1, 0.5, 0.8)]
     points = [{n: v.detach() for n, v in p.items()} for p in points]
     splits = {"x": random_batches(shape, 2, 5, 5), "y": random_batches(shape, 1, 3, 6)}
@@ -48,7 +41,7 @@ def test_vmap_and_loop_agree(arch: str, shape: tuple, kw: dict) -> None:
 
 
 def test_affine_points_and_chunking() -> None:
-    model, a, c, b = three_points("mlp", (4,), width=6)
+    model, a, c, b = acb_points("mlp", (4,), width=6)
     data = iter(random_batches((4,), 2, 5, 8))  # a one-shot iterator is materialised once
     d = {n: b[n] - a[n] for n in a}
     coords = np.array([[0.0], [0.5], [1.0]])
@@ -88,7 +81,7 @@ def test_points_reach_weights_shared_across_modules() -> None:
 
 
 def test_grid_errors() -> None:
-    model, a, _, _ = three_points("mlp", (4,), width=6)
+    model, a, _, _ = acb_points("mlp", (4,), width=6)
     data = random_batches((4,), 1, 5, 0)
     with pytest.raises(ValueError, match="points: expected at least one parameter point"):
         evaluate_points(model, [], data)
@@ -187,7 +180,7 @@ def test_path_bad_input() -> None:
     model = build_model("mlp", num_classes=3, in_shape=(4,), width=5).double()
     p = get_params(model)
     line = Line(p, p)
-    data = _sized_batches((4,), [3], seed=0)
+    data = sized_batches((4,), [3], seed=0)
     with pytest.raises(ValueError, match=r"t: expected a value in \[0, 1\], got 1.2"):
         evaluate_path(model, line, [0.0, 1.2], test=data)
     with pytest.raises(ValueError, match="splits: expected train and/or test batches"):

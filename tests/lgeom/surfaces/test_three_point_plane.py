@@ -9,8 +9,7 @@ import torch
 from lgeom.curves import Bezier
 from lgeom.evaluate import evaluate, evaluate_point
 from lgeom.surfaces import PlaneResult, plane, plane_basis
-from tests.lgeom.cases import random_batches, three_points
-
+from tests.lgeom.cases import acb_points, random_batches
 
 
 def _flat(d: dict) -> torch.Tensor:
@@ -18,7 +17,7 @@ def _flat(d: dict) -> torch.Tensor:
 
 
 def test_basis_is_orthonormal_and_reproduces_the_points() -> None:
-    _, a, c, b = three_points("mlp", (4,), width=6)
+    _, a, c, b = acb_points("mlp", (4,), width=6)
     basis = plane_basis(a, c, b)
     u, v = _flat(basis.u), _flat(basis.v)
     assert float(u @ u) == pytest.approx(1.0) and float(v @ v) == pytest.approx(1.0)
@@ -34,13 +33,13 @@ def test_basis_is_orthonormal_and_reproduces_the_points() -> None:
 
 
 def test_degenerate_points_are_rejected() -> None:
-    _, a, _, b = three_points("mlp", (4,), width=6)
+    _, a, _, b = acb_points("mlp", (4,), width=6)
     on_line = {n: 0.25 * a[n] + 0.75 * b[n] for n in a}
     with pytest.raises(ValueError, match="C: expected a point off the line through A and B"):
         plane_basis(a, on_line, b)
     with pytest.raises(ValueError, match="B: expected a point different from A"):
         plane_basis(a, b, a)
-    model, a, c, b = three_points("mlp", (4,), width=6)
+    model, a, c, b = acb_points("mlp", (4,), width=6)
     with pytest.raises(ValueError, match="splits: expected train and/or test batches"):
         plane(model, a, c, b)
     with pytest.raises(ValueError, match="grid nx: expected at least 2 points"):
@@ -48,7 +47,7 @@ def test_degenerate_points_are_rejected() -> None:
 
 
 def test_grid_values_match_direct_evaluation() -> None:
-    model, a, c, b = three_points("mlp", (4,), width=6)
+    model, a, c, b = acb_points("mlp", (4,), width=6)
     train, test = random_batches((4,), 2, 9, 1), random_batches((4,), 3, 7, 2)
     curve = Bezier(a, b, [c])
     res = plane(model, a, c, b, train=train, test=test, grid=(4, 3), margin=0.25, curve=curve, curve_points=9)
@@ -76,7 +75,7 @@ def test_grid_values_match_direct_evaluation() -> None:
 
 
 def test_plane_with_batchnorm_recomputes_statistics_per_point() -> None:
-    model, a, c, b = three_points("cnn", (1, 6, 6), channels=3, batchnorm=True)
+    model, a, c, b = acb_points("cnn", (1, 6, 6), channels=3, batchnorm=True)
     test, bn = random_batches((1, 6, 6), 2, 5, 3), random_batches((1, 6, 6), 2, 6, 4)
     res = plane(model, a, c, b, test=test, bn_batches=bn, grid=3, margin=0.1)
     assert res.method == "vmap"
