@@ -152,7 +152,7 @@ def block_lanczos_eigenvalues(
             grown[:m, :m] = proj[:m, :m]
             proj = grown
         basis[m : m + r] = block
-        products = op.matmat(block)
+        products = op.matmat(basis[m : m + r])  # contiguous rows (the SVD's are strided)
         # Row a of coeff is q_a^T A Q^T: block row of T, exact to rounding (A Q_i for older blocks i lies in
         # span(Q), so these entries are the only ones the new block adds).
         coeff = products @ basis[: m + r].T
