@@ -41,8 +41,8 @@ class EigenResult:
             Lanczos with ``gap`` the distance to the nearest other Ritz value (it can be optimistic inside a
             cluster not yet resolved), the residual ``r`` for power iteration.
         n_hvp: Hessian-vector products used.
-        n_iter: iterations (Lanczos steps, or power iterations over all values).
-        method: ``"lanczos"`` or ``"power"``.
+        n_iter: iterations (Lanczos steps, block Lanczos steps, or power iterations over all values).
+        method: ``"lanczos"``, ``"block_lanczos"`` or ``"power"``.
         vectors: ``(k, P)`` unit eigenvectors (rows) when asked for, else ``None``.
     """
 

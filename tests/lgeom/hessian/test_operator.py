@@ -144,7 +144,7 @@ def test_bad_input_raises_clear_value_errors(case: dict) -> None:
         hvp(model, [(torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.long))], torch.ones(n, dtype=torch.float64))
     with pytest.raises(ValueError, match="tol: expected a finite number > 0, got 0"):
         top_eigenvalues(model, data, k=2, tol=0)
-    with pytest.raises(ValueError, match="method: expected one of 'lanczos', 'power', got 'arnoldi'"):
+    with pytest.raises(ValueError, match="method: expected one of 'block_lanczos', 'lanczos', 'power', got 'arnoldi'"):
         top_eigenvalues(model, data, k=2, method="arnoldi")
     with pytest.raises(ValueError, match="engine: expected one of"):
         HessianOperator(model, data, engine="reverse")
