@@ -102,9 +102,7 @@ class TrackedRun:
         retry: backoff for transient errors of each MLflow / S3 call.
     """
 
-    def __init__(
-        self, store: Store, client: MlflowClient, run_id: str, experiment_id: str, retry: RetryPolicy
-    ) -> None:
+    def __init__(self, store: Store, client: MlflowClient, run_id: str, experiment_id: str, retry: RetryPolicy) -> None:
         self.store = store
         self.client = client
         self.run_id = run_id
