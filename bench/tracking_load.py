@@ -34,8 +34,10 @@ def _row(name: str, results: list[LoadResult], problems: int) -> str:
     req = sorted(r.requests_per_s for r in results)[len(results) // 2]
     runs = sorted(r.runs_per_s for r in results)[len(results) // 2]
     lat = LoadResult(experiment_id="", latencies=[x for r in results for x in r.latencies])
-    return (f"| {name} | {req:.1f} | {runs:.2f} | {lat.percentile(50) * 1e3:.0f} | {lat.percentile(99) * 1e3:.0f} | "
-            f"{'none lost' if problems == 0 else f'{problems} problems'} |")
+    return (
+        f"| {name} | {req:.1f} | {runs:.2f} | {lat.percentile(50) * 1e3:.0f} | {lat.percentile(99) * 1e3:.0f} | "
+        f"{'none lost' if problems == 0 else f'{problems} problems'} |"
+    )
 
 
 def main() -> None:
@@ -43,7 +45,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--metrics", type=int, default=50)
-    parser.add_argument("--rounds", type=int, default=1, help="repeat each store this many times (median throughput, pooled latencies)")
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="repeat each store this many times (median throughput, pooled latencies)"
+    )
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
@@ -60,13 +64,26 @@ def main() -> None:
         shared = start_stack(base / "shared", shared=True)
         password = secrets.token_urlsafe(18)
         shared_server.add_user(shared.tracking_uri, shared.admin_credentials(), "bench", password)
-        stores.append(("shared server (PostgreSQL, basic auth)", shared.tracking_uri,
-                       {"MLFLOW_TRACKING_USERNAME": "bench", "MLFLOW_TRACKING_PASSWORD": password}, None))
+        stores.append(
+            (
+                "shared server (PostgreSQL, basic auth)",
+                shared.tracking_uri,
+                {"MLFLOW_TRACKING_USERNAME": "bench", "MLFLOW_TRACKING_PASSWORD": password},
+                None,
+            )
+        )
         noauth = start_stack(base / "noauth", shared=True, auth=False)
         stores.append(("PostgreSQL server (no auth)", noauth.tracking_uri, {}, None))
         plain = start_stack(base / "plain")
         stores.append(("sqlite server (no auth)", plain.tracking_uri, {}, None))
-        stores.append(("embedded sqlite", f"sqlite:///{base / 'embedded' / 'mlflow.db'}", {}, (base / "embedded" / "artifacts").as_uri()))
+        stores.append(
+            (
+                "embedded sqlite",
+                f"sqlite:///{base / 'embedded' / 'mlflow.db'}",
+                {},
+                (base / "embedded" / "artifacts").as_uri(),
+            )
+        )
         (base / "embedded").mkdir()
         results: dict[str, list[LoadResult]] = {name: [] for name, *_ in stores}
         problems = dict.fromkeys(results, 0)
@@ -74,14 +91,22 @@ def main() -> None:
             for name, uri, env, artifacts in stores:
                 os.environ.update(env)
                 try:
-                    r = run_load(uri, f"load-{uuid.uuid4().hex[:6]}", trials=args.trials, metrics=args.metrics,
-                                 artifact_location=None if artifacts is None else f"{artifacts}/{round_}")
+                    r = run_load(
+                        uri,
+                        f"load-{uuid.uuid4().hex[:6]}",
+                        trials=args.trials,
+                        metrics=args.metrics,
+                        artifact_location=None if artifacts is None else f"{artifacts}/{round_}",
+                    )
                     problems[name] += len(verify(uri, r, trials=args.trials, metrics=args.metrics))
                 finally:
                     for var in env:
                         os.environ.pop(var, None)
                 results[name].append(r)
-                print(f"round {round_ + 1} {name}: {r.requests_per_s:.1f} req/s, p99 {r.percentile(99) * 1e3:.0f} ms", flush=True)
+                print(
+                    f"round {round_ + 1} {name}: {r.requests_per_s:.1f} req/s, p99 {r.percentile(99) * 1e3:.0f} ms",
+                    flush=True,
+                )
         rows = [_row(name, results[name], problems[name]) for name in results]
     finally:
         for sub in ("shared", "noauth", "plain"):
@@ -91,8 +116,11 @@ def main() -> None:
                 print(f"stopping {sub}: {err}")
         shutil.rmtree(base, ignore_errors=True)
     requests_per_trial = 1 + 3 + args.metrics + 2 + 1
-    print(f"\n{args.trials} concurrent trials x {requests_per_trial} requests ({args.metrics} metrics), {args.rounds} round(s); "
-          f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}\n")
+    print(
+        f"\n{args.trials} concurrent trials x {requests_per_trial} requests ({args.metrics} metrics), "
+        f"{args.rounds} round(s); "
+        f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}\n"
+    )
     print("| store | requests/s | runs/s | p50 latency (ms) | p99 latency (ms) | read back |")
     print("| --- | --- | --- | --- | --- | --- |")
     print("\n".join(rows))

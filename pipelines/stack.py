@@ -34,48 +34,83 @@ PASSWORD_ENV = "LGEOM_USER_PASSWORD"
 
 def add_arguments(parser: Any, step: str) -> None:
     """``--state-dir`` for all; ``--bucket``, ``--timeout``, ``--new-ports``, ``--shared`` for ``up``;
-    ``add NAME --permission --experiment`` for ``user``."""
-    parser.add_argument("--state-dir", default=".lgeom", help="folder for data, logs, credentials and stack.json (default .lgeom)")
+    ``add NAME --permission --experiment`` for ``user``.
+    """
+    parser.add_argument(
+        "--state-dir", default=".lgeom", help="folder for data, logs, credentials and stack.json (default .lgeom)"
+    )
     if step == "user":
         parser.add_argument("action", choices=["add"], help="add: create the user (if new) and grant permissions")
         parser.add_argument("name", help="the user's name")
-        parser.add_argument("--permission", default=None, help="READ, USE, EDIT, MANAGE or NO_PERMISSIONS on each --experiment")
-        parser.add_argument("--experiment", action="append", default=[],
-                            help="experiment name or id (repeatable; a missing name is created)")
+        parser.add_argument(
+            "--permission", default=None, help="READ, USE, EDIT, MANAGE or NO_PERMISSIONS on each --experiment"
+        )
+        parser.add_argument(
+            "--experiment",
+            action="append",
+            default=[],
+            help="experiment name or id (repeatable; a missing name is created)",
+        )
     if step == "up":
         parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"artifact bucket (default {DEFAULT_BUCKET})")
         parser.add_argument("--timeout", type=float, default=90.0, help="seconds to wait for the servers (default 90)")
-        parser.add_argument("--new-ports", action="store_true",
-                            help="start on new free ports instead of those of the last start (recorded in ports.json)")
-        parser.add_argument("--shared", action="store_true",
-                            help="shared server: PostgreSQL backend store + MLflow basic-auth (admin and per-user accounts)")
+        parser.add_argument(
+            "--new-ports",
+            action="store_true",
+            help="start on new free ports instead of those of the last start (recorded in ports.json)",
+        )
+        parser.add_argument(
+            "--shared",
+            action="store_true",
+            help="shared server: PostgreSQL backend store + MLflow basic-auth (admin and per-user accounts)",
+        )
 
 
 def describe(info: StackInfo, *, already: bool = False) -> str:
     """What ``lgeom up`` prints: where the stack runs and how to point clients at it (no secrets)."""
     state = "already running" if already else "running"
-    kind = "SeaweedFS S3 + PostgreSQL + MLflow server with basic auth" if info.shared else "SeaweedFS S3 + MLflow server"
-    auth = [
-        f"  backend store:            {info.postgres_uri} (password in {info.state_dir}/shared.env)",
-        ("clients authenticate with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD; the admin's are in "
-         f"{info.state_dir}/shared.env; add users with: {PASSWORD_ENV}=... lgeom user add NAME --permission EDIT --experiment STUDY"),
-    ] if info.shared else []
-    return "\n".join([
-        f"local stack {state} ({kind}, loopback only)",
-        f"  MLflow tracking URI / UI: {info.tracking_uri}",
-        f"  S3 endpoint:              {info.s3_endpoint} (artifacts in {info.artifacts_destination}, proxied by the server)",
-        "point clients at it:",
-        f"  export MLFLOW_TRACKING_URI={info.tracking_uri}",
-        *auth,
-        ("direct S3 access (boto3, aws cli): "
-         f"export MLFLOW_S3_ENDPOINT_URL={info.s3_endpoint} and the credentials in {info.credentials_file} "
-         "(or your AWS_* variables if they were set at 'lgeom up')"),
-        f"state: {info.state_dir}/stack.json   stop: lgeom down",
-    ])
+    kind = (
+        "SeaweedFS S3 + PostgreSQL + MLflow server with basic auth" if info.shared else "SeaweedFS S3 + MLflow server"
+    )
+    auth = (
+        [
+            f"  backend store:            {info.postgres_uri} (password in {info.state_dir}/shared.env)",
+            (
+                "clients authenticate with MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD; the admin's are in "
+                f"{info.state_dir}/shared.env; add users with: {PASSWORD_ENV}=... "
+                "lgeom user add NAME --permission EDIT --experiment STUDY"
+            ),
+        ]
+        if info.shared
+        else []
+    )
+    return "\n".join(
+        [
+            f"local stack {state} ({kind}, loopback only)",
+            f"  MLflow tracking URI / UI: {info.tracking_uri}",
+            f"  S3 endpoint:              {info.s3_endpoint} "
+            f"(artifacts in {info.artifacts_destination}, proxied by the server)",
+            "point clients at it:",
+            f"  export MLFLOW_TRACKING_URI={info.tracking_uri}",
+            *auth,
+            (
+                "direct S3 access (boto3, aws cli): "
+                f"export MLFLOW_S3_ENDPOINT_URL={info.s3_endpoint} and the credentials in {info.credentials_file} "
+                "(or your AWS_* variables if they were set at 'lgeom up')"
+            ),
+            f"state: {info.state_dir}/stack.json   stop: lgeom down",
+        ]
+    )
 
 
-def up(state_dir: str, *, bucket: str = DEFAULT_BUCKET, timeout: float = 90.0, new_ports: bool = False,
-       shared: bool = False) -> StackInfo:
+def up(
+    state_dir: str,
+    *,
+    bucket: str = DEFAULT_BUCKET,
+    timeout: float = 90.0,
+    new_ports: bool = False,
+    shared: bool = False,
+) -> StackInfo:
     """Start the stack unless one recorded in ``state_dir`` is running; prints where it is. A restart comes
     back on the ports (and data) of the last start unless ``new_ports``.
 
@@ -86,7 +121,9 @@ def up(state_dir: str, *, bucket: str = DEFAULT_BUCKET, timeout: float = 90.0, n
     if existing is not None and stack_alive(existing):
         if existing.shared != shared:
             want, got = ("shared", "unshared") if shared else ("unshared", "shared")
-            raise StackError(f"local stack in {state_dir}: expected a {want} stack, got a {got} one running (run 'lgeom down' first)")
+            raise StackError(
+                f"local stack in {state_dir}: expected a {want} stack, got a {got} one running (run 'lgeom down' first)"
+            )
         print(describe(existing, already=True))
         return existing
     if existing is not None:
@@ -103,7 +140,9 @@ def down(state_dir: str) -> bool:
     return stopped
 
 
-def user_add(state_dir: str, name: str, *, permission: str | None, experiments: list[str], password: str | None = None) -> None:
+def user_add(
+    state_dir: str, name: str, *, permission: str | None, experiments: list[str], password: str | None = None
+) -> None:
     """Create user ``name`` on the running shared stack (password from ``password``, else
     ``$LGEOM_USER_PASSWORD``, else asked on the terminal; never printed) and grant ``permission`` on each
     experiment. Acts as the admin (credentials from the stack's ``shared.env``).
@@ -115,7 +154,9 @@ def user_add(state_dir: str, name: str, *, permission: str | None, experiments: 
 
     info = read_state(state_dir)
     if info is None or not stack_alive(info):
-        raise StackError(f"lgeom user: expected a running shared stack in {state_dir}, got none (start it with 'lgeom up --shared')")
+        raise StackError(
+            f"lgeom user: expected a running shared stack in {state_dir}, got none (start it with 'lgeom up --shared')"
+        )
     admin = info.admin_credentials()
     if experiments and not permission:
         raise StackError("lgeom user add: expected --permission with --experiment, got none")
@@ -126,7 +167,9 @@ def user_add(state_dir: str, name: str, *, permission: str | None, experiments: 
         if not password and sys.stdin.isatty():
             password = getpass.getpass(f"password for {name} (at least 12 characters): ")
         if not password:
-            raise StackError(f"lgeom user add {name}: expected a password in ${PASSWORD_ENV} (or typed on a terminal), got none")
+            raise StackError(
+                f"lgeom user add {name}: expected a password in ${PASSWORD_ENV} (or typed on a terminal), got none"
+            )
         shared_server.add_user(info.tracking_uri, admin, name, password)
         print(f"user {name} created")
     else:
@@ -138,7 +181,8 @@ def user_add(state_dir: str, name: str, *, permission: str | None, experiments: 
 
 def cli(cfg: Any, args: Any) -> int:
     """``lgeom up`` / ``down`` / ``user``: exit 0 on success, 1 when a server could not be started, stopped or
-    asked."""
+    asked.
+    """
     try:
         if args.step == "up":
             up(args.state_dir, bucket=args.bucket, timeout=args.timeout, new_ports=args.new_ports, shared=args.shared)

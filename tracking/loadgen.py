@@ -69,7 +69,9 @@ def _state_dict_bytes(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def _trial(client: Any, exp_id: str, index: int, metrics: int, timed: Callable[..., Any], out: LoadResult, lock: threading.Lock) -> None:
+def _trial(
+    client: Any, exp_id: str, index: int, metrics: int, timed: Callable[..., Any], out: LoadResult, lock: threading.Lock
+) -> None:
     run = timed(client.create_run, exp_id, run_name=f"load-{index}", tags={"lgeom.load.trial": str(index)})
     run_id = run.info.run_id
     for key, value in (("trial", index), ("metrics", metrics), ("kind", "load")):
@@ -89,8 +91,15 @@ def _trial(client: Any, exp_id: str, index: int, metrics: int, timed: Callable[.
         out.run_ids.append(run_id)
 
 
-def run_load(tracking_uri: str, experiment: str, *, trials: int = 16, metrics: int = 50, artifact_location: str | None = None,
-             timeout: float = 600.0) -> LoadResult:
+def run_load(
+    tracking_uri: str,
+    experiment: str,
+    *,
+    trials: int = 16,
+    metrics: int = 50,
+    artifact_location: str | None = None,
+    timeout: float = 600.0,
+) -> LoadResult:
     """Run ``trials`` concurrent trials (threads) against ``tracking_uri``, logging to experiment
     ``experiment`` (created; ``artifact_location`` for stores without a server). Credentials, if any, come
     from ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``.
@@ -130,14 +139,17 @@ def run_load(tracking_uri: str, experiment: str, *, trials: int = 16, metrics: i
         t.join(max(0.0, deadline - time.monotonic()))
     out.wall = time.perf_counter() - start
     if any(t.is_alive() for t in threads):
-        raise TimeoutError(f"load on {tracking_uri}: expected {trials} trials to finish within {timeout:.0f} s, got {len(out.run_ids)}")
+        raise TimeoutError(
+            f"load on {tracking_uri}: expected {trials} trials to finish within {timeout:.0f} s, got {len(out.run_ids)}"
+        )
     return out
 
 
 def verify(tracking_uri: str, result: LoadResult, *, trials: int, metrics: int) -> list[str]:
     """Everything the trials should have left, read back: one finished run per trial with its params,
     ``metrics`` steps of ``loss`` with the right values, the note and the state dict (which loads and
-    matches). Returns the problems found (empty: nothing lost)."""
+    matches). Returns the problems found (empty: nothing lost).
+    """
     import torch
     from mlflow.tracking import MlflowClient
 
@@ -166,8 +178,13 @@ def verify(tracking_uri: str, result: LoadResult, *, trials: int, metrics: int) 
                 if note != f"trial {i}\n":
                     problems.append(f"trial {i}: expected note 'trial {i}', got {note!r}")
                 state = torch.load(client.download_artifacts(run.info.run_id, MODEL_ARTIFACT, tmp), weights_only=True)
-                if not torch.equal(state["weight"], torch.load(io.BytesIO(_state_dict_bytes(i)), weights_only=True)["weight"]):
+                if not torch.equal(
+                    state["weight"], torch.load(io.BytesIO(_state_dict_bytes(i)), weights_only=True)["weight"]
+                ):
                     problems.append(f"trial {i}: expected the logged state dict, got different weights")
             except Exception as err:  # noqa: BLE001 - a missing artifact is a finding
-                problems.append(f"trial {i}: expected artifacts {NOTE_ARTIFACT} and {MODEL_ARTIFACT}, got {type(err).__name__}: {str(err)[:200]}")
+                problems.append(
+                    f"trial {i}: expected artifacts {NOTE_ARTIFACT} and {MODEL_ARTIFACT}, "
+                    f"got {type(err).__name__}: {str(err)[:200]}"
+                )
     return problems

@@ -49,8 +49,12 @@ AUTH_DB = "mlflow_auth"
 PERMISSIONS = ("READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS")
 DEFAULT_PERMISSION = "READ"
 AUTH_CACHE_TTL_S = 60
-_SECRET_KEYS = ("LGEOM_PG_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD",
-                "MLFLOW_FLASK_SERVER_SECRET_KEY")
+_SECRET_KEYS = (
+    "LGEOM_PG_PASSWORD",
+    "MLFLOW_AUTH_ADMIN_USERNAME",
+    "MLFLOW_AUTH_ADMIN_PASSWORD",
+    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+)
 
 
 class SharedServerError(StackError):
@@ -62,10 +66,14 @@ class SharedServerError(StackError):
 
 def postgres_bin_dir() -> Path | None:
     """The folder with ``initdb`` and ``postgres``: ``$LGEOM_PG_BIN`` when set, else the newest
-    ``/usr/lib/postgresql/<version>/bin``, else the folder of ``initdb`` on PATH; ``None`` when absent."""
+    ``/usr/lib/postgresql/<version>/bin``, else the folder of ``initdb`` on PATH; ``None`` when absent.
+    """
     env = os.environ.get("LGEOM_PG_BIN")
     candidates = [Path(env)] if env else []
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0)
+    versions = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin"),
+        key=lambda p: int(Path(p).parent.name) if Path(p).parent.name.isdigit() else 0,
+    )
     candidates += [Path(p) for p in reversed(versions)]
     found = shutil.which("initdb")
     if found:
@@ -88,7 +96,8 @@ def _require_bin_dir() -> Path:
 
 def server_user() -> tuple[int, int, str] | None:
     """``(uid, gid, name)`` to run PostgreSQL as when this process is root (it refuses to run as root):
-    ``$LGEOM_PG_USER`` or ``postgres``. ``None`` when not root (it runs as the current user)."""
+    ``$LGEOM_PG_USER`` or ``postgres``. ``None`` when not root (it runs as the current user).
+    """
     if os.geteuid() != 0:
         return None
     name = os.environ.get("LGEOM_PG_USER", "postgres")
@@ -110,7 +119,11 @@ def _check_searchable(path: Path, uid: int, gid: int, name: str) -> None:
         except OSError:
             continue
         mode = st.st_mode
-        ok = (st.st_uid == uid and mode & stat.S_IXUSR) or (st.st_gid == gid and mode & stat.S_IXGRP) or mode & stat.S_IXOTH
+        ok = (
+            (st.st_uid == uid and mode & stat.S_IXUSR)
+            or (st.st_gid == gid and mode & stat.S_IXGRP)
+            or mode & stat.S_IXOTH
+        )
         if not ok:
             raise SharedServerError(
                 f"PostgreSQL runs as user {name!r}: expected every folder above its data to be searchable by it, "
@@ -120,7 +133,8 @@ def _check_searchable(path: Path, uid: int, gid: int, name: str) -> None:
 
 def preflight(state_dir: Path) -> None:
     """Fail before anything starts when PostgreSQL is missing or (as root) its user cannot reach
-    ``state_dir``."""
+    ``state_dir``.
+    """
     _require_bin_dir()
     user = server_user()
     if user is not None:
@@ -140,13 +154,20 @@ def load_or_create_secrets(state_dir: Path, *, create: bool = True) -> dict[str,
     """
     path = state_dir / SECRETS_FILE
     if path.exists():
-        values = dict(line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+        values = dict(
+            line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")
+        )
         missing = [k for k in _SECRET_KEYS if not values.get(k)]
         if missing:
-            raise SharedServerError(f"{path}: expected lines {', '.join(k + '=...' for k in _SECRET_KEYS)}, got none for {', '.join(missing)}")
+            raise SharedServerError(
+                f"{path}: expected lines {', '.join(k + '=...' for k in _SECRET_KEYS)}, "
+                f"got none for {', '.join(missing)}"
+            )
     else:
         if not create:
-            raise SharedServerError(f"shared server secrets: expected {path} (written by 'lgeom up --shared'), got none")
+            raise SharedServerError(
+                f"shared server secrets: expected {path} (written by 'lgeom up --shared'), got none"
+            )
         admin_pw = os.environ.get("MLFLOW_AUTH_ADMIN_PASSWORD") or secrets.token_urlsafe(24)
         if len(admin_pw) < 12:
             raise SharedServerError(f"MLFLOW_AUTH_ADMIN_PASSWORD: expected at least 12 characters, got {len(admin_pw)}")
@@ -154,7 +175,8 @@ def load_or_create_secrets(state_dir: Path, *, create: bool = True) -> dict[str,
             "LGEOM_PG_PASSWORD": secrets.token_urlsafe(24),
             "MLFLOW_AUTH_ADMIN_USERNAME": os.environ.get("MLFLOW_AUTH_ADMIN_USERNAME") or "admin",
             "MLFLOW_AUTH_ADMIN_PASSWORD": admin_pw,
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or secrets.token_urlsafe(32),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+            or secrets.token_urlsafe(32),
         }
         state_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -225,12 +247,33 @@ def init_cluster(paths: PostgresPaths, base_env: Mapping[str, str]) -> bool:
     if (paths.data / "PG_VERSION").exists():
         return False
     bin_dir = _require_bin_dir()
-    cmd = [str(bin_dir / "initdb"), "-D", str(paths.data), "-U", "postgres", "-E", "UTF8", "--locale=C.UTF-8",
-           "--auth-local=trust", "--auth-host=scram-sha-256", "--no-instructions"]
-    res = subprocess.run(cmd, env=_pg_env(user, base_env), check=False, capture_output=True, text=True, timeout=120, cwd=paths.root,
-                         **_as_server_user(user))
+    cmd = [
+        str(bin_dir / "initdb"),
+        "-D",
+        str(paths.data),
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C.UTF-8",
+        "--auth-local=trust",
+        "--auth-host=scram-sha-256",
+        "--no-instructions",
+    ]
+    res = subprocess.run(
+        cmd,
+        env=_pg_env(user, base_env),
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=paths.root,
+        **_as_server_user(user),
+    )
     if res.returncode != 0:
-        raise SharedServerError(f"initdb {paths.data}: expected exit status 0, got {res.returncode}: {redact(res.stderr.strip()[-1500:])}")
+        raise SharedServerError(
+            f"initdb {paths.data}: expected exit status 0, got {res.returncode}: {redact(res.stderr.strip()[-1500:])}"
+        )
     # loopback only, whatever the defaults say
     with open(paths.data / "postgresql.conf", "a") as fh:
         fh.write("\n# lgeom: loopback only\nlisten_addresses = '127.0.0.1'\npassword_encryption = 'scram-sha-256'\n")
@@ -242,10 +285,28 @@ def start_postgres(paths: PostgresPaths, port: int, log: Path, base_env: Mapping
     user = server_user()
     bin_dir = _require_bin_dir()
     log.parent.mkdir(parents=True, exist_ok=True)
-    cmd = [str(bin_dir / "postgres"), "-D", str(paths.data), "-k", str(paths.socket_dir), "-h", "127.0.0.1", "-p", str(port)]
+    cmd = [
+        str(bin_dir / "postgres"),
+        "-D",
+        str(paths.data),
+        "-k",
+        str(paths.socket_dir),
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     with open(log, "ab") as fh:
-        return subprocess.Popen(cmd, env=_pg_env(user, base_env), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                cwd=paths.root, start_new_session=True, **_as_server_user(user))
+        return subprocess.Popen(
+            cmd,
+            env=_pg_env(user, base_env),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=paths.root,
+            start_new_session=True,
+            **_as_server_user(user),
+        )
 
 
 def _connect_superuser(paths: PostgresPaths, port: int, dbname: str = "postgres") -> Any:
@@ -254,26 +315,34 @@ def _connect_superuser(paths: PostgresPaths, port: int, dbname: str = "postgres"
     return psycopg2.connect(host=str(paths.socket_dir), port=port, user="postgres", dbname=dbname, connect_timeout=3)
 
 
-def wait_for_postgres(paths: PostgresPaths, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float) -> None:
+def wait_for_postgres(
+    paths: PostgresPaths, port: int, proc: subprocess.Popen[bytes], log: Path, timeout: float
+) -> None:
     """Poll until the server accepts a connection on its socket."""
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise SharedServerError(f"PostgreSQL exited with status {proc.returncode} while starting; log {log}:\n{_tail(log)}")
+            raise SharedServerError(
+                f"PostgreSQL exited with status {proc.returncode} while starting; log {log}:\n{_tail(log)}"
+            )
         try:
             _connect_superuser(paths, port).close()
             return
         except Exception as err:  # noqa: BLE001 - any failure means "not ready yet"
             last = type(err).__name__
             time.sleep(0.25)
-    raise SharedServerError(f"PostgreSQL on 127.0.0.1:{port}: expected a connection within {timeout:.0f} s, got {last}; log {log}:\n{_tail(log)}")
+    raise SharedServerError(
+        f"PostgreSQL on 127.0.0.1:{port}: expected a connection within {timeout:.0f} s, got {last}; "
+        f"log {log}:\n{_tail(log)}"
+    )
 
 
 def ensure_databases(paths: PostgresPaths, port: int, password: str) -> None:
     """Create (or update the password of) role ``mlflow`` and its databases ``mlflow`` and ``mlflow_auth``.
     The password goes to Postgres as a SCRAM verifier computed here, so not even the server's statement
-    log could see it in clear."""
+    log could see it in clear.
+    """
     from psycopg2 import sql
 
     conn = _connect_superuser(paths, port)
@@ -283,11 +352,15 @@ def ensure_databases(paths: PostgresPaths, port: int, password: str) -> None:
             verifier = _scram_verifier(password)
             cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (PG_ROLE,))
             verb = "ALTER" if cur.fetchone() else "CREATE"
-            cur.execute(sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(PG_ROLE), sql.Literal(verifier)))
+            cur.execute(
+                sql.SQL(verb + " ROLE {} LOGIN PASSWORD {}").format(sql.Identifier(PG_ROLE), sql.Literal(verifier))
+            )
             for db in (TRACKING_DB, AUTH_DB):
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (db,))
                 if not cur.fetchone():
-                    cur.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(PG_ROLE)))
+                    cur.execute(
+                        sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(db), sql.Identifier(PG_ROLE))
+                    )
     finally:
         conn.close()
 
@@ -303,13 +376,14 @@ def _scram_verifier(password: str, iterations: int = 4096) -> str:
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    b64 = lambda b: base64.b64encode(b).decode()
-    return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
+    salt_b64, stored_b64, server_b64 = (base64.b64encode(b).decode() for b in (salt, stored_key, server_key))
+    return f"SCRAM-SHA-256${iterations}:{salt_b64}${stored_b64}:{server_b64}"
 
 
 def stop_postgres(pid: int, start_ticks: int | None, *, timeout: float = 15.0) -> bool:
     """Fast shutdown (SIGINT to the postmaster: clients are disconnected, data flushed); returns whether it
-    exited within ``timeout`` (the caller then ends the process group)."""
+    exited within ``timeout`` (the caller then ends the process group).
+    """
     if not process_alive(pid, start_ticks):
         return True
     try:
@@ -340,13 +414,15 @@ def _tail(path: Path, lines: int = 15) -> str:
 
 def backend_store_uri(port: int, db: str = TRACKING_DB) -> str:
     """The database URI for MLflow, without password (libpq takes it from ``PGPASSWORD``), with the
-    ``psycopg2`` driver named (SQLAlchemy would otherwise pick ``psycopg`` 3)."""
+    ``psycopg2`` driver named (SQLAlchemy would otherwise pick ``psycopg`` 3).
+    """
     return f"postgresql+psycopg2://{PG_ROLE}@127.0.0.1:{port}/{db}"
 
 
 def write_auth_config(state_dir: Path, pg_port: int, default_permission: str = DEFAULT_PERMISSION) -> Path:
     """``<state_dir>/basic_auth.ini`` for ``MLFLOW_AUTH_CONFIG_PATH`` (no secrets in it: the admin's
-    password comes from the server's environment, the database password from ``PGPASSWORD``)."""
+    password comes from the server's environment, the database password from ``PGPASSWORD``).
+    """
     path = state_dir / AUTH_CONFIG_FILE
     path.write_text(
         "# MLflow basic-auth config of the shared lgeom server (written by 'lgeom up --shared'; no secrets)\n"
@@ -382,15 +458,25 @@ def _check_permission(permission: str) -> str:
     return perm
 
 
-def _api(tracking_uri: str, method: str, path: str, auth: tuple[str, str], payload: Mapping[str, Any] | None = None) -> Any:
+def _api(
+    tracking_uri: str, method: str, path: str, auth: tuple[str, str], payload: Mapping[str, Any] | None = None
+) -> Any:
     import requests
 
     url = f"{tracking_uri.rstrip('/')}{path}"
     try:
-        r = requests.request(method, url, json=payload if method != "GET" else None, params=payload if method == "GET" else None,
-                             auth=auth, timeout=(3, 30))
+        r = requests.request(
+            method,
+            url,
+            json=payload if method != "GET" else None,
+            params=payload if method == "GET" else None,
+            auth=auth,
+            timeout=(3, 30),
+        )
     except requests.RequestException as err:
-        raise SharedServerError(f"{method} {path}: expected an answer from {tracking_uri}, got {type(err).__name__}") from err
+        raise SharedServerError(
+            f"{method} {path}: expected an answer from {tracking_uri}, got {type(err).__name__}"
+        ) from err
     if r.status_code != 200:
         raise SharedServerError(f"{method} {path}: expected HTTP 200, got {r.status_code}: {redact(r.text[:300])}")
     return r.json() if r.content else {}
@@ -400,12 +486,19 @@ def user_exists(tracking_uri: str, admin: tuple[str, str], username: str) -> boo
     """Whether the basic-auth app knows ``username``."""
     import requests
 
-    r = requests.get(f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/users/get", params={"username": username}, auth=admin, timeout=(3, 30))
+    r = requests.get(
+        f"{tracking_uri.rstrip('/')}/api/2.0/mlflow/users/get",
+        params={"username": username},
+        auth=admin,
+        timeout=(3, 30),
+    )
     if r.status_code == 200:
         return True
     if r.status_code == 404:
         return False
-    raise SharedServerError(f"GET /api/2.0/mlflow/users/get: expected HTTP 200 or 404, got {r.status_code}: {redact(r.text[:300])}")
+    raise SharedServerError(
+        f"GET /api/2.0/mlflow/users/get: expected HTTP 200 or 404, got {r.status_code}: {redact(r.text[:300])}"
+    )
 
 
 def add_user(tracking_uri: str, admin: tuple[str, str], username: str, password: str) -> bool:
@@ -428,19 +521,32 @@ def experiment_id(tracking_uri: str, admin: tuple[str, str], experiment: str, *,
     base = tracking_uri.rstrip("/")
     if experiment.isdigit():
         return experiment
-    r = requests.get(f"{base}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": experiment}, auth=admin, timeout=(3, 30))
+    r = requests.get(
+        f"{base}/api/2.0/mlflow/experiments/get-by-name",
+        params={"experiment_name": experiment},
+        auth=admin,
+        timeout=(3, 30),
+    )
     if r.status_code == 200:
         return str(r.json()["experiment"]["experiment_id"])
     if r.status_code != 404 or not create:
-        raise SharedServerError(f"experiment {experiment!r}: expected it to exist, got HTTP {r.status_code}: {redact(r.text[:300])}")
+        raise SharedServerError(
+            f"experiment {experiment!r}: expected it to exist, got HTTP {r.status_code}: {redact(r.text[:300])}"
+        )
     return str(_api(base, "POST", "/api/2.0/mlflow/experiments/create", admin, {"name": experiment})["experiment_id"])
 
 
 def grant_permission(tracking_uri: str, admin: tuple[str, str], username: str, experiment: str, permission: str) -> str:
     """Give ``username`` ``permission`` (READ, USE, EDIT, MANAGE, NO_PERMISSIONS) on ``experiment`` (name or
-    id; a missing name is created); returns the experiment id."""
+    id; a missing name is created); returns the experiment id.
+    """
     perm = _check_permission(permission)
     exp_id = experiment_id(tracking_uri, admin, experiment)
-    _api(tracking_uri, "POST", "/api/3.0/mlflow/users/permissions/grant", admin,
-         {"username": username, "resource_type": "experiment", "resource_id": exp_id, "permission": perm})
+    _api(
+        tracking_uri,
+        "POST",
+        "/api/3.0/mlflow/users/permissions/grant",
+        admin,
+        {"username": username, "resource_type": "experiment", "resource_id": exp_id, "permission": perm},
+    )
     return exp_id

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, check_unit_interval, expected
-from lgeom.models import register_model
+from lgeom.models.registry import register_model
 from lgeom.models.resnet import PreActivationResNet
 
 STAGE_CHANNELS = (16, 32, 64)
@@ -21,7 +21,8 @@ STAGE_CHANNELS = (16, 32, 64)
 
 class WideBlock(nn.Module):
     """bn-relu-conv3x3 (stride), bn-relu, dropout, conv3x3, plus the input (or a 1x1 projection of its
-    activation when the channel count or the resolution changes)."""
+    activation when the channel count or the resolution changes).
+    """
 
     def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
         super().__init__()

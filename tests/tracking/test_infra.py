@@ -25,7 +25,11 @@ def test_services_and_dependencies() -> None:
     assert services["create-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
     assert "mc mb --ignore-existing" in " ".join(services["create-bucket"]["command"])
     entrypoint = (INFRA / "mlflow" / "entrypoint.sh").read_text()
-    assert "--app-name basic-auth" in entrypoint and "--artifacts-destination" in entrypoint and "postgresql+psycopg2://" in entrypoint
+    assert (
+        "--app-name basic-auth" in entrypoint
+        and "--artifacts-destination" in entrypoint
+        and "postgresql+psycopg2://" in entrypoint
+    )
     assert "mlflow[auth]==3.17.2" in (INFRA / "mlflow" / "Dockerfile").read_text()
 
 
@@ -42,7 +46,9 @@ def test_no_literal_secrets() -> None:
     for name, service in _compose()["services"].items():
         for key, value in (service.get("environment") or {}).items():
             if SECRET_KEY.search(key):
-                assert REQUIRED_REF.match(str(value)), f"{name}.{key} must be a required ${{VAR:?}} reference, got {value!r}"
+                assert REQUIRED_REF.match(str(value)), (
+                    f"{name}.{key} must be a required ${{VAR:?}} reference, got {value!r}"
+                )
     env_example = (INFRA / ".env.example").read_text()
     for line in env_example.splitlines():
         if "=" in line and not line.startswith("#"):
@@ -63,7 +69,8 @@ def _ini(text: str) -> dict[str, str]:
 def test_compose_matches_the_shared_server_the_tests_run(tmp_path: Path) -> None:
     """The compose MLflow service runs what 'lgeom up --shared' runs: basic-auth app, the same auth settings,
     psycopg2 Postgres URIs without passwords (PGPASSWORD), tracking and auth databases, one worker, proxied
-    artifacts; and the Dockerfile installs the same drivers."""
+    artifacts; and the Dockerfile installs the same drivers.
+    """
     from tracking import shared_server
 
     entrypoint = (INFRA / "mlflow" / "entrypoint.sh").read_text()
@@ -80,8 +87,21 @@ def test_compose_matches_the_shared_server_the_tests_run(tmp_path: Path) -> None
     assert ":" not in local_db.split("://")[1].split("@")[0] and ":" not in compose_db.split("://")[1].split("@")[0]
     assert shared_server.backend_store_uri(5432).rsplit("/", 1)[1] == "mlflow" and '"${DB}/mlflow"' in entrypoint
     assert "PGPASSWORD=" in entrypoint and "--workers 1" in entrypoint and "--app-name basic-auth" in entrypoint
-    env = {**shared_server.server_env(tmp_path, 5432, dict.fromkeys(
-        ("LGEOM_PG_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"), "x"))}
+    env = {
+        **shared_server.server_env(
+            tmp_path,
+            5432,
+            dict.fromkeys(
+                (
+                    "LGEOM_PG_PASSWORD",
+                    "MLFLOW_AUTH_ADMIN_USERNAME",
+                    "MLFLOW_AUTH_ADMIN_PASSWORD",
+                    "MLFLOW_FLASK_SERVER_SECRET_KEY",
+                ),
+                "x",
+            ),
+        )
+    }
     mlflow_env = _compose()["services"]["mlflow"]["environment"]
     for var in ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"):
         assert var in env and var in mlflow_env, var

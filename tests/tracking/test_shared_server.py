@@ -59,13 +59,26 @@ class Shared:
 
     def as_user(self, name: str) -> dict[str, str]:
         """Client environment of user ``name`` (credentials in the environment, never in the URI)."""
-        return {**self.env, "MLFLOW_TRACKING_URI": self.uri, "MLFLOW_TRACKING_USERNAME": name,
-                "MLFLOW_TRACKING_PASSWORD": self.passwords[name]}
+        return {
+            **self.env,
+            "MLFLOW_TRACKING_URI": self.uri,
+            "MLFLOW_TRACKING_USERNAME": name,
+            "MLFLOW_TRACKING_PASSWORD": self.passwords[name],
+        }
 
-    def lgeom(self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def lgeom(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+    ) -> subprocess.CompletedProcess[str]:
         """Run the CLI as its own process; keeps its output for the no-secrets check."""
-        res = subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=cwd or ROOT, env=env or self.env,
-                             capture_output=True, text=True, timeout=timeout, check=False)
+        res = subprocess.run(
+            [sys.executable, "-m", "pipelines.cli", *args],
+            cwd=cwd or ROOT,
+            env=env or self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
         self.outputs += [res.stdout, res.stderr]
         return res
 
@@ -73,7 +86,8 @@ class Shared:
 @pytest.fixture(scope="module")
 def shared() -> Iterator[Shared]:
     """``lgeom up --shared`` once for the module in a temp folder PostgreSQL's user can reach; users
-    alice (EDIT on the experiment), bob (no grant) and carol (READ); always stopped and removed."""
+    alice (EDIT on the experiment), bob (no grant) and carol (READ); always stopped and removed.
+    """
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
@@ -82,9 +96,15 @@ def shared() -> Iterator[Shared]:
     base = Path(tempfile.mkdtemp(prefix="lgeom-shared-"))
     os.chmod(base, 0o711)  # PostgreSQL runs as an unprivileged user when we are root
     state = base / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_TRACKING_", "MLFLOW_S3_", "MLFLOW_AUTH_", "MLFLOW_EXPERIMENT_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("AWS_", "MLFLOW_TRACKING_", "MLFLOW_S3_", "MLFLOW_AUTH_", "MLFLOW_EXPERIMENT_"))
+    }
     env.update(MLFLOW_DISABLE_TELEMETRY="true", PYTHONPATH=str(ROOT), MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false")
-    ctx = Shared(state=state, uri="", env=env, admin=("", ""), passwords={}, experiment=f"shared-{uuid.uuid4().hex[:6]}")
+    ctx = Shared(
+        state=state, uri="", env=env, admin=("", ""), passwords={}, experiment=f"shared-{uuid.uuid4().hex[:6]}"
+    )
     try:
         up = ctx.lgeom("up", "--shared", "--state-dir", str(state), timeout=240)
         assert up.returncode == 0, up.stderr
@@ -101,8 +121,12 @@ def shared() -> Iterator[Shared]:
                 args += ["--permission", perm, "--experiment", ctx.experiment]
             res = ctx.lgeom(*args, env={**env, "LGEOM_USER_PASSWORD": ctx.passwords[name]}, timeout=60)
             assert res.returncode == 0, res.stderr
-        r = requests.get(f"{ctx.uri}/api/2.0/mlflow/experiments/get-by-name", params={"experiment_name": ctx.experiment},
-                         auth=ctx.admin, timeout=10)
+        r = requests.get(
+            f"{ctx.uri}/api/2.0/mlflow/experiments/get-by-name",
+            params={"experiment_name": ctx.experiment},
+            auth=ctx.admin,
+            timeout=10,
+        )
         ctx.experiment_id = r.json()["experiment"]["experiment_id"]
         yield ctx
     finally:
@@ -132,11 +156,25 @@ def _credentials(shared: Shared, user: str) -> Iterator[None]:
 def alice_run(shared: Shared, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """``lgeom train --preset quick-tiny --cell mlp2x16/moons/sgd`` as alice (EDIT) through the server."""
     work = tmp_path_factory.mktemp("alice-train")
-    res = shared.lgeom("train", "--preset", "quick-tiny", "--cell", "mlp2x16/moons/sgd", "--no-progress", f"name={shared.experiment}",
-                       env=shared.as_user("alice"), cwd=work, timeout=400)
+    res = shared.lgeom(
+        "train",
+        "--preset",
+        "quick-tiny",
+        "--cell",
+        "mlp2x16/moons/sgd",
+        "--no-progress",
+        f"name={shared.experiment}",
+        env=shared.as_user("alice"),
+        cwd=work,
+        timeout=400,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
-    runs = requests.post(f"{shared.uri}/api/2.0/mlflow/runs/search", json={"experiment_ids": [shared.experiment_id]},
-                         auth=shared.admin, timeout=10).json()["runs"]
+    runs = requests.post(
+        f"{shared.uri}/api/2.0/mlflow/runs/search",
+        json={"experiment_ids": [shared.experiment_id]},
+        auth=shared.admin,
+        timeout=10,
+    ).json()["runs"]
     assert len(runs) == 1, runs
     run = runs[0]
     from mlflow.tracking import MlflowClient
@@ -145,12 +183,20 @@ def alice_run(shared: Shared, tmp_path_factory: pytest.TempPathFactory) -> dict[
     note.write_text("logged by alice through the proxy\n")
     with _credentials(shared, "alice"):
         MlflowClient(tracking_uri=shared.uri).log_artifact(run["info"]["run_id"], str(note), "notes")
-    return {"run_id": run["info"]["run_id"], "metrics": {m["key"]: m["value"] for m in run["data"]["metrics"]},
-            "artifacts": _artifact_paths(shared, run["info"]["run_id"])}
+    return {
+        "run_id": run["info"]["run_id"],
+        "metrics": {m["key"]: m["value"] for m in run["data"]["metrics"]},
+        "artifacts": _artifact_paths(shared, run["info"]["run_id"]),
+    }
 
 
 def _artifact_paths(shared: Shared, run_id: str, path: str = "") -> list[str]:
-    r = requests.get(f"{shared.uri}/api/2.0/mlflow/artifacts/list", params={"run_id": run_id, "path": path}, auth=shared.admin, timeout=10)
+    r = requests.get(
+        f"{shared.uri}/api/2.0/mlflow/artifacts/list",
+        params={"run_id": run_id, "path": path},
+        auth=shared.admin,
+        timeout=10,
+    )
     assert r.status_code == 200, r.text
     out = []
     for f in r.json().get("files", []):
@@ -161,7 +207,9 @@ def _artifact_paths(shared: Shared, run_id: str, path: str = "") -> list[str]:
 def test_user_with_edit_trains_through_it(shared: Shared, alice_run: dict[str, Any]) -> None:
     assert alice_run["metrics"] and all(isinstance(v, float) for v in alice_run["metrics"].values())
     assert alice_run["artifacts"] == ["notes/hello.txt"]
-    run = requests.get(f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": alice_run["run_id"]}, auth=shared.admin, timeout=10).json()["run"]
+    run = requests.get(
+        f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": alice_run["run_id"]}, auth=shared.admin, timeout=10
+    ).json()["run"]
     assert run["info"]["status"] == "FINISHED" and run["info"]["user_id"] == "alice"
     # the data is in PostgreSQL, not in a sqlite file
     assert not (shared.state / "mlflow.db").exists()
@@ -169,23 +217,45 @@ def test_user_with_edit_trains_through_it(shared: Shared, alice_run: dict[str, A
 
 
 def _log_metric(shared: Shared, user: str, run_id: str) -> requests.Response:
-    return requests.post(f"{shared.uri}/api/2.0/mlflow/runs/log-metric", auth=(user, shared.passwords[user]), timeout=10,
-                         json={"run_id": run_id, "key": "intruder", "value": 1.0, "timestamp": 0, "step": 0})
+    return requests.post(
+        f"{shared.uri}/api/2.0/mlflow/runs/log-metric",
+        auth=(user, shared.passwords[user]),
+        timeout=10,
+        json={"run_id": run_id, "key": "intruder", "value": 1.0, "timestamp": 0, "step": 0},
+    )
 
 
 def test_permissions(shared: Shared, alice_run: dict[str, Any]) -> None:
     run_id = alice_run["run_id"]
     # no credentials / wrong password: 401
-    assert requests.get(f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=10).status_code == 401
-    assert requests.get(f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, auth=("alice", "wrong-password-123"),
-                        timeout=10).status_code == 401
+    assert (
+        requests.get(f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=10).status_code == 401
+    )
+    assert (
+        requests.get(
+            f"{shared.uri}/api/2.0/mlflow/runs/get",
+            params={"run_id": run_id},
+            auth=("alice", "wrong-password-123"),
+            timeout=10,
+        ).status_code
+        == 401
+    )
     # bob has no grant on the experiment: he cannot write to it
     assert _log_metric(shared, "bob", run_id).status_code == 403
-    create = requests.post(f"{shared.uri}/api/2.0/mlflow/runs/create", auth=("bob", shared.passwords["bob"]), timeout=10,
-                           json={"experiment_id": shared.experiment_id})
+    create = requests.post(
+        f"{shared.uri}/api/2.0/mlflow/runs/create",
+        auth=("bob", shared.passwords["bob"]),
+        timeout=10,
+        json={"experiment_id": shared.experiment_id},
+    )
     assert create.status_code == 403
     # carol has READ: reads, cannot write
-    got = requests.get(f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, auth=("carol", shared.passwords["carol"]), timeout=10)
+    got = requests.get(
+        f"{shared.uri}/api/2.0/mlflow/runs/get",
+        params={"run_id": run_id},
+        auth=("carol", shared.passwords["carol"]),
+        timeout=10,
+    )
     assert got.status_code == 200 and got.json()["run"]["info"]["run_id"] == run_id
     assert _log_metric(shared, "carol", run_id).status_code == 403
     # alice (EDIT) may; through MLflow's client too, with credentials from the environment only
@@ -201,10 +271,17 @@ def test_no_password_in_clear(shared: Shared, alice_run: dict[str, Any]) -> None
     from tracking.shared_server import load_or_create_secrets
 
     values = load_or_create_secrets(shared.state, create=False)
-    creds = dict(line.split("=", 1) for line in (shared.state / "credentials.env").read_text().splitlines() if line.startswith("AWS_"))
-    needles = {**{f"user {k}": v for k, v in shared.passwords.items()},
-               "postgres role": values["LGEOM_PG_PASSWORD"], "flask key": values["MLFLOW_FLASK_SERVER_SECRET_KEY"],
-               "s3 secret": creds["AWS_SECRET_ACCESS_KEY"]}
+    creds = dict(
+        line.split("=", 1)
+        for line in (shared.state / "credentials.env").read_text().splitlines()
+        if line.startswith("AWS_")
+    )
+    needles = {
+        **{f"user {k}": v for k, v in shared.passwords.items()},
+        "postgres role": values["LGEOM_PG_PASSWORD"],
+        "flask key": values["MLFLOW_FLASK_SERVER_SECRET_KEY"],
+        "s3 secret": creds["AWS_SECRET_ACCESS_KEY"],
+    }
     assert oct((shared.state / "shared.env").stat().st_mode & 0o777) == "0o600"
     secret_files = {shared.state / "shared.env", shared.state / "credentials.env"}
     scanned = 0
@@ -228,13 +305,17 @@ def test_no_password_in_clear(shared: Shared, alice_run: dict[str, Any]) -> None
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         for what, value in needles.items():
             assert value.encode() not in cmdline, f"{what} on the command line of {pid}"
-    run = requests.get(f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": alice_run["run_id"]}, auth=shared.admin, timeout=10).json()["run"]
+    run = requests.get(
+        f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": alice_run["run_id"]}, auth=shared.admin, timeout=10
+    ).json()["run"]
     logged = " ".join(f"{p['key']}={p['value']}" for p in run["data"].get("params", []) + run["data"].get("tags", []))
     for what, value in needles.items():
         assert value not in logged, f"{what} in params/tags"
 
 
-def test_concurrent_trials_lose_nothing_postgres_vs_sqlite(shared: Shared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_concurrent_trials_lose_nothing_postgres_vs_sqlite(
+    shared: Shared, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from tracking.loadgen import run_load, verify
 
     trials, metrics = 16, 20
@@ -246,10 +327,19 @@ def test_concurrent_trials_lose_nothing_postgres_vs_sqlite(shared: Shared, tmp_p
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
     sqlite_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    lite = run_load(sqlite_uri, "load-sqlite", trials=trials, metrics=metrics, artifact_location=(tmp_path / "artifacts").as_uri(), timeout=300)
+    lite = run_load(
+        sqlite_uri,
+        "load-sqlite",
+        trials=trials,
+        metrics=metrics,
+        artifact_location=(tmp_path / "artifacts").as_uri(),
+        timeout=300,
+    )
     assert verify(sqlite_uri, lite, trials=trials, metrics=metrics) == []
-    print(f"postgres server: {pg.requests_per_s:.0f} req/s p99 {pg.percentile(99) * 1e3:.0f} ms; "
-          f"embedded sqlite: {lite.requests_per_s:.0f} req/s p99 {lite.percentile(99) * 1e3:.0f} ms")
+    print(
+        f"postgres server: {pg.requests_per_s:.0f} req/s p99 {pg.percentile(99) * 1e3:.0f} ms; "
+        f"embedded sqlite: {lite.requests_per_s:.0f} req/s p99 {lite.percentile(99) * 1e3:.0f} ms"
+    )
 
 
 def test_restart_keeps_ports_and_runs(shared: Shared, alice_run: dict[str, Any]) -> None:
@@ -265,13 +355,23 @@ def test_restart_keeps_ports_and_runs(shared: Shared, alice_run: dict[str, Any])
     assert up.returncode == 0, up.stderr
     after = json.loads((shared.state / "stack.json").read_text())
     assert after["ports"] == before["ports"] and after["tracking_uri"] == shared.uri and "postgres" in after["ports"]
-    run = requests.get(f"{shared.uri}/api/2.0/mlflow/runs/get", params={"run_id": alice_run["run_id"]}, auth=("alice", shared.passwords["alice"]),
-                       timeout=10).json()["run"]
+    run = requests.get(
+        f"{shared.uri}/api/2.0/mlflow/runs/get",
+        params={"run_id": alice_run["run_id"]},
+        auth=("alice", shared.passwords["alice"]),
+        timeout=10,
+    ).json()["run"]
     assert {m["key"]: m["value"] for m in run["data"]["metrics"] if m["key"] != "intruder"} == {
-        k: v for k, v in alice_run["metrics"].items() if k != "intruder"}
+        k: v for k, v in alice_run["metrics"].items() if k != "intruder"
+    }
     assert _artifact_paths(shared, alice_run["run_id"]) == alice_run["artifacts"]
     first = alice_run["artifacts"][0]
-    r = requests.get(f"{shared.uri}/get-artifact", params={"run_id": alice_run["run_id"], "path": first}, auth=shared.admin, timeout=30)
+    r = requests.get(
+        f"{shared.uri}/get-artifact",
+        params={"run_id": alice_run["run_id"], "path": first},
+        auth=shared.admin,
+        timeout=30,
+    )
     assert r.status_code == 200 and r.text == "logged by alice through the proxy\n"
     # the users survive too
     assert _log_metric(shared, "carol", alice_run["run_id"]).status_code == 403

@@ -1,5 +1,6 @@
 """The shared server's pieces that need no server: secrets file, permission names, the SCRAM verifier,
-the auth config (no secrets in it) and the check that PostgreSQL's user can reach its data."""
+the auth config (no secrets in it) and the check that PostgreSQL's user can reach its data.
+"""
 
 from __future__ import annotations
 
@@ -44,12 +45,16 @@ def test_auth_config_has_no_secret(tmp_path: Path) -> None:
     assert "postgresql+psycopg2://mlflow@127.0.0.1:5555/mlflow_auth" in text
     assert all(v not in text for k, v in values.items() if k != "MLFLOW_AUTH_ADMIN_USERNAME")
     env = shared_server.server_env(tmp_path, 5555, values)
-    assert env["PGPASSWORD"] == values["LGEOM_PG_PASSWORD"] and env["MLFLOW_AUTH_CONFIG_PATH"].endswith("basic_auth.ini")
+    assert env["PGPASSWORD"] == values["LGEOM_PG_PASSWORD"] and env["MLFLOW_AUTH_CONFIG_PATH"].endswith(
+        "basic_auth.ini"
+    )
 
 
 def test_permission_names() -> None:
     assert shared_server._check_permission("edit") == "EDIT"
-    with pytest.raises(shared_server.SharedServerError, match="expected one of READ, USE, EDIT, MANAGE, NO_PERMISSIONS, got 'WRITE'"):
+    with pytest.raises(
+        shared_server.SharedServerError, match="expected one of READ, USE, EDIT, MANAGE, NO_PERMISSIONS, got 'WRITE'"
+    ):
         shared_server._check_permission("WRITE")
 
 
