@@ -23,6 +23,7 @@ import os
 import platform
 import secrets
 import shutil
+import statistics
 import tempfile
 import uuid
 from pathlib import Path
@@ -31,8 +32,8 @@ from tracking.loadgen import LoadResult, run_load, verify
 
 
 def _row(name: str, results: list[LoadResult], problems: int) -> str:
-    req = sorted(r.requests_per_s for r in results)[len(results) // 2]
-    runs = sorted(r.runs_per_s for r in results)[len(results) // 2]
+    req = statistics.median(r.requests_per_s for r in results)
+    runs = statistics.median(r.runs_per_s for r in results)
     lat = LoadResult(experiment_id="", latencies=[x for r in results for x in r.latencies])
     return (
         f"| {name} | {req:.1f} | {runs:.2f} | {lat.percentile(50) * 1e3:.0f} | {lat.percentile(99) * 1e3:.0f} | "
