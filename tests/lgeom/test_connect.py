@@ -1,0 +1,56 @@
+"""``connect_pair``: every zoo model trains, connects, aligns and is probed end to end on tiny data."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from lgeom.connect import ConnectSpec, connect_pair
+from lgeom.curves import CurveFitSpec
+from lgeom.data import ArrayDataset, fixed_batches
+from lgeom.hessian import top_eigenvalues
+from lgeom.models import build_model
+from lgeom.train import TrainSpec, train
+
+CIFAR = (3, 32, 32)
+
+
+TINY = [
+    ("vgg16", {"width": 2}),
+    ("vgg16", {"width": 2, "batchnorm": True}),
+    ("wideresnet", {"depth": 10, "widen_factor": 1}),
+    ("preresnet", {"depth": 8, "block": "basic"}),
+]
+
+
+def _random_cifar(n: int, seed: int) -> ArrayDataset:
+    gen = torch.Generator().manual_seed(seed)
+    return ArrayDataset(torch.randn(n, *CIFAR, generator=gen), torch.randint(0, 10, (n,), generator=gen), 10, "noise")
+
+
+@pytest.mark.parametrize(("arch", "kw"), TINY, ids=lambda v: str(v))
+def test_zoo_model_trains_connects_aligns_and_probes(arch: str, kw: dict) -> None:
+    train_set, test_set = _random_cifar(16, seed=0), _random_cifar(8, seed=1)
+    ends = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model(arch, num_classes=10, in_shape=CIFAR, **kw)
+        res = train(model, train_set, None, TrainSpec(epochs=2, batch_size=8, lr=0.05, seed=seed), progress=False)
+        assert math.isfinite(res.final["train"].loss)
+        ends.append(res)
+    a, b = ends
+    spec = ConnectSpec(kinds=("bezier",), points=3, align=True, bn_batches=1, bn_batch_size=8, plane=False,
+                       fit=CurveFitSpec(epochs=1, batch_size=8, seed=0), eval_batch_size=16)
+    out = connect_pair(model, a.final_params, b.final_params, a_buffers=a.final_buffers, b_buffers=b.final_buffers,
+                       train=train_set, test=test_set, spec=spec, progress=False)
+    assert set(out.paths) == {"linear", "bezier", "linear_aligned", "bezier_aligned"}
+    metrics = out.metrics()
+    for key in ("linear.test.loss_barrier", "bezier_aligned.test.loss_barrier", "bezier.dist_ac", "align.similarity_after"):
+        assert math.isfinite(metrics[key]), key
+    assert out.alignment is not None and out.alignment.similarity_after >= out.alignment.similarity_before
+    assert any(not torch.equal(p, torch.arange(len(p))) for p in out.alignment.perms.values())
+    batches = fixed_batches(train_set, 8, n_batches=1, seed=0)
+    eig = top_eigenvalues(model, batches, k=1, params=a.final_params, buffers=a.final_buffers, max_iter=8)
+    assert len(eig.values) == 1 and math.isfinite(float(eig.values[0]))
