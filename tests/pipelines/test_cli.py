@@ -14,7 +14,14 @@ import pytest
 from lgeom.data import DatasetNotFoundError
 from lgeom.train import NonFiniteLossError
 from pipelines import cli
-from pipelines.cli import EXIT_BAD_INPUT, EXIT_FAILED, STEPS, build_parser, main, split_overrides
+from pipelines.cli import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    STEPS,
+    build_parser,
+    main,
+    split_overrides,
+)
 from pipelines.config import ConfigError
 from tracking.store import StoreUnavailableError
 
