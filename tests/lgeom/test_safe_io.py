@@ -12,7 +12,13 @@ from typing import Any
 import pytest
 import torch
 
-from lgeom.safe_io import UnsafeFileError, load_plain, plain_problem, save_plain, unique_temp_path
+from lgeom.safe_io import (
+    UnsafeFileError,
+    load_plain,
+    plain_problem,
+    save_plain,
+    unique_temp_path,
+)
 
 
 class _Payload:

@@ -10,7 +10,14 @@ import pandas as pd
 import pytest
 
 from pipelines.cli import main as cli_main
-from pipelines.report import MAIN_METRICS, SECTIONS, _html_page, _slug, present_metrics, with_setting
+from pipelines.report import (
+    MAIN_METRICS,
+    SECTIONS,
+    _html_page,
+    _slug,
+    present_metrics,
+    with_setting,
+)
 
 
 def test_settings_are_cells_without_their_seed_pair() -> None:

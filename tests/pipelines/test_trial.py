@@ -11,7 +11,14 @@ from pathlib import Path
 
 from lgeom import names
 from pipelines.config import expand_matrix, load_config
-from pipelines.trial import HEADLINE, STAGES, StageLog, TrialContext, headline_metrics, work_dir
+from pipelines.trial import (
+    HEADLINE,
+    STAGES,
+    StageLog,
+    TrialContext,
+    headline_metrics,
+    work_dir,
+)
 
 
 def test_stage_log_survives_a_restart(tmp_path: Path) -> None:
