@@ -6,11 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lgeom.hessian import (
-    block_lanczos_eigenvalues,
-    lanczos_eigenvalues,
-    top_eigenvalues,
-)
+from lgeom.hessian import block_lanczos_eigenvalues, lanczos_eigenvalues, top_eigenvalues
 from lgeom.reference import DenseOperator, symmetric_with_spectrum
 from tests.lgeom.cases import CASES, get_case
 
