@@ -262,14 +262,14 @@ def test_model_option_the_builder_lacks_is_reported_with_the_arch_options() -> N
 def test_model_options_are_whatever_the_builder_takes(monkeypatch: pytest.MonkeyPatch) -> None:
     import torch
 
-    from lgeom import models
+    from lgeom.models import registry
 
     def build_toy(*, num_classes: int, in_shape: typing.Sequence[int], hidden: int = 4, scale: float = 1.0) -> torch.nn.Module:
         if hidden > 100:
             raise ValueError(f"toy hidden: expected at most 100 units, got {hidden}")
         return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_shape[0], hidden), torch.nn.Linear(hidden, num_classes))
 
-    monkeypatch.setitem(models._REGISTRY, "toy", build_toy)
+    monkeypatch.setitem(registry._REGISTRY, "toy", build_toy)
     cfg = load_config("quick", ["study.matrix={}", "model={arch: toy, hidden: 8, scale: 2}"])
     assert cfg.model.arch == "toy" and cfg.model.options == {"hidden": 8, "scale": 2.0}
     assert cfg.flat()["model.hidden"] == 8 and cfg.to_dict()["model"] == {"arch": "toy", "hidden": 8, "scale": 2.0}
