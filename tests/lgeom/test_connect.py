@@ -1,4 +1,5 @@
-"""``connect_pair``: every zoo model trains, connects, aligns and is probed end to end on tiny data."""
+"""``connect_pair``: every zoo model trains, connects, aligns and is probed end to end on tiny data; bad input
+(mismatched endpoints, empty data, missing BN statistics, bad specs) is refused."""
 
 from __future__ import annotations
 
@@ -12,11 +13,10 @@ from lgeom.curves import CurveFitSpec
 from lgeom.data import ArrayDataset, fixed_batches
 from lgeom.hessian import top_eigenvalues
 from lgeom.models import build_model
+from lgeom.params import get_params
 from lgeom.train import TrainSpec, train
 
 CIFAR = (3, 32, 32)
-
-
 TINY = [
     ("vgg16", {"width": 2}),
     ("vgg16", {"width": 2, "batchnorm": True}),
@@ -54,3 +54,20 @@ def test_zoo_model_trains_connects_aligns_and_probes(arch: str, kw: dict) -> Non
     batches = fixed_batches(train_set, 8, n_batches=1, seed=0)
     eig = top_eigenvalues(model, batches, k=1, params=a.final_params, buffers=a.final_buffers, max_iter=8)
     assert len(eig.values) == 1 and math.isfinite(float(eig.values[0]))
+
+
+def test_connect_pair_rejects_bad_input() -> None:
+    data = ArrayDataset(torch.randn(8, 2), torch.randint(0, 2, (8,)), 2)
+    empty = ArrayDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 2)
+    model = build_model("mlp", num_classes=2, in_shape=(2,), width=8)
+    a = get_params(model)
+    wider = get_params(build_model("mlp", num_classes=2, in_shape=(2,), width=9))
+    with pytest.raises(ValueError, match=r"parameter 'hidden.0.weight': expected shape \(8, 2\)"):
+        connect_pair(model, a, wider, train=data, test=data, progress=False)
+    with pytest.raises(ValueError, match="test data: expected a non-empty dataset"):
+        connect_pair(model, a, a, train=data, test=empty, progress=False)
+    bn = build_model("cnn", num_classes=2, in_shape=(1, 4, 4), channels=2, batchnorm=True)
+    with pytest.raises(ValueError, match="a_buffers/b_buffers: expected the endpoints' BatchNorm running statistics"):
+        connect_pair(bn, get_params(bn), get_params(bn), train=data, test=data, progress=False)
+    with pytest.raises(ValueError, match=r"invalid ConnectSpec: kinds: expected distinct names.*points: expected an integer >= 2"):
+        ConnectSpec(kinds=("bezier", "spline"), points=1)
