@@ -46,7 +46,7 @@ def test_progress_outside_0_1_is_clamped(schedule: str) -> None:
 def test_cosine_is_monotone_from_one_to_zero() -> None:
     factors = [lr_factor(OptimSpec(schedule="cosine"), i / 20) for i in range(21)]
     assert factors[0] == 1.0 and factors[-1] == pytest.approx(0.0, abs=1e-15)
-    assert all(a > b for a, b in zip(factors, factors[1:]))
+    assert all(a > b for a, b in zip(factors, factors[1:], strict=False))
     assert factors[5] == pytest.approx(0.5 * (1 + math.cos(math.pi / 4)))
 
 

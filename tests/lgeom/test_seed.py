@@ -32,7 +32,7 @@ def test_same_seed_gives_the_same_draws_everywhere() -> None:
     second = _draws(set_seed(7))
     assert first == second
     other = _draws(set_seed(8))
-    assert all(a != b for a, b in zip(first, other))
+    assert all(a != b for a, b in zip(first, other, strict=True))
 
 
 def test_the_returned_generator_is_seeded_like_a_fresh_one() -> None:

@@ -60,4 +60,4 @@ def test_without_a_folder_training_stays_in_memory() -> None:
     model, result, ckpt = train_endpoint(cfg, 0, load_splits(cfg), None, progress=False)
     assert ckpt is None and result.final["test"].acc >= 0
     other, _, _ = train_endpoint(cfg, 1, load_splits(cfg), None, progress=False)
-    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters())), "the seed matters"
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True)), "the seed matters"

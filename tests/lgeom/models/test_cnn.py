@@ -34,5 +34,4 @@ def test_cnn_rejects_flat_inputs() -> None:
     with pytest.raises(ValueError, match=r"cnn in_shape: expected \(channels, height, width\)"):
         build_model("cnn", num_classes=2, in_shape=(2,))
 
-import pytest
 

@@ -47,5 +47,4 @@ def test_forward_stacked_equals_functional_call_per_point(name: str, arch: dict)
     expected = torch.stack([functional_call(model, p, (x,)) for p in points])
     torch.testing.assert_close(model.forward_stacked(stack_points(points), x), expected, rtol=1e-12, atol=1e-12)
 
-import pytest
 

@@ -36,7 +36,6 @@ def test_bad_num_classes_and_shape() -> None:
     with pytest.raises(ValueError, match="in_shape: expected a non-empty shape"):
         build_model("mlp", num_classes=2, in_shape=(0, 3))
 
-import pytest
 
 CIFAR = (3, 32, 32)
 

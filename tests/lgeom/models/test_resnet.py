@@ -42,7 +42,6 @@ def test_preresnet_bad_depth_lists_valid_depths(depth: int) -> None:
 def test_valid_depths_contains_the_study_depths() -> None:
     assert {8, 26, 38, 65, 119} <= set(valid_depths(200))
 
-import pytest
 
 CIFAR = (3, 32, 32)
 
