@@ -81,7 +81,8 @@ class ConfigError(ValueError):
 class ModelConfig:
     """Architecture by registry name plus its options: any keyword option of the architecture's builder
     (``lgeom.models.model_arch_args``), checked against the builder's signature; options not set take the
-    builder's defaults. In YAML the options sit beside ``arch``: ``model: {arch: mlp, depth: 2, width: 16}``."""
+    builder's defaults. In YAML the options sit beside ``arch``: ``model: {arch: mlp, depth: 2, width: 16}``.
+    """
 
     derived_fields: ClassVar[Mapping[str, str]] = {"options": "every key of the section other than arch"}
 
@@ -94,9 +95,12 @@ class DataConfig:
     """Dataset by registry name, its seed (synthetic draw, split, subsets), where its files are, the
     evaluation batch size, plus its options: ``n_train`` / ``n_test`` (samples per split: for synthetic sets
     the sizes drawn, for image sets a seeded subset; unset = the dataset's default / all) and any keyword
-    option of the dataset's builder (``lgeom.data.dataset_options``). In YAML the options sit beside ``name``."""
+    option of the dataset's builder (``lgeom.data.dataset_options``). In YAML the options sit beside ``name``.
+    """
 
-    derived_fields: ClassVar[Mapping[str, str]] = {"options": "every key of the section other than name, root, seed, eval_batch_size"}
+    derived_fields: ClassVar[Mapping[str, str]] = {
+        "options": "every key of the section other than name, root, seed, eval_batch_size"
+    }
 
     name: str = "moons"
     root: str | None = neutral_setting(None, "where the files are read from")
@@ -112,7 +116,11 @@ class DataConfig:
         out = []
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             out.append(Problem("seed", f"expected an integer >= 0, got {self.seed!r}"))
-        if not isinstance(self.eval_batch_size, int) or isinstance(self.eval_batch_size, bool) or self.eval_batch_size <= 0:
+        if (
+            not isinstance(self.eval_batch_size, int)
+            or isinstance(self.eval_batch_size, bool)
+            or self.eval_batch_size <= 0
+        ):
             out.append(Problem("eval_batch_size", f"expected an integer > 0, got {self.eval_batch_size!r}"))
         return out
 
@@ -120,7 +128,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig(TrainSpec):
     """Endpoint training: every setting of :class:`lgeom.train.TrainSpec` (documented, defaulted and checked
-    there) except ``seed``, plus ``seeds``: one endpoint is trained per seed (A, B, ...)."""
+    there) except ``seed``, plus ``seeds``: one endpoint is trained per seed (A, B, ...).
+    """
 
     derived_fields: ClassVar[Mapping[str, str]] = {"seed": "train.seeds (one endpoint per seed)"}
 
@@ -151,7 +160,8 @@ class CurveConfig(ConnectSpec):
     there) whose curve-fitting settings (:class:`lgeom.curves.CurveFitSpec`: optimiser, ``lr``, ``epochs``,
     ``batch_size``, ``t_per_batch`` ...) are keys of this section (``curve.lr``, not ``curve.fit.lr``);
     ``curve.seed`` seeds both the fit (batch order, draws of t) and the rest (evaluation subset, BatchNorm
-    batches, alignment). Pass it to ``lgeom.connect.connect_pair`` as it is."""
+    batches, alignment). Pass it to ``lgeom.connect.connect_pair`` as it is.
+    """
 
     derived_fields: ClassVar[Mapping[str, str]] = {"eval_batch_size": "data.eval_batch_size"}
 
@@ -236,8 +246,10 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict in the YAML's shape (tuples as lists), loadable again by :func:`config_from_dict`."""
-        return {f.name: _section_dict(getattr(self, f.name)) if f.name in SECTIONS else _plain(getattr(self, f.name))
-                for f in fields(self)}
+        return {
+            f.name: _section_dict(getattr(self, f.name)) if f.name in SECTIONS else _plain(getattr(self, f.name))
+            for f in fields(self)
+        }
 
     def flat(self, *, skip: Sequence[str] = ("study", "description")) -> dict[str, Any]:
         """``{"train.lr": 0.05, ...}`` for every key outside ``skip`` sections (MLflow params)."""
@@ -286,7 +298,8 @@ def _plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class SettingKey:
     """One key of a config section: its type and default (from the dataclass field), the attribute paths
-    it sets (several when a nested spec shares the name), and whether it can change results."""
+    it sets (several when a nested spec shares the name), and whether it can change results.
+    """
 
     name: str
     hint: Any
@@ -304,7 +317,8 @@ def _hints(cls: type) -> dict[str, Any]:
 def section_keys(cls: type) -> dict[str, SettingKey]:
     """The keys of a section class, in field order: its dataclass fields, where a field holding a nested spec
     (``ConnectSpec.fit``) contributes that spec's keys instead, and ``derived_fields`` are left out. A name
-    the section shares with a nested spec (``seed``) is one key that sets both."""
+    the section shares with a nested spec (``seed``) is one key that sets both.
+    """
     derived = getattr(cls, "derived_fields", {})
     keys: dict[str, SettingKey] = {}
     for f in fields(cls):
@@ -312,7 +326,9 @@ def section_keys(cls: type) -> dict[str, SettingKey]:
             continue
         tp = _hints(cls)[f.name]
         if dataclasses.is_dataclass(tp):
-            found = [dataclasses.replace(k, paths=tuple((f.name, *p) for p in k.paths)) for k in section_keys(tp).values()]
+            found = [
+                dataclasses.replace(k, paths=tuple((f.name, *p) for p in k.paths)) for k in section_keys(tp).values()
+            ]
         else:
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
             found = [SettingKey(f.name, tp, default, ((f.name,),), changes_results(f))]
@@ -320,7 +336,8 @@ def section_keys(cls: type) -> dict[str, SettingKey]:
             if k.name in keys:
                 have = keys[k.name]
                 keys[k.name] = dataclasses.replace(
-                    have, paths=have.paths + k.paths, changes_results=have.changes_results or k.changes_results)
+                    have, paths=have.paths + k.paths, changes_results=have.changes_results or k.changes_results
+                )
             else:
                 keys[k.name] = k
     return keys
@@ -429,8 +446,9 @@ def _unknown_key(cls: type, prefix: str, key: str) -> str:
     return f"{prefix}.{key}: unknown key, expected one of {', '.join(names)}{hint}"
 
 
-def _read_keys(cls: type, raw: Mapping[str, Any], prefix: str, problems: list[str], *,
-               open_section: bool = False) -> tuple[dict[tuple[str, ...], Any], dict[str, Any]]:
+def _read_keys(
+    cls: type, raw: Mapping[str, Any], prefix: str, problems: list[str], *, open_section: bool = False
+) -> tuple[dict[tuple[str, ...], Any], dict[str, Any]]:
     """Typed values of ``raw`` by attribute path, and (for an open section) the keys that are not fixed."""
     keys = section_keys(cls)
     values: dict[tuple[str, ...], Any] = {}
@@ -451,10 +469,16 @@ def _read_keys(cls: type, raw: Mapping[str, Any], prefix: str, problems: list[st
     return values, rest
 
 
-def _construct(cls: type, values: Mapping[tuple[str, ...], Any], prefix: str, problems: list[str],
-               derived: Mapping[str, Any] | None = None) -> Any:
+def _construct(
+    cls: type,
+    values: Mapping[tuple[str, ...], Any],
+    prefix: str,
+    problems: list[str],
+    derived: Mapping[str, Any] | None = None,
+) -> Any:
     """``cls`` built from typed values (nested specs first). The spec's own problems are reported under
-    ``prefix.<field>``, each once, and the fields they name fall back to their defaults."""
+    ``prefix.<field>``, each once, and the fields they name fall back to their defaults.
+    """
     kwargs: dict[str, Any] = dict(derived or {})
     for f in fields(cls):
         tp = _hints(cls)[f.name]
@@ -488,10 +512,16 @@ def _section(cls: type, raw: Any, prefix: str, problems: list[str], derived: Map
     return _construct(cls, values, prefix, problems, derived)
 
 
-def _typed_options(prefix: str, options: Mapping[str, Any], defaults: Mapping[str, Any] | None,
-                   hints: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+def _typed_options(
+    prefix: str,
+    options: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None,
+    hints: Mapping[str, Any],
+    problems: list[str],
+) -> dict[str, Any]:
     """Options set (not null), each known one checked against the builder's annotation (or its default's
-    type); unknown ones are kept for :func:`validate` to report against the builder's options."""
+    type); unknown ones are kept for :func:`validate` to report against the builder's options.
+    """
     out: dict[str, Any] = {}
     for key, value in options.items():
         if value is None:  # null: the builder's default (a matrix cell unsets a base option this way)
@@ -514,11 +544,16 @@ def _typed_options(prefix: str, options: Mapping[str, Any], defaults: Mapping[st
 
 def data_option_defaults(name: str) -> dict[str, Any]:
     """Options of dataset ``name`` with their defaults: the split sizes every dataset takes (keywords of
-    ``lgeom.data.build_splits``) and the keywords of its builder."""
+    ``lgeom.data.build_splits``) and the keywords of its builder.
+    """
     from lgeom.data import build_splits, dataset_options
 
     sig = inspect.signature(build_splits)
-    sizes = {p.name: p.default for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY and p.name not in ("root", "seed")}
+    sizes = {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.kind == p.KEYWORD_ONLY and p.name not in ("root", "seed")
+    }
     return {**sizes, **dataset_options(name)}
 
 
@@ -578,8 +613,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Conf
     kwargs["model"] = _open_section(ModelConfig, data.get("model") or {}, "model", problems)
     kwargs["data"] = _open_section(DataConfig, data.get("data") or {}, "data", problems)
     kwargs["train"] = _section(TrainConfig, data.get("train") or {}, "train", problems)
-    kwargs["curve"] = _section(CurveConfig, data.get("curve") or {}, "curve", problems,
-                               {"eval_batch_size": kwargs["data"].eval_batch_size})
+    kwargs["curve"] = _section(
+        CurveConfig, data.get("curve") or {}, "curve", problems, {"eval_batch_size": kwargs["data"].eval_batch_size}
+    )
     kwargs["probe"] = _section(ProbeConfig, data.get("probe") or {}, "probe", problems)
     kwargs["study"] = _section(StudyConfig, data.get("study") or {}, "study", problems)
     cfg = Config(**kwargs)
@@ -598,11 +634,14 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
 def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
     """Every problem of ``cfg`` its sections cannot see alone: the model's and dataset's options against their
     builders (and that they build together), the name, the matrix axes and every matrix cell, as messages.
-    (Each section checks its own values when it is constructed.)"""
+    (Each section checks its own values when it is constructed.)
+    """
     problems = _model_and_data_problems(cfg)
     if not isinstance(cfg.name, str) or not _PLAIN_NAME.fullmatch(cfg.name):
-        problems.append(f"name: expected a plain name (letters, digits, '.', '_', '-', '+'; it names a folder under "
-                        f"output_dir), got {cfg.name!r}")
+        problems.append(
+            f"name: expected a plain name (letters, digits, '.', '_', '-', '+'; it names a folder under "
+            f"output_dir), got {cfg.name!r}"
+        )
     problems.extend(_matrix_axis_problems(cfg.study))
     # Cells are checked only once the base config is sound, so each problem is reported once.
     if check_matrix and cfg.study.matrix and not problems:
@@ -628,7 +667,9 @@ def _model_and_data_problems(cfg: Config) -> list[str]:
         try:
             shape = data_shape(dataclasses.replace(d, options=data_options))
         except Exception as err:  # noqa: BLE001 - report the dataset's own message, per option where possible
-            problems.extend(_blame_options("data", data_options, lambda opts: data_shape(dataclasses.replace(d, options=opts)), err))
+            problems.extend(
+                _blame_options("data", data_options, lambda opts: data_shape(dataclasses.replace(d, options=opts)), err)
+            )
     model_problems, model_options = _option_problems("model", m.arch, m.options, available_models())
     problems.extend(model_problems)
     if model_options is not None and shape is not None:
@@ -636,12 +677,20 @@ def _model_and_data_problems(cfg: Config) -> list[str]:
         try:
             _check_model_builds(m.arch, _items(model_options), in_shape, num_classes)
         except Exception as err:  # noqa: BLE001 - report the model's own message, per option where possible
-            problems.extend(_blame_options(
-                "model", model_options, lambda opts: _check_model_builds(m.arch, _items(opts), in_shape, num_classes), err))
+            problems.extend(
+                _blame_options(
+                    "model",
+                    model_options,
+                    lambda opts: _check_model_builds(m.arch, _items(opts), in_shape, num_classes),
+                    err,
+                )
+            )
     return problems
 
 
-def _option_problems(prefix: str, name: str, options: Mapping[str, Any], registered: Sequence[str]) -> tuple[list[str], dict[str, Any] | None]:
+def _option_problems(
+    prefix: str, name: str, options: Mapping[str, Any], registered: Sequence[str]
+) -> tuple[list[str], dict[str, Any] | None]:
     """Problems of a model's or dataset's name and options, and the options its builder takes (None: unknown name)."""
     known = _builder_options(prefix, name)
     if known is None:
@@ -654,7 +703,9 @@ def _option_problems(prefix: str, name: str, options: Mapping[str, Any], registe
 def _not_an_option(prefix: str, key: str, value: Any, owner: str, allowed: Mapping[str, Any]) -> str:
     close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.7)
     hint = f"; did you mean '{prefix}.{close[0]}'?" if close else ""
-    return f"{prefix}.{key}: not an option of {owner} (its options: {', '.join(allowed) or 'none'}{hint}), got {value!r}"
+    return (
+        f"{prefix}.{key}: not an option of {owner} (its options: {', '.join(allowed) or 'none'}{hint}), got {value!r}"
+    )
 
 
 def _items(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -685,7 +736,9 @@ def _blame_options(prefix: str, options: Mapping[str, Any], build: Any, err: Exc
 
 
 @functools.lru_cache(maxsize=256)
-def _check_model_builds(arch: str, options: tuple[tuple[str, Any], ...], in_shape: tuple[int, ...], num_classes: int) -> None:
+def _check_model_builds(
+    arch: str, options: tuple[tuple[str, Any], ...], in_shape: tuple[int, ...], num_classes: int
+) -> None:
     from lgeom.models import build_model
 
     build_model(arch, num_classes=num_classes, in_shape=in_shape, **dict(options))
@@ -698,8 +751,12 @@ def data_shape(d: DataConfig) -> tuple[tuple[int, ...], int]:
 
 @functools.lru_cache(maxsize=256)
 def _data_shape(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> tuple[tuple[int, ...], int]:
-    known = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
-             "cifar100": ((3, 32, 32), 100)}
+    known = {
+        "mnist": ((1, 28, 28), 10),
+        "fashion-mnist": ((1, 28, 28), 10),
+        "cifar10": ((3, 32, 32), 10),
+        "cifar100": ((3, 32, 32), 100),
+    }
     if name in known:
         return known[name]
     from lgeom.data import build_dataset, dataset_options
@@ -720,7 +777,9 @@ def _matrix_axis_problems(s: StudyConfig) -> list[str]:
         if key in SECTIONS and key != "study":
             # A section axis: each value is a mapping of several keys that vary together.
             if not isinstance(values, list) or not values or not all(isinstance(v, dict) for v in values):
-                out.append(f"study.matrix.{key}: expected a non-empty list of mappings of {key} settings, got {values!r}")
+                out.append(
+                    f"study.matrix.{key}: expected a non-empty list of mappings of {key} settings, got {values!r}"
+                )
             continue
         if key not in leaf_keys or key.startswith("study."):
             close = difflib.get_close_matches(key, sorted(leaf_keys), n=1)
@@ -754,7 +813,8 @@ def _leaf_keys(models: tuple[str, ...], datasets: tuple[str, ...]) -> frozenset[
 def result_settings(cfg: Config) -> dict[str, Any]:
     """Every setting of ``cfg`` that can change results, as ``{dotted key: value}``: all keys but those
     marked neutral (:func:`lgeom.specs.neutral_setting`) and the study section. Model and data options
-    always count (the registries do not mark them)."""
+    always count (the registries do not mark them).
+    """
     out: dict[str, Any] = {}
     top_fields = {f.name: f for f in fields(Config)}
     for top, value in cfg.to_dict().items():
@@ -768,15 +828,20 @@ def result_settings(cfg: Config) -> dict[str, Any]:
     return out
 
 
-def config_hash(cfg: Config | Mapping[str, Any], *, sections: Collection[str] | None = None,
-                leave_out: Collection[str] = ()) -> str:
+def config_hash(
+    cfg: Config | Mapping[str, Any], *, sections: Collection[str] | None = None, leave_out: Collection[str] = ()
+) -> str:
     """Stable 16-hex-digit hash of the settings that change results (:func:`result_settings`), of every
     section or only of ``sections``, without the dotted keys in ``leave_out`` (an endpoint's key hashes
-    :data:`ENDPOINT_SECTIONS` without ``train.seeds``, see ``pipelines.common.endpoint_key``)."""
+    :data:`ENDPOINT_SECTIONS` without ``train.seeds``, see ``pipelines.common.endpoint_key``).
+    """
     if not isinstance(cfg, Config):
         cfg = config_from_dict(cfg)
-    settings = {k: v for k, v in result_settings(cfg).items()
-                if (sections is None or k.split(".", 1)[0] in sections) and k not in leave_out}
+    settings = {
+        k: v
+        for k, v in result_settings(cfg).items()
+        if (sections is None or k.split(".", 1)[0] in sections) and k not in leave_out
+    }
     blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -794,7 +859,9 @@ def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
     if not path.suffix:
         path = PRESET_DIR / f"{preset}.yaml"
     if not path.exists():
-        raise ConfigError([f"preset: expected one of {', '.join(available_presets())} or a YAML file, got {str(preset)!r}"])
+        raise ConfigError(
+            [f"preset: expected one of {', '.join(available_presets())} or a YAML file, got {str(preset)!r}"]
+        )
     if not path.is_file():
         raise ConfigError([f"preset {path}: expected a YAML file, got a folder"])
     if str(path.resolve()) in seen:
@@ -802,8 +869,12 @@ def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        byte = err.object[err.start:err.start + 1]
-        raise ConfigError([f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 (byte {err.start}: {byte!r})"]) from None
+        byte = err.object[err.start : err.start + 1]
+        raise ConfigError(
+            [
+                f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 (byte {err.start}: {byte!r})"
+            ]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -842,7 +913,8 @@ def _yaml_reason(err: yaml.YAMLError) -> str:
 
 def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """``["train.lr=0.05", ...]`` -> ``({"train.lr": 0.05}, problems)``; values are parsed as YAML, and a value
-    that is not valid YAML is a problem naming the override (it is left out)."""
+    that is not valid YAML is a problem naming the override (it is left out).
+    """
     out: dict[str, Any] = {}
     problems: list[str] = []
     for item in overrides:
@@ -854,8 +926,10 @@ def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
-            problems.append(f"override {item!r}: expected a YAML value, got malformed YAML ({_yaml_reason(err)}); "
-                            f"quote a string value, e.g. {key}='\"...\"'")
+            problems.append(
+                f"override {item!r}: expected a YAML value, got malformed YAML ({_yaml_reason(err)}); "
+                f"quote a string value, e.g. {key}='\"...\"'"
+            )
             continue
         out[key] = value
     return out, problems
@@ -863,7 +937,7 @@ def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any, problems: list[str]) -> None:
     if key.startswith("study.matrix."):
-        data.setdefault("study", {}).setdefault("matrix", {})[key[len("study.matrix."):]] = value
+        data.setdefault("study", {}).setdefault("matrix", {})[key[len("study.matrix.") :]] = value
         return
     parts = key.split(".")
     if len(parts) > 2 or not all(parts):
@@ -888,7 +962,8 @@ def _flow(value: Any) -> str:
 def _shadowed_overrides(overrides: Mapping[str, Any], matrix: Any) -> list[str]:
     """Every override of a key that a ``study.matrix`` axis also sets: the axis value would win in the cells
     it sets, so the override would silently not apply. Each problem names the axis and the override of
-    the axis that does what the user asked."""
+    the axis that does what the user asked.
+    """
     if not isinstance(matrix, Mapping):
         return []
     out = []
@@ -905,7 +980,7 @@ def _shadowed_overrides(overrides: Mapping[str, Any], matrix: Any) -> list[str]:
                     fix = f"study.matrix.{axis}={_flow([leaf_value])}"
                     where = "every cell"
                 elif axis in SECTIONS and leaf.startswith(f"{axis}.") and isinstance(axis_values, list):
-                    sub = leaf[len(axis) + 1:]
+                    sub = leaf[len(axis) + 1 :]
                     setting = [isinstance(v, Mapping) and sub in v for v in axis_values]
                     if not any(setting):
                         continue
@@ -913,8 +988,10 @@ def _shadowed_overrides(overrides: Mapping[str, Any], matrix: Any) -> list[str]:
                     where = "every cell" if all(setting) else "the cells whose axis value sets it"
                 else:
                     continue
-                out.append(f"override {leaf}={_flow(leaf_value)}: expected a key that no study.matrix axis sets, got one "
-                           f"that axis '{axis}' sets (its value would win in {where}); change the axis instead: {shlex.quote(fix)}")
+                out.append(
+                    f"override {leaf}={_flow(leaf_value)}: expected a key that no study.matrix axis sets, got one "
+                    f"that axis '{axis}' sets (its value would win in {where}); change the axis instead: {shlex.quote(fix)}"
+                )
     return out
 
 
@@ -948,7 +1025,8 @@ def load_config(preset: str | Path, overrides: Sequence[str] | Mapping[str, Any]
 
 def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
     """A validated copy of ``cfg`` with dotted keys set to new values (no matrix rule: a program changing
-    a config knows which cells it builds)."""
+    a config knows which cells it builds).
+    """
     data = cfg.to_dict()
     problems: list[str] = []
     for key, value in overrides.items():
@@ -977,7 +1055,8 @@ _LABEL_WIDTHS = ("width", "widen_factor")
 
 def model_label(m: ModelConfig) -> str:
     """Short architecture label, e.g. ``preresnet8``, ``mlp2x64``, ``cnn16``, ``resmlp2x64``, ``wideresnet16x4``:
-    the arch, its size option and ``x`` its width option (builder defaults where not set)."""
+    the arch, its size option and ``x`` its width option (builder defaults where not set).
+    """
     from lgeom.models import model_arch_args
 
     defaults = {k: v for k, v in model_arch_args(m.arch).items() if v is not inspect.Parameter.empty}
@@ -1010,7 +1089,8 @@ def _axis_part(key: str, value: Any) -> str:
 
 def cell_name(cfg: Config, axes: Mapping[str, Any]) -> str:
     """``<model>/<dataset>/<optimizer>`` plus ``key=value`` for every other axis, e.g.
-    ``mlp2x64/moons/sgd/activation=tanh``."""
+    ``mlp2x64/moons/sgd/activation=tanh``.
+    """
     return "/".join(part for _, part in _cell_name_parts(cfg, axes))
 
 
@@ -1054,8 +1134,11 @@ def expand_matrix(cfg: Config) -> list[Cell]:
         except ConfigError as err:
             problems.extend(f"study.matrix cell {values}: {p}" for p in err.problems)
             continue
-        bad = [f"study.matrix cell {values}: {what}: {p}" for what, part in _cell_name_parts(cell_cfg, values)
-               if (p := _folder_name_problem(part))]
+        bad = [
+            f"study.matrix cell {values}: {what}: {p}"
+            for what, part in _cell_name_parts(cell_cfg, values)
+            if (p := _folder_name_problem(part))
+        ]
         if bad:
             problems.extend(bad)
             continue

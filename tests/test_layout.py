@@ -69,14 +69,22 @@ def sources_named_by(test: Path) -> list[Path]:
 
 
 def test_every_source_module_has_its_test_module() -> None:
-    missing = [f"{m} -> {expected_tests(m)[0]}" for m in _source_modules()
-               if str(m) not in NO_LOGIC and m.name != "__main__.py" and not any((ROOT / t).is_file() for t in expected_tests(m))]
+    missing = [
+        f"{m} -> {expected_tests(m)[0]}"
+        for m in _source_modules()
+        if str(m) not in NO_LOGIC
+        and m.name != "__main__.py"
+        and not any((ROOT / t).is_file() for t in expected_tests(m))
+    ]
     assert not missing, "source modules without their test module:\n  " + "\n  ".join(missing)
 
 
 def test_every_test_module_names_an_existing_source() -> None:
-    orphans = [str(t) for t in _test_modules()
-               if str(t) not in NON_MODULE_SOURCES and not any((ROOT / s).is_file() for s in sources_named_by(t))]
+    orphans = [
+        str(t)
+        for t in _test_modules()
+        if str(t) not in NON_MODULE_SOURCES and not any((ROOT / s).is_file() for s in sources_named_by(t))
+    ]
     assert not orphans, "test modules that name no source module (rename or move them):\n  " + "\n  ".join(orphans)
 
 

@@ -170,7 +170,8 @@ def block_layout(depth: int, block: str = "auto") -> tuple[type[nn.Module], int]
 @register_model("preresnet")
 def build_preresnet(*, num_classes: int, in_shape: Sequence[int], depth: int = 8, block: str = "auto") -> PreResNet:
     """Pre-activation CIFAR ResNet of the given depth for ``(channels, H, W)`` inputs; ``block`` as in
-    :func:`block_layout` (``depth=110, block="basic"`` is He et al.'s PreResNet-110)."""
+    :func:`block_layout` (``depth=110, block="basic"`` is He et al.'s PreResNet-110).
+    """
     block_layout(depth, block)
     if len(in_shape) != 3:
         raise expected("preresnet in_shape", "(channels, height, width)", tuple(in_shape))

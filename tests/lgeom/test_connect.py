@@ -1,5 +1,6 @@
 """``connect_pair``: every zoo model trains, connects, aligns and is probed end to end on tiny data; bad input
-(mismatched endpoints, empty data, missing BN statistics, bad specs) is refused."""
+(mismatched endpoints, empty data, missing BN statistics, bad specs) is refused.
+"""
 
 from __future__ import annotations
 
@@ -41,13 +42,35 @@ def test_zoo_model_trains_connects_aligns_and_probes(arch: str, kw: dict) -> Non
         assert math.isfinite(res.final["train"].loss)
         ends.append(res)
     a, b = ends
-    spec = ConnectSpec(kinds=("bezier",), points=3, align=True, bn_batches=1, bn_batch_size=8, plane=False,
-                       fit=CurveFitSpec(epochs=1, batch_size=8, seed=0), eval_batch_size=16)
-    out = connect_pair(model, a.final_params, b.final_params, a_buffers=a.final_buffers, b_buffers=b.final_buffers,
-                       train=train_set, test=test_set, spec=spec, progress=False)
+    spec = ConnectSpec(
+        kinds=("bezier",),
+        points=3,
+        align=True,
+        bn_batches=1,
+        bn_batch_size=8,
+        plane=False,
+        fit=CurveFitSpec(epochs=1, batch_size=8, seed=0),
+        eval_batch_size=16,
+    )
+    out = connect_pair(
+        model,
+        a.final_params,
+        b.final_params,
+        a_buffers=a.final_buffers,
+        b_buffers=b.final_buffers,
+        train=train_set,
+        test=test_set,
+        spec=spec,
+        progress=False,
+    )
     assert set(out.paths) == {"linear", "bezier", "linear_aligned", "bezier_aligned"}
     metrics = out.metrics()
-    for key in ("linear.test.loss_barrier", "bezier_aligned.test.loss_barrier", "bezier.dist_ac", "align.similarity_after"):
+    for key in (
+        "linear.test.loss_barrier",
+        "bezier_aligned.test.loss_barrier",
+        "bezier.dist_ac",
+        "align.similarity_after",
+    ):
         assert math.isfinite(metrics[key]), key
     assert out.alignment is not None and out.alignment.similarity_after >= out.alignment.similarity_before
     assert any(not torch.equal(p, torch.arange(len(p))) for p in out.alignment.perms.values())
@@ -69,5 +92,7 @@ def test_connect_pair_rejects_bad_input() -> None:
     bn = build_model("cnn", num_classes=2, in_shape=(1, 4, 4), channels=2, batchnorm=True)
     with pytest.raises(ValueError, match="a_buffers/b_buffers: expected the endpoints' BatchNorm running statistics"):
         connect_pair(bn, get_params(bn), get_params(bn), train=data, test=data, progress=False)
-    with pytest.raises(ValueError, match=r"invalid ConnectSpec: kinds: expected distinct names.*points: expected an integer >= 2"):
+    with pytest.raises(
+        ValueError, match=r"invalid ConnectSpec: kinds: expected distinct names.*points: expected an integer >= 2"
+    ):
         ConnectSpec(kinds=("bezier", "spline"), points=1)

@@ -15,7 +15,9 @@ def test_device_resolution() -> None:
     with pytest.raises(ValueError, match="device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match=r"device: expected 'auto' or 'cpu' \(no CUDA device is available here\), got 'cuda:0'"):
+        with pytest.raises(
+            ValueError, match=r"device: expected 'auto' or 'cpu' \(no CUDA device is available here\), got 'cuda:0'"
+        ):
             resolve_device("cuda:0")
 
 

@@ -1,5 +1,6 @@
 """Optimisers and learning-rate schedules: the factor at known points of training, the optimiser each name
-builds, the weight-decay override, setting the rate, and bad values reported together."""
+builds, the weight-decay override, setting the rate, and bad values reported together.
+"""
 
 from __future__ import annotations
 
@@ -75,7 +76,7 @@ def test_weight_decay_override_and_nesterov_only_with_momentum() -> None:
 def test_sgd_step_matches_the_update_rule() -> None:
     w = torch.tensor([1.0, -2.0], requires_grad=True)
     opt = build_optimizer([w], OptimSpec(lr=0.1, momentum=0.0))
-    (w ** 2).sum().backward()  # gradient 2w
+    (w**2).sum().backward()  # gradient 2w
     opt.step()
     torch.testing.assert_close(w.detach(), torch.tensor([0.8, -1.6]))
 

@@ -1,5 +1,6 @@
 """Progress events: callbacks get every event in order, the tqdm bar follows start/step/epoch/end and
-ignores events before its start, and a bar is added only when asked for."""
+ignores events before its start, and a bar is added only when asked for.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +14,14 @@ def test_emit_sends_each_event_to_every_callback_in_order() -> None:
     callbacks = [lambda e: seen.append(("first", e.kind, e.step)), lambda e: seen.append(("second", e.kind, e.step))]
     for event in (ProgressEvent("t", "start", 0, total=2), ProgressEvent("t", "step", 1), ProgressEvent("t", "end", 2)):
         emit(callbacks, event)
-    assert seen == [("first", "start", 0), ("second", "start", 0), ("first", "step", 1), ("second", "step", 1),
-                    ("first", "end", 2), ("second", "end", 2)]
+    assert seen == [
+        ("first", "start", 0),
+        ("second", "start", 0),
+        ("first", "step", 1),
+        ("second", "step", 1),
+        ("first", "end", 2),
+        ("second", "end", 2),
+    ]
 
 
 def test_event_defaults() -> None:

@@ -1,5 +1,6 @@
 """Plain-data torch files: a round trip, what counts as plain, crafted and broken files refused without
-running anything (a payload that would create a marker file never does), unique temporary names."""
+running anything (a payload that would create a marker file never does), unique temporary names.
+"""
 
 from __future__ import annotations
 
@@ -37,13 +38,20 @@ class _Custom:
 
 def test_round_trip_of_plain_data(tmp_path: Path) -> None:
     gen = torch.Generator().manual_seed(0)
-    obj = {"params": {"w": torch.randn(3, 2, generator=gen)}, "steps": [1, 2.5, "x", None, True], "shape": torch.Size([3, 2]),
-           "pairs": (0, 1), 7: collections.OrderedDict(b=torch.arange(3))}
+    obj = {
+        "params": {"w": torch.randn(3, 2, generator=gen)},
+        "steps": [1, 2.5, "x", None, True],
+        "shape": torch.Size([3, 2]),
+        "pairs": (0, 1),
+        7: collections.OrderedDict(b=torch.arange(3)),
+    }
     path = save_plain(obj, tmp_path / "nested" / "f.pt")
     assert path == tmp_path / "nested" / "f.pt"
     back = load_plain(path, "test file")
     assert torch.equal(back["params"]["w"], obj["params"]["w"]) and back["steps"] == obj["steps"]
-    assert back["shape"] == torch.Size([3, 2]) and back["pairs"] == (0, 1) and torch.equal(back[7]["b"], torch.arange(3))
+    assert (
+        back["shape"] == torch.Size([3, 2]) and back["pairs"] == (0, 1) and torch.equal(back[7]["b"], torch.arange(3))
+    )
     assert os.listdir(path.parent) == ["f.pt"], "no temporary file is left behind"
 
 
@@ -69,8 +77,11 @@ def test_a_crafted_pickle_is_refused_and_its_payload_never_runs(tmp_path: Path, 
         bad.write_bytes(pickle.dumps(obj, protocol=2))
     else:
         torch.save(obj, bad)
-    with pytest.raises(UnsafeFileError, match=rf"checkpoint: expected a torch file of plain data .*got {bad}, which refers to "
-                                              r"the Python object posix.system \(code or a class, not data\); it was not loaded") as err:
+    with pytest.raises(
+        UnsafeFileError,
+        match=rf"checkpoint: expected a torch file of plain data .*got {bad}, which refers to "
+        r"the Python object posix.system \(code or a class, not data\); it was not loaded",
+    ) as err:
         load_plain(bad, "checkpoint")
     assert err.value.path == bad and isinstance(err.value, ValueError)
     assert not marker.exists(), "the payload ran"
@@ -79,15 +90,21 @@ def test_a_crafted_pickle_is_refused_and_its_payload_never_runs(tmp_path: Path, 
 def test_an_object_of_a_class_is_refused(tmp_path: Path) -> None:
     bad = tmp_path / "obj.pt"
     torch.save({"x": _Custom()}, bad)
-    with pytest.raises(UnsafeFileError, match=r"curve: expected a curve, got .*obj.pt, which refers to the Python object "
-                                              r"tests.lgeom.test_safe_io._Custom"):
+    with pytest.raises(
+        UnsafeFileError,
+        match=r"curve: expected a curve, got .*obj.pt, which refers to the Python object "
+        r"tests.lgeom.test_safe_io._Custom",
+    ):
         load_plain(bad, "curve", "a curve")
 
 
 @pytest.mark.parametrize(
     ("content", "reason"),
-    [(b"", "is empty"), (b"hello, not torch", r"is not a torch file \(neither a zip archive nor a pickle\)"),
-     (b"PK\x03\x04broken zip", "is not a readable torch file")],
+    [
+        (b"", "is empty"),
+        (b"hello, not torch", r"is not a torch file \(neither a zip archive nor a pickle\)"),
+        (b"PK\x03\x04broken zip", "is not a readable torch file"),
+    ],
 )
 def test_files_that_are_not_torch_files_are_refused(tmp_path: Path, content: bytes, reason: str) -> None:
     bad = tmp_path / "x.pt"
@@ -97,7 +114,9 @@ def test_files_that_are_not_torch_files_are_refused(tmp_path: Path, content: byt
 
 
 def test_a_missing_file_is_file_not_found(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=f"ckpt: expected a torch file of plain data .* at {tmp_path / 'no.pt'}, got nothing"):
+    with pytest.raises(
+        FileNotFoundError, match=f"ckpt: expected a torch file of plain data .* at {tmp_path / 'no.pt'}, got nothing"
+    ):
         load_plain(tmp_path / "no.pt", "ckpt")
 
 

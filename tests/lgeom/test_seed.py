@@ -1,5 +1,6 @@
 """Seeding: the same seed gives the same draws from Python, NumPy and PyTorch and the generator it
-returns; another seed gives others; bad seeds are refused."""
+returns; another seed gives others; bad seeds are refused.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +17,12 @@ from lgeom.seed import make_generator, set_seed
 @pytest.fixture(autouse=True)
 def _restore_determinism() -> Iterator[None]:
     """``set_seed`` switches deterministic algorithms on for the process; put back what was there."""
-    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
-              torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic)
+    before = (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     yield
     torch.use_deterministic_algorithms(before[0], warn_only=before[1])
     torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before[2], before[3]

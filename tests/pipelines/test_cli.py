@@ -1,6 +1,7 @@
 """The ``lgeom`` command: overrides split like ``mlflow run`` passes them, the parser lists every step with
 its options, and each kind of error becomes its exit status with a one-line message (a step module made
-here raises it; nothing else is replaced)."""
+here raises it; nothing else is replaced).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +34,10 @@ from tracking.store import StoreUnavailableError
         (["train.epochs=5"], ["train.epochs=5"]),
         (["train.epochs=5 train.lr=0.1", "name=x"], ["train.epochs=5", "train.lr=0.1", "name=x"]),
         (["  a=1   b.c=2  "], ["a=1", "b.c=2"]),
-        (['study.matrix={"model.width": [16, 64]} train.lr=0.1'], ['study.matrix={"model.width": [16, 64]}', "train.lr=0.1"]),
+        (
+            ['study.matrix={"model.width": [16, 64]} train.lr=0.1'],
+            ['study.matrix={"model.width": [16, 64]}', "train.lr=0.1"],
+        ),
         (["train.seeds=[0, 1]"], ["train.seeds=[0, 1]"]),
         (["name='a b' x=1"], ["name='a b'", "x=1"]),
         ([""], []),
@@ -55,7 +59,12 @@ def test_the_parser_lists_every_step_and_preset_steps_take_preset_cell_and_overr
         options = {o for a in subs[step]._actions for o in a.option_strings}
         assert ({"--preset", "--cell", "--no-progress"} <= options) is takes_preset, step
     args = build_parser().parse_args(["train", "--cell", "mlp2x16/moons/sgd", "train.epochs=1", "name=x"])
-    assert (args.step, args.preset, args.cell, args.overrides) == ("train", "quick", "mlp2x16/moons/sgd", ["train.epochs=1", "name=x"])
+    assert (args.step, args.preset, args.cell, args.overrides) == (
+        "train",
+        "quick",
+        "mlp2x16/moons/sgd",
+        ["train.epochs=1", "name=x"],
+    )
 
 
 def test_no_step_prints_help_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,8 +99,9 @@ def _raiser(error: BaseException) -> Callable[..., int]:
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None,
 )
-def test_errors_become_exit_statuses_with_their_message(error: BaseException, status: int, prefix: str,
-                                                        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_errors_become_exit_statuses_with_their_message(
+    error: BaseException, status: int, prefix: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     module = types.ModuleType("lgeom_test_boom_step")
     module.cli = _raiser(error)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module.__name__, module)

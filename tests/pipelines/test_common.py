@@ -1,6 +1,7 @@
 """What every step shares: the configured splits and model, the cell folder, and an endpoint trained
 with its checkpoints under the endpoint key (reloaded, not retrained, on a second call). How the endpoint
-key follows the settings is tested with the config, in ``test_config.py``."""
+key follows the settings is tested with the config, in ``test_config.py``.
+"""
 
 from __future__ import annotations
 
@@ -60,4 +61,6 @@ def test_without_a_folder_training_stays_in_memory() -> None:
     model, result, ckpt = train_endpoint(cfg, 0, load_splits(cfg), None, progress=False)
     assert ckpt is None and result.final["test"].acc >= 0
     other, _, _ = train_endpoint(cfg, 1, load_splits(cfg), None, progress=False)
-    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True)), "the seed matters"
+    assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True)), (
+        "the seed matters"
+    )

@@ -1,6 +1,7 @@
 """Config: presets, overrides, every error reported at once, the matrix, the config hash; sections that are the
 lgeom specs they configure; model and data options checked against their builders; overrides that a matrix
-axis would shadow; unreadable presets and malformed overrides; names that must stay inside output_dir."""
+axis would shadow; unreadable presets and malformed overrides; names that must stay inside output_dir.
+"""
 
 from __future__ import annotations
 
@@ -46,7 +47,12 @@ def test_every_preset_loads_and_has_a_tiny_variant() -> None:
 def test_quick_matrix_expands_to_named_cells() -> None:
     cfg = load_config("quick")
     cells = expand_matrix(cfg)
-    assert [c.name for c in cells] == ["mlp2x16/moons/sgd", "mlp2x16/moons/adam", "mlp2x64/moons/sgd", "mlp2x64/moons/adam"]
+    assert [c.name for c in cells] == [
+        "mlp2x16/moons/sgd",
+        "mlp2x16/moons/adam",
+        "mlp2x64/moons/sgd",
+        "mlp2x64/moons/adam",
+    ]
     adam = cells[1].config
     assert adam.train.optimizer == "adam" and adam.train.lr == 0.005 and adam.model.options["width"] == 16
     assert cells[0].config.study == cfg.study
@@ -55,8 +61,17 @@ def test_quick_matrix_expands_to_named_cells() -> None:
 
 def test_overrides_are_typed_and_yaml_parsed() -> None:
     # study.matrix={}: quick's axes set train.lr and model.width (an override of an axis' key is refused)
-    cfg = load_config("quick", ["study.matrix={}", "train.lr=1e-3", "train.seeds=[3, 4, 5]", "model.width=8", "curve.align=false",
-                                "data.root=null"])
+    cfg = load_config(
+        "quick",
+        [
+            "study.matrix={}",
+            "train.lr=1e-3",
+            "train.seeds=[3, 4, 5]",
+            "model.width=8",
+            "curve.align=false",
+            "data.root=null",
+        ],
+    )
     assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)
     assert cfg.train.seeds == (3, 4, 5)
     assert cfg.model.options["width"] == 8 and cfg.curve.align is False
@@ -100,7 +115,10 @@ def test_every_bad_model_option_is_reported() -> None:
     assert any(p.startswith("model.depth:") and "got -1" in p for p in problems)
     # an unknown option does not hide a bad value of a known one
     with pytest.raises(ConfigError) as err:
-        load_config("quick", ["study.matrix={}", "model.arch=preresnet", "model.depth=9", "model.width=null", "model.channels=4"])
+        load_config(
+            "quick",
+            ["study.matrix={}", "model.arch=preresnet", "model.depth=9", "model.width=null", "model.channels=4"],
+        )
     problems = err.value.problems
     assert any(p.startswith("model.channels: not an option of preresnet") for p in problems)
     assert any(p.startswith("model.depth: preresnet depth") and "got 9" in p for p in problems)
@@ -109,9 +127,21 @@ def test_every_bad_model_option_is_reported() -> None:
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.arch=preresnet", "model.depth=10", "model.width=null", "model.activation=null", "data.name=cifar10", "data.noise=null"],
-         "preresnet depth: expected 6n+2 below 44 or 9n+2 from 44 up"),
-        (["model.arch=vit"], "model.arch: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet, got 'vit'"),
+        (
+            [
+                "model.arch=preresnet",
+                "model.depth=10",
+                "model.width=null",
+                "model.activation=null",
+                "data.name=cifar10",
+                "data.noise=null",
+            ],
+            "preresnet depth: expected 6n+2 below 44 or 9n+2 from 44 up",
+        ),
+        (
+            ["model.arch=vit"],
+            "model.arch: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet, got 'vit'",
+        ),
         (["data.name=imagenet"], "data.name: expected one of"),
         (["data.centers=3"], "data.centers: not an option of moons"),
         (["train.optimizer=rmsprop"], "train.optimizer: expected one of sgd, adam, adamw, got 'rmsprop'"),
@@ -170,23 +200,31 @@ def test_config_roundtrip_and_hash() -> None:
     assert flat["train.lr"] == 0.05 and flat["model.arch"] == "mlp" and "study.cpu" not in flat
 
 
-
 # --- one source of truth: the sections are the specs ---------------------------------------------------
 
 
 def _spec_defaults(spec: type) -> dict[str, object]:
-    return {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default) for f in dataclasses.fields(spec)}
+    return {
+        f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(spec)
+    }
 
 
 @pytest.mark.parametrize(
     ("section", "specs", "not_keys"),
     [
         (TrainConfig, [TrainSpec], {"seed"}),  # one endpoint per value of train.seeds instead
-        (CurveConfig, [ConnectSpec, CurveFitSpec], {"fit", "eval_batch_size"}),  # fit's keys lifted; batch size from data
+        (
+            CurveConfig,
+            [ConnectSpec, CurveFitSpec],
+            {"fit", "eval_batch_size"},
+        ),  # fit's keys lifted; batch size from data
         (ProbeConfig, [ProbeSettings], set()),
     ],
 )
-def test_section_keys_are_the_spec_fields_with_the_spec_defaults(section: type, specs: list[type], not_keys: set[str]) -> None:
+def test_section_keys_are_the_spec_fields_with_the_spec_defaults(
+    section: type, specs: list[type], not_keys: set[str]
+) -> None:
     keys = section_keys(section)
     assert issubclass(section, specs[0])
     for spec in specs:
@@ -229,11 +267,23 @@ def test_spec_problems_come_as_field_message_pairs_reported_under_their_keys() -
     with pytest.raises(SpecError) as err:
         TrainSpec(lr=-1.0, epochs=0)
     assert [(p.field, p.message) for p in err.value.problems] == [
-        ("lr", "expected a finite number > 0, got -1.0"), ("epochs", "expected an integer > 0, got 0")]
+        ("lr", "expected a finite number > 0, got -1.0"),
+        ("epochs", "expected an integer > 0, got 0"),
+    ]
     assert isinstance(err.value.problems[0], Problem) and str(err.value).startswith("invalid TrainSpec: lr: expected")
     with pytest.raises(ConfigError) as cfg_err:
-        load_config("quick-tiny", ["train.betas=[0.9, 1.5]", "curve.t_per_batch=0", "curve.seed=-1", "probe.samples=0",
-                                   "train.seeds=[]", "train.seed=3", "curve.eval_batch_size=8"])
+        load_config(
+            "quick-tiny",
+            [
+                "train.betas=[0.9, 1.5]",
+                "curve.t_per_batch=0",
+                "curve.seed=-1",
+                "probe.samples=0",
+                "train.seeds=[]",
+                "train.seed=3",
+                "curve.eval_batch_size=8",
+            ],
+        )
     problems = cfg_err.value.problems
     assert "train.betas: expected two numbers in [0, 1), got (0.9, 1.5)" in problems
     assert "curve.t_per_batch: expected an integer > 0, got 0" in problems
@@ -241,7 +291,9 @@ def test_spec_problems_come_as_field_message_pairs_reported_under_their_keys() -
     assert "probe.samples: expected an integer >= 1, got 0" in problems
     assert "train.seeds: expected at least one seed, got []" in problems
     assert any(p.startswith("train.seed: expected a key of train") and "train.seeds" in p for p in problems)
-    assert any(p.startswith("curve.eval_batch_size: expected a key of curve") and "data.eval_batch_size" in p for p in problems)
+    assert any(
+        p.startswith("curve.eval_batch_size: expected a key of curve") and "data.eval_batch_size" in p for p in problems
+    )
     assert len(problems) == 7, problems
 
 
@@ -252,8 +304,10 @@ def test_model_option_the_builder_lacks_is_reported_with_the_arch_options() -> N
     with pytest.raises(ConfigError) as err:
         load_config("quick", ["study.matrix={}", "model.depht=3", "model.width=2.5", "model.activation=3"])
     problems = err.value.problems
-    assert ("model.depht: not an option of mlp (its options: depth, width, activation; did you mean 'model.depth'?), got 3"
-            in problems)
+    assert (
+        "model.depht: not an option of mlp (its options: depth, width, activation; did you mean 'model.depth'?), got 3"
+        in problems
+    )
     assert "model.width: expected an integer, got 2.5" in problems  # the builder's annotation
     assert "model.activation: expected a string, got 3" in problems
     assert len(problems) == 3, problems
@@ -264,17 +318,24 @@ def test_model_options_are_whatever_the_builder_takes(monkeypatch: pytest.Monkey
 
     from lgeom.models import registry
 
-    def build_toy(*, num_classes: int, in_shape: typing.Sequence[int], hidden: int = 4, scale: float = 1.0) -> torch.nn.Module:
+    def build_toy(
+        *, num_classes: int, in_shape: typing.Sequence[int], hidden: int = 4, scale: float = 1.0
+    ) -> torch.nn.Module:
         if hidden > 100:
             raise ValueError(f"toy hidden: expected at most 100 units, got {hidden}")
-        return torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(in_shape[0], hidden), torch.nn.Linear(hidden, num_classes))
+        return torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(in_shape[0], hidden), torch.nn.Linear(hidden, num_classes)
+        )
 
     monkeypatch.setitem(registry._REGISTRY, "toy", build_toy)
     cfg = load_config("quick", ["study.matrix={}", "model={arch: toy, hidden: 8, scale: 2}"])
     assert cfg.model.arch == "toy" and cfg.model.options == {"hidden": 8, "scale": 2.0}
     assert cfg.flat()["model.hidden"] == 8 and cfg.to_dict()["model"] == {"arch": "toy", "hidden": 8, "scale": 2.0}
     with pytest.raises(ConfigError) as err:
-        load_config("quick", ["study.matrix={}", "model={arch: toy, hiden: 8, scale: big}", "study.matrix.model.hidden=[8, 500]"])
+        load_config(
+            "quick",
+            ["study.matrix={}", "model={arch: toy, hiden: 8, scale: big}", "study.matrix.model.hidden=[8, 500]"],
+        )
     problems = err.value.problems
     assert any(p.startswith("model.hiden: not an option of toy (its options: hidden, scale") for p in problems)
     assert "model.scale: expected a number, got 'big'" in problems
@@ -287,7 +348,9 @@ def test_data_options_are_checked_against_the_dataset_each_on_its_own() -> None:
         load_config("quick", ["data.noise=-1", "data.centers=3", "data.n_train=0", "data.seed=-2"])
     problems = err.value.problems
     assert "data.noise: noise: expected a finite number >= 0, got -1.0" in problems
-    assert any(p.startswith("data.centers: not an option of moons (its options: n_train, n_test, noise)") for p in problems)
+    assert any(
+        p.startswith("data.centers: not an option of moons (its options: n_train, n_test, noise)") for p in problems
+    )
     assert "data.n_train: expected an integer > 0, got 0" in problems
     assert "data.seed: expected an integer >= 0, got -2" in problems
     cfg = load_config("quick", ["data.name=circles", "data.factor=0.3", "data.noise=null"])
@@ -299,8 +362,17 @@ def test_data_options_are_checked_against_the_dataset_each_on_its_own() -> None:
 
 def test_neutral_settings_are_marked_once_and_one_hash_keys_cells_and_endpoints() -> None:
     cfg = load_config("quick-tiny", ["study.matrix={}"])
-    neutral = {"train.device": "cpu", "train.num_workers": 2, "train.checkpoint_every": 3, "data.root": "/elsewhere",
-               "data.eval_batch_size": 64, "output_dir": "out2", "name": "other", "description": "x", "study.cpu": 2}
+    neutral = {
+        "train.device": "cpu",
+        "train.num_workers": 2,
+        "train.checkpoint_every": 3,
+        "data.root": "/elsewhere",
+        "data.eval_batch_size": 64,
+        "output_dir": "out2",
+        "name": "other",
+        "description": "x",
+        "study.cpu": 2,
+    }
     for key, value in neutral.items():
         changed = cfg.replace(**{key: value})
         assert config_hash(changed) == config_hash(cfg), key
@@ -312,7 +384,13 @@ def test_neutral_settings_are_marked_once_and_one_hash_keys_cells_and_endpoints(
         changed = cfg.replace(**{key: value})
         assert config_hash(changed) != config_hash(cfg), key
         assert endpoint_key(changed) == endpoint_key(cfg), key  # endpoints are shared across curve/probe settings
-    for key, value in {"train.lr": 0.02, "model.width": 8, "data.noise": 0.3, "data.seed": 1, "train.amp": True}.items():
+    for key, value in {
+        "train.lr": 0.02,
+        "model.width": 8,
+        "data.noise": 0.3,
+        "data.seed": 1,
+        "train.amp": True,
+    }.items():
         changed = cfg.replace(**{key: value})
         assert config_hash(changed) != config_hash(cfg) and endpoint_key(changed) != endpoint_key(cfg), key
     # each endpoint's seed names its folder below the key
@@ -353,14 +431,21 @@ def test_a_shadowed_override_is_still_validated_and_the_suggested_fix_works() ->
 
 def test_an_override_shadowed_in_some_cells_is_refused_too(tmp_path: Path) -> None:
     f = tmp_path / "partial.yaml"
-    f.write_text("base: quick\nname: partial\nstudy: {matrix: {train: [{optimizer: sgd, lr: 0.05}, {optimizer: adam}]}}\n")
-    with pytest.raises(ConfigError, match=r"its value would win in the cells whose axis value sets it.*"
-                                          r"study.matrix.train=\[\{optimizer: sgd, lr: 0.2\}, \{optimizer: adam\}\]"):
+    f.write_text(
+        "base: quick\nname: partial\nstudy: {matrix: {train: [{optimizer: sgd, lr: 0.05}, {optimizer: adam}]}}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"its value would win in the cells whose axis value sets it.*"
+        r"study.matrix.train=\[\{optimizer: sgd, lr: 0.2\}, \{optimizer: adam\}\]",
+    ):
         load_config(f, ["train.lr=0.2"])
     assert load_config(f, ["train.momentum=0.5"]).train.momentum == 0.5
 
 
-def test_every_step_refuses_a_shadowed_override_with_exit_status_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_every_step_refuses_a_shadowed_override_with_exit_status_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     for step in ("train", "connect", "probe", "study", "tune"):
         assert cli_main([step, "--preset", "quick", f"output_dir={tmp_path}", "train.lr=0.3"]) == 2, step
         assert "axis 'train' sets" in capsys.readouterr().err
@@ -385,7 +470,9 @@ def test_an_empty_preset_is_an_error(tmp_path: Path) -> None:
 def test_a_binary_preset_is_an_error_naming_the_file(tmp_path: Path) -> None:
     binary = tmp_path / "weights.yaml"
     binary.write_bytes(b"name: x\n\xff\xfe\x00\x01garbage")
-    with pytest.raises(ConfigError, match=rf"preset {binary}: expected a UTF-8 YAML text file, got bytes that are not UTF-8"):
+    with pytest.raises(
+        ConfigError, match=rf"preset {binary}: expected a UTF-8 YAML text file, got bytes that are not UTF-8"
+    ):
         load_config(binary)
 
 
@@ -412,13 +499,19 @@ def test_name_must_be_a_plain_name(name: str) -> None:
 def test_matrix_values_that_would_not_make_a_plain_cell_folder_are_refused() -> None:
     with pytest.raises(ConfigError) as err:
         load_config("quick", ["study.matrix.data.root=[a/b, c]"])
-    assert err.value.problems == [("study.matrix.data.root: expected a value that makes a plain folder name of the cell "
-                                   "(no '/', '\\', '..'), got 'root=a/b'")]
+    assert err.value.problems == [
+        (
+            "study.matrix.data.root: expected a value that makes a plain folder name of the cell "
+            "(no '/', '\\', '..'), got 'root=a/b'"
+        )
+    ]
 
 
 def test_cell_names_label_any_architecture_by_its_size_and_width() -> None:
     def name(*model: str) -> str:
-        (cell,) = expand_matrix(load_config("quick", ["study.matrix={}", "data.name=gaussmix256", "data.noise=null", *model]))
+        (cell,) = expand_matrix(
+            load_config("quick", ["study.matrix={}", "data.name=gaussmix256", "data.noise=null", *model])
+        )
         return cell.name
 
     assert name("model.width=8") == "mlp2x8/gaussmix256/sgd"
@@ -428,5 +521,10 @@ def test_cell_names_label_any_architecture_by_its_size_and_width() -> None:
 
 def test_a_model_that_fails_with_its_defaults_is_not_blamed_on_an_option() -> None:
     with pytest.raises(ConfigError) as err:
-        load_config("quick", ["study.matrix={}", "data.name=gaussmix256", "data.noise=null", "model={arch: vgg16, dropout: 0.1}"])
-    assert err.value.problems == ["model: vgg16 in_shape: expected (channels, height, width) with height, width >= 32, got (1, 16, 16)"]
+        load_config(
+            "quick",
+            ["study.matrix={}", "data.name=gaussmix256", "data.noise=null", "model={arch: vgg16, dropout: 0.1}"],
+        )
+    assert err.value.problems == [
+        "model: vgg16 in_shape: expected (channels, height, width) with height, width >= 32, got (1, 16, 16)"
+    ]

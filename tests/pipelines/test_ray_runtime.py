@@ -56,7 +56,9 @@ def test_loopback_names() -> None:
         ("local", "10.0.0.5:6379", None),  # "local" forces a new local Ray
     ],
 )
-def test_address_resolution(given: str | None, env: str | None, resolved: str | None, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_address_resolution(
+    given: str | None, env: str | None, resolved: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
     if env is None:
         monkeypatch.delenv("RAY_ADDRESS", raising=False)
     else:
@@ -66,8 +68,14 @@ def test_address_resolution(given: str | None, env: str | None, resolved: str | 
 
 @pytest.mark.parametrize(
     ("address", "host"),
-    [("10.0.0.5:6379", "10.0.0.5"), ("ray://head.example.org:10001", "head.example.org"), ("[::1]:6379", "::1"),
-     ("ray://[fe80::1]:10001/x", "fe80::1"), ("head", "head"), ("::1", "::1")],
+    [
+        ("10.0.0.5:6379", "10.0.0.5"),
+        ("ray://head.example.org:10001", "head.example.org"),
+        ("[::1]:6379", "::1"),
+        ("ray://[fe80::1]:10001/x", "fe80::1"),
+        ("head", "head"),
+        ("::1", "::1"),
+    ],
 )
 def test_host_of_an_address(address: str, host: str) -> None:
     assert _host_of(address) == host

@@ -1,6 +1,7 @@
 """The report step's pieces: settings aggregate over seed pairs, only logged metrics are shown, table and
 page helpers; an unknown study exits 2 (real embedded MLflow store, nothing logged). A whole report of a
-study is written in ``tests/scenarios/test_study.py``."""
+study is written in ``tests/scenarios/test_study.py``.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def test_settings_are_cells_without_their_seed_pair() -> None:
 
 
 def test_only_metrics_some_run_has_are_present() -> None:
-    df = pd.DataFrame({"metrics.a.test_acc": [90.0, None], "metrics.b.test_acc": [None, None], "params.lr": ["0.1", "0.1"]})
+    df = pd.DataFrame(
+        {"metrics.a.test_acc": [90.0, None], "metrics.b.test_acc": [None, None], "params.lr": ["0.1", "0.1"]}
+    )
     assert present_metrics(df, ["a.test_acc", "b.test_acc", "c.test_acc", "lr"]) == ["a.test_acc"]
 
 

@@ -1,6 +1,7 @@
 """``lgeom up`` / ``lgeom down`` without starting servers (``tests/tracking/test_local_stack.py`` starts
 them): what ``up`` prints, the options of each step, ``down`` with no stack, a stale one (its processes
-gone) and an unreadable state file."""
+gone) and an unreadable state file.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +18,14 @@ from tracking.local_stack import StackInfo
 
 
 def _info(state_dir: Path, pids: dict[str, int]) -> StackInfo:
-    return StackInfo(tracking_uri="http://127.0.0.1:5123", s3_endpoint="http://127.0.0.1:8333", bucket="lgeom", pids=pids,
-                     ports={"mlflow": 5123, "s3": 8333}, state_dir=str(state_dir))
+    return StackInfo(
+        tracking_uri="http://127.0.0.1:5123",
+        s3_endpoint="http://127.0.0.1:8333",
+        bucket="lgeom",
+        pids=pids,
+        ports={"mlflow": 5123, "s3": 8333},
+        state_dir=str(state_dir),
+    )
 
 
 def test_describe_says_where_the_stack_runs_and_how_to_use_it(tmp_path: Path) -> None:
@@ -47,7 +54,9 @@ def test_an_unreadable_state_fails_with_exit_1(tmp_path: Path, capsys: pytest.Ca
     (tmp_path / "stack.json").write_text("{not json")
     assert cli_main(["down", "--state-dir", str(tmp_path)]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"lgeom down: failed: {tmp_path / 'stack.json'}: expected a stack state written by 'lgeom up'")
+    assert err.startswith(
+        f"lgeom down: failed: {tmp_path / 'stack.json'}: expected a stack state written by 'lgeom up'"
+    )
 
 
 def test_up_takes_bucket_timeout_and_new_ports_and_down_only_the_state_dir(capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,5 +1,6 @@
 """The train step through the CLI: outputs, reuse of finished endpoints, bad input exits non-zero; with a
-real MLflow server, the cells logged as runs (params, metrics, history, the model) and reused."""
+real MLflow server, the cells logged as runs (params, metrics, history, the model) and reused.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +20,16 @@ from tracking.log import load_model
 def test_train_step_writes_checkpoints_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    args = ["train", "--preset", "quick-tiny", "--cell", "mlp2x16/moons/sgd", "--no-progress", "train.epochs=2", f"output_dir={tmp_path / 'out'}"]
+    args = [
+        "train",
+        "--preset",
+        "quick-tiny",
+        "--cell",
+        "mlp2x16/moons/sgd",
+        "--no-progress",
+        "train.epochs=2",
+        f"output_dir={tmp_path / 'out'}",
+    ]
     assert main(args) == 0
     seed_dirs = sorted((tmp_path / "out" / "quick-tiny" / "mlp2x16" / "moons" / "sgd" / "endpoints").glob("*/seed*"))
     assert [d.name for d in seed_dirs] == ["seed0", "seed1"]
@@ -43,10 +53,15 @@ def test_train_step_writes_checkpoints_and_metrics(tmp_path: Path, monkeypatch: 
         # quick-tiny's matrix sets train.lr in every cell: the override would not apply, so it is refused
         (["train.lr=0.3"], "override train.lr=0.3: expected a key that no study.matrix axis sets"),
         (["--cell", "nope/moons/sgd"], "cell: expected one of mlp2x16/moons/sgd"),
-        (["data.name=mnist", "data.noise=null", "data.root=/nonexistent", "study.matrix.model.width=[4]"], "mnist: expected its files under /nonexistent/MNIST/raw"),
+        (
+            ["data.name=mnist", "data.noise=null", "data.root=/nonexistent", "study.matrix.model.width=[4]"],
+            "mnist: expected its files under /nonexistent/MNIST/raw",
+        ),
     ],
 )
-def test_bad_input_exits_with_status_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, extra: list[str], message: str) -> None:
+def test_bad_input_exits_with_status_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, extra: list[str], message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     code = main(["train", "--preset", "quick-tiny", "--no-progress", f"output_dir={tmp_path / 'out'}", *extra])
     assert code == 2
@@ -63,7 +78,9 @@ CELL = "mlp2x16/moons/sgd"
 
 
 @pytest.mark.integration
-def test_train_logs_cells(server_store: Any, unique_study: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_logs_cells(
+    server_store: Any, unique_study: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     overrides = [f"name={unique_study}", f"output_dir={tmp_path / 'out'}", "train.epochs=2"]
     args = ["train", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", *overrides]
     assert main(args) == 0

@@ -1,6 +1,7 @@
 """One trial's bookkeeping: the stages already done survive a restart (``stages.json``), the work folder
 is keyed by the config hash, and only the headline metrics go to Ray Tune's table. (A whole trial, with
-resume after a failure, runs in ``tests/scenarios/test_trial_resume.py``.)"""
+resume after a failure, runs in ``tests/scenarios/test_trial_resume.py``.)
+"""
 
 from __future__ import annotations
 
@@ -51,5 +52,7 @@ def test_headline_metrics_are_the_few_shown_and_known() -> None:
 
 
 def test_a_trial_context_is_plain_picklable_values() -> None:
-    ctx = TrialContext(study="s", cell="c", config={"name": "s"}, experiment_id="1", parent_run_id="p", store=None, work_dir="/w")
+    ctx = TrialContext(
+        study="s", cell="c", config={"name": "s"}, experiment_id="1", parent_run_id="p", store=None, work_dir="/w"
+    )
     assert pickle.loads(pickle.dumps(ctx)) == ctx and ctx.bars is False

@@ -1,5 +1,6 @@
 """A known study logged to the session's MLflow server (a parent run, two endpoint pairs per model and one
-FAILED trial), shared by the tests of the code that reads studies back: import the ``study`` fixture."""
+FAILED trial), shared by the tests of the code that reads studies back: import the ``study`` fixture.
+"""
 
 from __future__ import annotations
 
@@ -32,26 +33,50 @@ def study(local_stack: Any) -> dict[str, Any]:
         for model, (depth, n_params, pairs) in KNOWN.items():
             for pair, (bz_auc, ln_auc, bz_drop, ln_drop, dist_ac, angle) in enumerate(pairs):
                 cell = f"{model}/cifar10/sgd/seeds=[{2 * pair}, {2 * pair + 1}]"
-                tags = run_tags(study=name, stage="trial", cell=cell, config_hash=f"{model}-{pair}", parent_run_id=parent.run_id)
-                with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell, tags=tags,
-                                 params={"model.depth": depth, "n_params": n_params}) as run:
-                    run.log_metrics({
-                        barrier("bezier", "test", "acc_auc"): bz_auc, barrier("linear", "test", "acc_auc"): ln_auc,
-                        barrier("bezier", "test", "acc_drop"): bz_drop, barrier("linear", "test", "acc_drop"): ln_drop,
-                        tri("bezier", "dist_ac"): dist_ac, tri("bezier", "dist_bc"): dist_ac + 1,
-                        tri("bezier", "angle_acb_deg"): angle, tri("polychain", "dist_ac"): dist_ac - 1,
-                        tri("polychain", "dist_bc"): dist_ac, tri("polychain", "angle_acb_deg"): angle + 10,
-                        endpoint("a", "train", "acc"): 100.0, endpoint("a", "test", "acc"): 90.0 - depth / 10,
-                        endpoint("b", "train", "acc"): 99.0, endpoint("b", "test", "acc"): 89.0 - depth / 10,
-                        barrier("linear", "test", "loss_barrier"): ln_drop / 10,
-                    })
+                tags = run_tags(
+                    study=name, stage="trial", cell=cell, config_hash=f"{model}-{pair}", parent_run_id=parent.run_id
+                )
+                with tracked_run(
+                    store,
+                    experiment_id=parent.experiment_id,
+                    run_name=cell,
+                    tags=tags,
+                    params={"model.depth": depth, "n_params": n_params},
+                ) as run:
+                    run.log_metrics(
+                        {
+                            barrier("bezier", "test", "acc_auc"): bz_auc,
+                            barrier("linear", "test", "acc_auc"): ln_auc,
+                            barrier("bezier", "test", "acc_drop"): bz_drop,
+                            barrier("linear", "test", "acc_drop"): ln_drop,
+                            tri("bezier", "dist_ac"): dist_ac,
+                            tri("bezier", "dist_bc"): dist_ac + 1,
+                            tri("bezier", "angle_acb_deg"): angle,
+                            tri("polychain", "dist_ac"): dist_ac - 1,
+                            tri("polychain", "dist_bc"): dist_ac,
+                            tri("polychain", "angle_acb_deg"): angle + 10,
+                            endpoint("a", "train", "acc"): 100.0,
+                            endpoint("a", "test", "acc"): 90.0 - depth / 10,
+                            endpoint("b", "train", "acc"): 99.0,
+                            endpoint("b", "test", "acc"): 89.0 - depth / 10,
+                            barrier("linear", "test", "loss_barrier"): ln_drop / 10,
+                        }
+                    )
                     t = np.linspace(0, 1, 5)
-                    log_series(run, "bezier", {test_acc: 90 - bz_drop * np.sin(np.pi * t), lam: depth + np.sin(np.pi * t)})
+                    log_series(
+                        run, "bezier", {test_acc: 90 - bz_drop * np.sin(np.pi * t), lam: depth + np.sin(np.pi * t)}
+                    )
                     log_series(run, "linear", {test_acc: 90 - ln_drop * np.sin(np.pi * t), lam: depth + t})
                 children[(model, pair)] = run.run_id
         with pytest.raises(RuntimeError):
-            with tracked_run(store, experiment_id=parent.experiment_id, run_name="broken",
-                             tags=run_tags(study=name, stage="trial", cell="preresnet8/cifar10/sgd/broken", parent_run_id=parent.run_id)) as bad:
+            with tracked_run(
+                store,
+                experiment_id=parent.experiment_id,
+                run_name="broken",
+                tags=run_tags(
+                    study=name, stage="trial", cell="preresnet8/cifar10/sgd/broken", parent_run_id=parent.run_id
+                ),
+            ) as bad:
                 bad.log_metrics({barrier("bezier", "test", "acc_auc"): 1e6})
                 raise RuntimeError("NaN loss")
     return {"store": store, "name": name, "parent": parent.run_id, "children": children, "failed": bad.run_id}

@@ -1,6 +1,7 @@
 """Study figures: a metric against depth or size and the generalisation gap from a tiny synthetic runs
 table (Agg, no store), the errors for missing data, and with a real server every figure of the known study
-logged to its parent run."""
+logged to its parent run.
+"""
 
 from __future__ import annotations
 
@@ -19,10 +20,20 @@ def _runs() -> pd.DataFrame:
     rows = []
     for model, depth, n_params in (("preresnet8", 8, 78_000), ("preresnet26", 26, 370_000)):
         for pair, noise in enumerate((-0.1, 0.1)):
-            rows.append({"run_id": f"{model}-{pair}", "model": model, "dataset": "cifar10", "params.model.depth": str(depth),
-                         "params.n_params": str(n_params), "metrics.bezier.test.acc_auc": depth / 10 + noise,
-                         "metrics.a.train_acc": 100.0, "metrics.a.test_acc": 92.0 - depth / 10,
-                         "metrics.b.train_acc": 99.0, "metrics.b.test_acc": 91.0 - depth / 10 + noise})
+            rows.append(
+                {
+                    "run_id": f"{model}-{pair}",
+                    "model": model,
+                    "dataset": "cifar10",
+                    "params.model.depth": str(depth),
+                    "params.n_params": str(n_params),
+                    "metrics.bezier.test.acc_auc": depth / 10 + noise,
+                    "metrics.a.train_acc": 100.0,
+                    "metrics.a.test_acc": 92.0 - depth / 10,
+                    "metrics.b.train_acc": 99.0,
+                    "metrics.b.test_acc": 91.0 - depth / 10 + noise,
+                }
+            )
     rows.append({**rows[-1], "run_id": "no-metric", "metrics.bezier.test.acc_auc": float("nan")})  # left out
     return pd.DataFrame(rows)
 
@@ -40,14 +51,20 @@ def test_generalisation_gap(tmp_path: Path) -> None:
 
 def test_missing_data_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
     df = _runs()
-    with pytest.raises(KeyError, match="column 'bezier.test.acc_aux': expected a run field, param, tag or metric of the runs"):
+    with pytest.raises(
+        KeyError, match="column 'bezier.test.acc_aux': expected a run field, param, tag or metric of the runs"
+    ):
         plot_metric_vs(df, "bezier.test.acc_aux", tmp_path / "x.png")
     with pytest.raises(KeyError, match="column 'width'"):
         plot_metric_vs(df, "bezier.test.acc_auc", tmp_path / "x.png", x="width")
     empty = df.assign(**{"metrics.bezier.test.acc_auc": float("nan")})
-    with pytest.raises(ValueError, match="plot bezier.test.acc_auc vs depth: expected runs with finite values of both, got none"):
+    with pytest.raises(
+        ValueError, match="plot bezier.test.acc_auc vs depth: expected runs with finite values of both, got none"
+    ):
         plot_metric_vs(empty, "bezier.test.acc_auc", tmp_path / "x.png", x="depth")
-    with pytest.raises(KeyError, match="generalisation gap: expected metrics <endpoint>.train_acc and .test_acc for a, b"):
+    with pytest.raises(
+        KeyError, match="generalisation gap: expected metrics <endpoint>.train_acc and .test_acc for a, b"
+    ):
         plot_gen_gap(df.drop(columns=[c for c in df.columns if c.endswith("_acc")]), tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
 
@@ -56,7 +73,13 @@ def test_missing_data_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
 def test_study_figures_logged_to_parent(study: dict[str, Any], tmp_path: Any) -> None:
     paths = study_figures(study["name"], tmp_path, store=study["store"])
     names = {p.name for p in paths}
-    assert {"acc_auc_vs_depth.png", "acc_auc_vs_params.png", "path_test_acc.png", "path_lambda_max.png", "gen_gap_vs_params.png"} <= names
+    assert {
+        "acc_auc_vs_depth.png",
+        "acc_auc_vs_params.png",
+        "path_test_acc.png",
+        "path_lambda_max.png",
+        "gen_gap_vs_params.png",
+    } <= names
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5_000
     listed = {i.path: i.file_size for i in study["store"].client().list_artifacts(study["parent"], "figures")}

@@ -1,5 +1,6 @@
 """Whether a process still runs: this process does, a finished child does not (reaped or a zombie), and a
-reused pid is told apart by its start ticks."""
+reused pid is told apart by its start ticks.
+"""
 
 from __future__ import annotations
 

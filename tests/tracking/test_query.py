@@ -27,7 +27,9 @@ def test_runs_of_a_study(study: dict[str, Any]) -> None:
 
 
 def test_compare_aggregates_over_pairs(study: dict[str, Any]) -> None:
-    table = query.compare(study["name"], ["bezier.test.acc_auc", "linear.test.acc_drop"], by=["model"], store=study["store"])
+    table = query.compare(
+        study["name"], ["bezier.test.acc_auc", "linear.test.acc_drop"], by=["model"], store=study["store"]
+    )
     assert list(table["model"]) == ["preresnet8", "preresnet26"]  # natural order
     row = table.set_index("model").loc["preresnet26"]
     assert row["bezier.test.acc_auc.mean"] == pytest.approx(1.5)
@@ -43,10 +45,16 @@ def test_depth_tables(study: dict[str, Any]) -> None:
     auc = query.depth_auc_table(study["name"], store=study["store"])
     assert list(auc["model"]) == ["preresnet8", "preresnet26"] and list(auc["n_params"]) == [78_000, 370_000]
     r8 = auc.iloc[0]
-    assert r8["linear.test.acc_auc.mean"] == pytest.approx(12.0) and r8["bezier.test.acc_drop.mean"] == pytest.approx(3.0)
+    assert r8["linear.test.acc_auc.mean"] == pytest.approx(12.0) and r8["bezier.test.acc_drop.mean"] == pytest.approx(
+        3.0
+    )
     tri = query.depth_triangle_table(study["name"], store=study["store"])
     assert list(zip(tri["model"], tri["curve"])) == [
-        ("preresnet8", "bezier"), ("preresnet8", "polychain"), ("preresnet26", "bezier"), ("preresnet26", "polychain")]
+        ("preresnet8", "bezier"),
+        ("preresnet8", "polychain"),
+        ("preresnet26", "bezier"),
+        ("preresnet26", "polychain"),
+    ]
     row = tri[(tri["model"] == "preresnet26") & (tri["curve"] == "polychain")].iloc[0]
     assert row["dist_ac.mean"] == pytest.approx(19.0) and row["angle_acb_deg.mean"] == pytest.approx(72.0)
     assert row["dist_bc.n"] == 2

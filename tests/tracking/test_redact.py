@@ -1,5 +1,6 @@
 """Keeping credentials out: secrets from the environment and registered ones, user:password in URIs,
-secret-named keys of mappings."""
+secret-named keys of mappings.
+"""
 
 from __future__ import annotations
 
@@ -47,8 +48,17 @@ def test_user_info_in_uris_is_masked(text: str, masked: str) -> None:
 
 
 def test_secret_names() -> None:
-    for name in ("AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD", "github_token", "db.passwd", "MY_API_KEY",
-                 "ssh_private_key", "gcp_credentials", "passphrase", "AWS_ACCESS_KEY_ID"):
+    for name in (
+        "AWS_SECRET_ACCESS_KEY",
+        "MLFLOW_TRACKING_PASSWORD",
+        "github_token",
+        "db.passwd",
+        "MY_API_KEY",
+        "ssh_private_key",
+        "gcp_credentials",
+        "passphrase",
+        "AWS_ACCESS_KEY_ID",
+    ):
         assert is_secret_name(name), name
     for name in ("lr", "MLFLOW_TRACKING_URI", "AWS_DEFAULT_REGION", "keyword", "model.depth"):
         assert not is_secret_name(name), name
@@ -68,7 +78,9 @@ def test_registered_secrets_are_masked_and_named_but_short_ones_are_ignored() ->
     register_secret(value)
     register_secret("abc")  # too short to tell from ordinary words
     register_secret("")
-    assert redact(f"pw={value}", environ={}) == "pw=***" and find_secret(f"..{value}..", environ={}) == "registered secret"
+    assert (
+        redact(f"pw={value}", environ={}) == "pw=***" and find_secret(f"..{value}..", environ={}) == "registered secret"
+    )
     assert redact("abc", environ={}) == "abc"
 
 

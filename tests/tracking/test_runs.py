@@ -1,6 +1,7 @@
 """``tracking.runs``: experiments per study, the run life cycle (FINISHED only after verified uploads,
 FAILED with the error recorded), reuse by config hash, closing runs of dead processes and orphaned trials on
-other hosts, flattening params. MLflow is the real embedded store (sqlite in a temp folder), never a mock."""
+other hosts, flattening params. MLflow is the real embedded store (sqlite in a temp folder), never a mock.
+"""
 
 from __future__ import annotations
 
@@ -32,15 +33,26 @@ from tracking.runs import (
 
 def test_run_tags_hold_the_contract_tags_that_are_given() -> None:
     assert run_tags(study="quick", stage=names.STAGE_STUDY) == {names.TAG_STUDY: "quick", names.TAG_STAGE: "study"}
-    assert run_tags(study="quick", stage="trial", cell="mlp/moons/sgd", config_hash="abc", parent_run_id="p1",
-                    extra={"lgeom.stages_skipped": 2}) == {
-        "lgeom.study": "quick", "lgeom.stage": "trial", "lgeom.cell": "mlp/moons/sgd", "lgeom.config_hash": "abc",
-        "mlflow.parentRunId": "p1", "lgeom.stages_skipped": "2"}
+    assert run_tags(
+        study="quick",
+        stage="trial",
+        cell="mlp/moons/sgd",
+        config_hash="abc",
+        parent_run_id="p1",
+        extra={"lgeom.stages_skipped": 2},
+    ) == {
+        "lgeom.study": "quick",
+        "lgeom.stage": "trial",
+        "lgeom.cell": "mlp/moons/sgd",
+        "lgeom.config_hash": "abc",
+        "mlflow.parentRunId": "p1",
+        "lgeom.stages_skipped": "2",
+    }
 
 
 def test_search_values_are_quoted_and_quotes_refused() -> None:
     assert quote_search_value("mlp/moons/sgd") == "'mlp/moons/sgd'"
-    with pytest.raises(ValueError, match="search value: expected no single quote, got \"it's\""):
+    with pytest.raises(ValueError, match='search value: expected no single quote, got "it\'s"'):
         quote_search_value("it's")
 
 
@@ -56,15 +68,22 @@ def test_experiment_per_study_created_reused_and_restored(embedded_store: Any, u
 
 
 def test_a_run_names_exactly_one_experiment(embedded_store: Any) -> None:
-    with pytest.raises(ValueError, match="run: expected exactly one of experiment .name. or experiment_id, got None and None"):
+    with pytest.raises(
+        ValueError, match="run: expected exactly one of experiment .name. or experiment_id, got None and None"
+    ):
         start_run(embedded_store)
     with pytest.raises(ValueError, match="got 'x' and '1'"):
         start_run(embedded_store, experiment="x", experiment_id="1")
 
 
 def test_tracked_run_finishes_with_params_and_the_process_that_ran_it(embedded_store: Any, unique_study: str) -> None:
-    with tracked_run(embedded_store, experiment=unique_study, run_name="cell", params={"train": {"lr": 0.05}},
-                     tags=run_tags(study=unique_study, stage="trial")) as run:
+    with tracked_run(
+        embedded_store,
+        experiment=unique_study,
+        run_name="cell",
+        params={"train": {"lr": 0.05}},
+        tags=run_tags(study=unique_study, stage="trial"),
+    ) as run:
         pass
     got = embedded_store.client().get_run(run.run_id)
     assert got.info.status == "FINISHED" and got.info.run_name == "cell" and got.data.params == {"train.lr": "0.05"}
@@ -74,7 +93,9 @@ def test_tracked_run_finishes_with_params_and_the_process_that_ran_it(embedded_s
 
 
 @pytest.mark.parametrize("error", [RuntimeError("NaN loss at epoch 3"), KeyboardInterrupt()])
-def test_an_error_ends_the_run_failed_with_the_error_recorded(embedded_store: Any, unique_study: str, error: BaseException) -> None:
+def test_an_error_ends_the_run_failed_with_the_error_recorded(
+    embedded_store: Any, unique_study: str, error: BaseException
+) -> None:
     with pytest.raises(type(error)):
         with tracked_run(embedded_store, experiment=unique_study) as run:
             raise error
@@ -100,8 +121,11 @@ def test_finished_only_after_uploads_are_confirmed(embedded_store: Any, unique_s
 
 def test_the_newest_finished_run_of_a_hash_stage_and_cell_is_found(embedded_store: Any, unique_study: str) -> None:
     def run(stage: str, cell: str, status: str) -> str:
-        r = start_run(embedded_store, experiment=unique_study,
-                      tags=run_tags(study=unique_study, stage=stage, cell=cell, config_hash="h1"))
+        r = start_run(
+            embedded_store,
+            experiment=unique_study,
+            tags=run_tags(study=unique_study, stage=stage, cell=cell, config_hash="h1"),
+        )
         end_run(r, status, verify=False)
         return r.run_id
 
@@ -130,7 +154,10 @@ def test_runs_of_a_dead_local_process_are_closed_live_ones_kept(embedded_store: 
 
     got = client.get_run(dead.run_id)
     assert got.info.status == "FAILED"
-    assert got.data.tags[names.TAG_ERROR] == f"orphaned: process {child.pid} on {socket.gethostname()} that ran it no longer exists"
+    assert (
+        got.data.tags[names.TAG_ERROR]
+        == f"orphaned: process {child.pid} on {socket.gethostname()} that ran it no longer exists"
+    )
     assert client.get_run(alive.run_id).info.status == "RUNNING"
     with pytest.raises(ValueError, match="orphan status: expected FAILED or KILLED, got 'FINISHED'"):
         mark_orphaned_runs(embedded_store, dead.experiment_id, status="FINISHED")
@@ -160,8 +187,13 @@ FOREIGN = {"lgeom.host": "gpu-worker-7.cluster.invalid", "lgeom.pid": "4242", "l
 
 
 def _trial(store: Any, parent: Any, study: str, cell: str) -> Any:
-    return start_run(store, experiment_id=parent.experiment_id, parent_run_id=parent.run_id, run_name=cell,
-                     tags={**run_tags(study=study, stage="trial", cell=cell), **FOREIGN})
+    return start_run(
+        store,
+        experiment_id=parent.experiment_id,
+        parent_run_id=parent.run_id,
+        run_name=cell,
+        tags={**run_tags(study=study, stage="trial", cell=cell), **FOREIGN},
+    )
 
 
 @pytest.mark.integration
@@ -169,24 +201,36 @@ def test_children_of_ended_parents_are_closed_whatever_their_host(embedded_store
     client = embedded_store.client()
     # The study invocation was killed: its parent run was already marked KILLED, its trials on worker nodes
     # still say RUNNING.
-    killed = start_run(embedded_store, experiment=unique_study, tags={**run_tags(study=unique_study, stage="study"), **FOREIGN})
+    killed = start_run(
+        embedded_store, experiment=unique_study, tags={**run_tags(study=unique_study, stage="study"), **FOREIGN}
+    )
     stranded = _trial(embedded_store, killed, unique_study, "mlp2x16/moons/sgd")
     end_run(killed, "KILLED")
     # A parent that FINISHED while one of its children never reported back.
-    done = start_run(embedded_store, experiment_id=killed.experiment_id, tags=run_tags(study=unique_study, stage="study"))
+    done = start_run(
+        embedded_store, experiment_id=killed.experiment_id, tags=run_tags(study=unique_study, stage="study")
+    )
     late = _trial(embedded_store, done, unique_study, "mlp2x16/moons/adam")
     done.client.set_terminated(done.run_id, "FINISHED")
     # A study running now (this process is alive) with a trial on a worker node: not an orphan.
-    live = start_run(embedded_store, experiment_id=killed.experiment_id, tags=run_tags(study=unique_study, stage="study"))
+    live = start_run(
+        embedded_store, experiment_id=killed.experiment_id, tags=run_tags(study=unique_study, stage="study")
+    )
     busy = _trial(embedded_store, live, unique_study, "mlp2x64/moons/sgd")
 
     closed = mark_orphaned_runs(embedded_store, killed.experiment_id, status="KILLED")
 
     assert sorted(closed) == sorted([stranded.run_id, late.run_id])
-    for run_id, parent_id, parent_state in ((stranded.run_id, killed.run_id, "KILLED"), (late.run_id, done.run_id, "FINISHED")):
+    for run_id, parent_id, parent_state in (
+        (stranded.run_id, killed.run_id, "KILLED"),
+        (late.run_id, done.run_id, "FINISHED"),
+    ):
         run = client.get_run(run_id)
         assert run.info.status == "KILLED"
-        assert run.data.tags["lgeom.error"] == f"orphaned: its parent run {parent_id} is no longer RUNNING ({parent_state})"
+        assert (
+            run.data.tags["lgeom.error"]
+            == f"orphaned: its parent run {parent_id} is no longer RUNNING ({parent_state})"
+        )
         assert "orphaned" in run.data.tags["mlflow.note.content"]
     assert client.get_run(busy.run_id).info.status == "RUNNING"
     assert client.get_run(live.run_id).info.status == "RUNNING"
@@ -196,11 +240,15 @@ def test_children_of_ended_parents_are_closed_whatever_their_host(embedded_store
 
 
 @pytest.mark.integration
-def test_a_dead_local_parent_and_its_remote_children_are_closed_in_one_sweep(embedded_store: Any, unique_study: str) -> None:
+def test_a_dead_local_parent_and_its_remote_children_are_closed_in_one_sweep(
+    embedded_store: Any, unique_study: str
+) -> None:
     # The driver ran here and was killed (kill -9): its pid is gone; its trials ran on another host.
     client = embedded_store.client()
     dead_pid = {"lgeom.pid": "999999999", "lgeom.proc_start": "1"}
-    parent = start_run(embedded_store, experiment=unique_study, tags={**run_tags(study=unique_study, stage="study"), **dead_pid})
+    parent = start_run(
+        embedded_store, experiment=unique_study, tags={**run_tags(study=unique_study, stage="study"), **dead_pid}
+    )
     child = _trial(embedded_store, parent, unique_study, "mlp2x16/moons/sgd")
     grandchild = start_run(embedded_store, experiment_id=parent.experiment_id, parent_run_id=child.run_id, tags=FOREIGN)
 
@@ -210,5 +258,8 @@ def test_a_dead_local_parent_and_its_remote_children_are_closed_in_one_sweep(emb
     assert "no longer exists" in client.get_run(parent.run_id).data.tags["lgeom.error"]
     child_run = client.get_run(child.run_id)
     assert child_run.info.status == "FAILED"
-    assert child_run.data.tags["lgeom.error"] == f"orphaned: its parent run {parent.run_id} is no longer RUNNING (closed as an orphan)"
+    assert (
+        child_run.data.tags["lgeom.error"]
+        == f"orphaned: its parent run {parent.run_id} is no longer RUNNING (closed as an orphan)"
+    )
     assert client.get_run(grandchild.run_id).info.status == "FAILED"

@@ -10,7 +10,9 @@ from lgeom.data.arrays import ArrayDataset
 
 def _data() -> ArrayDataset:
     gen = torch.Generator().manual_seed(0)
-    return ArrayDataset(torch.randn(6, 1, 2, 2, generator=gen), torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.int32), 3, "toy")
+    return ArrayDataset(
+        torch.randn(6, 1, 2, 2, generator=gen), torch.tensor([0, 1, 2, 0, 1, 2], dtype=torch.int32), 3, "toy"
+    )
 
 
 def test_items_and_metadata() -> None:

@@ -14,7 +14,18 @@ from lgeom.data import (
 
 
 def test_registry() -> None:
-    assert available_datasets() == ["cifar10", "cifar100", "circles", "digits", "fashion-mnist", "gaussians", "gaussmix256", "mnist", "moons", "xor"]
+    assert available_datasets() == [
+        "cifar10",
+        "cifar100",
+        "circles",
+        "digits",
+        "fashion-mnist",
+        "gaussians",
+        "gaussmix256",
+        "mnist",
+        "moons",
+        "xor",
+    ]
 
 
 def test_bad_dataset_requests() -> None:

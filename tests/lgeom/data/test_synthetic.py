@@ -10,7 +10,13 @@ from lgeom.data import (
     build_dataset,
 )
 
-SYNTHETIC = {"moons": ((2,), 2), "circles": ((2,), 2), "gaussians": ((2,), 3), "xor": ((2,), 2), "gaussmix256": ((1, 16, 16), 10)}
+SYNTHETIC = {
+    "moons": ((2,), 2),
+    "circles": ((2,), 2),
+    "gaussians": ((2,), 3),
+    "xor": ((2,), 2),
+    "gaussmix256": ((1, 16, 16), 10),
+}
 
 
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))

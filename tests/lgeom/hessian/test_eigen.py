@@ -1,5 +1,6 @@
 """Top eigenvalues at a model point, by either method (:mod:`lgeom.hessian.eigen`); the same on CUDA as on the CPU
-(skipped without CUDA)."""
+(skipped without CUDA).
+"""
 
 from __future__ import annotations
 
@@ -37,7 +38,11 @@ def _pair(device: str) -> tuple[torch.nn.Module, dict, dict]:
         torch.manual_seed(seed)
         model = build_model("preresnet", num_classes=10, in_shape=(3, 8, 8), depth=8)
         ends.append(get_params(model))
-    return model.to(device), {k: v.to(device) for k, v in ends[0].items()}, {k: v.to(device) for k, v in ends[1].items()}
+    return (
+        model.to(device),
+        {k: v.to(device) for k, v in ends[0].items()},
+        {k: v.to(device) for k, v in ends[1].items()},
+    )
 
 
 @pytest.mark.gpu
@@ -49,7 +54,11 @@ def test_hessian_on_cuda_matches_cpu() -> None:
     model.eval()
     cpu = top_eigenvalues(model, data, k=3, params=a, seed=0)
     model.cuda()
-    gpu = top_eigenvalues(model, [(x.cuda(), y.cuda()) for x, y in data], k=3, params={k: v.cuda() for k, v in a.items()}, seed=0)
+    gpu = top_eigenvalues(
+        model, [(x.cuda(), y.cuda()) for x, y in data], k=3, params={k: v.cuda() for k, v in a.items()}, seed=0
+    )
     torch.testing.assert_close(torch.as_tensor(gpu.values), torch.as_tensor(cpu.values), rtol=1e-3, atol=1e-4)
-    t = trace(model, [(x.cuda(), y.cuda()) for x, y in data], n_probes=8, seed=0, params={k: v.cuda() for k, v in a.items()})
+    t = trace(
+        model, [(x.cuda(), y.cuda()) for x, y in data], n_probes=8, seed=0, params={k: v.cuda() for k, v in a.items()}
+    )
     assert torch.isfinite(torch.as_tensor(t.mean))

@@ -33,5 +33,3 @@ def test_rescnn_differs_from_cnn_only_by_the_skip() -> None:
 def test_cnn_rejects_flat_inputs() -> None:
     with pytest.raises(ValueError, match=r"cnn in_shape: expected \(channels, height, width\)"):
         build_model("cnn", num_classes=2, in_shape=(2,))
-
-

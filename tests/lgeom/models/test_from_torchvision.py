@@ -35,17 +35,32 @@ def test_torchvision_options_come_from_the_builder() -> None:
 @pytest.mark.parametrize(
     ("name", "kw", "pattern"),
     [
-        ("torchvision:resnet18", {"dropout": 0.1},
-         (r"torchvision:resnet18 option: expected one of cifar_stem, groups, norm_layer, .*weights, width_per_group, "
-          r"zero_init_residual, got 'dropout'")),
-        ("torchvision:resnet18", {"weights": "IMAGENET1K_V1"},
-         (r"torchvision:resnet18 weights: expected None \(models are built untrained: there is no network to "
-          r"download pretrained weights from\), got 'IMAGENET1K_V1'")),
+        (
+            "torchvision:resnet18",
+            {"dropout": 0.1},
+            (
+                r"torchvision:resnet18 option: expected one of cifar_stem, groups, norm_layer, .*weights, width_per_group, "
+                r"zero_init_residual, got 'dropout'"
+            ),
+        ),
+        (
+            "torchvision:resnet18",
+            {"weights": "IMAGENET1K_V1"},
+            (
+                r"torchvision:resnet18 weights: expected None \(models are built untrained: there is no network to "
+                r"download pretrained weights from\), got 'IMAGENET1K_V1'"
+            ),
+        ),
         ("torchvision:resnet1000", {}, r"torchvision model: expected one of alexnet, .*resnet18, .*got 'resnet1000'"),
         ("resnet18", {}, r"model name: expected one of cnn, .*wideresnet or torchvision:<name>, got 'resnet18'"),
-        ("torchvision:vit_b_16", {"cifar_stem": True},
-         (r"torchvision:vit_b_16 cifar_stem: expected a model with an overlapping strided stem convolution, got "
-          r"\"a patch embedding 'conv_proj'")),
+        (
+            "torchvision:vit_b_16",
+            {"cifar_stem": True},
+            (
+                r"torchvision:vit_b_16 cifar_stem: expected a model with an overlapping strided stem convolution, got "
+                r"\"a patch embedding 'conv_proj'"
+            ),
+        ),
     ],
     ids=["unknown-option", "weights", "unknown-member", "no-prefix", "patch-stem"],
 )

@@ -28,7 +28,6 @@ def test_gelu_mlp_uses_gelu() -> None:
     assert isinstance(model.act, torch.nn.GELU)
 
 
-
 @pytest.mark.parametrize(("name", "kind"), [("relu", torch.nn.ReLU), ("tanh", torch.nn.Tanh), ("gelu", torch.nn.GELU)])
 def test_make_activation_by_name(name: str, kind: type) -> None:
     assert type(make_activation(name)) is kind
@@ -41,8 +40,13 @@ def test_an_unknown_activation_is_refused() -> None:
 
 def test_init_weights_on_convs_linears_and_batchnorm() -> None:
     torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3), torch.nn.BatchNorm2d(32), torch.nn.Flatten(),
-                              torch.nn.Linear(512, 64, bias=False), torch.nn.BatchNorm1d(64))
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(16, 32, 3),
+        torch.nn.BatchNorm2d(32),
+        torch.nn.Flatten(),
+        torch.nn.Linear(512, 64, bias=False),
+        torch.nn.BatchNorm1d(64),
+    )
     for bn in (net[1], net[4]):
         torch.nn.init.uniform_(bn.weight)
         torch.nn.init.uniform_(bn.bias)

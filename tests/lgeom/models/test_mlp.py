@@ -31,8 +31,14 @@ def test_resmlp_parameter_count_matches_formula() -> None:
     assert count_params(model) == expected
 
 
-@pytest.mark.parametrize(("name", "arch"), [("mlp", {"depth": 3, "width": 7, "activation": "tanh"}), ("mlp", {"depth": 0}),
-                                            ("resmlp", {"blocks": 2, "width": 5, "activation": "gelu"})])
+@pytest.mark.parametrize(
+    ("name", "arch"),
+    [
+        ("mlp", {"depth": 3, "width": 7, "activation": "tanh"}),
+        ("mlp", {"depth": 0}),
+        ("resmlp", {"blocks": 2, "width": 5, "activation": "gelu"}),
+    ],
+)
 def test_forward_stacked_equals_functional_call_per_point(name: str, arch: dict) -> None:
     from torch.func import functional_call
 
@@ -46,5 +52,3 @@ def test_forward_stacked_equals_functional_call_per_point(name: str, arch: dict)
     x = torch.randn(6, 1, 2, 2, dtype=torch.float64)
     expected = torch.stack([functional_call(model, p, (x,)) for p in points])
     torch.testing.assert_close(model.forward_stacked(stack_points(points), x), expected, rtol=1e-12, atol=1e-12)
-
-

@@ -1,5 +1,6 @@
 """The model registry: the architectures it lists, every full-size model's published parameter count, bad
-options, classes and shapes."""
+options, classes and shapes.
+"""
 
 from __future__ import annotations
 
@@ -17,8 +18,12 @@ def test_registry_lists_every_architecture() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "pattern"),
     [
-        ("transformer", {}, r"model name: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet or "
-                            r"torchvision:<name>, got 'transformer'"),
+        (
+            "transformer",
+            {},
+            r"model name: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet or "
+            r"torchvision:<name>, got 'transformer'",
+        ),
         ("mlp", {"activation": "swish"}, r"activation: expected one of 'gelu', 'relu', 'tanh', got 'swish'"),
         ("mlp", {"width": 0}, r"mlp width: expected an integer > 0, got 0"),
         ("mlp", {"channels": 3}, r"mlp option: expected one of activation, depth, width, got 'channels'"),

@@ -34,7 +34,9 @@ def test_preresnet_forward_on_small_and_large_inputs() -> None:
 
 @pytest.mark.parametrize("depth", [10, 44, 45, 7, 0, -4])
 def test_preresnet_bad_depth_lists_valid_depths(depth: int) -> None:
-    with pytest.raises(ValueError, match=r"preresnet depth: expected 6n\+2 below 44 or 9n\+2 .*8, 14, 20, 26, 32, 38, 47, 56, 65") as err:
+    with pytest.raises(
+        ValueError, match=r"preresnet depth: expected 6n\+2 below 44 or 9n\+2 .*8, 14, 20, 26, 32, 38, 47, 56, 65"
+    ) as err:
         build_model("preresnet", num_classes=10, in_shape=(3, 32, 32), depth=depth)
     assert f"got {depth}" in str(err.value)
 

@@ -18,7 +18,9 @@ def test_vgg16_layout_and_options() -> None:
     linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(32, 32), (32, 32), (32, 10)]
     assert [m.p for m in model.classifier if isinstance(m, nn.Dropout)] == [0.25, 0.25]
-    with pytest.raises(ValueError, match=r"vgg16 in_shape: expected \(channels, height, width\) with height, width >= 32"):
+    with pytest.raises(
+        ValueError, match=r"vgg16 in_shape: expected \(channels, height, width\) with height, width >= 32"
+    ):
         build_model("vgg16", num_classes=10, in_shape=(1, 28, 28))
     with pytest.raises(ValueError, match="vgg16 width: expected an integer > 0, got 0"):
         build_model("vgg16", num_classes=10, in_shape=CIFAR, width=0)

@@ -1,5 +1,6 @@
 """Shared by the tests of the trace's rules: trace a tiny float64 model, permute it at random by its spec and
-check that its function is kept."""
+check that its function is kept.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +20,12 @@ from lgeom.permutation import (
 TOL = 1e-10  # float64: permuting only reorders sums
 
 
-def traced_and_kept(model: nn.Module, shape: tuple[int, ...], seed: int = 0, inputs: torch.Tensor | None = None) -> PermutationSpec:
+def traced_and_kept(
+    model: nn.Module, shape: tuple[int, ...], seed: int = 0, inputs: torch.Tensor | None = None
+) -> PermutationSpec:
     """The traced spec of ``model`` (made float64, eval mode), after checking that random permutations of
-    every group leave its outputs unchanged on ``inputs`` (default: random float64 inputs of ``shape``)."""
+    every group leave its outputs unchanged on ``inputs`` (default: random float64 inputs of ``shape``).
+    """
     torch.manual_seed(seed)
     model = model.double().eval()
     for m in model.modules():  # BN statistics other than the identity, so that permuting them matters
@@ -33,7 +37,9 @@ def traced_and_kept(model: nn.Module, shape: tuple[int, ...], seed: int = 0, inp
     perms = {p: torch.randperm(n, generator=gen) for p, n in spec.sizes.items()}
     state = {**get_params(model), **get_buffers(model)}
     x = torch.randn(3, *shape, dtype=torch.float64, generator=gen) if inputs is None else inputs
-    torch.testing.assert_close(functional_call(model, apply_permutation(spec, perms, state), (x,)), model(x), rtol=TOL, atol=TOL)
+    torch.testing.assert_close(
+        functional_call(model, apply_permutation(spec, perms, state), (x,)), model(x), rtol=TOL, atol=TOL
+    )
     return spec
 
 

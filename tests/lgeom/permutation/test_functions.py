@@ -1,7 +1,8 @@
 """The trace's rules for functions and methods (``call_function`` / ``call_method``): elementwise ops,
 pooling, flatten and ``view(n, -1)``, reductions, transpose/permute, (un)squeeze and concatenation keep
 track of the units (random permutations keep the function); operations that would mix units raise naming
-the node and the reason."""
+the node and the reason.
+"""
 
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ class Around(nn.Module):
 SHAPE = (2, 3, 3)
 
 KEPT = {
-    "elementwise": (lambda h: (F.gelu(h) * 2 - torch.sigmoid(h).clamp(0.1, 0.9) + h.relu()).mean(dim=(2, 3)), 4, (None, "conv")),
+    "elementwise": (
+        lambda h: (F.gelu(h) * 2 - torch.sigmoid(h).clamp(0.1, 0.9) + h.relu()).mean(dim=(2, 3)),
+        4,
+        (None, "conv"),
+    ),
     "pool-then-flatten": (lambda h: torch.flatten(F.avg_pool2d(h, 3), 1), 4, (None, "conv", None)),
     "view-n-minus-1": (lambda h: h.view(h.size(0), -1), 36, (None, "conv", None)),
     "flatten-method": (lambda h: h.flatten(1), 36, (None, "conv", None)),
@@ -71,11 +76,23 @@ def test_concatenation_along_another_axis_keeps_the_units() -> None:
     ("body", "where", "op", "reason"),
     [
         (lambda h: h[:, :2].mean(dim=(2, 3)), "getitem", "indexing", "indexing may select or reorder units"),
-        (lambda h: h.reshape(h.shape[0], 2, -1).mean(dim=-1), "reshape", "call_method reshape", "a reshape may split or mix the units' axis"),
+        (
+            lambda h: h.reshape(h.shape[0], 2, -1).mean(dim=-1),
+            "reshape",
+            "call_method reshape",
+            "a reshape may split or mix the units' axis",
+        ),
         (lambda h: h.mean(dim=(2, 3)).squeeze(1), "squeeze", "call_method squeeze", "it squeezes the units' axis"),
-        (lambda h: torch.cumsum(h, dim=1).mean(dim=(2, 3)), "cumsum", "call_function cumsum", "an operation whose effect on units is unknown"),
+        (
+            lambda h: torch.cumsum(h, dim=1).mean(dim=(2, 3)),
+            "cumsum",
+            "call_function cumsum",
+            "an operation whose effect on units is unknown",
+        ),
     ],
     ids=["indexing", "reshape", "squeeze-units", "unknown-function"],
 )
-def test_operations_that_mix_units_are_refused(body: Callable[[torch.Tensor], torch.Tensor], where: str, op: str, reason: str) -> None:
+def test_operations_that_mix_units_are_refused(
+    body: Callable[[torch.Tensor], torch.Tensor], where: str, op: str, reason: str
+) -> None:
     refused(Around(body, 2), where, op, reason)

@@ -1,6 +1,7 @@
 """The trace's rules for layers (``call_module``): each layer's tensors get the axes of its units and random
 permutations keep the function; a layer called twice ties its inputs; layers that would mix units raise
-naming the layer and the reason."""
+naming the layer and the reason.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +17,22 @@ def test_linear_layers_make_groups_and_read_their_inputs() -> None:
     spec = traced_and_kept(model, (3,))
     assert spec.sizes == {"0": 5, "3": 4}
     assert spec.axes["0.weight"] == ("0", None) and spec.axes["0.bias"] == ("0",)
-    assert spec.axes["3.weight"] == ("3", "0") and spec.axes["5.weight"] == (None, "3") and spec.axes["5.bias"] == (None,)
+    assert (
+        spec.axes["3.weight"] == ("3", "0") and spec.axes["5.weight"] == (None, "3") and spec.axes["5.bias"] == (None,)
+    )
 
 
 def test_convolutions_batchnorm_pooling_and_a_channel_major_flatten() -> None:
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.BatchNorm2d(3), nn.ReLU(), nn.MaxPool2d(2),
-                          nn.Conv2d(3, 3, 3, padding=1, groups=3), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(12, 2))
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.BatchNorm2d(3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(3, 3, 3, padding=1, groups=3),
+        nn.AdaptiveAvgPool2d(2),
+        nn.Flatten(),
+        nn.Linear(12, 2),
+    )
     spec = traced_and_kept(model, (2, 4, 4))
     assert spec.sizes == {"0": 3}
     assert spec.axes["0.weight"] == ("0", None, None, None) and spec.axes["1.running_var"] == ("0",)
@@ -30,9 +41,15 @@ def test_convolutions_batchnorm_pooling_and_a_channel_major_flatten() -> None:
 
 
 def test_conv1d_batchnorm1d_and_prelu_per_channel() -> None:
-    model = nn.Sequential(nn.Conv1d(2, 4, 3), nn.BatchNorm1d(4), nn.PReLU(4), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, 2))
+    model = nn.Sequential(
+        nn.Conv1d(2, 4, 3), nn.BatchNorm1d(4), nn.PReLU(4), nn.AdaptiveMaxPool1d(1), nn.Flatten(), nn.Linear(4, 2)
+    )
     spec = traced_and_kept(model, (2, 6))
-    assert spec.axes["2.weight"] == ("0",) and spec.axes["1.weight"] == ("0",) and spec.axes["5.weight"] == (None, "0", None)
+    assert (
+        spec.axes["2.weight"] == ("0",)
+        and spec.axes["1.weight"] == ("0",)
+        and spec.axes["5.weight"] == (None, "0", None)
+    )
 
 
 def test_embedding_and_layer_norm() -> None:
@@ -57,7 +74,9 @@ def test_embedding_and_layer_norm() -> None:
 @pytest.mark.parametrize("groups", [1, 4])
 def test_group_norm_with_one_group_or_one_per_channel(groups: int) -> None:
     spec = traced_and_kept(nn.Sequential(nn.Conv2d(1, 4, 1), nn.GroupNorm(groups, 4), nn.Conv2d(4, 2, 1)), (1, 3, 3))
-    assert spec.sizes == {"0": 4} and spec.axes["1.weight"] == ("0",) and spec.axes["2.weight"] == (None, "0", None, None)
+    assert (
+        spec.sizes == {"0": 4} and spec.axes["1.weight"] == ("0",) and spec.axes["2.weight"] == (None, "0", None, None)
+    )
 
 
 def test_a_layer_called_twice_ties_its_inputs() -> None:
@@ -75,12 +94,18 @@ def test_a_layer_called_twice_ties_its_inputs() -> None:
 
 
 def test_grouped_convolution_of_permuted_channels_is_refused() -> None:
-    refused(nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 1, groups=2)), "1", "Conv2d",
-            "a grouped convolution (2 groups) mixes units within groups")
+    refused(
+        nn.Sequential(nn.Conv2d(1, 4, 1), nn.Conv2d(4, 4, 1, groups=2)),
+        "1",
+        "Conv2d",
+        "a grouped convolution (2 groups) mixes units within groups",
+    )
 
 
 def test_group_norm_with_several_groups_is_refused() -> None:
-    refused(nn.Sequential(nn.Conv2d(1, 4, 1), nn.GroupNorm(2, 4)), "1", "GroupNorm", "2 groups of channels would be mixed")
+    refused(
+        nn.Sequential(nn.Conv2d(1, 4, 1), nn.GroupNorm(2, 4)), "1", "GroupNorm", "2 groups of channels would be mixed"
+    )
 
 
 def test_a_layer_reading_the_wrong_axis_is_refused() -> None:
@@ -108,4 +133,9 @@ def test_batchnorm_on_the_wrong_axis_is_refused() -> None:
 
 
 def test_an_unknown_layer_is_refused() -> None:
-    refused(nn.Sequential(nn.Linear(2, 3), nn.Bilinear(3, 3, 2)), "1", "Bilinear", "a layer whose units this module cannot follow")
+    refused(
+        nn.Sequential(nn.Linear(2, 3), nn.Bilinear(3, 3, 2)),
+        "1",
+        "Bilinear",
+        "a layer whose units this module cannot follow",
+    )

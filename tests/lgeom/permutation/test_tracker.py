@@ -1,6 +1,7 @@
 """The trace's shared machinery (:class:`~lgeom.permutation.tracker.UnitTracker`): elementwise operations tie
 the units they combine, a model's own tensors read by ``get_attr`` follow the units they meet, flatten and
-pooling follow the units' axis, and what cannot be followed raises naming where and why."""
+pooling follow the units' axis, and what cannot be followed raises naming where and why.
+"""
 
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ class Residual(nn.Module):
 def test_elementwise_operations_tie_the_units_they_combine() -> None:
     spec = traced_and_kept(Residual(), (3,))
     assert spec.sizes == {"a": 4}
-    assert spec.axes["b.weight"] == ("a", "a") and spec.axes["c.weight"] == ("a", None) and spec.axes["head.weight"] == (None, "a")
+    assert (
+        spec.axes["b.weight"] == ("a", "a")
+        and spec.axes["c.weight"] == ("a", None)
+        and spec.axes["head.weight"] == (None, "a")
+    )
 
 
 class Scaled(nn.Module):
@@ -48,7 +53,9 @@ def test_the_spec_lists_every_tensor_of_the_model() -> None:
     spec = traced_and_kept(model, (1, 4, 4))
     state = {**dict(model.named_parameters()), **dict(model.named_buffers())}
     assert set(spec.axes) == set(state)
-    assert all(len(axes) == (len(spec.views[n]) if n in spec.views else state[n].dim()) for n, axes in spec.axes.items())
+    assert all(
+        len(axes) == (len(spec.views[n]) if n in spec.views else state[n].dim()) for n, axes in spec.axes.items()
+    )
     assert spec.axes["1.num_batches_tracked"] == ()
 
 

@@ -1,5 +1,6 @@
 """The trace's values: union-find over permutation groups (sizes, the FIXED class), unit positions,
-concatenated segments."""
+concatenated segments.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Per-run connectivity figures from tiny synthetic inputs: paths along t, the plane through A, C, B; bad
-inputs refused."""
+inputs refused.
+"""
 
 from __future__ import annotations
 
@@ -17,13 +18,23 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def _table(drop: float) -> Table:
     t = np.linspace(0, 1, 5)
     bump = np.sin(np.pi * t)
-    return Table({"t": t, "train_loss": 0.1 + drop * bump, "test_loss": 0.2 + drop * bump,
-                  "train_acc": 99 - 10 * drop * bump, "test_acc": 90 - 10 * drop * bump})
+    return Table(
+        {
+            "t": t,
+            "train_loss": 0.1 + drop * bump,
+            "test_loss": 0.2 + drop * bump,
+            "train_acc": 99 - 10 * drop * bump,
+            "test_acc": 90 - 10 * drop * bump,
+        }
+    )
 
 
 def test_paths_figure_is_written(tmp_path: Path) -> None:
-    out = plot_paths({"line": _table(2.0), "bezier": _table(0.1), "partial": {"t": [0.0, 1.0], "test_acc": [90.0, 91.0]}},
-                     tmp_path / "paths.png", title="pair 0")
+    out = plot_paths(
+        {"line": _table(2.0), "bezier": _table(0.1), "partial": {"t": [0.0, 1.0], "test_acc": [90.0, 91.0]}},
+        tmp_path / "paths.png",
+        title="pair 0",
+    )
     assert out == tmp_path / "paths.png" and out.read_bytes()[:8] == PNG and out.stat().st_size > 5_000
 
 
@@ -39,8 +50,16 @@ def _plane() -> dict[str, np.ndarray]:
     xs, ys = np.linspace(-0.2, 1.2, 6), np.linspace(-0.2, 1.0, 4)
     xx, yy = np.meshgrid(xs, ys)
     acc = 90 - 30 * np.abs(yy - 0.8 * np.sin(np.pi * np.clip(xx, 0, 1)))
-    return {"xs": xs, "ys": ys, "test_acc": acc, "train_acc": acc + 5, "a": np.array([0.0, 0.0]), "b": np.array([1.0, 0.0]),
-            "c": np.array([0.5, 0.8]), "curve_xy": np.stack([np.linspace(0, 1, 7), 0.8 * np.sin(np.pi * np.linspace(0, 1, 7))], 1)}
+    return {
+        "xs": xs,
+        "ys": ys,
+        "test_acc": acc,
+        "train_acc": acc + 5,
+        "a": np.array([0.0, 0.0]),
+        "b": np.array([1.0, 0.0]),
+        "c": np.array([0.5, 0.8]),
+        "curve_xy": np.stack([np.linspace(0, 1, 7), 0.8 * np.sin(np.pi * np.linspace(0, 1, 7))], 1),
+    }
 
 
 @pytest.mark.parametrize("split", ["test", "train"])
