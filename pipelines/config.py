@@ -872,7 +872,8 @@ def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
         byte = err.object[err.start : err.start + 1]
         raise ConfigError(
             [
-                f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 (byte {err.start}: {byte!r})"
+                f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 "
+                f"(byte {err.start}: {byte!r})"
             ]
         ) from None
     try:
@@ -984,13 +985,15 @@ def _shadowed_overrides(overrides: Mapping[str, Any], matrix: Any) -> list[str]:
                     setting = [isinstance(v, Mapping) and sub in v for v in axis_values]
                     if not any(setting):
                         continue
-                    fix = f"study.matrix.{axis}={_flow([{**v, sub: leaf_value} if s else v for v, s in zip(axis_values, setting)])}"
+                    fixed_values = [{**v, sub: leaf_value} if s else v for v, s in zip(axis_values, setting)]
+                    fix = f"study.matrix.{axis}={_flow(fixed_values)}"
                     where = "every cell" if all(setting) else "the cells whose axis value sets it"
                 else:
                     continue
                 out.append(
                     f"override {leaf}={_flow(leaf_value)}: expected a key that no study.matrix axis sets, got one "
-                    f"that axis '{axis}' sets (its value would win in {where}); change the axis instead: {shlex.quote(fix)}"
+                    f"that axis '{axis}' sets (its value would win in {where}); "
+                    f"change the axis instead: {shlex.quote(fix)}"
                 )
     return out
 

@@ -10,6 +10,7 @@ every URI is the caller's (loopback in tests and the benchmark).
 from __future__ import annotations
 
 import io
+import math
 import tempfile
 import threading
 import time
@@ -55,7 +56,7 @@ class LoadResult:
         if not self.latencies:
             return float("nan")
         ordered = sorted(self.latencies)
-        rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
+        rank = max(0, min(len(ordered) - 1, math.ceil(q / 100 * len(ordered)) - 1))
         return ordered[rank]
 
 

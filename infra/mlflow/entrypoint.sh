@@ -1,6 +1,6 @@
 #!/bin/sh
 # Writes the basic-auth config and starts the MLflow server with proxied S3 artifacts: the same settings as
-# 'lgeom up --shared' (tracking/shared_server.py; tests/tracking/test_infra.py checks they agree). No secret
+# 'lgeom up --shared' (tracking/shared_server.py; tests/test_infra.py checks they agree). No secret
 # is in the config, a URI or the command line: the database password reaches libpq through PGPASSWORD, the
 # admin's through MLFLOW_AUTH_ADMIN_PASSWORD (both from the environment compose passes).
 set -eu
