@@ -19,6 +19,7 @@ import os
 import sys
 from typing import Any
 
+from tracking import shared_server
 from tracking.local_stack import (
     DEFAULT_BUCKET,
     StackError,
@@ -150,8 +151,6 @@ def user_add(
     Raises:
         StackError: no shared stack runs, no password could be had, or the server refused.
     """
-    from tracking import shared_server
-
     info = read_state(state_dir)
     if info is None or not stack_alive(info):
         raise StackError(
@@ -190,7 +189,7 @@ def cli(cfg: Any, args: Any) -> int:
             user_add(args.state_dir, args.name, permission=args.permission, experiments=args.experiment)
         else:
             down(args.state_dir)
-    except StackError as err:
+    except (StackError, shared_server.SharedServerError) as err:
         print(f"lgeom {args.step}: failed: {err}", file=sys.stderr)
         return 1
     return 0

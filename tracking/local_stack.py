@@ -39,6 +39,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tracking import shared_server
 from tracking.processes import process_alive as _alive
 from tracking.processes import process_start_ticks as _proc_start_ticks
 from tracking.redact import redact, register_secret
@@ -94,9 +95,7 @@ class StackInfo:
         """The backend store (shared stack only; no password in it: the server gets it from ``PGPASSWORD``)."""
         if not self.shared:
             return None
-        from tracking.shared_server import backend_store_uri
-
-        return backend_store_uri(self.ports["postgres"])
+        return shared_server.backend_store_uri(self.ports["postgres"])
 
     def admin_credentials(self) -> tuple[str, str]:
         """``(username, password)`` of the basic-auth admin (shared stack only)."""
@@ -104,9 +103,10 @@ class StackInfo:
             raise StackError(
                 f"local stack in {self.state_dir}: expected a shared stack ('lgeom up --shared'), got one without users"
             )
-        from tracking.shared_server import admin_credentials
-
-        return admin_credentials(self.state_dir)
+        try:
+            return shared_server.admin_credentials(self.state_dir)
+        except shared_server.SharedServerError as err:
+            raise StackError(str(err)) from err
 
     @property
     def artifacts_destination(self) -> str:
@@ -474,10 +474,11 @@ def start_stack(
     os.chmod(state, 0o711 if shared and os.geteuid() == 0 else 0o700)
     key, secret = _load_or_create_credentials(state)
     if shared:
-        from tracking import shared_server
-
-        shared_values = shared_server.load_or_create_secrets(state)
-        shared_server.preflight(state)
+        try:
+            shared_values = shared_server.load_or_create_secrets(state)
+            shared_server.preflight(state)
+        except shared_server.SharedServerError as err:
+            raise StackError(str(err)) from err
     previous = None if new_ports else recorded_ports(state, shared=shared)
     if previous is not None:
         _check_ports_free(
@@ -568,9 +569,7 @@ def stop_stack(target: StackInfo | str | os.PathLike[str] = ".lgeom", *, timeout
         if pid:
             try:
                 if name == "postgres":
-                    from tracking.shared_server import stop_postgres
-
-                    if stop_postgres(pid, info.proc_starts.get(name) or None, timeout=max(timeout, 15.0)):
+                    if shared_server.stop_postgres(pid, info.proc_starts.get(name) or None, timeout=max(timeout, 15.0)):
                         continue
                 stop_process_group(pid, start_ticks=info.proc_starts.get(name) or None, timeout=timeout)
             except StackError as err:
@@ -623,17 +622,15 @@ def _write_state(info: StackInfo) -> None:
 
 def _start_postgres(info: StackInfo, password: str, timeout: float) -> str:
     """Initialise (first start) and start the shared stack's PostgreSQL; returns MLflow's backend store URI."""
-    from tracking import shared_server
-
     state = Path(info.state_dir)
     paths = shared_server.PostgresPaths(state / "postgres")
     log = state / "logs" / "postgres.out"
-    shared_server.init_cluster(paths, _base_env())
-    proc = shared_server.start_postgres(paths, info.ports["postgres"], log, _base_env())
-    info.pids["postgres"] = proc.pid
-    info.proc_starts["postgres"] = _proc_start_ticks(proc.pid) or 0
-    _write_state(info)
     try:
+        shared_server.init_cluster(paths, _base_env())
+        proc = shared_server.start_postgres(paths, info.ports["postgres"], log, _base_env())
+        info.pids["postgres"] = proc.pid
+        info.proc_starts["postgres"] = _proc_start_ticks(proc.pid) or 0
+        _write_state(info)
         shared_server.wait_for_postgres(paths, info.ports["postgres"], proc, log, timeout)
         shared_server.ensure_databases(paths, info.ports["postgres"], password)
     except shared_server.SharedServerError as err:

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tracking.local_stack import StackError
 from tracking.processes import process_alive
 from tracking.redact import redact, register_secret
 
@@ -57,7 +56,7 @@ _SECRET_KEYS = (
 )
 
 
-class SharedServerError(StackError):
+class SharedServerError(RuntimeError):
     """PostgreSQL or the basic-auth server could not be set up, started, reached or used."""
 
 
