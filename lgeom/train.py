@@ -46,6 +46,23 @@ class NonFiniteLossError(FloatingPointError):
         )
 
 
+def check_finite_losses(pending: list[tuple[int, torch.Tensor]], epoch: int, *, task: str = "training") -> None:
+    """Raise for the first non-finite loss among ``pending`` ``(global step, loss tensor)`` pairs of the
+    0-based ``epoch`` (checked together, one device sync), naming ``task`` in the message.
+
+    Raises:
+        NonFiniteLossError: a loss is NaN or infinite (its 1-based epoch, its step and its value).
+    """
+    if not pending:
+        return
+    values = torch.stack([v for _, v in pending])
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return
+    i = int((~finite).nonzero()[0])
+    raise NonFiniteLossError(epoch + 1, pending[i][0], float(values[i]), task=task)
+
+
 @dataclass(frozen=True)
 class TrainSpec(OptimSpec):
     """Optimiser, schedule (see :class:`~lgeom.optim.OptimSpec`) and the training loop's settings.
@@ -253,13 +270,13 @@ def train(
             else:
                 pending.append((step, loss.detach()))
                 if len(pending) >= 25:
-                    _check_finite(pending, epoch)
+                    check_finite_losses(pending, epoch)
                     pending = []
             if spec.snapshot_every and step % spec.snapshot_every == 0:
                 snapshots.append(flatten(get_params(model)).cpu())
                 snapshot_steps.append(step)
             emit(cbs, ProgressEvent("train", "step", step, total_steps, epoch))
-        _check_finite(pending, epoch)
+        check_finite_losses(pending, epoch)
         samples_seen += n_epoch
         row = {
             "epoch": epoch + 1,
@@ -324,17 +341,6 @@ def train(
     if ckpt is not None:
         _atomic_save({"params": result.final_params, "buffers": result.final_buffers}, ckpt / "final.pt")
     return result
-
-
-def _check_finite(pending: list[tuple[int, torch.Tensor]], epoch: int) -> None:
-    if not pending:
-        return
-    values = torch.stack([v for _, v in pending])
-    finite = torch.isfinite(values)
-    if bool(finite.all()):
-        return
-    i = int((~finite).nonzero()[0])
-    raise NonFiniteLossError(epoch + 1, pending[i][0], float(values[i]))
 
 
 def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:
