@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -159,10 +158,6 @@ def _cpu(d: Params) -> Params:
     return {k: v.detach().to("cpu", copy=True) for k, v in d.items()}
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    save_plain(obj, path)
-
-
 def train(
     model: nn.Module,
     train_data: Dataset,
@@ -226,7 +221,7 @@ def train(
             snapshots, snapshot_steps = state["snapshots"], state["snapshot_steps"]
             grads, grad_steps = state["grads"], state["grad_steps"]
         else:
-            _atomic_save({"params": init_params, "buffers": init_buffers}, ckpt / "init.pt")
+            save_plain({"params": init_params, "buffers": init_buffers}, ckpt / "init.pt")
 
     cbs = resolve_callbacks(callbacks, progress, "train")
     emit(cbs, ProgressEvent("train", "start", step, total_steps, start_epoch))
@@ -294,7 +289,7 @@ def train(
         rows.append(row)
         emit(cbs, ProgressEvent("train", "epoch", step, total_steps, epoch, {k: v for k, v in row.items() if k != "epoch"}))
         if ckpt is not None and ((epoch + 1) % spec.checkpoint_every == 0 or last):
-            _atomic_save(
+            save_plain(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -339,7 +334,7 @@ def train(
         resumed_from_epoch=start_epoch,
     )
     if ckpt is not None:
-        _atomic_save({"params": result.final_params, "buffers": result.final_buffers}, ckpt / "final.pt")
+        save_plain({"params": result.final_params, "buffers": result.final_buffers}, ckpt / "final.pt")
     return result
 
 
