@@ -64,6 +64,7 @@ def data_shape(d: DataConfig) -> tuple[tuple[int, ...], int]:
 
 @functools.lru_cache(maxsize=256)
 def _data_shape(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> tuple[tuple[int, ...], int]:
+    """:func:`data_shape` by hashable arguments (cached): known image sets by table, others by building a few samples."""
     known = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
              "cifar100": ((3, 32, 32), 100)}
     if name in known:

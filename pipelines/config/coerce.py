@@ -106,6 +106,8 @@ def coerce_checked(value: Any, tp: Any, where: str, problems: list[str]) -> tupl
 
 
 def _unknown_key(cls: type, prefix: str, key: str) -> str:
+    """The problem of ``key``, not a key of section ``cls``: where its value comes from when it is derived, else
+    the section's keys and the closest one."""
     derived = getattr(cls, "derived_fields", {})
     if key in derived:
         return f"{prefix}.{key}: expected a key of {prefix}, got {key!r}, whose value comes from {derived[key]}"

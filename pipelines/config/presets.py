@@ -28,6 +28,12 @@ def available_presets() -> list[str]:
 
 
 def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of ``preset`` (a shipped name or a YAML path) merged over its ``base:`` chain (``seen``: the
+    files already on the chain, to refuse a loop).
+
+    Raises:
+        ConfigError: the file is missing, a folder, not UTF-8, not YAML, empty or not a mapping; the chain loops.
+    """
     path = Path(preset)
     if not path.suffix:
         path = PRESET_DIR / f"{preset}.yaml"
@@ -61,6 +67,7 @@ def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
 
 
 def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``over`` merged into a copy of ``base``, mappings key by key (a ``matrix`` is replaced whole)."""
     out = dict(base)
     for k, v in over.items():
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) and k != "matrix":
@@ -71,6 +78,7 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
 
 
 def _yaml_reason(err: yaml.YAMLError) -> str:
+    """The short reason of a YAML error (its context and problem), without the position dump."""
     problem = getattr(err, "problem", None)
     context = getattr(err, "context", None)
     if problem:

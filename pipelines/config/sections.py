@@ -174,6 +174,7 @@ class StudyConfig:
 
 
 def _finite(x: Any) -> bool:
+    """Whether ``x`` is a finite real number (not a bool)."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 

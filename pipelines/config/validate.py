@@ -79,6 +79,7 @@ def _option_problems(prefix: str, name: str, options: Mapping[str, Any], registe
 
 
 def _not_an_option(prefix: str, key: str, value: Any, owner: str, allowed: Mapping[str, Any]) -> str:
+    """The problem of option ``key``, which the builder of ``owner`` lacks: its options and the closest one."""
     close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.7)
     hint = f"; did you mean '{prefix}.{close[0]}'?" if close else ""
     return f"{prefix}.{key}: not an option of {owner} (its options: {', '.join(allowed) or 'none'}{hint}), got {value!r}"
