@@ -70,7 +70,9 @@ def make_case(name: str, n: int, device: torch.device, epochs: int) -> tuple[nn.
         batch = 250
     else:
         gen = torch.Generator().manual_seed(0)
-        ds = ArrayDataset(torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen), 10, "cifar-shaped")
+        ds = ArrayDataset(
+            torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 10, (n,), generator=gen), 10, "cifar-shaped"
+        )
         model = build_model("preresnet", num_classes=10, in_shape=(3, 32, 32), depth=8)
         batch = 128
     device_name = "cuda" if device.type == "cuda" else "cpu"
@@ -121,16 +123,29 @@ def config_name(config: Config, block_size: int) -> str:
     return f"{name} ({engine}, tol {tol:g})"
 
 
-def run_case(name: str, label: str, n: int, epochs: int, rounds: int, hvp_reps: int, device: torch.device,
-             configs: list[Config], block_size: int) -> dict:
+def run_case(
+    name: str,
+    label: str,
+    n: int,
+    epochs: int,
+    rounds: int,
+    hvp_reps: int,
+    device: torch.device,
+    configs: list[Config],
+    block_size: int,
+) -> dict:
     model, batches = make_case(name, n, device, epochs)
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\n== {label}: {n_params} parameters, {n} samples in {len(batches)} batches ==")
     # An independent reference: another start vector than the timed runs, residual tolerance 1e-10 (at most
     # 60 steps, beyond float32 reach on the conv net); its residuals bound its own error.
-    ref = lanczos_eigenvalues(HessianOperator(model, batches, engine="cached"), 5, tol=1e-10, max_iter=min(n_params, 60), seed=12345)
-    print(f"reference top-5 (Lanczos, {ref.n_hvp} HVPs, max relative residual {np.max(ref.residuals / np.abs(ref.values)):.1e}): "
-          f"{np.array2string(ref.values, precision=6)}")
+    ref = lanczos_eigenvalues(
+        HessianOperator(model, batches, engine="cached"), 5, tol=1e-10, max_iter=min(n_params, 60), seed=12345
+    )
+    print(
+        f"reference top-5 (Lanczos, {ref.n_hvp} HVPs, max relative residual {np.max(ref.residuals / np.abs(ref.values)):.1e}): "
+        f"{np.array2string(ref.values, precision=6)}"
+    )
     try:
         import pyhessian  # noqa: F401
 
@@ -141,8 +156,15 @@ def run_case(name: str, label: str, n: int, epochs: int, rounds: int, hvp_reps: 
 
     def solve(config: Config) -> object:
         method, engine, tol = config
-        return top_eigenvalues(model, batches, k=5, method=method, tol=tol, engine=engine,
-                               block_size=block_size if method == "block_lanczos" else None)
+        return top_eigenvalues(
+            model,
+            batches,
+            k=5,
+            method=method,
+            tol=tol,
+            engine=engine,
+            block_size=block_size if method == "block_lanczos" else None,
+        )
 
     times: dict[object, list[float]] = {c: [] for c in configs}
     times["pyhessian"] = []
@@ -162,8 +184,10 @@ def run_case(name: str, label: str, n: int, epochs: int, rounds: int, hvp_reps: 
         vals, passes = results["pyhessian"]  # type: ignore[misc]
         pyh = (statistics.median(times["pyhessian"]), rel_err(vals, ref.values), passes)
         out["pyhessian"] = pyh
-        print(f"{'PyHessian power (tol 1e-3)':40s}: {pyh[0]:8.3f} s  {passes:4d} HVPs {passes:4d} passes  "
-              f"max rel err {pyh[1]:.1e}  values {np.array2string(np.asarray(vals), precision=6)}")
+        print(
+            f"{'PyHessian power (tol 1e-3)':40s}: {pyh[0]:8.3f} s  {passes:4d} HVPs {passes:4d} passes  "
+            f"max rel err {pyh[1]:.1e}  values {np.array2string(np.asarray(vals), precision=6)}"
+        )
     for config in configs:
         res = results[config]
         t = statistics.median(times[config])
@@ -176,7 +200,9 @@ def run_case(name: str, label: str, n: int, epochs: int, rounds: int, hvp_reps: 
             versus = f"  {pyh[0] / t:5.1f}x PyHessian ({verdict})"
         if config[0] == "block_lanczos" and ("lanczos", config[1], config[2]) in out["solvers"]:  # type: ignore[operator]
             versus += f"  {out['solvers'][('lanczos', config[1], config[2])][0] / t:4.2f}x Lanczos"  # type: ignore[index]
-        print(f"{config_name(config, block_size):40s}: {t:8.3f} s  {row[2]:4d} HVPs {row[3]:4d} passes  max rel err {row[1]:.1e}{versus}")
+        print(
+            f"{config_name(config, block_size):40s}: {t:8.3f} s  {row[2]:4d} HVPs {row[3]:4d} passes  max rel err {row[1]:.1e}{versus}"
+        )
 
     fwd = HessianOperator(model, batches, engine="forward")
     cached = HessianOperator(model, batches, engine="cached")
@@ -185,8 +211,13 @@ def run_case(name: str, label: str, n: int, epochs: int, rounds: int, hvp_reps: 
     vs = torch.randn(block_size, fwd.size, generator=gen).to(device)
     t_build, _ = timed(lambda: cached.matvec(v), device)  # the first product builds the graphs
     # Interleaved rounds (gradient, HVPs, gradient, ...) so that load changes hit every measurement alike.
-    kinds = {"grad": lambda: gradient_pass(model, batches), "fwd": lambda: fwd.matvec(v), "cached": lambda: cached.matvec(v),
-             "fwd_block": lambda: fwd.matmat(vs), "cached_block": lambda: cached.matmat(vs)}
+    kinds = {
+        "grad": lambda: gradient_pass(model, batches),
+        "fwd": lambda: fwd.matvec(v),
+        "cached": lambda: cached.matvec(v),
+        "fwd_block": lambda: fwd.matmat(vs),
+        "cached_block": lambda: cached.matmat(vs),
+    }
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     for fn in kinds.values():
         fn()  # warm-up
@@ -197,13 +228,20 @@ def run_case(name: str, label: str, n: int, epochs: int, rounds: int, hvp_reps: 
     t_grad = med["grad"]
     auto = HessianOperator(model, batches, engine="auto").engine
     out["grad"] = t_grad
-    out["ratios"] = {"fwd": med["fwd"] / t_grad, "cached": med["cached"] / t_grad, "build": t_build / t_grad,
-                     "fwd_block": med["fwd_block"] / block_size / t_grad, "cached_block": med["cached_block"] / block_size / t_grad}
+    out["ratios"] = {
+        "fwd": med["fwd"] / t_grad,
+        "cached": med["cached"] / t_grad,
+        "build": t_build / t_grad,
+        "fwd_block": med["fwd_block"] / block_size / t_grad,
+        "cached_block": med["cached_block"] / block_size / t_grad,
+    }
     r = out["ratios"]
-    print(f"gradient over the data: {1e3 * t_grad:.2f} ms; HVP / gradient: forward-over-reverse {r['fwd']:.2f}x, "  # type: ignore[index]
-          f"cached {r['cached']:.2f}x (first product incl. graph build {r['build']:.2f}x); per vector with {block_size} "  # type: ignore[index]
-          f"vectors per pass: forward {r['fwd_block']:.2f}x (vectorised: {fwd.vectorize}), cached {r['cached_block']:.2f}x; "  # type: ignore[index]
-          f"engine='auto' (the estimators' default) picks {auto!r} here")
+    print(
+        f"gradient over the data: {1e3 * t_grad:.2f} ms; HVP / gradient: forward-over-reverse {r['fwd']:.2f}x, "  # type: ignore[index]
+        f"cached {r['cached']:.2f}x (first product incl. graph build {r['build']:.2f}x); per vector with {block_size} "  # type: ignore[index]
+        f"vectors per pass: forward {r['fwd_block']:.2f}x (vectorised: {fwd.vectorize}), cached {r['cached_block']:.2f}x; "  # type: ignore[index]
+        f"engine='auto' (the estimators' default) picks {auto!r} here"
+    )
     return out
 
 
@@ -213,40 +251,73 @@ def main() -> None:
     add_device_arguments(parser)
     parser.add_argument("--cases", default="mlp,preresnet", help="comma-separated: mlp, preresnet")
     parser.add_argument("--block-size", type=int, default=5, help="block Lanczos block size (default 5 = k)")
-    parser.add_argument("--rounds", type=int, default=0, help="solver rounds per case (0: 5 for the MLP, 1 for PreResNet-8)")
+    parser.add_argument(
+        "--rounds", type=int, default=0, help="solver rounds per case (0: 5 for the MLP, 1 for PreResNet-8)"
+    )
     args = parser.parse_args()
     device = setup_device(args)
-    every = [("lanczos", "cached", 1e-3), ("block_lanczos", "cached", 1e-3), ("lanczos", "cached", 1e-2),
-             ("block_lanczos", "cached", 1e-2), ("lanczos", "forward", 1e-3), ("block_lanczos", "forward", 1e-3)]
+    every = [
+        ("lanczos", "cached", 1e-3),
+        ("block_lanczos", "cached", 1e-3),
+        ("lanczos", "cached", 1e-2),
+        ("block_lanczos", "cached", 1e-2),
+        ("lanczos", "forward", 1e-3),
+        ("block_lanczos", "forward", 1e-3),
+    ]
     # PreResNet-8: tol 1e-3 with the cached engine only. The forward engine loops over the vectors of a block
     # for conv nets (no batching to gain from) and is slower per product, and tol 1e-3 is already more accurate
     # than PyHessian; leaving the rest out keeps the case near 10 minutes on a shared 2-core CPU.
     cached_only = [c for c in every if c[1] == "cached" and c[2] == 1e-3]
     cases = {
-        "mlp": ("mlp", "MLP 2-32-32-2 on moons", 1000 if not args.quick else 500, 20, 5 if not args.quick else 1,
-                200 if not args.quick else 20, every),
-        "preresnet": ("preresnet", "PreResNet-8 on CIFAR-shaped 3x32x32", 512 if not args.quick else 128, 2, 1,
-                      2, cached_only),
+        "mlp": (
+            "mlp",
+            "MLP 2-32-32-2 on moons",
+            1000 if not args.quick else 500,
+            20,
+            5 if not args.quick else 1,
+            200 if not args.quick else 20,
+            every,
+        ),
+        "preresnet": (
+            "preresnet",
+            "PreResNet-8 on CIFAR-shaped 3x32x32",
+            512 if not args.quick else 128,
+            2,
+            1,
+            2,
+            cached_only,
+        ),
     }
-    results = [run_case(name, label, n, epochs, args.rounds or rounds, reps, device, configs, args.block_size)
-               for key, (name, label, n, epochs, rounds, reps, configs) in cases.items() if key in args.cases.split(",")]
+    results = [
+        run_case(name, label, n, epochs, args.rounds or rounds, reps, device, configs, args.block_size)
+        for key, (name, label, n, epochs, rounds, reps, configs) in cases.items()
+        if key in args.cases.split(",")
+    ]
     print("\n| case | solver | time (s) | HVPs | passes | max rel err | speed-up vs PyHessian | block vs Lanczos |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
         p = r.get("pyhessian")
         if p:
-            print(f"| {r['label']} ({r['n_params']} params) | PyHessian (tol 1e-3) | {p[0]:.3f} | {p[2]} | {p[2]} | {p[1]:.1e} | 1 | |")
+            print(
+                f"| {r['label']} ({r['n_params']} params) | PyHessian (tol 1e-3) | {p[0]:.3f} | {p[2]} | {p[2]} | {p[1]:.1e} | 1 | |"
+            )
         for config, (t, err, hvps, passes) in r["solvers"].items():
             lanczos = r["solvers"].get(("lanczos", config[1], config[2]))
             vs_lanczos = f"{lanczos[0] / t:.2f}x" if config[0] == "block_lanczos" and lanczos else ""
-            print(f"| {r['label']} | {config_name(config, args.block_size)} | {t:.3f} | {hvps} | {passes} | {err:.1e} | "
-                  f"{p[0] / t:.1f}x | {vs_lanczos} |" if p else f"| {r['label']} | {config_name(config, args.block_size)} | {t:.3f} | "
-                  f"{hvps} | {passes} | {err:.1e} | n/a | {vs_lanczos} |")
+            print(
+                f"| {r['label']} | {config_name(config, args.block_size)} | {t:.3f} | {hvps} | {passes} | {err:.1e} | "
+                f"{p[0] / t:.1f}x | {vs_lanczos} |"
+                if p
+                else f"| {r['label']} | {config_name(config, args.block_size)} | {t:.3f} | "
+                f"{hvps} | {passes} | {err:.1e} | n/a | {vs_lanczos} |"
+            )
     print("\n| case | HVP/grad forward | cached | per vector, block of B: forward | cached |")
     print("|---|---|---|---|---|")
     for r in results:
         q = r["ratios"]
-        print(f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x |")
+        print(
+            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -94,7 +94,8 @@ def check_same_structure(
 def keyword_types(fn: Callable[..., Any], names: Iterable[str]) -> dict[str, Any]:
     """The resolved annotations of ``fn``'s parameters ``names`` (e.g. ``int``, ``bool | None``), for type
     checks of options before ``fn`` is called; unannotated ones are left out, and all of them when an
-    annotation cannot be resolved (that only loses the type check)."""
+    annotation cannot be resolved (that only loses the type check).
+    """
     try:
         hints = typing.get_type_hints(fn)
     except Exception:  # noqa: BLE001 - any failure to resolve means "no annotation"

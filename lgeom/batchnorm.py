@@ -111,7 +111,9 @@ def bn_statistics(
         raise expected("bn_batches", "training batches to recompute BatchNorm statistics (BN policy)", None)
     if stacked:
         source = given if given is not None else get_buffers(model)
-        return BNStatistics(recompute_bn_stats_stacked(model, params, list(as_batches(bn_batches)), source), "recomputed")
+        return BNStatistics(
+            recompute_bn_stats_stacked(model, params, list(as_batches(bn_batches)), source), "recomputed"
+        )
     return BNStatistics(recompute_bn_stats(model, params, bn_batches, buffers=buffers), "recomputed")
 
 
@@ -184,7 +186,8 @@ def recompute_bn_stats(
     dtype = point_dtype(model, params)
     source = buffers if buffers is not None else get_buffers(model)
     new = {
-        n: b.detach().to(device, dtype=dtype if b.is_floating_point() else b.dtype, copy=True) for n, b in source.items()
+        n: b.detach().to(device, dtype=dtype if b.is_floating_point() else b.dtype, copy=True)
+        for n, b in source.items()
     }
     if not has_batchnorm(model):
         return new

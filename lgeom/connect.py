@@ -88,18 +88,31 @@ class ConnectSpec:
         out: list[Problem] = []
         bad = [k for k in self.kinds if k not in FITTED_KINDS]
         if bad or len(set(self.kinds)) != len(self.kinds):
-            out.append(Problem("kinds", f"expected distinct names among {', '.join(FITTED_KINDS)}, got {list(self.kinds)!r}"))
+            out.append(
+                Problem("kinds", f"expected distinct names among {', '.join(FITTED_KINDS)}, got {list(self.kinds)!r}")
+            )
         if not isinstance(self.fit, CurveFitSpec):
             out.append(Problem("fit", f"expected a CurveFitSpec, got {type(self.fit).__name__}"))
-        for name, lo in (("bends", 1), ("points", 2), ("bn_batches", 1), ("bn_batch_size", 1), ("eval_batch_size", 1),
-                         ("plane_grid", 2), ("seed", 0)):
+        for name, lo in (
+            ("bends", 1),
+            ("points", 2),
+            ("bn_batches", 1),
+            ("bn_batch_size", 1),
+            ("eval_batch_size", 1),
+            ("plane_grid", 2),
+            ("seed", 0),
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
                 out.append(Problem(name, f"expected an integer >= {lo}, got {v!r}"))
         v = self.eval_train_samples
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
             out.append(Problem("eval_train_samples", f"expected an integer >= 1 or None, got {v!r}"))
-        if not isinstance(self.plane_margin, (int, float)) or not math.isfinite(self.plane_margin) or self.plane_margin < 0:
+        if (
+            not isinstance(self.plane_margin, (int, float))
+            or not math.isfinite(self.plane_margin)
+            or self.plane_margin < 0
+        ):
             out.append(Problem("plane_margin", f"expected a finite number >= 0, got {self.plane_margin!r}"))
         return out
 
@@ -150,12 +163,18 @@ class PathResult:
 
     def flat_metrics(self) -> dict[str, float]:
         """This path's scalar metrics under the contract's names (``<path>.test.loss_barrier``,
-        ``<path>.gen_gap_max``, ``<curve>.dist_ac`` ...; phi(0.5)'s triangle under ``<curve>.mid.*``)."""
+        ``<path>.gen_gap_max``, ``<curve>.dist_ac`` ...; phi(0.5)'s triangle under ``<curve>.mid.*``).
+        """
         out = path_metrics(self.table, self.name)
         if self.triangle is not None:
             out.update({names.triangle_metric(self.name, k): v for k, v in self.triangle.as_dict().items()})
         if self.mid_triangle is not None:
-            out.update({names.triangle_metric(self.name, k, point=names.MID): v for k, v in self.mid_triangle.as_dict().items()})
+            out.update(
+                {
+                    names.triangle_metric(self.name, k, point=names.MID): v
+                    for k, v in self.mid_triangle.as_dict().items()
+                }
+            )
         if self.triangle is None:
             out[names.triangle_metric(self.name, "dist_ab")] = distance(self.curve.start, self.curve.end)
         if self.fit is not None and len(self.fit.history):
@@ -186,7 +205,8 @@ class ConnectResult:
     def metrics(self) -> dict[str, float]:
         """Every scalar metric under DESIGN.md's names: ``a.train_loss``, ``a.test_acc``, ``b.…``, then each
         path's :meth:`PathResult.flat_metrics`, and ``align.iterations`` / ``align.similarity_before`` /
-        ``align.similarity_after`` when aligned."""
+        ``align.similarity_after`` when aligned.
+        """
         out: dict[str, float] = {}
         for ep, results in self.endpoints.items():
             for split, res in results.items():
@@ -257,7 +277,9 @@ def prepare_data(
 
 
 def evaluate_endpoints(
-    model: nn.Module, endpoints: Mapping[str, tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]], data: ConnectData
+    model: nn.Module,
+    endpoints: Mapping[str, tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]],
+    data: ConnectData,
 ) -> dict[str, dict[str, EvalResult]]:
     """Train/test loss and accuracy of trained endpoints with their own BatchNorm statistics.
 
@@ -332,8 +354,13 @@ def connect_path(
         fit = fit_curve(model, curve, data.train, spec.fit, callbacks=callbacks, progress=progress)
     ts = np.linspace(0.0, 1.0, spec.points)
     table = evaluate_path(
-        model, curve, ts, data.train_batches, data.test_batches,
-        bn_batches=data.bn_batches, endpoint_buffers=(a_buffers, b_buffers),
+        model,
+        curve,
+        ts,
+        data.train_batches,
+        data.test_batches,
+        bn_batches=data.bn_batches,
+        endpoint_buffers=(a_buffers, b_buffers),
     )
     table = with_gen_gap(table)
     result = PathResult(name=name, curve=curve, table=table, metrics=path_metrics(table), fit=fit, aligned=aligned)
@@ -343,10 +370,19 @@ def connect_path(
         result.mid_triangle = triangle(curve.start, curve.midpoint(), curve.end)
         if spec.plane:
             result.plane = plane(
-                model, curve.start, apex, curve.end,
-                train=data.train_batches, test=data.test_batches, bn_batches=data.bn_batches,
-                grid=spec.plane_grid, margin=spec.plane_margin, curve=curve, curve_points=spec.points,
-                callbacks=callbacks, progress=progress,
+                model,
+                curve.start,
+                apex,
+                curve.end,
+                train=data.train_batches,
+                test=data.test_batches,
+                bn_batches=data.bn_batches,
+                grid=spec.plane_grid,
+                margin=spec.plane_margin,
+                curve=curve,
+                curve_points=spec.points,
+                callbacks=callbacks,
+                progress=progress,
             )
     return result
 
@@ -413,16 +449,40 @@ def connect_pair(
     for aligned, b_params, b_buffers_v in variants:
         for kind in ("line", *spec.kinds):
             res = connect_path(
-                model, kind, a, b_params, a_buffers=a_buf, b_buffers=b_buffers_v, data=data, spec=spec,
-                aligned=aligned, callbacks=cbs, progress=progress,
+                model,
+                kind,
+                a,
+                b_params,
+                a_buffers=a_buf,
+                b_buffers=b_buffers_v,
+                data=data,
+                spec=spec,
+                aligned=aligned,
+                callbacks=cbs,
+                progress=progress,
             )
             paths[res.name] = res
-            emit(cbs, ProgressEvent("connect", "step", len(paths), total, metrics={
-                names.barrier_metric(res.name, "test", "loss_barrier"): res.metrics.get(names.barrier_metric(None, "test", "loss_barrier"), math.nan)}))
+            emit(
+                cbs,
+                ProgressEvent(
+                    "connect",
+                    "step",
+                    len(paths),
+                    total,
+                    metrics={
+                        names.barrier_metric(res.name, "test", "loss_barrier"): res.metrics.get(
+                            names.barrier_metric(None, "test", "loss_barrier"), math.nan
+                        )
+                    },
+                ),
+            )
     emit(cbs, ProgressEvent("connect", "end", len(paths), total))
     return ConnectResult(
-        a_params={n: v.detach() for n, v in a.items()}, a_buffers=a_buf,
-        b_params={n: v.detach() for n, v in b.items()}, b_buffers=b_buf,
-        endpoints=endpoints, paths=paths, alignment=alignment,
+        a_params={n: v.detach() for n, v in a.items()},
+        a_buffers=a_buf,
+        b_params={n: v.detach() for n, v in b.items()},
+        b_buffers=b_buf,
+        endpoints=endpoints,
+        paths=paths,
+        alignment=alignment,
     )
-

@@ -40,7 +40,7 @@ from lgeom.specs import Problem
 from lgeom.table import Table
 from lgeom.train import check_finite_losses
 
-CURVE_KINDS: dict[str, type["Curve"]] = {}
+CURVE_KINDS: dict[str, type[Curve]] = {}
 
 
 def check_t(t: float | torch.Tensor) -> float:
@@ -153,9 +153,14 @@ class Curve:
     def to_state(self) -> dict[str, Any]:
         """Everything needed to rebuild the curve: kind, endpoints and bends (detached CPU tensors)."""
         cpu = lambda d: {n: v.detach().cpu().clone() for n, v in d.items()}  # noqa: E731
-        return {"kind": self.kind, "start": cpu(self.start), "end": cpu(self.end), "bends": [cpu(b) for b in self.bends]}
+        return {
+            "kind": self.kind,
+            "start": cpu(self.start),
+            "end": cpu(self.end),
+            "bends": [cpu(b) for b in self.bends],
+        }
 
-    def to(self, device: torch.device | str) -> "Curve":
+    def to(self, device: torch.device | str) -> Curve:
         """The same curve with every tensor on ``device`` (bends stay trainable leaves)."""
         return type(self)(
             {n: v.to(device) for n, v in self.start.items()},
@@ -183,7 +188,9 @@ class Line(Curve):
 
     kind = "line"
 
-    def __init__(self, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], bends: int | Sequence[Any] = 0) -> None:
+    def __init__(
+        self, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], bends: int | Sequence[Any] = 0
+    ) -> None:
         if not isinstance(bends, int) or bends != 0:
             if not (isinstance(bends, Sequence) and len(bends) == 0):
                 raise expected("line bends", "0 (a line has no control points)", bends)
@@ -236,9 +243,7 @@ class PolyChain(Curve):
         return coeffs
 
 
-def build_curve(
-    kind: str, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], bends: int = 1
-) -> Curve:
+def build_curve(kind: str, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], bends: int = 1) -> Curve:
     """A curve by name (``line``, ``bezier``, ``polychain``) with ``bends`` control points on the segment.
 
     Raises:
@@ -289,7 +294,9 @@ def load_curve(path: str | os.PathLike[str]) -> tuple[Curve, dict[str, Any]]:
     try:
         curve = curve_from_state(data["curve"])
     except (KeyError, TypeError, AttributeError) as err:
-        raise expected("curve file", "a curve written by lgeom connect (save_curve)", f"{p} ({type(err).__name__}: {err})") from None
+        raise expected(
+            "curve file", "a curve written by lgeom connect (save_curve)", f"{p} ({type(err).__name__}: {err})"
+        ) from None
     extra = data.get("extra", {})
     return curve, dict(extra) if isinstance(extra, dict) else {}
 
@@ -393,7 +400,9 @@ def fit_curve(
     dtype = next(iter(curve.start.values())).dtype
     check_model_matches(model, curve.start, what="curve")
     # Scratch buffers: BatchNorm in train mode writes running statistics here, not into the model.
-    buffers = {n: b.to(device, dtype=dtype if b.is_floating_point() else b.dtype) for n, b in get_buffers(model).items()}
+    buffers = {
+        n: b.to(device, dtype=dtype if b.is_floating_point() else b.dtype) for n, b in get_buffers(model).items()
+    }
     bn = has_batchnorm(model)
     n_train = len(train_data)  # type: ignore[arg-type]
     # A final batch of one sample breaks BatchNorm in train mode; drop it only then.
@@ -436,7 +445,9 @@ def fit_curve(
                 for t in torch.rand(k, generator=t_gen, dtype=torch.float64).tolist():
                     phi = curve.point(t)
                     logits = forward(phi, xb)
-                    ce = F.cross_entropy(logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), yb)
+                    ce = F.cross_entropy(
+                        logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), yb
+                    )
                     loss = ce
                     if wd > 0:
                         loss = loss + 0.5 * wd * torch.stack(torch._foreach_norm(list(phi.values()))).square().sum()
@@ -455,13 +466,28 @@ def fit_curve(
                     pending = []
                 emit(cbs, ProgressEvent("fit_curve", "step", step, total_steps, epoch))
             check_finite_losses(pending, epoch, task="curve fitting")
-            row = {"epoch": epoch + 1, "lr": lr, "loss": float(loss_sum) / max(n_epoch, 1), "time_s": time.perf_counter() - t0}
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "loss": float(loss_sum) / max(n_epoch, 1),
+                "time_s": time.perf_counter() - t0,
+            }
             rows.append(row)
-            emit(cbs, ProgressEvent("fit_curve", "epoch", step, total_steps, epoch, {k_: v for k_, v in row.items() if k_ != "epoch"}))
+            emit(
+                cbs,
+                ProgressEvent(
+                    "fit_curve", "epoch", step, total_steps, epoch, {k_: v for k_, v in row.items() if k_ != "epoch"}
+                ),
+            )
     finally:
         model.train(was_training)
     wall = time.perf_counter() - t0
-    emit(cbs, ProgressEvent("fit_curve", "end", step, total_steps, spec.epochs - 1, {"loss": rows[-1]["loss"]} if rows else {}))
+    emit(
+        cbs,
+        ProgressEvent(
+            "fit_curve", "end", step, total_steps, spec.epochs - 1, {"loss": rows[-1]["loss"]} if rows else {}
+        ),
+    )
     return CurveFitResult(curve=curve, history=Table.from_rows(rows), steps=step, wall_time_s=wall)
 
 
@@ -474,5 +500,7 @@ def check_model_matches(model: nn.Module, params: Mapping[str, torch.Tensor], *,
         ValueError: naming the first parameter whose name or shape differs.
     """
     dtype = next(iter(params.values())).dtype if params else torch.float32
-    shapes = {n: torch.empty(p.shape, dtype=dtype, device="meta") for n, p in model.named_parameters() if p.requires_grad}
+    shapes = {
+        n: torch.empty(p.shape, dtype=dtype, device="meta") for n, p in model.named_parameters() if p.requires_grad
+    }
     check_same_structure(shapes, {n: v.to("meta") for n, v in params.items()}, first_name="model", second_name=what)

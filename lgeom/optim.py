@@ -89,13 +89,18 @@ def lr_factor(spec: OptimSpec, progress: float) -> float:
     raise ValueError(f"schedule: expected one of {', '.join(SCHEDULES)}, got {spec.schedule!r}")
 
 
-def build_optimizer(params: Iterable[torch.Tensor], spec: OptimSpec, *, weight_decay: float | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.Tensor], spec: OptimSpec, *, weight_decay: float | None = None
+) -> torch.optim.Optimizer:
     """A torch optimiser for ``params`` from ``spec``; ``weight_decay`` overrides the spec's (curve fitting
-    applies its decay to phi(t) itself and passes 0 here)."""
+    applies its decay to phi(t) itself and passes 0 here).
+    """
     wd = spec.weight_decay if weight_decay is None else weight_decay
     params = list(params)
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0, weight_decay=wd)
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0, weight_decay=wd
+        )
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=wd)
     if spec.optimizer == "adamw":
@@ -107,4 +112,3 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-

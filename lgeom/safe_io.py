@@ -44,16 +44,20 @@ class UnsafeFileError(ValueError):
 def unique_temp_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> Path:
     """A temporary name beside ``path`` that no other process or thread uses: ``<name>.tmp-<pid>-<hex>``, or
     with ``keep_suffix`` ``<stem>.tmp-<pid>-<hex><suffix>`` (for writers that pick the format by the suffix,
-    or append theirs to any other)."""
+    or append theirs to any other).
+    """
     p = Path(path)
     tag = f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     return p.with_name(f"{p.stem}.{tag}{p.suffix}") if keep_suffix else p.with_name(f"{p.name}.{tag}")
 
 
-def write_atomically(path: str | os.PathLike[str], write: Callable[[Path], object], *, keep_suffix: bool = False) -> Path:
+def write_atomically(
+    path: str | os.PathLike[str], write: Callable[[Path], object], *, keep_suffix: bool = False
+) -> Path:
     """Write the file ``path`` atomically: ``write(tmp)`` writes a temporary file beside it (see
     :func:`unique_temp_path`, ``keep_suffix`` as there), which then replaces ``path``. Folders are created;
-    the temporary file never stays, whatever ``write`` raises. Returns ``path``."""
+    the temporary file never stays, whatever ``write`` raises. Returns ``path``.
+    """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = unique_temp_path(p, keep_suffix=keep_suffix)
@@ -98,7 +102,9 @@ def save_plain(obj: Any, path: str | os.PathLike[str]) -> Path:
     """
     problem = plain_problem(obj)
     if problem:
-        raise TypeError(f"{path}: expected plain data to save (tensors, numbers, strings, lists, dicts), got: {problem}")
+        raise TypeError(
+            f"{path}: expected plain data to save (tensors, numbers, strings, lists, dicts), got: {problem}"
+        )
     return write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -139,4 +145,6 @@ def load_plain(path: str | os.PathLike[str], what: str, expected: str = PLAIN_FO
     except Exception as err:  # noqa: BLE001 - every unreadable or refused file is bad input
         with open(p, "rb") as fh:
             head = fh.read(4)
-        raise UnsafeFileError(f"{what}: expected {expected}, got {p}, which {_reason(err, head)}; it was not loaded", p) from None
+        raise UnsafeFileError(
+            f"{what}: expected {expected}, got {p}, which {_reason(err, head)}; it was not loaded", p
+        ) from None

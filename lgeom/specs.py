@@ -58,7 +58,8 @@ def raise_problems(spec: object, problems: list[Problem]) -> None:
 
 def neutral_setting(default: Any, reason: str) -> Any:
     """A dataclass field holding a setting that does not change results (e.g. the device or the number of
-    loader workers): caches and config hashes leave it out. ``reason`` says why it is neutral."""
+    loader workers): caches and config hashes leave it out. ``reason`` says why it is neutral.
+    """
     return dataclasses.field(default=default, metadata={RESULT_NEUTRAL: reason})
 
 

@@ -211,7 +211,9 @@ def train(
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         if (ckpt / "last.pt").exists():
-            state = load_plain(ckpt / "last.pt", "training checkpoint", "the loop state written by lgeom.train (plain data)")
+            state = load_plain(
+                ckpt / "last.pt", "training checkpoint", "the loop state written by lgeom.train (plain data)"
+            )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             loader.generator.set_state(state["loader_generator"])
@@ -249,7 +251,9 @@ def train(
             loss.backward()
             step += 1
             if spec.grad_snapshot_every and step % spec.grad_snapshot_every == 0:
-                grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]).detach().cpu())
+                grads.append(
+                    torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]).detach().cpu()
+                )
                 grad_steps.append(step)
             optimizer.step()
             bs = int(yb.shape[0])
@@ -287,7 +291,10 @@ def train(
             row["test_loss"], row["test_acc"] = res.loss, res.acc
         row["time_s"] = time.perf_counter() - t0
         rows.append(row)
-        emit(cbs, ProgressEvent("train", "epoch", step, total_steps, epoch, {k: v for k, v in row.items() if k != "epoch"}))
+        emit(
+            cbs,
+            ProgressEvent("train", "epoch", step, total_steps, epoch, {k: v for k, v in row.items() if k != "epoch"}),
+        )
         if ckpt is not None and ((epoch + 1) % spec.checkpoint_every == 0 or last):
             save_plain(
                 {
@@ -316,7 +323,17 @@ def train(
     final = {"train": evaluate(model, make_loader(train_eval_data or train_data, eval_bs))}
     if test_data is not None:
         final["test"] = evaluate(model, make_loader(test_data, eval_bs))
-    emit(cbs, ProgressEvent("train", "end", step, total_steps, spec.epochs - 1, {names.split_column(k, "acc"): v.acc for k, v in final.items()}))
+    emit(
+        cbs,
+        ProgressEvent(
+            "train",
+            "end",
+            step,
+            total_steps,
+            spec.epochs - 1,
+            {names.split_column(k, "acc"): v.acc for k, v in final.items()},
+        ),
+    )
     result = TrainResult(
         history=Table.from_rows(rows),
         init_params=init_params,
@@ -353,5 +370,7 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> nn.Module
         raise FileNotFoundError(f"checkpoint: expected a file at {p}, got nothing there")
     state = load_plain(p, "checkpoint", "a dict with 'params' and 'buffers' (as written by lgeom.train)")
     if not isinstance(state, dict) or "params" not in state:
-        raise expected("checkpoint", "a dict with 'params' and 'buffers' (as written by lgeom.train)", type(state).__name__)
+        raise expected(
+            "checkpoint", "a dict with 'params' and 'buffers' (as written by lgeom.train)", type(state).__name__
+        )
     return load_params(model, state["params"], state.get("buffers"))

@@ -24,7 +24,11 @@ from tracking.store import StoreUnavailableError
 STEPS: dict[str, tuple[str, bool, str]] = {
     "train": ("pipelines.train", True, "train the endpoints of every cell (checkpoints + metrics)"),
     "connect": ("pipelines.connect", True, "connect two endpoints: line, Bezier, PolyChain, path metrics, plane"),
-    "probe": ("pipelines.probe", True, "Hessian spectra, sharpness, slices, PCA plane at a checkpoint or along a curve"),
+    "probe": (
+        "pipelines.probe",
+        True,
+        "Hessian spectra, sharpness, slices, PCA plane at a checkpoint or along a curve",
+    ),
     "study": ("pipelines.study", True, "run the matrix on Ray Tune, one trial per cell, logged to MLflow"),
     "tune": ("pipelines.tune", True, "Optuna search (through Ray Tune) over one cell's training hyperparameters"),
     "compare": ("pipelines.compare", False, "comparison tables from logged runs"),
@@ -52,7 +56,8 @@ _NEXT_OVERRIDE = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
 def split_overrides(items: Sequence[str]) -> list[str]:
     """Overrides as separate ``key=value`` strings. ``mlflow run`` passes ``-P overrides="a=1 b=2"`` as one
     argument; it is split before each ``key=`` that follows whitespace, so values with spaces inside
-    brackets or quotes (``study.matrix={"model.width": [16, 64]}``) stay whole."""
+    brackets or quotes (``study.matrix={"model.width": [16, 64]}``) stay whole.
+    """
     out: list[str] = []
     for item in items:
         out.extend(part for part in _NEXT_OVERRIDE.split(item.strip()) if part)

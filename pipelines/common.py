@@ -1,5 +1,6 @@
 """What every step shares: building data and models from a config, training endpoints with checkpoints,
-and writing results to the local output folder."""
+and writing results to the local output folder.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def endpoint_key(cfg: Config) -> str:
     """Key of the trained endpoints of ``cfg``: :func:`~pipelines.config.config_hash` of the sections that
     determine an endpoint (model, data, train), without ``train.seeds`` since each endpoint's seed names its
     own folder below the key. Cells that differ only in curve or probe settings, or in settings that do not
-    change results, share their endpoints."""
+    change results, share their endpoints.
+    """
     return config_hash(cfg, sections=ENDPOINT_SECTIONS, leave_out=("train.seeds",))
 
 

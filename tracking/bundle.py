@@ -96,7 +96,9 @@ class Bundle:
 
     def add_tags(self, tags: Mapping[str, str]) -> None:
         """Merge tags into ``tags.json``."""
-        self.write_json(names.TAGS_FILE, {**self.read_json(names.TAGS_FILE, {}), **{k: str(v) for k, v in tags.items()}})
+        self.write_json(
+            names.TAGS_FILE, {**self.read_json(names.TAGS_FILE, {}), **{k: str(v) for k, v in tags.items()}}
+        )
 
     # --- typed results -----------------------------------------------------------------------------
     def write_path(self, name: str, table: Table) -> Path:
@@ -122,12 +124,18 @@ class Bundle:
     def write_plane(self, name: str, arrays: Mapping[str, Any]) -> Path:
         """Write plane arrays to ``planes/<name>.npz``."""
         # keep_suffix: np.savez appends .npz to any other name
-        return write_atomically(self.root / names.plane_artifact(name),
-                                lambda tmp: np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()}), keep_suffix=True)
+        return write_atomically(
+            self.root / names.plane_artifact(name),
+            lambda tmp: np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()}),
+            keep_suffix=True,
+        )
 
-    def write_endpoint(self, name: str, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]) -> Path:
+    def write_endpoint(
+        self, name: str, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
+    ) -> Path:
         """Save an endpoint's parameters and buffers to ``endpoints/<name>.pt`` (plain data, read back with
-        ``weights_only=True``)."""
+        ``weights_only=True``).
+        """
         return save_plain({"params": dict(params), "buffers": dict(buffers)}, self.root / names.endpoint_artifact(name))
 
     def figure_path(self, name: str) -> Path:
@@ -138,9 +146,7 @@ class Bundle:
 
     def files(self) -> list[Path]:
         """Every file in the bundle, relative to its root (temporary files excluded)."""
-        return sorted(
-            p.relative_to(self.root) for p in self.root.rglob("*") if p.is_file() and ".tmp" not in p.name
-        )
+        return sorted(p.relative_to(self.root) for p in self.root.rglob("*") if p.is_file() and ".tmp" not in p.name)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
@@ -227,7 +233,9 @@ def _endpoint_module(model: nn.Module, path: Path) -> nn.Module:
     """A copy of ``model`` holding the endpoint saved at ``path`` (``{"params", "buffers"}``)."""
     state = load_plain(path, "endpoint")
     if not isinstance(state, dict) or "params" not in state:
-        raise ValueError(f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), got {type(state).__name__}")
+        raise ValueError(
+            f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), got {type(state).__name__}"
+        )
     module = copy.deepcopy(model).cpu()
     load_params(module, state["params"], state.get("buffers"))
     return module.eval()

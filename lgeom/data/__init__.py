@@ -130,9 +130,7 @@ def as_batches(data: Dataset | Iterable[Batch], batch_size: int = EVAL_BATCH_SIZ
     return data
 
 
-def fixed_batches(
-    dataset: Dataset, batch_size: int, *, n_batches: int | None = None, seed: int = 0
-) -> list[Batch]:
+def fixed_batches(dataset: Dataset, batch_size: int, *, n_batches: int | None = None, seed: int = 0) -> list[Batch]:
     """A fixed, materialised list of batches: a seeded random subset of ``n_batches * batch_size`` samples.
 
     Used wherever the same data must be seen at every parameter point (BatchNorm statistics recompute,
@@ -155,13 +153,14 @@ def dataset_meta(dataset: Dataset) -> tuple[int, tuple[int, ...]]:
     try:
         return int(dataset.num_classes), tuple(dataset.in_shape)  # type: ignore[attr-defined]
     except AttributeError as err:
-        raise expected("dataset", "a dataset with num_classes and in_shape (from build_dataset)", type(dataset).__name__) from err
+        raise expected(
+            "dataset", "a dataset with num_classes and in_shape (from build_dataset)", type(dataset).__name__
+        ) from err
 
 
 def num_samples(batches: Sequence[Batch] | Any) -> int:
     """Total number of samples in an iterable of batches (iterates it once)."""
     return sum(int(y.shape[0]) for _, y in batches)
-
 
 
 __all__ = [

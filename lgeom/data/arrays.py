@@ -26,10 +26,10 @@ class ArrayDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.inputs[index], self.targets[index]
 
-    def subset(self, indices: torch.Tensor) -> "ArrayDataset":
+    def subset(self, indices: torch.Tensor) -> ArrayDataset:
         """A new dataset holding the samples at ``indices``."""
         return ArrayDataset(self.inputs[indices], self.targets[indices], self.num_classes, self.name)
 
-    def to(self, device: torch.device | str) -> "ArrayDataset":
+    def to(self, device: torch.device | str) -> ArrayDataset:
         """A copy with both tensors on ``device`` (loaders then yield batches already there)."""
         return ArrayDataset(self.inputs.to(device), self.targets.to(device), self.num_classes, self.name)

@@ -47,7 +47,8 @@ def dataset_options(name: str) -> dict[str, Any]:
 
 def dataset_option_types(name: str) -> dict[str, Any]:
     """The annotated types of dataset ``name``'s options (resolved, e.g. ``float`` or ``bool | None``); options
-    without an annotation, or whose annotation cannot be resolved, are left out."""
+    without an annotation, or whose annotation cannot be resolved, are left out.
+    """
     options = dataset_options(name)  # checks the name first
     return keyword_types(_REGISTRY[name], options)
 

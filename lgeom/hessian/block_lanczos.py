@@ -41,7 +41,8 @@ def _rank_tol(dtype: torch.dtype) -> float:
 
 def _orthogonalise(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
     """``vectors`` (rows) with their components along the orthonormal rows of ``basis`` removed (twice:
-    one classical Gram-Schmidt pass leaves errors of the order of the rounding times the removed part)."""
+    one classical Gram-Schmidt pass leaves errors of the order of the rounding times the removed part).
+    """
     for _ in range(2):
         vectors = vectors - (vectors @ basis.T) @ basis
     return vectors
@@ -49,7 +50,8 @@ def _orthogonalise(vectors: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 
 def _fresh_rows(count: int, basis: torch.Tensor, generator: torch.Generator, op: SymmetricOperator) -> torch.Tensor:
     """Up to ``count`` random orthonormal rows orthogonal to ``basis`` (fewer only when the complement of
-    ``basis`` is smaller)."""
+    ``basis`` is smaller).
+    """
     fresh = _orthogonalise(random_vectors(count, op.size, generator, op), basis)
     u, sigma, _ = torch.linalg.svd(fresh.T.double(), full_matrices=False)
     # Gaussian rows keep singular values of order sqrt(P) in the complement; directions outside it keep only
@@ -200,5 +202,6 @@ def block_lanczos_eigenvalues(
     vectors = None
     if return_vectors:
         vectors = torch.as_tensor(s_top.T, dtype=op.dtype, device=op.device) @ basis[:m]
-    return EigenResult(values.astype(np.float64), ok, res, bound, op.n_products - start_products, step,
-                       "block_lanczos", vectors)
+    return EigenResult(
+        values.astype(np.float64), ok, res, bound, op.n_products - start_products, step, "block_lanczos", vectors
+    )

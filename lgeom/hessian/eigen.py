@@ -77,9 +77,27 @@ def top_eigenvalues(
         raise expected("block_size", "None unless method='block_lanczos'", block_size)
     op = HessianOperator(model, data, params=params, buffers=buffers, bn_batches=bn_batches, engine=engine)
     if method == "lanczos":
-        return lanczos_eigenvalues(op, k, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors,
-                                   confirm=confirm, progress=progress)
+        return lanczos_eigenvalues(
+            op,
+            k,
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            return_vectors=return_vectors,
+            confirm=confirm,
+            progress=progress,
+        )
     if method == "block_lanczos":
-        return block_lanczos_eigenvalues(op, k, block_size=block_size, tol=tol, max_iter=max_iter, seed=seed,
-                                         return_vectors=return_vectors, progress=progress)
-    return power_eigenvalues(op, k, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors, progress=progress)
+        return block_lanczos_eigenvalues(
+            op,
+            k,
+            block_size=block_size,
+            tol=tol,
+            max_iter=max_iter,
+            seed=seed,
+            return_vectors=return_vectors,
+            progress=progress,
+        )
+    return power_eigenvalues(
+        op, k, tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors, progress=progress
+    )

@@ -115,7 +115,9 @@ def power_eigenvalues(
     shift, scale, total_it = 0.0, 0.0, 0
     while len(found) < k and len(deflate) < op.size:
         budget = iters if shift == 0.0 else shifted_iters
-        theta, v, ok, res, it = _power_one(op, shift, deflate, random_vectors(1, op.size, gen, op)[0], tol, budget, scale)
+        theta, v, ok, res, it = _power_one(
+            op, shift, deflate, random_vectors(1, op.size, gen, op)[0], tol, budget, scale
+        )
         total_it += it
         value = theta + shift
         scale = max(scale, abs(value))

@@ -57,8 +57,15 @@ def _image_shape(name: str, in_shape: Sequence[int]) -> None:
         raise expected(f"{name} in_shape", "(channels, height, width) with height, width >= 2", tuple(in_shape))
 
 
-def _build(name: str, residual: bool, num_classes: int, in_shape: Sequence[int], channels: int, activation: str,
-           batchnorm: bool) -> CNN:
+def _build(
+    name: str,
+    residual: bool,
+    num_classes: int,
+    in_shape: Sequence[int],
+    channels: int,
+    activation: str,
+    batchnorm: bool,
+) -> CNN:
     _image_shape(name, in_shape)
     check_positive_int(f"{name} channels", channels)
     make_activation(activation)

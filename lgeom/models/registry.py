@@ -1,6 +1,5 @@
 """The model registry: builders by name and model families by prefix, and ``build_model``."""
 
-
 from __future__ import annotations
 
 import inspect
@@ -77,7 +76,8 @@ def model_arch_args(name: str) -> dict[str, Any]:
 
 def model_arch_types(name: str) -> dict[str, Any]:
     """The annotated types of model ``name``'s architecture options (resolved, e.g. ``int`` or ``bool | None``);
-    options without an annotation, or whose annotation cannot be resolved, are left out."""
+    options without an annotation, or whose annotation cannot be resolved, are left out.
+    """
     return keyword_types(_builder(name), model_arch_args(name))
 
 

@@ -22,8 +22,13 @@ BLOCK_CHOICES = ("auto", "basic", "bottleneck")
 
 def projection_shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Conv2d | None:
     """The shortcut of a residual block: a 1x1 convolution when the block changes the channel count or the
-    resolution, else ``None`` (the identity)."""
-    return nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False) if stride != 1 or in_planes != out_planes else None
+    resolution, else ``None`` (the identity).
+    """
+    return (
+        nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+        if stride != 1 or in_planes != out_planes
+        else None
+    )
 
 
 class BasicBlock(nn.Module):
@@ -171,7 +176,8 @@ def block_layout(depth: int, block: str = "auto") -> tuple[type[nn.Module], int]
 @register_model("preresnet")
 def build_preresnet(*, num_classes: int, in_shape: Sequence[int], depth: int = 8, block: str = "auto") -> PreResNet:
     """Pre-activation CIFAR ResNet of the given depth for ``(channels, H, W)`` inputs; ``block`` as in
-    :func:`block_layout` (``depth=110, block="basic"`` is He et al.'s PreResNet-110)."""
+    :func:`block_layout` (``depth=110, block="basic"`` is He et al.'s PreResNet-110).
+    """
     block_layout(depth, block)
     if len(in_shape) != 3:
         raise expected("preresnet in_shape", "(channels, height, width)", tuple(in_shape))

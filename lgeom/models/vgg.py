@@ -27,9 +27,7 @@ class VGG(nn.Module):
     Parameter names: ``features.<i>.*`` (convolutions and BatchNorms in order), ``classifier.{1,4,6}.*``.
     """
 
-    def __init__(
-        self, in_shape: Sequence[int], num_classes: int, width: int, batchnorm: bool, dropout: float
-    ) -> None:
+    def __init__(self, in_shape: Sequence[int], num_classes: int, width: int, batchnorm: bool, dropout: float) -> None:
         super().__init__()
         c_in, h, w = in_shape
         layers: list[nn.Module] = []

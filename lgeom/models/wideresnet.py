@@ -21,7 +21,8 @@ STAGE_CHANNELS = (16, 32, 64)
 
 class WideBlock(nn.Module):
     """bn-relu-conv3x3 (stride), bn-relu, dropout, conv3x3, plus the input (or a 1x1 projection of its
-    activation when the channel count or the resolution changes)."""
+    activation when the channel count or the resolution changes).
+    """
 
     def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
         super().__init__()

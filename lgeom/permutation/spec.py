@@ -45,7 +45,8 @@ class PermutationSpec:
 
     def perm_occurrences(self) -> dict[str, list[tuple[str, int, int]]]:
         """Permutation name -> every ``(tensor name, axis, start)`` it acts on: its units are entries
-        ``start .. start + size - 1`` of that axis (``start`` is 0 except inside a concatenated axis)."""
+        ``start .. start + size - 1`` of that axis (``start`` is 0 except inside a concatenated axis).
+        """
         out: dict[str, list[tuple[str, int, int]]] = {p: [] for p in self.sizes}
         for name, perms in self.axes.items():
             for axis, p in enumerate(perms):
@@ -113,7 +114,9 @@ def check_spec(model: nn.Module, spec: PermutationSpec) -> None:
             raise ValueError(f"permutation spec {name!r}: expected a tensor of {type(model).__name__}, got none")
         shape = spec.views.get(name, tuple(tensors[name].shape))
         if spec.views.get(name) is not None and torch.Size(shape).numel() != tensors[name].numel():
-            raise ValueError(f"permutation spec {name!r}: expected a view of {tensors[name].numel()} elements, got {shape}")
+            raise ValueError(
+                f"permutation spec {name!r}: expected a view of {tensors[name].numel()} elements, got {shape}"
+            )
         if len(perms) != len(shape):
             raise ValueError(f"permutation spec {name!r}: expected {len(shape)} axes, got {len(perms)}")
         for axis, p in enumerate(perms):

@@ -1,5 +1,6 @@
 """What the model and dataset builders of lgeom take: their options with defaults and annotated types, the
-data's shape without loading image files, and a model built once to check its options (both cached)."""
+data's shape without loading image files, and a model built once to check its options (both cached).
+"""
 
 from __future__ import annotations
 
@@ -25,15 +26,21 @@ CHOSEN_BY = {"model": "arch", "data": "name"}
 
 def data_option_defaults(name: str) -> dict[str, Any]:
     """Options of dataset ``name`` with their defaults: the split sizes every dataset takes (keywords of
-    ``lgeom.data.build_splits``) and the keywords of its builder."""
+    ``lgeom.data.build_splits``) and the keywords of its builder.
+    """
     sig = inspect.signature(build_splits)
-    sizes = {p.name: p.default for p in sig.parameters.values() if p.kind == p.KEYWORD_ONLY and p.name not in ("root", "seed")}
+    sizes = {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.kind == p.KEYWORD_ONLY and p.name not in ("root", "seed")
+    }
     return {**sizes, **dataset_options(name)}
 
 
 def builder_options(section: str, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
     """``(options with defaults, their annotated types)`` of the model (``section`` "model") or dataset
-    (``section`` "data") ``name`` (None: unknown name)."""
+    (``section`` "data") ``name`` (None: unknown name).
+    """
     if section == "model":
         try:  # a registered name or a family member ("torchvision:resnet18")
             return model_arch_args(name), model_arch_types(name)
@@ -51,22 +58,33 @@ def hashable_options(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 
 @functools.lru_cache(maxsize=256)
-def check_model_builds(arch: str, options: tuple[tuple[str, Any], ...], in_shape: tuple[int, ...], num_classes: int) -> None:
+def check_model_builds(
+    arch: str, options: tuple[tuple[str, Any], ...], in_shape: tuple[int, ...], num_classes: int
+) -> None:
     """Build the model ``arch`` with ``options`` (see :func:`hashable_options`) for data of ``in_shape`` and
-    ``num_classes``; raises what the builder raises."""
+    ``num_classes``; raises what the builder raises.
+    """
     build_model(arch, num_classes=num_classes, in_shape=in_shape, **dict(options))
 
 
 def data_shape(d: DataConfig) -> tuple[tuple[int, ...], int]:
     """``(in_shape, num_classes)`` of the configured dataset without loading image files."""
-    return _data_shape(d.name, d.seed, hashable_options({k: v for k, v in d.options.items() if k not in ("n_train", "n_test")}))
+    return _data_shape(
+        d.name, d.seed, hashable_options({k: v for k, v in d.options.items() if k not in ("n_train", "n_test")})
+    )
 
 
 @functools.lru_cache(maxsize=256)
 def _data_shape(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> tuple[tuple[int, ...], int]:
-    """:func:`data_shape` by hashable arguments (cached): known image sets by table, others by building a few samples."""
-    known = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10),
-             "cifar100": ((3, 32, 32), 100)}
+    """:func:`data_shape` by hashable arguments (cached): known image sets by table, others by building a few
+    samples.
+    """
+    known = {
+        "mnist": ((1, 28, 28), 10),
+        "fashion-mnist": ((1, 28, 28), 10),
+        "cifar10": ((3, 32, 32), 10),
+        "cifar100": ((3, 32, 32), 100),
+    }
     if name in known:
         return known[name]
     # A few samples are enough to learn the shape (and to try every option).

@@ -1,6 +1,7 @@
 """Raw values (YAML, overrides) against annotations: a value checked and converted to a section key's type
 (:func:`coerce`), a raw mapping read into its section dataclass (:func:`read_section`,
-:func:`read_open_section`), and model/data options typed by their builder's annotations."""
+:func:`read_open_section`), and model/data options typed by their builder's annotations.
+"""
 
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ def coerce_checked(value: Any, tp: Any, where: str, problems: list[str]) -> tupl
 
 def _unknown_key(cls: type, prefix: str, key: str) -> str:
     """The problem of ``key``, not a key of section ``cls``: where its value comes from when it is derived, else
-    the section's keys and the closest one."""
+    the section's keys and the closest one.
+    """
     derived = getattr(cls, "derived_fields", {})
     if key in derived:
         return f"{prefix}.{key}: expected a key of {prefix}, got {key!r}, whose value comes from {derived[key]}"
@@ -117,8 +119,9 @@ def _unknown_key(cls: type, prefix: str, key: str) -> str:
     return f"{prefix}.{key}: unknown key, expected one of {', '.join(names)}{hint}"
 
 
-def _read_keys(cls: type, raw: Any, prefix: str, problems: list[str], *,
-               open_section: bool = False) -> tuple[dict[tuple[str, ...], Any], dict[str, Any]]:
+def _read_keys(
+    cls: type, raw: Any, prefix: str, problems: list[str], *, open_section: bool = False
+) -> tuple[dict[tuple[str, ...], Any], dict[str, Any]]:
     """Typed values of ``raw`` by attribute path, and (for an open section) the keys that are not fixed."""
     if not isinstance(raw, Mapping):
         problems.append(f"{prefix}: expected a mapping of settings, got {raw!r}")
@@ -141,10 +144,16 @@ def _read_keys(cls: type, raw: Any, prefix: str, problems: list[str], *,
     return values, rest
 
 
-def _construct(cls: type, values: Mapping[tuple[str, ...], Any], prefix: str, problems: list[str],
-               derived: Mapping[str, Any] | None = None) -> Any:
+def _construct(
+    cls: type,
+    values: Mapping[tuple[str, ...], Any],
+    prefix: str,
+    problems: list[str],
+    derived: Mapping[str, Any] | None = None,
+) -> Any:
     """``cls`` built from typed values (nested specs first). The spec's own problems are reported under
-    ``prefix.<field>``, each once, and the fields they name fall back to their defaults."""
+    ``prefix.<field>``, each once, and the fields they name fall back to their defaults.
+    """
     kwargs: dict[str, Any] = dict(derived or {})
     for f in fields(cls):
         tp = type_hints(cls)[f.name]
@@ -170,17 +179,26 @@ def _construct(cls: type, values: Mapping[tuple[str, ...], Any], prefix: str, pr
     return cls()
 
 
-def read_section(cls: type, raw: Any, prefix: str, problems: list[str], derived: Mapping[str, Any] | None = None) -> Any:
+def read_section(
+    cls: type, raw: Any, prefix: str, problems: list[str], derived: Mapping[str, Any] | None = None
+) -> Any:
     """The section ``cls`` from the raw mapping ``raw`` of section ``prefix``, ``derived`` fields given; every
-    problem is appended to ``problems`` and a field with a problem takes its default."""
+    problem is appended to ``problems`` and a field with a problem takes its default.
+    """
     values, _ = _read_keys(cls, raw, prefix, problems)
     return _construct(cls, values, prefix, problems, derived)
 
 
-def _typed_options(prefix: str, options: Mapping[str, Any], defaults: Mapping[str, Any] | None,
-                   hints: Mapping[str, Any], problems: list[str]) -> dict[str, Any]:
+def _typed_options(
+    prefix: str,
+    options: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None,
+    hints: Mapping[str, Any],
+    problems: list[str],
+) -> dict[str, Any]:
     """Options set (not null), each known one checked against the builder's annotation (or its default's
-    type); unknown ones are kept for :func:`pipelines.config.validate` to report against the builder's options."""
+    type); unknown ones are kept for :func:`pipelines.config.validate` to report against the builder's options.
+    """
     out: dict[str, Any] = {}
     for key, value in options.items():
         if value is None:  # null: the builder's default (a matrix cell unsets a base option this way)
@@ -203,7 +221,8 @@ def _typed_options(prefix: str, options: Mapping[str, Any], defaults: Mapping[st
 
 def read_open_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
     """A model or data section (``prefix``): its fixed keys, and every other key as an option of the chosen
-    builder, typed by the builder's annotations; problems as :func:`read_section`."""
+    builder, typed by the builder's annotations; problems as :func:`read_section`.
+    """
     values, rest = _read_keys(cls, raw, prefix, problems, open_section=True)
     chosen = CHOSEN_BY[prefix]
     known = builder_options(prefix, values.get((chosen,), section_keys(cls)[chosen].default))

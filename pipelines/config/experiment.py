@@ -53,8 +53,10 @@ class Config:
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain dict in the YAML's shape (tuples as lists), loadable again by :func:`config_from_dict`."""
-        return {f.name: section_dict(getattr(self, f.name)) if f.name in SECTIONS else plain(getattr(self, f.name))
-                for f in fields(self)}
+        return {
+            f.name: section_dict(getattr(self, f.name)) if f.name in SECTIONS else plain(getattr(self, f.name))
+            for f in fields(self)
+        }
 
     def flat(self, *, skip: Sequence[str] = ("study", "description")) -> dict[str, Any]:
         """``{"train.lr": 0.05, ...}`` for every key outside ``skip`` sections (MLflow params)."""
@@ -110,8 +112,9 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Conf
     kwargs["model"] = read_open_section(ModelConfig, data.get("model") or {}, "model", problems)
     kwargs["data"] = read_open_section(DataConfig, data.get("data") or {}, "data", problems)
     kwargs["train"] = read_section(TrainConfig, data.get("train") or {}, "train", problems)
-    kwargs["curve"] = read_section(CurveConfig, data.get("curve") or {}, "curve", problems,
-                                   {"eval_batch_size": kwargs["data"].eval_batch_size})
+    kwargs["curve"] = read_section(
+        CurveConfig, data.get("curve") or {}, "curve", problems, {"eval_batch_size": kwargs["data"].eval_batch_size}
+    )
     kwargs["probe"] = read_section(ProbeConfig, data.get("probe") or {}, "probe", problems)
     kwargs["study"] = read_section(StudyConfig, data.get("study") or {}, "study", problems)
     cfg = Config(**kwargs)
@@ -124,7 +127,8 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Conf
 def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
     """Every problem of ``cfg`` its sections cannot see alone: the model's and dataset's options against their
     builders (and that they build together), the name, the matrix axes and every matrix cell, as messages.
-    (Each section checks its own values when it is constructed.)"""
+    (Each section checks its own values when it is constructed.)
+    """
     problems = model_and_data_problems(cfg.model, cfg.data)
     problems.extend(name_problems(cfg.name))
     problems.extend(matrix_axis_problems(cfg.study, TOP_KEYS))

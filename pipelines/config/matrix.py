@@ -38,7 +38,8 @@ _LABEL_WIDTHS = ("width", "widen_factor")
 
 def model_label(m: ModelConfig) -> str:
     """Short architecture label, e.g. ``preresnet8``, ``mlp2x64``, ``cnn16``, ``resmlp2x64``, ``wideresnet16x4``:
-    the arch, its size option and ``x`` its width option (builder defaults where not set)."""
+    the arch, its size option and ``x`` its width option (builder defaults where not set).
+    """
     defaults = {k: v for k, v in model_arch_args(m.arch).items() if v is not inspect.Parameter.empty}
     opts = {**defaults, **m.options}
     size = next((str(opts[k]) for k in _LABEL_SIZES if k in opts), "")
@@ -49,7 +50,9 @@ def model_label(m: ModelConfig) -> str:
 _AXIS_LABELS = {"train.weight_decay": "wd", "train.seeds": "seeds", "train.batch_size": "bs", "model.activation": "act"}
 
 #: Axes whose values a cell's name shows without ``key=value`` (model label, dataset, optimizer).
-NAMED_AXES = frozenset({"model.arch", *(f"model.{k}" for k in _LABEL_SIZES + _LABEL_WIDTHS), "data.name", "train.optimizer"})
+NAMED_AXES = frozenset(
+    {"model.arch", *(f"model.{k}" for k in _LABEL_SIZES + _LABEL_WIDTHS), "data.name", "train.optimizer"}
+)
 
 
 def _cell_name_parts(cfg: Config, axes: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -71,7 +74,8 @@ def axis_part(key: str, value: Any) -> str:
 
 def cell_name(cfg: Config, axes: Mapping[str, Any]) -> str:
     """``<model>/<dataset>/<optimizer>`` plus ``key=value`` for every other axis, e.g.
-    ``mlp2x64/moons/sgd/activation=tanh``."""
+    ``mlp2x64/moons/sgd/activation=tanh``.
+    """
     return "/".join(part for _, part in _cell_name_parts(cfg, axes))
 
 
@@ -84,13 +88,15 @@ def folder_name_problem(text: str) -> str | None:
 
 def cell_name_problems(cfg: Config, axes: Mapping[str, Any]) -> list[str]:
     """Every part of the name of the cell of ``cfg`` (with axis values ``axes``) that would not make a plain
-    folder name, as ``<what>: <problem>``."""
+    folder name, as ``<what>: <problem>``.
+    """
     return [f"{what}: {p}" for what, part in _cell_name_parts(cfg, axes) if (p := folder_name_problem(part))]
 
 
 def cell_settings(cfg: Config) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
     """``(axis values, the cell's settings as a nested dict)`` for each combination of ``cfg.study.matrix``,
-    in order; the settings carry an empty matrix. A section axis' mapping sets each of its keys."""
+    in order; the settings carry an empty matrix. A section axis' mapping sets each of its keys.
+    """
     axes = list(cfg.study.matrix.items())
     base = cfg.to_dict()
     base["study"]["matrix"] = {}

@@ -38,7 +38,9 @@ def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
     if not path.suffix:
         path = PRESET_DIR / f"{preset}.yaml"
     if not path.exists():
-        raise ConfigError([f"preset: expected one of {', '.join(available_presets())} or a YAML file, got {str(preset)!r}"])
+        raise ConfigError(
+            [f"preset: expected one of {', '.join(available_presets())} or a YAML file, got {str(preset)!r}"]
+        )
     if not path.is_file():
         raise ConfigError([f"preset {path}: expected a YAML file, got a folder"])
     if str(path.resolve()) in seen:
@@ -46,8 +48,13 @@ def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError as err:
-        byte = err.object[err.start:err.start + 1]
-        raise ConfigError([f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 (byte {err.start}: {byte!r})"]) from None
+        byte = err.object[err.start : err.start + 1]
+        raise ConfigError(
+            [
+                f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 "
+                f"(byte {err.start}: {byte!r})"
+            ]
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
@@ -88,7 +95,8 @@ def _yaml_reason(err: yaml.YAMLError) -> str:
 
 def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
     """``["train.lr=0.05", ...]`` -> ``({"train.lr": 0.05}, problems)``; values are parsed as YAML, and a value
-    that is not valid YAML is a problem naming the override (it is left out)."""
+    that is not valid YAML is a problem naming the override (it is left out).
+    """
     out: dict[str, Any] = {}
     problems: list[str] = []
     for item in overrides:
@@ -100,8 +108,10 @@ def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
         except yaml.YAMLError as err:
-            problems.append(f"override {item!r}: expected a YAML value, got malformed YAML ({_yaml_reason(err)}); "
-                            f"quote a string value, e.g. {key}='\"...\"'")
+            problems.append(
+                f"override {item!r}: expected a YAML value, got malformed YAML ({_yaml_reason(err)}); "
+                f"quote a string value, e.g. {key}='\"...\"'"
+            )
             continue
         out[key] = value
     return out, problems
@@ -116,7 +126,8 @@ def _flow(value: Any) -> str:
 def _shadowed_overrides(overrides: Mapping[str, Any], matrix: Any) -> list[str]:
     """Every override of a key that a ``study.matrix`` axis also sets: the axis value would win in the cells
     it sets, so the override would silently not apply. Each problem names the axis and the override of
-    the axis that does what the user asked."""
+    the axis that does what the user asked.
+    """
     if not isinstance(matrix, Mapping):
         return []
     out = []
@@ -133,16 +144,20 @@ def _shadowed_overrides(overrides: Mapping[str, Any], matrix: Any) -> list[str]:
                     fix = f"study.matrix.{axis}={_flow([leaf_value])}"
                     where = "every cell"
                 elif axis in SECTIONS and leaf.startswith(f"{axis}.") and isinstance(axis_values, list):
-                    sub = leaf[len(axis) + 1:]
+                    sub = leaf[len(axis) + 1 :]
                     setting = [isinstance(v, Mapping) and sub in v for v in axis_values]
                     if not any(setting):
                         continue
-                    fix = f"study.matrix.{axis}={_flow([{**v, sub: leaf_value} if s else v for v, s in zip(axis_values, setting)])}"
+                    changed = [{**v, sub: leaf_value} if s else v for v, s in zip(axis_values, setting)]
+                    fix = f"study.matrix.{axis}={_flow(changed)}"
                     where = "every cell" if all(setting) else "the cells whose axis value sets it"
                 else:
                     continue
-                out.append(f"override {leaf}={_flow(leaf_value)}: expected a key that no study.matrix axis sets, got one "
-                           f"that axis '{axis}' sets (its value would win in {where}); change the axis instead: {shlex.quote(fix)}")
+                out.append(
+                    f"override {leaf}={_flow(leaf_value)}: expected a key that no study.matrix axis sets, got one "
+                    f"that axis '{axis}' sets (its value would win in {where}); "
+                    f"change the axis instead: {shlex.quote(fix)}"
+                )
     return out
 
 

@@ -37,7 +37,8 @@ from lgeom.train import TrainSpec
 class ModelConfig:
     """Architecture by registry name plus its options: any keyword option of the architecture's builder
     (``lgeom.models.model_arch_args``), checked against the builder's signature; options not set take the
-    builder's defaults. In YAML the options sit beside ``arch``: ``model: {arch: mlp, depth: 2, width: 16}``."""
+    builder's defaults. In YAML the options sit beside ``arch``: ``model: {arch: mlp, depth: 2, width: 16}``.
+    """
 
     derived_fields: ClassVar[Mapping[str, str]] = {"options": "every key of the section other than arch"}
 
@@ -50,9 +51,12 @@ class DataConfig:
     """Dataset by registry name, its seed (synthetic draw, split, subsets), where its files are, the
     evaluation batch size, plus its options: ``n_train`` / ``n_test`` (samples per split: for synthetic sets
     the sizes drawn, for image sets a seeded subset; unset = the dataset's default / all) and any keyword
-    option of the dataset's builder (``lgeom.data.dataset_options``). In YAML the options sit beside ``name``."""
+    option of the dataset's builder (``lgeom.data.dataset_options``). In YAML the options sit beside ``name``.
+    """
 
-    derived_fields: ClassVar[Mapping[str, str]] = {"options": "every key of the section other than name, root, seed, eval_batch_size"}
+    derived_fields: ClassVar[Mapping[str, str]] = {
+        "options": "every key of the section other than name, root, seed, eval_batch_size"
+    }
 
     name: str = "moons"
     root: str | None = neutral_setting(None, "where the files are read from")
@@ -65,11 +69,16 @@ class DataConfig:
 
     def problems(self) -> list[Problem]:
         """Invalid fixed fields (the options are checked against the dataset's builder by
-        :func:`pipelines.config.validate`)."""
+        :func:`pipelines.config.validate`).
+        """
         out = []
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
             out.append(Problem("seed", f"expected an integer >= 0, got {self.seed!r}"))
-        if not isinstance(self.eval_batch_size, int) or isinstance(self.eval_batch_size, bool) or self.eval_batch_size <= 0:
+        if (
+            not isinstance(self.eval_batch_size, int)
+            or isinstance(self.eval_batch_size, bool)
+            or self.eval_batch_size <= 0
+        ):
             out.append(Problem("eval_batch_size", f"expected an integer > 0, got {self.eval_batch_size!r}"))
         return out
 
@@ -77,7 +86,8 @@ class DataConfig:
 @dataclass(frozen=True)
 class TrainConfig(TrainSpec):
     """Endpoint training: every setting of :class:`lgeom.train.TrainSpec` (documented, defaulted and checked
-    there) except ``seed``, plus ``seeds``: one endpoint is trained per seed (A, B, ...)."""
+    there) except ``seed``, plus ``seeds``: one endpoint is trained per seed (A, B, ...).
+    """
 
     derived_fields: ClassVar[Mapping[str, str]] = {"seed": "train.seeds (one endpoint per seed)"}
 
@@ -108,7 +118,8 @@ class CurveConfig(ConnectSpec):
     there) whose curve-fitting settings (:class:`lgeom.curves.CurveFitSpec`: optimiser, ``lr``, ``epochs``,
     ``batch_size``, ``t_per_batch`` ...) are keys of this section (``curve.lr``, not ``curve.fit.lr``);
     ``curve.seed`` seeds both the fit (batch order, draws of t) and the rest (evaluation subset, BatchNorm
-    batches, alignment). Pass it to ``lgeom.connect.connect_pair`` as it is."""
+    batches, alignment). Pass it to ``lgeom.connect.connect_pair`` as it is.
+    """
 
     derived_fields: ClassVar[Mapping[str, str]] = {"eval_batch_size": "data.eval_batch_size"}
 
@@ -209,7 +220,8 @@ def plain(value: Any) -> Any:
 @dataclass(frozen=True)
 class SettingKey:
     """One key of a config section: its type and default (from the dataclass field), the attribute paths
-    it sets (several when a nested spec shares the name), and whether it can change results."""
+    it sets (several when a nested spec shares the name), and whether it can change results.
+    """
 
     name: str
     hint: Any
@@ -228,7 +240,8 @@ def type_hints(cls: type) -> dict[str, Any]:
 def section_keys(cls: type) -> dict[str, SettingKey]:
     """The keys of a section class, in field order: its dataclass fields, where a field holding a nested spec
     (``ConnectSpec.fit``) contributes that spec's keys instead, and ``derived_fields`` are left out. A name
-    the section shares with a nested spec (``seed``) is one key that sets both."""
+    the section shares with a nested spec (``seed``) is one key that sets both.
+    """
     derived = getattr(cls, "derived_fields", {})
     keys: dict[str, SettingKey] = {}
     for f in fields(cls):
@@ -236,7 +249,9 @@ def section_keys(cls: type) -> dict[str, SettingKey]:
             continue
         tp = type_hints(cls)[f.name]
         if dataclasses.is_dataclass(tp):
-            found = [dataclasses.replace(k, paths=tuple((f.name, *p) for p in k.paths)) for k in section_keys(tp).values()]
+            found = [
+                dataclasses.replace(k, paths=tuple((f.name, *p) for p in k.paths)) for k in section_keys(tp).values()
+            ]
         else:
             default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
             found = [SettingKey(f.name, tp, default, ((f.name,),), changes_results(f))]
@@ -244,7 +259,8 @@ def section_keys(cls: type) -> dict[str, SettingKey]:
             if k.name in keys:
                 have = keys[k.name]
                 keys[k.name] = dataclasses.replace(
-                    have, paths=have.paths + k.paths, changes_results=have.changes_results or k.changes_results)
+                    have, paths=have.paths + k.paths, changes_results=have.changes_results or k.changes_results
+                )
             else:
                 keys[k.name] = k
     return keys
@@ -265,9 +281,10 @@ def section_dict(section: Any) -> dict[str, Any]:
 
 def set_dotted(data: dict[str, Any], key: str, value: Any, problems: list[str]) -> None:
     """Set the dotted ``key`` (``section.key``, a top-level key, or ``study.matrix.<axis>``) in the nested
-    dict ``data`` (the YAML's shape); a key of another shape is a problem naming the override."""
+    dict ``data`` (the YAML's shape); a key of another shape is a problem naming the override.
+    """
     if key.startswith("study.matrix."):
-        data.setdefault("study", {}).setdefault("matrix", {})[key[len("study.matrix."):]] = value
+        data.setdefault("study", {}).setdefault("matrix", {})[key[len("study.matrix.") :]] = value
         return
     parts = key.split(".")
     if len(parts) > 2 or not all(parts):

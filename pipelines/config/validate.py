@@ -1,6 +1,7 @@
 """Checks a section cannot make alone: the model's and dataset's options against their builders (and that
 they build together), the config's name, and the matrix axes. Each problem is a message naming its key;
-:func:`pipelines.config.validate` reports them together with every matrix cell's."""
+:func:`pipelines.config.validate` reports them together with every matrix cell's.
+"""
 
 from __future__ import annotations
 
@@ -38,13 +39,18 @@ def name_problems(name: Any) -> list[str]:
     """The problem of the config's ``name`` when it is not a plain name (it names a folder under output_dir)."""
     if isinstance(name, str) and _PLAIN_NAME.fullmatch(name):
         return []
-    return [(f"name: expected a plain name (letters, digits, '.', '_', '-', '+'; it names a folder under "
-             f"output_dir), got {name!r}")]
+    return [
+        (
+            f"name: expected a plain name (letters, digits, '.', '_', '-', '+'; it names a folder under "
+            f"output_dir), got {name!r}"
+        )
+    ]
 
 
 def model_and_data_problems(m: ModelConfig, d: DataConfig) -> list[str]:
     """Every problem of the dataset's and the model's names and options: options their builders lack, split
-    sizes, and each option the builder refuses (found by building the data, then the model for its shape)."""
+    sizes, and each option the builder refuses (found by building the data, then the model for its shape).
+    """
     problems, data_options = _option_problems("data", d.name, d.options, available_datasets())
     shape = None
     if data_options is not None:
@@ -55,7 +61,9 @@ def model_and_data_problems(m: ModelConfig, d: DataConfig) -> list[str]:
         try:
             shape = data_shape(dataclasses.replace(d, options=data_options))
         except Exception as err:  # noqa: BLE001 - report the dataset's own message, per option where possible
-            problems.extend(_blame_options("data", data_options, lambda opts: data_shape(dataclasses.replace(d, options=opts)), err))
+            problems.extend(
+                _blame_options("data", data_options, lambda opts: data_shape(dataclasses.replace(d, options=opts)), err)
+            )
     model_problems, model_options = _option_problems("model", m.arch, m.options, available_models())
     problems.extend(model_problems)
     if model_options is not None and shape is not None:
@@ -63,12 +71,20 @@ def model_and_data_problems(m: ModelConfig, d: DataConfig) -> list[str]:
         try:
             check_model_builds(m.arch, hashable_options(model_options), in_shape, num_classes)
         except Exception as err:  # noqa: BLE001 - report the model's own message, per option where possible
-            problems.extend(_blame_options(
-                "model", model_options, lambda opts: check_model_builds(m.arch, hashable_options(opts), in_shape, num_classes), err))
+            problems.extend(
+                _blame_options(
+                    "model",
+                    model_options,
+                    lambda opts: check_model_builds(m.arch, hashable_options(opts), in_shape, num_classes),
+                    err,
+                )
+            )
     return problems
 
 
-def _option_problems(prefix: str, name: str, options: Mapping[str, Any], registered: Sequence[str]) -> tuple[list[str], dict[str, Any] | None]:
+def _option_problems(
+    prefix: str, name: str, options: Mapping[str, Any], registered: Sequence[str]
+) -> tuple[list[str], dict[str, Any] | None]:
     """Problems of a model's or dataset's name and options, and the options its builder takes (None: unknown name)."""
     known = builder_options(prefix, name)
     if known is None:
@@ -82,10 +98,14 @@ def _not_an_option(prefix: str, key: str, value: Any, owner: str, allowed: Mappi
     """The problem of option ``key``, which the builder of ``owner`` lacks: its options and the closest one."""
     close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.7)
     hint = f"; did you mean '{prefix}.{close[0]}'?" if close else ""
-    return f"{prefix}.{key}: not an option of {owner} (its options: {', '.join(allowed) or 'none'}{hint}), got {value!r}"
+    return (
+        f"{prefix}.{key}: not an option of {owner} (its options: {', '.join(allowed) or 'none'}{hint}), got {value!r}"
+    )
 
 
-def _blame_options(prefix: str, options: Mapping[str, Any], build: Callable[[dict[str, Any]], Any], err: Exception) -> list[str]:
+def _blame_options(
+    prefix: str, options: Mapping[str, Any], build: Callable[[dict[str, Any]], Any], err: Exception
+) -> list[str]:
     """Every bad option, each found by building with that option alone (the others at their defaults).
 
     ``err`` is the error of building with all options; it is reported as it is when no option fails alone
@@ -110,14 +130,17 @@ def _blame_options(prefix: str, options: Mapping[str, Any], build: Callable[[dic
 def matrix_axis_problems(s: StudyConfig, top_keys: tuple[str, ...]) -> list[str]:
     """Every problem of the matrix axes themselves: unknown keys (``top_keys`` are the config's keys outside
     the sections), values that are not non-empty lists (of mappings, for a section axis), and values that
-    would not make a plain folder name of a cell."""
+    would not make a plain folder name of a cell.
+    """
     out = []
     leaf_keys = _leaf_keys(top_keys, tuple(available_models()), tuple(available_datasets()))
     for key, values in s.matrix.items():
         if key in SECTIONS and key != "study":
             # A section axis: each value is a mapping of several keys that vary together.
             if not isinstance(values, list) or not values or not all(isinstance(v, dict) for v in values):
-                out.append(f"study.matrix.{key}: expected a non-empty list of mappings of {key} settings, got {values!r}")
+                out.append(
+                    f"study.matrix.{key}: expected a non-empty list of mappings of {key} settings, got {values!r}"
+                )
             continue
         if key not in leaf_keys or key.startswith("study."):
             close = difflib.get_close_matches(key, sorted(leaf_keys), n=1)

@@ -69,7 +69,9 @@ def test_cubic_bezier_weights() -> None:
     c2 = {"w": torch.tensor([8.0, 0.0], dtype=D), "m": torch.zeros(2, 2, dtype=D)}
     curve = Bezier(a, b, [c1, c2])
     # t = 1/2: (A + 3 C1 + 3 C2 + B) / 8
-    _close(curve.point(0.5), {"w": [(0 + 0 + 24 + 4) / 8, (0 + 24 + 0 + 0) / 8], "m": [[6 / 8, 8 / 8], [10 / 8, 12 / 8]]})
+    _close(
+        curve.point(0.5), {"w": [(0 + 0 + 24 + 4) / 8, (0 + 24 + 0 + 0) / 8], "m": [[6 / 8, 8 / 8], [10 / 8, 12 / 8]]}
+    )
 
 
 def test_polychain_values_by_hand() -> None:
@@ -156,7 +158,9 @@ def moons_pair():
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = build_model("mlp", num_classes=2, in_shape=(2,), width=16)
-        res = train(model, splits.train, splits.test, TrainSpec(epochs=15, batch_size=50, lr=0.05, seed=seed), progress=False)
+        res = train(
+            model, splits.train, splits.test, TrainSpec(epochs=15, batch_size=50, lr=0.05, seed=seed), progress=False
+        )
         out.append(res)
     return model, splits, out[0], out[1]
 
@@ -172,8 +176,14 @@ def test_fitted_bezier_lowers_the_barrier_on_moons(moons_pair) -> None:
     line = Line(ra.final_params, rb.final_params)
     curve = Bezier(ra.final_params, rb.final_params)
     events = []
-    res = fit_curve(model, curve, splits.train, CurveFitSpec(epochs=8, batch_size=50, seed=0), progress=False,
-                    callbacks=[events.append])
+    res = fit_curve(
+        model,
+        curve,
+        splits.train,
+        CurveFitSpec(epochs=8, batch_size=50, seed=0),
+        progress=False,
+        callbacks=[events.append],
+    )
     line_barrier, curve_barrier = _barrier(model, line, splits), _barrier(model, curve, splits)
     assert line_barrier > 0.05
     assert curve_barrier < 0.6 * line_barrier
@@ -192,8 +202,13 @@ def test_fit_is_deterministic_and_weight_decay_acts_on_phi(moons_pair) -> None:
 
     def fitted(wd: float, k: int) -> dict:
         curve = PolyChain(ra.final_params, rb.final_params)
-        fit_curve(model, curve, small, CurveFitSpec(epochs=3, batch_size=25, weight_decay=wd, t_per_batch=k, seed=3),
-                  progress=False)
+        fit_curve(
+            model,
+            curve,
+            small,
+            CurveFitSpec(epochs=3, batch_size=25, weight_decay=wd, t_per_batch=k, seed=3),
+            progress=False,
+        )
         return curve.apex()
 
     one, again = fitted(0.0, 2), fitted(0.0, 2)
@@ -243,7 +258,9 @@ def test_fit_raises_on_non_finite_loss() -> None:
     b = {n: v + 1.0 for n, v in a.items()}
     data = ArrayDataset(torch.randn(40, 2), torch.randint(0, 2, (40,)), 2)
     with pytest.raises(NonFiniteLossError, match="curve fitting loss became"):
-        fit_curve(model, Bezier(a, b), data, CurveFitSpec(epochs=5, batch_size=10, lr=1e25, momentum=0.0), progress=False)
+        fit_curve(
+            model, Bezier(a, b), data, CurveFitSpec(epochs=5, batch_size=10, lr=1e25, momentum=0.0), progress=False
+        )
 
 
 class _SharedModule(torch.nn.Module):

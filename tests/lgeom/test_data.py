@@ -24,11 +24,28 @@ from lgeom.data.vision import AugmentedVision
 sys.path.insert(0, str(Path(__file__).parent))
 from vision_files import write_cifar, write_mnist  # noqa: E402
 
-SYNTHETIC = {"moons": ((2,), 2), "circles": ((2,), 2), "gaussians": ((2,), 3), "xor": ((2,), 2), "gaussmix256": ((1, 16, 16), 10)}
+SYNTHETIC = {
+    "moons": ((2,), 2),
+    "circles": ((2,), 2),
+    "gaussians": ((2,), 3),
+    "xor": ((2,), 2),
+    "gaussmix256": ((1, 16, 16), 10),
+}
 
 
 def test_registry() -> None:
-    assert available_datasets() == ["cifar10", "cifar100", "circles", "digits", "fashion-mnist", "gaussians", "gaussmix256", "mnist", "moons", "xor"]
+    assert available_datasets() == [
+        "cifar10",
+        "cifar100",
+        "circles",
+        "digits",
+        "fashion-mnist",
+        "gaussians",
+        "gaussmix256",
+        "mnist",
+        "moons",
+        "xor",
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(SYNTHETIC))
@@ -117,8 +134,13 @@ def test_cifar_through_torchvision_from_pickled_batches(tmp_path: Path, name: st
     shifts, flips = set(), set()
     for view in torch.stack([train[0][0] for _ in range(40)]):
         raw = view * s + m
-        found = [(dy, dx, f) for dy in range(9) for dx in range(9) for f in (False, True)
-                 if torch.allclose(raw, (lambda c: c.flip(-1) if f else c)(padded[:, dy:dy + 32, dx:dx + 32]), atol=1e-5)]
+        found = [
+            (dy, dx, f)
+            for dy in range(9)
+            for dx in range(9)
+            for f in (False, True)
+            if torch.allclose(raw, (lambda c: c.flip(-1) if f else c)(padded[:, dy : dy + 32, dx : dx + 32]), atol=1e-5)
+        ]
         assert found, "a view that is no padded crop of the image"
         shifts.update((dy, dx) for dy, dx, _ in found)
         flips.update(f for _, _, f in found)

@@ -86,8 +86,11 @@ def test_missing_files_say_where_to_put_what_and_how_offline(tmp_path: Path) -> 
     # a source folder without the .gz files: the error also says why laying them out failed
     empty = tmp_path / "empty-source"
     empty.mkdir()
-    with pytest.raises(DatasetNotFoundError, match=r"Laying them out from .*empty-source failed: fashion-mnist source: "
-                       r"expected the gzipped IDX files in .*empty-source, missing: train-images-idx3-ubyte.gz"):
+    with pytest.raises(
+        DatasetNotFoundError,
+        match=r"Laying them out from .*empty-source failed: fashion-mnist source: "
+        r"expected the gzipped IDX files in .*empty-source, missing: train-images-idx3-ubyte.gz",
+    ):
         build_dataset("fashion-mnist", "test", root=str(tmp_path / "data"), source=str(empty))
 
 
@@ -98,7 +101,9 @@ def test_prepare_refuses_files_that_are_not_fashion_mnist_and_leaves_nothing(tmp
         header = struct.pack(">IIII", magic, 5, 28, 28) if magic == 0x803 else struct.pack(">II", magic, 5)
         body = np.zeros(5 * 28 * 28 if magic == 0x803 else 5, dtype=np.uint8).tobytes()
         (source / f"{name}.gz").write_bytes(gzip.compress(header + body))
-    with pytest.raises(ValueError, match=r"train-images-idx3-ubyte.gz \(decompressed\) item count: expected 60000, got 5"):
+    with pytest.raises(
+        ValueError, match=r"train-images-idx3-ubyte.gz \(decompressed\) item count: expected 60000, got 5"
+    ):
         prepare_fashion_mnist(tmp_path / "data", source)
     assert list((tmp_path / "data" / "FashionMNIST" / "raw").iterdir()) == []  # no temporary file left behind
 
@@ -108,8 +113,12 @@ def test_prepare_lays_out_verified_files_idempotently(tmp_path: Path) -> None:
     raw = tmp_path / "FashionMNIST" / "raw"
     assert prepare_fashion_mnist(tmp_path, DEBIAN_FASHION_MNIST) == raw
     sizes = {p.name: p.stat().st_size for p in raw.iterdir()}
-    assert sizes == {"train-images-idx3-ubyte": 16 + 60000 * 784, "train-labels-idx1-ubyte": 8 + 60000,
-                     "t10k-images-idx3-ubyte": 16 + 10000 * 784, "t10k-labels-idx1-ubyte": 8 + 10000}
+    assert sizes == {
+        "train-images-idx3-ubyte": 16 + 60000 * 784,
+        "train-labels-idx1-ubyte": 8 + 60000,
+        "t10k-images-idx3-ubyte": 16 + 10000 * 784,
+        "t10k-labels-idx1-ubyte": 8 + 10000,
+    }
     # a second call keeps verified files (same inode, same mtime) and replaces a damaged one atomically
     stamp = {p.name: (p.stat().st_ino, p.stat().st_mtime_ns) for p in raw.iterdir()}
     labels = raw / "t10k-labels-idx1-ubyte"

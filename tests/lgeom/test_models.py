@@ -89,7 +89,9 @@ def test_preresnet_forward_on_small_and_large_inputs() -> None:
 
 @pytest.mark.parametrize("depth", [10, 44, 45, 7, 0, -4])
 def test_preresnet_bad_depth_lists_valid_depths(depth: int) -> None:
-    with pytest.raises(ValueError, match=r"preresnet depth: expected 6n\+2 below 44 or 9n\+2 .*8, 14, 20, 26, 32, 38, 47, 56, 65") as err:
+    with pytest.raises(
+        ValueError, match=r"preresnet depth: expected 6n\+2 below 44 or 9n\+2 .*8, 14, 20, 26, 32, 38, 47, 56, 65"
+    ) as err:
         build_model("preresnet", num_classes=10, in_shape=(3, 32, 32), depth=depth)
     assert f"got {depth}" in str(err.value)
 
@@ -118,8 +120,12 @@ def test_gelu_mlp_uses_gelu() -> None:
 @pytest.mark.parametrize(
     ("name", "kwargs", "pattern"),
     [
-        ("transformer", {}, r"model name: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet or "
-                            r"torchvision:<name>, got 'transformer'"),
+        (
+            "transformer",
+            {},
+            r"model name: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet or "
+            r"torchvision:<name>, got 'transformer'",
+        ),
         ("mlp", {"activation": "swish"}, r"activation: expected one of 'gelu', 'relu', 'tanh', got 'swish'"),
         ("mlp", {"width": 0}, r"mlp width: expected an integer > 0, got 0"),
         ("mlp", {"channels": 3}, r"mlp option: expected one of activation, depth, width, got 'channels'"),
@@ -138,8 +144,14 @@ def test_bad_num_classes_and_shape() -> None:
         build_model("mlp", num_classes=2, in_shape=(0, 3))
 
 
-@pytest.mark.parametrize(("name", "arch"), [("mlp", {"depth": 3, "width": 7, "activation": "tanh"}), ("mlp", {"depth": 0}),
-                                            ("resmlp", {"blocks": 2, "width": 5, "activation": "gelu"})])
+@pytest.mark.parametrize(
+    ("name", "arch"),
+    [
+        ("mlp", {"depth": 3, "width": 7, "activation": "tanh"}),
+        ("mlp", {"depth": 0}),
+        ("resmlp", {"blocks": 2, "width": 5, "activation": "gelu"}),
+    ],
+)
 def test_forward_stacked_equals_functional_call_per_point(name: str, arch: dict) -> None:
     from torch.func import functional_call
 

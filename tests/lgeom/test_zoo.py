@@ -1,6 +1,7 @@
 """The mode-connectivity zoo (VGG16, WideResNet, PreResNet-110/164) and torchvision models through the
 registry: published parameter counts, the CIFAR stem, option checks, and a tiny train -> connect (aligned)
--> Hessian probe run of each zoo model on CIFAR-shaped random tensors."""
+-> Hessian probe run of each zoo model on CIFAR-shaped random tensors.
+"""
 
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def test_vgg16_layout_and_options() -> None:
     linears = [m for m in model.classifier if isinstance(m, nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linears] == [(32, 32), (32, 32), (32, 10)]
     assert [m.p for m in model.classifier if isinstance(m, nn.Dropout)] == [0.25, 0.25]
-    with pytest.raises(ValueError, match=r"vgg16 in_shape: expected \(channels, height, width\) with height, width >= 32"):
+    with pytest.raises(
+        ValueError, match=r"vgg16 in_shape: expected \(channels, height, width\) with height, width >= 32"
+    ):
         build_model("vgg16", num_classes=10, in_shape=(1, 28, 28))
     with pytest.raises(ValueError, match="vgg16 width: expected an integer > 0, got 0"):
         build_model("vgg16", num_classes=10, in_shape=CIFAR, width=0)
@@ -104,17 +107,32 @@ def test_torchvision_options_come_from_the_builder() -> None:
 @pytest.mark.parametrize(
     ("name", "kw", "pattern"),
     [
-        ("torchvision:resnet18", {"dropout": 0.1},
-         (r"torchvision:resnet18 option: expected one of cifar_stem, groups, norm_layer, .*weights, width_per_group, "
-          r"zero_init_residual, got 'dropout'")),
-        ("torchvision:resnet18", {"weights": "IMAGENET1K_V1"},
-         (r"torchvision:resnet18 weights: expected None \(models are built untrained: there is no network to "
-          r"download pretrained weights from\), got 'IMAGENET1K_V1'")),
+        (
+            "torchvision:resnet18",
+            {"dropout": 0.1},
+            (
+                r"torchvision:resnet18 option: expected one of cifar_stem, groups, norm_layer, .*weights, width_per_group, "
+                r"zero_init_residual, got 'dropout'"
+            ),
+        ),
+        (
+            "torchvision:resnet18",
+            {"weights": "IMAGENET1K_V1"},
+            (
+                r"torchvision:resnet18 weights: expected None \(models are built untrained: there is no network to "
+                r"download pretrained weights from\), got 'IMAGENET1K_V1'"
+            ),
+        ),
         ("torchvision:resnet1000", {}, r"torchvision model: expected one of alexnet, .*resnet18, .*got 'resnet1000'"),
         ("resnet18", {}, r"model name: expected one of cnn, .*wideresnet or torchvision:<name>, got 'resnet18'"),
-        ("torchvision:vit_b_16", {"cifar_stem": True},
-         (r"torchvision:vit_b_16 cifar_stem: expected a model with an overlapping strided stem convolution, got "
-          r"\"a patch embedding 'conv_proj'")),
+        (
+            "torchvision:vit_b_16",
+            {"cifar_stem": True},
+            (
+                r"torchvision:vit_b_16 cifar_stem: expected a model with an overlapping strided stem convolution, got "
+                r"\"a patch embedding 'conv_proj'"
+            ),
+        ),
     ],
     ids=["unknown-option", "weights", "unknown-member", "no-prefix", "patch-stem"],
 )
@@ -149,13 +167,35 @@ def test_zoo_model_trains_connects_aligns_and_probes(arch: str, kw: dict) -> Non
         assert math.isfinite(res.final["train"].loss)
         ends.append(res)
     a, b = ends
-    spec = ConnectSpec(kinds=("bezier",), points=3, align=True, bn_batches=1, bn_batch_size=8, plane=False,
-                       fit=CurveFitSpec(epochs=1, batch_size=8, seed=0), eval_batch_size=16)
-    out = connect_pair(model, a.final_params, b.final_params, a_buffers=a.final_buffers, b_buffers=b.final_buffers,
-                       train=train_set, test=test_set, spec=spec, progress=False)
+    spec = ConnectSpec(
+        kinds=("bezier",),
+        points=3,
+        align=True,
+        bn_batches=1,
+        bn_batch_size=8,
+        plane=False,
+        fit=CurveFitSpec(epochs=1, batch_size=8, seed=0),
+        eval_batch_size=16,
+    )
+    out = connect_pair(
+        model,
+        a.final_params,
+        b.final_params,
+        a_buffers=a.final_buffers,
+        b_buffers=b.final_buffers,
+        train=train_set,
+        test=test_set,
+        spec=spec,
+        progress=False,
+    )
     assert set(out.paths) == {"linear", "bezier", "linear_aligned", "bezier_aligned"}
     metrics = out.metrics()
-    for key in ("linear.test.loss_barrier", "bezier_aligned.test.loss_barrier", "bezier.dist_ac", "align.similarity_after"):
+    for key in (
+        "linear.test.loss_barrier",
+        "bezier_aligned.test.loss_barrier",
+        "bezier.dist_ac",
+        "align.similarity_after",
+    ):
         assert math.isfinite(metrics[key]), key
     assert out.alignment is not None and out.alignment.similarity_after >= out.alignment.similarity_before
     assert any(not torch.equal(p, torch.arange(len(p))) for p in out.alignment.perms.values())

@@ -1,5 +1,6 @@
 """``lgeom compare --metrics``: grouped like the main table (one row per setting, i.e. the cell without its
-seeds), so SGD and Adam cells of one model are never averaged together unless ``--by`` asks for it."""
+seeds), so SGD and Adam cells of one model are never averaged together unless ``--by`` asks for it.
+"""
 
 from __future__ import annotations
 
@@ -27,13 +28,19 @@ def log_cells(store: Any, study: str) -> None:
     """A study parent run with one FINISHED trial run per cell of :data:`BARRIERS`."""
     with tracked_run(store, experiment=study, run_name="study", tags=run_tags(study=study, stage="study")) as parent:
         for cell, barrier in BARRIERS.items():
-            with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell, parent_run_id=parent.run_id,
-                             tags=run_tags(study=study, stage="trial", cell=cell, config_hash=cell)) as run:
+            with tracked_run(
+                store,
+                experiment_id=parent.experiment_id,
+                run_name=cell,
+                parent_run_id=parent.run_id,
+                tags=run_tags(study=study, stage="trial", cell=cell, config_hash=cell),
+            ) as run:
                 run.log_metrics({"bezier.test.loss_barrier": barrier, "a.test_acc": 90.0})
 
 
-def test_compare_metrics_groups_by_setting_by_default(embedded_store: Any, unique_study: str,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_compare_metrics_groups_by_setting_by_default(
+    embedded_store: Any, unique_study: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     log_cells(embedded_store, unique_study)
     assert lgeom(["compare", "--study", unique_study, "--metrics", "bezier.test.loss_barrier", "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
@@ -44,10 +51,38 @@ def test_compare_metrics_groups_by_setting_by_default(embedded_store: Any, uniqu
     assert lgeom(["compare", "--study", unique_study, "--format", "csv"]) == 0
     assert list(pd.read_csv(io.StringIO(capsys.readouterr().out))["setting"]) == list(table["setting"])
     # coarser groups only when asked for
-    assert lgeom(["compare", "--study", unique_study, "--metrics", "bezier.test.loss_barrier", "--by", "model,dataset",
-                  "--format", "csv"]) == 0
+    assert (
+        lgeom(
+            [
+                "compare",
+                "--study",
+                unique_study,
+                "--metrics",
+                "bezier.test.loss_barrier",
+                "--by",
+                "model,dataset",
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     coarse = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert len(coarse) == 1 and coarse["bezier.test.loss_barrier.n"].tolist() == [4]
-    assert lgeom(["compare", "--study", unique_study, "--metrics", "bezier.test.loss_barrier", "--by", "optimizer",
-                  "--format", "csv"]) == 0
+    assert (
+        lgeom(
+            [
+                "compare",
+                "--study",
+                unique_study,
+                "--metrics",
+                "bezier.test.loss_barrier",
+                "--by",
+                "optimizer",
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     assert sorted(pd.read_csv(io.StringIO(capsys.readouterr().out))["optimizer"]) == ["adam", "sgd"]

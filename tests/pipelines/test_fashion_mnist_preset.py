@@ -1,7 +1,8 @@
 """The MNIST comparison preset's tiny variant on real Fashion-MNIST through the CLI:
 ``lgeom train --preset mnist-arch-tiny data.name=fashion-mnist`` with an empty ``data.root``, which the
 loader fills from Debian's ``dataset-fashion-mnist`` package (skipped, with that reason, where it is absent;
-``.ci/run`` installs it)."""
+``.ci/run`` installs it).
+"""
 
 from __future__ import annotations
 
@@ -23,9 +24,21 @@ pytestmark = pytest.mark.skipif(
 def test_mnist_arch_tiny_trains_on_fashion_mnist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     cell = "cnn16/fashion-mnist/adam"
-    code = main(["train", "--preset", "mnist-arch-tiny", "--cell", cell, "--no-progress", "--no-tracking",
-                 "data.name=fashion-mnist", f"data.root={tmp_path / 'data'}", f"output_dir={tmp_path / 'out'}",
-                 "train.device=cpu"])
+    code = main(
+        [
+            "train",
+            "--preset",
+            "mnist-arch-tiny",
+            "--cell",
+            cell,
+            "--no-progress",
+            "--no-tracking",
+            "data.name=fashion-mnist",
+            f"data.root={tmp_path / 'data'}",
+            f"output_dir={tmp_path / 'out'}",
+            "train.device=cpu",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert all((tmp_path / "data" / "FashionMNIST" / "raw" / name).is_file() for name in FASHION_MNIST_FILES)
     endpoints = tmp_path / "out" / "mnist-arch-tiny" / "cnn16" / "fashion-mnist" / "adam" / "endpoints"

@@ -1,6 +1,7 @@
 """The image presets' tiny variants run every trial stage on files in the real on-disk formats: PreResNet-8
 with BatchNorm on CIFAR-10 (resnet-depth-tiny) and the residual CNN on MNIST (mnist-arch-tiny). Every shipped
-preset's cells are valid spec objects that round-trip, and no preset leans on a default the config no longer has."""
+preset's cells are valid spec objects that round-trip, and no preset leans on a default the config no longer has.
+"""
 
 from __future__ import annotations
 
@@ -51,21 +52,45 @@ def _finite(metrics: dict, names: list[str]) -> None:
 def test_resnet_depth_tiny_runs_every_stage_on_cifar_files(tmp_path: Path) -> None:
     write_cifar(tmp_path / "data", "cifar10", per_batch=16, n_test=32)
     metrics, bundle = _run("resnet-depth-tiny", "preresnet8/cifar10/sgd", tmp_path / "data", tmp_path / "out")
-    _finite(metrics, ["a.test_acc", "b.train_loss", "linear.test.loss_barrier", "bezier.test.loss_barrier",
-                      "polychain.test.acc_auc", "bezier.angle_acb_deg", "polychain.dist_ac", "hessian.a.lambda_max",
-                      "hessian.mid.lambda_max", "sharpness.b.eps_avg"])
+    _finite(
+        metrics,
+        [
+            "a.test_acc",
+            "b.train_loss",
+            "linear.test.loss_barrier",
+            "bezier.test.loss_barrier",
+            "polychain.test.acc_auc",
+            "bezier.angle_acb_deg",
+            "polychain.dist_ac",
+            "hessian.a.lambda_max",
+            "hessian.mid.lambda_max",
+            "sharpness.b.eps_avg",
+        ],
+    )
     table = bundle.read_path("bezier")
     assert len(table) == 5 and "hessian_lambda_max" in table
     # BN policy: t = 0 is the trained endpoint A with its own statistics
     assert table["test_acc"][0] == pytest.approx(metrics["a.test_acc"])
-    assert {"curves/bezier.pt", "curves/polychain.pt", "spectra/mid.json", "planes/bezier.npz"} <= {str(p) for p in bundle.files()}
+    assert {"curves/bezier.pt", "curves/polychain.pt", "spectra/mid.json", "planes/bezier.npz"} <= {
+        str(p) for p in bundle.files()
+    }
 
 
 def test_mnist_arch_tiny_runs_every_stage_on_mnist_files(tmp_path: Path) -> None:
     write_mnist(tmp_path / "data", n_train=64, n_test=32)
     metrics, bundle = _run("mnist-arch-tiny", "rescnn16/mnist/adam", tmp_path / "data", tmp_path / "out")
-    _finite(metrics, ["a.test_acc", "linear.test.loss_barrier", "linear_aligned.test.loss_barrier", "bezier.dist_bc",
-                      "hessian.a.lambda_max", "hessian.a.trace", "sharpness.a.eps_worst"])
+    _finite(
+        metrics,
+        [
+            "a.test_acc",
+            "linear.test.loss_barrier",
+            "linear_aligned.test.loss_barrier",
+            "bezier.dist_bc",
+            "hessian.a.lambda_max",
+            "hessian.a.trace",
+            "sharpness.a.eps_worst",
+        ],
+    )
     assert (bundle.root / "endpoints" / "b_aligned.pt").exists()
 
 

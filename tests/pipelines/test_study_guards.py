@@ -35,7 +35,9 @@ def _runs(cwd: Path, study: str = "quick-tiny") -> list[Any]:
     return [] if exp is None else client.search_runs([exp.experiment_id], max_results=1000)
 
 
-def _study_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str, float]:
+def _study_in_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str, float]:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -46,8 +48,9 @@ def _study_in_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: p
 
 
 @pytest.mark.parametrize("case", ["output_dir", "report_dir"])
-def test_unwritable_folders_are_refused_before_anything_starts(case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                capsys: pytest.CaptureFixture[str]) -> None:
+def test_unwritable_folders_are_refused_before_anything_starts(
+    case: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     # A path through a regular file cannot be created by anyone, root included.
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
@@ -56,14 +59,17 @@ def test_unwritable_folders_are_refused_before_anything_starts(case: str, tmp_pa
     rc, out, err, took = _study_in_process(tmp_path, monkeypatch, capsys, *args)
     assert rc == 2, out[-2000:] + err[-2000:]
     what = "output_dir" if case == "output_dir" else "--report-dir"
-    assert f"lgeom study: error: {what}: expected a writable folder, got {bad}" in err and "is a file, not a folder" in err, err
+    assert (
+        f"lgeom study: error: {what}: expected a writable folder, got {bad}" in err and "is a file, not a folder" in err
+    ), err
     assert "Traceback" not in err and "Ray:" not in out, "Ray must not start"
     assert _runs(tmp_path) == [], "no MLflow run may be created"
     assert took < 60
 
 
-def test_more_cpus_than_the_machine_are_refused_before_ray_starts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_more_cpus_than_the_machine_are_refused_before_ray_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     rc, out, err, took = _study_in_process(tmp_path, monkeypatch, capsys, "--cpu", "99")
     assert rc == 2
     assert f"study.cpu: expected at most {os.cpu_count()} CPUs per trial" in err and "got 99" in err, err
@@ -84,14 +90,24 @@ def test_a_lock_of_a_dead_study_is_taken_over_and_a_live_one_refuses(tmp_path: P
         assert json.loads((folder / LOCK_NAME).read_text())["pid"] == os.getpid()
     # A live holder in another process: refused at once, naming it.
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; sys.path.insert(0, %r)\n"
-         "from pipelines.guards import StudyLock\n"
-         "l = StudyLock(%r, 's').acquire(); print('locked', flush=True); time.sleep(60)" % (str(Path(__file__).resolve().parents[2]), str(folder))],
-        stdout=subprocess.PIPE, text=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; sys.path.insert(0, %r)\n"
+            "from pipelines.guards import StudyLock\n"
+            "l = StudyLock(%r, 's').acquire(); print('locked', flush=True); time.sleep(60)"
+            % (str(Path(__file__).resolve().parents[2]), str(folder)),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
         t0 = time.monotonic()
-        with pytest.raises(StudyLockedError, match=rf"expected no other study running in {folder}, got one \(pid {holder.pid} on host .*, started 20"):
+        with pytest.raises(
+            StudyLockedError,
+            match=rf"expected no other study running in {folder}, got one \(pid {holder.pid} on host .*, started 20",
+        ):
             StudyLock(folder, "s").acquire()
         assert time.monotonic() - t0 < 5
     finally:
@@ -140,7 +156,10 @@ def test_two_studies_at_once_one_refuses_and_each_cell_finishes_once(tmp_path: P
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("RAY_ADDRESS", None)
     args = LGEOM + ["study", "--preset", "quick-tiny", "--no-progress", ONE_CELL]
-    procs = [subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=400) for p in procs]
     codes = sorted(p.returncode for p in procs)
     detail = "\n".join(f"rc={p.returncode}\n{o[-1500:]}\n{e[-1500:]}" for p, (o, e) in zip(procs, outs))
@@ -152,17 +171,25 @@ def test_two_studies_at_once_one_refuses_and_each_cell_finishes_once(tmp_path: P
     runs = _runs(tmp_path)
     assert not [r for r in runs if r.info.status == "RUNNING"]
     trials = [r for r in runs if r.data.tags.get("lgeom.stage") == "trial"]
-    assert [r.info.status for r in trials] == ["FINISHED"], [(r.data.tags.get("lgeom.cell"), r.info.status) for r in trials]
-    assert len([r for r in runs if r.data.tags.get("lgeom.stage") == "study"]) == 1, "the refused study must not create a run"
+    assert [r.info.status for r in trials] == ["FINISHED"], [
+        (r.data.tags.get("lgeom.cell"), r.info.status) for r in trials
+    ]
+    assert len([r for r in runs if r.data.tags.get("lgeom.stage") == "study"]) == 1, (
+        "the refused study must not create a run"
+    )
 
 
 @pytest.mark.parametrize("step", ["train", "connect", "probe"])
-def test_steps_refuse_an_unwritable_output_dir_up_front(step: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_steps_refuse_an_unwritable_output_dir_up_front(
+    step: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     rc = cli_main([step, "--preset", "quick-tiny", "--no-progress", "--no-tracking", f"output_dir={blocker / 'out'}"])
     err = capsys.readouterr().err
-    assert rc == 2 and f"output_dir: expected a writable folder, got {blocker / 'out'}" in err and "Traceback" not in err, err
+    assert (
+        rc == 2 and f"output_dir: expected a writable folder, got {blocker / 'out'}" in err and "Traceback" not in err
+    ), err
 
 
 def test_local_resource_limits() -> None:

@@ -50,20 +50,34 @@ def test_a_study_writes_no_credential_anywhere(local_stack: Any, tmp_path: Path,
     mlflow_password = "mp-" + secrets.token_hex(12)
     uri = local_stack.tracking_uri.replace("http://", f"http://lgeomuser:{password}@")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "AWS_", "RAY_ADDRESS"))}
-    env.update({
-        "MLFLOW_TRACKING_URI": uri,
-        "AWS_ACCESS_KEY_ID": "lgeom-test-key",
-        "AWS_SECRET_ACCESS_KEY": s3_secret,
-        "MLFLOW_TRACKING_USERNAME": "lgeomuser",
-        "MLFLOW_TRACKING_PASSWORD": mlflow_password,
-        "MLFLOW_DISABLE_TELEMETRY": "true",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "MLFLOW_TRACKING_URI": uri,
+            "AWS_ACCESS_KEY_ID": "lgeom-test-key",
+            "AWS_SECRET_ACCESS_KEY": s3_secret,
+            "MLFLOW_TRACKING_USERNAME": "lgeomuser",
+            "MLFLOW_TRACKING_PASSWORD": mlflow_password,
+            "MLFLOW_DISABLE_TELEMETRY": "true",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     before = _ray_sessions()
     started = time.time()
-    proc = subprocess.run(LGEOM + ["study", "--preset", "quick-tiny", "--no-progress", f"name={unique_study}",
-                                   'study.matrix={"model.width": [16]}'], cwd=tmp_path, env=env, capture_output=True,
-                          timeout=420)
+    proc = subprocess.run(
+        LGEOM
+        + [
+            "study",
+            "--preset",
+            "quick-tiny",
+            "--no-progress",
+            f"name={unique_study}",
+            'study.matrix={"model.width": [16]}',
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        timeout=420,
+    )
     assert proc.returncode == 0, (proc.stdout[-3000:] + proc.stderr[-3000:]).decode(errors="replace")
 
     from mlflow import MlflowClient
@@ -71,10 +85,15 @@ def test_a_study_writes_no_credential_anywhere(local_stack: Any, tmp_path: Path,
     client = MlflowClient(tracking_uri=local_stack.tracking_uri)
     exp = client.get_experiment_by_name(unique_study)
     runs = client.search_runs([exp.experiment_id])
-    assert sorted(r.data.tags.get("lgeom.stage") for r in runs) == ["study", "trial"] and all(r.info.status == "FINISHED" for r in runs)
+    assert sorted(r.data.tags.get("lgeom.stage") for r in runs) == ["study", "trial"] and all(
+        r.info.status == "FINISHED" for r in runs
+    )
 
-    needles = {"URI password": password.encode(), "AWS_SECRET_ACCESS_KEY": s3_secret.encode(),
-               "MLFLOW_TRACKING_PASSWORD": mlflow_password.encode()}
+    needles = {
+        "URI password": password.encode(),
+        "AWS_SECRET_ACCESS_KEY": s3_secret.encode(),
+        "MLFLOW_TRACKING_PASSWORD": mlflow_password.encode(),
+    }
     (tmp_path / "captured-stdout.txt").write_bytes(proc.stdout)
     (tmp_path / "captured-stderr.txt").write_bytes(proc.stderr)
     sessions = [s for s in _ray_sessions() - before if s.stat().st_mtime >= started - 5]
@@ -90,7 +109,9 @@ def test_a_study_writes_no_credential_anywhere(local_stack: Any, tmp_path: Path,
     assert b"http://***@127.0.0.1:" in proc.stdout and b"lgeomuser:" not in proc.stdout + proc.stderr
 
 
-def test_local_trials_inherit_credentials_that_no_runtime_env_carries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_local_trials_inherit_credentials_that_no_runtime_env_carries(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     # Direct S3 access from trials needs AWS_* in the workers: the local Ray's workers inherit them from the
     # driver's environment, while Ray's runtime environment (logged in plain text) never holds them.
     from ray import tune
@@ -111,10 +132,15 @@ def test_local_trials_inherit_credentials_that_no_runtime_env_carries(monkeypatc
     secret = "aws-" + secrets.token_hex(12)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "mp-" + secrets.token_hex(8))
-    assert worker_runtime_env()["env_vars"] and not {"AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"} & set(worker_runtime_env()["env_vars"])
+    assert worker_runtime_env()["env_vars"] and not {"AWS_SECRET_ACCESS_KEY", "MLFLOW_TRACKING_PASSWORD"} & set(
+        worker_runtime_env()["env_vars"]
+    )
     with ray_session(None, num_cpus=1):
-        tuner = tune.Tuner(report_env, param_space={"name": "AWS_SECRET_ACCESS_KEY"},
-                           run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0))
+        tuner = tune.Tuner(
+            report_env,
+            param_space={"name": "AWS_SECRET_ACCESS_KEY"},
+            run_config=tune.RunConfig(storage_path=str(tmp_path / "ray"), verbose=0),
+        )
         with hidden_credentials() as hidden:
             assert "AWS_SECRET_ACCESS_KEY" in hidden and "AWS_SECRET_ACCESS_KEY" not in os.environ
             grid = tuner.fit()

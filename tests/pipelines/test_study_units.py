@@ -1,5 +1,6 @@
 """The study's decisions that need no Ray or MLflow: per-trial resources on a local Ray vs a cluster it
-joins, which stores trials on a cluster can write to, the MLflow UI line."""
+joins, which stores trials on a cluster can write to, the MLflow UI line.
+"""
 
 from __future__ import annotations
 
@@ -75,13 +76,19 @@ def test_the_embedded_store_is_refused_on_a_cluster_spanning_hosts(tmp_path: Pat
     # fine: a cluster whose nodes all run here, the local Ray, a server
     check_store_for_cluster(local, "127.0.0.1:6379", ["192.0.2.2", "192.0.2.2"], HERE)
     check_store_for_cluster(local, None, ["10.0.0.5"], waits_for_nodes=True)
-    check_store_for_cluster(Store("http://mlflow.example.org:5000", "server"), "ray://head.example.org:10001", ["10.0.0.5"],
-                            waits_for_nodes=True)
+    check_store_for_cluster(
+        Store("http://mlflow.example.org:5000", "server"),
+        "ray://head.example.org:10001",
+        ["10.0.0.5"],
+        waits_for_nodes=True,
+    )
 
 
 def test_ui_command_names_the_actual_store(tmp_path: Path) -> None:
     store = embedded_store(tmp_path / "work")
     line = ui_command(store)
     db, artifacts = tmp_path.resolve() / "work" / "mlflow.db", (tmp_path.resolve() / "work" / "mlruns").as_uri()
-    assert line.startswith(f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --default-artifact-root {artifacts}")
+    assert line.startswith(
+        f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --default-artifact-root {artifacts}"
+    )
     assert ui_command(Store("http://bob:pw@127.0.0.1:5000", "server")) == "MLflow UI: http://***@127.0.0.1:5000"

@@ -13,7 +13,16 @@ from pipelines.cli import main
 def test_train_step_writes_checkpoints_and_metrics(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    args = ["train", "--preset", "quick-tiny", "--cell", "mlp2x16/moons/sgd", "--no-progress", "train.epochs=2", f"output_dir={tmp_path / 'out'}"]
+    args = [
+        "train",
+        "--preset",
+        "quick-tiny",
+        "--cell",
+        "mlp2x16/moons/sgd",
+        "--no-progress",
+        "train.epochs=2",
+        f"output_dir={tmp_path / 'out'}",
+    ]
     assert main(args) == 0
     seed_dirs = sorted((tmp_path / "out" / "quick-tiny" / "mlp2x16" / "moons" / "sgd" / "endpoints").glob("*/seed*"))
     assert [d.name for d in seed_dirs] == ["seed0", "seed1"]
@@ -37,10 +46,15 @@ def test_train_step_writes_checkpoints_and_metrics(tmp_path: Path, monkeypatch: 
         # quick-tiny's matrix sets train.lr in every cell: the override would not apply, so it is refused
         (["train.lr=0.3"], "override train.lr=0.3: expected a key that no study.matrix axis sets"),
         (["--cell", "nope/moons/sgd"], "cell: expected one of mlp2x16/moons/sgd"),
-        (["data.name=mnist", "data.noise=null", "data.root=/nonexistent", "study.matrix.model.width=[4]"], "mnist: expected its files under /nonexistent/MNIST/raw"),
+        (
+            ["data.name=mnist", "data.noise=null", "data.root=/nonexistent", "study.matrix.model.width=[4]"],
+            "mnist: expected its files under /nonexistent/MNIST/raw",
+        ),
     ],
 )
-def test_bad_input_exits_with_status_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, extra: list[str], message: str) -> None:
+def test_bad_input_exits_with_status_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, extra: list[str], message: str
+) -> None:
     monkeypatch.chdir(tmp_path)
     code = main(["train", "--preset", "quick-tiny", "--no-progress", f"output_dir={tmp_path / 'out'}", *extra])
     assert code == 2

@@ -1,7 +1,8 @@
 """Files a user hands in are data, never code: every command taking a ``.pt`` file reads it with
 ``torch.load(weights_only=True)``. A crafted pickle whose payload would create a marker file, and a file of
 random bytes, are refused with exit status 2 and a message naming the file; the payload never runs, no
-traceback is printed and no MLflow run is created."""
+traceback is printed and no MLflow run is created.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ class _Payload:
 
 def crafted(path: Path, marker: Path, *, legacy: bool = False) -> Path:
     """A checkpoint-shaped file (``{"params": ..., "buffers": {}}``) whose unpickling runs the payload:
-    torch's zip format, or with ``legacy`` a bare pickle (the format before torch 1.6)."""
+    torch's zip format, or with ``legacy`` a bare pickle (the format before torch 1.6).
+    """
     obj = {"params": _Payload(marker), "buffers": {}}
     if legacy:
         path.write_bytes(pickle.dumps(obj, protocol=2))
@@ -57,8 +59,13 @@ def valid_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cfg = next(c.config for c in expand_matrix(load_config("quick-tiny", [])) if c.name == CELL)
     model = build_cell_model(cfg, load_splits(cfg))
     path = tmp_path_factory.mktemp("valid") / "final.pt"
-    torch.save({"params": {k: v.detach().clone() for k, v in get_params(model).items()},
-                "buffers": {k: v.detach().clone() for k, v in get_buffers(model).items()}}, path)
+    torch.save(
+        {
+            "params": {k: v.detach().clone() for k, v in get_params(model).items()},
+            "buffers": {k: v.detach().clone() for k, v in get_buffers(model).items()},
+        },
+        path,
+    )
     return path
 
 
@@ -85,8 +92,14 @@ def _args(case: str, bad: Path, valid: Path, tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("kind", ["payload", "legacy-payload", "garbage"])
 @pytest.mark.parametrize("case", ["connect --a", "connect --b", "probe --checkpoint", "probe --curve"])
-def test_a_crafted_or_garbage_file_is_refused_and_never_runs(case: str, kind: str, valid_checkpoint: Path, tmp_path: Path,
-                                                              monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_crafted_or_garbage_file_is_refused_and_never_runs(
+    case: str,
+    kind: str,
+    valid_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     marker = tmp_path / "PAYLOAD_RAN"
     bad = tmp_path / "evil.pt"
     garbage(bad) if kind == "garbage" else crafted(bad, marker, legacy=kind == "legacy-payload")
@@ -101,8 +114,9 @@ def test_a_crafted_or_garbage_file_is_refused_and_never_runs(case: str, kind: st
     assert not [r for r in _runs(uri)], "a refused input must not create a run"
 
 
-def test_a_crafted_trajectory_beside_a_valid_checkpoint_is_refused(valid_checkpoint: Path, tmp_path: Path,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_crafted_trajectory_beside_a_valid_checkpoint_is_refused(
+    valid_checkpoint: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     # probe --checkpoint also reads last.pt next to the checkpoint (the training trajectory).
     folder = tmp_path / "ckpt"
     folder.mkdir()
@@ -110,12 +124,26 @@ def test_a_crafted_trajectory_beside_a_valid_checkpoint_is_refused(valid_checkpo
     final.write_bytes(valid_checkpoint.read_bytes())
     marker = tmp_path / "PAYLOAD_RAN"
     crafted(folder / "last.pt", marker)
-    rc = cli_main(["probe", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", "--no-tracking", "--checkpoint", str(final),
-                   f"output_dir={tmp_path / 'out'}"])
+    rc = cli_main(
+        [
+            "probe",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            "--no-tracking",
+            "--checkpoint",
+            str(final),
+            f"output_dir={tmp_path / 'out'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert not marker.exists(), "the payload of last.pt ran"
     assert rc == 2 and str(folder / "last.pt") in err and "Traceback" not in err, err
-    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("metrics.json")), "nothing may be written"
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").rglob("metrics.json")), (
+        "nothing may be written"
+    )
 
 
 def test_library_loaders_refuse_crafted_files(tmp_path: Path) -> None:
@@ -142,7 +170,8 @@ def test_library_loaders_refuse_crafted_files(tmp_path: Path) -> None:
 
 def test_everything_lgeom_writes_loads_with_weights_only(tmp_path: Path) -> None:
     """Checkpoints (init, last with the optimiser and RNG states, final), curves and bundle endpoints are
-    plain data: torch.load(weights_only=True) reads each."""
+    plain data: torch.load(weights_only=True) reads each.
+    """
     from lgeom.curves import build_curve, save_curve
     from lgeom.data import build_dataset
     from lgeom.models import build_model
@@ -153,12 +182,17 @@ def test_everything_lgeom_writes_loads_with_weights_only(tmp_path: Path) -> None
     for optimizer in ("sgd", "adam"):
         model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=4)
         data = build_dataset("moons", "train", n=40, seed=0)
-        spec = TrainSpec(epochs=2, batch_size=20, device="cpu", optimizer=optimizer, snapshot_every=1, grad_snapshot_every=1)
+        spec = TrainSpec(
+            epochs=2, batch_size=20, device="cpu", optimizer=optimizer, snapshot_every=1, grad_snapshot_every=1
+        )
         train(model, data, data, spec, progress=False, checkpoint_dir=tmp_path / optimizer)
         for name in ("init.pt", "last.pt", "final.pt"):
             torch.load(tmp_path / optimizer / name, weights_only=True)
     curve = build_curve("bezier", get_params(model), get_params(model))
-    torch.load(save_curve(tmp_path / "c.pt", curve, model={"arch": "mlp", "depth": 1}, num_classes=2, in_shape=[2]), weights_only=True)
+    torch.load(
+        save_curve(tmp_path / "c.pt", curve, model={"arch": "mlp", "depth": 1}, num_classes=2, in_shape=[2]),
+        weights_only=True,
+    )
     torch.load(Bundle(tmp_path / "b").write_endpoint("a", get_params(model), get_buffers(model)), weights_only=True)
     assert not [p for p in tmp_path.rglob("*") if ".tmp" in p.name], "no temporary file may be left behind"
 
@@ -166,10 +200,32 @@ def test_everything_lgeom_writes_loads_with_weights_only(tmp_path: Path) -> None
 def test_garbage_curve_on_the_command_line_exits_2_without_a_traceback(tmp_path: Path) -> None:
     """The real console script: stderr holds one clear line, never a traceback."""
     bad = garbage(tmp_path / "curve.pt")
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MLFLOW_DISABLE_TELEMETRY": "true"}
-    proc = subprocess.run([sys.executable, "-m", "pipelines.cli", "probe", "--preset", "quick-tiny", "--cell", CELL, "--no-progress",
-                           "--curve", str(bad), f"output_dir={tmp_path / 'out'}"], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=300)
+    env = {
+        **os.environ,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipelines.cli",
+            "probe",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            "--curve",
+            str(bad),
+            f"output_dir={tmp_path / 'out'}",
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

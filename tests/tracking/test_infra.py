@@ -25,7 +25,11 @@ def test_services_and_dependencies() -> None:
     assert services["create-bucket"]["depends_on"]["minio"]["condition"] == "service_healthy"
     assert "mc mb --ignore-existing" in " ".join(services["create-bucket"]["command"])
     entrypoint = (INFRA / "mlflow" / "entrypoint.sh").read_text()
-    assert "--app-name basic-auth" in entrypoint and "--artifacts-destination" in entrypoint and "postgresql://" in entrypoint
+    assert (
+        "--app-name basic-auth" in entrypoint
+        and "--artifacts-destination" in entrypoint
+        and "postgresql://" in entrypoint
+    )
     assert "mlflow[auth]==3.17.2" in (INFRA / "mlflow" / "Dockerfile").read_text()
 
 
@@ -42,7 +46,9 @@ def test_no_literal_secrets() -> None:
     for name, service in _compose()["services"].items():
         for key, value in (service.get("environment") or {}).items():
             if SECRET_KEY.search(key):
-                assert REQUIRED_REF.match(str(value)), f"{name}.{key} must be a required ${{VAR:?}} reference, got {value!r}"
+                assert REQUIRED_REF.match(str(value)), (
+                    f"{name}.{key} must be a required ${{VAR:?}} reference, got {value!r}"
+                )
     env_example = (INFRA / ".env.example").read_text()
     for line in env_example.splitlines():
         if "=" in line and not line.startswith("#"):

@@ -38,26 +38,50 @@ def study(local_stack: Any) -> dict[str, Any]:
         for model, (depth, n_params, pairs) in KNOWN.items():
             for pair, (bz_auc, ln_auc, bz_drop, ln_drop, dist_ac, angle) in enumerate(pairs):
                 cell = f"{model}/cifar10/sgd/seeds=[{2 * pair}, {2 * pair + 1}]"
-                tags = run_tags(study=name, stage="trial", cell=cell, config_hash=f"{model}-{pair}", parent_run_id=parent.run_id)
-                with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell, tags=tags,
-                                 params={"model.depth": depth, "n_params": n_params}) as run:
-                    run.log_metrics({
-                        barrier("bezier", "test", "acc_auc"): bz_auc, barrier("linear", "test", "acc_auc"): ln_auc,
-                        barrier("bezier", "test", "acc_drop"): bz_drop, barrier("linear", "test", "acc_drop"): ln_drop,
-                        tri("bezier", "dist_ac"): dist_ac, tri("bezier", "dist_bc"): dist_ac + 1,
-                        tri("bezier", "angle_acb_deg"): angle, tri("polychain", "dist_ac"): dist_ac - 1,
-                        tri("polychain", "dist_bc"): dist_ac, tri("polychain", "angle_acb_deg"): angle + 10,
-                        endpoint("a", "train", "acc"): 100.0, endpoint("a", "test", "acc"): 90.0 - depth / 10,
-                        endpoint("b", "train", "acc"): 99.0, endpoint("b", "test", "acc"): 89.0 - depth / 10,
-                        barrier("linear", "test", "loss_barrier"): ln_drop / 10,
-                    })
+                tags = run_tags(
+                    study=name, stage="trial", cell=cell, config_hash=f"{model}-{pair}", parent_run_id=parent.run_id
+                )
+                with tracked_run(
+                    store,
+                    experiment_id=parent.experiment_id,
+                    run_name=cell,
+                    tags=tags,
+                    params={"model.depth": depth, "n_params": n_params},
+                ) as run:
+                    run.log_metrics(
+                        {
+                            barrier("bezier", "test", "acc_auc"): bz_auc,
+                            barrier("linear", "test", "acc_auc"): ln_auc,
+                            barrier("bezier", "test", "acc_drop"): bz_drop,
+                            barrier("linear", "test", "acc_drop"): ln_drop,
+                            tri("bezier", "dist_ac"): dist_ac,
+                            tri("bezier", "dist_bc"): dist_ac + 1,
+                            tri("bezier", "angle_acb_deg"): angle,
+                            tri("polychain", "dist_ac"): dist_ac - 1,
+                            tri("polychain", "dist_bc"): dist_ac,
+                            tri("polychain", "angle_acb_deg"): angle + 10,
+                            endpoint("a", "train", "acc"): 100.0,
+                            endpoint("a", "test", "acc"): 90.0 - depth / 10,
+                            endpoint("b", "train", "acc"): 99.0,
+                            endpoint("b", "test", "acc"): 89.0 - depth / 10,
+                            barrier("linear", "test", "loss_barrier"): ln_drop / 10,
+                        }
+                    )
                     t = np.linspace(0, 1, 5)
-                    log_series(run, "bezier", {test_acc: 90 - bz_drop * np.sin(np.pi * t), lam: depth + np.sin(np.pi * t)})
+                    log_series(
+                        run, "bezier", {test_acc: 90 - bz_drop * np.sin(np.pi * t), lam: depth + np.sin(np.pi * t)}
+                    )
                     log_series(run, "linear", {test_acc: 90 - ln_drop * np.sin(np.pi * t), lam: depth + t})
                 children[(model, pair)] = run.run_id
         with pytest.raises(RuntimeError):
-            with tracked_run(store, experiment_id=parent.experiment_id, run_name="broken",
-                             tags=run_tags(study=name, stage="trial", cell="preresnet8/cifar10/sgd/broken", parent_run_id=parent.run_id)) as bad:
+            with tracked_run(
+                store,
+                experiment_id=parent.experiment_id,
+                run_name="broken",
+                tags=run_tags(
+                    study=name, stage="trial", cell="preresnet8/cifar10/sgd/broken", parent_run_id=parent.run_id
+                ),
+            ) as bad:
                 bad.log_metrics({barrier("bezier", "test", "acc_auc"): 1e6})
                 raise RuntimeError("NaN loss")
     return {"store": store, "name": name, "parent": parent.run_id, "children": children, "failed": bad.run_id}
@@ -77,7 +101,9 @@ def test_runs_of_a_study(study: dict[str, Any]) -> None:
 
 
 def test_compare_aggregates_over_pairs(study: dict[str, Any]) -> None:
-    table = query.compare(study["name"], ["bezier.test.acc_auc", "linear.test.acc_drop"], by=["model"], store=study["store"])
+    table = query.compare(
+        study["name"], ["bezier.test.acc_auc", "linear.test.acc_drop"], by=["model"], store=study["store"]
+    )
     assert list(table["model"]) == ["preresnet8", "preresnet26"]  # natural order
     row = table.set_index("model").loc["preresnet26"]
     assert row["bezier.test.acc_auc.mean"] == pytest.approx(1.5)
@@ -93,10 +119,16 @@ def test_depth_tables(study: dict[str, Any]) -> None:
     auc = query.depth_auc_table(study["name"], store=study["store"])
     assert list(auc["model"]) == ["preresnet8", "preresnet26"] and list(auc["n_params"]) == [78_000, 370_000]
     r8 = auc.iloc[0]
-    assert r8["linear.test.acc_auc.mean"] == pytest.approx(12.0) and r8["bezier.test.acc_drop.mean"] == pytest.approx(3.0)
+    assert r8["linear.test.acc_auc.mean"] == pytest.approx(12.0) and r8["bezier.test.acc_drop.mean"] == pytest.approx(
+        3.0
+    )
     tri = query.depth_triangle_table(study["name"], store=study["store"])
     assert list(zip(tri["model"], tri["curve"])) == [
-        ("preresnet8", "bezier"), ("preresnet8", "polychain"), ("preresnet26", "bezier"), ("preresnet26", "polychain")]
+        ("preresnet8", "bezier"),
+        ("preresnet8", "polychain"),
+        ("preresnet26", "bezier"),
+        ("preresnet26", "polychain"),
+    ]
     row = tri[(tri["model"] == "preresnet26") & (tri["curve"] == "polychain")].iloc[0]
     assert row["dist_ac.mean"] == pytest.approx(19.0) and row["angle_acb_deg.mean"] == pytest.approx(72.0)
     assert row["dist_bc.n"] == 2
@@ -118,12 +150,31 @@ def test_reuse_lookup_and_path_series(study: dict[str, Any]) -> None:
         query.path_series(study["children"][("preresnet26", 0)], "polychain", store=study["store"])
 
 
-def test_lgeom_compare_cli(study: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_lgeom_compare_cli(
+    study: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", study["store"].tracking_uri)
     assert lgeom(["compare", "--study", study["name"], "--table", "depth-auc", "--format", "csv"]) == 0
     df = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert list(df["model"]) == ["preresnet8", "preresnet26"] and df["bezier.test.acc_auc.mean"].tolist() == pytest.approx([0.5, 1.5])
-    assert lgeom(["compare", "--study", study["name"], "--metrics", "bezier.dist_ac", "--by", "model", "--format", "markdown"]) == 0
+    assert list(df["model"]) == ["preresnet8", "preresnet26"] and df[
+        "bezier.test.acc_auc.mean"
+    ].tolist() == pytest.approx([0.5, 1.5])
+    assert (
+        lgeom(
+            [
+                "compare",
+                "--study",
+                study["name"],
+                "--metrics",
+                "bezier.dist_ac",
+                "--by",
+                "model",
+                "--format",
+                "markdown",
+            ]
+        )
+        == 0
+    )
     md = capsys.readouterr().out.splitlines()
     assert md[0] == "| model | bezier.dist_ac | n |" and md[2].startswith("| preresnet8 | 10.000 ± 1.414 | 2 |")
     assert lgeom(["compare", "--study", study["name"], "--table", "depth-triangle"]) == 0
@@ -140,7 +191,13 @@ def test_lgeom_compare_cli(study: dict[str, Any], monkeypatch: pytest.MonkeyPatc
 def test_study_figures_logged_to_parent(study: dict[str, Any], tmp_path: Any) -> None:
     paths = study_figures(study["name"], tmp_path, store=study["store"])
     names = {p.name for p in paths}
-    assert {"acc_auc_vs_depth.png", "acc_auc_vs_params.png", "path_test_acc.png", "path_lambda_max.png", "gen_gap_vs_params.png"} <= names
+    assert {
+        "acc_auc_vs_depth.png",
+        "acc_auc_vs_params.png",
+        "path_test_acc.png",
+        "path_lambda_max.png",
+        "gen_gap_vs_params.png",
+    } <= names
     for p in paths:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 5_000
     listed = {i.path: i.file_size for i in study["store"].client().list_artifacts(study["parent"], "figures")}

@@ -1,6 +1,7 @@
 """``tracking.runs``: experiments per study, the run life cycle (FINISHED only after verified uploads,
 FAILED with the error recorded), reuse by config hash, closing runs of dead processes. MLflow is the real
-embedded store (sqlite in a temp folder), never a mock."""
+embedded store (sqlite in a temp folder), never a mock.
+"""
 
 from __future__ import annotations
 
@@ -31,15 +32,26 @@ from tracking.runs import (
 
 def test_run_tags_hold_the_contract_tags_that_are_given() -> None:
     assert run_tags(study="quick", stage=names.STAGE_STUDY) == {names.TAG_STUDY: "quick", names.TAG_STAGE: "study"}
-    assert run_tags(study="quick", stage="trial", cell="mlp/moons/sgd", config_hash="abc", parent_run_id="p1",
-                    extra={"lgeom.stages_skipped": 2}) == {
-        "lgeom.study": "quick", "lgeom.stage": "trial", "lgeom.cell": "mlp/moons/sgd", "lgeom.config_hash": "abc",
-        "mlflow.parentRunId": "p1", "lgeom.stages_skipped": "2"}
+    assert run_tags(
+        study="quick",
+        stage="trial",
+        cell="mlp/moons/sgd",
+        config_hash="abc",
+        parent_run_id="p1",
+        extra={"lgeom.stages_skipped": 2},
+    ) == {
+        "lgeom.study": "quick",
+        "lgeom.stage": "trial",
+        "lgeom.cell": "mlp/moons/sgd",
+        "lgeom.config_hash": "abc",
+        "mlflow.parentRunId": "p1",
+        "lgeom.stages_skipped": "2",
+    }
 
 
 def test_search_values_are_quoted_and_quotes_refused() -> None:
     assert quote_search_value("mlp/moons/sgd") == "'mlp/moons/sgd'"
-    with pytest.raises(ValueError, match="search value: expected no single quote, got \"it's\""):
+    with pytest.raises(ValueError, match='search value: expected no single quote, got "it\'s"'):
         quote_search_value("it's")
 
 
@@ -55,15 +67,22 @@ def test_experiment_per_study_created_reused_and_restored(embedded_store: Any, u
 
 
 def test_a_run_names_exactly_one_experiment(embedded_store: Any) -> None:
-    with pytest.raises(ValueError, match="run: expected exactly one of experiment .name. or experiment_id, got None and None"):
+    with pytest.raises(
+        ValueError, match="run: expected exactly one of experiment .name. or experiment_id, got None and None"
+    ):
         start_run(embedded_store)
     with pytest.raises(ValueError, match="got 'x' and '1'"):
         start_run(embedded_store, experiment="x", experiment_id="1")
 
 
 def test_tracked_run_finishes_with_params_and_the_process_that_ran_it(embedded_store: Any, unique_study: str) -> None:
-    with tracked_run(embedded_store, experiment=unique_study, run_name="cell", params={"train": {"lr": 0.05}},
-                     tags=run_tags(study=unique_study, stage="trial")) as run:
+    with tracked_run(
+        embedded_store,
+        experiment=unique_study,
+        run_name="cell",
+        params={"train": {"lr": 0.05}},
+        tags=run_tags(study=unique_study, stage="trial"),
+    ) as run:
         pass
     got = embedded_store.client().get_run(run.run_id)
     assert got.info.status == "FINISHED" and got.info.run_name == "cell" and got.data.params == {"train.lr": "0.05"}
@@ -73,7 +92,9 @@ def test_tracked_run_finishes_with_params_and_the_process_that_ran_it(embedded_s
 
 
 @pytest.mark.parametrize("error", [RuntimeError("NaN loss at epoch 3"), KeyboardInterrupt()])
-def test_an_error_ends_the_run_failed_with_the_error_recorded(embedded_store: Any, unique_study: str, error: BaseException) -> None:
+def test_an_error_ends_the_run_failed_with_the_error_recorded(
+    embedded_store: Any, unique_study: str, error: BaseException
+) -> None:
     with pytest.raises(type(error)):
         with tracked_run(embedded_store, experiment=unique_study) as run:
             raise error
@@ -99,8 +120,11 @@ def test_finished_only_after_uploads_are_confirmed(embedded_store: Any, unique_s
 
 def test_the_newest_finished_run_of_a_hash_stage_and_cell_is_found(embedded_store: Any, unique_study: str) -> None:
     def run(stage: str, cell: str, status: str) -> str:
-        r = start_run(embedded_store, experiment=unique_study,
-                      tags=run_tags(study=unique_study, stage=stage, cell=cell, config_hash="h1"))
+        r = start_run(
+            embedded_store,
+            experiment=unique_study,
+            tags=run_tags(study=unique_study, stage=stage, cell=cell, config_hash="h1"),
+        )
         end_run(r, status, verify=False)
         return r.run_id
 
@@ -129,7 +153,10 @@ def test_runs_of_a_dead_local_process_are_closed_live_ones_kept(embedded_store: 
 
     got = client.get_run(dead.run_id)
     assert got.info.status == "FAILED"
-    assert got.data.tags[names.TAG_ERROR] == f"orphaned: process {child.pid} on {socket.gethostname()} that ran it no longer exists"
+    assert (
+        got.data.tags[names.TAG_ERROR]
+        == f"orphaned: process {child.pid} on {socket.gethostname()} that ran it no longer exists"
+    )
     assert client.get_run(alive.run_id).info.status == "RUNNING"
     with pytest.raises(ValueError, match="orphan status: expected FAILED or KILLED, got 'FINISHED'"):
         mark_orphaned_runs(embedded_store, dead.experiment_id, status="FINISHED")

@@ -1,5 +1,6 @@
 """``lgeom train`` logs each cell to MLflow (here the session server): tags, params, final metrics,
-per-epoch history and the endpoints as models; a rerun does not log the cell again."""
+per-epoch history and the endpoints as models; a rerun does not log the cell again.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +20,9 @@ pytestmark = pytest.mark.integration
 CELL = "mlp2x16/moons/sgd"
 
 
-def test_train_logs_cells(server_store: Any, unique_study: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_logs_cells(
+    server_store: Any, unique_study: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     overrides = [f"name={unique_study}", f"output_dir={tmp_path / 'out'}", "train.epochs=2"]
     args = ["train", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", *overrides]
     assert lgeom(args) == 0
@@ -50,15 +53,31 @@ def test_tune_results_logged(server_store: Any, unique_study: str, tmp_path: Pat
     cfg = load_config("quick-tiny", [f"name={unique_study}"])
     preset = tmp_path / "tuned.yaml"
     preset.write_text("base: quick-tiny\ntrain: {lr: 0.02}\n")
-    outcome = {"best": {"lr": 0.02, "weight_decay": 1e-4, "batch_size": 64}, "best_test_acc": 91.5,
-               "trials": [{"lr": 0.02, "weight_decay": 1e-4, "batch_size": 64, "test_acc": 91.5, "epochs": 8, "error": ""},
-                          {"lr": 0.3, "weight_decay": 1e-3, "batch_size": 32, "test_acc": None, "epochs": None, "error": "NaN loss"}]}
+    outcome = {
+        "best": {"lr": 0.02, "weight_decay": 1e-4, "batch_size": 64},
+        "best_test_acc": 91.5,
+        "trials": [
+            {"lr": 0.02, "weight_decay": 1e-4, "batch_size": 64, "test_acc": 91.5, "epochs": 8, "error": ""},
+            {"lr": 0.3, "weight_decay": 1e-3, "batch_size": 32, "test_acc": None, "epochs": None, "error": "NaN loss"},
+        ],
+    }
     cell = next(c for c in expand_matrix(cfg) if c.name == CELL)
-    run_id = log_tune_results(outcome, study=cfg.name, cell=CELL, config_hash=config_hash(cell.config),
-                              params=cell.config.flat(), preset_path=preset, store=server_store)
+    run_id = log_tune_results(
+        outcome,
+        study=cfg.name,
+        cell=CELL,
+        config_hash=config_hash(cell.config),
+        params=cell.config.flat(),
+        preset_path=preset,
+        store=server_store,
+    )
     client = server_store.client()
     parent = client.get_run(run_id)
-    assert parent.info.status == "FINISHED" and parent.data.params["best.lr"] == "0.02" and parent.data.metrics["best_test_acc"] == 91.5
+    assert (
+        parent.info.status == "FINISHED"
+        and parent.data.params["best.lr"] == "0.02"
+        and parent.data.metrics["best_test_acc"] == 91.5
+    )
     assert [i.path for i in client.list_artifacts(run_id, "tuned")] == ["tuned/tuned.yaml"]
     kids = query.runs(unique_study, store=server_store, parent_run_id=run_id, status=None)
     assert sorted(kids["status"]) == ["FAILED", "FINISHED"]

@@ -45,20 +45,32 @@ def test_block_lanczos_top5_matches_eigvalsh_on_every_case(name: str, block_size
 
 @pytest.mark.parametrize("tol", [1e-2, 1e-3, 1e-5])
 def test_block_lanczos_stops_at_tol_with_errors_inside_the_residuals(case: dict, tol: float) -> None:
-    res = top_eigenvalues(case["model"], case["data"], k=5, method="block_lanczos", block_size=3, tol=tol, engine="cached")
+    res = top_eigenvalues(
+        case["model"], case["data"], k=5, method="block_lanczos", block_size=3, tol=tol, engine="cached"
+    )
     err = np.abs(res.values - case["ev"][:5])
     assert res.converged.all() and np.all(res.residuals <= tol * np.abs(res.values))
     assert np.all(err <= res.residuals * (1 + 1e-6) + 1e-14)
     assert np.all(err <= tol * np.abs(case["ev"][:5]))
     # Residual-based stopping: one step fewer had not converged yet.
     if res.n_iter > 1:
-        early = top_eigenvalues(case["model"], case["data"], k=5, method="block_lanczos", block_size=3, tol=tol,
-                                max_iter=res.n_iter - 1, engine="cached")
+        early = top_eigenvalues(
+            case["model"],
+            case["data"],
+            k=5,
+            method="block_lanczos",
+            block_size=3,
+            tol=tol,
+            max_iter=res.n_iter - 1,
+            engine="cached",
+        )
         assert not early.converged.all()
 
 
 def test_one_matmat_per_block_step() -> None:
-    op = CountingOperator(symmetric_with_spectrum([6.0, 5.0, 4.0, 3.5, 3.0] + list(np.linspace(2.0, -1.0, 195)), seed=5))
+    op = CountingOperator(
+        symmetric_with_spectrum([6.0, 5.0, 4.0, 3.5, 3.0] + list(np.linspace(2.0, -1.0, 195)), seed=5)
+    )
     res = block_lanczos_eigenvalues(op, 4, block_size=4, tol=1e-8)
     np.testing.assert_allclose(res.values, [6.0, 5.0, 4.0, 3.5], rtol=1e-7)
     assert res.n_hvp < op.size and op.calls == [4] * res.n_iter and res.n_hvp == op.n_products == 4 * res.n_iter
@@ -75,7 +87,9 @@ def test_block_lanczos_finds_a_repeated_top_eigenvalue_that_lanczos_misses() -> 
     assert_eigenpairs(block, op.matrix, atol=1e-8)
     # A triple top value with a block of three.
     triple = DenseOperator(symmetric_with_spectrum([5.0, 5.0, 5.0, 1.0] + list(np.linspace(-0.3, 0.9, 30)), seed=4))
-    np.testing.assert_allclose(block_lanczos_eigenvalues(triple, 4, block_size=3, tol=1e-8).values, [5.0, 5.0, 5.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        block_lanczos_eigenvalues(triple, 4, block_size=3, tol=1e-8).values, [5.0, 5.0, 5.0, 1.0], rtol=1e-6
+    )
 
 
 def test_clustered_top_eigenvalues_are_resolved() -> None:
@@ -93,7 +107,9 @@ def test_largest_algebraic_eigenvalues_of_indefinite_spectra() -> None:
     np.testing.assert_allclose(res.values, [5.0, 4.0, 3.0], rtol=1e-7)
     # All negative: the largest algebraic are the ones nearest zero.
     op = DenseOperator(symmetric_with_spectrum([-1.0, -2.0, -3.0, -4.0, -8.0, -9.0], seed=2))
-    np.testing.assert_allclose(block_lanczos_eigenvalues(op, 2, block_size=2, tol=1e-10).values, [-1.0, -2.0], rtol=1e-9)
+    np.testing.assert_allclose(
+        block_lanczos_eigenvalues(op, 2, block_size=2, tol=1e-10).values, [-1.0, -2.0], rtol=1e-9
+    )
 
 
 def test_rank_deficient_blocks_are_deflated_and_refilled() -> None:
@@ -114,7 +130,9 @@ def test_rank_deficient_blocks_are_deflated_and_refilled() -> None:
 
 
 def test_running_out_of_steps_reports_unconverged_values(case: dict) -> None:
-    res = top_eigenvalues(case["model"], case["data"], k=5, method="block_lanczos", tol=1e-10, max_iter=1, engine="cached")
+    res = top_eigenvalues(
+        case["model"], case["data"], k=5, method="block_lanczos", tol=1e-10, max_iter=1, engine="cached"
+    )
     assert res.n_iter == 1 and res.n_hvp == 5 and len(res.values) == 5 and not res.converged.all()
 
 

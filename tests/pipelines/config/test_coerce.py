@@ -1,6 +1,7 @@
 """Raw values against the keys' annotations: values converted where YAML leaves them loose (``1e-3`` read as a
 string, a scalar for a list), every other mismatch a problem naming its key; an unknown annotation is a
-programming error."""
+programming error.
+"""
 
 from __future__ import annotations
 

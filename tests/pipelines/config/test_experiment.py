@@ -1,5 +1,6 @@
 """The whole config: every bad value of any section reported by key, and a config that round-trips through its
-dict with the same hash."""
+dict with the same hash.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +12,21 @@ from pipelines.config import ConfigError, config_from_dict, config_hash, load_co
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (["model.arch=preresnet", "model.depth=10", "model.width=null", "model.activation=null", "data.name=cifar10", "data.noise=null"],
-         "preresnet depth: expected 6n+2 below 44 or 9n+2 from 44 up"),
-        (["model.arch=vit"], "model.arch: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet, got 'vit'"),
+        (
+            [
+                "model.arch=preresnet",
+                "model.depth=10",
+                "model.width=null",
+                "model.activation=null",
+                "data.name=cifar10",
+                "data.noise=null",
+            ],
+            "preresnet depth: expected 6n+2 below 44 or 9n+2 from 44 up",
+        ),
+        (
+            ["model.arch=vit"],
+            "model.arch: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet, got 'vit'",
+        ),
         (["data.name=imagenet"], "data.name: expected one of"),
         (["data.centers=3"], "data.centers: not an option of moons"),
         (["train.optimizer=rmsprop"], "train.optimizer: expected one of sgd, adam, adamw, got 'rmsprop'"),

@@ -1,5 +1,6 @@
 """The one hash: settings that do not change results are marked once and left out; the same hash keys cells
-and (for the endpoint sections) endpoints."""
+and (for the endpoint sections) endpoints.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +14,17 @@ from pipelines.config import config_hash, load_config, result_settings
 
 def test_neutral_settings_are_marked_once_and_one_hash_keys_cells_and_endpoints() -> None:
     cfg = load_config("quick-tiny", ["study.matrix={}"])
-    neutral = {"train.device": "cpu", "train.num_workers": 2, "train.checkpoint_every": 3, "data.root": "/elsewhere",
-               "data.eval_batch_size": 64, "output_dir": "out2", "name": "other", "description": "x", "study.cpu": 2}
+    neutral = {
+        "train.device": "cpu",
+        "train.num_workers": 2,
+        "train.checkpoint_every": 3,
+        "data.root": "/elsewhere",
+        "data.eval_batch_size": 64,
+        "output_dir": "out2",
+        "name": "other",
+        "description": "x",
+        "study.cpu": 2,
+    }
     for key, value in neutral.items():
         changed = cfg.replace(**{key: value})
         assert config_hash(changed) == config_hash(cfg), key
@@ -26,7 +36,13 @@ def test_neutral_settings_are_marked_once_and_one_hash_keys_cells_and_endpoints(
         changed = cfg.replace(**{key: value})
         assert config_hash(changed) != config_hash(cfg), key
         assert endpoint_key(changed) == endpoint_key(cfg), key  # endpoints are shared across curve/probe settings
-    for key, value in {"train.lr": 0.02, "model.width": 8, "data.noise": 0.3, "data.seed": 1, "train.amp": True}.items():
+    for key, value in {
+        "train.lr": 0.02,
+        "model.width": 8,
+        "data.noise": 0.3,
+        "data.seed": 1,
+        "train.amp": True,
+    }.items():
         changed = cfg.replace(**{key: value})
         assert config_hash(changed) != config_hash(cfg) and endpoint_key(changed) != endpoint_key(cfg), key
     # each endpoint's seed names its folder below the key

@@ -1,6 +1,7 @@
 """Presets and overrides: every shipped preset loads and has a tiny variant, YAML files with a ``base:`` chain,
 typed dotted overrides, every error reported at once, overrides that a matrix axis would shadow refused (by
-every step), unreadable presets and malformed overrides."""
+every step), unreadable presets and malformed overrides.
+"""
 
 from __future__ import annotations
 
@@ -30,8 +31,17 @@ def test_every_preset_loads_and_has_a_tiny_variant() -> None:
 
 def test_overrides_are_typed_and_yaml_parsed() -> None:
     # study.matrix={}: quick's axes set train.lr and model.width (an override of an axis' key is refused)
-    cfg = load_config("quick", ["study.matrix={}", "train.lr=1e-3", "train.seeds=[3, 4, 5]", "model.width=8", "curve.align=false",
-                                "data.root=null"])
+    cfg = load_config(
+        "quick",
+        [
+            "study.matrix={}",
+            "train.lr=1e-3",
+            "train.seeds=[3, 4, 5]",
+            "model.width=8",
+            "curve.align=false",
+            "data.root=null",
+        ],
+    )
     assert cfg.train.lr == 0.001 and isinstance(cfg.train.lr, float)
     assert cfg.train.seeds == (3, 4, 5)
     assert cfg.model.options["width"] == 8 and cfg.curve.align is False
@@ -111,14 +121,21 @@ def test_a_shadowed_override_is_still_validated_and_the_suggested_fix_works() ->
 
 def test_an_override_shadowed_in_some_cells_is_refused_too(tmp_path: Path) -> None:
     f = tmp_path / "partial.yaml"
-    f.write_text("base: quick\nname: partial\nstudy: {matrix: {train: [{optimizer: sgd, lr: 0.05}, {optimizer: adam}]}}\n")
-    with pytest.raises(ConfigError, match=r"its value would win in the cells whose axis value sets it.*"
-                                          r"study.matrix.train=\[\{optimizer: sgd, lr: 0.2\}, \{optimizer: adam\}\]"):
+    f.write_text(
+        "base: quick\nname: partial\nstudy: {matrix: {train: [{optimizer: sgd, lr: 0.05}, {optimizer: adam}]}}\n"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"its value would win in the cells whose axis value sets it.*"
+        r"study.matrix.train=\[\{optimizer: sgd, lr: 0.2\}, \{optimizer: adam\}\]",
+    ):
         load_config(f, ["train.lr=0.2"])
     assert load_config(f, ["train.momentum=0.5"]).train.momentum == 0.5
 
 
-def test_every_step_refuses_a_shadowed_override_with_exit_status_2(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+def test_every_step_refuses_a_shadowed_override_with_exit_status_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     for step in ("train", "connect", "probe", "study", "tune"):
         assert cli_main([step, "--preset", "quick", f"output_dir={tmp_path}", "train.lr=0.3"]) == 2, step
         assert "axis 'train' sets" in capsys.readouterr().err
@@ -140,7 +157,9 @@ def test_an_empty_preset_is_an_error(tmp_path: Path) -> None:
 def test_a_binary_preset_is_an_error_naming_the_file(tmp_path: Path) -> None:
     binary = tmp_path / "weights.yaml"
     binary.write_bytes(b"name: x\n\xff\xfe\x00\x01garbage")
-    with pytest.raises(ConfigError, match=rf"preset {binary}: expected a UTF-8 YAML text file, got bytes that are not UTF-8"):
+    with pytest.raises(
+        ConfigError, match=rf"preset {binary}: expected a UTF-8 YAML text file, got bytes that are not UTF-8"
+    ):
         load_config(binary)
 
 

@@ -1,6 +1,7 @@
 """The sections are the lgeom specs they configure: their keys are the spec fields with the spec defaults (a
 field added to a spec becomes a key), the curve section's keys set its fit spec, and the specs' problems are
-reported under their keys."""
+reported under their keys.
+"""
 
 from __future__ import annotations
 
@@ -27,18 +28,27 @@ from pipelines.config.sections import set_dotted
 
 
 def _spec_defaults(spec: type) -> dict[str, object]:
-    return {f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default) for f in dataclasses.fields(spec)}
+    return {
+        f.name: (f.default_factory() if f.default is dataclasses.MISSING else f.default)
+        for f in dataclasses.fields(spec)
+    }
 
 
 @pytest.mark.parametrize(
     ("section", "specs", "not_keys"),
     [
         (TrainConfig, [TrainSpec], {"seed"}),  # one endpoint per value of train.seeds instead
-        (CurveConfig, [ConnectSpec, CurveFitSpec], {"fit", "eval_batch_size"}),  # fit's keys lifted; batch size from data
+        (
+            CurveConfig,
+            [ConnectSpec, CurveFitSpec],
+            {"fit", "eval_batch_size"},
+        ),  # fit's keys lifted; batch size from data
         (ProbeConfig, [ProbeSettings], set()),
     ],
 )
-def test_section_keys_are_the_spec_fields_with_the_spec_defaults(section: type, specs: list[type], not_keys: set[str]) -> None:
+def test_section_keys_are_the_spec_fields_with_the_spec_defaults(
+    section: type, specs: list[type], not_keys: set[str]
+) -> None:
     keys = section_keys(section)
     assert issubclass(section, specs[0])
     for spec in specs:
@@ -81,11 +91,23 @@ def test_spec_problems_come_as_field_message_pairs_reported_under_their_keys() -
     with pytest.raises(SpecError) as err:
         TrainSpec(lr=-1.0, epochs=0)
     assert [(p.field, p.message) for p in err.value.problems] == [
-        ("lr", "expected a finite number > 0, got -1.0"), ("epochs", "expected an integer > 0, got 0")]
+        ("lr", "expected a finite number > 0, got -1.0"),
+        ("epochs", "expected an integer > 0, got 0"),
+    ]
     assert isinstance(err.value.problems[0], Problem) and str(err.value).startswith("invalid TrainSpec: lr: expected")
     with pytest.raises(ConfigError) as cfg_err:
-        load_config("quick-tiny", ["train.betas=[0.9, 1.5]", "curve.t_per_batch=0", "curve.seed=-1", "probe.samples=0",
-                                   "train.seeds=[]", "train.seed=3", "curve.eval_batch_size=8"])
+        load_config(
+            "quick-tiny",
+            [
+                "train.betas=[0.9, 1.5]",
+                "curve.t_per_batch=0",
+                "curve.seed=-1",
+                "probe.samples=0",
+                "train.seeds=[]",
+                "train.seed=3",
+                "curve.eval_batch_size=8",
+            ],
+        )
     problems = cfg_err.value.problems
     assert "train.betas: expected two numbers in [0, 1), got (0.9, 1.5)" in problems
     assert "curve.t_per_batch: expected an integer > 0, got 0" in problems
@@ -93,7 +115,9 @@ def test_spec_problems_come_as_field_message_pairs_reported_under_their_keys() -
     assert "probe.samples: expected an integer >= 1, got 0" in problems
     assert "train.seeds: expected at least one seed, got []" in problems
     assert any(p.startswith("train.seed: expected a key of train") and "train.seeds" in p for p in problems)
-    assert any(p.startswith("curve.eval_batch_size: expected a key of curve") and "data.eval_batch_size" in p for p in problems)
+    assert any(
+        p.startswith("curve.eval_batch_size: expected a key of curve") and "data.eval_batch_size" in p for p in problems
+    )
     assert len(problems) == 7, problems
 
 
@@ -107,5 +131,7 @@ def test_a_dotted_key_sets_its_place_in_the_nested_settings() -> None:
     assert problems == []
     set_dotted(data, "train.fit.lr", 1, problems)
     set_dotted(data, "name.x", 1, problems)
-    assert problems == ["override 'train.fit.lr': expected 'section.key' or a top-level key",
-                        "override 'name.x': name is not a section"]
+    assert problems == [
+        "override 'train.fit.lr': expected 'section.key' or a top-level key",
+        "override 'name.x': name is not a section",
+    ]
