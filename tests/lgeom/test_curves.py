@@ -1,4 +1,4 @@
-"""Curves: values against hand computation, gradients, fitting, errors, save/load."""
+"""Curves: values against hand computation, gradients, fitting, errors, save/load; fitting and path evaluation on CUDA (skipped without CUDA)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from lgeom.curves import (
     load_curve,
     save_curve,
 )
-from lgeom.data import ArrayDataset, build_splits, make_loader
+from lgeom.data import ArrayDataset, build_dataset, build_splits, make_loader
 from lgeom.models import build_model
 from lgeom.multipoint import evaluate_path
 from lgeom.optim import lr_factor
@@ -304,3 +304,39 @@ def test_fit_with_shared_weights_leaves_the_model_alone(cls: type) -> None:
     res = fit_curve(model, curve, data, CurveFitSpec(epochs=2, batch_size=20), progress=False)
     assert abs(res.history["loss"][0] - math.log(3.0)) > 1e-3
     assert all(isinstance(p, torch.nn.Parameter) and float(p.detach().abs().sum()) == 0.0 for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_curve_fit_and_path_on_cuda() -> None:
+    tr = build_dataset("gaussmix256", "train", n_train=256, n_test=128)
+    te = build_dataset("gaussmix256", "test", n_train=256, n_test=128)
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=10, in_shape=(1, 16, 16), batchnorm=True)
+    a = train(model, tr, te, TrainSpec(epochs=2, device="cuda"), progress=False)
+    torch.manual_seed(1)
+    b = train(
+        build_model("cnn", num_classes=10, in_shape=(1, 16, 16), batchnorm=True),
+        tr,
+        te,
+        TrainSpec(epochs=2, seed=1, device="cuda"),
+        progress=False,
+    )
+    model.cuda()
+    curve = Bezier({k: v.cuda() for k, v in a.final_params.items()}, {k: v.cuda() for k, v in b.final_params.items()})
+    fit_curve(model, curve, tr, CurveFitSpec(epochs=1, batch_size=64), progress=False)
+    assert all(t.device.type == "cuda" for t in curve.parameters())
+    loader = list(make_loader(te, 64))
+    table = evaluate_path(
+        model,
+        curve,
+        [0.0, 0.5, 1.0],
+        loader,
+        loader,
+        bn_batches=list(make_loader(tr, 64))[:2],
+        endpoint_buffers=(
+            {k: v.cuda() for k, v in a.final_buffers.items()},
+            {k: v.cuda() for k, v in b.final_buffers.items()},
+        ),
+    )
+    assert table["test_acc"][0] == pytest.approx(a.final["test"].acc)

@@ -10,7 +10,7 @@ import torch
 
 from lgeom.data import ArrayDataset, build_dataset
 from lgeom.models import build_model
-from lgeom.optim import OptimSpec, lr_factor
+from lgeom.optim import lr_factor
 from lgeom.params import flatten
 from lgeom.progress import ProgressEvent, TqdmProgress
 from lgeom.seed import set_seed
@@ -60,26 +60,6 @@ def test_init_checkpoint_is_the_untrained_model(moons) -> None:
     result = train(model, moons[0], None, TrainSpec(epochs=1, batch_size=100, device="cpu"), progress=False)
     assert all(torch.equal(result.init_params[k], before[k]) for k in before)
     assert not torch.equal(result.final_params["head.weight"], before["head.weight"])
-
-
-@pytest.mark.parametrize(
-    ("schedule", "progress", "factor"),
-    [
-        ("constant", 0.7, 1.0),
-        ("piecewise", 0.0, 1.0),
-        ("piecewise", 0.5, 1.0),
-        ("piecewise", 0.7, 1.0 - 0.5 * 0.99),
-        ("piecewise", 0.9, 0.01),
-        ("piecewise", 0.95, 0.01),
-        ("step", 0.49, 1.0),
-        ("step", 0.5, 0.1),
-        ("step", 0.8, 0.01),
-        ("cosine", 0.5, 0.5),
-        ("cosine", 1.0, 0.0),
-    ],
-)
-def test_learning_rate_schedules(schedule: str, progress: float, factor: float) -> None:
-    assert lr_factor(OptimSpec(schedule=schedule), progress) == pytest.approx(factor, abs=1e-12)
 
 
 def test_piecewise_schedule_is_applied_per_step(moons) -> None:
@@ -242,24 +222,14 @@ def test_default_progress_bar_runs_to_the_end(moons, capsys) -> None:
     assert bar.bar is None  # closed by the end event
 
 
-def test_device_resolution() -> None:
-    from lgeom.device import resolve_device
-
-    assert resolve_device("cpu") == torch.device("cpu")
-    assert resolve_device(torch.device("cpu")) == torch.device("cpu")
-    assert resolve_device("auto") == torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError, match="device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got 'tpu'"):
-        resolve_device("tpu")
-    if not torch.cuda.is_available():
-        with pytest.raises(
-            ValueError, match=r"device: expected 'auto' or 'cpu' \(no CUDA device is available here\), got 'cuda:0'"
-        ):
-            resolve_device("cuda:0")
-        with pytest.raises(ValueError, match="no CUDA device"):
-            train(
-                _mlp(0),
-                ArrayDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2),
-                None,
-                TrainSpec(epochs=1, device="cuda"),
-                progress=False,
-            )
+def test_training_on_cuda_where_there_is_none_is_refused() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        train(
+            _mlp(0),
+            ArrayDataset(torch.zeros(4, 2), torch.zeros(4, dtype=torch.long), 2),
+            None,
+            TrainSpec(epochs=1, device="cuda"),
+            progress=False,
+        )

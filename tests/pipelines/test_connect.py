@@ -206,25 +206,3 @@ def test_connect_spec_follows_the_curve_section() -> None:
     assert spec.fit.epochs == 4 and spec.fit.batch_size == 50 and spec.fit.t_per_batch == 2
     assert spec.fit.weight_decay == 0.001 and spec.fit.schedule == "piecewise" and spec.fit.seed == 4 and spec.seed == 4
     assert spec.eval_batch_size == cfg.data.eval_batch_size
-
-
-def test_connect_pair_rejects_bad_input() -> None:
-    from lgeom.connect import connect_pair
-    from lgeom.data import ArrayDataset
-
-    data = ArrayDataset(torch.randn(8, 2), torch.randint(0, 2, (8,)), 2)
-    empty = ArrayDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 2)
-    model = build_model("mlp", num_classes=2, in_shape=(2,), width=8)
-    a = get_params(model)
-    wider = get_params(build_model("mlp", num_classes=2, in_shape=(2,), width=9))
-    with pytest.raises(ValueError, match=r"parameter 'hidden.0.weight': expected shape \(8, 2\)"):
-        connect_pair(model, a, wider, train=data, test=data, progress=False)
-    with pytest.raises(ValueError, match="test data: expected a non-empty dataset"):
-        connect_pair(model, a, a, train=data, test=empty, progress=False)
-    bn = build_model("cnn", num_classes=2, in_shape=(1, 4, 4), channels=2, batchnorm=True)
-    with pytest.raises(ValueError, match="a_buffers/b_buffers: expected the endpoints' BatchNorm running statistics"):
-        connect_pair(bn, get_params(bn), get_params(bn), train=data, test=data, progress=False)
-    with pytest.raises(
-        ValueError, match=r"invalid ConnectSpec: kinds: expected distinct names.*points: expected an integer >= 2"
-    ):
-        ConnectSpec(kinds=("bezier", "spline"), points=1)

@@ -8,8 +8,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from lgeom import names
 from lgeom.table import Table
+from pipelines.config import config_hash, expand_matrix, load_config
 from tracking import query
 from tracking.bundle import Bundle
 from tracking.steps import log_step_bundle, log_tune_results
@@ -75,3 +78,40 @@ def test_tune_search_logged_as_parent_and_trials(embedded_store: Any, unique_stu
     kids = query.runs(unique_study, store=embedded_store, parent_run_id=run_id, status=None)
     assert sorted(kids["status"]) == ["FAILED", "FINISHED"] and set(kids["stage"]) == {names.STAGE_TUNE_TRIAL}
     assert "NaN loss" in kids[kids["status"] == "FAILED"].iloc[0]["tags.lgeom.error"]
+
+
+@pytest.mark.integration
+def test_tune_results_logged(server_store: Any, unique_study: str, tmp_path: Path) -> None:
+    cfg = load_config("quick-tiny", [f"name={unique_study}"])
+    preset = tmp_path / "tuned.yaml"
+    preset.write_text("base: quick-tiny\ntrain: {lr: 0.02}\n")
+    outcome = {
+        "best": {"lr": 0.02, "weight_decay": 1e-4, "batch_size": 64},
+        "best_test_acc": 91.5,
+        "trials": [
+            {"lr": 0.02, "weight_decay": 1e-4, "batch_size": 64, "test_acc": 91.5, "epochs": 8, "error": ""},
+            {"lr": 0.3, "weight_decay": 1e-3, "batch_size": 32, "test_acc": None, "epochs": None, "error": "NaN loss"},
+        ],
+    }
+    cell = next(c for c in expand_matrix(cfg) if c.name == CELL)
+    run_id = log_tune_results(
+        outcome,
+        study=cfg.name,
+        cell=CELL,
+        config_hash=config_hash(cell.config),
+        params=cell.config.flat(),
+        preset_path=preset,
+        store=server_store,
+    )
+    client = server_store.client()
+    parent = client.get_run(run_id)
+    assert (
+        parent.info.status == "FINISHED"
+        and parent.data.params["best.lr"] == "0.02"
+        and parent.data.metrics["best_test_acc"] == 91.5
+    )
+    assert [i.path for i in client.list_artifacts(run_id, "tuned")] == ["tuned/tuned.yaml"]
+    kids = query.runs(unique_study, store=server_store, parent_run_id=run_id, status=None)
+    assert sorted(kids["status"]) == ["FAILED", "FINISHED"]
+    failed = kids[kids["status"] == "FAILED"].iloc[0]
+    assert "NaN loss" in failed["tags.lgeom.error"] and failed["params.lr"] == "0.3"

@@ -1,14 +1,11 @@
-"""Where runs go, retries and secret filtering, without servers."""
+"""Resolving the store (embedded default, server and bad URIs) and retrying transient errors only."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-from tracking.redact import clean_mapping, find_secret, redact, register_secret
-from tracking.runs import flatten_params
 from tracking.store import RetryPolicy, is_transient, resolve_store, with_retries
 
 
@@ -49,18 +46,3 @@ def test_retries_transient_errors_only() -> None:
         with_retries(lambda: (_ for _ in ()).throw(ConnectionRefusedError("down")), what="uploading x", policy=fast)
     assert "uploading x: gave up after 4 attempt(s)" in info.value.__notes__[0]
     assert is_transient(TimeoutError()) and not is_transient(KeyError("x"))
-
-
-def test_secret_filtering(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("MY_API_TOKEN", "tok-123456")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "abcdefgh")
-    register_secret("generated-stack-secret")
-    assert redact("a tok-123456 b abcdefgh c generated-stack-secret") == "a *** b *** c ***"
-    assert redact("https://bob:pw@example.org/x") == "https://***@example.org/x"
-    assert find_secret("…abcdefgh…") == "AWS_SECRET_ACCESS_KEY" and find_secret("clean") is None
-    cleaned = clean_mapping({"db_password": "x", "lgeom.auth_token": "y", "lr": "0.1", "url": "s3://k:abcdefgh@h"})
-    assert cleaned == {"lr": "0.1", "url": "s3://***@h"}
-    flat = flatten_params({"train": {"lr": 0.05, "seeds": (0, 1)}, "model": {"depth": None}, "long": "x" * 7000})
-    assert flat["train.lr"] == "0.05" and flat["train.seeds"] == "[0,1]" and flat["model.depth"] == "None"
-    assert len(flat["long"]) <= 6000 and flat["long"].endswith("[truncated]")
-    assert os.environ["MY_API_TOKEN"] == "tok-123456"

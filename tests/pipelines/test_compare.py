@@ -1,5 +1,6 @@
 """``lgeom compare --metrics``: grouped like the main table (one row per setting, i.e. the cell without its
-seeds), so SGD and Adam cells of one model are never averaged together unless ``--by`` asks for it.
+seeds), so SGD and Adam cells of one model are never averaged together unless ``--by`` asks for it. The
+known study read back as depth tables, markdown and CSV; unknown studies and metrics exit 2.
 """
 
 from __future__ import annotations
@@ -86,3 +87,41 @@ def test_compare_metrics_groups_by_setting_by_default(
         == 0
     )
     assert sorted(pd.read_csv(io.StringIO(capsys.readouterr().out))["optimizer"]) == ["adam", "sgd"]
+
+
+def test_lgeom_compare_cli(
+    study: dict[str, Any], monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", study["store"].tracking_uri)
+    assert lgeom(["compare", "--study", study["name"], "--table", "depth-auc", "--format", "csv"]) == 0
+    df = pd.read_csv(io.StringIO(capsys.readouterr().out))
+    assert list(df["model"]) == ["preresnet8", "preresnet26"] and df[
+        "bezier.test.acc_auc.mean"
+    ].tolist() == pytest.approx([0.5, 1.5])
+    assert (
+        lgeom(
+            [
+                "compare",
+                "--study",
+                study["name"],
+                "--metrics",
+                "bezier.dist_ac",
+                "--by",
+                "model",
+                "--format",
+                "markdown",
+            ]
+        )
+        == 0
+    )
+    md = capsys.readouterr().out.splitlines()
+    assert md[0] == "| model | bezier.dist_ac | n |" and md[2].startswith("| preresnet8 | 10.000 ± 1.414 | 2 |")
+    assert lgeom(["compare", "--study", study["name"], "--table", "depth-triangle"]) == 0
+    assert "polychain" in capsys.readouterr().out
+    assert lgeom(["compare", "--study", "no-such-study", "--metrics", "x"]) == 2
+    assert "study: expected one of" in capsys.readouterr().err
+    assert lgeom(["compare", "--study", study["name"]]) == 0  # no --metrics: the main comparison per setting
+    main_table = capsys.readouterr().out
+    assert "setting" in main_table and "preresnet26/cifar10/sgd" in main_table and "a.test_acc" in main_table
+    assert lgeom(["compare", "--study", study["name"], "--metrics", "bezier.dist_acc"]) == 2
+    assert "did you mean 'bezier.dist_ac'" in capsys.readouterr().err

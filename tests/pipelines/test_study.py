@@ -1,5 +1,5 @@
-"""The study's decisions that need no Ray or MLflow: per-trial resources on a local Ray vs a cluster it
-joins, which stores trials on a cluster can write to, the MLflow UI line.
+"""Study planning without starting Ray: trial resources on a joined or local cluster, the store a cluster
+spanning hosts needs, the UI command.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.ray_runtime import is_loopback, spans_hosts
 from pipelines.study import check_store_for_cluster, trial_resources, ui_command
 from tracking.store import Store, embedded_store
 
@@ -34,32 +33,6 @@ def test_the_local_ray_rejects_or_downgrades_what_it_can_never_hold() -> None:
 
 
 HERE = {"192.0.2.2"}  # this machine's outward address: Ray registers even a loopback-started node under it
-
-
-@pytest.mark.parametrize(
-    ("address", "node_ips", "remote"),
-    [
-        (None, ["10.0.0.5"], False),  # the local Ray the study starts itself
-        ("127.0.0.1:6379", ["192.0.2.2", "192.0.2.2"], False),  # head + worker on this machine (the tests' cluster)
-        ("127.0.0.1:6379", ["127.0.0.1"], False),
-        ("localhost:6379", ["127.0.0.1"], False),
-        ("192.0.2.2:6379", ["192.0.2.2"], False),
-        ("auto", ["192.0.2.2"], False),
-        ("ray://127.0.0.1:10001", ["127.0.0.1"], False),
-        ("[::1]:6379", ["::1"], False),
-        ("127.0.0.1:6379", ["192.0.2.2", "10.0.0.7"], True),  # a worker on another machine
-        ("auto", ["10.0.0.7"], True),
-        ("ray://head.example.org:10001", ["127.0.0.1"], True),  # Ray Client to another machine
-        ("10.0.0.5:6379", [], True),
-    ],
-)
-def test_which_clusters_span_hosts(address: str | None, node_ips: list[str], remote: bool) -> None:
-    assert spans_hosts(address, node_ips, HERE) is remote
-
-
-def test_loopback_names() -> None:
-    assert is_loopback("127.0.0.1") and is_loopback("127.3.0.1") and is_loopback("::1") and is_loopback("LOCALHOST")
-    assert not is_loopback("10.0.0.1") and not is_loopback("head") and not is_loopback("")
 
 
 def test_the_embedded_store_is_refused_on_a_cluster_spanning_hosts(tmp_path: Path) -> None:

@@ -1,5 +1,7 @@
-"""Fashion-MNIST: the loader on generated files in its on-disk layout, the missing-files error, laying out
-Debian's ``dataset-fashion-mnist`` files (``prepare_fashion_mnist``), and a small CNN learning the real data.
+"""The vision datasets (``lgeom.data.vision``): digits; MNIST and CIFAR through torchvision on generated files;
+the missing-files errors; Fashion-MNIST: the loader on generated files in its on-disk layout, the missing-files
+error, laying out Debian's ``dataset-fashion-mnist`` files (``prepare_fashion_mnist``), and a small CNN learning
+the real data.
 
 The tests on real data need the Debian package (``apt-get install dataset-fashion-mnist``; ``.ci/run``
 installs it) and are skipped, with that reason, only where its files are absent.
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import gzip
 import struct
-import sys
 import time
 from pathlib import Path
 
@@ -29,14 +30,13 @@ from lgeom.data.vision import (
     FASHION_MNIST_FILES,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
+    AugmentedVision,
     prepare_fashion_mnist,
 )
 from lgeom.models import build_model
 from lgeom.seed import set_seed
 from lgeom.train import TrainSpec, train
-
-sys.path.insert(0, str(Path(__file__).parent))
-from vision_files import write_mnist  # noqa: E402
+from tests.lgeom.vision_files import write_cifar, write_mnist
 
 HAVE_DEBIAN = all((Path(DEBIAN_FASHION_MNIST) / f"{name}.gz").is_file() for name in FASHION_MNIST_FILES)
 needs_debian = pytest.mark.skipif(
@@ -154,3 +154,88 @@ def test_small_cnn_learns_real_fashion_mnist(real_root: Path) -> None:
     acc = result.final["test"].acc
     print(f"fashion-mnist cnn16, 2000/1000 samples, 3 epochs: test acc {acc:.2f}% in {seconds:.1f} s")
     assert acc > MIN_TEST_ACC, f"test accuracy: expected > {MIN_TEST_ACC}%, got {acc:.2f}%"
+
+
+def test_digits_are_sklearn_digits() -> None:
+    train, test = build_dataset("digits", "train"), build_dataset("digits", "test")
+    assert len(train) + len(test) == 1797
+    assert train.in_shape == (1, 8, 8) and train.num_classes == 10
+    assert abs(float(train.inputs.mean())) < 1e-5
+
+
+def test_mnist_through_torchvision_from_idx_files(tmp_path: Path) -> None:
+    arrays = write_mnist(tmp_path, n_train=20, n_test=10)
+    train = build_dataset("mnist", "train", root=str(tmp_path))
+    test = build_dataset("mnist", "test", root=str(tmp_path))
+    assert (len(train), len(test)) == (20, 10)
+    assert train.in_shape == (1, 28, 28) and train.num_classes == 10
+    expected = (arrays["train_images"][3].astype(np.float32) / 255.0 - 0.1307) / 0.3081
+    np.testing.assert_allclose(train.inputs[3, 0].numpy(), expected, rtol=1e-6, atol=1e-6)
+    assert train.targets.tolist() == arrays["train_labels"].tolist()
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_cifar_through_torchvision_from_pickled_batches(tmp_path: Path, name: str) -> None:
+    arrays = write_cifar(tmp_path, name)
+    test = build_dataset(name, "test", root=str(tmp_path), verify_checksums=False)
+    assert isinstance(test, ArrayDataset) and test.in_shape == (3, 32, 32)
+    assert test.num_classes == (10 if name == "cifar10" else 100)
+    mean = (0.4914, 0.4822, 0.4465) if name == "cifar10" else (0.5071, 0.4865, 0.4409)
+    std = (0.2470, 0.2435, 0.2616) if name == "cifar10" else (0.2673, 0.2564, 0.2762)
+    raw = arrays["test"][2].reshape(3, 32, 32).astype(np.float32) / 255.0
+    expected = (raw - np.array(mean, dtype=np.float32)[:, None, None]) / np.array(std, dtype=np.float32)[:, None, None]
+    np.testing.assert_allclose(test.inputs[2].numpy(), expected, rtol=1e-5, atol=1e-5)
+
+    train = build_dataset(name, "train", root=str(tmp_path), verify_checksums=False)
+    assert isinstance(train, AugmentedVision) and len(train) == 20
+    torch.manual_seed(0)
+    views = torch.stack([train[0][0] for _ in range(8)])
+    assert views.shape == (8, 3, 32, 32)
+    assert not all(torch.equal(views[0], v) for v in views[1:]), "augmentation should vary the view"
+    plain = build_dataset(name, "train", root=str(tmp_path), verify_checksums=False, augment=False)
+    assert isinstance(plain, ArrayDataset) and len(plain) == 20
+    # every view is a 32x32 crop of the zero-padded (4 pixels) image, flipped or not, then normalised
+    m, s = torch.tensor(mean)[:, None, None], torch.tensor(std)[:, None, None]
+    padded = torch.nn.functional.pad(plain.inputs[0] * s + m, (4, 4, 4, 4))
+    shifts, flips = set(), set()
+    for view in torch.stack([train[0][0] for _ in range(40)]):
+        raw = view * s + m
+        found = [
+            (dy, dx, f)
+            for dy in range(9)
+            for dx in range(9)
+            for f in (False, True)
+            if torch.allclose(raw, (lambda c: c.flip(-1) if f else c)(padded[:, dy : dy + 32, dx : dx + 32]), atol=1e-5)
+        ]
+        assert found, "a view that is no padded crop of the image"
+        shifts.update((dy, dx) for dy, dx, _ in found)
+        flips.update(f for _, _, f in found)
+    assert len(shifts) > 5 and flips == {False, True}
+    assert any(0 in sh or 8 in sh for sh in shifts), "the 4-pixel padding should be reached"
+
+    splits = build_splits(name, root=str(tmp_path), verify_checksums=False, n_train=8)
+    assert isinstance(splits.train, torch.utils.data.Subset) and isinstance(splits.train_eval, ArrayDataset)
+    assert len(splits.train) == len(splits.train_eval) == 8
+
+
+def test_cifar_checksums_are_verified_by_default(tmp_path: Path) -> None:
+    write_cifar(tmp_path, "cifar10")
+    with pytest.raises(DatasetNotFoundError, match="files present but unreadable"):
+        build_dataset("cifar10", "test", root=str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("name", "where", "files"),
+    [
+        ("mnist", "MNIST/raw", "train-images-idx3-ubyte"),
+        ("cifar10", "cifar-10-batches-py", "data_batch_1"),
+        ("cifar100", "cifar-100-python", "train, test, meta"),
+    ],
+)
+def test_missing_files_say_where_to_put_what(tmp_path: Path, name: str, where: str, files: str) -> None:
+    with pytest.raises(DatasetNotFoundError) as err:
+        build_dataset(name, "train", root=str(tmp_path))
+    msg = str(err.value)
+    assert str(tmp_path / where) in msg and files in msg
+    assert "download" in msg and "LGEOM_DATA" in msg
+    assert isinstance(err.value, FileNotFoundError)
