@@ -1,4 +1,5 @@
-"""Hessian probes: time to the top-5 eigenvalues, block Lanczos vs Lanczos vs PyHessian 0.1, and HVP time / gradient time.
+"""Hessian probes: time to the top-5 eigenvalues, block Lanczos vs Lanczos vs PyHessian 0.1, and HVP time /
+gradient time.
 
 Measured in one run on the same trained model and data for each case: an MLP 2-32-32-2 (the quick preset's
 model) on 1000 moons samples, and PreResNet-8 on 512 CIFAR-shaped (3x32x32) samples. For each case:
@@ -143,7 +144,8 @@ def run_case(
         HessianOperator(model, batches, engine="cached"), 5, tol=1e-10, max_iter=min(n_params, 60), seed=12345
     )
     print(
-        f"reference top-5 (Lanczos, {ref.n_hvp} HVPs, max relative residual {np.max(ref.residuals / np.abs(ref.values)):.1e}): "
+        f"reference top-5 (Lanczos, {ref.n_hvp} HVPs, "
+        f"max relative residual {np.max(ref.residuals / np.abs(ref.values)):.1e}): "
         f"{np.array2string(ref.values, precision=6)}"
     )
     try:
@@ -201,7 +203,8 @@ def run_case(
         if config[0] == "block_lanczos" and ("lanczos", config[1], config[2]) in out["solvers"]:  # type: ignore[operator]
             versus += f"  {out['solvers'][('lanczos', config[1], config[2])][0] / t:4.2f}x Lanczos"  # type: ignore[index]
         print(
-            f"{config_name(config, block_size):40s}: {t:8.3f} s  {row[2]:4d} HVPs {row[3]:4d} passes  max rel err {row[1]:.1e}{versus}"
+            f"{config_name(config, block_size):40s}: {t:8.3f} s  {row[2]:4d} HVPs {row[3]:4d} passes  "
+            f"max rel err {row[1]:.1e}{versus}"
         )
 
     fwd = HessianOperator(model, batches, engine="forward")
@@ -238,8 +241,10 @@ def run_case(
     r = out["ratios"]
     print(
         f"gradient over the data: {1e3 * t_grad:.2f} ms; HVP / gradient: forward-over-reverse {r['fwd']:.2f}x, "  # type: ignore[index]
-        f"cached {r['cached']:.2f}x (first product incl. graph build {r['build']:.2f}x); per vector with {block_size} "  # type: ignore[index]
-        f"vectors per pass: forward {r['fwd_block']:.2f}x (vectorised: {fwd.vectorize}), cached {r['cached_block']:.2f}x; "  # type: ignore[index]
+        f"cached {r['cached']:.2f}x (first product incl. graph build {r['build']:.2f}x); "  # type: ignore[index]
+        f"per vector with {block_size} "
+        f"vectors per pass: forward {r['fwd_block']:.2f}x (vectorised: {fwd.vectorize}), "  # type: ignore[index]
+        f"cached {r['cached_block']:.2f}x; "  # type: ignore[index]
         f"engine='auto' (the estimators' default) picks {auto!r} here"
     )
     return out
@@ -299,7 +304,8 @@ def main() -> None:
         p = r.get("pyhessian")
         if p:
             print(
-                f"| {r['label']} ({r['n_params']} params) | PyHessian (tol 1e-3) | {p[0]:.3f} | {p[2]} | {p[2]} | {p[1]:.1e} | 1 | |"
+                f"| {r['label']} ({r['n_params']} params) | PyHessian (tol 1e-3) "
+                f"| {p[0]:.3f} | {p[2]} | {p[2]} | {p[1]:.1e} | 1 | |"
             )
         for config, (t, err, hvps, passes) in r["solvers"].items():
             lanczos = r["solvers"].get(("lanczos", config[1], config[2]))
@@ -316,7 +322,8 @@ def main() -> None:
     for r in results:
         q = r["ratios"]
         print(
-            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x |"
+            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x "
+            f"| {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x |"
         )
 
 

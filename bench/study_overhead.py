@@ -61,7 +61,8 @@ def main() -> None:
         f"train.epochs={args.epochs}",
         f"curve.epochs={args.curve_epochs}",
         "study.max_concurrent=1",
-        'study.matrix={"model.width": [16, 64], "train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}',
+        'study.matrix={"model.width": [16, 64], '
+        '"train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}',
     ]
     with tempfile.TemporaryDirectory() as bare_dir, tempfile.TemporaryDirectory() as study_dir:
         cfg = load_config("quick", overrides + [f"output_dir={bare_dir}"])
@@ -88,7 +89,8 @@ def main() -> None:
     per_trial = sum(in_trial) / n + (sum(gaps) / len(gaps) if gaps else 0.0)
     trial_time = sum(bare) / n
     print(
-        f"study  wall {wall:.1f} s for {n} trials (one at a time); in-trial compute {sum(computes):.1f} s (bare {sum(bare):.1f} s)"
+        f"study  wall {wall:.1f} s for {n} trials (one at a time); "
+        f"in-trial compute {sum(computes):.1f} s (bare {sum(bare):.1f} s)"
     )
     print(
         f"per trial: tracking inside the trial {sum(in_trial) / n:.2f} s "
@@ -96,7 +98,8 @@ def main() -> None:
         f"Tune scheduling gap between trials {sum(gaps) / max(len(gaps), 1):.2f} s"
     )
     print(
-        f"per study (fixed): {fixed:.1f} s (MLflow health check, Ray start/stop, Tune set-up, parent run, report + figures)"
+        f"per study (fixed): {fixed:.1f} s "
+        "(MLflow health check, Ray start/stop, Tune set-up, parent run, report + figures)"
     )
     print(
         f"overhead per trial {per_trial:.2f} s on {trial_time:.1f} s trials = {100 * per_trial / trial_time:.1f} % "

@@ -352,7 +352,8 @@ def weight_matching(
 
     before = similarity()
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    for _ in range(max_iter):
+        iterations += 1
         improved = False
         for idx in rng.permutation(len(names)):
             p = names[int(idx)]

@@ -84,7 +84,9 @@ class ConnectSpec:
         raise_problems(self, self.problems())
 
     def problems(self) -> list[Problem]:
-        """Every invalid field, as a :class:`~lgeom.specs.Problem` ``"<field>: expected X, got Y"`` (empty when valid)."""
+        """Every invalid field, as a :class:`~lgeom.specs.Problem` ``"<field>: expected X, got Y"`` (empty when
+        valid).
+        """
         out: list[Problem] = []
         bad = [k for k in self.kinds if k not in FITTED_KINDS]
         if bad or len(set(self.kinds)) != len(self.kinds):

@@ -197,6 +197,7 @@ class Line(Curve):
         super().__init__(start, end, 0)
 
     def coefficients(self, t: float) -> list[float]:
+        """The weights ``[1 - t, t]`` of ``A`` and ``B`` at ``t``."""
         return [1.0 - t, t]
 
 
@@ -214,6 +215,7 @@ class Bezier(Curve):
     kind = "bezier"
 
     def coefficients(self, t: float) -> list[float]:
+        """The Bernstein weights of ``A, bends..., B`` at ``t`` (``bends + 2`` numbers summing to 1)."""
         n = self.n_bends + 1
         return [math.comb(n, i) * t**i * (1.0 - t) ** (n - i) for i in range(n + 1)]
 
@@ -233,6 +235,7 @@ class PolyChain(Curve):
     kind = "polychain"
 
     def coefficients(self, t: float) -> list[float]:
+        """The weights of ``A, bends..., B`` at ``t``: nonzero only at the two knots around ``t``."""
         segments = self.n_bends + 1
         coeffs = [0.0] * (segments + 1)
         pos = t * segments

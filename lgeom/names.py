@@ -297,7 +297,9 @@ def figure_artifact(name: str) -> str:
 
 
 def endpoint_artifact(endpoint: str) -> str:
-    """An endpoint's ``{"params", "buffers"}`` in a bundle: ``endpoints/<endpoint>.pt`` (logged as model ``endpoint``)."""
+    """An endpoint's ``{"params", "buffers"}`` in a bundle: ``endpoints/<endpoint>.pt`` (logged as model
+    ``endpoint``).
+    """
     return f"{ENDPOINTS_DIR}/{endpoint}.pt"
 
 
@@ -338,7 +340,8 @@ def contract_rows() -> list[tuple[str, str, str]]:
         (
             "tag",
             f"`{TAG_STUDY}`, `{TAG_CELL}`, `{TAG_CONFIG_HASH}`, `{TAG_STAGE}`",
-            f"study (= experiment), matrix cell (e.g. `preresnet8/cifar10/sgd`), config hash, stage ({', '.join(STAGES)})",
+            "study (= experiment), matrix cell (e.g. `preresnet8/cifar10/sgd`), config hash, "
+            f"stage ({', '.join(STAGES)})",
         ),
         ("tag", f"`{TAG_PARENT}`", "the study invocation's parent run, on every cell's child run"),
         ("tag", f"`{model_tag(e)}`", "`models:/<id>` of the endpoint's MLflow PyTorch model"),

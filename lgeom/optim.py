@@ -46,7 +46,9 @@ class OptimSpec:
         raise_problems(self, self.problems())
 
     def problems(self) -> list[Problem]:
-        """Every invalid field, each a :class:`~lgeom.specs.Problem` ``"<field>: expected X, got Y"`` (empty when valid)."""
+        """Every invalid field, each a :class:`~lgeom.specs.Problem` ``"<field>: expected X, got Y"`` (empty when
+        valid).
+        """
         out: list[Problem] = []
         if self.optimizer not in OPTIMIZERS:
             out.append(Problem("optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"))

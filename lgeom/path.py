@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from lgeom import names
 from lgeom._checks import check_same_structure, expected
 from lgeom.table import Table
 
-ArrayLike = Union[Sequence[float], np.ndarray, torch.Tensor]
-Point = Union[Mapping[str, torch.Tensor], torch.Tensor, np.ndarray, Sequence[float]]
+ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
+Point = Mapping[str, torch.Tensor] | torch.Tensor | np.ndarray | Sequence[float]
 SPLITS = names.SPLITS
 
 

@@ -136,7 +136,9 @@ class ProbeSettings:
         return settings
 
     def problems(self) -> list[Problem]:
-        """Every invalid setting as a :class:`~lgeom.specs.Problem` ``"<name>: expected X, got Y"`` (empty when valid)."""
+        """Every invalid setting as a :class:`~lgeom.specs.Problem` ``"<name>: expected X, got Y"`` (empty when
+        valid).
+        """
         out: list[Problem] = []
         for name in _INT_FIELDS:
             v = getattr(self, name)

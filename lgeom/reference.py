@@ -12,7 +12,8 @@ points are flattened here, not by :mod:`lgeom.params`.
 * :class:`QuadraticLandscape`: ``L(theta) = 1/2 (theta - c)^T A (theta - c) + b^T (theta - c) + l0`` over a
   parameter dict, with closed-form losses and gradients, for :mod:`lgeom.sharpness`.
 
->>> DenseOperator(torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64))).matmat(torch.ones(1, 2, dtype=torch.float64))
+>>> op = DenseOperator(torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)))
+>>> op.matmat(torch.ones(1, 2, dtype=torch.float64))
 tensor([[2., 3.]], dtype=torch.float64)
 """
 

@@ -32,6 +32,7 @@ class Problem(str):
     message: str
 
     def __new__(cls, field: str, message: str) -> Problem:
+        """A problem whose string is ``"<field>: <message>"``, keeping both parts as attributes."""
         self = super().__new__(cls, f"{field}: {message}")
         self.field = field
         self.message = message

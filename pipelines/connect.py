@@ -95,7 +95,8 @@ def main(
         metrics = result.metrics()
         for name in result.paths:
             print(
-                f"{c.name} {name}: test loss barrier {metrics[names.barrier_metric(name, 'test', 'loss_barrier')]:.4f}, "
+                f"{c.name} {name}: "
+                f"test loss barrier {metrics[names.barrier_metric(name, 'test', 'loss_barrier')]:.4f}, "
                 f"test acc drop {metrics[names.barrier_metric(name, 'test', 'acc_drop')]:.2f} pp"
             )
         print(f"{c.name}: results in {out}")

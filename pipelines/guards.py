@@ -87,11 +87,13 @@ def check_local_resources(cpu: float, gpu: float, *, cpus: int | None = None, gp
     have_gpu = gpus if gpus is not None else local_gpu_count()
     if cpu > have_cpu:
         raise ValueError(
-            f"study.cpu: expected at most {have_cpu:g} CPUs per trial (what this machine has for the local Ray), got {cpu:g}"
+            f"study.cpu: expected at most {have_cpu:g} CPUs per trial (what this machine has for the local Ray), "
+            f"got {cpu:g}"
         )
     if have_gpu > 0 and gpu > have_gpu:
         raise ValueError(
-            f"study.gpu: expected at most {have_gpu:g} GPUs per trial (what this machine has for the local Ray), got {gpu:g}"
+            f"study.gpu: expected at most {have_gpu:g} GPUs per trial (what this machine has for the local Ray), "
+            f"got {gpu:g}"
         )
 
 

@@ -4,10 +4,11 @@ endpoints and midpoint of a saved curve and along it.
 Without a file the trained endpoint A (seed ``train.seeds[0]``) of every cell is probed (trained, resumed or
 reused by ``pipelines.common.train_endpoint``); ``--checkpoint`` probes a file written by ``lgeom train``,
 ``--curve`` one written by ``lgeom connect`` (its endpoints t = 0 and 1 keep the trained BatchNorm statistics
-of ``endpoints/a.pt`` / ``b.pt`` in the same connect bundle). Results go to the bundle ``<output_dir>/<name>/<cell>/probe/``
-(or ``--out``): metrics ``hessian.<point>.lambda_max|topk_mean|trace``, ``sharpness.<point>.eps_avg|eps_worst``
-(+ extras), ``spectra/<point>.json``, ``paths/<path>.csv`` with ``hessian_lambda_max`` and ``hessian_top<i>``,
-``planes/slice_<point>.npz``, ``planes/pca.npz``, ``probes.json`` and ``figures/*.png``.
+of ``endpoints/a.pt`` / ``b.pt`` in the same connect bundle). Results go to the bundle
+``<output_dir>/<name>/<cell>/probe/`` (or ``--out``): metrics ``hessian.<point>.lambda_max|topk_mean|trace``,
+``sharpness.<point>.eps_avg|eps_worst`` (+ extras), ``spectra/<point>.json``, ``paths/<path>.csv`` with
+``hessian_lambda_max`` and ``hessian_top<i>``, ``planes/slice_<point>.npz``, ``planes/pca.npz``, ``probes.json``
+and ``figures/*.png``.
 
     lgeom probe --preset quick train.snapshot_every=20 train.grad_snapshot_every=5
     lgeom probe --preset quick-tiny --cell mlp2x16/moons/sgd --checkpoint outputs/.../seed0/final.pt
@@ -280,7 +281,8 @@ def run_trajectory_probes(
         )
     if cfg.probe.effective_dim and len(grads) < 2:
         print(
-            f"probe: effective dimensionality skipped: {len(grads)} gradient snapshots (set train.grad_snapshot_every > 0)"
+            f"probe: effective dimensionality skipped: {len(grads)} gradient snapshots "
+            "(set train.grad_snapshot_every > 0)"
         )
     pca = None
     if cfg.probe.pca and len(snaps) >= 3:
@@ -314,7 +316,9 @@ def probe_cell(
     with ``endpoints/b_aligned.pt``, every ``curves/<path>.pt``), and the PCA plane / effective dimensionality
     of A's training run when ``trajectory`` (A's ``TrainResult`` or a :func:`trajectory_of` dict) is given.
 
-        probe_cell(cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress)
+        probe_cell(
+            cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress
+        )
 
     Returns:
         The metrics of the points: ``hessian.<point>.*``, ``sharpness.<point>.*``, ``curvature.<point>.*``,
@@ -441,7 +445,8 @@ def main(
             for label, bufs in zip(("a", "b"), end_buffers):
                 if has_batchnorm(model) and bufs is None:
                     print(
-                        f"probe: no trained BatchNorm statistics for endpoint {label} of {curve} (no matching endpoints/*.pt "
+                        f"probe: no trained BatchNorm statistics for endpoint {label} of {curve} "
+                        "(no matching endpoints/*.pt "
                         "beside its curves/ folder): recomputed on the probe data"
                     )
         else:

@@ -181,7 +181,8 @@ def ray_session(
         info = _describe(ray, resolved)
         resources = info["resources"]
         print(
-            f"Ray: {info['address']} ({info['nodes']} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)",
+            f"Ray: {info['address']} ({info['nodes']} node(s), "
+            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)",
             flush=True,
         )
         yield info

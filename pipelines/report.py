@@ -148,7 +148,8 @@ def write_report(study: str, out: str | Path, *, store: Any = None, parent: Trac
             rel = f.relative_to(out).as_posix()
             md += [f"![{f.stem}]({rel})", ""]
             html_parts.append(
-                f'<figure><img src="{html.escape(rel)}" alt="{html.escape(f.stem)}" width="640"><figcaption>{html.escape(f.stem)}</figcaption></figure>'
+                f'<figure><img src="{html.escape(rel)}" alt="{html.escape(f.stem)}" width="640">'
+                f"<figcaption>{html.escape(f.stem)}</figcaption></figure>"
             )
     if df.empty:
         md.append("No FINISHED cells yet.")
@@ -189,7 +190,10 @@ def _html_page(title: str, body: str) -> str:
         "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;}th{background:#f4f4f4;}"
         "figure{display:inline-block;margin:1em;}"
     )
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>\n{body}\n</body></html>\n"
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def add_arguments(parser: Any, step: str) -> None:

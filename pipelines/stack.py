@@ -47,7 +47,8 @@ def describe(info: StackInfo, *, already: bool = False) -> str:
         [
             f"local stack {state} (SeaweedFS S3 + MLflow server, loopback only)",
             f"  MLflow tracking URI / UI: {info.tracking_uri}",
-            f"  S3 endpoint:              {info.s3_endpoint} (artifacts in {info.artifacts_destination}, proxied by the server)",
+            f"  S3 endpoint:              {info.s3_endpoint} "
+            f"(artifacts in {info.artifacts_destination}, proxied by the server)",
             "point clients at it:",
             f"  export MLFLOW_TRACKING_URI={info.tracking_uri}",
             "direct S3 access (boto3, aws cli): "

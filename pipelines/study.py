@@ -231,7 +231,8 @@ def ui_command(store: Store) -> str:
     """
     if store.mode == "embedded":
         return (
-            f"MLflow UI: mlflow ui --backend-store-uri {store.tracking_uri} --default-artifact-root {store.artifact_root}"
+            f"MLflow UI: mlflow ui --backend-store-uri {store.tracking_uri} "
+            f"--default-artifact-root {store.artifact_root}"
             "   (then open http://127.0.0.1:5000)"
         )
     return f"MLflow UI: {redact(store.tracking_uri)}"
@@ -305,7 +306,8 @@ def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = N
     with StudyLock(out / cfg.name, cfg.name) as lock:
         if lock.previous:
             print(
-                f"study {cfg.name}: taking over the lock of a study that is no longer running ({describe_holder(lock.previous)})"
+                f"study {cfg.name}: taking over the lock of a study that is no longer running "
+                f"({describe_holder(lock.previous)})"
             )
         return _run_study(cfg, cells, address=address, report_dir=report_dir, t0=t0)
 
@@ -329,7 +331,8 @@ def _run_study(
         else:
             todo.append(cell)
     print(
-        f"study {cfg.name}: {len(cells)} cell(s), {len(summary.reused)} already FINISHED, {len(todo)} to run; MLflow: {store.describe()}"
+        f"study {cfg.name}: {len(cells)} cell(s), {len(summary.reused)} already FINISHED, {len(todo)} to run; "
+        f"MLflow: {store.describe()}"
     )
     params = {
         "preset": cfg.name,

@@ -101,7 +101,8 @@ present = [m for m in {SERVICE!r} if importlib.util.find_spec(m) is not None]
 assert not present, present
 model = lgeom.build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8)
 splits = lgeom.build_splits("moons", n_train=64, n_test=32, seed=0)
-result = lgeom.train(model, splits.train, splits.test, lgeom.TrainSpec(epochs=1, batch_size=32, device="cpu"), progress=False)
+spec = lgeom.TrainSpec(epochs=1, batch_size=32, device="cpu")
+result = lgeom.train(model, splits.train, splits.test, spec, progress=False)
 print("ok", len(result.history))
 """
     out = _run(bare_python, code)

@@ -234,7 +234,8 @@ def _endpoint_module(model: nn.Module, path: Path) -> nn.Module:
     state = load_plain(path, "endpoint")
     if not isinstance(state, dict) or "params" not in state:
         raise ValueError(
-            f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), got {type(state).__name__}"
+            f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), "
+            f"got {type(state).__name__}"
         )
     module = copy.deepcopy(model).cpu()
     load_params(module, state["params"], state.get("buffers"))

@@ -248,8 +248,8 @@ def log_series(
     steps: Sequence[int] | None = None,
 ) -> list[str]:
     """Log every numeric column of ``columns`` (a mapping of name -> values, an ``lgeom.table.Table`` or a
-    pandas DataFrame) as metric ``lgeom.names.series_metric(prefix, column)`` with step = row index (or ``steps``); NaN cells are
-    not logged (a column probed at some rows only has entries at those steps).
+    pandas DataFrame) as metric ``lgeom.names.series_metric(prefix, column)`` with step = row index (or
+    ``steps``); NaN cells are not logged (a column probed at some rows only has entries at those steps).
 
     Returns:
         the metric names logged.

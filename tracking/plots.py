@@ -167,7 +167,8 @@ def plot_gen_gap(
             gaps.append(pd.to_numeric(df[tr], errors="coerce") - pd.to_numeric(df[te], errors="coerce"))
     if not gaps:
         raise KeyError(
-            f"generalisation gap: expected metrics <endpoint>.train_acc and .test_acc for {', '.join(endpoints)}, got none"
+            "generalisation gap: expected metrics <endpoint>.train_acc and .test_acc "
+            f"for {', '.join(endpoints)}, got none"
         )
     work = df.copy()
     work[f"metrics.{_GEN_GAP_ACC}"] = pd.concat(gaps, axis=1).mean(axis=1)

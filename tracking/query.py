@@ -348,7 +348,8 @@ def depth_triangle_table(
         parts.append(_with_n_params(t, df, by))
     if not parts:
         raise KeyError(
-            f"triangle table: expected runs with metrics {', '.join(names.triangle_metric('<curve>', m) for m in TRIANGLE_METRICS)} for "
+            "triangle table: expected runs with metrics "
+            f"{', '.join(names.triangle_metric('<curve>', m) for m in TRIANGLE_METRICS)} for "
             f"curves {', '.join(curves)}, got none"
         )
     out = pd.concat(parts, ignore_index=True)

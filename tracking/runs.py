@@ -3,7 +3,8 @@
 The life cycle is one context manager::
 
     store = connect()                                     # tracking.store: embedded default or server
-    with tracked_run(store, experiment="quick", run_name="study", tags=run_tags(study="quick", stage="study")) as parent:
+    with tracked_run(store, experiment="quick", run_name="study",
+                     tags=run_tags(study="quick", stage="study")) as parent:
         with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell.name,
                          parent_run_id=parent.run_id, params=flatten_params(cell.config.flat()),
                          tags=run_tags(study="quick", cell=cell.name, config_hash=h, stage="trial")) as run:

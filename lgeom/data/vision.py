@@ -93,7 +93,8 @@ def missing_files_message(name: str, root: Path, note: str = "") -> str:
             f"(the loader does this itself when that folder exists, unless source=None). "
         )
     return (
-        f"{name}: expected its files under {folder}, missing: {', '.join(missing) or '(files present but unreadable)'}. "
+        f"{name}: expected its files under {folder}, "
+        f"missing: {', '.join(missing) or '(files present but unreadable)'}. "
         f"{offline}"
         f"Without network access, download {source} elsewhere and copy the files there; "
         f"with network access pass download=True (config: data.download=true). "

@@ -87,10 +87,11 @@ def block_lanczos_eigenvalues(
     spectral-norm estimate) are dropped (deflation) and replaced by random vectors orthogonal to the basis, so
     the block keeps its size; a step that deflated does not stop the iteration (the fresh directions are
     still unexplored) unless the block it applied already held such fresh vectors (a random probe of the
-    rest of the space has then been applied: with probability one it reaches every eigenvalue there). Multiplicity: an eigenvalue repeated up to ``block_size`` times is found with every
-    copy. A copy beyond the first ``block_size`` is found only if the space becomes exactly invariant before
-    the top ``k`` converge (the restart vectors then reach it), and is otherwise missed, as single-vector
-    Lanczos misses a second copy.
+    rest of the space has then been applied: with probability one it reaches every eigenvalue there).
+    Multiplicity: an eigenvalue repeated up to ``block_size`` times is found with every copy. A copy beyond
+    the first ``block_size`` is found only if the space becomes exactly invariant before the top ``k``
+    converge (the restart vectors then reach it), and is otherwise missed, as single-vector Lanczos misses a
+    second copy.
 
     Cost: ``block_size`` products per step, more products in all than single-vector Lanczos for the same
     ``k`` and ``tol`` but fewer passes over the data (top 5 at ``tol = 1e-3`` of the MLP in

@@ -44,6 +44,7 @@ class CNN(nn.Module):
         init_weights(self, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
         h = self.act(self.bn1(self.conv1(x)))
         h = self.bn2(self.conv2(h))
         if self.skip is not None:

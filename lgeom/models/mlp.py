@@ -29,6 +29,7 @@ class MLP(nn.Module):
         init_weights(self, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of inputs ``x`` of shape ``(batch, ...)`` (flattened per sample)."""
         h = x.flatten(1)
         for layer in self.hidden:
             h = self.act(layer(h))
@@ -55,6 +56,7 @@ class ResidualBlock(nn.Module):
         self.fc2 = nn.Linear(width, width)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``h`` plus the block's residual branch, same shape ``(batch, width)``."""
         return h + self.fc2(self.act(self.fc1(self.act(h))))
 
 
@@ -78,6 +80,7 @@ class ResMLP(nn.Module):
                 block.fc2.weight.mul_(1.0 / math.sqrt(max(blocks, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of inputs ``x`` of shape ``(batch, ...)`` (flattened per sample)."""
         h = self.inp(x.flatten(1))
         for block in self.blocks:
             h = block(h)

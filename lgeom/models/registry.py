@@ -61,7 +61,8 @@ def _builder(name: str) -> ModelBuilder:
 
 
 def model_arch_args(name: str) -> dict[str, Any]:
-    """The architecture keyword arguments of model ``name`` with their defaults (``inspect.Parameter.empty`` if required).
+    """The architecture keyword arguments of model ``name`` with their defaults (``inspect.Parameter.empty`` if
+    required).
 
     Raises:
         ValueError: an unknown model name (or family member).

@@ -46,6 +46,7 @@ class BasicBlock(nn.Module):
         self.shortcut = projection_shortcut(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output ``(batch, planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
         return out + (x if self.shortcut is None else self.shortcut(x))
@@ -69,6 +70,7 @@ class Bottleneck(nn.Module):
         self.shortcut = projection_shortcut(in_planes, out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output ``(batch, 4 planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
@@ -101,6 +103,7 @@ class PreActivationResNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
         h = self.stages(self.conv1(x))
         h = self.relu(self.bn(h))
         return self.head(h.mean(dim=(2, 3)))

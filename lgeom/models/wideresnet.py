@@ -35,6 +35,7 @@ class WideBlock(nn.Module):
         self.shortcut = projection_shortcut(in_planes, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output ``(batch, planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""
         act = self.relu(self.bn1(x))
         out = self.conv2(self.dropout(self.relu(self.bn2(self.conv1(act)))))
         # The projection reads the activated input, as in the original network.

@@ -107,7 +107,8 @@ def check_spec(model: nn.Module, spec: PermutationSpec) -> None:
     missing = [n for n in tensors if n not in spec.axes]
     if missing:
         raise ValueError(
-            f"permutation spec of {type(model).__name__}: expected every tensor to be covered, got none for {missing[0]!r}"
+            f"permutation spec of {type(model).__name__}: expected every tensor to be covered, "
+            f"got none for {missing[0]!r}"
         )
     for name, perms in spec.axes.items():
         if name not in tensors:
@@ -122,7 +123,8 @@ def check_spec(model: nn.Module, spec: PermutationSpec) -> None:
         for axis, p in enumerate(perms):
             if p is not None and spec.axis_size(p) != shape[axis]:
                 raise ValueError(
-                    f"permutation spec {name!r} axis {axis}: expected {spec.axis_size(p)} units for {p!r}, got {shape[axis]}"
+                    f"permutation spec {name!r} axis {axis}: expected {spec.axis_size(p)} units for {p!r}, "
+                    f"got {shape[axis]}"
                 )
 
 

@@ -1,4 +1,6 @@
-"""Curves: values against hand computation, gradients, fitting, errors, save/load; fitting and path evaluation on CUDA (skipped without CUDA)."""
+"""Curves: values against hand computation, gradients, fitting, errors, save/load; fitting and path evaluation
+on CUDA (skipped without CUDA).
+"""
 
 from __future__ import annotations
 

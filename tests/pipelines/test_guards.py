@@ -93,10 +93,9 @@ def test_a_lock_of_a_dead_study_is_taken_over_and_a_live_one_refuses(tmp_path: P
         [
             sys.executable,
             "-c",
-            "import sys, time; sys.path.insert(0, %r)\n"
+            f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})\n"
             "from pipelines.guards import StudyLock\n"
-            "l = StudyLock(%r, 's').acquire(); print('locked', flush=True); time.sleep(60)"
-            % (str(Path(__file__).resolve().parents[2]), str(folder)),
+            f"l = StudyLock({str(folder)!r}, 's').acquire(); print('locked', flush=True); time.sleep(60)",
         ],
         stdout=subprocess.PIPE,
         text=True,
@@ -123,13 +122,15 @@ def test_a_running_study_in_the_same_store_refuses_another(embedded_store: Any, 
     from pipelines.guards import StudyLockedError, check_no_running_study
     from tracking.runs import ensure_experiment
 
+    root = str(Path(__file__).resolve().parents[2])
     script = (
-        "import sys, time; sys.path.insert(0, %r)\n"
+        f"import sys, time; sys.path.insert(0, {root!r})\n"
         "from tracking.store import resolve_store\n"
         "from tracking.runs import start_run, run_tags\n"
-        "p = start_run(resolve_store(), experiment=%r, tags=run_tags(study=%r, stage='study'))\n"
+        f"p = start_run(resolve_store(), experiment={unique_study!r}, "
+        f"tags=run_tags(study={unique_study!r}, stage='study'))\n"
         "print(p.run_id, flush=True); time.sleep(120)\n"
-    ) % (str(Path(__file__).resolve().parents[2]), unique_study, unique_study)
+    )
     from tracking.runs import run_tags, start_run
 
     exp = ensure_experiment(embedded_store, unique_study)

@@ -34,12 +34,13 @@ def test_default_search_space_is_valid_and_bad_bounds_are_all_reported() -> None
         (["--batch-sizes", "32,x"], "--batch-sizes: expected comma-separated integers, got '32,x'"),
         (
             ["--lr-min", "1", "--lr-max", "0.5", "--num-samples", "0"],
-            "lr range: expected 0 < lr_min < lr_max, got lr_min=1.0, lr_max=0.5; --num-samples: expected an integer >= 1, got 0",
+            "lr range: expected 0 < lr_min < lr_max, got lr_min=1.0, lr_max=0.5; "
+            "--num-samples: expected an integer >= 1, got 0",
         ),
         (
             [],
-            "--cell: expected one of mlp2x16/moons/sgd, mlp2x16/moons/adam, mlp2x64/moons/sgd, mlp2x64/moons/adam (tune works on "
-            "one cell), got none",
+            "--cell: expected one of mlp2x16/moons/sgd, mlp2x16/moons/adam, mlp2x64/moons/sgd, mlp2x64/moons/adam "
+            "(tune works on one cell), got none",
         ),
         (["--cell", "mlp2x16/moons/rmsprop"], "--cell: expected one of mlp2x16/moons/sgd, "),
     ],

@@ -41,7 +41,7 @@ def _files(tmp_path: Path, n: int = 3) -> list[Path]:
     out = []
     for i in range(n):
         p = tmp_path / f"part{i}.json"
-        p.write_text('{"i": %d}' % i)
+        p.write_text(f'{{"i": {i:d}}}')
         out.append(p)
     return out
 
@@ -139,16 +139,18 @@ def test_unreachable_s3_in_direct_mode_fails_before_any_run(
 
 def test_orphaned_runs_of_a_killed_invocation(server_store: Any, unique_study: str) -> None:
     # A child process starts a study run and a trial run, then dies without ending them.
+    root = str(Path(__file__).resolve().parents[2])
     script = (
-        "import os, sys; sys.path.insert(0, %r)\n"
+        f"import os, sys; sys.path.insert(0, {root!r})\n"
         "from tracking.store import resolve_store\n"
         "from tracking.runs import start_run, run_tags\n"
         "s = resolve_store()\n"
-        "p = start_run(s, experiment=%r, tags=run_tags(study=%r, stage='study'))\n"
-        "c = start_run(s, experiment_id=p.experiment_id, parent_run_id=p.run_id, tags=run_tags(study=%r, stage='trial', cell='x'))\n"
+        f"p = start_run(s, experiment={unique_study!r}, tags=run_tags(study={unique_study!r}, stage='study'))\n"
+        "c = start_run(s, experiment_id=p.experiment_id, parent_run_id=p.run_id, "
+        f"tags=run_tags(study={unique_study!r}, stage='trial', cell='x'))\n"
         "print(p.run_id, c.run_id, flush=True)\n"
         "os._exit(9)\n"
-    ) % (str(Path(__file__).resolve().parents[2]), unique_study, unique_study, unique_study)
+    )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     parent_id, child_id = out.stdout.split()
     alive = start_run(server_store, experiment=unique_study, tags=run_tags(study=unique_study, stage="study"))

@@ -17,7 +17,10 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TWO_CELLS = 'study.matrix={"model.width": [16], "train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}'
+TWO_CELLS = (
+    'study.matrix={"model.width": [16], '
+    '"train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}'
+)
 CELLS = ["mlp2x16/moons/sgd", "mlp2x16/moons/adam"]
 LGEOM = [sys.executable, "-m", "pipelines.cli"]
 

@@ -39,8 +39,8 @@ def test_torchvision_options_come_from_the_builder() -> None:
             "torchvision:resnet18",
             {"dropout": 0.1},
             (
-                r"torchvision:resnet18 option: expected one of cifar_stem, groups, norm_layer, .*weights, width_per_group, "
-                r"zero_init_residual, got 'dropout'"
+                r"torchvision:resnet18 option: expected one of cifar_stem, groups, norm_layer, .*weights, "
+                r"width_per_group, zero_init_residual, got 'dropout'"
             ),
         ),
         (
