@@ -10,7 +10,8 @@ namespaces on one bridge (:mod:`tests.scenarios.netns`) stand for three machines
 The study's trials run on both nodes and log to the server; once a trial on the worker has finished and
 the next one there is RUNNING, every process of the worker host is killed: Ray Tune reschedules the lost
 trial on the head (``study.max_failures``), and every cell ends FINISHED exactly once, with no run left
-RUNNING. Needs root and iproute2 (skipped otherwise); every namespace and process is removed at the end.
+RUNNING. Needs root and iproute2 (skipped otherwise); every namespace and process is removed at the end,
+and the lab's files too unless ``LGEOM_KEEP_LAB_FILES`` is set.
 """
 
 from __future__ import annotations
@@ -133,7 +134,10 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         lab.close()
-        shutil.rmtree(root, ignore_errors=True)
+        if os.environ.get("LGEOM_KEEP_LAB_FILES"):  # logs of the server, the Ray nodes and the driver, for a post-mortem
+            print(f"\nmulti-host lab files kept in {root}", flush=True)
+        else:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 def test_study_spans_hosts_and_survives_losing_a_worker(cluster: Cluster) -> None:
