@@ -41,7 +41,7 @@ MLFLOW_PORT, RAY_PORT = 5000, 6379
 STUDY = "multihost-tiny"
 # Four cells, two CPUs (one per node): each node runs two trials one after the other.
 MATRIX = 'study.matrix={"model.width": [16], "train.optimizer": [sgd, adam], "train.lr": [0.02, 0.005]}'
-OVERRIDES = [f"name={STUDY}", "train.epochs=12", "curve.epochs=3", "study.max_failures=2", MATRIX]
+OVERRIDES = [f"name={STUDY}", "curve.epochs=3", "study.max_failures=2", MATRIX]
 
 _why_not = unavailable_reason()
 if _why_not is not None:
@@ -140,11 +140,38 @@ def cluster() -> Iterator[Cluster]:
             shutil.rmtree(root, ignore_errors=True)
 
 
+def _driver_env(cluster: Cluster, tracking_uri: str | None) -> dict[str, str]:
+    env = {**cluster.ray_env, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    return env
+
+
+def test_embedded_store_is_refused_when_the_cluster_spans_hosts(cluster: Cluster) -> None:
+    """Runs first, while both nodes are up: trials on the worker could not write the driver's sqlite file."""
+    work = cluster.root / "embedded"
+    work.mkdir()
+    proc = cluster.lab.run("head", [sys.executable, "-m", "pipelines.cli", "study", "--preset", "quick-tiny", "--address",
+                                    cluster.ray_address, f"output_dir={work / 'outputs'}", f"name={STUDY}-embedded"],
+                           env=_driver_env(cluster, None), cwd=work, timeout=300, check=False)
+    assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "MLFLOW_TRACKING_URI: expected an MLflow server that every Ray node can reach" in proc.stderr
+    assert f"its nodes {cluster.lab['head'].ip}, {cluster.lab['worker'].ip} are not all on this machine" in proc.stderr \
+        or f"its nodes {cluster.lab['worker'].ip}, {cluster.lab['head'].ip} are not all on this machine" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    if (work / "mlflow.db").exists():  # the study opens its store before it asks Ray where trials would run
+        from mlflow import MlflowClient
+
+        client = MlflowClient(tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
+        exp = client.get_experiment_by_name(f"{STUDY}-embedded")
+        assert exp is None or not client.search_runs([exp.experiment_id]), "a refused study must not create runs"
+
+
 def test_study_spans_hosts_and_survives_losing_a_worker(cluster: Cluster) -> None:
     lab, head_ip, worker_ip = cluster.lab, cluster.lab["head"].ip, cluster.lab["worker"].ip
     work = cluster.root / "driver"
     work.mkdir()
-    env = {**cluster.ray_env, "MLFLOW_TRACKING_URI": cluster.tracking_uri, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+    env = _driver_env(cluster, cluster.tracking_uri)
     log_path = work / "study.log"
     log = open(log_path, "w")
     t0 = time.monotonic()
@@ -199,6 +226,8 @@ def test_study_spans_hosts_and_survives_losing_a_worker(cluster: Cluster) -> Non
     parents = [r for r in cluster.api("track", "runs/search", {"experiment_ids": [exp["experiment_id"]],
                                                                 "filter": f"tags.`{names.TAG_STAGE}` = '{names.STAGE_STUDY}'"})["runs"]]
     assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
+    parent_tags = {t["key"]: t["value"] for t in parents[0]["data"]["tags"]}
+    assert parent_tags.get(names.TAG_NODE_IP) == head_ip, "the driver ran on the head node"
     # the Ray token stays out of Ray's logs and the study's output
     leaked = [str(p) for p in cluster.root.rglob("*") if p.is_file() and p.name != "ray-auth-token" and p.stat().st_size < 50_000_000
               and cluster.token.encode() in p.read_bytes()]
