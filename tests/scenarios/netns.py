@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 #: The /24 the lab's hosts take their addresses from (host ``i`` of the list gets ``.<i + 1>``).
 DEFAULT_SUBNET = "10.213.7"
@@ -56,7 +56,7 @@ def unavailable_reason() -> str | None:
         return "network namespaces need root (ip netns add); run the test as root"
     if shutil.which("ip") is None:
         return "the 'ip' command (iproute2) is missing: apt-get install -y iproute2"
-    probe = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
+    probe = subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True, timeout=30)
     if probe.returncode != 0:
         return f"'ip netns list' failed: {probe.stderr.strip() or probe.returncode}"
     return None
@@ -108,7 +108,7 @@ class NetnsLab:
 
     # --- life cycle -------------------------------------------------------------------------------------
 
-    def __enter__(self) -> NetnsLab:
+    def __enter__(self) -> Self:
         self.up()
         return self
 
@@ -161,7 +161,7 @@ class NetnsLab:
             except subprocess.TimeoutExpired:
                 pass
         for ns in reversed(self._made):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+            subprocess.run(["ip", "netns", "del", ns], check=False, capture_output=True, timeout=30)
         self._made.clear()
         self._procs.clear()
 
@@ -184,7 +184,7 @@ class NetnsLab:
         Raises:
             RuntimeError: ``check`` and a non-zero exit status (stdout and stderr tails included).
         """
-        proc = subprocess.run(self.argv(host, argv), env=dict(env) if env is not None else None, capture_output=True,
+        proc = subprocess.run(self.argv(host, argv), check=False, env=dict(env) if env is not None else None, capture_output=True,
                               text=True, timeout=timeout, **kwargs)
         if check and proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv[:3])} ... on {host}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
@@ -192,7 +192,7 @@ class NetnsLab:
 
     def pids(self, netns: str) -> list[int]:
         """Every process in namespace ``netns`` (``ip netns pids``)."""
-        out = subprocess.run(["ip", "netns", "pids", netns], capture_output=True, text=True, timeout=30)
+        out = subprocess.run(["ip", "netns", "pids", netns], check=False, capture_output=True, text=True, timeout=30)
         return [int(p) for p in out.stdout.split() if p.isdigit()]
 
     def host_pids(self, host: str) -> list[int]:
@@ -262,7 +262,7 @@ class NetnsLab:
 
     @staticmethod
     def _cmd(*argv: str) -> None:
-        proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=30)
+        proc = subprocess.run(list(argv), check=False, capture_output=True, text=True, timeout=30)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
 

@@ -20,6 +20,7 @@ import json
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -107,15 +108,14 @@ def cluster() -> Iterator[Cluster]:
         track = lab["track"]
         uri = f"http://{track.ip}:{MLFLOW_PORT}"
         server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
-        log = open(root / "mlflow-server.log", "w")
-        server = lab.popen("track", [
-            str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
-            "--host", track.ip, "--port", str(MLFLOW_PORT), "--workers", "1",
-            # clients on other hosts send Host: <this address>; MLflow answers 403 to a Host it does not allow
-            "--allowed-hosts", f"{track.ip}:{MLFLOW_PORT},{track.ip}",
-        ], env=server_env, cwd=root, stdout=log, stderr=log)
-        log.close()
+        with open(root / "mlflow-server.log", "w") as log:  # the server keeps its own copy of the descriptor
+            server = lab.popen("track", [
+                str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+                "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
+                "--host", track.ip, "--port", str(MLFLOW_PORT), "--workers", "1",
+                # clients on other hosts send Host: <this address>; MLflow answers 403 to a Host it does not allow
+                "--allowed-hosts", f"{track.ip}:{MLFLOW_PORT},{track.ip}",
+            ], env=server_env, cwd=root, stdout=log, stderr=log)
         lab.wait_http("head", f"{uri}/health", timeout=120, proc=server, log=root / "mlflow-server.log")
 
         token = secrets.token_hex(32)
@@ -138,6 +138,30 @@ def cluster() -> Iterator[Cluster]:
             print(f"\nmulti-host lab files kept in {root}", flush=True)
         else:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def test_lab_connects_its_hosts_and_removes_everything(tmp_path: Path) -> None:
+    """The helper alone: hosts reach each other over the bridge, and closing ends even a process that
+    ignores SIGTERM and deletes every namespace (no veth is left in this machine's namespace)."""
+
+    def listed() -> str:
+        return subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True, timeout=30).stdout
+
+    lab = NetnsLab(["a", "b"])
+    with lab:
+        server = lab.popen("b", [sys.executable, "-m", "http.server", "8080", "--bind", lab["b"].ip, "--directory", str(tmp_path)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stubborn = lab.popen("a", ["sh", "-c", "trap '' TERM; sleep 300"])
+        lab.wait_http("a", f"http://{lab['b'].ip}:8080/", timeout=30, proc=server)
+        assert lab.http("a", "http://127.0.0.1:8080/")[0] == 0, "b's server must not answer on a's loopback"
+        assert set(lab.host_pids("a")) >= {stubborn.pid} and lab.host_pids("b") == [server.pid]
+        assert all(ns in listed() for ns in (lab["a"].netns, lab["b"].netns, lab.switch))
+    assert stubborn.poll() is not None and server.poll() is not None
+    assert lab.prefix not in listed()
+    links = subprocess.run(["ip", "-o", "link"], check=False, capture_output=True, text=True, timeout=30).stdout
+    assert lab.prefix not in links
+    with pytest.raises(ValueError, match="distinct names"):
+        NetnsLab(["a", "a"])
 
 
 def _driver_env(cluster: Cluster, tracking_uri: str | None) -> dict[str, str]:
@@ -173,12 +197,11 @@ def test_study_spans_hosts_and_survives_losing_a_worker(cluster: Cluster) -> Non
     work.mkdir()
     env = _driver_env(cluster, cluster.tracking_uri)
     log_path = work / "study.log"
-    log = open(log_path, "w")
     t0 = time.monotonic()
-    driver = lab.popen("head", [sys.executable, "-m", "pipelines.cli", "study", "--preset", "quick-tiny",
-                                "--address", cluster.ray_address, f"output_dir={work / 'outputs'}", *OVERRIDES],
-                       env=env, cwd=work, stdout=log, stderr=log)
-    log.close()
+    with open(log_path, "w") as log:
+        driver = lab.popen("head", [sys.executable, "-m", "pipelines.cli", "study", "--preset", "quick-tiny",
+                                    "--address", cluster.ray_address, f"output_dir={work / 'outputs'}", *OVERRIDES],
+                           env=env, cwd=work, stdout=log, stderr=log)
 
     def output() -> str:
         return log_path.read_text(errors="replace")[-6000:]
@@ -201,7 +224,7 @@ def test_study_spans_hosts_and_survives_losing_a_worker(cluster: Cluster) -> Non
 
     try:
         rc = driver.wait(timeout=420)
-    except Exception:
+    except subprocess.TimeoutExpired:
         pytest.fail(f"the study did not end within 420 s of the worker's loss:\n{output()}")
     t_end = time.monotonic() - t0
     text = log_path.read_text(errors="replace")
