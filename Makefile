@@ -5,11 +5,12 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-test
 PRESET ?= quick
 
-.PHONY: setup study test test-fast bench up down clean help
+.PHONY: setup study test test-fast lint bench up down clean help
 
 help:
 	@echo "make study   run the '$(PRESET)' study on the embedded default (sqlite MLflow + ./mlruns + local Ray)"
 	@echo "make test    create .venv if needed and run the whole test suite (starts real servers)"
+	@echo "make lint    ruff check + ruff format --check"
 	@echo "make bench   run the benchmarks (installs the bench extras)"
 	@echo "make up/down start/stop the local SeaweedFS S3 + MLflow server stack"
 
@@ -29,6 +30,11 @@ study: setup
 
 test: setup
 	$(BIN)/python -m pytest
+
+# ruff (configured in pyproject.toml): lint rules and formatting; .ci/run runs it before the tests.
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-fast: setup
 	$(BIN)/python -m pytest -m "not integration and not slow"

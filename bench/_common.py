@@ -25,7 +25,10 @@ def setup_device(args: argparse.Namespace) -> torch.device:
     if device.type == "cuda":
         where = torch.cuda.get_device_name(device)
     else:
-        where = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} intra-op threads"
+        where = (
+            f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+            f"{torch.get_num_threads()} intra-op threads"
+        )
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"device: {device} ({where}); torch {torch.__version__}; load average {load:.2f}")
     return device

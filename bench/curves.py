@@ -39,7 +39,8 @@ CASES = [
 
 def step_intervals(events: list[tuple[str, int, float]]) -> list[float]:
     """Seconds between consecutive step events within one epoch (the first step of an epoch is skipped:
-    it also pays for the epoch's start)."""
+    it also pays for the epoch's start).
+    """
     out = []
     prev = None
     for kind, _, stamp in events:
@@ -53,11 +54,22 @@ def recorder(events: list[tuple[str, int, float]]):
     return lambda e: events.append((e.kind, e.step, time.perf_counter()))
 
 
-def bench_case(name: str, arch: str, opts: dict, shape: tuple, classes: int, batch: int, steps: int, rounds: int,
-               device: torch.device) -> float:
+def bench_case(
+    name: str,
+    arch: str,
+    opts: dict,
+    shape: tuple,
+    classes: int,
+    batch: int,
+    steps: int,
+    rounds: int,
+    device: torch.device,
+) -> float:
     gen = torch.Generator().manual_seed(0)
     n = batch * steps
-    data = ArrayDataset(torch.randn(n, *shape, generator=gen), torch.randint(0, classes, (n,), generator=gen), classes).to(device)
+    data = ArrayDataset(
+        torch.randn(n, *shape, generator=gen), torch.randint(0, classes, (n,), generator=gen), classes
+    ).to(device)
     torch.manual_seed(0)
     model = build_model(arch, num_classes=classes, in_shape=shape, **opts).to(device)
     a = get_params(model)
@@ -80,8 +92,10 @@ def bench_case(name: str, arch: str, opts: dict, shape: tuple, classes: int, bat
             fitted += step_intervals(ev_fit)
     t_plain, t_fit = statistics.median(plain), statistics.median(fitted)
     ratio = t_fit / t_plain
-    print(f"{name:42s} train step {t_plain * 1e3:8.2f} ms   fit_curve step {t_fit * 1e3:8.2f} ms   "
-          f"ratio {ratio:5.2f}  ({'meets' if ratio <= 1.3 else 'misses'} <= 1.3; {len(plain)}+{len(fitted)} steps)")
+    print(
+        f"{name:42s} train step {t_plain * 1e3:8.2f} ms   fit_curve step {t_fit * 1e3:8.2f} ms   "
+        f"ratio {ratio:5.2f}  ({'meets' if ratio <= 1.3 else 'misses'} <= 1.3; {len(plain)}+{len(fitted)} steps)"
+    )
     return ratio
 
 
@@ -111,8 +125,10 @@ def bench_point(device: torch.device, repeats: int = 200) -> None:
         return best
 
     fast, slow = timed(curve.point), timed(naive)
-    print(f"phi(t) for PreResNet-8 ({len(names)} tensors): foreach {fast * 1e6:.0f} us, per-tensor loop "
-          f"{slow * 1e6:.0f} us ({slow / fast:.1f}x)")
+    print(
+        f"phi(t) for PreResNet-8 ({len(names)} tensors): foreach {fast * 1e6:.0f} us, per-tensor loop "
+        f"{slow * 1e6:.0f} us ({slow / fast:.1f}x)"
+    )
 
 
 def main() -> None:

@@ -44,10 +44,12 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def loop_baseline(model: nn.Module, basis, xs: np.ndarray, ys: np.ndarray, data: list, bn: list, *,
-                  load: str) -> np.ndarray:
+def loop_baseline(
+    model: nn.Module, basis, xs: np.ndarray, ys: np.ndarray, data: list, bn: list, *, load: str
+) -> np.ndarray:
     """Load each grid point into the model (``load_state_dict`` or ``copy_`` into the parameters) and
-    evaluate it (BN statistics recomputed first for BN models); loss sums stay on the device."""
+    evaluate it (BN statistics recomputed first for BN models); loss sums stay on the device.
+    """
     names = list(basis.origin)
     params = dict(model.named_parameters())
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
@@ -78,8 +80,19 @@ def loop_baseline(model: nn.Module, basis, xs: np.ndarray, ys: np.ndarray, data:
     return losses
 
 
-def bench_case(name: str, arch: str, opts: dict, shape: tuple, classes: int, samples: int, batch: int, grid: int,
-               n_bn: int, rounds: int, device: torch.device) -> float:
+def bench_case(
+    name: str,
+    arch: str,
+    opts: dict,
+    shape: tuple,
+    classes: int,
+    samples: int,
+    batch: int,
+    grid: int,
+    n_bn: int,
+    rounds: int,
+    device: torch.device,
+) -> float:
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(samples, *shape, generator=gen).to(device)
     y = torch.randint(0, classes, (samples,), generator=gen).to(device)
@@ -89,7 +102,11 @@ def bench_case(name: str, arch: str, opts: dict, shape: tuple, classes: int, sam
     for seed in (0, 1, 2):
         torch.manual_seed(seed)
         points.append(get_params(build_model(arch, num_classes=classes, in_shape=shape, **opts).to(device)))
-    a, b, c = points[0], points[1], {n: 0.5 * (points[0][n] + points[1][n]) + 0.5 * (points[2][n] - points[0][n]) for n in points[0]}
+    a, b, c = (
+        points[0],
+        points[1],
+        {n: 0.5 * (points[0][n] + points[1][n]) + 0.5 * (points[2][n] - points[0][n]) for n in points[0]},
+    )
     model = build_model(arch, num_classes=classes, in_shape=shape, **opts).to(device)
     basis = plane_basis(a, c, b)
     rates: dict[str, list[float]] = {"batched": [], "load_state_dict": [], "copy_": []}
@@ -111,9 +128,11 @@ def bench_case(name: str, arch: str, opts: dict, shape: tuple, classes: int, sam
     med = {k: statistics.median(v) for k, v in rates.items()}
     r_state, r_copy = med["batched"] / med["load_state_dict"], med["batched"] / med["copy_"]
     target = "" if arch == "preresnet" else f" ({'meets' if r_state >= 3 else 'misses'} >= 3x)"
-    print(f"{name:44s} {grid}x{grid}: batched {med['batched']:8.1f} pts/s [{result.method}]   "
-          f"load_state_dict loop {med['load_state_dict']:8.1f} pts/s (ratio {r_state:4.2f}{target})   "
-          f"copy_ loop {med['copy_']:8.1f} pts/s (ratio {r_copy:4.2f})   max |loss diff| {diff:.1e}")
+    print(
+        f"{name:44s} {grid}x{grid}: batched {med['batched']:8.1f} pts/s [{result.method}]   "
+        f"load_state_dict loop {med['load_state_dict']:8.1f} pts/s (ratio {r_state:4.2f}{target})   "
+        f"copy_ loop {med['copy_']:8.1f} pts/s (ratio {r_copy:4.2f})   max |loss diff| {diff:.1e}"
+    )
     return r_state
 
 

@@ -57,8 +57,13 @@ def main() -> None:
     from pipelines.study import main as run_study
 
     print(f"machine: {platform.machine()} {os.cpu_count()} CPUs; torch {torch.__version__}")
-    overrides = [f"train.epochs={args.epochs}", f"curve.epochs={args.curve_epochs}", "study.max_concurrent=1",
-                 'study.matrix={"model.width": [16, 64], "train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}']
+    overrides = [
+        f"train.epochs={args.epochs}",
+        f"curve.epochs={args.curve_epochs}",
+        "study.max_concurrent=1",
+        'study.matrix={"model.width": [16, 64], '
+        '"train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}',
+    ]
     with tempfile.TemporaryDirectory() as bare_dir, tempfile.TemporaryDirectory() as study_dir:
         cfg = load_config("quick", overrides + [f"output_dir={bare_dir}"])
         cells = expand_matrix(cfg)
@@ -83,15 +88,26 @@ def main() -> None:
     fixed = wall - span
     per_trial = sum(in_trial) / n + (sum(gaps) / len(gaps) if gaps else 0.0)
     trial_time = sum(bare) / n
-    print(f"study  wall {wall:.1f} s for {n} trials (one at a time); in-trial compute {sum(computes):.1f} s (bare {sum(bare):.1f} s)")
-    print(f"per trial: tracking inside the trial {sum(in_trial) / n:.2f} s "
-          f"(child run, params, metrics, series, endpoint models, artifacts, upload verification), "
-          f"Tune scheduling gap between trials {sum(gaps) / max(len(gaps), 1):.2f} s")
-    print(f"per study (fixed): {fixed:.1f} s (MLflow health check, Ray start/stop, Tune set-up, parent run, report + figures)")
-    print(f"overhead per trial {per_trial:.2f} s on {trial_time:.1f} s trials = {100 * per_trial / trial_time:.1f} % "
-          f"-> {100 * per_trial / 60:.1f} % of a 60 s trial; fixed per study {fixed:.1f} s "
-          f"= {100 * fixed / (n * trial_time):.1f} % of this study, {100 * fixed / (n * 60):.1f} % of {n} x 60 s trials")
+    print(
+        f"study  wall {wall:.1f} s for {n} trials (one at a time); "
+        f"in-trial compute {sum(computes):.1f} s (bare {sum(bare):.1f} s)"
+    )
+    print(
+        f"per trial: tracking inside the trial {sum(in_trial) / n:.2f} s "
+        f"(child run, params, metrics, series, endpoint models, artifacts, upload verification), "
+        f"Tune scheduling gap between trials {sum(gaps) / max(len(gaps), 1):.2f} s"
+    )
+    print(
+        f"per study (fixed): {fixed:.1f} s "
+        "(MLflow health check, Ray start/stop, Tune set-up, parent run, report + figures)"
+    )
+    print(
+        f"overhead per trial {per_trial:.2f} s on {trial_time:.1f} s trials = {100 * per_trial / trial_time:.1f} % "
+        f"-> {100 * per_trial / 60:.1f} % of a 60 s trial; fixed per study {fixed:.1f} s "
+        f"= {100 * fixed / (n * trial_time):.1f} % of this study, {100 * fixed / (n * 60):.1f} % of {n} x 60 s trials"
+    )
     print(f"study wall / bare compute: {wall / sum(bare):.3f}")
+
 
 if __name__ == "__main__":
     main()

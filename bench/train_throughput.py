@@ -71,14 +71,30 @@ def main() -> None:
 
     moons = build_dataset("moons", "train", n_train=4000, n_test=100)
     mlp_spec = TrainSpec(lr=0.05, epochs=args.epochs * 3, batch_size=128, device=str(device))
-    measure("MLP 2x64 / moons (bs 128)", lambda: build_model("mlp", num_classes=2, in_shape=(2,), depth=2, width=64), moons, mlp_spec, device)
+    measure(
+        "MLP 2x64 / moons (bs 128)",
+        lambda: build_model("mlp", num_classes=2, in_shape=(2,), depth=2, width=64),
+        moons,
+        mlp_spec,
+        device,
+    )
 
     gen = torch.Generator().manual_seed(0)
-    cifar = ArrayDataset(torch.randn(args.cifar_samples, 3, 32, 32, generator=gen), torch.randint(0, 10, (args.cifar_samples,), generator=gen), 10)
+    cifar = ArrayDataset(
+        torch.randn(args.cifar_samples, 3, 32, 32, generator=gen),
+        torch.randint(0, 10, (args.cifar_samples,), generator=gen),
+        10,
+    )
     if device.type == "cuda":
         cifar = cifar.to(device)
     res_spec = TrainSpec(lr=0.1, epochs=args.epochs, batch_size=128, device=str(device))
-    measure("PreResNet-8 / 3x32x32 (bs 128)", lambda: build_model("preresnet", num_classes=10, in_shape=(3, 32, 32), depth=8), cifar, res_spec, device)
+    measure(
+        "PreResNet-8 / 3x32x32 (bs 128)",
+        lambda: build_model("preresnet", num_classes=10, in_shape=(3, 32, 32), depth=8),
+        cifar,
+        res_spec,
+        device,
+    )
 
 
 if __name__ == "__main__":

@@ -20,10 +20,21 @@ from lgeom.curves import (
     load_curve,
     save_curve,
 )
-from lgeom.data import ArrayDataset, DatasetNotFoundError, build_dataset, build_splits, fixed_batches, make_loader
+from lgeom.data import (
+    ArrayDataset,
+    DatasetNotFoundError,
+    build_dataset,
+    build_splits,
+    fixed_batches,
+    make_loader,
+)
 from lgeom.device import resolve_device
 from lgeom.evaluate import EvalResult, evaluate, evaluate_point
-from lgeom.gradients import EffectiveDimensionality, effective_dimensionality, loss_and_gradient
+from lgeom.gradients import (
+    EffectiveDimensionality,
+    effective_dimensionality,
+    loss_and_gradient,
+)
 from lgeom.hessian import (
     Density,
     EigenResult,
@@ -48,14 +59,34 @@ from lgeom.params import (
     load_params,
     unflatten,
 )
-from lgeom.path import Triangle, acc_auc, acc_drop, loss_barrier, loss_barrier_interp, path_metrics, triangle
+from lgeom.path import (
+    Triangle,
+    acc_auc,
+    acc_drop,
+    loss_barrier,
+    loss_barrier_interp,
+    path_metrics,
+    triangle,
+)
 from lgeom.permutation import PermutationSpecError
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
 from lgeom.progress import ProgressEvent, TqdmProgress
 from lgeom.seed import set_seed
-from lgeom.sharpness import ModelLandscape, average_sharpness, mc_curvature, perturbation_flatness, worst_sharpness
+from lgeom.sharpness import (
+    ModelLandscape,
+    average_sharpness,
+    mc_curvature,
+    perturbation_flatness,
+    worst_sharpness,
+)
 from lgeom.table import Table
-from lgeom.train import NonFiniteLossError, TrainResult, TrainSpec, load_checkpoint, train
+from lgeom.train import (
+    NonFiniteLossError,
+    TrainResult,
+    TrainSpec,
+    load_checkpoint,
+    train,
+)
 
 __all__ = [
     "Alignment",

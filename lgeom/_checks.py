@@ -7,7 +7,8 @@ package and tests can match them.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+import typing
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any
 
 import torch
@@ -88,3 +89,15 @@ def check_same_structure(
             f"parameters of {first_name} and {second_name} differ: {second_name} has {extra[0]!r}, "
             f"{first_name} does not (different architectures?)"
         )
+
+
+def keyword_types(fn: Callable[..., Any], names: Iterable[str]) -> dict[str, Any]:
+    """The resolved annotations of ``fn``'s parameters ``names`` (e.g. ``int``, ``bool | None``), for type
+    checks of options before ``fn`` is called; unannotated ones are left out, and all of them when an
+    annotation cannot be resolved (that only loses the type check).
+    """
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # noqa: BLE001 - any failure to resolve means "no annotation"
+        return {}
+    return {k: hints[k] for k in names if k in hints}

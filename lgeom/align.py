@@ -96,7 +96,9 @@ class SpecBuilder:
         self.sizes[name] = size
         return name
 
-    def tensor(self, module: nn.Module, attr: str, perms: tuple[str | None, ...], view: tuple[int, ...] | None = None) -> None:
+    def tensor(
+        self, module: nn.Module, attr: str, perms: tuple[str | None, ...], view: tuple[int, ...] | None = None
+    ) -> None:
         """Record the permutations acting on ``module.<attr>`` (skipped when the attribute is ``None``)."""
         value = getattr(module, attr, None)
         if value is None:
@@ -339,8 +341,8 @@ def weight_matching(
         score = torch.zeros(size, size, dtype=torch.float64)
         for n, axis, start in axes_of[p]:
             other = _permute(wb[n], spec.axes[n], None, full, skip_axis=axis)
-            rows_a = wa[n].movedim(axis, 0)[start:start + size]
-            rows_b = other.movedim(axis, 0)[start:start + size]
+            rows_a = wa[n].movedim(axis, 0)[start : start + size]
+            rows_b = other.movedim(axis, 0)[start : start + size]
             score += rows_a.reshape(size, -1) @ rows_b.reshape(size, -1).T
         return score
 
@@ -350,7 +352,8 @@ def weight_matching(
 
     before = similarity()
     iterations = 0
-    for iterations in range(1, max_iter + 1):
+    for _ in range(max_iter):
+        iterations += 1
         improved = False
         for idx in rng.permutation(len(names)):
             p = names[int(idx)]
@@ -372,7 +375,11 @@ def weight_matching(
 
 
 def permute_model_state(
-    model: nn.Module, perms: Mapping[str, torch.Tensor], state: Mapping[str, torch.Tensor], *, spec: PermutationSpec | None = None
+    model: nn.Module,
+    perms: Mapping[str, torch.Tensor],
+    state: Mapping[str, torch.Tensor],
+    *,
+    spec: PermutationSpec | None = None,
 ) -> Params:
     """Apply permutations found by :func:`weight_matching` to another state of the same model (e.g. a
     checkpoint's parameters or buffers).

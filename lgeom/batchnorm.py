@@ -28,7 +28,15 @@ from torch.func import functional_call, vmap
 
 from lgeom._checks import expected
 from lgeom.data import as_batches
-from lgeom.params import Params, functional_forward, get_buffers, has_tied_tensors, inputs_to, point_device, point_dtype
+from lgeom.params import (
+    Params,
+    functional_forward,
+    get_buffers,
+    has_tied_tensors,
+    inputs_to,
+    point_device,
+    point_dtype,
+)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
@@ -105,7 +113,9 @@ def bn_statistics(
         raise expected("bn_batches", "training batches to recompute BatchNorm statistics (BN policy)", None)
     if stacked:
         source = given if given is not None else get_buffers(model)
-        return BNStatistics(recompute_bn_stats_stacked(model, params, list(as_batches(bn_batches)), source), "recomputed")
+        return BNStatistics(
+            recompute_bn_stats_stacked(model, params, list(as_batches(bn_batches)), source), "recomputed"
+        )
     return BNStatistics(recompute_bn_stats(model, params, bn_batches, buffers=buffers), "recomputed")
 
 
@@ -178,7 +188,8 @@ def recompute_bn_stats(
     dtype = point_dtype(model, params)
     source = buffers if buffers is not None else get_buffers(model)
     new = {
-        n: b.detach().to(device, dtype=dtype if b.is_floating_point() else b.dtype, copy=True) for n, b in source.items()
+        n: b.detach().to(device, dtype=dtype if b.is_floating_point() else b.dtype, copy=True)
+        for n, b in source.items()
     }
     if not has_batchnorm(model):
         return new

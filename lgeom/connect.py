@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -24,14 +24,22 @@ from lgeom import names
 from lgeom._checks import check_same_structure, expected
 from lgeom.align import Alignment, weight_matching
 from lgeom.batchnorm import has_batchnorm
-from lgeom.curves import CURVE_KINDS, Curve, CurveFitResult, CurveFitSpec, build_curve, check_model_matches, fit_curve
-from lgeom.data import ArrayDataset, fixed_batches, make_loader
+from lgeom.curves import (
+    CURVE_KINDS,
+    Curve,
+    CurveFitResult,
+    CurveFitSpec,
+    build_curve,
+    check_model_matches,
+    fit_curve,
+)
+from lgeom.data import EVAL_BATCH_SIZE, ArrayDataset, fixed_batches, make_loader
 from lgeom.evaluate import EvalResult, evaluate_point
 from lgeom.multipoint import evaluate_path
-from lgeom.optim import raise_problems
 from lgeom.params import Params, get_buffers
 from lgeom.path import Triangle, path_metrics, triangle, with_gen_gap
 from lgeom.progress import Callback, ProgressEvent, emit
+from lgeom.specs import Problem, neutral_setting, raise_problems
 from lgeom.surfaces.three_point_plane import PlaneResult, plane
 from lgeom.table import Table
 
@@ -66,7 +74,7 @@ class ConnectSpec:
     bn_batches: int = 10
     bn_batch_size: int = 128
     eval_train_samples: int | None = None
-    eval_batch_size: int = 512
+    eval_batch_size: int = neutral_setting(EVAL_BATCH_SIZE, "batch-size-weighted means do not depend on the batching")
     plane: bool = True
     plane_grid: int = 21
     plane_margin: float = 0.2
@@ -75,24 +83,39 @@ class ConnectSpec:
     def __post_init__(self) -> None:
         raise_problems(self, self.problems())
 
-    def problems(self) -> list[str]:
-        """Every invalid field, as ``"<field>: expected X, got Y"`` (empty when valid)."""
-        out: list[str] = []
+    def problems(self) -> list[Problem]:
+        """Every invalid field, as a :class:`~lgeom.specs.Problem` ``"<field>: expected X, got Y"`` (empty when
+        valid).
+        """
+        out: list[Problem] = []
         bad = [k for k in self.kinds if k not in FITTED_KINDS]
         if bad or len(set(self.kinds)) != len(self.kinds):
-            out.append(f"kinds: expected distinct names among {', '.join(FITTED_KINDS)}, got {list(self.kinds)!r}")
+            out.append(
+                Problem("kinds", f"expected distinct names among {', '.join(FITTED_KINDS)}, got {list(self.kinds)!r}")
+            )
         if not isinstance(self.fit, CurveFitSpec):
-            out.append(f"fit: expected a CurveFitSpec, got {type(self.fit).__name__}")
-        for name, lo in (("bends", 1), ("points", 2), ("bn_batches", 1), ("bn_batch_size", 1), ("eval_batch_size", 1),
-                         ("plane_grid", 2), ("seed", 0)):
+            out.append(Problem("fit", f"expected a CurveFitSpec, got {type(self.fit).__name__}"))
+        for name, lo in (
+            ("bends", 1),
+            ("points", 2),
+            ("bn_batches", 1),
+            ("bn_batch_size", 1),
+            ("eval_batch_size", 1),
+            ("plane_grid", 2),
+            ("seed", 0),
+        ):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                out.append(f"{name}: expected an integer >= {lo}, got {v!r}")
+                out.append(Problem(name, f"expected an integer >= {lo}, got {v!r}"))
         v = self.eval_train_samples
         if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
-            out.append(f"eval_train_samples: expected an integer >= 1 or None, got {v!r}")
-        if not isinstance(self.plane_margin, (int, float)) or not math.isfinite(self.plane_margin) or self.plane_margin < 0:
-            out.append(f"plane_margin: expected a finite number >= 0, got {self.plane_margin!r}")
+            out.append(Problem("eval_train_samples", f"expected an integer >= 1 or None, got {v!r}"))
+        if (
+            not isinstance(self.plane_margin, (int, float))
+            or not math.isfinite(self.plane_margin)
+            or self.plane_margin < 0
+        ):
+            out.append(Problem("plane_margin", f"expected a finite number >= 0, got {self.plane_margin!r}"))
         return out
 
 
@@ -142,12 +165,18 @@ class PathResult:
 
     def flat_metrics(self) -> dict[str, float]:
         """This path's scalar metrics under the contract's names (``<path>.test.loss_barrier``,
-        ``<path>.gen_gap_max``, ``<curve>.dist_ac`` ...; phi(0.5)'s triangle under ``<curve>.mid.*``)."""
+        ``<path>.gen_gap_max``, ``<curve>.dist_ac`` ...; phi(0.5)'s triangle under ``<curve>.mid.*``).
+        """
         out = path_metrics(self.table, self.name)
         if self.triangle is not None:
             out.update({names.triangle_metric(self.name, k): v for k, v in self.triangle.as_dict().items()})
         if self.mid_triangle is not None:
-            out.update({names.triangle_metric(self.name, k, point=names.MID): v for k, v in self.mid_triangle.as_dict().items()})
+            out.update(
+                {
+                    names.triangle_metric(self.name, k, point=names.MID): v
+                    for k, v in self.mid_triangle.as_dict().items()
+                }
+            )
         if self.triangle is None:
             out[names.triangle_metric(self.name, "dist_ab")] = distance(self.curve.start, self.curve.end)
         if self.fit is not None and len(self.fit.history):
@@ -178,7 +207,8 @@ class ConnectResult:
     def metrics(self) -> dict[str, float]:
         """Every scalar metric under DESIGN.md's names: ``a.train_loss``, ``a.test_acc``, ``b.…``, then each
         path's :meth:`PathResult.flat_metrics`, and ``align.iterations`` / ``align.similarity_before`` /
-        ``align.similarity_after`` when aligned."""
+        ``align.similarity_after`` when aligned.
+        """
         out: dict[str, float] = {}
         for ep, results in self.endpoints.items():
             for split, res in results.items():
@@ -249,7 +279,9 @@ def prepare_data(
 
 
 def evaluate_endpoints(
-    model: nn.Module, endpoints: Mapping[str, tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]], data: ConnectData
+    model: nn.Module,
+    endpoints: Mapping[str, tuple[Mapping[str, torch.Tensor], Mapping[str, torch.Tensor]]],
+    data: ConnectData,
 ) -> dict[str, dict[str, EvalResult]]:
     """Train/test loss and accuracy of trained endpoints with their own BatchNorm statistics.
 
@@ -324,8 +356,13 @@ def connect_path(
         fit = fit_curve(model, curve, data.train, spec.fit, callbacks=callbacks, progress=progress)
     ts = np.linspace(0.0, 1.0, spec.points)
     table = evaluate_path(
-        model, curve, ts, data.train_batches, data.test_batches,
-        bn_batches=data.bn_batches, endpoint_buffers=(a_buffers, b_buffers),
+        model,
+        curve,
+        ts,
+        data.train_batches,
+        data.test_batches,
+        bn_batches=data.bn_batches,
+        endpoint_buffers=(a_buffers, b_buffers),
     )
     table = with_gen_gap(table)
     result = PathResult(name=name, curve=curve, table=table, metrics=path_metrics(table), fit=fit, aligned=aligned)
@@ -335,10 +372,19 @@ def connect_path(
         result.mid_triangle = triangle(curve.start, curve.midpoint(), curve.end)
         if spec.plane:
             result.plane = plane(
-                model, curve.start, apex, curve.end,
-                train=data.train_batches, test=data.test_batches, bn_batches=data.bn_batches,
-                grid=spec.plane_grid, margin=spec.plane_margin, curve=curve, curve_points=spec.points,
-                callbacks=callbacks, progress=progress,
+                model,
+                curve.start,
+                apex,
+                curve.end,
+                train=data.train_batches,
+                test=data.test_batches,
+                bn_batches=data.bn_batches,
+                grid=spec.plane_grid,
+                margin=spec.plane_margin,
+                curve=curve,
+                curve_points=spec.points,
+                callbacks=callbacks,
+                progress=progress,
             )
     return result
 
@@ -405,30 +451,40 @@ def connect_pair(
     for aligned, b_params, b_buffers_v in variants:
         for kind in ("line", *spec.kinds):
             res = connect_path(
-                model, kind, a, b_params, a_buffers=a_buf, b_buffers=b_buffers_v, data=data, spec=spec,
-                aligned=aligned, callbacks=cbs, progress=progress,
+                model,
+                kind,
+                a,
+                b_params,
+                a_buffers=a_buf,
+                b_buffers=b_buffers_v,
+                data=data,
+                spec=spec,
+                aligned=aligned,
+                callbacks=cbs,
+                progress=progress,
             )
             paths[res.name] = res
-            emit(cbs, ProgressEvent("connect", "step", len(paths), total, metrics={
-                names.barrier_metric(res.name, "test", "loss_barrier"): res.metrics.get(names.barrier_metric(None, "test", "loss_barrier"), math.nan)}))
+            emit(
+                cbs,
+                ProgressEvent(
+                    "connect",
+                    "step",
+                    len(paths),
+                    total,
+                    metrics={
+                        names.barrier_metric(res.name, "test", "loss_barrier"): res.metrics.get(
+                            names.barrier_metric(None, "test", "loss_barrier"), math.nan
+                        )
+                    },
+                ),
+            )
     emit(cbs, ProgressEvent("connect", "end", len(paths), total))
     return ConnectResult(
-        a_params={n: v.detach() for n, v in a.items()}, a_buffers=a_buf,
-        b_params={n: v.detach() for n, v in b.items()}, b_buffers=b_buf,
-        endpoints=endpoints, paths=paths, alignment=alignment,
+        a_params={n: v.detach() for n, v in a.items()},
+        a_buffers=a_buf,
+        b_params={n: v.detach() for n, v in b.items()},
+        b_buffers=b_buf,
+        endpoints=endpoints,
+        paths=paths,
+        alignment=alignment,
     )
-
-
-def spec_from_settings(settings: Mapping[str, object], *, eval_batch_size: int = 512) -> ConnectSpec:
-    """A :class:`ConnectSpec` from a flat mapping of settings (e.g. a config section as a dict): keys of
-    :class:`ConnectSpec` and of :class:`~lgeom.curves.CurveFitSpec` are taken, others ignored.
-
-    Raises:
-        ValueError: invalid values (all listed).
-    """
-    fit_keys = {f.name for f in fields(CurveFitSpec)}
-    conn_keys = {f.name for f in fields(ConnectSpec)} - {"fit"}
-    fit_kwargs = {k: v for k, v in settings.items() if k in fit_keys}
-    kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in settings.items() if k in conn_keys}
-    kwargs.setdefault("eval_batch_size", eval_batch_size)
-    return ConnectSpec(fit=CurveFitSpec(**fit_kwargs), **kwargs)  # type: ignore[arg-type]

@@ -36,10 +36,11 @@ from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
 from lgeom.params import Params, get_buffers, has_tied_tensors
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.safe_io import load_plain, save_plain
+from lgeom.specs import Problem
 from lgeom.table import Table
 from lgeom.train import NonFiniteLossError
 
-CURVE_KINDS: dict[str, type["Curve"]] = {}
+CURVE_KINDS: dict[str, type[Curve]] = {}
 
 
 def check_t(t: float | torch.Tensor) -> float:
@@ -152,9 +153,14 @@ class Curve:
     def to_state(self) -> dict[str, Any]:
         """Everything needed to rebuild the curve: kind, endpoints and bends (detached CPU tensors)."""
         cpu = lambda d: {n: v.detach().cpu().clone() for n, v in d.items()}  # noqa: E731
-        return {"kind": self.kind, "start": cpu(self.start), "end": cpu(self.end), "bends": [cpu(b) for b in self.bends]}
+        return {
+            "kind": self.kind,
+            "start": cpu(self.start),
+            "end": cpu(self.end),
+            "bends": [cpu(b) for b in self.bends],
+        }
 
-    def to(self, device: torch.device | str) -> "Curve":
+    def to(self, device: torch.device | str) -> Curve:
         """The same curve with every tensor on ``device`` (bends stay trainable leaves)."""
         return type(self)(
             {n: v.to(device) for n, v in self.start.items()},
@@ -182,13 +188,16 @@ class Line(Curve):
 
     kind = "line"
 
-    def __init__(self, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], bends: int | Sequence[Any] = 0) -> None:
+    def __init__(
+        self, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], bends: int | Sequence[Any] = 0
+    ) -> None:
         if not isinstance(bends, int) or bends != 0:
             if not (isinstance(bends, Sequence) and len(bends) == 0):
                 raise expected("line bends", "0 (a line has no control points)", bends)
         super().__init__(start, end, 0)
 
     def coefficients(self, t: float) -> list[float]:
+        """The weights ``[1 - t, t]`` of ``A`` and ``B`` at ``t``."""
         return [1.0 - t, t]
 
 
@@ -206,6 +215,7 @@ class Bezier(Curve):
     kind = "bezier"
 
     def coefficients(self, t: float) -> list[float]:
+        """The Bernstein weights of ``A, bends..., B`` at ``t`` (``bends + 2`` numbers summing to 1)."""
         n = self.n_bends + 1
         return [math.comb(n, i) * t**i * (1.0 - t) ** (n - i) for i in range(n + 1)]
 
@@ -225,6 +235,7 @@ class PolyChain(Curve):
     kind = "polychain"
 
     def coefficients(self, t: float) -> list[float]:
+        """The weights of ``A, bends..., B`` at ``t``: nonzero only at the two knots around ``t``."""
         segments = self.n_bends + 1
         coeffs = [0.0] * (segments + 1)
         pos = t * segments
@@ -235,9 +246,7 @@ class PolyChain(Curve):
         return coeffs
 
 
-def build_curve(
-    kind: str, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], bends: int = 1
-) -> Curve:
+def build_curve(kind: str, start: Mapping[str, torch.Tensor], end: Mapping[str, torch.Tensor], bends: int = 1) -> Curve:
     """A curve by name (``line``, ``bezier``, ``polychain``) with ``bends`` control points on the segment.
 
     Raises:
@@ -288,7 +297,9 @@ def load_curve(path: str | os.PathLike[str]) -> tuple[Curve, dict[str, Any]]:
     try:
         curve = curve_from_state(data["curve"])
     except (KeyError, TypeError, AttributeError) as err:
-        raise expected("curve file", "a curve written by lgeom connect (save_curve)", f"{p} ({type(err).__name__}: {err})") from None
+        raise expected(
+            "curve file", "a curve written by lgeom connect (save_curve)", f"{p} ({type(err).__name__}: {err})"
+        ) from None
     extra = data.get("extra", {})
     return curve, dict(extra) if isinstance(extra, dict) else {}
 
@@ -320,15 +331,15 @@ class CurveFitSpec(OptimSpec):
     t_per_batch: int = 1
     seed: int = 0
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         """Every invalid field (empty when valid)."""
         out = super().problems()
         for name in ("epochs", "batch_size", "t_per_batch"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                out.append(f"{name}: expected an integer > 0, got {v!r}")
+                out.append(Problem(name, f"expected an integer > 0, got {v!r}"))
         if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
-            out.append(f"seed: expected an integer >= 0, got {self.seed!r}")
+            out.append(Problem("seed", f"expected an integer >= 0, got {self.seed!r}"))
         return out
 
 
@@ -392,7 +403,9 @@ def fit_curve(
     dtype = next(iter(curve.start.values())).dtype
     check_model_matches(model, curve.start, what="curve")
     # Scratch buffers: BatchNorm in train mode writes running statistics here, not into the model.
-    buffers = {n: b.to(device, dtype=dtype if b.is_floating_point() else b.dtype) for n, b in get_buffers(model).items()}
+    buffers = {
+        n: b.to(device, dtype=dtype if b.is_floating_point() else b.dtype) for n, b in get_buffers(model).items()
+    }
     bn = has_batchnorm(model)
     n_train = len(train_data)  # type: ignore[arg-type]
     # A final batch of one sample breaks BatchNorm in train mode; drop it only then.
@@ -435,7 +448,9 @@ def fit_curve(
                 for t in torch.rand(k, generator=t_gen, dtype=torch.float64).tolist():
                     phi = curve.point(t)
                     logits = forward(phi, xb)
-                    ce = F.cross_entropy(logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), yb)
+                    ce = F.cross_entropy(
+                        logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), yb
+                    )
                     loss = ce
                     if wd > 0:
                         loss = loss + 0.5 * wd * torch.stack(torch._foreach_norm(list(phi.values()))).square().sum()
@@ -454,13 +469,28 @@ def fit_curve(
                     pending = []
                 emit(cbs, ProgressEvent("fit_curve", "step", step, total_steps, epoch))
             _check_finite(pending, epoch)
-            row = {"epoch": epoch + 1, "lr": lr, "loss": float(loss_sum) / max(n_epoch, 1), "time_s": time.perf_counter() - t0}
+            row = {
+                "epoch": epoch + 1,
+                "lr": lr,
+                "loss": float(loss_sum) / max(n_epoch, 1),
+                "time_s": time.perf_counter() - t0,
+            }
             rows.append(row)
-            emit(cbs, ProgressEvent("fit_curve", "epoch", step, total_steps, epoch, {k_: v for k_, v in row.items() if k_ != "epoch"}))
+            emit(
+                cbs,
+                ProgressEvent(
+                    "fit_curve", "epoch", step, total_steps, epoch, {k_: v for k_, v in row.items() if k_ != "epoch"}
+                ),
+            )
     finally:
         model.train(was_training)
     wall = time.perf_counter() - t0
-    emit(cbs, ProgressEvent("fit_curve", "end", step, total_steps, spec.epochs - 1, {"loss": rows[-1]["loss"]} if rows else {}))
+    emit(
+        cbs,
+        ProgressEvent(
+            "fit_curve", "end", step, total_steps, spec.epochs - 1, {"loss": rows[-1]["loss"]} if rows else {}
+        ),
+    )
     return CurveFitResult(curve=curve, history=Table.from_rows(rows), steps=step, wall_time_s=wall)
 
 
@@ -473,7 +503,9 @@ def check_model_matches(model: nn.Module, params: Mapping[str, torch.Tensor], *,
         ValueError: naming the first parameter whose name or shape differs.
     """
     dtype = next(iter(params.values())).dtype if params else torch.float32
-    shapes = {n: torch.empty(p.shape, dtype=dtype, device="meta") for n, p in model.named_parameters() if p.requires_grad}
+    shapes = {
+        n: torch.empty(p.shape, dtype=dtype, device="meta") for n, p in model.named_parameters() if p.requires_grad
+    }
     check_same_structure(shapes, {n: v.to("meta") for n, v in params.items()}, first_name="model", second_name=what)
 
 
@@ -486,4 +518,3 @@ def _check_finite(pending: list[tuple[int, torch.Tensor]], epoch: int) -> None:
         return
     i = int((~finite).nonzero()[0])
     raise NonFiniteLossError(epoch + 1, pending[i][0], float(values[i]), task="curve fitting")
-

@@ -26,7 +26,13 @@ from torch import nn
 from lgeom._checks import expected
 from lgeom.batchnorm import bn_statistics
 from lgeom.data import as_batches
-from lgeom.params import functional_forward, get_params, inputs_to, point_device, point_dtype
+from lgeom.params import (
+    functional_forward,
+    get_params,
+    inputs_to,
+    point_device,
+    point_dtype,
+)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 """``(inputs, targets)`` batches; the functions below also accept a map-style ``Dataset`` in their place."""

@@ -25,11 +25,23 @@ from torch.overrides import TorchFunctionMode
 from lgeom._checks import expected
 from lgeom.batchnorm import has_batchnorm
 from lgeom.data import as_batches
-from lgeom.params import ParamLayout, Params, functional_forward, get_buffers, get_params
+from lgeom.params import (
+    ParamLayout,
+    Params,
+    functional_forward,
+    get_buffers,
+    get_params,
+)
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
-__all__ = ["EffectiveDimensionality", "EvalBatchNormAsAffine", "Objective", "effective_dimensionality", "loss_and_gradient"]
+__all__ = [
+    "EffectiveDimensionality",
+    "EvalBatchNormAsAffine",
+    "Objective",
+    "effective_dimensionality",
+    "loss_and_gradient",
+]
 
 _BATCH_NORM_ARGS = ("input", "running_mean", "running_var", "weight", "bias", "training", "momentum", "eps")
 
@@ -120,7 +132,9 @@ class Objective:
         """Number of scalars in the parameter point."""
         return self.layout.size
 
-    def batch_loss_sum(self, params: Mapping[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def batch_loss_sum(
+        self, params: Mapping[str, torch.Tensor], inputs: torch.Tensor, targets: torch.Tensor
+    ) -> torch.Tensor:
         """Summed (not averaged) cross-entropy of one batch at ``params`` (a 0-d tensor, differentiable)."""
         logits = functional_forward(self.model, params, inputs, self.buffers)
         return F.cross_entropy(logits, targets, reduction="sum")
@@ -128,7 +142,8 @@ class Objective:
     @contextlib.contextmanager
     def eval_mode(self) -> Iterator[None]:
         """Put the model in eval mode for the duration (restoring its mode afterwards); BatchNorm layers are
-        computed as their affine maps (:class:`EvalBatchNormAsAffine`)."""
+        computed as their affine maps (:class:`EvalBatchNormAsAffine`).
+        """
         was_training = self.model.training
         self.model.eval()
         try:

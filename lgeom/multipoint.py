@@ -34,7 +34,14 @@ from lgeom._checks import check_positive_int, check_ts, expected
 from lgeom.batchnorm import bn_statistics, has_batchnorm
 from lgeom.data import as_batches
 from lgeom.evaluate import EvalResult, evaluate, evaluate_point
-from lgeom.params import ParamLayout, get_buffers, has_tied_tensors, inputs_to, stack_points, unflatten_stacked
+from lgeom.params import (
+    ParamLayout,
+    get_buffers,
+    has_tied_tensors,
+    inputs_to,
+    stack_points,
+    unflatten_stacked,
+)
 from lgeom.progress import Callback, ProgressEvent, emit
 from lgeom.table import Table
 
@@ -182,7 +189,14 @@ def evaluate_affine(
         return unflatten_stacked(layout, flat)
 
     return evaluate_chunks(
-        model, int(c.shape[0]), chunk, splits, bn_batches=bn_batches, chunk_size=chunk_size, method=method, callbacks=callbacks
+        model,
+        int(c.shape[0]),
+        chunk,
+        splits,
+        bn_batches=bn_batches,
+        chunk_size=chunk_size,
+        method=method,
+        callbacks=callbacks,
     )
 
 
@@ -330,9 +344,13 @@ def _vmapped_chunk(
     try:
         with torch.no_grad():
             if bn_batches is not None:
-                stats = bn_statistics(model, params, endpoint=False, buffers=base_buffers, bn_batches=bn_batches, stacked=True)
+                stats = bn_statistics(
+                    model, params, endpoint=False, buffers=base_buffers, bn_batches=bn_batches, stacked=True
+                )
                 buffers = stats.buffers
-                forward = vmap(lambda p, b, x: functional_call(model, {**p, **b}, (x,), tie_weights=tie), in_dims=(0, 0, None))
+                forward = vmap(
+                    lambda p, b, x: functional_call(model, {**p, **b}, (x,), tie_weights=tie), in_dims=(0, 0, None)
+                )
                 run = lambda x: forward(params, buffers, x)  # noqa: E731
             elif hasattr(model, "forward_stacked") and not base_buffers:
                 # A model that evaluates stacked points itself (lgeom's MLPs: one batched matmul per layer)
@@ -340,7 +358,9 @@ def _vmapped_chunk(
                 dense = {n: v.contiguous() for n, v in params.items()}  # chunk views are strided rows
                 run = lambda x: model.forward_stacked(dense, x)  # noqa: E731
             else:
-                forward = vmap(lambda p, x: functional_call(model, {**p, **base_buffers}, (x,), tie_weights=tie), in_dims=(0, None))
+                forward = vmap(
+                    lambda p, x: functional_call(model, {**p, **base_buffers}, (x,), tie_weights=tie), in_dims=(0, None)
+                )
                 run = lambda x: forward(params, x)  # noqa: E731
             model.eval()
             out: SplitSums = {}
@@ -471,6 +491,7 @@ def evaluate_path(
     rest = [i for i in range(len(t_values)) if i not in endpoint_rows]
     batched: dict[str, Any] = {}
     if rest:
+
         def chunk(lo: int, hi: int) -> dict[str, torch.Tensor]:
             with torch.no_grad():
                 return stack_points([path.point(t_values[i]) for i in rest[lo:hi]])

@@ -178,7 +178,8 @@ def history_prefix(endpoint: str) -> str:
 
 def barrier_metric(path: str | None, split: str, quantity: str) -> str:
     """A path's scalar from :data:`BARRIER_QUANTITIES` on ``split``: ``bezier.test.loss_barrier``
-    (``test.loss_barrier`` with ``path=None``, as library summaries of one path key it)."""
+    (``test.loss_barrier`` with ``path=None``, as library summaries of one path key it).
+    """
     return _join(path, split, quantity)
 
 
@@ -189,7 +190,8 @@ def gap_metric(path: str | None, quantity: str) -> str:
 
 def triangle_metric(curve: str, quantity: str, *, point: str | None = None) -> str:
     """Triangle geometry (:data:`TRIANGLE_QUANTITIES`) of ``curve``: ``bezier.dist_ac`` for A, C, B;
-    ``bezier.mid.dist_ac`` for A, phi(0.5), B with ``point="mid"``."""
+    ``bezier.mid.dist_ac`` for A, phi(0.5), B with ``point="mid"``.
+    """
     return _join(curve, point, quantity)
 
 
@@ -205,7 +207,8 @@ def align_metric(quantity: str) -> str:
 
 def probe_metric(family: str, quantity: str, *, point: str | None = None) -> str:
     """A probe scalar at a point: ``hessian``, ``lambda_max``, point ``a`` -> ``hessian.a.lambda_max``
-    (``hessian.lambda_max`` without a point, as :meth:`lgeom.probes.PointProbes.summary` keys it)."""
+    (``hessian.lambda_max`` without a point, as :meth:`lgeom.probes.PointProbes.summary` keys it).
+    """
     return _join(family, point, quantity)
 
 
@@ -222,7 +225,7 @@ def topk_quantity(index: int) -> str:
 def topk_columns(columns: list[str] | tuple[str, ...]) -> list[str]:
     """The Hessian top-k columns (``hessian_top1`` ...) among ``columns``, in their order."""
     head = probe_column(HESSIAN, "top")
-    return [c for c in columns if c.startswith(head) and c[len(head):].isdigit()]
+    return [c for c in columns if c.startswith(head) and c[len(head) :].isdigit()]
 
 
 def trajectory_metric(family: str, quantity: str) -> str:
@@ -297,7 +300,9 @@ def figure_artifact(name: str) -> str:
 
 
 def endpoint_artifact(endpoint: str) -> str:
-    """An endpoint's ``{"params", "buffers"}`` in a bundle: ``endpoints/<endpoint>.pt`` (logged as model ``endpoint``)."""
+    """An endpoint's ``{"params", "buffers"}`` in a bundle: ``endpoints/<endpoint>.pt`` (logged as model
+    ``endpoint``).
+    """
     return f"{ENDPOINTS_DIR}/{endpoint}.pt"
 
 
@@ -324,30 +329,53 @@ _TRAJECTORY_MEANINGS = {
 def contract_rows() -> list[tuple[str, str, str]]:
     """The contract as ``(kind, name, meaning)`` rows, names rendered with ``<placeholders>``."""
     p, c, s, pt, e = "<path>", "<curve>", "<split>", "<point>", "<endpoint>"
+
     def q(options: tuple[str, ...]) -> str:
         return options[0] if len(options) == 1 else "{" + ",".join(options) + "}"
 
     rows = [
         ("placeholder", f"`{p}`", f"{', '.join(PATHS)}, each also as `{aligned(p)}` when B is aligned onto A"),
-        ("placeholder", f"`{c}`, `{s}`, `{pt}`, `{e}`",
-         f"{', '.join(CURVES)}; {', '.join(SPLITS)}; {', '.join(POINTS)}; {', '.join(ENDPOINTS)}"),
-        ("tag", f"`{TAG_STUDY}`, `{TAG_CELL}`, `{TAG_CONFIG_HASH}`, `{TAG_STAGE}`",
-         f"study (= experiment), matrix cell (e.g. `preresnet8/cifar10/sgd`), config hash, stage ({', '.join(STAGES)})"),
+        (
+            "placeholder",
+            f"`{c}`, `{s}`, `{pt}`, `{e}`",
+            f"{', '.join(CURVES)}; {', '.join(SPLITS)}; {', '.join(POINTS)}; {', '.join(ENDPOINTS)}",
+        ),
+        (
+            "tag",
+            f"`{TAG_STUDY}`, `{TAG_CELL}`, `{TAG_CONFIG_HASH}`, `{TAG_STAGE}`",
+            "study (= experiment), matrix cell (e.g. `preresnet8/cifar10/sgd`), config hash, "
+            f"stage ({', '.join(STAGES)})",
+        ),
         ("tag", f"`{TAG_PARENT}`", "the study invocation's parent run, on every cell's child run"),
         ("tag", f"`{model_tag(e)}`", "`models:/<id>` of the endpoint's MLflow PyTorch model"),
-        ("tag", f"`{TAG_ERROR}`, `{TAG_STAGES_SKIPPED}`, `{TAG_FAILED_CELLS}`",
-         "error of a FAILED run, stages a resumed trial skipped, failed cells of a study"),
+        (
+            "tag",
+            f"`{TAG_ERROR}`, `{TAG_STAGES_SKIPPED}`, `{TAG_FAILED_CELLS}`",
+            "error of a FAILED run, stages a resumed trial skipped, failed cells of a study",
+        ),
         ("param", f"`<section>.<key>`, `{PARAM_N_PARAMS}`", "the flattened cell config and the parameter count"),
-        ("metric", f"`{endpoint_metric(e, s, q(SPLIT_QUANTITIES))}`", "endpoint's final loss / accuracy (%), eval mode"),
+        (
+            "metric",
+            f"`{endpoint_metric(e, s, q(SPLIT_QUANTITIES))}`",
+            "endpoint's final loss / accuracy (%), eval mode",
+        ),
         ("metric", f"`{barrier_metric(p, s, q(BARRIER_QUANTITIES))}`", "barriers, accuracy drop and AUC along a path"),
         ("metric", f"`{gap_metric(p, q(GAP_QUANTITIES))}`", "max over t of test - train loss / train - test accuracy"),
-        ("metric", f"`{triangle_metric(c, q(TRIANGLE_QUANTITIES))}`", "triangle A, C, B (`<curve>.mid.*`: A, phi(0.5), B)"),
+        (
+            "metric",
+            f"`{triangle_metric(c, q(TRIANGLE_QUANTITIES))}`",
+            "triangle A, C, B (`<curve>.mid.*`: A, phi(0.5), B)",
+        ),
         ("metric", f"`{fit_metric(c, q(FIT_QUANTITIES))}`", "final fit loss and fit time of a curve"),
         ("metric", f"`{align_metric(q(ALIGN_QUANTITIES))}`", "permutation alignment of B onto A"),
-        *[("metric", f"`{probe_metric(fam, q(qs), point=pt)}`", _PROBE_MEANINGS[fam])
-          for fam, qs in PROBE_QUANTITIES.items()],
-        *[("metric", f"`{trajectory_metric(fam, q(qs))}`", _TRAJECTORY_MEANINGS[fam])
-          for fam, qs in TRAJECTORY_QUANTITIES.items()],
+        *[
+            ("metric", f"`{probe_metric(fam, q(qs), point=pt)}`", _PROBE_MEANINGS[fam])
+            for fam, qs in PROBE_QUANTITIES.items()
+        ],
+        *[
+            ("metric", f"`{trajectory_metric(fam, q(qs))}`", _TRAJECTORY_MEANINGS[fam])
+            for fam, qs in TRAJECTORY_QUANTITIES.items()
+        ],
         ("series", f"`{series_metric(p, '<column>')}`", "every column of `paths/<path>.csv` but t, step = point index"),
         ("series", f"`{history_prefix(e)}.<column>`", "per-epoch training history, step = epoch"),
         ("artifact", f"`{ENDPOINTS_DIR}/` -> model `{e}`", "endpoints as MLflow PyTorch models (pickle)"),
@@ -356,7 +384,11 @@ def contract_rows() -> list[tuple[str, str, str]]:
         ("artifact", f"`{spectrum_artifact(pt)}`", "Hessian eigenvalues, trace, density"),
         ("artifact", f"`{plane_artifact('<name>')}`", "plane through A, C, B; 2-D slices; PCA plane"),
         ("artifact", f"`{figure_artifact('<name>')}`", "figures; the study's on its parent run"),
-        ("artifact", f"`{REPORT_DIR}/{REPORT_MARKDOWN}`, `{REPORT_DIR}/{REPORT_HTML}`", "the study report on its parent run"),
+        (
+            "artifact",
+            f"`{REPORT_DIR}/{REPORT_MARKDOWN}`, `{REPORT_DIR}/{REPORT_HTML}`",
+            "the study report on its parent run",
+        ),
     ]
     return rows
 
@@ -366,4 +398,3 @@ def contract_markdown() -> str:
     lines = ["| kind | name | meaning |", "|---|---|---|"]
     lines += [f"| {kind} | {name} | {meaning} |" for kind, name, meaning in contract_rows()]
     return "\n".join(lines)
-

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
+
+from lgeom.specs import Problem, raise_problems
 
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("constant", "step", "piecewise", "cosine")
@@ -43,36 +45,32 @@ class OptimSpec:
     def __post_init__(self) -> None:
         raise_problems(self, self.problems())
 
-    def problems(self) -> list[str]:
-        """Every invalid field, each as ``"<field>: expected X, got Y"`` (empty when valid)."""
-        out: list[str] = []
+    def problems(self) -> list[Problem]:
+        """Every invalid field, each a :class:`~lgeom.specs.Problem` ``"<field>: expected X, got Y"`` (empty when
+        valid).
+        """
+        out: list[Problem] = []
         if self.optimizer not in OPTIMIZERS:
-            out.append(f"optimizer: expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}")
+            out.append(Problem("optimizer", f"expected one of {', '.join(OPTIMIZERS)}, got {self.optimizer!r}"))
         if not _finite(self.lr) or self.lr <= 0:
-            out.append(f"lr: expected a finite number > 0, got {self.lr!r}")
+            out.append(Problem("lr", f"expected a finite number > 0, got {self.lr!r}"))
         if not _finite(self.momentum) or not 0 <= self.momentum < 1:
-            out.append(f"momentum: expected a number in [0, 1), got {self.momentum!r}")
+            out.append(Problem("momentum", f"expected a number in [0, 1), got {self.momentum!r}"))
         if not _finite(self.weight_decay) or self.weight_decay < 0:
-            out.append(f"weight_decay: expected a finite number >= 0, got {self.weight_decay!r}")
+            out.append(Problem("weight_decay", f"expected a finite number >= 0, got {self.weight_decay!r}"))
         if self.schedule not in SCHEDULES:
-            out.append(f"schedule: expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}")
+            out.append(Problem("schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}"))
         if len(tuple(self.betas)) != 2 or not all(_finite(b) and 0 <= b < 1 for b in self.betas):
-            out.append(f"betas: expected two numbers in [0, 1), got {self.betas!r}")
+            out.append(Problem("betas", f"expected two numbers in [0, 1), got {self.betas!r}"))
         if not all(_finite(m) and 0 < m < 1 for m in self.milestones):
-            out.append(f"milestones: expected fractions of training in (0, 1), got {self.milestones!r}")
+            out.append(Problem("milestones", f"expected fractions of training in (0, 1), got {self.milestones!r}"))
         if not _finite(self.gamma) or not 0 < self.gamma <= 1:
-            out.append(f"gamma: expected a number in (0, 1], got {self.gamma!r}")
+            out.append(Problem("gamma", f"expected a number in (0, 1], got {self.gamma!r}"))
         return out
 
 
 def _finite(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def raise_problems(spec: object, problems: list[str]) -> None:
-    """Raise one ``ValueError`` listing every problem of ``spec`` (no-op when there are none)."""
-    if problems:
-        raise ValueError(f"invalid {type(spec).__name__}: " + "; ".join(problems))
 
 
 def lr_factor(spec: OptimSpec, progress: float) -> float:
@@ -93,13 +91,18 @@ def lr_factor(spec: OptimSpec, progress: float) -> float:
     raise ValueError(f"schedule: expected one of {', '.join(SCHEDULES)}, got {spec.schedule!r}")
 
 
-def build_optimizer(params: Iterable[torch.Tensor], spec: OptimSpec, *, weight_decay: float | None = None) -> torch.optim.Optimizer:
+def build_optimizer(
+    params: Iterable[torch.Tensor], spec: OptimSpec, *, weight_decay: float | None = None
+) -> torch.optim.Optimizer:
     """A torch optimiser for ``params`` from ``spec``; ``weight_decay`` overrides the spec's (curve fitting
-    applies its decay to phi(t) itself and passes 0 here)."""
+    applies its decay to phi(t) itself and passes 0 here).
+    """
     wd = spec.weight_decay if weight_decay is None else weight_decay
     params = list(params)
     if spec.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0, weight_decay=wd)
+        return torch.optim.SGD(
+            params, lr=spec.lr, momentum=spec.momentum, nesterov=spec.nesterov and spec.momentum > 0, weight_decay=wd
+        )
     if spec.optimizer == "adam":
         return torch.optim.Adam(params, lr=spec.lr, betas=tuple(spec.betas), weight_decay=wd)
     if spec.optimizer == "adamw":
@@ -111,8 +114,3 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
     """Set the learning rate of every parameter group."""
     for group in optimizer.param_groups:
         group["lr"] = lr
-
-
-def spec_fields(spec_type: type) -> list[str]:
-    """Field names of a spec dataclass (used by the config layer to map sections onto specs)."""
-    return [f.name for f in fields(spec_type)]

@@ -22,9 +22,7 @@ Params = dict[str, torch.Tensor]
 
 def get_params(model: nn.Module, *, detach: bool = True) -> Params:
     """The model's trainable parameters as a name -> tensor dict (detached clones by default)."""
-    return {
-        n: (p.detach().clone() if detach else p) for n, p in model.named_parameters() if p.requires_grad
-    }
+    return {n: (p.detach().clone() if detach else p) for n, p in model.named_parameters() if p.requires_grad}
 
 
 def get_buffers(model: nn.Module) -> Params:
@@ -32,7 +30,9 @@ def get_buffers(model: nn.Module) -> Params:
     return {n: b.detach().clone() for n, b in model.named_buffers()}
 
 
-def load_params(model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+def load_params(
+    model: nn.Module, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor] | None = None
+) -> nn.Module:
     """Copy a parameter point (and optionally buffers) into ``model`` in place; returns the model.
 
     Raises:
@@ -63,8 +63,10 @@ def has_tied_tensors(model: nn.Module) -> bool:
     """
     owner: dict[int, int] = {}
     for module in model.modules():  # each module once, however many names it has
-        for _, t in [*module.named_parameters(recurse=False, remove_duplicate=False),
-                     *module.named_buffers(recurse=False, remove_duplicate=False)]:
+        for _, t in [
+            *module.named_parameters(recurse=False, remove_duplicate=False),
+            *module.named_buffers(recurse=False, remove_duplicate=False),
+        ]:
             if id(t) in owner:
                 return True
             owner[id(t)] = id(module)
@@ -97,7 +99,7 @@ class ParamLayout:
     numels: tuple[int, ...]
 
     @classmethod
-    def of(cls, params: Mapping[str, torch.Tensor]) -> "ParamLayout":
+    def of(cls, params: Mapping[str, torch.Tensor]) -> ParamLayout:
         """The layout of ``params`` (in its iteration order)."""
         names = tuple(params)
         shapes = tuple(params[n].shape for n in names)
@@ -198,7 +200,8 @@ def filter_normalized_direction(
 
 def point_device(model: nn.Module, params: Mapping[str, torch.Tensor] | None) -> torch.device:
     """The device of a parameter point: of ``params`` when given, else of the model's first parameter (CPU for
-    a model without parameters)."""
+    a model without parameters).
+    """
     if params:
         return next(iter(params.values())).device
     for p in model.parameters():
@@ -208,7 +211,8 @@ def point_device(model: nn.Module, params: Mapping[str, torch.Tensor] | None) ->
 
 def point_dtype(model: nn.Module, params: Mapping[str, torch.Tensor] | None) -> torch.dtype:
     """The dtype of a parameter point: of ``params`` when given, else of the model's first parameter (the
-    default dtype for a model without parameters)."""
+    default dtype for a model without parameters).
+    """
     if params:
         return next(iter(params.values())).dtype
     for p in model.parameters():
@@ -218,7 +222,8 @@ def point_dtype(model: nn.Module, params: Mapping[str, torch.Tensor] | None) -> 
 
 def inputs_to(xb: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """A batch of inputs on ``device``; floating inputs take the parameters' ``dtype`` (so float64 checks run
-    in float64), integer inputs (token ids) keep theirs."""
+    in float64), integer inputs (token ids) keep theirs.
+    """
     xb = xb.to(device, non_blocking=True)
     return xb.to(dtype) if xb.is_floating_point() and dtype.is_floating_point and xb.dtype != dtype else xb
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,8 +30,8 @@ from lgeom import names
 from lgeom._checks import check_same_structure, expected
 from lgeom.table import Table
 
-ArrayLike = Union[Sequence[float], np.ndarray, torch.Tensor]
-Point = Union[Mapping[str, torch.Tensor], torch.Tensor, np.ndarray, Sequence[float]]
+ArrayLike = Sequence[float] | np.ndarray | torch.Tensor
+Point = Mapping[str, torch.Tensor] | torch.Tensor | np.ndarray | Sequence[float]
 SPLITS = names.SPLITS
 
 
@@ -190,14 +190,19 @@ def path_metrics(table: Any, path: str | None = None) -> dict[str, float]:
         raise expected("path table", "columns train_loss/train_acc and/or test_loss/test_acc", columns)
     train, test = SPLITS
     if loss_col[train] in columns and loss_col[test] in columns:
-        out[names.gap_metric(path, "gen_gap_max")] = float(np.max(gen_gap(table[loss_col[train]], table[loss_col[test]])))
-        out[names.gap_metric(path, "gen_gap_acc_max")] = float(np.max(gen_gap_acc(table[acc_col[train]], table[acc_col[test]])))
+        out[names.gap_metric(path, "gen_gap_max")] = float(
+            np.max(gen_gap(table[loss_col[train]], table[loss_col[test]]))
+        )
+        out[names.gap_metric(path, "gen_gap_acc_max")] = float(
+            np.max(gen_gap_acc(table[acc_col[train]], table[acc_col[test]]))
+        )
     return out
 
 
 def with_gen_gap(table: Any) -> Any:
     """``table`` (a :class:`~lgeom.table.Table`) with columns ``gen_gap`` and ``gen_gap_acc`` added when both
-    splits are present; returned unchanged otherwise."""
+    splits are present; returned unchanged otherwise.
+    """
     train, test = SPLITS
     loss = {s: names.split_column(s, "loss") for s in SPLITS}
     acc = {s: names.split_column(s, "acc") for s in SPLITS}

@@ -55,6 +55,7 @@ from lgeom.sharpness import (
     mc_curvature,
     worst_sharpness,
 )
+from lgeom.specs import Problem
 from lgeom.surfaces.slices import SliceResult, slice_1d, slice_2d
 from lgeom.table import Table
 
@@ -118,7 +119,7 @@ class ProbeSettings:
     seed: int = 0
 
     @classmethod
-    def from_object(cls, source: Any) -> "ProbeSettings":
+    def from_object(cls, source: Any) -> ProbeSettings:
         """Settings from any object or mapping with (some of) these names, e.g. ``cfg.probe``; others keep
         their defaults and extra names are ignored.
 
@@ -136,36 +137,59 @@ class ProbeSettings:
             raise ValueError("probe settings: " + "; ".join(problems))
         return settings
 
-    def problems(self) -> list[str]:
-        """Every invalid setting as ``"<name>: expected X, got Y"`` (empty when valid)."""
-        out: list[str] = []
+    def problems(self) -> list[Problem]:
+        """Every invalid setting as a :class:`~lgeom.specs.Problem` ``"<name>: expected X, got Y"`` (empty when
+        valid).
+        """
+        out: list[Problem] = []
         for name in _INT_FIELDS:
             v = getattr(self, name)
             if v is None and name == "hessian_max_iter":
                 continue
             lo = 0 if name in _ZERO_ALLOWED else 1
             if not isinstance(v, int) or isinstance(v, bool) or v < lo:
-                out.append(f"{name}: expected an integer >= {lo}, got {v!r}")
+                out.append(Problem(name, f"expected an integer >= {lo}, got {v!r}"))
         for name in ("hessian_tol", "sharpness_eps", "curvature_eps"):
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v) or v <= 0:
-                out.append(f"{name}: expected a finite number > 0, got {v!r}")
-        for name, choices in (("hessian_method", EIGEN_METHODS), ("hessian_engine", ENGINES), ("trace_method", TRACE_METHODS),
-                              ("sharpness_norm", NORMS), ("sharpness_scaling", SCALINGS)):
+                out.append(Problem(name, f"expected a finite number > 0, got {v!r}"))
+        for name, choices in (
+            ("hessian_method", EIGEN_METHODS),
+            ("hessian_engine", ENGINES),
+            ("trace_method", TRACE_METHODS),
+            ("sharpness_norm", NORMS),
+            ("sharpness_scaling", SCALINGS),
+        ):
             if getattr(self, name) not in choices:
-                out.append(f"{name}: expected one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
+                out.append(
+                    Problem(name, f"expected one of {', '.join(map(repr, choices))}, got {getattr(self, name)!r}")
+                )
         if self.sharpness_scaling == "filter" and self.sharpness_norm != "l2":
-            out.append(f"sharpness_norm: expected 'l2' with sharpness_scaling 'filter', got {self.sharpness_norm!r}")
+            out.append(
+                Problem("sharpness_norm", f"expected 'l2' with sharpness_scaling 'filter', got {self.sharpness_norm!r}")
+            )
         if self.trace_method == "hutch++" and 0 < self.trace_probes < 3:
-            out.append(f"trace_probes: expected 0 or at least 3 for hutch++, got {self.trace_probes!r}")
+            out.append(Problem("trace_probes", f"expected 0 or at least 3 for hutch++, got {self.trace_probes!r}"))
         if self.density_grid == 1:
-            out.append(f"density_grid: expected an integer >= 2, got {self.density_grid!r}")
+            out.append(Problem("density_grid", f"expected an integer >= 2, got {self.density_grid!r}"))
         return out
 
 
-_INT_FIELDS = ("hessian_k", "hessian_max_iter", "hessian_points", "trace_probes", "density_runs", "density_steps",
-               "density_grid", "sharpness_samples", "sharpness_steps", "curvature_samples", "slice_points",
-               "slice2d_points", "seed")
+_INT_FIELDS = (
+    "hessian_k",
+    "hessian_max_iter",
+    "hessian_points",
+    "trace_probes",
+    "density_runs",
+    "density_steps",
+    "density_grid",
+    "sharpness_samples",
+    "sharpness_steps",
+    "curvature_samples",
+    "slice_points",
+    "slice2d_points",
+    "seed",
+)
 _ZERO_ALLOWED = ("hessian_points", "trace_probes", "sharpness_samples", "curvature_samples", "seed")
 _HESSIAN_PROBES = frozenset({"hessian", "trace", "density"})
 
@@ -217,11 +241,16 @@ class PointProbes:
 
     def scalars(self, *, include_topk: bool = False) -> list[tuple[str, str, float]]:
         """``(family, quantity, value)`` of every scalar of the probes that ran (see :meth:`summary`);
-        :mod:`lgeom.names` turns the first two into a metric name or a path-table column."""
+        :mod:`lgeom.names` turns the first two into a metric name or a path-table column.
+        """
         out: list[tuple[str, str, float]] = [(PROBE, "loss", self.loss)]
         if self.eigen is not None:
-            out += [(HESSIAN, "lambda_max", self.eigen.lambda_max), (HESSIAN, "topk_mean", float(np.mean(self.eigen.values))),
-                    (HESSIAN, "converged", float(np.mean(self.eigen.converged))), (HESSIAN, "n_hvp", float(self.eigen.n_hvp))]
+            out += [
+                (HESSIAN, "lambda_max", self.eigen.lambda_max),
+                (HESSIAN, "topk_mean", float(np.mean(self.eigen.values))),
+                (HESSIAN, "converged", float(np.mean(self.eigen.converged))),
+                (HESSIAN, "n_hvp", float(self.eigen.n_hvp)),
+            ]
             if include_topk:
                 out += [(HESSIAN, names.topk_quantity(i + 1), float(v)) for i, v in enumerate(self.eigen.values)]
         if self.trace is not None:
@@ -229,13 +258,19 @@ class PointProbes:
         if self.density is not None:
             out.append((HESSIAN, "density_mean", self.density.mean()))
         if self.average is not None:
-            out += [(SHARPNESS, "eps_avg", self.average.mean), (SHARPNESS, "eps_avg_max", self.average.max),
-                    (SHARPNESS, "flatness", self.average.flatness)]
+            out += [
+                (SHARPNESS, "eps_avg", self.average.mean),
+                (SHARPNESS, "eps_avg_max", self.average.max),
+                (SHARPNESS, "flatness", self.average.flatness),
+            ]
         if self.worst is not None:
             out.append((SHARPNESS, "eps_worst", self.worst.increase))
         if self.curvature is not None:
-            out += [(CURVATURE, "mc_mean", self.curvature.mean), (CURVATURE, "mc_std", self.curvature.std),
-                    (CURVATURE, "mc_frac_negative", self.curvature.frac_negative)]
+            out += [
+                (CURVATURE, "mc_mean", self.curvature.mean),
+                (CURVATURE, "mc_std", self.curvature.std),
+                (CURVATURE, "mc_frac_negative", self.curvature.frac_negative),
+            ]
         return out
 
     def summary(self, *, include_topk: bool = False) -> dict[str, float]:
@@ -255,12 +290,14 @@ class PointProbes:
 
     def columns(self) -> dict[str, float]:
         """:meth:`summary` (with top-k) as path-table columns (``hessian_lambda_max``, ``hessian_top1``,
-        ``sharpness_eps_avg``, ``probe_loss`` ...)."""
+        ``sharpness_eps_avg``, ``probe_loss`` ...).
+        """
         return {names.probe_column(f, q): v for f, q, v in self.scalars(include_topk=True)}
 
     def spectrum(self) -> dict[str, Any]:
         """The Hessian results as one JSON-ready document (``spectra/<point>.json``): ``eigenvalues``,
-        ``converged``, ``residuals``, ``n_hvp``, ``method``, ``trace`` and ``density`` (``None`` when not run)."""
+        ``converged``, ``residuals``, ``n_hvp``, ``method``, ``trace`` and ``density`` (``None`` when not run).
+        """
         doc: dict[str, Any] = {"loss": self.loss, "n_params": self.n_params, "n_samples": self.n_samples}
         doc.update(self.eigen.to_dict() if self.eigen is not None else {"eigenvalues": None})
         doc["trace"] = self.trace.to_dict() if self.trace is not None else None
@@ -324,9 +361,14 @@ def probe_point(
     bn_list = (list(as_batches(bn_batches)) if bn_batches is not None else data) if bn else None
     point = {n: v.detach() for n, v in params.items()}
     # An endpoint flagged without its trained buffers gets statistics recomputed, as any other point.
-    hess_buffers = bn_statistics(model, point, endpoint=endpoint and buffers is not None, buffers=buffers,
-                                 bn_batches=bn_list).buffers
-    op = HessianOperator(model, data, params=point, buffers=hess_buffers, engine=s.hessian_engine) if _HESSIAN_PROBES & set(chosen) else None
+    hess_buffers = bn_statistics(
+        model, point, endpoint=endpoint and buffers is not None, buffers=buffers, bn_batches=bn_list
+    ).buffers
+    op = (
+        HessianOperator(model, data, params=point, buffers=hess_buffers, engine=s.hessian_engine)
+        if _HESSIAN_PROBES & set(chosen)
+        else None
+    )
     objective = op.objective if op is not None else Objective(model, data, params=point, buffers=hess_buffers)
     result = PointProbes(loss=objective.loss(), n_params=objective.size, n_samples=objective.n_samples)
     cbs = resolve_callbacks(callbacks, progress, "probes")
@@ -341,17 +383,33 @@ def probe_point(
         elif name == "trace":
             result.trace = hutchinson_trace(op, s.trace_probes, seed=s.seed, method=s.trace_method)
         elif name == "density":
-            result.density = slq_density(op, n_runs=s.density_runs, n_steps=s.density_steps, grid=s.density_grid, seed=s.seed)
+            result.density = slq_density(
+                op, n_runs=s.density_runs, n_steps=s.density_steps, grid=s.density_grid, seed=s.seed
+            )
         elif name == "sharpness":
-            result.average = average_sharpness(landscape, eps=s.sharpness_eps, n_samples=s.sharpness_samples, seed=s.seed)
+            result.average = average_sharpness(
+                landscape, eps=s.sharpness_eps, n_samples=s.sharpness_samples, seed=s.seed
+            )
         elif name == "worst":
-            result.worst = worst_sharpness(landscape, eps=s.sharpness_eps, steps=s.sharpness_steps, norm=s.sharpness_norm,
-                                           scaling=s.sharpness_scaling, seed=s.seed)
+            result.worst = worst_sharpness(
+                landscape,
+                eps=s.sharpness_eps,
+                steps=s.sharpness_steps,
+                norm=s.sharpness_norm,
+                scaling=s.sharpness_scaling,
+                seed=s.seed,
+            )
         elif name == "curvature":
-            result.curvature = mc_curvature(landscape, eps=s.curvature_eps, n_directions=s.curvature_samples, seed=s.seed)
+            result.curvature = mc_curvature(
+                landscape, eps=s.curvature_eps, n_directions=s.curvature_samples, seed=s.seed
+            )
         elif name == "slices":
-            result.slice_1d = slice_1d(model, data, params=point, n_points=s.slice_points, bn_batches=bn_list, seed=s.seed)
-            result.slice_2d = slice_2d(model, data, params=point, n_points=s.slice2d_points, bn_batches=bn_list, seed=s.seed)
+            result.slice_1d = slice_1d(
+                model, data, params=point, n_points=s.slice_points, bn_batches=bn_list, seed=s.seed
+            )
+            result.slice_2d = slice_2d(
+                model, data, params=point, n_points=s.slice2d_points, bn_batches=bn_list, seed=s.seed
+            )
 
     for i, name in enumerate(chosen):
         t0 = time.perf_counter()
@@ -416,8 +474,17 @@ def probe_path(
         bufs = None
         if endpoint_buffers is not None and t in (0.0, 1.0):
             bufs = endpoint_buffers[0] if t == 0.0 else endpoint_buffers[1]
-        res = probe_point(model, params, data, s, buffers=bufs, endpoint=bufs is not None, bn_batches=bn_batches,
-                          probes=chosen, progress=False)
+        res = probe_point(
+            model,
+            params,
+            data,
+            s,
+            buffers=bufs,
+            endpoint=bufs is not None,
+            bn_batches=bn_batches,
+            probes=chosen,
+            progress=False,
+        )
         rows.append({"t": t, **res.columns()})
         emit(cbs, ProgressEvent("probe_path", "step", i + 1, len(t_values), metrics={"t": t}))
     emit(cbs, ProgressEvent("probe_path", "end", len(t_values), len(t_values)))

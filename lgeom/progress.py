@@ -47,6 +47,7 @@ class TqdmProgress:
         self.bar: Any = None
 
     def __call__(self, event: ProgressEvent) -> None:
+        """Open, advance or close the bar for one progress event; returns nothing."""
         if event.kind == "start":
             self.bar = tqdm(total=event.total or None, desc=self.desc or event.task, leave=self.leave, **self.kwargs)
         elif self.bar is None:

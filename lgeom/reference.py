@@ -12,7 +12,8 @@ points are flattened here, not by :mod:`lgeom.params`.
 * :class:`QuadraticLandscape`: ``L(theta) = 1/2 (theta - c)^T A (theta - c) + b^T (theta - c) + l0`` over a
   parameter dict, with closed-form losses and gradients, for :mod:`lgeom.sharpness`.
 
->>> DenseOperator(torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64))).matmat(torch.ones(1, 2, dtype=torch.float64))
+>>> op = DenseOperator(torch.diag(torch.tensor([2.0, 3.0], dtype=torch.float64)))
+>>> op.matmat(torch.ones(1, 2, dtype=torch.float64))
 tensor([[2., 3.]], dtype=torch.float64)
 """
 
@@ -76,15 +77,19 @@ def dense_loss(
     point = {n: p.detach() for n, p in model.named_parameters() if p.requires_grad} if params is None else dict(params)
     state_buffers = {n: b.detach() for n, b in model.named_buffers()} if buffers is None else dict(buffers)
     first = next(iter(point.values()))
-    batches = [(x.to(first.device, first.dtype) if x.is_floating_point() else x.to(first.device), y.to(first.device))
-               for x, y in data]
+    batches = [
+        (x.to(first.device, first.dtype) if x.is_floating_point() else x.to(first.device), y.to(first.device))
+        for x, y in data
+    ]
     n = sum(int(y.shape[0]) for _, y in batches)
     if n == 0:
         raise expected("data", "a non-empty dataset", "an empty one (0 samples)")
 
     def loss(flat: torch.Tensor) -> torch.Tensor:
         state = {**_split(flat, point), **state_buffers}
-        total = sum(F.cross_entropy(torch.func.functional_call(model, state, (x,)), y, reduction="sum") for x, y in batches)
+        total = sum(
+            F.cross_entropy(torch.func.functional_call(model, state, (x,)), y, reduction="sum") for x, y in batches
+        )
         return total / n  # type: ignore[return-value]
 
     return loss, flat_params(point)
@@ -120,7 +125,9 @@ def dense_eigenvalues(matrix: torch.Tensor) -> np.ndarray:
     return torch.linalg.eigvalsh(matrix.detach().to("cpu", torch.float64)).flip(0).numpy()
 
 
-def symmetric_with_spectrum(eigenvalues: Sequence[float], *, seed: int = 0, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def symmetric_with_spectrum(
+    eigenvalues: Sequence[float], *, seed: int = 0, dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """A symmetric matrix ``Q diag(eigenvalues) Q^T`` with a random orthogonal ``Q`` (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     n = len(eigenvalues)

@@ -80,7 +80,9 @@ def save_plain(obj: Any, path: str | os.PathLike[str]) -> Path:
     """
     problem = plain_problem(obj)
     if problem:
-        raise TypeError(f"{path}: expected plain data to save (tensors, numbers, strings, lists, dicts), got: {problem}")
+        raise TypeError(
+            f"{path}: expected plain data to save (tensors, numbers, strings, lists, dicts), got: {problem}"
+        )
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = unique_temp_path(p)
@@ -129,4 +131,6 @@ def load_plain(path: str | os.PathLike[str], what: str, expected: str = PLAIN_FO
     except Exception as err:  # noqa: BLE001 - every unreadable or refused file is bad input
         with open(p, "rb") as fh:
             head = fh.read(4)
-        raise UnsafeFileError(f"{what}: expected {expected}, got {p}, which {_reason(err, head)}; it was not loaded", p) from None
+        raise UnsafeFileError(
+            f"{what}: expected {expected}, got {p}, which {_reason(err, head)}; it was not loaded", p
+        ) from None

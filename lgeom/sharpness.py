@@ -105,7 +105,9 @@ class ModelLandscape:
 
     def losses(self, points: Sequence[Mapping[str, torch.Tensor]]) -> np.ndarray:
         """Mean cross-entropy at each point (BN statistics recomputed per point for BN models)."""
-        res = evaluate_points(self.model, list(points), self.data, bn_batches=self.bn_batches, chunk_size=self.chunk_size)
+        res = evaluate_points(
+            self.model, list(points), self.data, bn_batches=self.bn_batches, chunk_size=self.chunk_size
+        )
         return np.asarray(res.loss, dtype=np.float64)
 
     def loss_and_grad(self, point: Mapping[str, torch.Tensor]) -> tuple[float, Params]:
@@ -141,8 +143,15 @@ class AverageSharpness:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary."""
-        return {"eps": self.eps, "base_loss": self.base_loss, "increases": self.increases.tolist(), "mean": self.mean,
-                "max": self.max, "std": self.std, "flatness": self.flatness}
+        return {
+            "eps": self.eps,
+            "base_loss": self.base_loss,
+            "increases": self.increases.tolist(),
+            "mean": self.mean,
+            "max": self.max,
+            "std": self.std,
+            "flatness": self.flatness,
+        }
 
 
 @dataclass(frozen=True)
@@ -171,8 +180,16 @@ class WorstSharpness:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary."""
-        return {"eps": self.eps, "norm": self.norm, "scaling": self.scaling, "base_loss": self.base_loss,
-                "increase": self.increase, "losses": self.losses.tolist(), "delta_norm": self.delta_norm, "steps": self.steps}
+        return {
+            "eps": self.eps,
+            "norm": self.norm,
+            "scaling": self.scaling,
+            "base_loss": self.base_loss,
+            "increase": self.increase,
+            "losses": self.losses.tolist(),
+            "delta_norm": self.delta_norm,
+            "steps": self.steps,
+        }
 
 
 @dataclass(frozen=True)
@@ -196,8 +213,14 @@ class Curvature:
 
     def to_dict(self) -> dict[str, object]:
         """JSON-ready summary."""
-        return {"eps": self.eps, "base_loss": self.base_loss, "curvatures": self.curvatures.tolist(), "mean": self.mean,
-                "std": self.std, "frac_negative": self.frac_negative}
+        return {
+            "eps": self.eps,
+            "base_loss": self.base_loss,
+            "curvatures": self.curvatures.tolist(),
+            "mean": self.mean,
+            "std": self.std,
+            "frac_negative": self.frac_negative,
+        }
 
 
 # --- estimators ----------------------------------------------------------------------------------------------
@@ -274,7 +297,9 @@ def average_sharpness(
             flat = layout.flatten(c)
             deltas.append(layout.unflatten((eps * g / g.norm()).to(flat.device, flat.dtype)))
     base, inc = _loss_changes(landscape, deltas)
-    return AverageSharpness(float(eps), base, inc, float(inc.mean()), float(inc.max()), _std(inc), float(np.abs(inc).mean()))
+    return AverageSharpness(
+        float(eps), base, inc, float(inc.mean()), float(inc.max()), _std(inc), float(np.abs(inc).mean())
+    )
 
 
 def _scales_and_groups(center: Params, scaling: str, norm: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -376,7 +401,9 @@ def worst_sharpness(
         g_xi = scale * layout.flatten(g).to(scale.dtype)
         ascent = eps * (g_xi.sign() if norm == "linf" else g_xi / _group_norms(g_xi, groups).clamp_min(1e-30))
         xi = ascent if step_size is None else project(xi + step_size * ascent)
-    return WorstSharpness(float(eps), norm, scaling, base, best - base, np.asarray(losses), float(best_delta.norm()), steps)
+    return WorstSharpness(
+        float(eps), norm, scaling, base, best - base, np.asarray(losses), float(best_delta.norm()), steps
+    )
 
 
 def mc_curvature(

@@ -15,7 +15,8 @@ from lgeom._checks import expected
 
 class Table:
     """Named columns of equal length. ``table["t"]`` is a NumPy array; ``pandas.DataFrame(table.columns)``
-    converts it."""
+    converts it.
+    """
 
     def __init__(self, columns: Mapping[str, Sequence[Any] | np.ndarray]) -> None:
         self.columns: dict[str, np.ndarray] = {k: np.asarray(v) for k, v in columns.items()}
@@ -24,7 +25,7 @@ class Table:
             raise expected("table columns", "columns of equal length", lengths)
 
     @classmethod
-    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> "Table":
+    def from_rows(cls, rows: Iterable[Mapping[str, Any]]) -> Table:
         """Build from dict rows; the columns are the union of keys in first-seen order (missing -> NaN)."""
         rows = list(rows)
         names: list[str] = []
@@ -51,7 +52,10 @@ class Table:
 
     def rows(self) -> list[dict[str, Any]]:
         """The rows as dicts of Python scalars."""
-        return [{k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in self.columns.items()} for i in range(len(self))]
+        return [
+            {k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in self.columns.items()}
+            for i in range(len(self))
+        ]
 
     def to_dict(self) -> dict[str, list[Any]]:
         """Columns as lists (JSON-serialisable)."""
@@ -70,7 +74,7 @@ class Table:
         return text
 
     @classmethod
-    def read_csv(cls, path: str | Path) -> "Table":
+    def read_csv(cls, path: str | Path) -> Table:
         """Read a table written by :meth:`to_csv` (numeric columns become floats)."""
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)

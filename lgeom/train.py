@@ -31,6 +31,7 @@ from lgeom.params import Params, flatten, get_buffers, get_params, load_params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.safe_io import load_plain, save_plain
 from lgeom.seed import set_seed
+from lgeom.specs import Problem, neutral_setting
 from lgeom.table import Table
 
 
@@ -65,29 +66,30 @@ class TrainSpec(OptimSpec):
     epochs: int = 10
     batch_size: int = 128
     seed: int = 0
-    device: str = "auto"
+    # Where and how the loop runs, not what it computes: caches and config hashes leave these out.
+    device: str = neutral_setting("auto", "the device computes the same training run")
     amp: bool = False
     snapshot_every: int = 0
     grad_snapshot_every: int = 0
     eval_every: int = 1
-    num_workers: int = 0
-    checkpoint_every: int = 1
+    num_workers: int = neutral_setting(0, "loader workers deliver the same batches")
+    checkpoint_every: int = neutral_setting(1, "a resumed run continues bit-for-bit")
 
-    def problems(self) -> list[str]:
+    def problems(self) -> list[Problem]:
         """Every invalid field (empty when valid)."""
         out = super().problems()
         for name in ("epochs", "batch_size", "eval_every", "checkpoint_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
-                out.append(f"{name}: expected an integer > 0, got {v!r}")
+                out.append(Problem(name, f"expected an integer > 0, got {v!r}"))
         for name in ("seed", "snapshot_every", "grad_snapshot_every", "num_workers"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                out.append(f"{name}: expected an integer >= 0, got {v!r}")
+                out.append(Problem(name, f"expected an integer >= 0, got {v!r}"))
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
         ):
-            out.append(f"device: expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+            out.append(Problem("device", f"expected 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"))
         return out
 
 
@@ -197,7 +199,9 @@ def train(
     if ckpt is not None:
         ckpt.mkdir(parents=True, exist_ok=True)
         if (ckpt / "last.pt").exists():
-            state = load_plain(ckpt / "last.pt", "training checkpoint", "the loop state written by lgeom.train (plain data)")
+            state = load_plain(
+                ckpt / "last.pt", "training checkpoint", "the loop state written by lgeom.train (plain data)"
+            )
             model.load_state_dict(state["model"])
             optimizer.load_state_dict(state["optimizer"])
             loader.generator.set_state(state["loader_generator"])
@@ -235,7 +239,9 @@ def train(
             loss.backward()
             step += 1
             if spec.grad_snapshot_every and step % spec.grad_snapshot_every == 0:
-                grads.append(torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]).detach().cpu())
+                grads.append(
+                    torch.cat([p.grad.reshape(-1) for p in model.parameters() if p.grad is not None]).detach().cpu()
+                )
                 grad_steps.append(step)
             optimizer.step()
             bs = int(yb.shape[0])
@@ -273,7 +279,10 @@ def train(
             row["test_loss"], row["test_acc"] = res.loss, res.acc
         row["time_s"] = time.perf_counter() - t0
         rows.append(row)
-        emit(cbs, ProgressEvent("train", "epoch", step, total_steps, epoch, {k: v for k, v in row.items() if k != "epoch"}))
+        emit(
+            cbs,
+            ProgressEvent("train", "epoch", step, total_steps, epoch, {k: v for k, v in row.items() if k != "epoch"}),
+        )
         if ckpt is not None and ((epoch + 1) % spec.checkpoint_every == 0 or last):
             _atomic_save(
                 {
@@ -302,7 +311,17 @@ def train(
     final = {"train": evaluate(model, make_loader(train_eval_data or train_data, eval_bs))}
     if test_data is not None:
         final["test"] = evaluate(model, make_loader(test_data, eval_bs))
-    emit(cbs, ProgressEvent("train", "end", step, total_steps, spec.epochs - 1, {names.split_column(k, "acc"): v.acc for k, v in final.items()}))
+    emit(
+        cbs,
+        ProgressEvent(
+            "train",
+            "end",
+            step,
+            total_steps,
+            spec.epochs - 1,
+            {names.split_column(k, "acc"): v.acc for k, v in final.items()},
+        ),
+    )
     result = TrainResult(
         history=Table.from_rows(rows),
         init_params=init_params,
@@ -350,5 +369,7 @@ def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> nn.Module
         raise FileNotFoundError(f"checkpoint: expected a file at {p}, got nothing there")
     state = load_plain(p, "checkpoint", "a dict with 'params' and 'buffers' (as written by lgeom.train)")
     if not isinstance(state, dict) or "params" not in state:
-        raise expected("checkpoint", "a dict with 'params' and 'buffers' (as written by lgeom.train)", type(state).__name__)
+        raise expected(
+            "checkpoint", "a dict with 'params' and 'buffers' (as written by lgeom.train)", type(state).__name__
+        )
     return load_params(model, state["params"], state.get("buffers"))

@@ -24,7 +24,11 @@ from tracking.store import StoreUnavailableError
 STEPS: dict[str, tuple[str, bool, str]] = {
     "train": ("pipelines.train", True, "train the endpoints of every cell (checkpoints + metrics)"),
     "connect": ("pipelines.connect", True, "connect two endpoints: line, Bezier, PolyChain, path metrics, plane"),
-    "probe": ("pipelines.probe", True, "Hessian spectra, sharpness, slices, PCA plane at a checkpoint or along a curve"),
+    "probe": (
+        "pipelines.probe",
+        True,
+        "Hessian spectra, sharpness, slices, PCA plane at a checkpoint or along a curve",
+    ),
     "study": ("pipelines.study", True, "run the matrix on Ray Tune, one trial per cell, logged to MLflow"),
     "tune": ("pipelines.tune", True, "Optuna search (through Ray Tune) over one cell's training hyperparameters"),
     "compare": ("pipelines.compare", False, "comparison tables from logged runs"),
@@ -52,7 +56,8 @@ _NEXT_OVERRIDE = re.compile(r"\s+(?=[A-Za-z_][\w.]*=)")
 def split_overrides(items: Sequence[str]) -> list[str]:
     """Overrides as separate ``key=value`` strings. ``mlflow run`` passes ``-P overrides="a=1 b=2"`` as one
     argument; it is split before each ``key=`` that follows whitespace, so values with spaces inside
-    brackets or quotes (``study.matrix={"model.width": [16, 64]}``) stay whole."""
+    brackets or quotes (``study.matrix={"model.width": [16, 64]}``) stay whole.
+    """
     out: list[str] = []
     for item in items:
         out.extend(part for part in _NEXT_OVERRIDE.split(item.strip()) if part)
@@ -64,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lgeom",
         description="Loss-landscape geometry studies tracked in MLflow. "
-        "Example: lgeom train --preset quick train.lr=0.05",
+        "Example: lgeom train --preset quick train.epochs=5",
     )
     sub = parser.add_subparsers(dest="step", metavar="<step>")
     for step, (module_name, takes_preset, help_text) in STEPS.items():
@@ -76,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--preset", default="quick", help="preset name (pipelines/presets) or a YAML file")
             p.add_argument("--cell", default=None, help="only this matrix cell (e.g. mlp2x16/moons/sgd)")
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
-            p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.lr=0.05")
+            p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=5")
         if hasattr(module, "add_arguments"):
             module.add_arguments(p, step)
         p.set_defaults(_module=module, _takes_preset=takes_preset)

@@ -1,13 +1,11 @@
 """What every step shares: building data and models from a config, training endpoints with checkpoints,
-and writing results to the local output folder."""
+and writing results to the local output folder.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from torch import nn
 
@@ -15,34 +13,29 @@ from lgeom.data import Splits, build_splits
 from lgeom.models import build_model
 from lgeom.progress import Callback
 from lgeom.seed import set_seed
-from lgeom.train import TrainResult, TrainSpec, train
-from pipelines.config import Config, data_options, train_spec_kwargs
+from lgeom.train import TrainResult, train
+from pipelines.config import ENDPOINT_SECTIONS, Config, config_hash
 
 
 def load_splits(cfg: Config) -> Splits:
     """Train (as trained on), unaugmented train and test splits of the configured dataset."""
     d = cfg.data
-    return build_splits(d.name, root=d.root, seed=d.seed, **data_options(d))
+    return build_splits(d.name, root=d.root, seed=d.seed, **d.options)
 
 
 def build_cell_model(cfg: Config, splits: Splits) -> nn.Module:
     """A fresh model of the configured architecture, shaped for ``splits`` (uses the current RNG state)."""
     ds = splits.test
-    return build_model(cfg.model.arch, num_classes=ds.num_classes, in_shape=ds.in_shape, **cfg.model.options())
-
-
-def short_hash(data: Any) -> str:
-    """12 hex digits identifying a JSON-serialisable value."""
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return build_model(cfg.model.arch, num_classes=ds.num_classes, in_shape=ds.in_shape, **cfg.model.options)
 
 
 def endpoint_key(cfg: Config) -> str:
-    """Hash of everything that determines a trained endpoint except its seed (model, data, training)."""
-    d = cfg.to_dict()
-    train_part = {k: v for k, v in d["train"].items() if k not in ("seeds", "device", "num_workers", "checkpoint_every")}
-    data_part = {k: v for k, v in d["data"].items() if k not in ("root", "eval_batch_size")}
-    return short_hash({"model": d["model"], "data": data_part, "train": train_part})
+    """Key of the trained endpoints of ``cfg``: :func:`~pipelines.config.config_hash` of the sections that
+    determine an endpoint (model, data, train), without ``train.seeds`` since each endpoint's seed names its
+    own folder below the key. Cells that differ only in curve or probe settings, or in settings that do not
+    change results, share their endpoints.
+    """
+    return config_hash(cfg, sections=ENDPOINT_SECTIONS, leave_out=("train.seeds",))
 
 
 def cell_dir(cfg: Config, cell: str) -> Path:
@@ -69,7 +62,7 @@ def train_endpoint(
     ckpt = out_dir / "endpoints" / endpoint_key(cfg) / f"seed{seed}" if out_dir is not None else None
     set_seed(seed)
     model = build_cell_model(cfg, splits)
-    spec = TrainSpec(**train_spec_kwargs(cfg.train, seed=seed))
+    spec = cfg.train.endpoint_spec(seed)
     result = train(
         model,
         splits.train,

@@ -28,13 +28,23 @@ def _split(value: str | None) -> list[str]:
 def add_arguments(parser: Any, step: str) -> None:
     """``--study``, ``--metrics``, ``--by``, ``--table``, ``--format``, ``--stage``, ``--tracking-uri``."""
     parser.add_argument("--study", required=True, help="study (MLflow experiment) name")
-    parser.add_argument("--metrics", default="", help="comma-separated metric names (for --table compare; default: the main comparison per setting)")
-    parser.add_argument("--by", default="", help="comma-separated grouping keys (default: the setting, i.e. the cell "
-                        "without its seeds, as in the main table; model,dataset for the depth tables)")
+    parser.add_argument(
+        "--metrics",
+        default="",
+        help="comma-separated metric names (for --table compare; default: the main comparison per setting)",
+    )
+    parser.add_argument(
+        "--by",
+        default="",
+        help="comma-separated grouping keys (default: the setting, i.e. the cell "
+        "without its seeds, as in the main table; model,dataset for the depth tables)",
+    )
     parser.add_argument("--table", choices=TABLES, default="compare", help="which table (default compare)")
     parser.add_argument("--format", choices=FORMATS, default="text", help="output format (default text)")
     parser.add_argument("--stage", default=None, help="only runs with this lgeom.stage (e.g. trial, connect)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
 
 
 def cli(cfg: Any, args: Any) -> int:

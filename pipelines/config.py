@@ -1,11 +1,29 @@
-"""Configuration: frozen dataclasses, YAML presets and dotted overrides.
+"""Configuration: sections that are the lgeom specs they configure, YAML presets and dotted overrides.
 
-``load_config("quick", ["train.lr=0.05", "model.width=128"])`` reads ``pipelines/presets/quick.yaml`` (or
+``load_config("quick", ["train.epochs=5", "curve.align=false"])`` reads ``pipelines/presets/quick.yaml`` (or
 a YAML path), follows its ``base:`` chain, applies the overrides, checks every key and value, and raises
 one :class:`ConfigError` listing *all* problems. Presets ending in ``-tiny`` shrink a preset for tests.
 
-Matrix axes live under ``study.matrix`` as ``dotted.key: [values]``; :func:`expand_matrix` turns a config
-into one config per cell.
+Sections and their keys (one source of truth: defaults, types and checks live in the spec classes):
+
+- ``train`` is a :class:`lgeom.train.TrainSpec` (every field but ``seed``) plus ``seeds``, one endpoint per seed.
+- ``curve`` is a :class:`lgeom.connect.ConnectSpec`; the fields of its curve-fitting spec
+  (:class:`lgeom.curves.CurveFitSpec`: ``lr``, ``epochs``, ``t_per_batch`` ...) are keys of the section itself
+  (``curve.lr``), and ``curve.seed`` seeds both; its evaluation batch size is ``data.eval_batch_size``.
+- ``probe`` is a :class:`lgeom.probes.ProbeSettings` plus what feeds the probes (``samples``, ``batch_size``,
+  ``pca``, ``effective_dim``).
+- ``model`` is ``arch`` plus any keyword option of that architecture's builder, checked against its
+  signature (``model: {arch: mlp, depth: 2, width: 16}``); ``data`` is ``name``, ``root``, ``seed``,
+  ``eval_batch_size`` plus any option of the dataset (``n_train``, ``n_test`` and the builder's keywords).
+  An option set to ``null`` takes the builder's default (this is how a matrix cell unsets an option).
+
+Settings that do not change results (device, loader workers, checkpoint frequency, data folder, evaluation
+batch size, names, output folder, the study section) are marked once, with
+:func:`lgeom.specs.neutral_setting`, and :func:`config_hash` leaves them out.
+
+Matrix axes live under ``study.matrix`` as ``dotted.key: [values]`` or ``section: [{key: value, ...}]``;
+:func:`expand_matrix` turns a config into one config per cell. An override of a key that an axis sets is
+refused (the axis would silently win in every cell): override the axis instead.
 """
 
 from __future__ import annotations
@@ -18,16 +36,30 @@ import inspect
 import itertools
 import json
 import math
+import re
+import shlex
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
+from lgeom._checks import keyword_types
+from lgeom.connect import ConnectSpec
+from lgeom.data import EVAL_BATCH_SIZE
 from lgeom.probes import ProbeSettings
+from lgeom.specs import (
+    RESULT_NEUTRAL,
+    Problem,
+    SpecError,
+    changes_results,
+    neutral_setting,
+    raise_problems,
+)
+from lgeom.train import TrainSpec
 
 PRESET_DIR = Path(__file__).parent / "presets"
 
@@ -42,110 +74,102 @@ class ConfigError(ValueError):
 
 
 # --- sections -------------------------------------------------------------------------------------------
+# ``derived_fields`` names fields that are not keys of their section, with where their value comes from.
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture by registry name; options left ``null`` take the architecture's default."""
+    """Architecture by registry name plus its options: any keyword option of the architecture's builder
+    (``lgeom.models.model_arch_args``), checked against the builder's signature; options not set take the
+    builder's defaults. In YAML the options sit beside ``arch``: ``model: {arch: mlp, depth: 2, width: 16}``.
+    """
+
+    derived_fields: ClassVar[Mapping[str, str]] = {"options": "every key of the section other than arch"}
 
     arch: str = "mlp"
-    depth: int | None = None
-    width: int | None = None
-    activation: str | None = None
-    blocks: int | None = None
-    channels: int | None = None
-    batchnorm: bool | None = None
-
-    def options(self) -> dict[str, Any]:
-        """The architecture options that are set (passed to ``build_model``)."""
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "arch" and getattr(self, f.name) is not None}
+    options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Dataset by registry name. ``n_train`` / ``n_test``: samples per split (for synthetic sets the sizes
-    drawn, for image sets a seeded subset; ``null`` = the dataset's default / all). Other options left
-    ``null`` take the dataset's default."""
-
-    name: str = "moons"
-    root: str | None = None
-    seed: int = 0
-    n_train: int | None = None
-    n_test: int | None = None
-    noise: float | None = None
-    factor: float | None = None
-    centers: int | None = None
-    radius: float | None = None
-    classes: int | None = None
-    separation: float | None = None
-    test_fraction: float | None = None
-    augment: bool | None = None
-    download: bool | None = None
-    verify_checksums: bool | None = None
-    eval_batch_size: int = 512
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Endpoint training (see ``lgeom.train.TrainSpec``); ``seeds`` are the endpoints' seeds (A, B, ...)."""
-
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    nesterov: bool = False
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    schedule: str = "piecewise"
-    milestones: tuple[float, ...] = (0.5, 0.75)
-    gamma: float = 0.1
-    epochs: int = 20
-    batch_size: int = 128
-    seeds: tuple[int, ...] = (0, 1)
-    device: str = "auto"
-    amp: bool = False
-    snapshot_every: int = 0
-    grad_snapshot_every: int = 0
-    eval_every: int = 1
-    num_workers: int = 0
-    checkpoint_every: int = 1
-
-
-@dataclass(frozen=True)
-class CurveConfig:
-    """Connecting endpoint pairs: which curves, how they are fitted and evaluated.
-
-    ``kinds`` lists the fitted curves (the line is always evaluated); ``align`` also connects B permuted
-    onto A (results under ``<path>_aligned``); ``bn_batches`` x ``bn_batch_size`` training samples
-    recompute BatchNorm statistics at each path point; ``eval_train_samples`` caps the training samples
-    evaluated along paths (``null``: all); ``seed`` seeds curve fitting (batch order, draws of t), the
-    evaluation subset, the BatchNorm batches and the alignment.
+    """Dataset by registry name, its seed (synthetic draw, split, subsets), where its files are, the
+    evaluation batch size, plus its options: ``n_train`` / ``n_test`` (samples per split: for synthetic sets
+    the sizes drawn, for image sets a seeded subset; unset = the dataset's default / all) and any keyword
+    option of the dataset's builder (``lgeom.data.dataset_options``). In YAML the options sit beside ``name``.
     """
 
-    kinds: tuple[str, ...] = ("bezier", "polychain")
-    bends: int = 1
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "piecewise"
-    epochs: int = 10
-    batch_size: int = 128
-    t_per_batch: int = 1
-    points: int = 61
-    align: bool = False
-    bn_batches: int = 10
-    bn_batch_size: int = 128
-    eval_train_samples: int | None = None
-    plane: bool = True
-    plane_grid: int = 21
-    plane_margin: float = 0.2
+    derived_fields: ClassVar[Mapping[str, str]] = {
+        "options": "every key of the section other than name, root, seed, eval_batch_size"
+    }
+
+    name: str = "moons"
+    root: str | None = neutral_setting(None, "where the files are read from")
     seed: int = 0
+    eval_batch_size: int = neutral_setting(EVAL_BATCH_SIZE, "batch-size-weighted means do not depend on the batching")
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        raise_problems(self, self.problems())
+
+    def problems(self) -> list[Problem]:
+        """Invalid fixed fields (the options are checked against the dataset's builder by :func:`validate`)."""
+        out = []
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or self.seed < 0:
+            out.append(Problem("seed", f"expected an integer >= 0, got {self.seed!r}"))
+        if (
+            not isinstance(self.eval_batch_size, int)
+            or isinstance(self.eval_batch_size, bool)
+            or self.eval_batch_size <= 0
+        ):
+            out.append(Problem("eval_batch_size", f"expected an integer > 0, got {self.eval_batch_size!r}"))
+        return out
+
+
+@dataclass(frozen=True)
+class TrainConfig(TrainSpec):
+    """Endpoint training: every setting of :class:`lgeom.train.TrainSpec` (documented, defaulted and checked
+    there) except ``seed``, plus ``seeds``: one endpoint is trained per seed (A, B, ...).
+    """
+
+    derived_fields: ClassVar[Mapping[str, str]] = {"seed": "train.seeds (one endpoint per seed)"}
+
+    seeds: tuple[int, ...] = (0, 1)
+
+    def problems(self) -> list[Problem]:
+        """The spec's problems plus those of ``seeds``."""
+        out = super().problems()
+        seeds = list(self.seeds)
+        if not seeds:
+            out.append(Problem("seeds", "expected at least one seed, got []"))
+        if any(not isinstance(s, int) or isinstance(s, bool) or s < 0 for s in seeds):
+            out.append(Problem("seeds", f"expected integers >= 0, got {seeds!r}"))
+        if len(set(seeds)) != len(seeds):
+            out.append(Problem("seeds", f"expected distinct seeds, got {seeds!r}"))
+        return out
+
+    def endpoint_spec(self, seed: int) -> TrainSpec:
+        """The :class:`~lgeom.train.TrainSpec` that trains the endpoint with ``seed``."""
+        values = {f.name: getattr(self, f.name) for f in fields(TrainSpec)}
+        values["seed"] = seed
+        return TrainSpec(**values)
+
+
+@dataclass(frozen=True)
+class CurveConfig(ConnectSpec):
+    """Connecting endpoint pairs: a :class:`lgeom.connect.ConnectSpec` (documented, defaulted and checked
+    there) whose curve-fitting settings (:class:`lgeom.curves.CurveFitSpec`: optimiser, ``lr``, ``epochs``,
+    ``batch_size``, ``t_per_batch`` ...) are keys of this section (``curve.lr``, not ``curve.fit.lr``);
+    ``curve.seed`` seeds both the fit (batch order, draws of t) and the rest (evaluation subset, BatchNorm
+    batches, alignment). Pass it to ``lgeom.connect.connect_pair`` as it is.
+    """
+
+    derived_fields: ClassVar[Mapping[str, str]] = {"eval_batch_size": "data.eval_batch_size"}
 
 
 @dataclass(frozen=True)
 class ProbeConfig(ProbeSettings):
     """Geometry probes at endpoints, curve midpoints and along paths: every field of
-    ``lgeom.probes.ProbeSettings`` (documented and validated there) plus what feeds the probes.
+    ``lgeom.probes.ProbeSettings`` (documented, defaulted and checked there) plus what feeds the probes.
 
     ``samples`` training samples (seeded subset, batches of ``batch_size``) feed every probe; ``pca`` and
     ``effective_dim`` need trajectory snapshots (``train.snapshot_every`` / ``train.grad_snapshot_every`` > 0).
@@ -155,6 +179,18 @@ class ProbeConfig(ProbeSettings):
     batch_size: int = 256
     pca: bool = True
     effective_dim: bool = True
+
+    def __post_init__(self) -> None:
+        raise_problems(self, self.problems())
+
+    def problems(self) -> list[Problem]:
+        """The settings' problems plus those of ``samples`` and ``batch_size``."""
+        out = super().problems()
+        for name in ("samples", "batch_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                out.append(Problem(name, f"expected an integer >= 1, got {v!r}"))
+        return out
 
 
 @dataclass(frozen=True)
@@ -174,53 +210,62 @@ class StudyConfig:
     address: str | None = None
     max_failures: int = 0
 
+    def __post_init__(self) -> None:
+        raise_problems(self, self.problems())
+
+    def problems(self) -> list[Problem]:
+        """Invalid resources and limits (the matrix is checked by :func:`validate`)."""
+        out = []
+        if not _finite(self.cpu) or self.cpu <= 0:
+            out.append(Problem("cpu", f"expected a number > 0 (CPUs per trial), got {self.cpu!r}"))
+        if not _finite(self.gpu) or self.gpu < 0:
+            out.append(Problem("gpu", f"expected a number >= 0 (GPU fraction per trial), got {self.gpu!r}"))
+        for name in ("max_concurrent", "max_failures"):
+            if getattr(self, name) < 0:
+                out.append(Problem(name, f"expected an integer >= 0, got {getattr(self, name)!r}"))
+        return out
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
 
 @dataclass(frozen=True)
 class Config:
     """A whole experiment: what to train, connect and probe, and how the study runs."""
 
-    name: str = "default"
-    description: str = ""
-    output_dir: str = "outputs"
+    name: str = neutral_setting("default", "names the study and its folders")
+    description: str = neutral_setting("", "documentation")
+    output_dir: str = neutral_setting("outputs", "where results are written")
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     curve: CurveConfig = field(default_factory=CurveConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    study: StudyConfig = field(default_factory=StudyConfig)
+    study: StudyConfig = field(default_factory=StudyConfig, metadata={RESULT_NEUTRAL: "how the cells are run"})
 
     def to_dict(self) -> dict[str, Any]:
-        """Nested plain dict (tuples as lists), loadable again by :func:`config_from_dict`."""
-        return _plain(dataclasses.asdict(self))
+        """Nested plain dict in the YAML's shape (tuples as lists), loadable again by :func:`config_from_dict`."""
+        return {
+            f.name: _section_dict(getattr(self, f.name)) if f.name in SECTIONS else _plain(getattr(self, f.name))
+            for f in fields(self)
+        }
 
     def flat(self, *, skip: Sequence[str] = ("study", "description")) -> dict[str, Any]:
-        """``{"train.lr": 0.05, ...}`` for every leaf outside ``skip`` sections (MLflow params)."""
+        """``{"train.lr": 0.05, ...}`` for every key outside ``skip`` sections (MLflow params)."""
         out: dict[str, Any] = {}
-
-        def walk(prefix: str, value: Any) -> None:
-            if isinstance(value, dict):
-                for k, v in value.items():
-                    walk(f"{prefix}.{k}" if prefix else k, v)
+        for top, value in self.to_dict().items():
+            if top in skip:
+                continue
+            if top in SECTIONS:
+                out.update({f"{top}.{k}": v for k, v in value.items()})
             else:
-                out[prefix] = value
-
-        d = self.to_dict()
-        for s in skip:
-            d.pop(s, None)
-        walk("", d)
+                out[top] = value
         return out
 
-    def replace(self, **changes: Any) -> "Config":
+    def replace(self, **changes: Any) -> Config:
         """A copy with dotted keys changed, e.g. ``cfg.replace(**{"train.lr": 0.1})`` (validated)."""
-        return apply_overrides(self, {k: v for k, v in changes.items()})
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
+        return apply_overrides(self, dict(changes))
 
 
 SECTIONS: dict[str, type] = {
@@ -232,19 +277,108 @@ SECTIONS: dict[str, type] = {
     "study": StudyConfig,
 }
 
+#: The sections that determine a trained endpoint (besides its seed); see ``pipelines.common.endpoint_key``.
+ENDPOINT_SECTIONS = ("model", "data", "train")
+
+#: Sections whose keys besides the fixed ones are the options of a registered builder.
+OPEN_SECTIONS = ("model", "data")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+# --- the keys of a section, derived from its dataclass -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SettingKey:
+    """One key of a config section: its type and default (from the dataclass field), the attribute paths
+    it sets (several when a nested spec shares the name), and whether it can change results.
+    """
+
+    name: str
+    hint: Any
+    default: Any
+    paths: tuple[tuple[str, ...], ...]
+    changes_results: bool
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def section_keys(cls: type) -> dict[str, SettingKey]:
+    """The keys of a section class, in field order: its dataclass fields, where a field holding a nested spec
+    (``ConnectSpec.fit``) contributes that spec's keys instead, and ``derived_fields`` are left out. A name
+    the section shares with a nested spec (``seed``) is one key that sets both.
+    """
+    derived = getattr(cls, "derived_fields", {})
+    keys: dict[str, SettingKey] = {}
+    for f in fields(cls):
+        if f.name in derived:
+            continue
+        tp = _hints(cls)[f.name]
+        if dataclasses.is_dataclass(tp):
+            found = [
+                dataclasses.replace(k, paths=tuple((f.name, *p) for p in k.paths)) for k in section_keys(tp).values()
+            ]
+        else:
+            default = f.default_factory() if f.default is dataclasses.MISSING else f.default  # type: ignore[misc]
+            found = [SettingKey(f.name, tp, default, ((f.name,),), changes_results(f))]
+        for k in found:
+            if k.name in keys:
+                have = keys[k.name]
+                keys[k.name] = dataclasses.replace(
+                    have, paths=have.paths + k.paths, changes_results=have.changes_results or k.changes_results
+                )
+            else:
+                keys[k.name] = k
+    return keys
+
+
+def _section_dict(section: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in section_keys(type(section)).values():
+        value: Any = section
+        for part in key.paths[0]:
+            value = getattr(value, part)
+        out[key.name] = _plain(value)
+    if isinstance(section, (ModelConfig, DataConfig)):
+        out.update(_plain(section.options))
+    return out
+
 
 # --- type coercion ------------------------------------------------------------------------------------
 
 
 def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
-    """Check ``value`` against the annotation ``tp``; returns the converted value (or None on error)."""
+    """Check ``value`` against the annotation ``tp``; returns the converted value (or None on error).
+
+    Raises:
+        TypeError: an annotation this parser does not know (a programming error in a section class).
+    """
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], where, problems)
+        # The first alternative that takes the value wins; otherwise the first one's complaint is reported.
+        first: list[str] = []
+        for alt in (a for a in args if a is not type(None)):
+            tried: list[str] = []
+            converted = _coerce(value, alt, where, tried)
+            if not tried:
+                return converted
+            first = first or tried
+        problems.extend(first)
+        return None
     if tp is Any:
         return value
     if tp is bool:
@@ -299,51 +433,193 @@ def _coerce(value: Any, tp: Any, where: str, problems: list[str]) -> Any:
     raise TypeError(f"unsupported config annotation {tp!r} at {where}")
 
 
-def _section_from_dict(cls: type, data: Mapping[str, Any], prefix: str, problems: list[str]) -> Any:
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in fields(cls)]
-    kwargs: dict[str, Any] = {}
-    if not isinstance(data, Mapping):
-        problems.append(f"{prefix}: expected a mapping of settings, got {data!r}")
-        return cls()
-    for key, value in data.items():
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
-            hint = f" (did you mean '{prefix}.{close[0]}'?)" if close else ""
-            problems.append(f"{prefix}.{key}: unknown key, expected one of {', '.join(names)}{hint}")
+# --- building sections ----------------------------------------------------------------------------------
+
+
+def _unknown_key(cls: type, prefix: str, key: str) -> str:
+    derived = getattr(cls, "derived_fields", {})
+    if key in derived:
+        return f"{prefix}.{key}: expected a key of {prefix}, got {key!r}, whose value comes from {derived[key]}"
+    names = list(section_keys(cls))
+    close = difflib.get_close_matches(key, names, n=1)
+    hint = f" (did you mean '{prefix}.{close[0]}'?)" if close else ""
+    return f"{prefix}.{key}: unknown key, expected one of {', '.join(names)}{hint}"
+
+
+def _read_keys(
+    cls: type, raw: Mapping[str, Any], prefix: str, problems: list[str], *, open_section: bool = False
+) -> tuple[dict[tuple[str, ...], Any], dict[str, Any]]:
+    """Typed values of ``raw`` by attribute path, and (for an open section) the keys that are not fixed."""
+    keys = section_keys(cls)
+    values: dict[tuple[str, ...], Any] = {}
+    rest: dict[str, Any] = {}
+    for key, value in raw.items():
+        key = str(key)
+        if key not in keys:
+            if open_section:
+                rest[key] = value
+            else:
+                problems.append(_unknown_key(cls, prefix, key))
             continue
         n_before = len(problems)
-        converted = _coerce(value, hints[key], f"{prefix}.{key}", problems)
+        converted = _coerce(value, keys[key].hint, f"{prefix}.{key}", problems)
         if len(problems) == n_before:
-            kwargs[key] = converted
-    return cls(**kwargs)
+            for path in keys[key].paths:
+                values[path] = converted
+    return values, rest
+
+
+def _construct(
+    cls: type,
+    values: Mapping[tuple[str, ...], Any],
+    prefix: str,
+    problems: list[str],
+    derived: Mapping[str, Any] | None = None,
+) -> Any:
+    """``cls`` built from typed values (nested specs first). The spec's own problems are reported under
+    ``prefix.<field>``, each once, and the fields they name fall back to their defaults.
+    """
+    kwargs: dict[str, Any] = dict(derived or {})
+    for f in fields(cls):
+        tp = _hints(cls)[f.name]
+        if f.name in kwargs:
+            continue
+        if dataclasses.is_dataclass(tp):
+            nested = {path[1:]: v for path, v in values.items() if path[0] == f.name and len(path) > 1}
+            kwargs[f.name] = _construct(tp, nested, prefix, problems)
+        elif (f.name,) in values:
+            kwargs[f.name] = values[(f.name,)]
+    for _ in range(len(kwargs) + 1):
+        try:
+            return cls(**kwargs)
+        except SpecError as err:
+            for p in err.problems:
+                text = f"{prefix}.{p.field}: {p.message}"
+                if text not in problems:
+                    problems.append(text)
+            blamed = {p.field for p in err.problems} & set(kwargs)
+            if not blamed:
+                break
+            kwargs = {k: v for k, v in kwargs.items() if k not in blamed}
+    return cls()
+
+
+def _section(cls: type, raw: Any, prefix: str, problems: list[str], derived: Mapping[str, Any] | None = None) -> Any:
+    if not isinstance(raw, Mapping):
+        problems.append(f"{prefix}: expected a mapping of settings, got {raw!r}")
+        raw = {}
+    values, _ = _read_keys(cls, raw, prefix, problems)
+    return _construct(cls, values, prefix, problems, derived)
+
+
+def _typed_options(
+    prefix: str,
+    options: Mapping[str, Any],
+    defaults: Mapping[str, Any] | None,
+    hints: Mapping[str, Any],
+    problems: list[str],
+) -> dict[str, Any]:
+    """Options set (not null), each known one checked against the builder's annotation (or its default's
+    type); unknown ones are kept for :func:`validate` to report against the builder's options.
+    """
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        if value is None:  # null: the builder's default (a matrix cell unsets a base option this way)
+            continue
+        hint = hints.get(key)
+        if hint is None and defaults is not None and key in defaults:
+            d = defaults[key]
+            hint = type(d) if type(d) in (bool, int, float, str) else None
+        if defaults is not None and key in defaults and hint is not None:
+            n_before = len(problems)
+            try:
+                value = _coerce(value, hint, f"{prefix}.{key}", problems)
+            except TypeError:  # an annotation the parser does not know: the build check judges the value
+                pass
+            if len(problems) != n_before:
+                continue
+        out[key] = value
+    return out
+
+
+def data_option_defaults(name: str) -> dict[str, Any]:
+    """Options of dataset ``name`` with their defaults: the split sizes every dataset takes (keywords of
+    ``lgeom.data.build_splits``) and the keywords of its builder.
+    """
+    from lgeom.data import build_splits, dataset_options
+
+    sig = inspect.signature(build_splits)
+    sizes = {
+        p.name: p.default
+        for p in sig.parameters.values()
+        if p.kind == p.KEYWORD_ONLY and p.name not in ("root", "seed")
+    }
+    return {**sizes, **dataset_options(name)}
+
+
+def _builder_options(section: str, name: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """``(options with defaults, their annotated types)`` of the model or dataset ``name`` (None: unknown name)."""
+    if section == "model":
+        from lgeom.models import model_arch_args, model_arch_types
+
+        try:  # a registered name or a family member ("torchvision:resnet18")
+            return model_arch_args(name), model_arch_types(name)
+        except ValueError:
+            return None
+    from lgeom.data import available_datasets, build_splits, dataset_option_types
+
+    if name not in available_datasets():
+        return None
+    sizes = keyword_types(build_splits, ("n_train", "n_test"))
+    return data_option_defaults(name), {**sizes, **dataset_option_types(name)}
+
+
+#: The key of an open section that chooses its builder.
+_CHOSEN_BY = {"model": "arch", "data": "name"}
+
+
+def _open_section(cls: type, raw: Any, prefix: str, problems: list[str]) -> Any:
+    """A model or data section: its fixed keys, and every other key as an option of the chosen builder."""
+    if not isinstance(raw, Mapping):
+        problems.append(f"{prefix}: expected a mapping of settings, got {raw!r}")
+        raw = {}
+    values, rest = _read_keys(cls, raw, prefix, problems, open_section=True)
+    chosen = _CHOSEN_BY[prefix]
+    known = _builder_options(prefix, values.get((chosen,), section_keys(cls)[chosen].default))
+    options = _typed_options(prefix, rest, known[0] if known else None, known[1] if known else {}, problems)
+    return _construct(cls, values, prefix, problems, {"options": options})
 
 
 def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Config:
-    """Build and validate a :class:`Config` from a nested dict.
+    """Build and validate a :class:`Config` from a nested dict (the YAML's shape).
 
     Raises:
         ConfigError: every unknown key, wrong type and bad value at once.
     """
     problems: list[str] = []
-    top_names = [f.name for f in fields(Config)]
+    top = {f.name: f for f in fields(Config)}
+    for key in data:
+        if key != "base" and key not in top:
+            close = difflib.get_close_matches(str(key), list(top), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{key}: unknown key, expected one of {', '.join(top)}{hint}")
     kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key == "base":
-            continue
-        if key in SECTIONS:
-            kwargs[key] = _section_from_dict(SECTIONS[key], value or {}, key, problems)
-        elif key in top_names:
+    for key in ("name", "description", "output_dir"):
+        if key in data:
             n_before = len(problems)
-            converted = _coerce(value, typing.get_type_hints(Config)[key], key, problems)
+            converted = _coerce(data[key], _hints(Config)[key], key, problems)
             if len(problems) == n_before:
                 kwargs[key] = converted
-        else:
-            close = difflib.get_close_matches(str(key), top_names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            problems.append(f"{key}: unknown key, expected one of {', '.join(top_names)}{hint}")
+    kwargs["model"] = _open_section(ModelConfig, data.get("model") or {}, "model", problems)
+    kwargs["data"] = _open_section(DataConfig, data.get("data") or {}, "data", problems)
+    kwargs["train"] = _section(TrainConfig, data.get("train") or {}, "train", problems)
+    kwargs["curve"] = _section(
+        CurveConfig, data.get("curve") or {}, "curve", problems, {"eval_batch_size": kwargs["data"].eval_batch_size}
+    )
+    kwargs["probe"] = _section(ProbeConfig, data.get("probe") or {}, "probe", problems)
+    kwargs["study"] = _section(StudyConfig, data.get("study") or {}, "study", problems)
     cfg = Config(**kwargs)
-    problems.extend(validate(cfg))
+    problems.extend(p for p in validate(cfg) if p not in problems)
     if problems:
         raise ConfigError(problems, source)
     return cfg
@@ -351,71 +627,22 @@ def config_from_dict(data: Mapping[str, Any], *, source: str = "config") -> Conf
 
 # --- semantic validation ----------------------------------------------------------------------------
 
+#: A plain name: it names folders under ``output_dir`` and MLflow experiments, so no path parts.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+-]*")
+
 
 def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
-    """Every semantic problem of ``cfg`` (values that parse but make no sense), as messages."""
-    from lgeom.data import available_datasets, dataset_options
-    from lgeom.models import available_models, model_arch_args
-    from lgeom.train import TrainSpec
-
-    problems: list[str] = []
-    data_error = None
-    m = cfg.model
-    if m.arch not in available_models():
-        problems.append(f"model.arch: expected one of {', '.join(available_models())}, got {m.arch!r}")
-    else:
-        allowed = model_arch_args(m.arch)
-        for k in m.options():
-            if k not in allowed:
-                problems.append(f"model.{k}: not an option of {m.arch} (its options: {', '.join(allowed)}), got {getattr(m, k)!r}")
-        if cfg.data.name in available_datasets():
-            known = {k: v for k, v in m.options().items() if k in allowed}
-            try:
-                in_shape, num_classes = data_shape(cfg.data)
-            except Exception as err:  # noqa: BLE001 - reported with the data section's problems below
-                in_shape, data_error = None, f"data: {err}"
-            if in_shape is not None:
-                try:
-                    _check_model_builds(m.arch, tuple(sorted(known.items())), in_shape, num_classes)
-                except Exception as err:  # noqa: BLE001 - report the model's own message
-                    problems.extend(_model_problems(m.arch, known, in_shape, num_classes, err))
-
-    d = cfg.data
-    if d.name not in available_datasets():
-        problems.append(f"data.name: expected one of {', '.join(available_datasets())}, got {d.name!r}")
-    else:
-        opts = dataset_options(d.name)
-        for k, v in data_options(d).items():
-            if k not in opts and k not in ("n_train", "n_test"):
-                problems.append(f"data.{k}: not an option of {d.name} (its options: {', '.join(opts) or 'none'}), got {v!r}")
-    if data_error and not any(p.startswith("data.") for p in problems):
-        problems.append(data_error)
-    for k in ("n_train", "n_test"):
-        v = getattr(d, k)
-        if v is not None and v <= 0:
-            problems.append(f"data.{k}: expected an integer > 0, got {v!r}")
-    if d.seed < 0:
-        problems.append(f"data.seed: expected an integer >= 0, got {d.seed!r}")
-    if d.eval_batch_size <= 0:
-        problems.append(f"data.eval_batch_size: expected an integer > 0, got {d.eval_batch_size!r}")
-
-    t = cfg.train
-    spec_kwargs = train_spec_kwargs(t, seed=0)
-    try:
-        TrainSpec(**spec_kwargs)
-    except ValueError as err:
-        msg = str(err).split(": ", 1)[1] if ": " in str(err) else str(err)
-        problems.extend(f"train.{p}" for p in msg.split("; "))
-    if not t.seeds:
-        problems.append("train.seeds: expected at least one seed, got []")
-    if any(s < 0 for s in t.seeds):
-        problems.append(f"train.seeds: expected integers >= 0, got {list(t.seeds)!r}")
-    if len(set(t.seeds)) != len(t.seeds):
-        problems.append(f"train.seeds: expected distinct seeds, got {list(t.seeds)!r}")
-
-    problems.extend(_validate_curve(cfg.curve))
-    problems.extend(_validate_probe(cfg.probe))
-    problems.extend(_validate_study(cfg.study))
+    """Every problem of ``cfg`` its sections cannot see alone: the model's and dataset's options against their
+    builders (and that they build together), the name, the matrix axes and every matrix cell, as messages.
+    (Each section checks its own values when it is constructed.)
+    """
+    problems = _model_and_data_problems(cfg)
+    if not isinstance(cfg.name, str) or not _PLAIN_NAME.fullmatch(cfg.name):
+        problems.append(
+            f"name: expected a plain name (letters, digits, '.', '_', '-', '+'; it names a folder under "
+            f"output_dir), got {cfg.name!r}"
+        )
+    problems.extend(_matrix_axis_problems(cfg.study))
     # Cells are checked only once the base config is sound, so each problem is reported once.
     if check_matrix and cfg.study.matrix and not problems:
         try:
@@ -425,70 +652,134 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
     return problems
 
 
-def _positive_ints(section: Any, prefix: str, names: Sequence[str], allow_zero: Sequence[str] = ()) -> list[str]:
+def _model_and_data_problems(cfg: Config) -> list[str]:
+    from lgeom.data import available_datasets
+    from lgeom.models import available_models
+
+    m, d = cfg.model, cfg.data
+    problems, data_options = _option_problems("data", d.name, d.options, available_datasets())
+    shape = None
+    if data_options is not None:
+        for k in ("n_train", "n_test"):  # split sizes are not needed to learn the shape below
+            v = d.options.get(k)
+            if v is not None and v <= 0:
+                problems.append(f"data.{k}: expected an integer > 0, got {v!r}")
+        try:
+            shape = data_shape(dataclasses.replace(d, options=data_options))
+        except Exception as err:  # noqa: BLE001 - report the dataset's own message, per option where possible
+            problems.extend(
+                _blame_options("data", data_options, lambda opts: data_shape(dataclasses.replace(d, options=opts)), err)
+            )
+    model_problems, model_options = _option_problems("model", m.arch, m.options, available_models())
+    problems.extend(model_problems)
+    if model_options is not None and shape is not None:
+        in_shape, num_classes = shape
+        try:
+            _check_model_builds(m.arch, _items(model_options), in_shape, num_classes)
+        except Exception as err:  # noqa: BLE001 - report the model's own message, per option where possible
+            problems.extend(
+                _blame_options(
+                    "model",
+                    model_options,
+                    lambda opts: _check_model_builds(m.arch, _items(opts), in_shape, num_classes),
+                    err,
+                )
+            )
+    return problems
+
+
+def _option_problems(
+    prefix: str, name: str, options: Mapping[str, Any], registered: Sequence[str]
+) -> tuple[list[str], dict[str, Any] | None]:
+    """Problems of a model's or dataset's name and options, and the options its builder takes (None: unknown name)."""
+    known = _builder_options(prefix, name)
+    if known is None:
+        return [f"{prefix}.{_CHOSEN_BY[prefix]}: expected one of {', '.join(registered)}, got {name!r}"], None
+    allowed = known[0]
+    problems = [_not_an_option(prefix, k, v, name, allowed) for k, v in options.items() if k not in allowed]
+    return problems, {k: v for k, v in options.items() if k in allowed}
+
+
+def _not_an_option(prefix: str, key: str, value: Any, owner: str, allowed: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(key, list(allowed), n=1, cutoff=0.7)
+    hint = f"; did you mean '{prefix}.{close[0]}'?" if close else ""
+    return (
+        f"{prefix}.{key}: not an option of {owner} (its options: {', '.join(allowed) or 'none'}{hint}), got {value!r}"
+    )
+
+
+def _items(options: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    # Hashable and order-free, for the caches below (list values become tuples).
+    return tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in options.items()))
+
+
+def _blame_options(prefix: str, options: Mapping[str, Any], build: Any, err: Exception) -> list[str]:
+    """Every bad option, each found by building with that option alone (the others at their defaults).
+
+    ``err`` is the error of building with all options; it is reported as it is when no option fails alone
+    (a problem of the combination). When the builder fails with no option at all (e.g. the data's shape does
+    not suit the architecture), that error is reported too, and an option is blamed only for another error.
+    """
+    out, bare = [], None
+    try:
+        build({})
+    except Exception as failed:  # noqa: BLE001 - the defaults fail too: an option failing the same way is not to blame
+        bare = str(failed)
+        out.append(f"{prefix}: {bare}")
+    for key, value in sorted(options.items()):
+        try:
+            build({key: value})
+        except Exception as alone:  # noqa: BLE001 - report the builder's own message
+            if str(alone) != bare:
+                out.append(f"{prefix}.{key}: {alone}")
+    return out or [f"{prefix}: {err}"]
+
+
+@functools.lru_cache(maxsize=256)
+def _check_model_builds(
+    arch: str, options: tuple[tuple[str, Any], ...], in_shape: tuple[int, ...], num_classes: int
+) -> None:
+    from lgeom.models import build_model
+
+    build_model(arch, num_classes=num_classes, in_shape=in_shape, **dict(options))
+
+
+def data_shape(d: DataConfig) -> tuple[tuple[int, ...], int]:
+    """``(in_shape, num_classes)`` of the configured dataset without loading image files."""
+    return _data_shape(d.name, d.seed, _items({k: v for k, v in d.options.items() if k not in ("n_train", "n_test")}))
+
+
+@functools.lru_cache(maxsize=256)
+def _data_shape(name: str, seed: int, options: tuple[tuple[str, Any], ...]) -> tuple[tuple[int, ...], int]:
+    known = {
+        "mnist": ((1, 28, 28), 10),
+        "fashion-mnist": ((1, 28, 28), 10),
+        "cifar10": ((3, 32, 32), 10),
+        "cifar100": ((3, 32, 32), 100),
+    }
+    if name in known:
+        return known[name]
+    from lgeom.data import build_dataset, dataset_options
+
+    # A few samples are enough to learn the shape (and to try every option).
+    sizes = {"n_train": 8, "n_test": 8} if "n_train" in dataset_options(name) else {}
+    ds = build_dataset(name, "test", seed=seed, **dict(options), **sizes)
+    return tuple(ds.in_shape), int(ds.num_classes)
+
+
+def _matrix_axis_problems(s: StudyConfig) -> list[str]:
+    from lgeom.data import available_datasets
+    from lgeom.models import available_models
+
     out = []
-    for name in names:
-        v = getattr(section, name)
-        if v is None:
-            continue
-        lo = 0 if name in allow_zero else 1
-        if v < lo:
-            out.append(f"{prefix}.{name}: expected an integer >= {lo}, got {v!r}")
-    return out
-
-
-def _validate_curve(c: CurveConfig) -> list[str]:
-    from lgeom.optim import OPTIMIZERS, SCHEDULES
-
-    out = _positive_ints(c, "curve", ["bends", "epochs", "batch_size", "t_per_batch", "points", "bn_batches",
-                                       "bn_batch_size", "eval_train_samples", "plane_grid", "seed"],
-                         allow_zero=["seed"])
-    bad = [k for k in c.kinds if k not in ("bezier", "polychain")]
-    if bad:
-        out.append(f"curve.kinds: expected a list of 'bezier' and/or 'polychain', got {list(c.kinds)!r}")
-    if c.optimizer not in OPTIMIZERS:
-        out.append(f"curve.optimizer: expected one of {', '.join(OPTIMIZERS)}, got {c.optimizer!r}")
-    if c.schedule not in SCHEDULES:
-        out.append(f"curve.schedule: expected one of {', '.join(SCHEDULES)}, got {c.schedule!r}")
-    if not math.isfinite(c.lr) or c.lr <= 0:
-        out.append(f"curve.lr: expected a finite number > 0, got {c.lr!r}")
-    if not 0 <= c.momentum < 1:
-        out.append(f"curve.momentum: expected a number in [0, 1), got {c.momentum!r}")
-    if not math.isfinite(c.weight_decay) or c.weight_decay < 0:
-        out.append(f"curve.weight_decay: expected a finite number >= 0, got {c.weight_decay!r}")
-    if c.points < 2:
-        out.append(f"curve.points: expected an integer >= 2, got {c.points!r}")
-    if not math.isfinite(c.plane_margin) or c.plane_margin < 0:
-        out.append(f"curve.plane_margin: expected a number >= 0, got {c.plane_margin!r}")
-    if c.plane_grid == 1:  # values < 1 are reported above
-        out.append(f"curve.plane_grid: expected an integer >= 2, got {c.plane_grid!r}")
-    if len(set(c.kinds)) != len(c.kinds):
-        out.append(f"curve.kinds: expected distinct kinds, got {list(c.kinds)!r}")
-    return out
-
-
-def _validate_probe(p: ProbeConfig) -> list[str]:
-    out = _positive_ints(p, "probe", ["samples", "batch_size"])
-    out.extend(f"probe.{problem}" for problem in p.problems())
-    return out
-
-
-def _validate_study(s: StudyConfig) -> list[str]:
-    out = []
-    if not math.isfinite(s.cpu) or s.cpu <= 0:
-        out.append(f"study.cpu: expected a number > 0 (CPUs per trial), got {s.cpu!r}")
-    if not math.isfinite(s.gpu) or s.gpu < 0:
-        out.append(f"study.gpu: expected a number >= 0 (GPU fraction per trial), got {s.gpu!r}")
-    if s.max_concurrent < 0:
-        out.append(f"study.max_concurrent: expected an integer >= 0, got {s.max_concurrent!r}")
-    if s.max_failures < 0:
-        out.append(f"study.max_failures: expected an integer >= 0, got {s.max_failures!r}")
-    leaf_keys = _leaf_keys()
+    leaf_keys = _leaf_keys(tuple(available_models()), tuple(available_datasets()))
     for key, values in s.matrix.items():
         if key in SECTIONS and key != "study":
             # A section axis: each value is a mapping of several keys that vary together.
             if not isinstance(values, list) or not values or not all(isinstance(v, dict) for v in values):
-                out.append(f"study.matrix.{key}: expected a non-empty list of mappings of {key} settings, got {values!r}")
+                out.append(
+                    f"study.matrix.{key}: expected a non-empty list of mappings of {key} settings, got {values!r}"
+                )
             continue
         if key not in leaf_keys or key.startswith("study."):
             close = difflib.get_close_matches(key, sorted(leaf_keys), n=1)
@@ -496,70 +787,63 @@ def _validate_study(s: StudyConfig) -> list[str]:
             out.append(f"study.matrix.{key}: unknown axis, expected a dotted config key like 'train.lr'{hint}")
         if not isinstance(values, list) or not values:
             out.append(f"study.matrix.{key}: expected a non-empty list of values, got {values!r}")
+            continue
+        if key not in _NAMED_AXES:
+            # The value becomes part of each cell's folder name; checked once here rather than per cell.
+            out.extend(f"study.matrix.{key}: {p}" for v in values if (p := _folder_name_problem(_axis_part(key, v))))
     return out
 
 
-def _leaf_keys() -> set[str]:
+@functools.lru_cache(maxsize=8)
+def _leaf_keys(models: tuple[str, ...], datasets: tuple[str, ...]) -> frozenset[str]:
+    """Every key a matrix axis may set (cached per registry contents)."""
+    from lgeom.models import model_arch_args
+
     keys = {f.name for f in fields(Config) if f.name not in SECTIONS}
     for sec, cls in SECTIONS.items():
-        keys.update(f"{sec}.{f.name}" for f in fields(cls))
-    return keys
+        keys.update(f"{sec}.{k}" for k in section_keys(cls))
+    keys.update(f"model.{k}" for arch in models for k in model_arch_args(arch))
+    keys.update(f"data.{k}" for name in datasets for k in data_option_defaults(name))
+    return frozenset(keys)
 
 
-# --- helpers used by the steps ----------------------------------------------------------------------------
+# --- the one hash -------------------------------------------------------------------------------------
 
 
-def data_options(d: DataConfig) -> dict[str, Any]:
-    """Dataset keyword options that are set (besides name, root, seed and eval batch size)."""
-    skip = {"name", "root", "seed", "eval_batch_size"}
-    return {f.name: getattr(d, f.name) for f in fields(d) if f.name not in skip and getattr(d, f.name) is not None}
-
-
-@functools.lru_cache(maxsize=256)
-def _check_model_builds(arch: str, options: tuple[tuple[str, Any], ...], in_shape: tuple[int, ...], num_classes: int) -> None:
-    from lgeom.models import build_model
-
-    build_model(arch, num_classes=num_classes, in_shape=in_shape, **dict(options))
-
-
-def _model_problems(
-    arch: str, options: Mapping[str, Any], in_shape: tuple[int, ...], num_classes: int, err: Exception
-) -> list[str]:
-    """Every bad model option, each found by building with that option alone (the others at their defaults).
-
-    ``err`` is the error of building with all options; it is reported as it is when no option fails alone
-    (a problem of the combination, or of the data's shape).
+def result_settings(cfg: Config) -> dict[str, Any]:
+    """Every setting of ``cfg`` that can change results, as ``{dotted key: value}``: all keys but those
+    marked neutral (:func:`lgeom.specs.neutral_setting`) and the study section. Model and data options
+    always count (the registries do not mark them).
     """
-    out = []
-    for key, value in sorted(options.items()):
-        try:
-            _check_model_builds(arch, ((key, value),), in_shape, num_classes)
-        except Exception as alone:  # noqa: BLE001 - report the model's own message
-            out.append(f"model.{key}: {alone}")
-    return out or [f"model: {err}"]
+    out: dict[str, Any] = {}
+    top_fields = {f.name: f for f in fields(Config)}
+    for top, value in cfg.to_dict().items():
+        if not changes_results(top_fields[top]):
+            continue
+        if top not in SECTIONS:
+            out[top] = value
+            continue
+        keys = section_keys(SECTIONS[top])
+        out.update({f"{top}.{k}": v for k, v in value.items() if k not in keys or keys[k].changes_results})
+    return out
 
 
-@functools.lru_cache(maxsize=256)
-def data_shape(d: DataConfig) -> tuple[tuple[int, ...], int]:
-    """``(in_shape, num_classes)`` of the configured dataset without loading image files."""
-    known = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10), "cifar100": ((3, 32, 32), 100)}
-    if d.name in known:
-        return known[d.name]
-    from lgeom.data import build_dataset
-
-    opts = {k: v for k, v in data_options(d).items() if k not in ("n_train", "n_test")}
-    sizes = {}
-    if d.name not in ("digits",):
-        sizes = {"n_train": 8, "n_test": 8}
-    ds = build_dataset(d.name, "test", seed=d.seed, **opts, **sizes)
-    return tuple(ds.in_shape), int(ds.num_classes)
-
-
-def train_spec_kwargs(t: TrainConfig, *, seed: int) -> dict[str, Any]:
-    """Keyword arguments of ``lgeom.train.TrainSpec`` for one endpoint seed."""
-    d = {f.name: getattr(t, f.name) for f in fields(t) if f.name != "seeds"}
-    d["seed"] = seed
-    return d
+def config_hash(
+    cfg: Config | Mapping[str, Any], *, sections: Collection[str] | None = None, leave_out: Collection[str] = ()
+) -> str:
+    """Stable 16-hex-digit hash of the settings that change results (:func:`result_settings`), of every
+    section or only of ``sections``, without the dotted keys in ``leave_out`` (an endpoint's key hashes
+    :data:`ENDPOINT_SECTIONS` without ``train.seeds``, see ``pipelines.common.endpoint_key``).
+    """
+    if not isinstance(cfg, Config):
+        cfg = config_from_dict(cfg)
+    settings = {
+        k: v
+        for k, v in result_settings(cfg).items()
+        if (sections is None or k.split(".", 1)[0] in sections) and k not in leave_out
+    }
+    blob = json.dumps(settings, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 # --- loading ----------------------------------------------------------------------------------------------
@@ -575,13 +859,30 @@ def _read_yaml(preset: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]
     if not path.suffix:
         path = PRESET_DIR / f"{preset}.yaml"
     if not path.exists():
-        raise ConfigError([f"preset: expected one of {', '.join(available_presets())} or a YAML file, got {str(preset)!r}"])
+        raise ConfigError(
+            [f"preset: expected one of {', '.join(available_presets())} or a YAML file, got {str(preset)!r}"]
+        )
+    if not path.is_file():
+        raise ConfigError([f"preset {path}: expected a YAML file, got a folder"])
     if str(path.resolve()) in seen:
         raise ConfigError([f"preset {path.name}: 'base' chain loops back to itself"])
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as err:
+        byte = err.object[err.start : err.start + 1]
+        raise ConfigError(
+            [
+                f"preset {path}: expected a UTF-8 YAML text file, got bytes that are not UTF-8 "
+                f"(byte {err.start}: {byte!r})"
+            ]
+        ) from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise ConfigError([f"preset {path}: not valid YAML ({err})"]) from err
+    if data is None:
+        # An empty file would run every default into experiment "default": almost surely a mistake.
+        raise ConfigError([f"preset {path}: expected a mapping of settings, got an empty file"])
     if not isinstance(data, dict):
         raise ConfigError([f"preset {path}: expected a mapping at the top level, got {type(data).__name__}"])
     base = data.get("base")
@@ -603,8 +904,18 @@ def _deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]
     return out
 
 
+def _yaml_reason(err: yaml.YAMLError) -> str:
+    problem = getattr(err, "problem", None)
+    context = getattr(err, "context", None)
+    if problem:
+        return f"{context}: {problem}" if context else str(problem)
+    return str(err).splitlines()[0]
+
+
 def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
-    """``["train.lr=0.05", ...]`` -> ``({"train.lr": 0.05}, problems)``; values are parsed as YAML."""
+    """``["train.lr=0.05", ...]`` -> ``({"train.lr": 0.05}, problems)``; values are parsed as YAML, and a value
+    that is not valid YAML is a problem naming the override (it is left out).
+    """
     out: dict[str, Any] = {}
     problems: list[str] = []
     for item in overrides:
@@ -615,15 +926,19 @@ def parse_overrides(overrides: Sequence[str]) -> tuple[dict[str, Any], list[str]
         key = key.strip()
         try:
             value = yaml.safe_load(raw) if raw.strip() else None
-        except yaml.YAMLError:
-            value = raw
+        except yaml.YAMLError as err:
+            problems.append(
+                f"override {item!r}: expected a YAML value, got malformed YAML ({_yaml_reason(err)}); "
+                f"quote a string value, e.g. {key}='\"...\"'"
+            )
+            continue
         out[key] = value
     return out, problems
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any, problems: list[str]) -> None:
     if key.startswith("study.matrix."):
-        data.setdefault("study", {}).setdefault("matrix", {})[key[len("study.matrix."):]] = value
+        data.setdefault("study", {}).setdefault("matrix", {})[key[len("study.matrix.") :]] = value
         return
     parts = key.split(".")
     if len(parts) > 2 or not all(parts):
@@ -639,11 +954,59 @@ def _set_dotted(data: dict[str, Any], key: str, value: Any, problems: list[str])
     section[parts[1]] = value
 
 
+def _flow(value: Any) -> str:
+    """``value`` as one line of YAML flow style (what an override takes)."""
+    text = yaml.safe_dump(_plain(value), default_flow_style=True, sort_keys=False, width=2**31)
+    return text.strip().removesuffix("...").strip()
+
+
+def _shadowed_overrides(overrides: Mapping[str, Any], matrix: Any) -> list[str]:
+    """Every override of a key that a ``study.matrix`` axis also sets: the axis value would win in the cells
+    it sets, so the override would silently not apply. Each problem names the axis and the override of
+    the axis that does what the user asked.
+    """
+    if not isinstance(matrix, Mapping):
+        return []
+    out = []
+    for key, value in overrides.items():
+        if key.split(".", 1)[0] == "study":
+            continue
+        if key in SECTIONS and isinstance(value, Mapping):
+            leaves = {f"{key}.{k}": v for k, v in value.items()}
+        else:
+            leaves = {key: value}
+        for leaf, leaf_value in leaves.items():
+            for axis, axis_values in matrix.items():
+                if axis == leaf:
+                    fix = f"study.matrix.{axis}={_flow([leaf_value])}"
+                    where = "every cell"
+                elif axis in SECTIONS and leaf.startswith(f"{axis}.") and isinstance(axis_values, list):
+                    sub = leaf[len(axis) + 1 :]
+                    setting = [isinstance(v, Mapping) and sub in v for v in axis_values]
+                    if not any(setting):
+                        continue
+                    fixed_values = [{**v, sub: leaf_value} if s else v for v, s in zip(axis_values, setting)]
+                    fix = f"study.matrix.{axis}={_flow(fixed_values)}"
+                    where = "every cell" if all(setting) else "the cells whose axis value sets it"
+                else:
+                    continue
+                out.append(
+                    f"override {leaf}={_flow(leaf_value)}: expected a key that no study.matrix axis sets, got one "
+                    f"that axis '{axis}' sets (its value would win in {where}); "
+                    f"change the axis instead: {shlex.quote(fix)}"
+                )
+    return out
+
+
 def load_config(preset: str | Path, overrides: Sequence[str] | Mapping[str, Any] = ()) -> Config:
     """Load a preset (name or YAML path), apply dotted overrides, validate everything.
 
+    An override of a key that a ``study.matrix`` axis sets (directly, or inside a section axis) is refused:
+    the axis would win in every cell it sets. Override the axis instead.
+
     Raises:
-        ConfigError: listing every problem (unknown preset, keys, types and values) at once.
+        ConfigError: listing every problem (unknown preset, keys, types and values, malformed or shadowed
+            overrides) at once.
     """
     data = _read_yaml(preset)
     if isinstance(overrides, Mapping):
@@ -652,6 +1015,8 @@ def load_config(preset: str | Path, overrides: Sequence[str] | Mapping[str, Any]
         parsed, problems = parse_overrides(overrides)
     for key, value in parsed.items():
         _set_dotted(data, key, value, problems)
+    study = data.get("study")
+    problems.extend(_shadowed_overrides(parsed, study.get("matrix") if isinstance(study, Mapping) else None))
     try:
         cfg = config_from_dict(data, source=f"preset {preset}")
     except ConfigError as err:
@@ -662,7 +1027,9 @@ def load_config(preset: str | Path, overrides: Sequence[str] | Mapping[str, Any]
 
 
 def apply_overrides(cfg: Config, overrides: Mapping[str, Any]) -> Config:
-    """A validated copy of ``cfg`` with dotted keys set to new values."""
+    """A validated copy of ``cfg`` with dotted keys set to new values (no matrix rule: a program changing
+    a config knows which cells it builds).
+    """
     data = cfg.to_dict()
     problems: list[str] = []
     for key, value in overrides.items():
@@ -684,49 +1051,74 @@ class Cell:
     config: Config
 
 
+#: A model's label is its arch, then the first of these sizes it takes, then "x" and the first width it takes.
+_LABEL_SIZES = ("depth", "blocks", "channels")
+_LABEL_WIDTHS = ("width", "widen_factor")
+
+
 def model_label(m: ModelConfig) -> str:
-    """Short architecture label, e.g. ``preresnet8``, ``mlp2x64``, ``cnn16``, ``resmlp2x64``."""
+    """Short architecture label, e.g. ``preresnet8``, ``mlp2x64``, ``cnn16``, ``resmlp2x64``, ``wideresnet16x4``:
+    the arch, its size option and ``x`` its width option (builder defaults where not set).
+    """
     from lgeom.models import model_arch_args
 
     defaults = {k: v for k, v in model_arch_args(m.arch).items() if v is not inspect.Parameter.empty}
-    opts = {**defaults, **m.options()}
-    if m.arch == "preresnet":
-        return f"preresnet{opts.get('depth')}"
-    if m.arch in ("mlp",):
-        return f"mlp{opts.get('depth')}x{opts.get('width')}"
-    if m.arch == "resmlp":
-        return f"resmlp{opts.get('blocks')}x{opts.get('width')}"
-    return f"{m.arch}{opts.get('channels')}"
+    opts = {**defaults, **m.options}
+    size = next((str(opts[k]) for k in _LABEL_SIZES if k in opts), "")
+    width = next((f"x{opts[k]}" for k in _LABEL_WIDTHS if k in opts), "")
+    return f"{m.arch}{size}{width}"
 
 
 _AXIS_LABELS = {"train.weight_decay": "wd", "train.seeds": "seeds", "train.batch_size": "bs", "model.activation": "act"}
-_NAMED_AXES = {"model.arch", "model.depth", "model.width", "model.blocks", "model.channels", "data.name", "train.optimizer"}
+_NAMED_AXES = {"model.arch", *(f"model.{k}" for k in _LABEL_SIZES + _LABEL_WIDTHS), "data.name", "train.optimizer"}
+
+
+def _cell_name_parts(cfg: Config, axes: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(what, folder name)`` for each part of a cell's name."""
+    parts = [("model", model_label(cfg.model)), ("data.name", cfg.data.name), ("train.optimizer", cfg.train.optimizer)]
+    for key, value in axes.items():
+        if key in _NAMED_AXES or isinstance(value, dict):
+            continue
+        parts.append((f"study.matrix.{key}", _axis_part(key, value)))
+    return parts
+
+
+def _axis_part(key: str, value: Any) -> str:
+    """The ``label=value`` part of a cell's name for one axis value."""
+    label = _AXIS_LABELS.get(key, key.split(".")[-1])
+    text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+    return f"{label}={text}"
 
 
 def cell_name(cfg: Config, axes: Mapping[str, Any]) -> str:
     """``<model>/<dataset>/<optimizer>`` plus ``key=value`` for every other axis, e.g.
-    ``mlp2x64/moons/sgd/activation=tanh``."""
-    parts = [model_label(cfg.model), cfg.data.name, cfg.train.optimizer]
-    for key, value in axes.items():
-        if key in _NAMED_AXES or isinstance(value, dict):
-            continue
-        label = _AXIS_LABELS.get(key, key.split(".")[-1])
-        text = "-".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
-        parts.append(f"{label}={text}")
-    return "/".join(parts)
+    ``mlp2x64/moons/sgd/activation=tanh``.
+    """
+    return "/".join(part for _, part in _cell_name_parts(cfg, axes))
+
+
+def _folder_name_problem(text: str) -> str | None:
+    """Why ``text`` cannot be one folder name inside a study's output folder (None when it can)."""
+    if text in ("", ".", "..") or any(c in text for c in "/\\\0"):
+        return "expected a value that makes a plain folder name of the cell (no '/', '\\', '..'), got " + repr(text)
+    return None
 
 
 def expand_matrix(cfg: Config) -> list[Cell]:
     """One :class:`Cell` per combination of ``cfg.study.matrix`` (one cell of ``cfg`` itself when empty).
 
     Raises:
-        ConfigError: any cell's config is invalid (all cells' problems listed, each naming its cell).
+        ConfigError: any cell's config is invalid, or a value would not make a plain folder name of the
+            cell's name (all cells' problems listed, each naming its cell).
     """
     axes = list(cfg.study.matrix.items())
     if not axes:
+        problems = [f"{what}: {p}" for what, part in _cell_name_parts(cfg, {}) if (p := _folder_name_problem(part))]
+        if problems:
+            raise ConfigError(problems)
         return [Cell(cell_name(cfg, {}), {}, cfg)]
     cells: list[Cell] = []
-    problems: list[str] = []
+    problems = []
     base = cfg.to_dict()
     base["study"]["matrix"] = {}
     names: set[str] = set()
@@ -745,6 +1137,14 @@ def expand_matrix(cfg: Config) -> list[Cell]:
         except ConfigError as err:
             problems.extend(f"study.matrix cell {values}: {p}" for p in err.problems)
             continue
+        bad = [
+            f"study.matrix cell {values}: {what}: {p}"
+            for what, part in _cell_name_parts(cell_cfg, values)
+            if (p := _folder_name_problem(part))
+        ]
+        if bad:
+            problems.extend(bad)
+            continue
         name = cell_name(cell_cfg, values)
         if name in names:
             problems.append(f"study.matrix: two cells share the name {name!r}")
@@ -753,16 +1153,3 @@ def expand_matrix(cfg: Config) -> list[Cell]:
     if problems:
         raise ConfigError(problems)
     return cells
-
-
-def config_hash(cfg: Config | Mapping[str, Any]) -> str:
-    """Stable 16-hex-digit hash of everything that changes results (not the study section, name,
-    description, output folder or device)."""
-    data = cfg.to_dict() if isinstance(cfg, Config) else json.loads(json.dumps(cfg))
-    for k in ("study", "name", "description", "output_dir"):
-        data.pop(k, None)
-    data.get("train", {}).pop("device", None)
-    data.get("train", {}).pop("num_workers", None)
-    data.get("data", {}).pop("root", None)
-    blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -13,7 +13,6 @@ that fails leaves any earlier bundle as it was.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import os
 import shutil
@@ -26,7 +25,7 @@ import torch
 
 from lgeom import names
 from lgeom._checks import check_same_structure
-from lgeom.connect import ConnectResult, ConnectSpec, connect_pair, spec_from_settings
+from lgeom.connect import ConnectResult, ConnectSpec, connect_pair
 from lgeom.curves import check_model_matches
 from lgeom.data import Splits
 from lgeom.device import resolve_device
@@ -43,8 +42,16 @@ from tracking.steps import log_step_bundle
 from tracking.store import connect
 
 
-def main(cfg: Config, *, a: str | None = None, b: str | None = None, cell: str | None = None, progress: bool = True,
-         track: bool = True, store: Any = None) -> list[dict[str, Any]]:
+def main(
+    cfg: Config,
+    *,
+    a: str | None = None,
+    b: str | None = None,
+    cell: str | None = None,
+    progress: bool = True,
+    track: bool = True,
+    store: Any = None,
+) -> list[dict[str, Any]]:
     """Connect the endpoints of every cell of ``cfg`` (or of ``cell``); returns one summary per cell.
 
     With ``track`` each cell's bundle is logged as an MLflow run (stage ``connect``) in ``store`` (default:
@@ -75,21 +82,36 @@ def main(cfg: Config, *, a: str | None = None, b: str | None = None, cell: str |
         else:
             if len(ccfg.train.seeds) < 2:
                 raise ValueError(f"train.seeds: expected two seeds (endpoints A and B), got {list(ccfg.train.seeds)!r}")
-            trained = [train_endpoint(ccfg, s, splits, cell_dir(cfg, c.name), progress=progress) for s in ccfg.train.seeds[:2]]
+            trained = [
+                train_endpoint(ccfg, s, splits, cell_dir(cfg, c.name), progress=progress) for s in ccfg.train.seeds[:2]
+            ]
             model = trained[0][0]
             (pa, ba), (pb, bb) = [(r.final_params, r.final_buffers) for _, r, _ in trained]
         result = connect_endpoints(ccfg, model, splits, (pa, ba), (pb, bb), progress=progress)
         out = cell_dir(cfg, c.name) / "connect"
-        write_bundle_atomically(out, functools.partial(_fill_cell_bundle, cell=c, result=result, model=model, splits=splits))
+        write_bundle_atomically(
+            out, functools.partial(_fill_cell_bundle, cell=c, result=result, model=model, splits=splits)
+        )
         metrics = result.metrics()
         for name in result.paths:
-            print(f"{c.name} {name}: test loss barrier {metrics[names.barrier_metric(name, 'test', 'loss_barrier')]:.4f}, "
-                  f"test acc drop {metrics[names.barrier_metric(name, 'test', 'acc_drop')]:.2f} pp")
+            print(
+                f"{c.name} {name}: "
+                f"test loss barrier {metrics[names.barrier_metric(name, 'test', 'loss_barrier')]:.4f}, "
+                f"test acc drop {metrics[names.barrier_metric(name, 'test', 'acc_drop')]:.2f} pp"
+            )
         print(f"{c.name}: results in {out}")
         summary = {"cell": c.name, "bundle": str(out), "metrics": metrics}
         if track:
-            summary["run_id"] = log_step_bundle(out, study=cfg.name, cell=c.name, config_hash=config_hash(ccfg), stage=names.STAGE_CONNECT,
-                                                params=ccfg.flat(), model=model, store=store)
+            summary["run_id"] = log_step_bundle(
+                out,
+                study=cfg.name,
+                cell=c.name,
+                config_hash=config_hash(ccfg),
+                stage=names.STAGE_CONNECT,
+                params=ccfg.flat(),
+                model=model,
+                store=store,
+            )
             print(f"{c.name}: logged to MLflow run {summary['run_id']} ({store.describe()})")
         summaries.append(summary)
     return summaries
@@ -106,33 +128,54 @@ def connect_endpoints(
     progress: bool = True,
 ) -> ConnectResult:
     """Connect endpoints ``a`` and ``b`` (each ``(params, buffers)``) as the config's ``curve`` section says,
-    on ``train.device``, seeded by ``curve.seed``."""
+    on ``train.device``, seeded by ``curve.seed``.
+    """
     device = resolve_device(cfg.train.device)
     model.to(device)
     on = lambda d: {n: v.to(device) for n, v in d.items()}  # noqa: E731
     set_seed(cfg.curve.seed)
     return connect_pair(
-        model, on(a[0]), on(b[0]), a_buffers=on(a[1]), b_buffers=on(b[1]), train=splits.train,
-        train_eval=splits.train_eval, test=splits.test, spec=connect_spec(cfg), callbacks=callbacks, progress=progress,
+        model,
+        on(a[0]),
+        on(b[0]),
+        a_buffers=on(a[1]),
+        b_buffers=on(b[1]),
+        train=splits.train,
+        train_eval=splits.train_eval,
+        test=splits.test,
+        spec=connect_spec(cfg),
+        callbacks=callbacks,
+        progress=progress,
     )
 
 
-def _fill_cell_bundle(bundle: Bundle, *, cell: Cell, result: ConnectResult, model: torch.nn.Module, splits: Splits) -> None:
+def _fill_cell_bundle(
+    bundle: Bundle, *, cell: Cell, result: ConnectResult, model: torch.nn.Module, splits: Splits
+) -> None:
     write_connect_result(bundle, result, extra=model_extra(cell.config, splits), title=cell.name)
     bundle.add_params({**cell.config.flat(), names.PARAM_N_PARAMS: count_params(model)})
-    bundle.add_tags({names.TAG_CELL: cell.name, names.TAG_STAGE: names.STAGE_CONNECT, names.TAG_CONFIG_HASH: config_hash(cell.config)})
+    bundle.add_tags(
+        {
+            names.TAG_CELL: cell.name,
+            names.TAG_STAGE: names.STAGE_CONNECT,
+            names.TAG_CONFIG_HASH: config_hash(cell.config),
+        }
+    )
 
 
 def connect_spec(cfg: Config) -> ConnectSpec:
-    """The :class:`~lgeom.connect.ConnectSpec` of a config's ``curve`` section."""
-    return spec_from_settings(dataclasses.asdict(cfg.curve), eval_batch_size=cfg.data.eval_batch_size)
+    """The :class:`~lgeom.connect.ConnectSpec` of a config: its ``curve`` section is one (evaluating in batches
+    of ``data.eval_batch_size``).
+    """
+    return cfg.curve
 
 
 def model_extra(cfg: Config, splits: Splits) -> dict[str, Any]:
     """What a saved curve needs to rebuild its architecture: ``model`` (``arch`` + options),
-    ``num_classes`` and ``in_shape`` (``lgeom.build_model(extra["model"]["arch"], ...)``)."""
+    ``num_classes`` and ``in_shape`` (``lgeom.build_model(extra["model"]["arch"], ...)``).
+    """
     return {
-        "model": {"arch": cfg.model.arch, **cfg.model.options()},
+        "model": {"arch": cfg.model.arch, **cfg.model.options},
         "num_classes": int(splits.test.num_classes),  # type: ignore[attr-defined]
         "in_shape": list(splits.test.in_shape),  # type: ignore[attr-defined]
     }
@@ -166,13 +209,19 @@ def load_endpoint(path: str | os.PathLike[str], label: str) -> tuple[Params, Par
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"checkpoint {label}: expected a file written by lgeom train at {p}, got nothing there")
-    state = load_plain(p, f"checkpoint {label}", "a checkpoint written by lgeom train ({'params', 'buffers'} of tensors)")
+    state = load_plain(
+        p, f"checkpoint {label}", "a checkpoint written by lgeom train ({'params', 'buffers'} of tensors)"
+    )
     if not isinstance(state, dict) or not isinstance(state.get("params"), Mapping):
-        raise ValueError(f"checkpoint {label}: expected a dict with 'params' and 'buffers' (as written by lgeom train), got {p}")
+        raise ValueError(
+            f"checkpoint {label}: expected a dict with 'params' and 'buffers' (as written by lgeom train), got {p}"
+        )
     return dict(state["params"]), dict(state.get("buffers") or {})
 
 
-def write_connect_result(bundle: Bundle, result: ConnectResult, *, extra: Mapping[str, Any], figures: bool = True, title: str | None = None) -> None:
+def write_connect_result(
+    bundle: Bundle, result: ConnectResult, *, extra: Mapping[str, Any], figures: bool = True, title: str | None = None
+) -> None:
     """Write a :class:`~lgeom.connect.ConnectResult` into a bundle.
 
     Writes ``metrics.json`` (``ConnectResult.metrics()``), ``paths/<path>.csv``, ``curves/<curve>.pt``
@@ -191,13 +240,22 @@ def write_connect_result(bundle: Bundle, result: ConnectResult, *, extra: Mappin
         if p.plane is not None:
             bundle.write_plane(name, p.plane.to_arrays())
             if figures:
-                plot_plane(p.plane.to_arrays(), bundle.figure_path(f"plane_{name}"), title=f"{title or ''} {name}".strip())
+                plot_plane(
+                    p.plane.to_arrays(), bundle.figure_path(f"plane_{name}"), title=f"{title or ''} {name}".strip()
+                )
     bundle.write_endpoint("a", cpu(result.a_params), cpu(result.a_buffers))
     bundle.write_endpoint("b", cpu(result.b_params), cpu(result.b_buffers))
     if result.alignment is not None:
-        bundle.write_endpoint(names.aligned("b"), cpu(result.alignment.params), cpu(result.alignment.buffers or result.b_buffers))
-        bundle.write_json(names.ALIGNMENT_FILE, {"iterations": result.alignment.iterations,
-                                             "perms": {k: v.tolist() for k, v in result.alignment.perms.items()}})
+        bundle.write_endpoint(
+            names.aligned("b"), cpu(result.alignment.params), cpu(result.alignment.buffers or result.b_buffers)
+        )
+        bundle.write_json(
+            names.ALIGNMENT_FILE,
+            {
+                "iterations": result.alignment.iterations,
+                "perms": {k: v.tolist() for k, v in result.alignment.perms.items()},
+            },
+        )
     if figures:
         plot_paths({n: p.table for n, p in result.paths.items()}, bundle.figure_path("paths"), title=title)
 
@@ -220,14 +278,23 @@ def write_bundle_atomically(target: Path, fill: Callable[[Bundle], None]) -> Bun
 
 def add_arguments(parser: Any, step: str) -> None:
     """``--a`` and ``--b``: checkpoints of the endpoints (instead of training them)."""
-    parser.add_argument("--a", default=None, metavar="PATH", help="checkpoint of endpoint A (final.pt written by lgeom train)")
+    parser.add_argument(
+        "--a", default=None, metavar="PATH", help="checkpoint of endpoint A (final.pt written by lgeom train)"
+    )
     parser.add_argument("--b", default=None, metavar="PATH", help="checkpoint of endpoint B")
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (local outputs only)")
 
 
 def cli(cfg: Config, args: Any) -> int:
     """``lgeom connect``: connect and report; exit status 0."""
-    main(cfg, a=args.a or None, b=args.b or None, cell=args.cell, progress=not args.no_progress, track=not args.no_tracking)
+    main(
+        cfg,
+        a=args.a or None,
+        b=args.b or None,
+        cell=args.cell,
+        progress=not args.no_progress,
+        track=not args.no_tracking,
+    )
     return 0
 
 

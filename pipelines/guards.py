@@ -86,9 +86,15 @@ def check_local_resources(cpu: float, gpu: float, *, cpus: int | None = None, gp
     have_cpu = cpus if cpus is not None else (os.cpu_count() or 1)
     have_gpu = gpus if gpus is not None else local_gpu_count()
     if cpu > have_cpu:
-        raise ValueError(f"study.cpu: expected at most {have_cpu:g} CPUs per trial (what this machine has for the local Ray), got {cpu:g}")
+        raise ValueError(
+            f"study.cpu: expected at most {have_cpu:g} CPUs per trial (what this machine has for the local Ray), "
+            f"got {cpu:g}"
+        )
     if have_gpu > 0 and gpu > have_gpu:
-        raise ValueError(f"study.gpu: expected at most {have_gpu:g} GPUs per trial (what this machine has for the local Ray), got {gpu:g}")
+        raise ValueError(
+            f"study.gpu: expected at most {have_gpu:g} GPUs per trial (what this machine has for the local Ray), "
+            f"got {gpu:g}"
+        )
 
 
 def _proc_start(pid: int) -> int | None:
@@ -99,7 +105,11 @@ def _proc_start(pid: int) -> int | None:
 def describe_holder(info: dict[str, Any]) -> str:
     """``pid 123 on host h, started 2026-01-01 12:00:00 UTC`` from a lock file's record."""
     started = info.get("started_at")
-    when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(started))) if isinstance(started, (int, float)) else "at an unknown time"
+    when = (
+        time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(started)))
+        if isinstance(started, (int, float))
+        else "at an unknown time"
+    )
     return f"pid {info.get('pid', '?')} on host {info.get('host', '?')}, started {when}"
 
 
@@ -127,7 +137,7 @@ class StudyLock:
         except (OSError, ValueError, TypeError):
             return {}
 
-    def acquire(self) -> "StudyLock":
+    def acquire(self) -> StudyLock:
         """Take the lock; remembers a dead holder's record in ``previous`` (a killed study).
 
         Raises:
@@ -161,8 +171,13 @@ class StudyLock:
                 ) from None
         old = self._read(fd)
         self.previous = old or None
-        record = {"pid": os.getpid(), "host": socket.gethostname(), "proc_start": _proc_start(os.getpid()),
-                  "started_at": time.time(), "study": self.study}
+        record = {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "proc_start": _proc_start(os.getpid()),
+            "started_at": time.time(),
+            "study": self.study,
+        }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(record).encode(), 0)
         os.fsync(fd)
@@ -181,10 +196,12 @@ class StudyLock:
         os.close(self._fd)
         self._fd = None
 
-    def __enter__(self) -> "StudyLock":
+    def __enter__(self) -> StudyLock:
         return self.acquire()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.release()
 
 
@@ -200,14 +217,18 @@ def check_no_running_study(store: Any, experiment_id: str, study: str, *, own_ru
     Raises:
         StudyLockedError: naming that process (pid, host, start time) and its run.
     """
-
     host = socket.gethostname()
-    for run in search_all_runs(store, [experiment_id], f"attributes.status = 'RUNNING' and tags.`{TAG_STAGE}` = 'study'"):
+    for run in search_all_runs(
+        store, [experiment_id], f"attributes.status = 'RUNNING' and tags.`{TAG_STAGE}` = 'study'"
+    ):
         tags = run.data.tags
         pid = tags.get(TAG_PID, "")
         if tags.get(TAG_HOST) != host or not pid.isdigit() or int(pid) == os.getpid():
             continue
-        if own_run is not None and (run.info.start_time, run.info.run_id) > (own_run.info.start_time, own_run.info.run_id):
+        if own_run is not None and (run.info.start_time, run.info.run_id) > (
+            own_run.info.start_time,
+            own_run.info.run_id,
+        ):
             continue  # started after ours: that one refuses
         ticks = int(tags.get(TAG_PROC_START, "0") or 0) or None
         if process_alive(int(pid), ticks):

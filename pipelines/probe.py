@@ -4,10 +4,11 @@ endpoints and midpoint of a saved curve and along it.
 Without a file the trained endpoint A (seed ``train.seeds[0]``) of every cell is probed (trained, resumed or
 reused by ``pipelines.common.train_endpoint``); ``--checkpoint`` probes a file written by ``lgeom train``,
 ``--curve`` one written by ``lgeom connect`` (its endpoints t = 0 and 1 keep the trained BatchNorm statistics
-of ``endpoints/a.pt`` / ``b.pt`` in the same connect bundle). Results go to the bundle ``<output_dir>/<name>/<cell>/probe/``
-(or ``--out``): metrics ``hessian.<point>.lambda_max|topk_mean|trace``, ``sharpness.<point>.eps_avg|eps_worst``
-(+ extras), ``spectra/<point>.json``, ``paths/<path>.csv`` with ``hessian_lambda_max`` and ``hessian_top<i>``,
-``planes/slice_<point>.npz``, ``planes/pca.npz``, ``probes.json`` and ``figures/*.png``.
+of ``endpoints/a.pt`` / ``b.pt`` in the same connect bundle). Results go to the bundle
+``<output_dir>/<name>/<cell>/probe/`` (or ``--out``): metrics ``hessian.<point>.lambda_max|topk_mean|trace``,
+``sharpness.<point>.eps_avg|eps_worst`` (+ extras), ``spectra/<point>.json``, ``paths/<path>.csv`` with
+``hessian_lambda_max`` and ``hessian_top<i>``, ``planes/slice_<point>.npz``, ``planes/pca.npz``, ``probes.json``
+and ``figures/*.png``.
 
     lgeom probe --preset quick train.snapshot_every=20 train.grad_snapshot_every=5
     lgeom probe --preset quick-tiny --cell mlp2x16/moons/sgd --checkpoint outputs/.../seed0/final.pt
@@ -66,7 +67,9 @@ def probe_batches(cfg: Config, splits: Splits) -> list[Batch]:
     return batches
 
 
-def curve_endpoint_buffers(curve_file: str | Path, curve: Curve) -> tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None]:
+def curve_endpoint_buffers(
+    curve_file: str | Path, curve: Curve
+) -> tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None]:
     """Trained BatchNorm statistics of a saved curve's endpoints A and B, from the connect bundle holding it.
 
     ``lgeom connect`` writes ``<bundle>/curves/<name>.pt`` beside ``<bundle>/endpoints/a.pt`` and ``b.pt``
@@ -83,8 +86,10 @@ def curve_endpoint_buffers(curve_file: str | Path, curve: Curve) -> tuple[dict[s
         if f.is_file():
             params, bufs = load_endpoint(f, names.endpoint_artifact(name))
             same = set(params) == set(end) and all(
-                params[n].shape == end[n].shape and torch.allclose(params[n].cpu().to(end[n].dtype), end[n].cpu(), rtol=1e-6, atol=1e-8)
-                for n in end)
+                params[n].shape == end[n].shape
+                and torch.allclose(params[n].cpu().to(end[n].dtype), end[n].cpu(), rtol=1e-6, atol=1e-8)
+                for n in end
+            )
             buffers = dict(bufs) if same else None
         found.append(buffers)
     return found[0], found[1]
@@ -92,11 +97,18 @@ def curve_endpoint_buffers(curve_file: str | Path, curve: Curve) -> tuple[dict[s
 
 def trajectory_of(checkpoint: str | Path) -> dict[str, list[Any]]:
     """Snapshots, their steps and gradient snapshots kept by ``lgeom train`` in ``last.pt`` beside a checkpoint
-    (empty lists when there is none)."""
+    (empty lists when there is none).
+    """
     last = Path(checkpoint).with_name("last.pt")
-    state = load_plain(last, f"training state {last.name} beside the checkpoint", "the loop state written by lgeom train") if last.is_file() else {}
+    state = (
+        load_plain(last, f"training state {last.name} beside the checkpoint", "the loop state written by lgeom train")
+        if last.is_file()
+        else {}
+    )
     if not isinstance(state, dict):
-        raise ValueError(f"training state {last}: expected the dict written by lgeom train, got a {type(state).__name__}")
+        raise ValueError(
+            f"training state {last}: expected the dict written by lgeom train, got a {type(state).__name__}"
+        )
     return {k: list(state.get(k, [])) for k in ("snapshots", "snapshot_steps", "grads")}
 
 
@@ -129,20 +141,39 @@ def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figur
     if not figures:
         return metrics
     if result.eigen is not None:
-        fig.plot_topk(result.eigen.values, bundle.figure_path(f"{point}_topk"), title=f"Hessian top-{len(result.eigen.values)} at {point}")
+        fig.plot_topk(
+            result.eigen.values,
+            bundle.figure_path(f"{point}_topk"),
+            title=f"Hessian top-{len(result.eigen.values)} at {point}",
+        )
     if result.density is not None:
-        fig.plot_spectral_density(result.density.grid, result.density.density, bundle.figure_path(f"{point}_density"),
-                                  eigenvalues=None if result.eigen is None else result.eigen.values, title=f"spectral density at {point}")
+        fig.plot_spectral_density(
+            result.density.grid,
+            result.density.density,
+            bundle.figure_path(f"{point}_density"),
+            eigenvalues=None if result.eigen is None else result.eigen.values,
+            title=f"spectral density at {point}",
+        )
     if result.average is not None:
-        fig.plot_sharpness_histogram(result.average.increases, bundle.figure_path(f"{point}_sharpness"), eps=result.average.eps,
-                                     worst=None if result.worst is None else result.worst.increase)
+        fig.plot_sharpness_histogram(
+            result.average.increases,
+            bundle.figure_path(f"{point}_sharpness"),
+            eps=result.average.eps,
+            worst=None if result.worst is None else result.worst.increase,
+        )
     if result.slice_1d is not None:
         s1 = result.slice_1d
-        fig.plot_slice_1d(s1.alphas, s1.loss, bundle.figure_path(f"{point}_slice1d"), acc=s1.acc, title=f"1-D slice at {point}")
+        fig.plot_slice_1d(
+            s1.alphas, s1.loss, bundle.figure_path(f"{point}_slice1d"), acc=s1.acc, title=f"1-D slice at {point}"
+        )
     if result.slice_2d is not None:
         s2 = result.slice_2d
-        fig.plot_slice_2d(s2.alphas, s2.betas, s2.loss, bundle.figure_path(f"{point}_slice2d"), title=f"2-D slice at {point}")
-        fig.plot_surface_3d(s2.alphas, s2.betas, s2.loss, bundle.figure_path(f"{point}_surface3d"), title=f"loss surface at {point}")
+        fig.plot_slice_2d(
+            s2.alphas, s2.betas, s2.loss, bundle.figure_path(f"{point}_slice2d"), title=f"2-D slice at {point}"
+        )
+        fig.plot_surface_3d(
+            s2.alphas, s2.betas, s2.loss, bundle.figure_path(f"{point}_surface3d"), title=f"loss surface at {point}"
+        )
     return metrics
 
 
@@ -160,70 +191,134 @@ def merge_on_t(old: Table, new: Table) -> Table:
 
 def write_path_probes(bundle: Bundle, name: str, table: Table, *, figures: bool = True) -> Path:
     """Merge a :func:`~lgeom.probes.probe_path` table into ``paths/<name>.csv`` (joined on t with the table
-    the connect stage wrote, NaN where a row has no probe) and draw ``figures/<name>_hessian.png``."""
+    the connect stage wrote, NaN where a row has no probe) and draw ``figures/<name>_hessian.png``.
+    """
     if (bundle.root / names.path_table_artifact(name)).exists():
         table = merge_on_t(bundle.read_path(name), table)
     out = bundle.write_path(name, table)
     cols = names.topk_columns(table.names)
     if figures and cols:
         keep = np.isfinite(np.asarray(table[cols[0]], dtype=np.float64))
-        fig.plot_eigenvalues_along_path(table["t"][keep], {c: np.asarray(table[c], dtype=np.float64)[keep] for c in cols},
-                                    bundle.figure_path(f"{name}_hessian"), title=f"Hessian top-k along {name}")
+        fig.plot_eigenvalues_along_path(
+            table["t"][keep],
+            {c: np.asarray(table[c], dtype=np.float64)[keep] for c in cols},
+            bundle.figure_path(f"{name}_hessian"),
+            title=f"Hessian top-k along {name}",
+        )
     return out
 
 
-def write_trajectory_probes(bundle: Bundle, *, pca: PCAPlaneResult | None = None, effective_dim: EffectiveDimensionality | None = None,
-                            figures: bool = True) -> None:
+def write_trajectory_probes(
+    bundle: Bundle,
+    *,
+    pca: PCAPlaneResult | None = None,
+    effective_dim: EffectiveDimensionality | None = None,
+    figures: bool = True,
+) -> None:
     """Write the PCA plane (``planes/pca.npz``, ``figures/pca_plane.png``, metrics ``pca.explained_variance_1|2``,
     ``pca.max_relative_residual``) and the gradients' effective dimensionality (``effective_dim.json``, metrics
-    ``gradients.effective_dim``, ``gradients.effective_dim_ratio``)."""
+    ``gradients.effective_dim``, ``gradients.effective_dim_ratio``).
+    """
     if pca is not None:
         bundle.write_plane("pca", pca.to_arrays())
-        bundle.add_metrics({names.trajectory_metric(names.PCA, "explained_variance_1"): float(pca.explained_variance_ratio[0]),
-                            names.trajectory_metric(names.PCA, "explained_variance_2"): float(pca.explained_variance_ratio[1]),
-                            names.trajectory_metric(names.PCA, "max_relative_residual"): float(pca.relative_residuals.max())})
+        bundle.add_metrics(
+            {
+                names.trajectory_metric(names.PCA, "explained_variance_1"): float(pca.explained_variance_ratio[0]),
+                names.trajectory_metric(names.PCA, "explained_variance_2"): float(pca.explained_variance_ratio[1]),
+                names.trajectory_metric(names.PCA, "max_relative_residual"): float(pca.relative_residuals.max()),
+            }
+        )
         if figures:
-            fig.plot_pca_plane(pca.xs, pca.ys, pca.loss, pca.coords, bundle.figure_path("pca_plane"), explained=pca.explained_variance_ratio,
-                           snapshot_loss=pca.snapshot_loss, projected_loss=pca.projected_loss)
+            fig.plot_pca_plane(
+                pca.xs,
+                pca.ys,
+                pca.loss,
+                pca.coords,
+                bundle.figure_path("pca_plane"),
+                explained=pca.explained_variance_ratio,
+                snapshot_loss=pca.snapshot_loss,
+                projected_loss=pca.projected_loss,
+            )
     if effective_dim is not None:
-        bundle.write_json(names.EFFECTIVE_DIM_FILE, {**vars(effective_dim), "explained_variance_ratio": effective_dim.explained_variance_ratio.tolist()})
-        bundle.add_metrics({names.trajectory_metric(names.GRADIENTS, "effective_dim"): effective_dim.n_components,
-                            names.trajectory_metric(names.GRADIENTS, "effective_dim_ratio"): effective_dim.ratio})
+        bundle.write_json(
+            names.EFFECTIVE_DIM_FILE,
+            {**vars(effective_dim), "explained_variance_ratio": effective_dim.explained_variance_ratio.tolist()},
+        )
+        bundle.add_metrics(
+            {
+                names.trajectory_metric(names.GRADIENTS, "effective_dim"): effective_dim.n_components,
+                names.trajectory_metric(names.GRADIENTS, "effective_dim_ratio"): effective_dim.ratio,
+            }
+        )
 
 
 # --- running probes ---------------------------------------------------------------------------------------------
 
 
-def run_trajectory_probes(bundle: Bundle, cfg: Config, model: nn.Module, data: list[Batch],
-                          trajectory: TrainResult | Mapping[str, Sequence[Any]], *, final: Mapping[str, torch.Tensor] | None = None,
-                          progress: bool = True) -> None:
+def run_trajectory_probes(
+    bundle: Bundle,
+    cfg: Config,
+    model: nn.Module,
+    data: list[Batch],
+    trajectory: TrainResult | Mapping[str, Sequence[Any]],
+    *,
+    final: Mapping[str, torch.Tensor] | None = None,
+    progress: bool = True,
+) -> None:
     """PCA plane (``probe.pca``, needs >= 3 snapshots) and effective dimensionality (``probe.effective_dim``,
-    needs >= 2 gradient snapshots) of a training trajectory, written with :func:`write_trajectory_probes`."""
+    needs >= 2 gradient snapshots) of a training trajectory, written with :func:`write_trajectory_probes`.
+    """
     if isinstance(trajectory, TrainResult):
-        trajectory = {"snapshots": trajectory.snapshots, "snapshot_steps": trajectory.snapshot_steps, "grads": trajectory.grad_snapshots}
+        trajectory = {
+            "snapshots": trajectory.snapshots,
+            "snapshot_steps": trajectory.snapshot_steps,
+            "grads": trajectory.grad_snapshots,
+        }
     snaps, grads = list(trajectory.get("snapshots", [])), list(trajectory.get("grads", []))
     if cfg.probe.pca and len(snaps) < 3:
-        print(f"probe: PCA plane skipped: {len(snaps)} trajectory snapshots (set train.snapshot_every > 0 for at least 3)")
+        print(
+            f"probe: PCA plane skipped: {len(snaps)} trajectory snapshots (set train.snapshot_every > 0 for at least 3)"
+        )
     if cfg.probe.effective_dim and len(grads) < 2:
-        print(f"probe: effective dimensionality skipped: {len(grads)} gradient snapshots (set train.grad_snapshot_every > 0)")
+        print(
+            f"probe: effective dimensionality skipped: {len(grads)} gradient snapshots "
+            "(set train.grad_snapshot_every > 0)"
+        )
     pca = None
     if cfg.probe.pca and len(snaps) >= 3:
-        pca = pca_plane(model, snaps, data, final=final, steps=trajectory.get("snapshot_steps"), n_points=cfg.probe.slice2d_points,
-                        bn_batches=data if has_batchnorm(model) else None, progress=progress)
+        pca = pca_plane(
+            model,
+            snaps,
+            data,
+            final=final,
+            steps=trajectory.get("snapshot_steps"),
+            n_points=cfg.probe.slice2d_points,
+            bn_batches=data if has_batchnorm(model) else None,
+            progress=progress,
+        )
     effdim = effective_dimensionality(grads) if cfg.probe.effective_dim and len(grads) >= 2 else None
     write_trajectory_probes(bundle, pca=pca, effective_dim=effdim)
 
 
-def probe_cell(cfg: Config, model: nn.Module, bundle: Bundle, splits: Splits, *,
-               trajectory: TrainResult | Mapping[str, Sequence[Any]] | None = None, callbacks: Sequence[Any] | None = None,
-               progress: bool = True) -> dict[str, float]:
+def probe_cell(
+    cfg: Config,
+    model: nn.Module,
+    bundle: Bundle,
+    splits: Splits,
+    *,
+    trajectory: TrainResult | Mapping[str, Sequence[Any]] | None = None,
+    callbacks: Sequence[Any] | None = None,
+    progress: bool = True,
+) -> dict[str, float]:
     """A study trial's probe stage on a bundle the train and connect stages filled: points ``a`` and ``b``
     (``endpoints/a.pt``, ``b.pt``, trained buffers kept), ``mid`` (midpoint of ``curves/bezier.pt``, else of the
     first curve, else of the line), the top-k along every path (``linear`` between A and B, ``linear_aligned``
     with ``endpoints/b_aligned.pt``, every ``curves/<path>.pt``), and the PCA plane / effective dimensionality
     of A's training run when ``trajectory`` (A's ``TrainResult`` or a :func:`trajectory_of` dict) is given.
 
-        probe_cell(cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress)
+        probe_cell(
+            cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress
+        )
 
     Returns:
         The metrics of the points: ``hessian.<point>.*``, ``sharpness.<point>.*``, ``curvature.<point>.*``,
@@ -236,13 +331,25 @@ def probe_cell(cfg: Config, model: nn.Module, bundle: Bundle, splits: Splits, *,
     device = resolve_device(cfg.train.device)
     model.to(device)
     on = lambda d: {n: v.to(device) for n, v in d.items()}  # noqa: E731
-    ends = {n: tuple(map(on, load_endpoint(bundle.root / names.endpoint_artifact(n), n)))
-            for n in ("a", "b", names.aligned("b")) if (bundle.root / names.endpoint_artifact(n)).is_file()}
+    ends = {
+        n: tuple(map(on, load_endpoint(bundle.root / names.endpoint_artifact(n), n)))
+        for n in ("a", "b", names.aligned("b"))
+        if (bundle.root / names.endpoint_artifact(n)).is_file()
+    }
     for name, (params, _) in ends.items():
         check_model_matches(model, params, what=names.endpoint_artifact(name))
     metrics: dict[str, float] = {}
     for name in ("a", "b"):
-        res = probe_point(model, ends[name][0], data, settings, buffers=ends[name][1], endpoint=True, callbacks=callbacks, progress=progress)
+        res = probe_point(
+            model,
+            ends[name][0],
+            data,
+            settings,
+            buffers=ends[name][1],
+            endpoint=True,
+            callbacks=callbacks,
+            progress=progress,
+        )
         metrics.update(write_point_probes(bundle, name, res))
     paths: dict[str, Curve] = {names.LINE: Line(ends["a"][0], ends["b"][0])}
     if names.aligned("b") in ends:
@@ -255,8 +362,20 @@ def probe_cell(cfg: Config, model: nn.Module, bundle: Bundle, splits: Splits, *,
     metrics.update(write_point_probes(bundle, names.MID, res))
     for name, curve in paths.items() if settings.hessian_points > 0 else ():
         b_end = ends[names.aligned("b") if names.is_aligned(name) else "b"]
-        write_path_probes(bundle, name, probe_path(model, curve, None, data, settings=settings, endpoint_buffers=(ends["a"][1], b_end[1]),
-                                                   callbacks=callbacks, progress=progress))
+        write_path_probes(
+            bundle,
+            name,
+            probe_path(
+                model,
+                curve,
+                None,
+                data,
+                settings=settings,
+                endpoint_buffers=(ends["a"][1], b_end[1]),
+                callbacks=callbacks,
+                progress=progress,
+            ),
+        )
     if trajectory is not None:
         run_trajectory_probes(bundle, cfg, model, data, trajectory, final=ends["a"][0], progress=progress)
     return metrics
@@ -265,12 +384,24 @@ def probe_cell(cfg: Config, model: nn.Module, bundle: Bundle, splits: Splits, *,
 def _model_for_curve(cfg: Config, splits: Splits, extra: Mapping[str, Any]) -> nn.Module:
     if isinstance(extra.get("model"), Mapping) and "num_classes" in extra and "in_shape" in extra:
         opts = dict(extra["model"])
-        return build_model(opts.pop("arch"), num_classes=int(extra["num_classes"]), in_shape=tuple(extra["in_shape"]), **opts)
+        return build_model(
+            opts.pop("arch"), num_classes=int(extra["num_classes"]), in_shape=tuple(extra["in_shape"]), **opts
+        )
     return build_cell_model(cfg, splits)
 
 
-def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None, out: str | None = None, cell: str | None = None,
-         point: str = "a", progress: bool = True, track: bool = True, store: Any = None) -> list[dict[str, Any]]:
+def main(
+    cfg: Config,
+    *,
+    checkpoint: str | None = None,
+    curve: str | None = None,
+    out: str | None = None,
+    cell: str | None = None,
+    point: str = "a",
+    progress: bool = True,
+    track: bool = True,
+    store: Any = None,
+) -> list[dict[str, Any]]:
     """Probe every cell's endpoint A, or the ``checkpoint`` / ``curve`` file (one cell); returns one summary per bundle.
 
     With ``track`` each bundle is logged as an MLflow run (stage ``probe``) in ``store`` (default: resolved
@@ -294,11 +425,17 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
     if track and store is None:
         store = connect()
     if (checkpoint or curve) and len(cells) > 1:
-        raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)} with --checkpoint/--curve, got none")
+        raise ValueError(
+            f"--cell: expected one of {', '.join(c.name for c in cells)} with --checkpoint/--curve, got none"
+        )
     summaries = []
     for c in cells:
         ccfg, splits = c.config, load_splits(c.config)
-        target = (Path(out) / c.name.replace("/", "_") if len(cells) > 1 else Path(out)) if out else cell_dir(cfg, c.name) / "probe"
+        target = (
+            (Path(out) / c.name.replace("/", "_") if len(cells) > 1 else Path(out))
+            if out
+            else cell_dir(cfg, c.name) / "probe"
+        )
         if curve:
             path_curve, extra = load_curve(curve)
             model = _model_for_curve(ccfg, splits, extra)
@@ -307,8 +444,11 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
             end_buffers = curve_endpoint_buffers(curve, path_curve) if has_batchnorm(model) else (None, None)
             for label, bufs in zip(("a", "b"), end_buffers):
                 if has_batchnorm(model) and bufs is None:
-                    print(f"probe: no trained BatchNorm statistics for endpoint {label} of {curve} (no matching endpoints/*.pt "
-                          "beside its curves/ folder): recomputed on the probe data")
+                    print(
+                        f"probe: no trained BatchNorm statistics for endpoint {label} of {curve} "
+                        "(no matching endpoints/*.pt "
+                        "beside its curves/ folder): recomputed on the probe data"
+                    )
         else:
             if checkpoint:
                 model = build_cell_model(ccfg, splits)
@@ -316,7 +456,9 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
                 check_model_matches(model, params, what=f"checkpoint {checkpoint}")
                 trajectory = trajectory_of(checkpoint)
             else:
-                model, result, _ = train_endpoint(ccfg, ccfg.train.seeds[0], splits, cell_dir(cfg, c.name), progress=progress)
+                model, result, _ = train_endpoint(
+                    ccfg, ccfg.train.seeds[0], splits, cell_dir(cfg, c.name), progress=progress
+                )
                 params, buffers = result.final_params, result.final_buffers
                 trajectory = result
         device = resolve_device(ccfg.train.device)
@@ -329,29 +471,65 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
                 pc = path_curve.to(device)
                 ends = tuple(None if b is None else {n: v.to(device) for n, v in b.items()} for b in end_buffers)
                 for pname, t, bufs in (("a", 0.0, ends[0]), (names.MID, 0.5, None), ("b", 1.0, ends[1])):
-                    write_point_probes(bundle, pname, probe_point(model, pc.point(t), data, settings, buffers=bufs,
-                                                                  endpoint=bufs is not None, progress=progress))
+                    write_point_probes(
+                        bundle,
+                        pname,
+                        probe_point(
+                            model,
+                            pc.point(t),
+                            data,
+                            settings,
+                            buffers=bufs,
+                            endpoint=bufs is not None,
+                            progress=progress,
+                        ),
+                    )
                 if settings.hessian_points > 0:
-                    write_path_probes(bundle, name, probe_path(model, pc, None, data, settings=settings, endpoint_buffers=ends,
-                                                               progress=progress))
+                    write_path_probes(
+                        bundle,
+                        name,
+                        probe_path(model, pc, None, data, settings=settings, endpoint_buffers=ends, progress=progress),
+                    )
             else:
                 on = {n: v.to(device) for n, v in params.items()}
-                res = probe_point(model, on, data, settings, buffers={n: v.to(device) for n, v in buffers.items()}, endpoint=True, progress=progress)
+                res = probe_point(
+                    model,
+                    on,
+                    data,
+                    settings,
+                    buffers={n: v.to(device) for n, v in buffers.items()},
+                    endpoint=True,
+                    progress=progress,
+                )
                 write_point_probes(bundle, point, res)
                 run_trajectory_probes(bundle, ccfg, model, data, trajectory, final=on, progress=progress)
             bundle.add_tags({names.TAG_CELL: c.name, names.TAG_STAGE: names.STAGE_PROBE})
 
         bundle = write_bundle_atomically(target, fill)
         metrics = bundle.metrics()
-        headline = {names.probe_metric(family, quantity, point=p) for p in {*names.POINTS, point}
-                    for family, quantity in ((names.HESSIAN, "lambda_max"), (names.HESSIAN, "trace"),
-                                             (names.SHARPNESS, "eps_avg"), (names.SHARPNESS, "eps_worst"))}
+        headline = {
+            names.probe_metric(family, quantity, point=p)
+            for p in {*names.POINTS, point}
+            for family, quantity in (
+                (names.HESSIAN, "lambda_max"),
+                (names.HESSIAN, "trace"),
+                (names.SHARPNESS, "eps_avg"),
+                (names.SHARPNESS, "eps_worst"),
+            )
+        }
         shown = {k: v for k, v in metrics.items() if k in headline and v is not None}
         print(f"{c.name}: " + "  ".join(f"{k} {v:.4g}" for k, v in shown.items()) + f"  -> {target}")
         summary = {"cell": c.name, "bundle": str(target), "metrics": metrics}
         if track:
-            summary["run_id"] = log_step_bundle(target, study=cfg.name, cell=c.name, config_hash=config_hash(ccfg),
-                                                stage=names.STAGE_PROBE, params=ccfg.flat(), store=store)
+            summary["run_id"] = log_step_bundle(
+                target,
+                study=cfg.name,
+                cell=c.name,
+                config_hash=config_hash(ccfg),
+                stage=names.STAGE_PROBE,
+                params=ccfg.flat(),
+                store=store,
+            )
             print(f"{c.name}: logged to MLflow run {summary['run_id']} ({store.describe()})")
         summaries.append(summary)
     return summaries
@@ -359,17 +537,31 @@ def main(cfg: Config, *, checkpoint: str | None = None, curve: str | None = None
 
 def add_arguments(parser: Any, step: str) -> None:
     """``--checkpoint``, ``--curve`` (what to probe), ``--point`` (its name) and ``--out`` (the bundle folder)."""
-    parser.add_argument("--checkpoint", default=None, metavar="PATH", help="checkpoint written by lgeom train ({params, buffers})")
-    parser.add_argument("--curve", default=None, metavar="PATH", help="curve written by lgeom connect (curves/<name>.pt)")
+    parser.add_argument(
+        "--checkpoint", default=None, metavar="PATH", help="checkpoint written by lgeom train ({params, buffers})"
+    )
+    parser.add_argument(
+        "--curve", default=None, metavar="PATH", help="curve written by lgeom connect (curves/<name>.pt)"
+    )
     parser.add_argument("--point", default="a", help="metric name of the checkpoint's point (a, b, ...); default a")
-    parser.add_argument("--out", default=None, metavar="DIR", help="bundle folder (default <output_dir>/<name>/<cell>/probe)")
+    parser.add_argument(
+        "--out", default=None, metavar="DIR", help="bundle folder (default <output_dir>/<name>/<cell>/probe)"
+    )
     parser.add_argument("--no-tracking", action="store_true", help="do not log to MLflow (local outputs only)")
 
 
 def cli(cfg: Config, args: Any) -> int:
     """``lgeom probe``: probe and report; exit status 0."""
-    main(cfg, checkpoint=args.checkpoint, curve=args.curve, out=args.out, cell=args.cell, point=args.point or "a",
-         progress=not args.no_progress, track=not args.no_tracking)
+    main(
+        cfg,
+        checkpoint=args.checkpoint,
+        curve=args.curve,
+        out=args.out,
+        cell=args.cell,
+        point=args.point or "a",
+        progress=not args.no_progress,
+        track=not args.no_tracking,
+    )
     return 0
 
 

@@ -33,8 +33,8 @@ _WORKER_ENV = {
 
 def worker_runtime_env() -> dict[str, Any]:
     """The runtime environment given to ``ray.init``: the fixed settings of ``_WORKER_ENV`` only, never a
-    credential (a name marking one, or a value holding a secret known to this process, is left out)."""
-
+    credential (a name marking one, or a value holding a secret known to this process, is left out).
+    """
     env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
     return {"env_vars": {k: v for k, v in env.items() if not is_secret_name(k) and find_secret(v) is None}}
 
@@ -50,7 +50,6 @@ def hidden_credentials() -> Iterator[list[str]]:
     Yields:
         the names taken out.
     """
-
     taken = {k: v for k, v in os.environ.items() if is_secret_name(k)}
     for k, v in taken.items():
         register_secret(v)
@@ -94,7 +93,8 @@ def spans_hosts(address: str | None, node_ips: Sequence[str], local_ips: Collect
     """Whether trials on the Ray cluster at ``address`` (``None``: the local Ray the caller starts) may run
     on another machine than this driver: the address names another host, or a node's IP is neither
     loopback nor one of ``local_ips`` (this machine's addresses). ``"auto"`` names the cluster already
-    running here; its nodes decide."""
+    running here; its nodes decide.
+    """
     if address is None:
         return False
 
@@ -108,7 +108,8 @@ def spans_hosts(address: str | None, node_ips: Sequence[str], local_ips: Collect
 
 def local_ips() -> set[str]:
     """This machine's addresses as Ray and the resolver see them (Ray may register a node started on
-    loopback under the machine's outward address)."""
+    loopback under the machine's outward address).
+    """
     import socket
 
     found: set[str] = set()
@@ -134,7 +135,9 @@ def _short_temp_dir() -> str:
 
 
 @contextlib.contextmanager
-def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None) -> Iterator[dict[str, Any]]:
+def ray_session(
+    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None
+) -> Iterator[dict[str, Any]]:
     """Initialise Ray (joining ``address`` or starting a local instance) and shut it down afterwards.
 
     A local instance runs with token authentication off unless ``RAY_AUTH_MODE`` is set (it is a
@@ -177,7 +180,11 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
     try:
         info = _describe(ray, resolved)
         resources = info["resources"]
-        print(f"Ray: {info['address']} ({info['nodes']} node(s), {resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)", flush=True)
+        print(
+            f"Ray: {info['address']} ({info['nodes']} node(s), "
+            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)",
+            flush=True,
+        )
         yield info
     finally:
         ray.shutdown()
@@ -185,5 +192,11 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None, num_
 
 def _describe(ray: Any, resolved: str | None) -> dict[str, Any]:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
-    return {"address": resolved or "local", "external": resolved is not None, "resources": ray.cluster_resources(),
-            "nodes": len(nodes), "node_ips": [str(n.get("NodeManagerAddress", "")) for n in nodes], "local_ips": local_ips()}
+    return {
+        "address": resolved or "local",
+        "external": resolved is not None,
+        "resources": ray.cluster_resources(),
+        "nodes": len(nodes),
+        "node_ips": [str(n.get("NodeManagerAddress", "")) for n in nodes],
+        "local_ips": local_ips(),
+    }

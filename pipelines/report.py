@@ -20,7 +20,14 @@ import pandas as pd
 from lgeom import names
 from tracking.log import TrackedRun
 from tracking.plots import study_figures
-from tracking.query import StudyNotFoundError, compare, depth_auc_table, depth_triangle_table, format_table, runs
+from tracking.query import (
+    StudyNotFoundError,
+    compare,
+    depth_auc_table,
+    depth_triangle_table,
+    format_table,
+    runs,
+)
 from tracking.runs import attach_run
 from tracking.store import connect, resolve_store
 
@@ -38,19 +45,33 @@ MAIN_METRICS = (
 )
 SECTIONS = {
     "Endpoints": tuple(
-        names.endpoint_metric(e, s, q) for q, s, e in
-        (("acc", "train", "a"), ("acc", "test", "a"), ("acc", "train", "b"), ("acc", "test", "b"), ("loss", "test", "a"), ("loss", "test", "b"))
+        names.endpoint_metric(e, s, q)
+        for q, s, e in (
+            ("acc", "train", "a"),
+            ("acc", "test", "a"),
+            ("acc", "train", "b"),
+            ("acc", "test", "b"),
+            ("loss", "test", "a"),
+            ("loss", "test", "b"),
+        )
     ),
     "Barriers along paths (test set)": tuple(
-        names.barrier_metric(p, "test", m) for p in (*names.PATHS, names.aligned(_LINE), names.aligned(_BEZIER))
+        names.barrier_metric(p, "test", m)
+        for p in (*names.PATHS, names.aligned(_LINE), names.aligned(_BEZIER))
         for m in names.BARRIER_QUANTITIES
     ),
     "Generalisation gap along paths": tuple(names.gap_metric(p, "gen_gap_max") for p in names.PATHS),
     "Triangle A, C, B": tuple(names.triangle_metric(c, m) for c in names.CURVES for m in names.TRIANGLE_QUANTITIES),
     "Curvature and sharpness": tuple(
-        names.probe_metric(k, m, point=p) for p in names.POINTS
-        for k, m in ((names.HESSIAN, "lambda_max"), (names.HESSIAN, "topk_mean"), (names.HESSIAN, "trace"),
-                     (names.SHARPNESS, "eps_avg"), (names.SHARPNESS, "eps_worst"))
+        names.probe_metric(k, m, point=p)
+        for p in names.POINTS
+        for k, m in (
+            (names.HESSIAN, "lambda_max"),
+            (names.HESSIAN, "topk_mean"),
+            (names.HESSIAN, "trace"),
+            (names.SHARPNESS, "eps_avg"),
+            (names.SHARPNESS, "eps_worst"),
+        )
     ),
 }
 
@@ -70,7 +91,8 @@ def present_metrics(df: pd.DataFrame, metrics: tuple[str, ...] | list[str]) -> l
 
 def main_table(study: str, *, store: Any = None, metrics: tuple[str, ...] = MAIN_METRICS) -> pd.DataFrame:
     """The study's main comparison table: one row per setting (cell without seeds), mean/std/n of
-    :data:`MAIN_METRICS` over seed pairs. Empty frame when nothing is logged yet."""
+    :data:`MAIN_METRICS` over seed pairs. Empty frame when nothing is logged yet.
+    """
     df = runs(study, store=store, stage=names.STAGE_TRIAL, children_only=True)
     if df.empty:
         return pd.DataFrame()
@@ -93,7 +115,12 @@ def write_report(study: str, out: str | Path, *, store: Any = None, parent: Trac
     out = Path(out)
     (out / names.REPORT_TABLES_DIR).mkdir(parents=True, exist_ok=True)
     df = with_setting(runs(study, store=store, stage=names.STAGE_TRIAL, children_only=True))
-    md: list[str] = [f"# {study}: results", "", f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(df)} FINISHED cell run(s) in {store.describe()}.", ""]
+    md: list[str] = [
+        f"# {study}: results",
+        "",
+        f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(df)} FINISHED cell run(s) in {store.describe()}.",
+        "",
+    ]
     html_parts: list[str] = [f"<h1>{html.escape(study)}: results</h1>", f"<p>{html.escape(md[2])}</p>"]
     if not df.empty:
         for title, metrics in SECTIONS.items():
@@ -102,21 +129,28 @@ def write_report(study: str, out: str | Path, *, store: Any = None, parent: Trac
                 continue
             table = compare(df, shown, ["setting"])
             _add_table(md, html_parts, out, title, table)
-        for title, fn in (("Depth study: AUC and peak accuracy drop (Table 2)", depth_auc_table),
-                          ("Depth study: triangle geometry (Tables 3-4)", depth_triangle_table)):
+        for title, fn in (
+            ("Depth study: AUC and peak accuracy drop (Table 2)", depth_auc_table),
+            ("Depth study: triangle geometry (Tables 3-4)", depth_triangle_table),
+        ):
             if "params.model.depth" in df.columns and df["params.model.depth"].nunique() > 1:
                 try:
                     _add_table(md, html_parts, out, title, fn(df))
                 except KeyError:
                     pass
-    figures = study_figures(study, out / names.FIGURES_DIR, store=store, parent_run_id=parent.run_id if parent else None, log=False)
+    figures = study_figures(
+        study, out / names.FIGURES_DIR, store=store, parent_run_id=parent.run_id if parent else None, log=False
+    )
     if figures:
         md += ["## Figures", ""]
         html_parts.append("<h2>Figures</h2>")
         for f in figures:
             rel = f.relative_to(out).as_posix()
             md += [f"![{f.stem}]({rel})", ""]
-            html_parts.append(f'<figure><img src="{html.escape(rel)}" alt="{html.escape(f.stem)}" width="640"><figcaption>{html.escape(f.stem)}</figcaption></figure>')
+            html_parts.append(
+                f'<figure><img src="{html.escape(rel)}" alt="{html.escape(f.stem)}" width="640">'
+                f"<figcaption>{html.escape(f.stem)}</figcaption></figure>"
+            )
     if df.empty:
         md.append("No FINISHED cells yet.")
         html_parts.append("<p>No FINISHED cells yet.</p>")
@@ -128,7 +162,9 @@ def write_report(study: str, out: str | Path, *, store: Any = None, parent: Trac
     if parent is not None:
         for p in sorted(out.rglob("*")):
             if p.is_file():
-                parent.log_artifact(p, str(Path(names.REPORT_DIR) / p.parent.relative_to(out)).rstrip("/.") or names.REPORT_DIR)
+                parent.log_artifact(
+                    p, str(Path(names.REPORT_DIR) / p.parent.relative_to(out)).rstrip("/.") or names.REPORT_DIR
+                )
         parent.verify()
     return out / names.REPORT_MARKDOWN
 
@@ -142,21 +178,31 @@ def _add_table(md: list[str], html_parts: list[str], out: Path, title: str, tabl
     md += [f"## {title}", "", format_table(table, "markdown"), ""]
     pretty = format_table(table, "csv")
     frame = pd.read_csv(io.StringIO(pretty))
-    html_parts += [f"<h2>{html.escape(title)}</h2>", frame.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", border=0)]
+    html_parts += [
+        f"<h2>{html.escape(title)}</h2>",
+        frame.to_html(index=False, na_rep="-", float_format=lambda v: f"{v:.4g}", border=0),
+    ]
 
 
 def _html_page(title: str, body: str) -> str:
-    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;}table{border-collapse:collapse;font-size:13px;}"
-             "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;}th{background:#f4f4f4;}"
-             "figure{display:inline-block;margin:1em;}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>{style}</style></head><body>\n{body}\n</body></html>\n"
+    style = (
+        "body{font-family:sans-serif;max-width:1100px;margin:2em auto;}table{border-collapse:collapse;font-size:13px;}"
+        "th,td{padding:3px 8px;border-bottom:1px solid #ddd;text-align:right;}th{background:#f4f4f4;}"
+        "figure{display:inline-block;margin:1em;}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{style}</style></head><body>\n{body}\n</body></html>\n"
+    )
 
 
 def add_arguments(parser: Any, step: str) -> None:
     """``--study``, ``--out``, ``--tracking-uri``."""
     parser.add_argument("--study", required=True, help="study (MLflow experiment) name")
     parser.add_argument("--out", default="", help="output folder (default reports/<study>)")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)")
+    parser.add_argument(
+        "--tracking-uri", default=None, help="MLflow tracking URI (default $MLFLOW_TRACKING_URI or ./mlflow.db)"
+    )
 
 
 def cli(cfg: Any, args: Any) -> int:

@@ -30,13 +30,30 @@ from pipelines.guards import (
     check_writable_dir,
     describe_holder,
 )
-from pipelines.ray_runtime import hidden_credentials, ray_session, resolve_address, spans_hosts
+from pipelines.ray_runtime import (
+    hidden_credentials,
+    ray_session,
+    resolve_address,
+    spans_hosts,
+)
 from pipelines.report import main_table, write_report
 from pipelines.trial import TrialContext, run_cell, work_dir
 from tracking.query import format_table
 from tracking.redact import redact
-from tracking.runs import ensure_experiment, find_finished_run, mark_orphaned_runs, run_tags, tracked_run
-from tracking.store import Store, StoreUnavailableError, connect, is_transient, resolve_store
+from tracking.runs import (
+    ensure_experiment,
+    find_finished_run,
+    mark_orphaned_runs,
+    run_tags,
+    tracked_run,
+)
+from tracking.store import (
+    Store,
+    StoreUnavailableError,
+    connect,
+    is_transient,
+    resolve_store,
+)
 
 # ray is imported inside the functions that use it (seconds to import; every ``lgeom`` command imports
 # this module to build its parser), and torch inside the trial, which runs in a Ray worker.
@@ -82,14 +99,17 @@ def _cell_trial(config: dict[str, Any], *, contexts: dict[str, TrialContext]) ->
     ctx = contexts[config["cell"]]
     cpus = max(1, int(float(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
     torch.set_num_threads(cpus)
-    summary = run_cell(ctx, report=lambda m: tune.report({**m, "status": "RUNNING"}), callbacks=[_trial_progress(ctx.cell, ctx.bars)])
+    summary = run_cell(
+        ctx, report=lambda m: tune.report({**m, "status": "RUNNING"}), callbacks=[_trial_progress(ctx.cell, ctx.bars)]
+    )
     final = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and k != "traceback"}
     tune.report({**final, "stage": "done", "stages_done": 4})
 
 
 def _trial_progress(cell: str, bars: bool) -> Any:
     """Per-trial progress: bars that Ray draws on the driver's terminal (``ray.experimental.tqdm_ray``), or,
-    when the driver's output is not a terminal, one line per task start/end and at most one per 10 s."""
+    when the driver's output is not a terminal, one line per task start/end and at most one per 10 s.
+    """
     from ray.experimental.tqdm_ray import tqdm
 
     open_bars: dict[str, Any] = {}
@@ -111,12 +131,16 @@ def _trial_progress(cell: str, bars: bool) -> Any:
             last["t"] = now
             shown = "  ".join(f"{k} {v:.4g}" for k, v in list(event.metrics.items())[:4] if isinstance(v, (int, float)))
             where = f"epoch {event.epoch + 1}" if event.epoch >= 0 else f"step {event.step}/{event.total or '?'}"
-            print(f"[{cell}] {event.task} {event.kind if event.kind != 'epoch' else where}  {shown}".rstrip(), flush=True)
+            print(
+                f"[{cell}] {event.task} {event.kind if event.kind != 'epoch' else where}  {shown}".rstrip(), flush=True
+            )
 
     return callback
 
 
-def trial_resources(cpu: float, gpu: float, cluster: Mapping[str, float], *, external: bool) -> tuple[dict[str, float], str | None]:
+def trial_resources(
+    cpu: float, gpu: float, cluster: Mapping[str, float], *, external: bool
+) -> tuple[dict[str, float], str | None]:
     """Per-trial resources (``cpu`` CPUs, ``gpu`` GPU fraction) for a Ray cluster that has ``cluster`` now.
 
     On a cluster the study joins (``external``), nodes come and go (an autoscaler adds GPU workers when
@@ -133,24 +157,42 @@ def trial_resources(cpu: float, gpu: float, cluster: Mapping[str, float], *, ext
     """
     have_cpu, have_gpu = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
     if external:
-        short = [f"{need:g} {what} (the cluster has {have:g} now)" for need, have, what in
-                 ((cpu, have_cpu, "CPUs"), (gpu, have_gpu, "GPUs")) if need > have]
+        short = [
+            f"{need:g} {what} (the cluster has {have:g} now)"
+            for need, have, what in ((cpu, have_cpu, "CPUs"), (gpu, have_gpu, "GPUs"))
+            if need > have
+        ]
         notice = None
         if short:
-            notice = (f"study: each trial needs {' and '.join(short)}; trials wait in Ray's queue until nodes with "
-                      "these resources join (the autoscaler starts them, or start them with `ray start --address`)")
+            notice = (
+                f"study: each trial needs {' and '.join(short)}; trials wait in Ray's queue until nodes with "
+                "these resources join (the autoscaler starts them, or start them with `ray start --address`)"
+            )
         return {"cpu": cpu, "gpu": gpu}, notice
     if cpu > have_cpu:
-        raise ValueError(f"study.cpu: expected at most {have_cpu:g} CPUs per trial (what the Ray cluster has), got {cpu:g}")
+        raise ValueError(
+            f"study.cpu: expected at most {have_cpu:g} CPUs per trial (what the Ray cluster has), got {cpu:g}"
+        )
     if gpu > 0 and have_gpu == 0:
-        return {"cpu": cpu, "gpu": 0.0}, f"study: no GPU in the Ray cluster; running trials on CPUs (study.gpu={gpu:g} ignored)"
+        return {
+            "cpu": cpu,
+            "gpu": 0.0,
+        }, f"study: no GPU in the Ray cluster; running trials on CPUs (study.gpu={gpu:g} ignored)"
     if gpu > have_gpu:
-        raise ValueError(f"study.gpu: expected at most {have_gpu:g} GPUs per trial (what the Ray cluster has), got {gpu:g}")
+        raise ValueError(
+            f"study.gpu: expected at most {have_gpu:g} GPUs per trial (what the Ray cluster has), got {gpu:g}"
+        )
     return {"cpu": cpu, "gpu": gpu}, None
 
 
-def check_store_for_cluster(store: Store, address: str | None, node_ips: Sequence[str], local_ips: Collection[str] = (),
-                            *, waits_for_nodes: bool = False) -> None:
+def check_store_for_cluster(
+    store: Store,
+    address: str | None,
+    node_ips: Sequence[str],
+    local_ips: Collection[str] = (),
+    *,
+    waits_for_nodes: bool = False,
+) -> None:
     """Make sure every trial can write to ``store``: the embedded store (a sqlite file and ``./mlruns`` on
     this machine) only works when all trials run on this machine.
 
@@ -167,8 +209,13 @@ def check_store_for_cluster(store: Store, address: str | None, node_ips: Sequenc
     if store.mode != "embedded" or address is None:
         return
     if waits_for_nodes or spans_hosts(address, node_ips, local_ips):
-        why = "trials wait for nodes that are not up yet, which may be other machines" if waits_for_nodes else \
-            f"its nodes {', '.join(node_ips)} are not all on this machine" if node_ips else "it is another machine"
+        why = (
+            "trials wait for nodes that are not up yet, which may be other machines"
+            if waits_for_nodes
+            else f"its nodes {', '.join(node_ips)} are not all on this machine"
+            if node_ips
+            else "it is another machine"
+        )
         raise ValueError(
             f"MLFLOW_TRACKING_URI: expected an MLflow server that every Ray node can reach when the study runs on "
             f"the cluster at {address} ({why}), got the embedded store {store.tracking_uri}, which trials on "
@@ -180,16 +227,23 @@ def check_store_for_cluster(store: Store, address: str | None, node_ips: Sequenc
 
 def ui_command(store: Store) -> str:
     """How to look at ``store``'s runs: the ``mlflow ui`` command for the embedded store (its actual
-    database and artifact folder), else the server's address."""
+    database and artifact folder), else the server's address.
+    """
     if store.mode == "embedded":
-        return (f"MLflow UI: mlflow ui --backend-store-uri {store.tracking_uri} --default-artifact-root {store.artifact_root}"
-                "   (then open http://127.0.0.1:5000)")
+        return (
+            f"MLflow UI: mlflow ui --backend-store-uri {store.tracking_uri} "
+            f"--default-artifact-root {store.artifact_root}"
+            "   (then open http://127.0.0.1:5000)"
+        )
     return f"MLflow UI: {redact(store.tracking_uri)}"
 
 
-def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext], resources: dict[str, float]) -> list[dict[str, Any]]:
+def run_trials(
+    cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext], resources: dict[str, float]
+) -> list[dict[str, Any]]:
     """One Ray Tune trial per cell (grid search over cell names) on the connected Ray; returns each cell's
-    final report."""
+    final report.
+    """
     from ray import tune
 
     storage = (Path(cfg.output_dir) / cfg.name / "ray").resolve()
@@ -197,7 +251,9 @@ def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext]
     tuner = tune.Tuner(
         trainable,
         param_space={"cell": tune.grid_search([c.name for c in cells])},
-        tune_config=tune.TuneConfig(reuse_actors=cfg.study.reuse_actors, max_concurrent_trials=cfg.study.max_concurrent or None),
+        tune_config=tune.TuneConfig(
+            reuse_actors=cfg.study.reuse_actors, max_concurrent_trials=cfg.study.max_concurrent or None
+        ),
         run_config=tune.RunConfig(
             name=f"study-{time.strftime('%Y%m%d-%H%M%S')}",
             storage_path=str(storage),
@@ -213,7 +269,13 @@ def run_trials(cfg: Config, cells: list[Cell], contexts: dict[str, TrialContext]
         cell = (result.config or {}).get("cell", "?")
         metrics = result.metrics or {}
         if result.error is not None or metrics.get("stage") != "done":
-            out.append({"cell": cell, "status": "FAILED", "error": f"trial crashed: {result.error}" if result.error else "trial ended early"})
+            out.append(
+                {
+                    "cell": cell,
+                    "status": "FAILED",
+                    "error": f"trial crashed: {result.error}" if result.error else "trial ended early",
+                }
+            )
         else:
             out.append({"cell": cell, **metrics})
     return out
@@ -236,16 +298,23 @@ def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = N
     t0 = time.perf_counter()
     cells = expand_matrix(cfg)
     out = check_writable_dir(cfg.output_dir, "output_dir")
-    check_writable_dir(report_dir or Path("reports") / cfg.name, "--report-dir" if report_dir else f"report folder reports/{cfg.name}")
+    check_writable_dir(
+        report_dir or Path("reports") / cfg.name, "--report-dir" if report_dir else f"report folder reports/{cfg.name}"
+    )
     if resolve_address(address) is None:
         check_local_resources(cfg.study.cpu, cfg.study.gpu)
     with StudyLock(out / cfg.name, cfg.name) as lock:
         if lock.previous:
-            print(f"study {cfg.name}: taking over the lock of a study that is no longer running ({describe_holder(lock.previous)})")
+            print(
+                f"study {cfg.name}: taking over the lock of a study that is no longer running "
+                f"({describe_holder(lock.previous)})"
+            )
         return _run_study(cfg, cells, address=address, report_dir=report_dir, t0=t0)
 
 
-def _run_study(cfg: Config, cells: list[Cell], *, address: str | None, report_dir: Path | None, t0: float) -> StudySummary:
+def _run_study(
+    cfg: Config, cells: list[Cell], *, address: str | None, report_dir: Path | None, t0: float
+) -> StudySummary:
     """The study itself, once :func:`main` checked its inputs and holds the lock."""
     store = connect()
     exp_id = ensure_experiment(store, cfg.name)
@@ -254,30 +323,62 @@ def _run_study(cfg: Config, cells: list[Cell], *, address: str | None, report_di
     summary.orphans_closed = mark_orphaned_runs(store, exp_id, status="KILLED")
     todo: list[Cell] = []
     for cell in cells:
-        if find_finished_run(store, exp_id, config_hash(cell.config), stage=names.STAGE_TRIAL, cell=cell.name) is not None:
+        if (
+            find_finished_run(store, exp_id, config_hash(cell.config), stage=names.STAGE_TRIAL, cell=cell.name)
+            is not None
+        ):
             summary.reused.append(cell.name)
         else:
             todo.append(cell)
-    print(f"study {cfg.name}: {len(cells)} cell(s), {len(summary.reused)} already FINISHED, {len(todo)} to run; MLflow: {store.describe()}")
-    params = {"preset": cfg.name, "n_cells": len(cells), "n_to_run": len(todo), "study.cpu": cfg.study.cpu, "study.gpu": cfg.study.gpu,
-              "study.matrix": {k: v for k, v in cfg.study.matrix.items()}}
+    print(
+        f"study {cfg.name}: {len(cells)} cell(s), {len(summary.reused)} already FINISHED, {len(todo)} to run; "
+        f"MLflow: {store.describe()}"
+    )
+    params = {
+        "preset": cfg.name,
+        "n_cells": len(cells),
+        "n_to_run": len(todo),
+        "study.cpu": cfg.study.cpu,
+        "study.gpu": cfg.study.gpu,
+        "study.matrix": {k: v for k, v in cfg.study.matrix.items()},
+    }
     with contextlib.ExitStack() as stack:
         resources: dict[str, float] = {}
         if todo:  # Ray first: a cluster that cannot run the trials is reported before any run is created
             ray_info = stack.enter_context(ray_session(address))
             external = ray_info["external"]
             resources, notice = trial_resources(cfg.study.cpu, cfg.study.gpu, ray_info["resources"], external=external)
-            check_store_for_cluster(store, ray_info["address"] if external else None, ray_info["node_ips"], ray_info["local_ips"],
-                                    waits_for_nodes=external and notice is not None)
+            check_store_for_cluster(
+                store,
+                ray_info["address"] if external else None,
+                ray_info["node_ips"],
+                ray_info["local_ips"],
+                waits_for_nodes=external and notice is not None,
+            )
             if notice:
                 print(notice, file=sys.stderr, flush=True)
-        parent = stack.enter_context(tracked_run(store, experiment_id=exp_id, run_name=f"study {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                                                 tags=run_tags(study=cfg.name, stage=names.STAGE_STUDY), params=params))
+        parent = stack.enter_context(
+            tracked_run(
+                store,
+                experiment_id=exp_id,
+                run_name=f"study {time.strftime('%Y-%m-%d %H:%M:%S')}",
+                tags=run_tags(study=cfg.name, stage=names.STAGE_STUDY),
+                params=params,
+            )
+        )
         summary.parent_run_id = parent.run_id
         check_no_running_study(store, exp_id, cfg.name, own_run=parent.client.get_run(parent.run_id))
         contexts = {
-            c.name: TrialContext(cfg.name, c.name, c.config.to_dict(), exp_id, parent.run_id, store,
-                                 str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)), bars=sys.stdout.isatty())
+            c.name: TrialContext(
+                cfg.name,
+                c.name,
+                c.config.to_dict(),
+                exp_id,
+                parent.run_id,
+                store,
+                str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)),
+                bars=sys.stdout.isatty(),
+            )
             for c in todo
         }
         results = summary.trials = run_trials(cfg, todo, contexts, resources) if todo else []
@@ -305,10 +406,14 @@ class StudyFailed(RuntimeError):
 
 def finish_study(cfg: Config, store: Any, parent: Any, summary: StudySummary, report_dir: Path | None) -> Path | None:
     """Log the summary to the parent run and write the report (figures, tables) there and to ``report_dir``."""
-    parent.log_metrics({names.study_metric("cells_finished"): len(summary.finished),
-                        names.study_metric("cells_reused"): len(summary.reused),
-                        names.study_metric("cells_failed"): len(summary.failed),
-                        names.study_metric("wall_time_s"): summary.wall_time_s})
+    parent.log_metrics(
+        {
+            names.study_metric("cells_finished"): len(summary.finished),
+            names.study_metric("cells_reused"): len(summary.reused),
+            names.study_metric("cells_failed"): len(summary.failed),
+            names.study_metric("wall_time_s"): summary.wall_time_s,
+        }
+    )
     parent.set_tags({names.TAG_FAILED_CELLS: ", ".join(summary.failed) or "none"})
     if not summary.finished and not summary.reused:
         return None
@@ -340,7 +445,9 @@ def cli(cfg: Config, args: Any) -> int:
     if args.cell is not None:
         cells = [c for c in expand_matrix(cfg) if c.name == args.cell]
         if not cells:
-            raise ValueError(f"--cell: expected one of {', '.join(c.name for c in expand_matrix(cfg))}, got {args.cell!r}")
+            raise ValueError(
+                f"--cell: expected one of {', '.join(c.name for c in expand_matrix(cfg))}, got {args.cell!r}"
+            )
         cfg = cells[0].config.replace(**{"study.matrix": {}})
     try:
         summary = main(cfg, address=args.address or None, report_dir=Path(args.report_dir) if args.report_dir else None)
@@ -353,10 +460,12 @@ def cli(cfg: Config, args: Any) -> int:
     except Exception as err:  # noqa: BLE001 - only a lost store is handled here; anything else propagates
         if isinstance(err, StoreUnavailableError) or not is_transient(err):
             raise  # a store that never answered is reported by the CLI as it was
-        print(f"lgeom study: failed: the MLflow store stopped answering ({type(err).__name__}: "
-              f"{redact(str(err)).strip().splitlines()[0][:300] if str(err).strip() else 'no details'}); rerun the same "
-              "command once it is back: FINISHED cells are kept, the others resume, and runs left RUNNING are closed",
-              file=sys.stderr)
+        print(
+            f"lgeom study: failed: the MLflow store stopped answering ({type(err).__name__}: "
+            f"{redact(str(err)).strip().splitlines()[0][:300] if str(err).strip() else 'no details'}); rerun the same "
+            "command once it is back: FINISHED cells are kept, the others resume, and runs left RUNNING are closed",
+            file=sys.stderr,
+        )
         return 1
     print("\n".join(summary.lines()))
     if summary.finished or summary.reused:

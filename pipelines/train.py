@@ -48,7 +48,6 @@ def main(
         tracking.store.StoreUnavailableError: tracking is on and the store does not answer.
         ValueError: ``output_dir`` cannot be written (found before anything is trained or logged).
     """
-
     cells = select_cells(cfg, cell)
     check_writable_dir(cfg.output_dir, "output_dir")
     if track and store is None:
@@ -97,7 +96,9 @@ def _cell_run(store: Any, cfg: Config, cell: Cell) -> Any:
         yield None
         return
     tags = run_tags(study=cfg.name, stage=names.STAGE_TRAIN, cell=cell.name, config_hash=h)
-    with tracked_run(store, experiment_id=exp_id, run_name=f"train:{cell.name}", tags=tags, params=cell.config.flat()) as run:
+    with tracked_run(
+        store, experiment_id=exp_id, run_name=f"train:{cell.name}", tags=tags, params=cell.config.flat()
+    ) as run:
         yield run
 
 

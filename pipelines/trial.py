@@ -99,7 +99,13 @@ def run_cell(
     root.mkdir(parents=True, exist_ok=True)
     stages = StageLog(root / "stages.json")
     skipped = [s for s in STAGES if stages.is_done(s)]
-    summary: dict[str, Any] = {"cell": ctx.cell, "status": "FAILED", "run_id": None, "error": "", "stages_skipped": skipped}
+    summary: dict[str, Any] = {
+        "cell": ctx.cell,
+        "status": "FAILED",
+        "run_id": None,
+        "error": "",
+        "stages_skipped": skipped,
+    }
     send = report or (lambda _m: None)
     summary["started_at"] = time.time()
     t0 = time.perf_counter()
@@ -110,8 +116,13 @@ def run_cell(
             experiment_id=ctx.experiment_id,
             run_name=ctx.cell,
             parent_run_id=ctx.parent_run_id,
-            tags=run_tags(study=ctx.study, stage=names.STAGE_TRIAL, cell=ctx.cell, config_hash=h,
-                          extra={names.TAG_STAGES_SKIPPED: ",".join(skipped)} if skipped else None),
+            tags=run_tags(
+                study=ctx.study,
+                stage=names.STAGE_TRIAL,
+                cell=ctx.cell,
+                config_hash=h,
+                extra={names.TAG_STAGES_SKIPPED: ",".join(skipped)} if skipped else None,
+            ),
             params=flatten_params(cfg.flat()),
         ) as run:
             summary["run_id"] = run.run_id
@@ -119,8 +130,12 @@ def run_cell(
             t_compute = time.perf_counter()
             model = run_stages(cfg, ctx.cell, root, bundle, stages, callbacks=callbacks, progress=progress, report=send)
             summary["compute_s"] = time.perf_counter() - t_compute
-            bundle.add_metrics({names.trial_metric("compute_s"): summary["compute_s"],
-                                names.trial_metric("wall_time_s"): time.perf_counter() - t0})
+            bundle.add_metrics(
+                {
+                    names.trial_metric("compute_s"): summary["compute_s"],
+                    names.trial_metric("wall_time_s"): time.perf_counter() - t0,
+                }
+            )
             log_bundle(run, bundle, model=model)
         stages.mark("log")
         summary["status"] = "FINISHED"
@@ -145,7 +160,8 @@ def run_stages(
     report: Callable[[dict[str, Any]], None] | None = None,
 ) -> Any:
     """The computing part of a trial (no tracking): train, then the unfinished ones of connect and probe,
-    each marked done in ``stages`` when it completes. Returns the architecture (holding endpoint A)."""
+    each marked done in ``stages`` when it completes. Returns the architecture (holding endpoint A).
+    """
     send = report or (lambda _m: None)
     model, endpoints = _stage_train(cfg, root, bundle, callbacks, progress)
     stages.mark("train")
@@ -188,20 +204,39 @@ def _stage_train(cfg: Config, root: Path, bundle: Bundle, callbacks: Any, progre
         model, result, _ = train_endpoint(cfg, seed, splits, root, callbacks=callbacks, progress=progress)
         endpoints[name] = result
         bundle.write_endpoint(name, result.final_params, result.final_buffers)
-        bundle.add_metrics({names.endpoint_metric(name, split, k): getattr(res, k)
-                            for split, res in result.final.items() for k in names.SPLIT_QUANTITIES})
+        bundle.add_metrics(
+            {
+                names.endpoint_metric(name, split, k): getattr(res, k)
+                for split, res in result.final.items()
+                for k in names.SPLIT_QUANTITIES
+            }
+        )
     return model, endpoints
 
 
-def _stage_connect(cfg: Config, cell: str, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool) -> None:
+def _stage_connect(
+    cfg: Config, cell: str, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool
+) -> None:
     """Line, Bezier, PolyChain (and aligned variants) between A and B: path tables, metrics, curves, planes."""
     a, b, splits = endpoints["a"], endpoints["b"], endpoints["splits"]
-    result = connect_endpoints(cfg, model, splits, (a.final_params, a.final_buffers), (b.final_params, b.final_buffers),
-                               callbacks=callbacks, progress=progress)
+    result = connect_endpoints(
+        cfg,
+        model,
+        splits,
+        (a.final_params, a.final_buffers),
+        (b.final_params, b.final_buffers),
+        callbacks=callbacks,
+        progress=progress,
+    )
     write_connect_result(bundle, result, extra=model_extra(cfg, splits), title=cell)
 
 
-def _stage_probe(cfg: Config, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool) -> None:
+def _stage_probe(
+    cfg: Config, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool
+) -> None:
     """Hessian, sharpness and curvature at A, B and the curve midpoint; Hessian top-k along every path;
-    PCA plane and effective dimensionality of A's trajectory when snapshots were kept."""
-    probe_cell(cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress)
+    PCA plane and effective dimensionality of A's trajectory when snapshots were kept.
+    """
+    probe_cell(
+        cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress
+    )

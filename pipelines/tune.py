@@ -30,7 +30,11 @@ from tracking.steps import log_tune_results
 
 TUNED_KEYS = ("lr", "weight_decay", "batch_size")
 # What each trial reports to Ray Tune (lgeom.train's epoch metrics) and what the tune runs log (lgeom.names).
-_TEST_ACC, _TEST_LOSS, _TRAIN_LOSS = names.split_column("test", "acc"), names.split_column("test", "loss"), names.split_column("train", "loss")
+_TEST_ACC, _TEST_LOSS, _TRAIN_LOSS = (
+    names.split_column("test", "acc"),
+    names.split_column("test", "loss"),
+    names.split_column("train", "loss"),
+)
 _TRIAL_ACC, _TRIAL_EPOCHS = names.TUNE_TRIAL_METRICS
 
 
@@ -50,7 +54,9 @@ class SearchSpace:
         if not (math.isfinite(self.lr_min) and math.isfinite(self.lr_max) and 0 < self.lr_min < self.lr_max):
             out.append(f"lr range: expected 0 < lr_min < lr_max, got lr_min={self.lr_min!r}, lr_max={self.lr_max!r}")
         if not (math.isfinite(self.wd_min) and math.isfinite(self.wd_max) and 0 < self.wd_min <= self.wd_max):
-            out.append(f"weight-decay range: expected 0 < wd_min <= wd_max, got wd_min={self.wd_min!r}, wd_max={self.wd_max!r}")
+            out.append(
+                f"weight-decay range: expected 0 < wd_min <= wd_max, got wd_min={self.wd_min!r}, wd_max={self.wd_max!r}"
+            )
         if not self.batch_sizes or any(b <= 0 for b in self.batch_sizes):
             out.append(f"batch sizes: expected positive integers, got {list(self.batch_sizes)!r}")
         return out
@@ -58,7 +64,8 @@ class SearchSpace:
 
 def _tune_trial(config: dict[str, Any], *, base: dict[str, Any]) -> None:
     """One Ray Tune trial: train endpoint A of the cell with the sampled hyperparameters, reporting test
-    accuracy after every epoch (ASHA stops weak trials early)."""
+    accuracy after every epoch (ASHA stops weak trials early).
+    """
     from ray import tune
 
     data = {**base, "train": {**base["train"], **{k: config[k] for k in TUNED_KEYS}}}
@@ -66,13 +73,22 @@ def _tune_trial(config: dict[str, Any], *, base: dict[str, Any]) -> None:
 
     def report(event: ProgressEvent) -> None:
         if event.kind == "epoch":
-            tune.report({**{k: event.metrics[k] for k in (_TEST_ACC, _TEST_LOSS, _TRAIN_LOSS)}, "epoch": event.epoch + 1})
+            tune.report(
+                {**{k: event.metrics[k] for k in (_TEST_ACC, _TEST_LOSS, _TRAIN_LOSS)}, "epoch": event.epoch + 1}
+            )
 
     train_endpoint(cfg, cfg.train.seeds[0], load_splits(cfg), None, callbacks=[report], progress=False)
 
 
-def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, address: str | None = None,
-           storage: Path | None = None) -> dict[str, Any]:
+def search(
+    cfg: Config,
+    cell: Cell,
+    space: SearchSpace,
+    *,
+    num_samples: int,
+    address: str | None = None,
+    storage: Path | None = None,
+) -> dict[str, Any]:
     """Run the Optuna + ASHA search for ``cell`` on Ray Tune.
 
     Returns:
@@ -91,8 +107,15 @@ def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, add
         "weight_decay": tune.loguniform(space.wd_min, space.wd_max),
         "batch_size": tune.choice(list(space.batch_sizes)),
     }
-    scheduler = ASHAScheduler(time_attr="training_iteration", max_t=c.train.epochs, grace_period=max(1, c.train.epochs // 4), reduction_factor=2)
-    trainable = tune.with_resources(tune.with_parameters(_tune_trial, base=c.to_dict()), {"cpu": c.study.cpu, "gpu": c.study.gpu})
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=c.train.epochs,
+        grace_period=max(1, c.train.epochs // 4),
+        reduction_factor=2,
+    )
+    trainable = tune.with_resources(
+        tune.with_parameters(_tune_trial, base=c.to_dict()), {"cpu": c.study.cpu, "gpu": c.study.gpu}
+    )
     storage = (storage or Path(c.output_dir) / c.name / "ray").resolve()
     with ray_session(address):
         tuner = tune.Tuner(
@@ -114,8 +137,13 @@ def search(cfg: Config, cell: Cell, space: SearchSpace, *, num_samples: int, add
     trials = []
     for r in results:
         row = {k: r.config.get(k) for k in TUNED_KEYS}
-        row.update({_TRIAL_ACC: (r.metrics or {}).get(_TEST_ACC), _TRIAL_EPOCHS: (r.metrics or {}).get("epoch"),
-                    "error": str(r.error) if r.error else ""})
+        row.update(
+            {
+                _TRIAL_ACC: (r.metrics or {}).get(_TEST_ACC),
+                _TRIAL_EPOCHS: (r.metrics or {}).get("epoch"),
+                "error": str(r.error) if r.error else "",
+            }
+        )
         trials.append(row)
     ok = [t for t in trials if t[_TRIAL_ACC] is not None and not t["error"]]
     if not ok:
@@ -158,7 +186,9 @@ def add_arguments(parser: Any, step: str) -> None:
     parser.add_argument("--wd-max", type=float, default=1e-2)
     parser.add_argument("--batch-sizes", default="32,64,128,256", help="comma-separated choices")
     parser.add_argument("--address", default="", help="Ray cluster address (default: $RAY_ADDRESS or a local Ray)")
-    parser.add_argument("--out", default="", help="where to write the tuned preset (default: <output_dir>/<name>/tuned-<cell>.yaml)")
+    parser.add_argument(
+        "--out", default="", help="where to write the tuned preset (default: <output_dir>/<name>/tuned-<cell>.yaml)"
+    )
 
 
 def cli(cfg: Config, args: Any) -> int:
@@ -175,19 +205,36 @@ def cli(cfg: Config, args: Any) -> int:
         raise ValueError("; ".join(problems))
     cells = expand_matrix(cfg)
     if args.cell is None and len(cells) > 1:
-        raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)} (tune works on one cell), got none")
+        raise ValueError(
+            f"--cell: expected one of {', '.join(c.name for c in cells)} (tune works on one cell), got none"
+        )
     cell = cells[0] if args.cell is None else next((c for c in cells if c.name == args.cell), None)
     if cell is None:
         raise ValueError(f"--cell: expected one of {', '.join(c.name for c in cells)}, got {args.cell!r}")
-    outcome = main(cfg, args.preset, cell, space, num_samples=args.num_samples, address=args.address or None,
-                   out=Path(args.out) if args.out else None)
+    outcome = main(
+        cfg,
+        args.preset,
+        cell,
+        space,
+        num_samples=args.num_samples,
+        address=args.address or None,
+        out=Path(args.out) if args.out else None,
+    )
     print(f"best on {cell.name}: {outcome['best']} (test acc {outcome[names.TUNE_BEST_METRIC]:.2f}%)")
     print(f"tuned preset: {outcome['path']}\nrun it with: lgeom study --preset {outcome['path']}")
     return 0
 
 
-def main(cfg: Config, preset: str, cell: Cell, space: SearchSpace, *, num_samples: int,
-         address: str | None = None, out: Path | None = None) -> dict[str, Any]:
+def main(
+    cfg: Config,
+    preset: str,
+    cell: Cell,
+    space: SearchSpace,
+    *,
+    num_samples: int,
+    address: str | None = None,
+    out: Path | None = None,
+) -> dict[str, Any]:
     """Search, write the tuned preset and log everything; returns the search outcome plus ``path``."""
     outcome = search(cfg, cell, space, num_samples=num_samples, address=address)
     slug = cell.name.replace("/", "-")
@@ -196,8 +243,14 @@ def main(cfg: Config, preset: str, cell: Cell, space: SearchSpace, *, num_sample
     preset_ref = preset if not Path(preset).suffix else str(Path(preset).resolve())
     path.write_text(yaml.safe_dump(tuned_preset(cfg, preset_ref, cell, outcome["best"]), sort_keys=False))
     outcome["path"] = path
-    log_tune_results(outcome, study=cfg.name, cell=cell.name, config_hash=config_hash(cell.config),
-                     params=cell.config.flat(), preset_path=path)
+    log_tune_results(
+        outcome,
+        study=cfg.name,
+        cell=cell.name,
+        config_hash=config_hash(cell.config),
+        params=cell.config.flat(),
+        preset_path=path,
+    )
     return outcome
 
 

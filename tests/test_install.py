@@ -69,8 +69,12 @@ def bare_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = venv / "bin" / "python"
     site = Path(
-        subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                       capture_output=True, text=True, check=True).stdout.strip()
+        subprocess.run(
+            [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
     )
     source = Path(sysconfig.get_paths()["purelib"])
     for dist in core_closure().values():
@@ -97,7 +101,8 @@ present = [m for m in {SERVICE!r} if importlib.util.find_spec(m) is not None]
 assert not present, present
 model = lgeom.build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8)
 splits = lgeom.build_splits("moons", n_train=64, n_test=32, seed=0)
-result = lgeom.train(model, splits.train, splits.test, lgeom.TrainSpec(epochs=1, batch_size=32, device="cpu"), progress=False)
+spec = lgeom.TrainSpec(epochs=1, batch_size=32, device="cpu")
+result = lgeom.train(model, splits.train, splits.test, spec, progress=False)
 print("ok", len(result.history))
 """
     out = _run(bare_python, code)

@@ -35,13 +35,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("lgeom", "tracking", "pipelines")
 LGEOM_FORBIDDEN = ("mlflow", "ray", "optuna", "boto3", "botocore", "pipelines", "tracking")
-# Cycles inside lgeom that its restructuring removes (evaluate <-> grid; the model and dataset registries,
-# whose __init__ imports the modules that import its register_* back). Delete an entry when its cycle is
-# gone; a cycle not listed here fails the test.
-KNOWN_LGEOM_CYCLES = (
-    ("lgeom.data", "lgeom.data.synthetic", "lgeom.data.vision"),
-    ("lgeom.models", "lgeom.models.cnn", "lgeom.models.mlp", "lgeom.models.resnet"),
-)
 
 
 @dataclass(frozen=True)
@@ -179,29 +172,41 @@ def _where(imp: Import) -> str:
 
 
 def test_lgeom_imports_no_outer_layer_anywhere() -> None:
-    bad = [_where(i) for i in all_imports()
-           if i.source.split(".")[0] == "lgeom" and i.module.split(".")[0] in LGEOM_FORBIDDEN]
+    bad = [
+        _where(i)
+        for i in all_imports()
+        if i.source.split(".")[0] == "lgeom" and i.module.split(".")[0] in LGEOM_FORBIDDEN
+    ]
     assert not bad, "lgeom must not import outer layers or tracking libraries:\n" + "\n".join(bad)
 
 
 def test_tracking_imports_nothing_from_pipelines() -> None:
-    bad = [_where(i) for i in all_imports() if i.source.split(".")[0] == "tracking" and i.module.split(".")[0] == "pipelines"]
+    bad = [
+        _where(i)
+        for i in all_imports()
+        if i.source.split(".")[0] == "tracking" and i.module.split(".")[0] == "pipelines"
+    ]
     assert not bad, "tracking must not import pipelines (pass plain values instead):\n" + "\n".join(bad)
 
 
 def test_no_import_cycles_between_first_party_modules() -> None:
     modules = set(first_party_files())
     cycles = strongly_connected(import_graph(all_imports(), modules))
-    new = [c for c in cycles if tuple(c) not in KNOWN_LGEOM_CYCLES]
-    assert not new, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in new)
+    assert not cycles, "import cycles:\n" + "\n".join(" <-> ".join(c) for c in cycles)
 
 
 def test_private_names_stay_in_their_module() -> None:
     modules = set(first_party_files())
-    bad = [_where(i) for i in all_imports()
-           if i.source.split(".")[0] in ("tracking", "pipelines") and i.module.split(".")[0] in PACKAGES
-           and any(n.startswith("_") and f"{i.module}.{n}" not in modules for n in i.names)]
-    assert not bad, "private names imported from another module (make them public, with a docstring):\n" + "\n".join(bad)
+    bad = [
+        _where(i)
+        for i in all_imports()
+        if i.source.split(".")[0] in ("tracking", "pipelines")
+        and i.module.split(".")[0] in PACKAGES
+        and any(n.startswith("_") and f"{i.module}.{n}" not in modules for n in i.names)
+    ]
+    assert not bad, "private names imported from another module (make them public, with a docstring):\n" + "\n".join(
+        bad
+    )
 
 
 # pipelines.config validates against lgeom inside its functions; the config rework moves those imports up.
@@ -215,17 +220,25 @@ def _function_level_imports(name: str, path: Path) -> list[str]:
         if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
             continue
         for node in ast.walk(fn):
-            targets = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level else []
+            targets = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module or ""]
+                if isinstance(node, ast.ImportFrom) and not node.level
+                else []
+            )
             if any(t.split(".")[0] in PACKAGES for t in targets):
                 found.append(f"{name}:{node.lineno} ({fn.name}) imports {', '.join(targets)}")
     return found
 
 
 def test_outer_layers_import_first_party_modules_at_module_top() -> None:
-    bad = [hit for name, path in first_party_files().items()
-           if name.split(".")[0] in ("tracking", "pipelines") and name not in KNOWN_FUNCTION_LEVEL
-           for hit in _function_level_imports(name, path)]
+    bad = [
+        hit
+        for name, path in first_party_files().items()
+        if name.split(".")[0] in ("tracking", "pipelines") and name not in KNOWN_FUNCTION_LEVEL
+        for hit in _function_level_imports(name, path)
+    ]
     assert not bad, "first-party imports inside functions (move them to the module top):\n" + "\n".join(bad)
 
 

@@ -44,7 +44,16 @@ from lgeom.curves import Curve, save_curve
 from lgeom.params import load_params
 from lgeom.safe_io import load_plain, save_plain, unique_temp_path
 from lgeom.table import Table
-from tracking.log import Manifest, TrackedRun, log_artifact, log_metrics, log_model, log_params, log_series, set_tags
+from tracking.log import (
+    Manifest,
+    TrackedRun,
+    log_artifact,
+    log_metrics,
+    log_model,
+    log_params,
+    log_series,
+    set_tags,
+)
 
 
 class Bundle:
@@ -87,7 +96,9 @@ class Bundle:
 
     def add_tags(self, tags: Mapping[str, str]) -> None:
         """Merge tags into ``tags.json``."""
-        self.write_json(names.TAGS_FILE, {**self.read_json(names.TAGS_FILE, {}), **{k: str(v) for k, v in tags.items()}})
+        self.write_json(
+            names.TAGS_FILE, {**self.read_json(names.TAGS_FILE, {}), **{k: str(v) for k, v in tags.items()}}
+        )
 
     # --- typed results -----------------------------------------------------------------------------
     def write_path(self, name: str, table: Table) -> Path:
@@ -130,9 +141,12 @@ class Bundle:
             tmp.unlink(missing_ok=True)
         return path
 
-    def write_endpoint(self, name: str, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]) -> Path:
+    def write_endpoint(
+        self, name: str, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
+    ) -> Path:
         """Save an endpoint's parameters and buffers to ``endpoints/<name>.pt`` (plain data, read back with
-        ``weights_only=True``)."""
+        ``weights_only=True``).
+        """
         return save_plain({"params": dict(params), "buffers": dict(buffers)}, self.root / names.endpoint_artifact(name))
 
     def figure_path(self, name: str) -> Path:
@@ -143,9 +157,7 @@ class Bundle:
 
     def files(self) -> list[Path]:
         """Every file in the bundle, relative to its root (temporary files excluded)."""
-        return sorted(
-            p.relative_to(self.root) for p in self.root.rglob("*") if p.is_file() and ".tmp" not in p.name
-        )
+        return sorted(p.relative_to(self.root) for p in self.root.rglob("*") if p.is_file() and ".tmp" not in p.name)
 
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
@@ -240,7 +252,10 @@ def _endpoint_module(model: nn.Module, path: Path) -> nn.Module:
     """A copy of ``model`` holding the endpoint saved at ``path`` (``{"params", "buffers"}``)."""
     state = load_plain(path, "endpoint")
     if not isinstance(state, dict) or "params" not in state:
-        raise ValueError(f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), got {type(state).__name__}")
+        raise ValueError(
+            f"endpoint {path}: expected a dict with 'params' and 'buffers' (Bundle.write_endpoint), "
+            f"got {type(state).__name__}"
+        )
     module = copy.deepcopy(model).cpu()
     load_params(module, state["params"], state.get("buffers"))
     return module.eval()

@@ -44,8 +44,16 @@ PORTS_FILE = "ports.json"
 CREDENTIALS_FILE = "credentials.env"
 DEFAULT_BUCKET = "lgeom"
 _WEED_PORTS = (
-    "master.port", "master.port.grpc", "volume.port", "volume.port.grpc", "filer.port", "filer.port.grpc",
-    "s3.port", "s3.port.grpc", "admin.port", "admin.port.grpc",
+    "master.port",
+    "master.port.grpc",
+    "volume.port",
+    "volume.port.grpc",
+    "filer.port",
+    "filer.port.grpc",
+    "s3.port",
+    "s3.port.grpc",
+    "admin.port",
+    "admin.port.grpc",
 )
 
 
@@ -138,7 +146,8 @@ def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
 
 def port_free(port: int, host: str = "127.0.0.1") -> bool:
     """Whether a server could listen on ``host:port`` now (bound with ``SO_REUSEADDR``, as servers do, so
-    connections of a stopped server lingering in TIME_WAIT do not count)."""
+    connections of a stopped server lingering in TIME_WAIT do not count).
+    """
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -152,7 +161,8 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
 
 def recorded_ports(state_dir: str | os.PathLike[str]) -> dict[str, int] | None:
     """The ports of the last stack started in ``state_dir`` (``ports.json``, else a leftover
-    ``stack.json``), or ``None`` when none was recorded or the record does not name every port."""
+    ``stack.json``), or ``None`` when none was recorded or the record does not name every port.
+    """
     for name in (PORTS_FILE, STATE_FILE):
         path = Path(state_dir) / name
         try:
@@ -186,7 +196,6 @@ def _check_ports_free(ports: Mapping[str, int], state: Path, *, wait: float = 30
         )
 
 
-
 def _reap(pid: int) -> None:
     try:
         os.waitpid(pid, os.WNOHANG)
@@ -196,7 +205,8 @@ def _reap(pid: int) -> None:
 
 def stop_process_group(pid: int, *, start_ticks: int | None = None, timeout: float = 10.0) -> None:
     """End the process group led by ``pid``: SIGTERM, then SIGKILL if it is still there after ``timeout``
-    seconds. A pid that no longer belongs to the process that was started (``start_ticks``) is left alone."""
+    seconds. A pid that no longer belongs to the process that was started (``start_ticks``) is left alone.
+    """
     if not _alive(pid, start_ticks):
         _reap(pid)
         return
@@ -220,8 +230,13 @@ def _spawn(cmd: list[str], env: Mapping[str, str], log: Path, cwd: Path) -> subp
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "ab") as fh:
         return subprocess.Popen(
-            cmd, env=dict(env), stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            cwd=cwd, start_new_session=True,
+            cmd,
+            env=dict(env),
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            cwd=cwd,
+            start_new_session=True,
         )
 
 
@@ -235,7 +250,8 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 def _base_env() -> dict[str, str]:
     """The parent's environment without credentials or MLflow client settings (the servers get theirs
-    explicitly)."""
+    explicitly).
+    """
     drop = ("AWS_", "MLFLOW_TRACKING_", "MLFLOW_S3_", "S3_BUCKET", "MLFLOW_EXPERIMENT_")
     return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
 
@@ -271,7 +287,8 @@ def _remove_weed_sockets(ports: Mapping[str, int]) -> None:
 
 def _load_or_create_credentials(state_dir: Path, *, create: bool = True) -> tuple[str, str]:
     """S3 credentials: from the environment when both are set, else from the 0600 file (created with random
-    values when missing)."""
+    values when missing).
+    """
     key, secret = os.environ.get("AWS_ACCESS_KEY_ID"), os.environ.get("AWS_SECRET_ACCESS_KEY")
     path = state_dir / CREDENTIALS_FILE
     if key and secret:
@@ -304,8 +321,17 @@ def _load_or_create_credentials(state_dir: Path, *, create: bool = True) -> tupl
 
 def _weed_command(data: Path, logs: Path, ports: Mapping[str, int]) -> list[str]:
     cmd = [
-        _weed_binary(), f"-logdir={logs}", "mini", f"-dir={data}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-        "-master.telemetry=false", "-webdav=false", "-admin.ui=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
+        _weed_binary(),
+        f"-logdir={logs}",
+        "mini",
+        f"-dir={data}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        "-master.telemetry=false",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
     ]
     return cmd + [f"-{name}={ports[name]}" for name in _WEED_PORTS]
 
@@ -317,7 +343,9 @@ def _wait_for_s3(info: StackInfo, proc: subprocess.Popen[bytes] | None, log: Pat
     last: Exception | None = None
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise StackError(f"SeaweedFS exited with status {proc.returncode} while starting; log {log}:\n{_log_tail(log)}")
+            raise StackError(
+                f"SeaweedFS exited with status {proc.returncode} while starting; log {log}:\n{_log_tail(log)}"
+            )
         try:
             client.head_bucket(Bucket=info.bucket)
             return
@@ -337,7 +365,9 @@ def _wait_for_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: 
     last = "no answer"
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise StackError(f"{what} exited with status {proc.returncode} while starting; log {log}:\n{_log_tail(log)}")
+            raise StackError(
+                f"{what} exited with status {proc.returncode} while starting; log {log}:\n{_log_tail(log)}"
+            )
         try:
             r = requests.get(url, timeout=2)
             if r.status_code == 200:
@@ -346,12 +376,15 @@ def _wait_for_http(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: 
         except requests.RequestException as err:
             last = type(err).__name__
         time.sleep(0.3)
-    raise StackError(f"{what} at {url}: expected HTTP 200 within {timeout:.0f} s, got {last}; log {log}:\n{_log_tail(log)}")
+    raise StackError(
+        f"{what} at {url}: expected HTTP 200 within {timeout:.0f} s, got {last}; log {log}:\n{_log_tail(log)}"
+    )
 
 
 def start_s3(info: StackInfo, *, timeout: float = 30.0) -> subprocess.Popen[bytes]:
     """(Re)start the SeaweedFS process of ``info`` on its recorded ports and data folder; waits for the
-    bucket. Updates ``info.pids`` (used for restarts after :func:`stop_s3` and by :func:`start_stack`)."""
+    bucket. Updates ``info.pids`` (used for restarts after :func:`stop_s3` and by :func:`start_stack`).
+    """
     state = Path(info.state_dir)
     key, secret = info.credentials()
     env = {**_base_env(), "AWS_ACCESS_KEY_ID": key, "AWS_SECRET_ACCESS_KEY": secret, "S3_BUCKET": info.bucket}
@@ -403,13 +436,17 @@ def start_stack(
     state = Path(state_dir).resolve()
     existing = read_state(state)
     if existing is not None and stack_alive(existing):
-        raise StackError(f"local stack in {state}: expected none running, got one at {existing.tracking_uri} (run 'lgeom down')")
+        raise StackError(
+            f"local stack in {state}: expected none running, got one at {existing.tracking_uri} (run 'lgeom down')"
+        )
     state.mkdir(parents=True, exist_ok=True)
     os.chmod(state, 0o700)
     key, secret = _load_or_create_credentials(state)
     previous = None if new_ports else recorded_ports(state)
     if previous is not None:
-        _check_ports_free(previous, state, wait=min(30.0, startup_timeout))  # a server just stopped may hold them briefly
+        _check_ports_free(
+            previous, state, wait=min(30.0, startup_timeout)
+        )  # a server just stopped may hold them briefly
         named = previous
     else:
         fresh = free_ports(len(_WEED_PORTS) + 1)
@@ -422,8 +459,10 @@ def start_stack(
         ports=named,
         state_dir=str(state),
     )
-    _write_json_atomically(state / PORTS_FILE, {"ports": info.ports, "bucket": bucket, "tracking_uri": info.tracking_uri,
-                                                 "s3_endpoint": info.s3_endpoint})
+    _write_json_atomically(
+        state / PORTS_FILE,
+        {"ports": info.ports, "bucket": bucket, "tracking_uri": info.tracking_uri, "s3_endpoint": info.s3_endpoint},
+    )
     try:
         start_s3(info, timeout=min(30.0, startup_timeout))
         env = {
@@ -436,10 +475,20 @@ def start_stack(
             "MLFLOW_DISABLE_TELEMETRY": "true",
         }
         cmd = [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{state / 'mlflow.db'}",
-            "--artifacts-destination", info.artifacts_destination,
-            "--host", "127.0.0.1", "--port", str(info.ports["mlflow"]), "--workers", "1",
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{state / 'mlflow.db'}",
+            "--artifacts-destination",
+            info.artifacts_destination,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(info.ports["mlflow"]),
+            "--workers",
+            "1",
         ]
         log = state / "logs" / "mlflow.out"
         proc = _spawn(cmd, env, log, state)
@@ -495,14 +544,14 @@ def read_state(state_dir: str | os.PathLike[str] = ".lgeom") -> StackInfo | None
         data.pop("artifacts_destination", None)
         return StackInfo(**data)
     except (ValueError, TypeError) as err:
-        raise StackError(f"{path}: expected a stack state written by 'lgeom up', got unreadable content ({err})") from err
+        raise StackError(
+            f"{path}: expected a stack state written by 'lgeom up', got unreadable content ({err})"
+        ) from err
 
 
 def stack_alive(info: StackInfo) -> bool:
     """Whether every process of the stack is still running."""
-    return bool(info.pids) and all(
-        _alive(pid, info.proc_starts.get(name) or None) for name, pid in info.pids.items()
-    )
+    return bool(info.pids) and all(_alive(pid, info.proc_starts.get(name) or None) for name, pid in info.pids.items())
 
 
 def _write_json_atomically(path: Path, doc: Mapping[str, Any]) -> None:

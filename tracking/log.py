@@ -82,7 +82,7 @@ class Manifest:
     artifacts: dict[str, int] = field(default_factory=dict)
     models: dict[str, ModelRecord] = field(default_factory=dict)
 
-    def merge(self, other: "Manifest") -> None:
+    def merge(self, other: Manifest) -> None:
         """Add ``other``'s entries (later uploads of the same path replace earlier ones)."""
         self.artifacts.update(other.artifacts)
         self.models.update(other.models)
@@ -102,7 +102,7 @@ class TrackedRun:
         retry: backoff for transient errors of each MLflow / S3 call.
     """
 
-    def __init__(self, store: Store, client: "MlflowClient", run_id: str, experiment_id: str, retry: RetryPolicy) -> None:
+    def __init__(self, store: Store, client: MlflowClient, run_id: str, experiment_id: str, retry: RetryPolicy) -> None:
         self.store = store
         self.client = client
         self.run_id = run_id
@@ -145,7 +145,8 @@ class TrackedRun:
 def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     """Nested mappings -> ``{"dotted.key": "value"}`` for MLflow params: lists/tuples as JSON, ``None`` as
     ``"None"``, values longer than MLflow's limit truncated (marked), credential-named keys dropped and
-    secret values masked."""
+    secret values masked.
+    """
     out: dict[str, str] = {}
 
     def walk(p: str, v: Any) -> None:
@@ -171,12 +172,12 @@ def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str
 
 def _check_metric_name(name: str) -> None:
     if not _METRIC_NAME.match(name):
-        raise ValueError(
-            f"metric name: expected letters, digits and _ - . / : or spaces, got {name!r}"
-        )
+        raise ValueError(f"metric name: expected letters, digits and _ - . / : or spaces, got {name!r}")
 
 
-def log_metrics(run: TrackedRun, metrics: Mapping[str, float | None], *, step: int = 0, timestamp_ms: int | None = None) -> None:
+def log_metrics(
+    run: TrackedRun, metrics: Mapping[str, float | None], *, step: int = 0, timestamp_ms: int | None = None
+) -> None:
     """Log scalar metrics at ``step`` with ``log_batch`` (chunks of 1000); ``None`` is logged as NaN.
 
     Raises:
@@ -214,9 +215,14 @@ def log_params(run: TrackedRun, params: Mapping[str, Any]) -> None:
 
     flat = flatten_params(params)
     existing = run.call("reading the run's params", run.client.get_run, run.run_id).data.params
-    clashes = [f"{k} (logged {existing[k]!r}, now {v!r})" for k, v in flat.items() if k in existing and existing[k] != v]
+    clashes = [
+        f"{k} (logged {existing[k]!r}, now {v!r})" for k, v in flat.items() if k in existing and existing[k] != v
+    ]
     if clashes:
-        raise ValueError(f"params of run {run.run_id}: expected the values already logged, got different ones for " + ", ".join(clashes))
+        raise ValueError(
+            f"params of run {run.run_id}: expected the values already logged, got different ones for "
+            + ", ".join(clashes)
+        )
     items = [Param(k, v) for k, v in flat.items() if k not in existing]
     for i in range(0, len(items), _PARAMS_PER_BATCH):
         chunk = items[i : i + _PARAMS_PER_BATCH]
@@ -242,8 +248,8 @@ def log_series(
     steps: Sequence[int] | None = None,
 ) -> list[str]:
     """Log every numeric column of ``columns`` (a mapping of name -> values, an ``lgeom.table.Table`` or a
-    pandas DataFrame) as metric ``lgeom.names.series_metric(prefix, column)`` with step = row index (or ``steps``); NaN cells are
-    not logged (a column probed at some rows only has entries at those steps).
+    pandas DataFrame) as metric ``lgeom.names.series_metric(prefix, column)`` with step = row index (or
+    ``steps``); NaN cells are not logged (a column probed at some rows only has entries at those steps).
 
     Returns:
         the metric names logged.
@@ -253,7 +259,7 @@ def log_series(
     """
     from mlflow.entities import Metric
 
-    if hasattr(columns, "columns") and isinstance(getattr(columns, "columns"), Mapping):
+    if hasattr(columns, "columns") and isinstance(columns.columns, Mapping):
         data = dict(columns.columns)  # lgeom Table
     elif hasattr(columns, "to_dict") and hasattr(columns, "dtypes"):
         data = {str(c): columns[c].to_numpy() for c in columns.columns}  # pandas
@@ -353,11 +359,15 @@ def verify_uploads(run: TrackedRun, manifest: Manifest | None = None) -> None:
         folders = {k.rsplit("/", 1)[0] if "/" in k else None for k in manifest.artifacts}
         found: dict[str, int] = {}
         for folder in sorted(folders, key=lambda f: f or ""):
-            infos = with_retries(lambda: run.client.list_artifacts(run.run_id, folder), what=f"listing artifacts {folder or '/'}")
+            infos = with_retries(
+                lambda: run.client.list_artifacts(run.run_id, folder), what=f"listing artifacts {folder or '/'}"
+            )
             found.update({i.path: int(i.file_size or 0) for i in infos if not i.is_dir})
         problems += _compare(manifest.artifacts, found, "artifact")
     for name, rec in manifest.models.items():
-        found = _list_tree(lambda p, m=rec.model_id: run.client.list_logged_model_artifacts(m, p), None, f"model {name}")
+        found = _list_tree(
+            lambda p, m=rec.model_id: run.client.list_logged_model_artifacts(m, p), None, f"model {name}"
+        )
         problems += _compare(rec.files, found, f"model {name} ({rec.model_id}) file")
     if problems:
         raise UploadVerificationError(
@@ -405,14 +415,20 @@ def log_model(
         raise ValueError(f"model name: expected letters, digits, _ . -, got {name!r}")
     client = run.client
     lm = run.call(
-        f"creating model {name}", client.create_logged_model, run.experiment_id,
-        name=name, source_run_id=run.run_id, tags=clean_mapping(tags or {}) or None,
+        f"creating model {name}",
+        client.create_logged_model,
+        run.experiment_id,
+        name=name,
+        source_run_id=run.run_id,
+        tags=clean_mapping(tags or {}) or None,
     )
     rec = ModelRecord(lm.model_id)
     run.manifest.models[name] = rec
     with tempfile.TemporaryDirectory(prefix="lgeom-model-") as tmp:
         local = Path(tmp) / "model"
-        meta = Model(artifact_path=lm.artifact_location, model_uuid=lm.model_id, run_id=run.run_id, model_id=lm.model_id)
+        meta = Model(
+            artifact_path=lm.artifact_location, model_uuid=lm.model_id, run_id=run.run_id, model_id=lm.model_id
+        )
         if any(t.device.type != "cpu" for t in [*module.parameters(), *module.buffers()]):
             module = copy.deepcopy(module).cpu()
         with _quiet_pickle_warning():
@@ -457,7 +473,9 @@ def model_uris(store: Store, run_id: str) -> dict[str, str]:
     """``{name: "models:/<id>"}`` of the READY models logged for ``run_id`` (e.g. ``{"a": ..., "b": ...}``)."""
     client = store.client()
     run = with_retries(lambda: client.get_run(run_id), what=f"reading run {run_id}")
-    return {k[len(names.TAG_MODEL_PREFIX):]: v for k, v in run.data.tags.items() if k.startswith(names.TAG_MODEL_PREFIX)}
+    return {
+        k[len(names.TAG_MODEL_PREFIX) :]: v for k, v in run.data.tags.items() if k.startswith(names.TAG_MODEL_PREFIX)
+    }
 
 
 def load_model(store: Store, run_id: str, name: str, *, dst: str | os.PathLike[str] | None = None) -> nn.Module:
@@ -493,7 +511,8 @@ def download_artifact(store: Store, run_id: str, path: str, dst: str | os.PathLi
 
 def load_logged_curve(store: Store, run_id: str, name: str) -> tuple[Curve, dict[str, Any]]:
     """The curve ``curves/<name>.pt`` of ``run_id`` rebuilt with ``lgeom.curves.load_curve``:
-    ``(curve, extra)`` where ``extra`` holds what was saved with it (e.g. the model config)."""
+    ``(curve, extra)`` where ``extra`` holds what was saved with it (e.g. the model config).
+    """
     with tempfile.TemporaryDirectory(prefix="lgeom-curve-") as tmp:
         local = download_artifact(store, run_id, names.curve_artifact(name), tmp)
         return load_curve(local)

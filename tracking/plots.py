@@ -70,7 +70,13 @@ def plot_metric_vs(
     """
     plt = _pyplot()
     xc, yc, gc = _resolve_x(df, x), resolve_column(df, metric), resolve_column(df, group)
-    work = pd.DataFrame({"x": pd.to_numeric(df[xc], errors="coerce"), "y": pd.to_numeric(df[yc], errors="coerce"), "g": df[gc].fillna("-")})
+    work = pd.DataFrame(
+        {
+            "x": pd.to_numeric(df[xc], errors="coerce"),
+            "y": pd.to_numeric(df[yc], errors="coerce"),
+            "g": df[gc].fillna("-"),
+        }
+    )
     work = work[np.isfinite(work["x"]) & np.isfinite(work["y"])]
     if work.empty:
         raise ValueError(f"plot {metric} vs {x}: expected runs with finite values of both, got none")
@@ -160,7 +166,10 @@ def plot_gen_gap(
         if tr in df.columns and te in df.columns:
             gaps.append(pd.to_numeric(df[tr], errors="coerce") - pd.to_numeric(df[te], errors="coerce"))
     if not gaps:
-        raise KeyError(f"generalisation gap: expected metrics <endpoint>.train_acc and .test_acc for {', '.join(endpoints)}, got none")
+        raise KeyError(
+            "generalisation gap: expected metrics <endpoint>.train_acc and .test_acc "
+            f"for {', '.join(endpoints)}, got none"
+        )
     work = df.copy()
     work[f"metrics.{_GEN_GAP_ACC}"] = pd.concat(gaps, axis=1).mean(axis=1)
     return plot_metric_vs(work, _GEN_GAP_ACC, out, x=x, group=group)
@@ -192,7 +201,10 @@ def study_figures(
         ("acc_auc_vs_params", lambda p: plot_metric_vs(df, auc, p, x=names.PARAM_N_PARAMS)),
         ("loss_barrier_vs_params", lambda p: plot_metric_vs(df, barrier, p, x=names.PARAM_N_PARAMS)),
         ("path_test_acc", lambda p: plot_path_series(df, names.split_column("test", "acc"), p, store=store)),
-        ("path_lambda_max", lambda p: plot_path_series(df, names.probe_column(names.HESSIAN, "lambda_max"), p, store=store)),
+        (
+            "path_lambda_max",
+            lambda p: plot_path_series(df, names.probe_column(names.HESSIAN, "lambda_max"), p, store=store),
+        ),
         ("gen_gap_vs_params", lambda p: plot_gen_gap(df, p)),
     ]
     for name, make in jobs:
@@ -210,4 +222,3 @@ def study_figures(
                 run.log_artifact(p, names.FIGURES_DIR)
             run.verify()
     return made
-

@@ -1,5 +1,6 @@
 """Telling whether a process is still the one that was started: pid plus its start time, so a reused pid
-is not mistaken for the original (used by the local server stack and by orphaned-run detection)."""
+is not mistaken for the original (used by the local server stack and by orphaned-run detection).
+"""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ def process_start_ticks(pid: int) -> int | None:
 
 def process_alive(pid: int, start_ticks: int | None = None) -> bool:
     """Whether ``pid`` runs and, when ``start_ticks`` is given, is the process that started at that time
-    (:func:`process_start_ticks`); without procfs, whether signal 0 can reach it."""
+    (:func:`process_start_ticks`); without procfs, whether signal 0 can reach it.
+    """
     ticks = process_start_ticks(pid)
     if ticks is None:
         if not Path("/proc").exists():  # no procfs: fall back to signal 0

@@ -28,8 +28,11 @@ from tracking.runs import quote_search_value, search_all_runs
 from tracking.store import Store, resolve_store, with_retries
 
 CELL_PARTS = ("model", "dataset", "optimizer")
-DEPTH_AUC_METRICS = tuple(names.barrier_metric(path, "test", quantity)
-                          for quantity in ("acc_auc", "acc_drop") for path in (names.LINE, "bezier"))
+DEPTH_AUC_METRICS = tuple(
+    names.barrier_metric(path, "test", quantity)
+    for quantity in ("acc_auc", "acc_drop")
+    for path in (names.LINE, "bezier")
+)
 TRIANGLE_METRICS = ("dist_ac", "dist_bc", "angle_acb_deg")
 FORMATS = ("text", "csv", "markdown")
 
@@ -125,8 +128,19 @@ def runs(
         row.update({f"metrics.{k}": v for k, v in r.data.metrics.items()})
         row.update({f"tags.{k}": v for k, v in tags.items() if not k.startswith("mlflow.")})
         rows.append(row)
-    fixed = ["run_id", "run_name", "status", "start_time", "end_time", "parent_run_id", "study", "cell", "stage",
-             "config_hash", *CELL_PARTS]
+    fixed = [
+        "run_id",
+        "run_name",
+        "status",
+        "start_time",
+        "end_time",
+        "parent_run_id",
+        "study",
+        "cell",
+        "stage",
+        "config_hash",
+        *CELL_PARTS,
+    ]
     if not rows:
         return pd.DataFrame(columns=fixed)
     df = pd.DataFrame(rows)
@@ -148,7 +162,7 @@ def resolve_column(df: pd.DataFrame, name: str) -> str:
     short = sorted({c.split(".", 1)[1] if c.startswith(("params.", "tags.", "metrics.")) else c for c in columns})
     close = difflib.get_close_matches(name, short, n=3)
     hint = f" (did you mean {' or '.join(repr(c) for c in close)}?)" if close else ""
-    metrics = [c[len("metrics."):] for c in columns if c.startswith("metrics.")]
+    metrics = [c[len("metrics.") :] for c in columns if c.startswith("metrics.")]
     listed = ", ".join(metrics[:40]) + (f" ... ({len(metrics)} in all)" if len(metrics) > 40 else "")
     raise KeyError(
         f"column {name!r}: expected a run field, param, tag or metric of the runs, got none of that name{hint}; "
@@ -203,7 +217,9 @@ def compare(
     """
     if not metrics:
         raise ValueError("metrics: expected at least one metric name, got none")
-    df = study if isinstance(study, pd.DataFrame) else runs(study, store=store, stage=stage, children_only=children_only)
+    df = (
+        study if isinstance(study, pd.DataFrame) else runs(study, store=store, stage=stage, children_only=children_only)
+    )
     by = list(by)
     out_cols = [*by] + [f"{m}.{s}" for m in metrics for s in ("mean", "std", "n")]
     if df.empty:
@@ -241,7 +257,9 @@ def path_series(run_id: str, path: str, *, store: Store | None = None) -> pd.Dat
     store = _store(store)
     client = store.client()
     table = names.path_table_artifact(path)
-    files = {i.path for i in with_retries(lambda: client.list_artifacts(run_id, names.PATHS_DIR), what="listing paths/")}
+    files = {
+        i.path for i in with_retries(lambda: client.list_artifacts(run_id, names.PATHS_DIR), what="listing paths/")
+    }
     if table in files:
         with tempfile.TemporaryDirectory(prefix="lgeom-path-") as tmp:
             local = with_retries(lambda: client.download_artifacts(run_id, table, tmp), what="downloading a path table")
@@ -323,17 +341,22 @@ def depth_triangle_table(
             if f"metrics.{n}" not in sub.columns:
                 sub[f"metrics.{n}"] = math.nan
         t = compare(sub, list(metrics), by)
-        t = t.rename(columns={f"{n}.{stat}": f"{m}.{stat}" for n, m in metrics.items() for stat in ("mean", "std", "n")})
+        t = t.rename(
+            columns={f"{n}.{stat}": f"{m}.{stat}" for n, m in metrics.items() for stat in ("mean", "std", "n")}
+        )
         t.insert(len(by), "curve", curve)
         parts.append(_with_n_params(t, df, by))
     if not parts:
         raise KeyError(
-            f"triangle table: expected runs with metrics {', '.join(names.triangle_metric('<curve>', m) for m in TRIANGLE_METRICS)} for "
+            "triangle table: expected runs with metrics "
+            f"{', '.join(names.triangle_metric('<curve>', m) for m in TRIANGLE_METRICS)} for "
             f"curves {', '.join(curves)}, got none"
         )
     out = pd.concat(parts, ignore_index=True)
     keys = [c for c in ("n_params", *by, "curve") if c in out.columns]
-    return out.sort_values(keys, kind="stable", key=lambda s: s.map(natural_key) if s.dtype == object else s).reset_index(drop=True)
+    return out.sort_values(
+        keys, kind="stable", key=lambda s: s.map(natural_key) if s.dtype == object else s
+    ).reset_index(drop=True)
 
 
 # --- rendering --------------------------------------------------------------------------------------------

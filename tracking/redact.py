@@ -35,7 +35,8 @@ def register_secret(value: str) -> None:
 
 def secret_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """``{value: name}`` of every secret known to this process: credential-named environment variables
-    and registered values (longest first, so that a secret containing another is masked whole)."""
+    and registered values (longest first, so that a secret containing another is masked whole).
+    """
     env = os.environ if environ is None else environ
     found = {v: k for k, v in env.items() if is_secret_name(k) and v and len(v) >= _MIN_SECRET_LEN}
     for v in _REGISTERED:
@@ -61,7 +62,8 @@ def redact(text: str, environ: Mapping[str, str] | None = None) -> str:
 
 def clean_mapping(values: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """Stringified ``values`` without credential-named keys and with secret values masked
-    (for MLflow params and tags)."""
+    (for MLflow params and tags).
+    """
     return {str(k): redact(str(v), environ) for k, v in values.items() if not is_secret_name(str(k))}
 
 

@@ -3,7 +3,8 @@
 The life cycle is one context manager::
 
     store = connect()                                     # tracking.store: embedded default or server
-    with tracked_run(store, experiment="quick", run_name="study", tags=run_tags(study="quick", stage="study")) as parent:
+    with tracked_run(store, experiment="quick", run_name="study",
+                     tags=run_tags(study="quick", stage="study")) as parent:
         with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell.name,
                          parent_run_id=parent.run_id, params=flatten_params(cell.config.flat()),
                          tags=run_tags(study="quick", cell=cell.name, config_hash=h, stage="trial")) as run:
@@ -43,10 +44,23 @@ from lgeom.names import (
     TAG_STAGE,
     TAG_STUDY,
 )
-from tracking.log import MAX_TAG_VALUE, Manifest, ModelRecord, TrackedRun, flatten_params
+from tracking.log import (
+    MAX_TAG_VALUE,
+    Manifest,
+    ModelRecord,
+    TrackedRun,
+    flatten_params,
+)
 from tracking.processes import process_alive, process_start_ticks
 from tracking.redact import clean_mapping, redact
-from tracking.store import DEFAULT_RETRY, RetryPolicy, Store, check_artifact_store, check_health, with_retries
+from tracking.store import (
+    DEFAULT_RETRY,
+    RetryPolicy,
+    Store,
+    check_artifact_store,
+    check_health,
+    with_retries,
+)
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -68,7 +82,8 @@ def run_tags(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, str]:
     """The lgeom tags of a run (DESIGN.md): ``lgeom.study``, ``lgeom.stage`` and, when given,
-    ``lgeom.cell``, ``lgeom.config_hash``, ``mlflow.parentRunId``, plus ``extra``."""
+    ``lgeom.cell``, ``lgeom.config_hash``, ``mlflow.parentRunId``, plus ``extra``.
+    """
     tags = {TAG_STUDY: study, TAG_STAGE: stage}
     if cell is not None:
         tags[TAG_CELL] = cell
@@ -84,7 +99,9 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "experiment"
 
 
-def ensure_experiment(store: Store, name: str, *, client: "MlflowClient | None" = None, retry: RetryPolicy = DEFAULT_RETRY) -> str:
+def ensure_experiment(
+    store: Store, name: str, *, client: MlflowClient | None = None, retry: RetryPolicy = DEFAULT_RETRY
+) -> str:
     """The id of the experiment called ``name`` (the study), created (or restored if deleted) when needed.
 
     In embedded mode new experiments put their artifacts under the store's ``mlruns`` folder.
@@ -97,19 +114,28 @@ def ensure_experiment(store: Store, name: str, *, client: "MlflowClient | None" 
     from mlflow.exceptions import MlflowException
 
     client = client or store.client()
-    exp = with_retries(lambda: client.get_experiment_by_name(name), what=f"looking up experiment {name!r}", policy=retry)
+    exp = with_retries(
+        lambda: client.get_experiment_by_name(name), what=f"looking up experiment {name!r}", policy=retry
+    )
     if exp is not None:
         if exp.lifecycle_stage == "deleted":
-            with_retries(lambda: client.restore_experiment(exp.experiment_id), what=f"restoring experiment {name!r}", policy=retry)
+            with_retries(
+                lambda: client.restore_experiment(exp.experiment_id),
+                what=f"restoring experiment {name!r}",
+                policy=retry,
+            )
         return str(exp.experiment_id)
     location = None
     if store.artifact_root:
         location = f"{store.artifact_root}/{_slug(name)}-{os.urandom(3).hex()}"
     try:
-        return str(with_retries(
-            lambda: client.create_experiment(name, artifact_location=location),
-            what=f"creating experiment {name!r}", policy=retry,
-        ))
+        return str(
+            with_retries(
+                lambda: client.create_experiment(name, artifact_location=location),
+                what=f"creating experiment {name!r}",
+                policy=retry,
+            )
+        )
     except MlflowException as err:
         if err.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
@@ -136,7 +162,8 @@ def _context_tags() -> dict[str, str]:
 
 def ray_node_ip() -> str | None:
     """The IP of the Ray node this process runs on, when it is a Ray worker or a driver connected to Ray;
-    ``None`` otherwise. Ray is never imported here: a process that has not imported it is not in Ray."""
+    ``None`` otherwise. Ray is never imported here: a process that has not imported it is not in Ray.
+    """
     ray = sys.modules.get("ray")
     try:
         if ray is None or not ray.is_initialized():
@@ -174,14 +201,18 @@ def start_run(
         tracking.store.StoreUnavailableError: the store or its artifact store does not answer.
     """
     if (experiment is None) == (experiment_id is None):
-        raise ValueError(f"run: expected exactly one of experiment (name) or experiment_id, got {experiment!r} and {experiment_id!r}")
+        raise ValueError(
+            f"run: expected exactly one of experiment (name) or experiment_id, got {experiment!r} and {experiment_id!r}"
+        )
     deadline = time.monotonic() + health_timeout
     if check:
         check_health(store, timeout=health_timeout)
     client = store.client()
     if experiment_id is None:
         experiment_id = ensure_experiment(store, str(experiment), client=client, retry=retry)
-    exp = with_retries(lambda: client.get_experiment(experiment_id), what=f"reading experiment {experiment_id}", policy=retry)
+    exp = with_retries(
+        lambda: client.get_experiment(experiment_id), what=f"reading experiment {experiment_id}", policy=retry
+    )
     if check:
         check_artifact_store(store, exp.artifact_location, deadline=max(deadline, time.monotonic() + 5.0))
     all_tags = {**_context_tags(), **{k: str(v) for k, v in (tags or {}).items()}}
@@ -190,7 +221,8 @@ def start_run(
     all_tags = {k: v[:MAX_TAG_VALUE] for k, v in clean_mapping(all_tags).items()}
     mlflow_run = with_retries(
         lambda: client.create_run(experiment_id, tags=all_tags, run_name=run_name),
-        what="creating a run", policy=retry,
+        what="creating a run",
+        policy=retry,
     )
     run = TrackedRun(store, client, mlflow_run.info.run_id, str(experiment_id), retry)
     if params:
@@ -204,13 +236,16 @@ def start_run(
 
 def attach_run(store: Store, run_id: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> TrackedRun:
     """A :class:`TrackedRun` for an existing run (e.g. to add figures to a finished study run); its
-    status is not changed. ``run.verify()`` checks the uploads made through it."""
+    status is not changed. ``run.verify()`` checks the uploads made through it.
+    """
     client = store.client()
     info = with_retries(lambda: client.get_run(run_id), what=f"reading run {run_id}", policy=retry).info
     return TrackedRun(store, client, run_id, str(info.experiment_id), retry)
 
 
-def end_run(run: TrackedRun, status: str = "FINISHED", *, error: BaseException | None = None, verify: bool = True) -> None:
+def end_run(
+    run: TrackedRun, status: str = "FINISHED", *, error: BaseException | None = None, verify: bool = True
+) -> None:
     """End ``run``. ``FINISHED`` first verifies every upload (:func:`tracking.log.verify_uploads`); if that
     fails the run ends FAILED and the verification error is raised. Other statuses record ``error``
     (masked) in tag ``lgeom.error`` and the run's note; recording problems only warn, so they never hide
@@ -278,8 +313,15 @@ def tracked_run(
         whatever :func:`start_run` raises; the body's exception; UploadVerificationError at the end.
     """
     run = start_run(
-        store, experiment=experiment, experiment_id=experiment_id, run_name=run_name,
-        parent_run_id=parent_run_id, tags=tags, params=params, check=check, retry=retry,
+        store,
+        experiment=experiment,
+        experiment_id=experiment_id,
+        run_name=run_name,
+        parent_run_id=parent_run_id,
+        tags=tags,
+        params=params,
+        check=check,
+        retry=retry,
     )
     try:
         yield run
@@ -292,14 +334,18 @@ def tracked_run(
 # --- reuse and orphans ------------------------------------------------------------------------------------
 
 
-def search_all_runs(store: Store, experiment_ids: list[str], filter_string: str = "", *, order_by: list[str] | None = None) -> list["Run"]:
+def search_all_runs(
+    store: Store, experiment_ids: list[str], filter_string: str = "", *, order_by: list[str] | None = None
+) -> list[Run]:
     """Every run matching ``filter_string`` (MLflow search syntax) in the experiments, all pages."""
     client = store.client()
     out: list[Run] = []
     token = None
     while True:
         page = with_retries(
-            lambda: client.search_runs(experiment_ids, filter_string, max_results=1000, order_by=order_by, page_token=token),
+            lambda: client.search_runs(
+                experiment_ids, filter_string, max_results=1000, order_by=order_by, page_token=token
+            ),
             what="searching runs",
         )
         out.extend(page)
@@ -326,9 +372,10 @@ def find_finished_run(
     *,
     stage: str | None = None,
     cell: str | None = None,
-) -> "Run | None":
+) -> Run | None:
     """The most recent FINISHED run with tag ``lgeom.config_hash == config_hash`` in the experiment
-    (optionally also of ``stage`` / ``cell``), or ``None``: the study reuses it instead of recomputing."""
+    (optionally also of ``stage`` / ``cell``), or ``None``: the study reuses it instead of recomputing.
+    """
     filters = [f"tags.`{TAG_CONFIG_HASH}` = {quote_search_value(config_hash)}", "attributes.status = 'FINISHED'"]
     if stage is not None:
         filters.append(f"tags.`{TAG_STAGE}` = {quote_search_value(stage)}")
@@ -403,7 +450,9 @@ def mark_orphaned_runs(
             if not parent_id or parent_id in still_running:
                 continue
             if parent_id not in parent_status:
-                parent_status[parent_id] = "closed as an orphan" if parent_id in closed else _run_status(client, parent_id)
+                parent_status[parent_id] = (
+                    "closed as an orphan" if parent_id in closed else _run_status(client, parent_id)
+                )
             if parent_status[parent_id] == "RUNNING":
                 continue
             close(rid, f"its parent run {parent_id} is no longer RUNNING ({parent_status[parent_id]})")
@@ -426,7 +475,19 @@ def _run_status(client: Any, run_id: str) -> str:
 
 
 __all__ = [
-    "Manifest", "ModelRecord", "TrackedRun", "attach_run", "end_run", "ensure_experiment", "find_finished_run",
-    "flatten_params", "mark_orphaned_runs", "quote_search_value", "ray_node_ip", "run_tags", "search_all_runs", "start_run",
+    "Manifest",
+    "ModelRecord",
+    "TrackedRun",
+    "attach_run",
+    "end_run",
+    "ensure_experiment",
+    "find_finished_run",
+    "flatten_params",
+    "mark_orphaned_runs",
+    "quote_search_value",
+    "ray_node_ip",
+    "run_tags",
+    "search_all_runs",
+    "start_run",
     "tracked_run",
 ]

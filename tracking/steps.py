@@ -17,7 +17,14 @@ from lgeom import names
 from lgeom.params import count_params
 from tracking.bundle import Bundle, log_bundle
 from tracking.log import TrackedRun, log_metrics, log_model, log_params, log_series
-from tracking.runs import end_run, ensure_experiment, find_finished_run, run_tags, start_run, tracked_run
+from tracking.runs import (
+    end_run,
+    ensure_experiment,
+    find_finished_run,
+    run_tags,
+    start_run,
+    tracked_run,
+)
 from tracking.store import Store, connect
 
 
@@ -58,8 +65,12 @@ def log_step_bundle(
             return found.info.run_id
     tags = run_tags(study=study, stage=stage, cell=cell, config_hash=config_hash, parent_run_id=parent_run_id)
     with tracked_run(
-        store, experiment_id=exp_id, run_name=run_name or f"{stage}:{cell}",
-        parent_run_id=parent_run_id, tags=tags, params=params,
+        store,
+        experiment_id=exp_id,
+        run_name=run_name or f"{stage}:{cell}",
+        parent_run_id=parent_run_id,
+        tags=tags,
+        params=params,
     ) as run:
         log_bundle(run, bundle, model=model)
         return run.run_id
@@ -74,8 +85,11 @@ def log_train_result(run: TrackedRun, name: str, module: nn.Module, result: Any,
     * the trained ``module`` as MLflow PyTorch model ``name`` (when ``log_model_too``).
     """
     n_params = count_params(module)
-    final = {names.endpoint_metric(name, split, k): getattr(res, k)
-             for split, res in result.final.items() for k in names.SPLIT_QUANTITIES}
+    final = {
+        names.endpoint_metric(name, split, k): getattr(res, k)
+        for split, res in result.final.items()
+        for k in names.SPLIT_QUANTITIES
+    }
     final[names.endpoint_stat_metric(name, "samples_per_s")] = result.samples_per_s
     final[names.endpoint_stat_metric(name, "n_params")] = n_params
     log_metrics(run, final)
@@ -117,8 +131,9 @@ def log_tune_results(
     exp_id = ensure_experiment(store, study)
     tags = run_tags(study=study, stage=names.STAGE_TUNE, cell=cell, config_hash=config_hash)
     best = {names.tune_best_param(k): v for k, v in outcome["best"].items()}
-    with tracked_run(store, experiment_id=exp_id, run_name=f"{names.STAGE_TUNE}:{cell}", tags=tags,
-                     params={**params, **best}) as parent:
+    with tracked_run(
+        store, experiment_id=exp_id, run_name=f"{names.STAGE_TUNE}:{cell}", tags=tags, params={**params, **best}
+    ) as parent:
         if outcome.get(names.TUNE_BEST_METRIC) is not None:
             parent.log_metrics({names.TUNE_BEST_METRIC: outcome[names.TUNE_BEST_METRIC]})
         if preset_path is not None:
@@ -126,8 +141,15 @@ def log_tune_results(
         for i, trial in enumerate(outcome["trials"]):
             values = {k: v for k, v in trial.items() if k not in (*names.TUNE_TRIAL_METRICS, "error")}
             child_tags = run_tags(study=study, stage=names.STAGE_TUNE_TRIAL, cell=cell, parent_run_id=parent.run_id)
-            child = start_run(store, experiment_id=exp_id, run_name=f"trial {i}", parent_run_id=parent.run_id,
-                              tags=child_tags, params=values, check=False)
+            child = start_run(
+                store,
+                experiment_id=exp_id,
+                run_name=f"trial {i}",
+                parent_run_id=parent.run_id,
+                tags=child_tags,
+                params=values,
+                check=False,
+            )
             if trial.get("error"):
                 end_run(child, "FAILED", error=RuntimeError(str(trial["error"])))
                 continue

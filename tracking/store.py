@@ -65,7 +65,7 @@ class Store:
     mode: Mode
     artifact_root: str | None = None
 
-    def client(self) -> "MlflowClient":
+    def client(self) -> MlflowClient:
         """An ``MlflowClient`` bound to this store (no global MLflow state is touched)."""
         configure_http_defaults()
         from mlflow import MlflowClient
@@ -82,7 +82,8 @@ class Store:
 
 def configure_http_defaults() -> None:
     """Give MLflow's HTTP client short retries and timeouts unless the user set them (see HTTP_DEFAULTS),
-    and keep MLflow from printing tracking URIs (see FORCED)."""
+    and keep MLflow from printing tracking URIs (see FORCED).
+    """
     for k, v in HTTP_DEFAULTS.items():
         os.environ.setdefault(k, v)
     os.environ.update(FORCED)
@@ -108,7 +109,7 @@ def resolve_store(tracking_uri: str | None = None, *, environ: Mapping[str, str]
     if scheme in ("http", "https"):
         return Store(uri.rstrip("/"), "server")
     if scheme == "sqlite":
-        path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else ""
+        path = uri[len("sqlite:///") :] if uri.startswith("sqlite:///") else ""
         if not path:
             raise ValueError(f"tracking URI: expected sqlite:///<path to .db>, got {redact(uri)!r}")
         db = Path(path).resolve()
@@ -145,14 +146,22 @@ class RetryPolicy:
 
 DEFAULT_RETRY = RetryPolicy()
 _PERMANENT_CODES = {
-    "INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST", "RESOURCE_ALREADY_EXISTS", "PERMISSION_DENIED",
-    "UNAUTHENTICATED", "BAD_REQUEST", "INVALID_STATE", "FEATURE_DISABLED", "ENDPOINT_NOT_FOUND",
+    "INVALID_PARAMETER_VALUE",
+    "RESOURCE_DOES_NOT_EXIST",
+    "RESOURCE_ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "UNAUTHENTICATED",
+    "BAD_REQUEST",
+    "INVALID_STATE",
+    "FEATURE_DISABLED",
+    "ENDPOINT_NOT_FOUND",
 }
 
 
 def is_transient(err: BaseException) -> bool:
     """Whether ``err`` looks like a passing outage (connection refused/reset, timeouts, HTTP 5xx/429,
-    S3 gateway errors) rather than a mistake that a retry cannot fix."""
+    S3 gateway errors) rather than a mistake that a retry cannot fix.
+    """
     if isinstance(err, (ConnectionError, TimeoutError)):
         return True
     try:
@@ -185,13 +194,18 @@ def is_transient(err: BaseException) -> bool:
 
 def announce_retry(what: str, attempts: int) -> Callable[[int, BaseException, float], None]:
     """An ``on_retry`` callback printing one line per retry to stderr: what failed, why (credentials
-    masked, first line only) and how long it waits."""
+    masked, first line only) and how long it waits.
+    """
     import sys
 
     def say(attempt: int, err: BaseException, wait: float) -> None:
         reason = redact(str(err)).strip().splitlines()[0][:200] if str(err).strip() else ""
-        print(f"lgeom: {what} failed ({type(err).__name__}{': ' + reason if reason else ''}); the tracking server or "
-              f"S3 may be restarting: retrying in {wait:.0f} s (attempt {attempt + 1} of {attempts})", file=sys.stderr, flush=True)
+        print(
+            f"lgeom: {what} failed ({type(err).__name__}{': ' + reason if reason else ''}); the tracking server or "
+            f"S3 may be restarting: retrying in {wait:.0f} s (attempt {attempt + 1} of {attempts})",
+            file=sys.stderr,
+            flush=True,
+        )
 
     return say
 
@@ -288,7 +302,9 @@ def check_health(
     deadline = time.monotonic() + timeout
     if store.mode == "server":
         base = store.tracking_uri
-        hint = "is the server running? ('lgeom up' starts a local one; unset MLFLOW_TRACKING_URI for the embedded store)"
+        hint = (
+            "is the server running? ('lgeom up' starts a local one; unset MLFLOW_TRACKING_URI for the embedded store)"
+        )
         try:
             r = _get(f"{base}/health", timeout=5, deadline=deadline, environ=env, what="MLflow server")
         except StoreUnavailableError as err:
@@ -297,7 +313,10 @@ def check_health(
             r = None  # some proxies hide /health; the API call below decides
         r = _get(
             f"{base}/api/2.0/mlflow/experiments/search?max_results=1",
-            timeout=5, deadline=deadline, environ=env, what="MLflow server API",
+            timeout=5,
+            deadline=deadline,
+            environ=env,
+            what="MLflow server API",
         )
         if r.status_code in (401, 403):
             raise StoreUnavailableError(
@@ -305,12 +324,16 @@ def check_health(
                 "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (or MLFLOW_TRACKING_TOKEN)"
             )
         if r.status_code != 200:
-            raise StoreUnavailableError(f"MLflow server {redact(base)}: expected HTTP 200 from the API, got {r.status_code}")
+            raise StoreUnavailableError(
+                f"MLflow server {redact(base)}: expected HTTP 200 from the API, got {r.status_code}"
+            )
     elif store.mode in ("embedded", "database"):
         try:
             store.client().search_experiments(max_results=1)
         except Exception as err:  # noqa: BLE001
-            raise StoreUnavailableError(f"MLflow store {redact(store.tracking_uri)}: cannot be opened ({redact(str(err))[:300]})") from err
+            raise StoreUnavailableError(
+                f"MLflow store {redact(store.tracking_uri)}: cannot be opened ({redact(str(err))[:300]})"
+            ) from err
     if artifact_uri:
         check_artifact_store(store, artifact_uri, deadline=deadline, environ=env)
 
@@ -327,12 +350,17 @@ def check_artifact_store(
     deadline = deadline or time.monotonic() + 20.0
     if artifact_uri.startswith("mlflow-artifacts:"):
         if store.mode != "server":
-            raise StoreUnavailableError(f"artifact location {artifact_uri}: expected an MLflow server to proxy it, got {store.describe()}")
+            raise StoreUnavailableError(
+                f"artifact location {artifact_uri}: expected an MLflow server to proxy it, got {store.describe()}"
+            )
         # Listing the experiment's folder makes the server touch its artifact store (S3) without writing.
         path = urlparse(artifact_uri).path.lstrip("/")
         r = _get(
             f"{store.tracking_uri}/api/2.0/mlflow-artifacts/artifacts?path={path}",
-            timeout=10, deadline=deadline, environ=env, what="artifact store behind the MLflow server",
+            timeout=10,
+            deadline=deadline,
+            environ=env,
+            what="artifact store behind the MLflow server",
         )
         if r.status_code != 200:
             raise StoreUnavailableError(
@@ -347,9 +375,11 @@ def _check_s3(artifact_uri: str, *, deadline: float, environ: Mapping[str, str])
     import boto3
     from botocore.config import Config as BotoConfig
 
-    bucket = artifact_uri[len("s3://"):].split("/", 1)[0]
+    bucket = artifact_uri[len("s3://") :].split("/", 1)[0]
     endpoint = environ.get("MLFLOW_S3_ENDPOINT_URL")
-    has_creds = bool(environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY")) or bool(environ.get("AWS_PROFILE"))
+    has_creds = bool(environ.get("AWS_ACCESS_KEY_ID") and environ.get("AWS_SECRET_ACCESS_KEY")) or bool(
+        environ.get("AWS_PROFILE")
+    )
     if not has_creds:
         raise StoreUnavailableError(
             f"artifact location {artifact_uri}: the client writes to S3 directly (server started with "
@@ -361,8 +391,10 @@ def _check_s3(artifact_uri: str, *, deadline: float, environ: Mapping[str, str])
         "s3",
         endpoint_url=endpoint or None,
         config=BotoConfig(
-            connect_timeout=min(3.0, remaining), read_timeout=min(5.0, remaining),
-            retries={"max_attempts": 3, "mode": "standard"}, s3={"addressing_style": "path"},
+            connect_timeout=min(3.0, remaining),
+            read_timeout=min(5.0, remaining),
+            retries={"max_attempts": 3, "mode": "standard"},
+            s3={"addressing_style": "path"},
         ),
     )
     last: Exception | None = None
@@ -400,7 +432,9 @@ def wait_for_store(store: Store, *, policy: RetryPolicy = DEFAULT_RETRY, check_t
             last_try = attempt >= len(delays)
             wait = 0.0 if last_try else delays[attempt] * random.uniform(0.75, 1.25)
             if last_try or time.monotonic() - start + wait > policy.deadline:
-                err.add_note(f"waited {time.monotonic() - start:.0f} s for the store: gave up after {attempt + 1} attempt(s)")
+                err.add_note(
+                    f"waited {time.monotonic() - start:.0f} s for the store: gave up after {attempt + 1} attempt(s)"
+                )
                 raise
             say(attempt + 1, err, wait)
             time.sleep(wait)

@@ -7,125 +7,27 @@
 
 from __future__ import annotations
 
-import inspect
 import math
 import typing
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Subset
+from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from lgeom._checks import check_choice, check_positive_int, expected
+from lgeom._checks import check_positive_int, expected
 
-SPLITS = ("train", "test")
-
-
-class ArrayDataset(Dataset):
-    """Inputs and integer labels held as two tensors, with ``num_classes`` and ``in_shape``."""
-
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, num_classes: int, name: str = "") -> None:
-        if inputs.shape[0] != targets.shape[0]:
-            raise expected("targets", f"{inputs.shape[0]} labels (one per input)", targets.shape[0])
-        self.inputs = inputs
-        self.targets = targets.long()
-        self.num_classes = int(num_classes)
-        self.in_shape = tuple(inputs.shape[1:])
-        self.name = name
-
-    def __len__(self) -> int:
-        return int(self.inputs.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.inputs[index], self.targets[index]
-
-    def subset(self, indices: torch.Tensor) -> "ArrayDataset":
-        """A new dataset holding the samples at ``indices``."""
-        return ArrayDataset(self.inputs[indices], self.targets[indices], self.num_classes, self.name)
-
-    def to(self, device: torch.device | str) -> "ArrayDataset":
-        """A copy with both tensors on ``device`` (loaders then yield batches already there)."""
-        return ArrayDataset(self.inputs.to(device), self.targets.to(device), self.num_classes, self.name)
-
-
-Builder = Callable[..., Dataset]
-_REGISTRY: dict[str, Builder] = {}
-
-
-def register_dataset(name: str) -> Callable[[Builder], Builder]:
-    """Decorator registering ``builder(split, *, root, seed, **kw) -> Dataset`` under ``name``."""
-
-    def wrap(builder: Builder) -> Builder:
-        _REGISTRY[name] = builder
-        return builder
-
-    return wrap
-
-
-def available_datasets() -> list[str]:
-    """Names accepted by :func:`build_dataset`."""
-    return sorted(_REGISTRY)
-
-
-def dataset_options(name: str) -> dict[str, Any]:
-    """Keyword options of dataset ``name`` with their defaults."""
-    check_choice("dataset name", name, _REGISTRY)
-    sig = inspect.signature(_REGISTRY[name])
-    return {
-        p.name: p.default
-        for p in sig.parameters.values()
-        if p.kind == p.KEYWORD_ONLY and p.name not in ("root", "seed")
-    }
-
-
-def build_dataset(
-    name: str,
-    split: str,
-    *,
-    root: str | None = None,
-    n: int | None = None,
-    seed: int = 0,
-    **kw: Any,
-) -> Dataset:
-    """Build a registered dataset split.
-
-    Args:
-        name: one of :func:`available_datasets`.
-        split: ``"train"`` or ``"test"``.
-        root: folder holding downloaded files (torchvision datasets only).
-        n: keep a seeded random subset of ``n`` samples of the split (all when ``None``).
-        seed: seed of the synthetic draw, of the train/test split and of the subset.
-        **kw: dataset options (see :func:`dataset_options`), e.g. ``noise`` or ``augment``.
-
-    Returns:
-        A map-style dataset with ``num_classes`` and ``in_shape`` attributes.
-
-    Raises:
-        ValueError: unknown name, split or option, or ``n`` larger than the split.
-        DatasetNotFoundError: files of a torchvision dataset are missing under ``root``.
-    """
-    check_choice("dataset name", name, _REGISTRY)
-    check_choice("split", split, SPLITS)
-    allowed = dataset_options(name)
-    unknown = sorted(set(kw) - set(allowed))
-    if unknown:
-        raise expected(f"{name} option", "one of " + ", ".join(sorted(allowed)), unknown[0])
-    if n is not None:
-        check_positive_int("n", n)
-    ds = _REGISTRY[name](split, root=root, seed=seed, **kw)
-    if n is not None and n != len(ds):
-        if n > len(ds):
-            raise expected("n", f"at most {len(ds)} (the size of the {name} {split} split)", n)
-        gen = torch.Generator().manual_seed(seed + 7919)
-        idx = torch.randperm(len(ds), generator=gen)[:n]
-        if isinstance(ds, ArrayDataset):
-            ds = ds.subset(idx)
-        else:
-            sub = Subset(ds, idx.tolist())
-            sub.num_classes, sub.in_shape = ds.num_classes, ds.in_shape  # type: ignore[attr-defined]
-            ds = sub
-    return ds
-
+# Importing the dataset modules registers them.
+from lgeom.data import synthetic, vision  # noqa: F401
+from lgeom.data.arrays import ArrayDataset
+from lgeom.data.registry import (
+    available_datasets,
+    build_dataset,
+    dataset_option_types,
+    dataset_options,
+    register_dataset,
+)
+from lgeom.data.vision import DatasetNotFoundError
 
 # --- loaders ---------------------------------------------------------------------------------------------
 
@@ -224,9 +126,7 @@ def as_batches(data: Dataset | Iterable[Batch], batch_size: int = EVAL_BATCH_SIZ
     return data
 
 
-def fixed_batches(
-    dataset: Dataset, batch_size: int, *, n_batches: int | None = None, seed: int = 0
-) -> list[Batch]:
+def fixed_batches(dataset: Dataset, batch_size: int, *, n_batches: int | None = None, seed: int = 0) -> list[Batch]:
     """A fixed, materialised list of batches: a seeded random subset of ``n_batches * batch_size`` samples.
 
     Used wherever the same data must be seen at every parameter point (BatchNorm statistics recompute,
@@ -249,16 +149,15 @@ def dataset_meta(dataset: Dataset) -> tuple[int, tuple[int, ...]]:
     try:
         return int(dataset.num_classes), tuple(dataset.in_shape)  # type: ignore[attr-defined]
     except AttributeError as err:
-        raise expected("dataset", "a dataset with num_classes and in_shape (from build_dataset)", type(dataset).__name__) from err
+        raise expected(
+            "dataset", "a dataset with num_classes and in_shape (from build_dataset)", type(dataset).__name__
+        ) from err
 
 
 def num_samples(batches: Sequence[Batch] | Any) -> int:
     """Total number of samples in an iterable of batches (iterates it once)."""
     return sum(int(y.shape[0]) for _, y in batches)
 
-
-from lgeom.data import synthetic, vision  # noqa: E402,F401  (registers the datasets)
-from lgeom.data.vision import DatasetNotFoundError  # noqa: E402
 
 __all__ = [
     "ArrayDataset",
@@ -271,6 +170,7 @@ __all__ = [
     "build_dataset",
     "build_splits",
     "dataset_meta",
+    "dataset_option_types",
     "dataset_options",
     "fixed_batches",
     "make_loader",

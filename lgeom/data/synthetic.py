@@ -12,7 +12,8 @@ import torch
 from sklearn.datasets import make_circles, make_moons
 
 from lgeom._checks import check_positive, check_positive_int, expected
-from lgeom.data import ArrayDataset, register_dataset
+from lgeom.data.arrays import ArrayDataset
+from lgeom.data.registry import register_dataset
 
 
 def _split_and_standardise(
@@ -40,8 +41,9 @@ def _sizes(n_train: int, n_test: int) -> int:
 
 
 @register_dataset("moons")
-def moons(split: str, *, root: str | None = None, seed: int = 0, n_train: int = 1000, n_test: int = 1000,
-          noise: float = 0.2) -> ArrayDataset:
+def moons(
+    split: str, *, root: str | None = None, seed: int = 0, n_train: int = 1000, n_test: int = 1000, noise: float = 0.2
+) -> ArrayDataset:
     """Two interleaving half circles (sklearn ``make_moons``) with Gaussian noise of std ``noise``."""
     check_positive("noise", noise, allow_zero=True)
     x, y = make_moons(_sizes(n_train, n_test), noise=noise, random_state=seed)
@@ -49,8 +51,16 @@ def moons(split: str, *, root: str | None = None, seed: int = 0, n_train: int = 
 
 
 @register_dataset("circles")
-def circles(split: str, *, root: str | None = None, seed: int = 0, n_train: int = 1000, n_test: int = 1000,
-            noise: float = 0.1, factor: float = 0.5) -> ArrayDataset:
+def circles(
+    split: str,
+    *,
+    root: str | None = None,
+    seed: int = 0,
+    n_train: int = 1000,
+    n_test: int = 1000,
+    noise: float = 0.1,
+    factor: float = 0.5,
+) -> ArrayDataset:
     """Two concentric circles (sklearn ``make_circles``), inner radius ``factor``."""
     check_positive("noise", noise, allow_zero=True)
     if not 0 < factor < 1:
@@ -60,8 +70,17 @@ def circles(split: str, *, root: str | None = None, seed: int = 0, n_train: int 
 
 
 @register_dataset("gaussians")
-def gaussians(split: str, *, root: str | None = None, seed: int = 0, n_train: int = 1000, n_test: int = 1000,
-              centers: int = 3, noise: float = 1.0, radius: float = 3.0) -> ArrayDataset:
+def gaussians(
+    split: str,
+    *,
+    root: str | None = None,
+    seed: int = 0,
+    n_train: int = 1000,
+    n_test: int = 1000,
+    centers: int = 3,
+    noise: float = 1.0,
+    radius: float = 3.0,
+) -> ArrayDataset:
     """``centers`` (2-4) isotropic 2-D Gaussian clusters of std ``noise`` on a circle of ``radius``; one class each."""
     if not (isinstance(centers, int) and 2 <= centers <= 4):
         raise expected("centers", "an integer from 2 to 4", centers)
@@ -76,8 +95,9 @@ def gaussians(split: str, *, root: str | None = None, seed: int = 0, n_train: in
 
 
 @register_dataset("xor")
-def xor(split: str, *, root: str | None = None, seed: int = 0, n_train: int = 1000, n_test: int = 1000,
-        noise: float = 0.35) -> ArrayDataset:
+def xor(
+    split: str, *, root: str | None = None, seed: int = 0, n_train: int = 1000, n_test: int = 1000, noise: float = 0.35
+) -> ArrayDataset:
     """Four Gaussian clusters at (+-1, +-1) of std ``noise``; label 1 where the signs of the centre differ."""
     check_positive("noise", noise)
     rng = np.random.default_rng(seed)
@@ -89,8 +109,17 @@ def xor(split: str, *, root: str | None = None, seed: int = 0, n_train: int = 10
 
 
 @register_dataset("gaussmix256")
-def gaussmix256(split: str, *, root: str | None = None, seed: int = 0, n_train: int = 2000, n_test: int = 1000,
-                classes: int = 10, separation: float = 0.35, noise: float = 1.0) -> ArrayDataset:
+def gaussmix256(
+    split: str,
+    *,
+    root: str | None = None,
+    seed: int = 0,
+    n_train: int = 2000,
+    n_test: int = 1000,
+    classes: int = 10,
+    separation: float = 0.35,
+    noise: float = 1.0,
+) -> ArrayDataset:
     """A 256-d mixture of ``classes`` Gaussians (means ~ N(0, separation^2 I), std ``noise``), shaped 1x16x16."""
     check_positive_int("classes", classes)
     if classes < 2:

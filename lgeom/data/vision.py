@@ -25,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from lgeom._checks import expected
-from lgeom.data import ArrayDataset, register_dataset
+from lgeom.data.arrays import ArrayDataset
+from lgeom.data.registry import register_dataset
 
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 #: Pixel mean and standard deviation of the 60,000 Fashion-MNIST training images (scaled to [0, 1]).
@@ -92,7 +93,8 @@ def missing_files_message(name: str, root: Path, note: str = "") -> str:
             f"(the loader does this itself when that folder exists, unless source=None). "
         )
     return (
-        f"{name}: expected its files under {folder}, missing: {', '.join(missing) or '(files present but unreadable)'}. "
+        f"{name}: expected its files under {folder}, "
+        f"missing: {', '.join(missing) or '(files present but unreadable)'}. "
         f"{offline}"
         f"Without network access, download {source} elsewhere and copy the files there; "
         f"with network access pass download=True (config: data.download=true). "
@@ -100,8 +102,7 @@ def missing_files_message(name: str, root: Path, note: str = "") -> str:
     )
 
 
-def _open_torchvision(name: str, split: str, root: Path, download: bool, verify_checksums: bool,
-                      note: str = "") -> Any:
+def _open_torchvision(name: str, split: str, root: Path, download: bool, verify_checksums: bool, note: str = "") -> Any:
     import torchvision
 
     classes = {
@@ -136,8 +137,9 @@ def _normalise(images: torch.Tensor, mean: tuple[float, ...], std: tuple[float, 
 
 
 @register_dataset("mnist")
-def mnist(split: str, *, root: str | None = None, seed: int = 0, download: bool = False,
-          verify_checksums: bool = True) -> ArrayDataset:
+def mnist(
+    split: str, *, root: str | None = None, seed: int = 0, download: bool = False, verify_checksums: bool = True
+) -> ArrayDataset:
     """MNIST 1x28x28, normalised with the usual mean/std; read by ``torchvision.datasets.MNIST``."""
     ds = _open_torchvision("mnist", split, default_root(root), download, verify_checksums)
     images = ds.data.unsqueeze(1).float().div_(255.0)
@@ -149,7 +151,8 @@ def mnist(split: str, *, root: str | None = None, seed: int = 0, download: bool 
 
 def _check_idx(path: Path, magic: int, count: int, what: str) -> None:
     """Raise ``ValueError`` unless ``path`` is an uncompressed IDX file of ``count`` 28x28 images
-    (``magic`` 0x803) or ``count`` labels in 0..9 (``magic`` 0x801), with exactly the bytes that implies."""
+    (``magic`` 0x803) or ``count`` labels in 0..9 (``magic`` 0x801), with exactly the bytes that implies.
+    """
     header_len = 16 if magic == 0x803 else 8
     size = path.stat().st_size
     with open(path, "rb") as fh:
@@ -243,8 +246,15 @@ def prepare_fashion_mnist(
 
 
 @register_dataset("fashion-mnist")
-def fashion_mnist(split: str, *, root: str | None = None, seed: int = 0, download: bool = False,
-                  verify_checksums: bool = True, source: str | None = DEBIAN_FASHION_MNIST) -> ArrayDataset:
+def fashion_mnist(
+    split: str,
+    *,
+    root: str | None = None,
+    seed: int = 0,
+    download: bool = False,
+    verify_checksums: bool = True,
+    source: str | None = DEBIAN_FASHION_MNIST,
+) -> ArrayDataset:
     """Fashion-MNIST 1x28x28 (10 clothing classes), normalised with its own training mean/std; read by
     ``torchvision.datasets.FashionMNIST`` from ``<root>/FashionMNIST/raw/``.
 
@@ -267,8 +277,9 @@ def fashion_mnist(split: str, *, root: str | None = None, seed: int = 0, downloa
             note = f" (Laying them out from {source} failed: {err})"
     ds = _open_torchvision("fashion-mnist", split, base, download, verify_checksums, note)
     images = ds.data.unsqueeze(1).float().div_(255.0)
-    return ArrayDataset(_normalise(images, FASHION_MNIST_MEAN, FASHION_MNIST_STD), ds.targets.clone(), 10,
-                        "fashion-mnist")
+    return ArrayDataset(
+        _normalise(images, FASHION_MNIST_MEAN, FASHION_MNIST_STD), ds.targets.clone(), 10, "fashion-mnist"
+    )
 
 
 class AugmentedVision(Dataset):
@@ -286,8 +297,9 @@ class AugmentedVision(Dataset):
         return self.base[index]
 
 
-def _cifar(name: str, split: str, root: str | None, download: bool, augment: bool | None,
-           verify_checksums: bool) -> Dataset:
+def _cifar(
+    name: str, split: str, root: str | None, download: bool, augment: bool | None, verify_checksums: bool
+) -> Dataset:
     import torchvision.transforms as T
 
     num_classes = 10 if name == "cifar10" else 100
@@ -305,22 +317,36 @@ def _cifar(name: str, split: str, root: str | None, download: bool, augment: boo
 
 
 @register_dataset("cifar10")
-def cifar10(split: str, *, root: str | None = None, seed: int = 0, download: bool = False,
-            augment: bool | None = None, verify_checksums: bool = True) -> Dataset:
+def cifar10(
+    split: str,
+    *,
+    root: str | None = None,
+    seed: int = 0,
+    download: bool = False,
+    augment: bool | None = None,
+    verify_checksums: bool = True,
+) -> Dataset:
     """CIFAR-10 3x32x32; ``augment`` (default: on for train) adds random crop with 4-pixel padding and flips."""
     return _cifar("cifar10", split, root, download, augment, verify_checksums)
 
 
 @register_dataset("cifar100")
-def cifar100(split: str, *, root: str | None = None, seed: int = 0, download: bool = False,
-             augment: bool | None = None, verify_checksums: bool = True) -> Dataset:
+def cifar100(
+    split: str,
+    *,
+    root: str | None = None,
+    seed: int = 0,
+    download: bool = False,
+    augment: bool | None = None,
+    verify_checksums: bool = True,
+) -> Dataset:
     """CIFAR-100 3x32x32 (fine labels); augmentation as for CIFAR-10."""
     return _cifar("cifar100", split, root, download, augment, verify_checksums)
 
 
 @register_dataset("digits")
 def digits(split: str, *, root: str | None = None, seed: int = 0, test_fraction: float = 0.25) -> ArrayDataset:
-    """sklearn's 8x8 handwritten digits (1797 images) as 1x8x8, seeded split, standardised by training statistics."""
+    """Sklearn's 8x8 handwritten digits (1797 images) as 1x8x8, seeded split, standardised by training statistics."""
     from sklearn.datasets import load_digits
 
     if not 0 < test_fraction < 1:

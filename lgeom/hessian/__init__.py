@@ -2,8 +2,9 @@
 
 * :mod:`~lgeom.hessian.operator` -- :class:`HessianOperator` (Hessian-vector products, two engines) and
   :func:`hvp`;
-* :mod:`~lgeom.hessian.lanczos` -- top eigenvalues by Lanczos; :mod:`~lgeom.hessian.power` -- by power
-  iteration; :mod:`~lgeom.hessian.eigen` -- :func:`top_eigenvalues` at a model point with either;
+* :mod:`~lgeom.hessian.lanczos` -- top eigenvalues by Lanczos; :mod:`~lgeom.hessian.block_lanczos` -- by
+  block Lanczos (several vectors per pass); :mod:`~lgeom.hessian.power` -- by power iteration;
+  :mod:`~lgeom.hessian.eigen` -- :func:`top_eigenvalues` at a model point with any of them;
 * :mod:`~lgeom.hessian.trace` -- Hutchinson / Hutch++ trace; :mod:`~lgeom.hessian.density` -- spectral
   density by stochastic Lanczos quadrature.
 
@@ -15,6 +16,7 @@ The package attribute ``trace`` is the function :func:`trace`, which shadows its
 other names with ``from lgeom.hessian.trace import ...``.
 """
 
+from lgeom.hessian.block_lanczos import block_lanczos_eigenvalues
 from lgeom.hessian.density import Density, slq_density, spectral_density
 from lgeom.hessian.eigen import EIGEN_METHODS, top_eigenvalues
 from lgeom.hessian.lanczos import EigenResult, lanczos_eigenvalues
@@ -31,6 +33,7 @@ __all__ = [
     "HessianOperator",
     "SymmetricOperator",
     "TraceResult",
+    "block_lanczos_eigenvalues",
     "hutchinson_trace",
     "hvp",
     "lanczos_eigenvalues",

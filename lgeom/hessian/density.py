@@ -141,7 +141,9 @@ def slq_density(
     density = (kernel * weights[finite][None, :]).sum(axis=1) / n_runs
     total = float(np.trapezoid(density, x))
     if total <= 0:
-        raise expected("grid", "positions covering the spectrum (the density vanishes on it)", (float(x[0]), float(x[-1])))
+        raise expected(
+            "grid", "positions covering the spectrum (the density vanishes on it)", (float(x[0]), float(x[-1]))
+        )
     return Density(x, density / total, nodes, weights, float(sigma), op.n_products - start_products)
 
 

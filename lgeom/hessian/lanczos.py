@@ -41,8 +41,8 @@ class EigenResult:
             Lanczos with ``gap`` the distance to the nearest other Ritz value (it can be optimistic inside a
             cluster not yet resolved), the residual ``r`` for power iteration.
         n_hvp: Hessian-vector products used.
-        n_iter: iterations (Lanczos steps, or power iterations over all values).
-        method: ``"lanczos"`` or ``"power"``.
+        n_iter: iterations (Lanczos steps, block Lanczos steps, or power iterations over all values).
+        method: ``"lanczos"``, ``"block_lanczos"`` or ``"power"``.
         vectors: ``(k, P)`` unit eigenvectors (rows) when asked for, else ``None``.
     """
 
@@ -248,7 +248,9 @@ def lanczos_eigenvalues(
 
     cbs = resolve_callbacks(callbacks, progress, "lanczos")
     start = random_vectors(1, op.size, gen, op)
-    alphas, betas, lengths, basis = lanczos_runs(op, start, m_max, generator=gen, restart=True, should_stop=stop, callbacks=cbs)
+    alphas, betas, lengths, basis = lanczos_runs(
+        op, start, m_max, generator=gen, restart=True, should_stop=stop, callbacks=cbs
+    )
     m = int(lengths[0])
     values, s, res, bound, ok = converged_top(alphas, betas, m)
     vectors = None
@@ -256,15 +258,26 @@ def lanczos_eigenvalues(
         vectors = torch.as_tensor(s.T, dtype=op.dtype, device=op.device) @ basis[0, :m]
     if confirm and bool(ok.all()) and k < op.size:
         assert vectors is not None
-        values, vectors, res, bound, ok, extra = _confirm_top(op, k, values, vectors, res, bound, ok, tol=tol, seed=seed)
+        values, vectors, res, bound, ok, extra = _confirm_top(
+            op, k, values, vectors, res, bound, ok, tol=tol, seed=seed
+        )
         m += extra
-    return EigenResult(values.astype(np.float64), ok, res, bound, op.n_products - start_products, m, "lanczos",
-                       vectors if return_vectors else None)
+    return EigenResult(
+        values.astype(np.float64),
+        ok,
+        res,
+        bound,
+        op.n_products - start_products,
+        m,
+        "lanczos",
+        vectors if return_vectors else None,
+    )
 
 
 class _DeflatedOperator:
     """``P A P - shift V^T V`` with ``P = I - V^T V`` for orthonormal rows ``V``: ``A`` on the complement of
-    ``span(V)``, with ``span(V)`` moved to eigenvalue ``-shift`` (below the spectrum, so it is never on top)."""
+    ``span(V)``, with ``span(V)`` moved to eigenvalue ``-shift`` (below the spectrum, so it is never on top).
+    """
 
     def __init__(self, op: SymmetricOperator, basis: torch.Tensor, shift: float) -> None:
         self.op, self.basis, self.shift = op, basis, shift

@@ -131,8 +131,13 @@ class HessianOperator:
         # A point other than the model's own, with no statistics given for it, is not a trained endpoint:
         # the model's stored statistics do not belong to it (BN policy).
         endpoint = bn_batches is None and (buffers is not None or params is None)
-        stats = bn_statistics(model, self.objective.params, endpoint=endpoint, buffers=buffers,
-                              bn_batches=self.objective.batches if bn_batches is None else bn_batches)
+        stats = bn_statistics(
+            model,
+            self.objective.params,
+            endpoint=endpoint,
+            buffers=buffers,
+            bn_batches=self.objective.batches if bn_batches is None else bn_batches,
+        )
         if stats.source == "recomputed":
             self.objective.buffers = stats.buffers  # type: ignore[assignment]
         self.bn_source: str | None = stats.source
@@ -191,10 +196,14 @@ class HessianOperator:
                         block = vectors[lo : lo + self.chunk_size]
                         tangents = {
                             n: part.reshape(block.shape[0], *shape)
-                            for n, part, shape in zip(layout.names, torch.split(block, list(layout.numels), dim=1), layout.shapes)
+                            for n, part, shape in zip(
+                                layout.names, torch.split(block, list(layout.numels), dim=1), layout.shapes
+                            )
                         }
                         hv = vmap(lambda t: jvp(gradient, (obj.params,), (t,))[1])(tangents)
-                        out[lo : lo + block.shape[0]] += torch.cat([hv[n].reshape(block.shape[0], -1) for n in layout.names], dim=1)
+                        out[lo : lo + block.shape[0]] += torch.cat(
+                            [hv[n].reshape(block.shape[0], -1) for n in layout.names], dim=1
+                        )
                 else:
                     for i in range(m):
                         hv = jvp(gradient, (obj.params,), (layout.unflatten(vectors[i]),))[1]
@@ -246,9 +255,15 @@ class HessianOperator:
         for grads, used in self._graphs:
             for i in range(vectors.shape[0]):
                 parts = [p.view(s) for p, s in zip(torch.split(vectors[i], numels), shapes)]
-                hv = torch.autograd.grad(grads, self._leaves, [parts[j] for j in used], retain_graph=True, allow_unused=True)
-                out[i] += torch.cat([(h if h is not None else torch.zeros(s, dtype=self.dtype, device=self.device)).reshape(-1)
-                                     for h, s in zip(hv, shapes)])
+                hv = torch.autograd.grad(
+                    grads, self._leaves, [parts[j] for j in used], retain_graph=True, allow_unused=True
+                )
+                out[i] += torch.cat(
+                    [
+                        (h if h is not None else torch.zeros(s, dtype=self.dtype, device=self.device)).reshape(-1)
+                        for h, s in zip(hv, shapes)
+                    ]
+                )
         return out
 
     def release(self) -> None:
@@ -299,10 +314,13 @@ def hvp(
     return op @ v
 
 
-def random_vectors(rows: int, size: int, generator: torch.Generator, op: SymmetricOperator, kind: str = "gaussian") -> torch.Tensor:
+def random_vectors(
+    rows: int, size: int, generator: torch.Generator, op: SymmetricOperator, kind: str = "gaussian"
+) -> torch.Tensor:
     """``rows`` random vectors of ``size`` scalars on ``op``'s device and dtype: standard Gaussian, or
     Rademacher (+-1) for ``kind="rademacher"``; drawn in float64 on the CPU from ``generator`` so a seed gives
-    the same vectors on every device."""
+    the same vectors on every device.
+    """
     if kind == "rademacher":
         z = torch.randint(0, 2, (rows, size), generator=generator, dtype=torch.int8).to(torch.float64) * 2 - 1
     else:

@@ -7,7 +7,8 @@ projected out (deflation) to find the next; once a negative value is found, iter
 
 >>> import torch
 >>> from lgeom.reference import DenseOperator
->>> res = power_eigenvalues(DenseOperator(torch.diag(torch.tensor([4.0, 1.0, -2.0], dtype=torch.float64))), k=2, tol=1e-10)
+>>> op = DenseOperator(torch.diag(torch.tensor([4.0, 1.0, -2.0], dtype=torch.float64)))
+>>> res = power_eigenvalues(op, k=2, tol=1e-10)
 >>> [round(float(v), 6) for v in res.values]
 [4.0, 1.0]
 """
@@ -115,7 +116,9 @@ def power_eigenvalues(
     shift, scale, total_it = 0.0, 0.0, 0
     while len(found) < k and len(deflate) < op.size:
         budget = iters if shift == 0.0 else shifted_iters
-        theta, v, ok, res, it = _power_one(op, shift, deflate, random_vectors(1, op.size, gen, op)[0], tol, budget, scale)
+        theta, v, ok, res, it = _power_one(
+            op, shift, deflate, random_vectors(1, op.size, gen, op)[0], tol, budget, scale
+        )
         total_it += it
         value = theta + shift
         scale = max(scale, abs(value))

@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, expected
-from lgeom.models import register_model
 from lgeom.models._layers import init_weights, make_activation
+from lgeom.models.registry import register_model
 
 
 class CNN(nn.Module):
@@ -44,6 +44,7 @@ class CNN(nn.Module):
         init_weights(self, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
         h = self.act(self.bn1(self.conv1(x)))
         h = self.bn2(self.conv2(h))
         if self.skip is not None:
@@ -57,8 +58,15 @@ def _image_shape(name: str, in_shape: Sequence[int]) -> None:
         raise expected(f"{name} in_shape", "(channels, height, width) with height, width >= 2", tuple(in_shape))
 
 
-def _build(name: str, residual: bool, num_classes: int, in_shape: Sequence[int], channels: int, activation: str,
-           batchnorm: bool) -> CNN:
+def _build(
+    name: str,
+    residual: bool,
+    num_classes: int,
+    in_shape: Sequence[int],
+    channels: int,
+    activation: str,
+    batchnorm: bool,
+) -> CNN:
     _image_shape(name, in_shape)
     check_positive_int(f"{name} channels", channels)
     make_activation(activation)

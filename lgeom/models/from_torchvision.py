@@ -23,7 +23,7 @@ from typing import Any
 from torch import nn
 
 from lgeom._checks import expected
-from lgeom.models import ModelBuilder, register_model_family
+from lgeom.models.registry import ModelBuilder, register_model_family
 
 FAMILY = "torchvision"
 # Builder arguments that lgeom sets itself (weights is kept as an option only to refuse it clearly).
@@ -38,11 +38,10 @@ def _classifier_names() -> list[str]:
 
 def _model_options(builder: Any) -> dict[str, inspect.Parameter]:
     """Keyword options of a torchvision builder: its own, plus its model class's optional constructor
-    arguments when the builder forwards ``**kwargs`` there."""
+    arguments when the builder forwards ``**kwargs`` there.
+    """
     sig = inspect.signature(builder)
-    options = {
-        p.name: p for p in sig.parameters.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
-    }
+    options = {p.name: p for p in sig.parameters.values() if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
     if any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values()):
         try:
             cls = typing.get_type_hints(builder).get("return")
@@ -78,11 +77,15 @@ def torchvision_builder(member: str) -> ModelBuilder:
     name = f"{FAMILY}:{member}"
     passed = [n for n in options if n not in _FIXED and n != "weights"]
 
-    def build(*, num_classes: int, in_shape: Sequence[int], cifar_stem: bool = False, weights: Any = None,
-              **kw: Any) -> nn.Module:
+    def build(
+        *, num_classes: int, in_shape: Sequence[int], cifar_stem: bool = False, weights: Any = None, **kw: Any
+    ) -> nn.Module:
         if weights is not None:
-            raise expected(f"{name} weights", "None (models are built untrained: there is no network to download "
-                           "pretrained weights from)", weights)
+            raise expected(
+                f"{name} weights",
+                "None (models are built untrained: there is no network to download pretrained weights from)",
+                weights,
+            )
         if len(in_shape) != 3:
             raise expected(f"{name} in_shape", "(channels, height, width)", tuple(in_shape))
         model = tv_builder(weights=None, progress=False, num_classes=num_classes, **kw)
@@ -122,13 +125,23 @@ def adapt_stem(model: nn.Module, *, in_channels: int, cifar_stem: bool, name: st
     stem_name, stem = convs[0]
     if cifar_stem and stem.stride != (1, 1):
         if tuple(stem.kernel_size) == tuple(stem.stride):
-            raise expected(f"{name} cifar_stem", "a model with an overlapping strided stem convolution",
-                           f"a patch embedding {stem_name!r} (kernel {tuple(stem.kernel_size)} = stride)")
+            raise expected(
+                f"{name} cifar_stem",
+                "a model with an overlapping strided stem convolution",
+                f"a patch embedding {stem_name!r} (kernel {tuple(stem.kernel_size)} = stride)",
+            )
         new = nn.Conv2d(in_channels, stem.out_channels, 3, stride=1, padding=1, bias=stem.bias is not None)
         _replace(model, stem_name, _fresh(new))
     elif stem.in_channels != in_channels:
-        new = nn.Conv2d(in_channels, stem.out_channels, stem.kernel_size, stride=stem.stride, padding=stem.padding,
-                        dilation=stem.dilation, bias=stem.bias is not None)
+        new = nn.Conv2d(
+            in_channels,
+            stem.out_channels,
+            stem.kernel_size,
+            stride=stem.stride,
+            padding=stem.padding,
+            dilation=stem.dilation,
+            bias=stem.bias is not None,
+        )
         _replace(model, stem_name, _fresh(new))
     if cifar_stem:
         second = convs[1][0] if len(convs) > 1 else None

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int
-from lgeom.models import register_model
 from lgeom.models._layers import init_weights, make_activation
+from lgeom.models.registry import register_model
 
 
 class MLP(nn.Module):
@@ -29,6 +29,7 @@ class MLP(nn.Module):
         init_weights(self, activation)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of inputs ``x`` of shape ``(batch, ...)`` (flattened per sample)."""
         h = x.flatten(1)
         for layer in self.hidden:
             h = self.act(layer(h))
@@ -37,7 +38,8 @@ class MLP(nn.Module):
     def forward_stacked(self, params: Mapping[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Logits of ``m`` parameter points at once: ``params`` holds this model's parameters stacked along a
         leading dimension of size ``m``; returns ``(m, batch, classes)``. Equals ``functional_call`` at each
-        point, in one batched matrix product per layer (what ``lgeom.multipoint`` uses for plane and slice grids)."""
+        point, in one batched matrix product per layer (what ``lgeom.multipoint`` uses for plane and slice grids).
+        """
         h = x.flatten(1)
         for i in range(len(self.hidden)):
             h = self.act(_stacked_linear(h, params[f"hidden.{i}.weight"], params[f"hidden.{i}.bias"]))
@@ -54,6 +56,7 @@ class ResidualBlock(nn.Module):
         self.fc2 = nn.Linear(width, width)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
+        """``h`` plus the block's residual branch, same shape ``(batch, width)``."""
         return h + self.fc2(self.act(self.fc1(self.act(h))))
 
 
@@ -77,6 +80,7 @@ class ResMLP(nn.Module):
                 block.fc2.weight.mul_(1.0 / math.sqrt(max(blocks, 1)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of inputs ``x`` of shape ``(batch, ...)`` (flattened per sample)."""
         h = self.inp(x.flatten(1))
         for block in self.blocks:
             h = block(h)
@@ -86,14 +90,17 @@ class ResMLP(nn.Module):
         """Logits of ``m`` stacked parameter points at once, ``(m, batch, classes)`` (see ``MLP.forward_stacked``)."""
         h = _stacked_linear(x.flatten(1), params["inp.weight"], params["inp.bias"])
         for i in range(len(self.blocks)):
-            inner = self.act(_stacked_linear(self.act(h), params[f"blocks.{i}.fc1.weight"], params[f"blocks.{i}.fc1.bias"]))
+            inner = self.act(
+                _stacked_linear(self.act(h), params[f"blocks.{i}.fc1.weight"], params[f"blocks.{i}.fc1.bias"])
+            )
             h = h + _stacked_linear(inner, params[f"blocks.{i}.fc2.weight"], params[f"blocks.{i}.fc2.bias"])
         return _stacked_linear(self.act(h), params["head.weight"], params["head.bias"])
 
 
 def _stacked_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """``h @ W_i^T + b_i`` for every point i: ``h`` is ``(batch, in)`` (shared) or ``(m, batch, in)``,
-    ``weight`` ``(m, out, in)``, ``bias`` ``(m, out)``; returns ``(m, batch, out)``."""
+    ``weight`` ``(m, out, in)``, ``bias`` ``(m, out)``; returns ``(m, batch, out)``.
+    """
     if h.dim() == 2:
         h = h.unsqueeze(0).expand(weight.shape[0], -1, -1)
     return torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))

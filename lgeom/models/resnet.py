@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_choice, check_positive_int, expected
-from lgeom.models import register_model
+from lgeom.models.registry import register_model
 
 STAGE_PLANES = (16, 32, 64)
 BLOCK_CHOICES = ("auto", "basic", "bottleneck")
@@ -38,6 +38,7 @@ class BasicBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output ``(batch, planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
         return out + (x if self.shortcut is None else self.shortcut(x))
@@ -63,6 +64,7 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output ``(batch, 4 planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""
         out = self.conv1(self.relu(self.bn1(x)))
         out = self.conv2(self.relu(self.bn2(out)))
         out = self.conv3(self.relu(self.bn3(out)))
@@ -95,6 +97,7 @@ class PreActivationResNet(nn.Module):
         nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
         h = self.stages(self.conv1(x))
         h = self.relu(self.bn(h))
         return self.head(h.mean(dim=(2, 3)))
@@ -170,7 +173,8 @@ def block_layout(depth: int, block: str = "auto") -> tuple[type[nn.Module], int]
 @register_model("preresnet")
 def build_preresnet(*, num_classes: int, in_shape: Sequence[int], depth: int = 8, block: str = "auto") -> PreResNet:
     """Pre-activation CIFAR ResNet of the given depth for ``(channels, H, W)`` inputs; ``block`` as in
-    :func:`block_layout` (``depth=110, block="basic"`` is He et al.'s PreResNet-110)."""
+    :func:`block_layout` (``depth=110, block="basic"`` is He et al.'s PreResNet-110).
+    """
     block_layout(depth, block)
     if len(in_shape) != 3:
         raise expected("preresnet in_shape", "(channels, height, width)", tuple(in_shape))

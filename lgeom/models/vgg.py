@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, check_unit_interval, expected
-from lgeom.models import register_model
+from lgeom.models.registry import register_model
 
 # Channels per convolution as multiples of ``width``; "M" is a 2x2 max-pool.
 VGG16_LAYOUT: tuple[int | str, ...] = (1, 1, "M", 2, 2, "M", 4, 4, 4, "M", 8, 8, 8, "M", 8, 8, 8, "M")
@@ -27,9 +27,7 @@ class VGG(nn.Module):
     Parameter names: ``features.<i>.*`` (convolutions and BatchNorms in order), ``classifier.{1,4,6}.*``.
     """
 
-    def __init__(
-        self, in_shape: Sequence[int], num_classes: int, width: int, batchnorm: bool, dropout: float
-    ) -> None:
+    def __init__(self, in_shape: Sequence[int], num_classes: int, width: int, batchnorm: bool, dropout: float) -> None:
         super().__init__()
         c_in, h, w = in_shape
         layers: list[nn.Module] = []
@@ -65,6 +63,7 @@ class VGG(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
         return self.classifier(torch.flatten(self.features(x), 1))
 
 

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, check_unit_interval, expected
-from lgeom.models import register_model
+from lgeom.models.registry import register_model
 from lgeom.models.resnet import PreActivationResNet
 
 STAGE_CHANNELS = (16, 32, 64)
@@ -21,7 +21,8 @@ STAGE_CHANNELS = (16, 32, 64)
 
 class WideBlock(nn.Module):
     """bn-relu-conv3x3 (stride), bn-relu, dropout, conv3x3, plus the input (or a 1x1 projection of its
-    activation when the channel count or the resolution changes)."""
+    activation when the channel count or the resolution changes).
+    """
 
     def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
         super().__init__()
@@ -36,6 +37,7 @@ class WideBlock(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output ``(batch, planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""
         act = self.relu(self.bn1(x))
         out = self.conv2(self.dropout(self.relu(self.bn2(self.conv1(act)))))
         # The projection reads the activated input, as in the original network.

@@ -22,29 +22,113 @@ from lgeom.permutation.tracker import UnitTracker
 from lgeom.permutation.units import NOT_TENSOR, Attr, Concat, NotTensor, Units
 
 _UNARY_FUNCTIONS = {
-    torch.relu, torch.tanh, torch.sigmoid, torch.exp, torch.log, torch.sqrt, torch.rsqrt, torch.abs, torch.neg,
-    torch.clamp, torch.square, torch.softmax, torch.log_softmax, torch.nn.functional.normalize,
-    F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu, F.mish, F.hardtanh, F.hardswish,
-    F.hardsigmoid, F.softplus, F.softsign, F.tanh, F.sigmoid, F.logsigmoid, F.dropout, F.dropout1d, F.dropout2d,
-    F.dropout3d, F.alpha_dropout, F.softmax, F.log_softmax, operator.neg, operator.pos,
+    torch.relu,
+    torch.tanh,
+    torch.sigmoid,
+    torch.exp,
+    torch.log,
+    torch.sqrt,
+    torch.rsqrt,
+    torch.abs,
+    torch.neg,
+    torch.clamp,
+    torch.square,
+    torch.softmax,
+    torch.log_softmax,
+    torch.nn.functional.normalize,
+    F.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.selu,
+    F.celu,
+    F.gelu,
+    F.silu,
+    F.mish,
+    F.hardtanh,
+    F.hardswish,
+    F.hardsigmoid,
+    F.softplus,
+    F.softsign,
+    F.tanh,
+    F.sigmoid,
+    F.logsigmoid,
+    F.dropout,
+    F.dropout1d,
+    F.dropout2d,
+    F.dropout3d,
+    F.alpha_dropout,
+    F.softmax,
+    F.log_softmax,
+    operator.neg,
+    operator.pos,
 }
 _UNARY_METHODS = {
-    "relu", "relu_", "tanh", "tanh_", "sigmoid", "sigmoid_", "exp", "log", "sqrt", "rsqrt", "abs", "neg", "clamp",
-    "clamp_", "square", "softmax", "log_softmax", "contiguous", "clone", "detach", "float", "double", "half",
-    "bfloat16", "to", "type_as", "cpu", "cuda", "pow", "__pow__",
+    "relu",
+    "relu_",
+    "tanh",
+    "tanh_",
+    "sigmoid",
+    "sigmoid_",
+    "exp",
+    "log",
+    "sqrt",
+    "rsqrt",
+    "abs",
+    "neg",
+    "clamp",
+    "clamp_",
+    "square",
+    "softmax",
+    "log_softmax",
+    "contiguous",
+    "clone",
+    "detach",
+    "float",
+    "double",
+    "half",
+    "bfloat16",
+    "to",
+    "type_as",
+    "cpu",
+    "cuda",
+    "pow",
+    "__pow__",
 }
 # Functions of other packages, by qualified name so that importing them is never needed; torchvision's
 # stochastic depth drops whole samples (per-sample masks), which no unit permutation changes.
 _UNARY_FUNCTION_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth"}
 _BINARY_FUNCTIONS = {
-    operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd, operator.isub, operator.imul,
-    operator.itruediv, torch.add, torch.sub, torch.mul, torch.div, torch.maximum, torch.minimum,
+    operator.add,
+    operator.sub,
+    operator.mul,
+    operator.truediv,
+    operator.iadd,
+    operator.isub,
+    operator.imul,
+    operator.itruediv,
+    torch.add,
+    torch.sub,
+    torch.mul,
+    torch.div,
+    torch.maximum,
+    torch.minimum,
 }
 _BINARY_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "maximum", "minimum"}
 _POOL_FUNCTIONS = {
-    F.max_pool1d: 1, F.avg_pool1d: 1, F.adaptive_avg_pool1d: 1, F.adaptive_max_pool1d: 1,
-    F.max_pool2d: 2, F.avg_pool2d: 2, F.adaptive_avg_pool2d: 2, F.adaptive_max_pool2d: 2,
-    F.max_pool3d: 3, F.avg_pool3d: 3, F.adaptive_avg_pool3d: 3, F.adaptive_max_pool3d: 3, F.interpolate: -1,
+    F.max_pool1d: 1,
+    F.avg_pool1d: 1,
+    F.adaptive_avg_pool1d: 1,
+    F.adaptive_max_pool1d: 1,
+    F.max_pool2d: 2,
+    F.avg_pool2d: 2,
+    F.adaptive_avg_pool2d: 2,
+    F.adaptive_max_pool2d: 2,
+    F.max_pool3d: 3,
+    F.avg_pool3d: 3,
+    F.adaptive_avg_pool3d: 3,
+    F.adaptive_max_pool3d: 3,
+    F.interpolate: -1,
 }
 _REDUCTIONS = {"mean", "sum", "amax", "amin", "logsumexp"}
 _SHAPE_METHODS = {"size", "dim", "numel", "ndimension"}
@@ -57,7 +141,8 @@ def _qualified_name(target: Any) -> str:
 
 class FunctionRules(UnitTracker):
     """The rules of :class:`~lgeom.permutation.tracker.UnitTracker` for ``call_function`` and ``call_method``
-    nodes."""
+    nodes.
+    """
 
     def call_function(self, node: fx.Node) -> Any:
         """The value of a ``call_function`` or ``call_method`` node, by the rule for its target."""
@@ -81,10 +166,16 @@ class FunctionRules(UnitTracker):
         tensors = [v for v in self.flat((args, kwargs)) if isinstance(v, (Units, Attr))]
         if not tensors:
             # Arithmetic on sizes gives sizes; a torch function without tensor inputs creates a tensor.
-            return Units() if not is_method and getattr(target, "__module__", "") and str(
-                getattr(target, "__module__", "")).startswith("torch") else NOT_TENSOR
-        if (is_method and target in _UNARY_METHODS) or (not is_method and (
-                target in _UNARY_FUNCTIONS or _qualified_name(target) in _UNARY_FUNCTION_NAMES)):
+            return (
+                Units()
+                if not is_method
+                and getattr(target, "__module__", "")
+                and str(getattr(target, "__module__", "")).startswith("torch")
+                else NOT_TENSOR
+            )
+        if (is_method and target in _UNARY_METHODS) or (
+            not is_method and (target in _UNARY_FUNCTIONS or _qualified_name(target) in _UNARY_FUNCTION_NAMES)
+        ):
             return self.elementwise(where, op, [x] if isinstance(x, (Units, Attr)) else tensors[:1])
         if (is_method and target in _BINARY_METHODS) or (not is_method and target in _BINARY_FUNCTIONS):
             return self.elementwise(where, op, tensors)
@@ -125,8 +216,12 @@ class FunctionRules(UnitTracker):
         pos = x.position()
         # Only a flatten of the units' axis with everything after it, keeping the axes before, is followed:
         # ``x.view(x.size(0), -1)``.
-        if pos is not None and x.merged is None and len(sizes) == pos + 1 and sizes[-1] == -1 and all(
-            isinstance(s, fx.Node) for s in sizes[:-1]
+        if (
+            pos is not None
+            and x.merged is None
+            and len(sizes) == pos + 1
+            and sizes[-1] == -1
+            and all(isinstance(s, fx.Node) for s in sizes[:-1])
         ):
             return self.flatten(where, op, x, pos, -1)
         raise self.fail(where, op, "a reshape may split or mix the units' axis")

@@ -73,8 +73,9 @@ def traced_permutation_spec(model: nn.Module) -> PermutationSpec:
     try:
         graph = fx.Tracer().trace(model)
     except Exception as err:  # tracing runs user code: any failure means no graph
-        raise PermutationSpecError(type(model).__name__, "forward", "torch.fx tracing",
-                                   f"{type(err).__name__}: {err}") from err
+        raise PermutationSpecError(
+            type(model).__name__, "forward", "torch.fx tracing", f"{type(err).__name__}: {err}"
+        ) from err
     tracker = GraphWalker(model, graph)
     tracker.run()
     spec = tracker.spec()

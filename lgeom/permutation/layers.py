@@ -17,9 +17,31 @@ from lgeom.permutation.tracker import UnitTracker
 from lgeom.permutation.units import Concat, Units
 
 _ELEMENTWISE_MODULES: tuple[type[nn.Module], ...] = (
-    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh,
-    nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus, nn.Softsign, nn.Tanhshrink, nn.LogSigmoid,
-    nn.Identity, nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout, nn.Softmax,
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.SELU,
+    nn.CELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Mish,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Hardtanh,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Softplus,
+    nn.Softsign,
+    nn.Tanhshrink,
+    nn.LogSigmoid,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.Softmax,
     nn.LogSoftmax,
 )
 _POOL_MODULES: dict[type[nn.Module], int] = {
@@ -29,8 +51,15 @@ _POOL_MODULES: dict[type[nn.Module], int] = {
     nn.Upsample: -1,
 }
 _CONV_DIMS = {nn.Conv1d: 1, nn.Conv2d: 2, nn.Conv3d: 3}
-_BN_DIMS = {nn.BatchNorm1d: 1, nn.BatchNorm2d: 2, nn.BatchNorm3d: 3, nn.SyncBatchNorm: -1,
-            nn.InstanceNorm1d: 1, nn.InstanceNorm2d: 2, nn.InstanceNorm3d: 3}
+_BN_DIMS = {
+    nn.BatchNorm1d: 1,
+    nn.BatchNorm2d: 2,
+    nn.BatchNorm3d: 3,
+    nn.SyncBatchNorm: -1,
+    nn.InstanceNorm1d: 1,
+    nn.InstanceNorm2d: 2,
+    nn.InstanceNorm3d: 3,
+}
 
 
 class LayerRules(UnitTracker):
@@ -76,16 +105,23 @@ class LayerRules(UnitTracker):
             return x
         if type(module) in _POOL_MODULES:
             return self.pool(name, op, x, _POOL_MODULES[type(module)])
-        reason = "attention mixes units across heads" if isinstance(module, nn.MultiheadAttention) else (
-            "a layer whose units this module cannot follow")
+        reason = (
+            "attention mixes units across heads"
+            if isinstance(module, nn.MultiheadAttention)
+            else ("a layer whose units this module cannot follow")
+        )
         return self.unsupported(name, op, args, reason)
 
     def _input_group(self, name: str, op: str, x: Units, axis: int) -> int | Concat | None:
         """The group of ``x`` when its units lie on ``axis`` (negative); raise when they lie elsewhere."""
         group = self.unit_group(x)
         if group is not None and (x.axis != axis or x.merged is not None and axis != -1):
-            raise self.fail(name, op, f"it reads axis {axis} of a tensor whose units lie on axis {x.axis}"
-                            + (" (merged)" if x.merged else ""))
+            raise self.fail(
+                name,
+                op,
+                f"it reads axis {axis} of a tensor whose units lie on axis {x.axis}"
+                + (" (merged)" if x.merged else ""),
+            )
         return group
 
     def linear(self, name: str, module: nn.Linear, x: Units) -> Units:
@@ -134,11 +170,16 @@ class LayerRules(UnitTracker):
         if group is not None:
             # Without the rank: BatchNorm2d/3d inputs are batched images; BatchNorm1d reads (N, C) or (N, C, L).
             pos = x.position()
-            ok = x.merged is None and (pos == 1 if pos is not None else
-                                        x.axis == -(dims + 1) if dims > 1 else dims == 1 and x.axis in (-1, -2))
+            ok = x.merged is None and (
+                pos == 1 if pos is not None else x.axis == -(dims + 1) if dims > 1 else dims == 1 and x.axis in (-1, -2)
+            )
             if not ok:
-                raise self.fail(name, op, f"it normalises axis 1, the units lie on axis {x.axis} of a "
-                                          f"{x.rank if x.rank is not None else 'n'}-dimensional tensor")
+                raise self.fail(
+                    name,
+                    op,
+                    f"it normalises axis 1, the units lie on axis {x.axis} of a "
+                    f"{x.rank if x.rank is not None else 'n'}-dimensional tensor",
+                )
         for attr in ("weight", "bias", "running_mean", "running_var"):
             self.record(name, attr, (group,))
         self.record(name, "num_batches_tracked", ())
@@ -172,7 +213,9 @@ class LayerRules(UnitTracker):
     def prelu(self, name: str, module: nn.PReLU, x: Units) -> Units:
         """PReLU: its per-channel slopes follow the units on axis 1."""
         group = self.unit_group(x) if module.num_parameters > 1 else None
-        if group is not None and (x.merged is not None or x.position() not in (1, None) or x.rank is None and x.axis not in (-1, -3)):
+        if group is not None and (
+            x.merged is not None or x.position() not in (1, None) or x.rank is None and x.axis not in (-1, -3)
+        ):
             raise self.fail(name, "PReLU", f"its slopes act on axis 1, the units lie on axis {x.axis}")
         self.record(name, "weight", (group,))
         return x

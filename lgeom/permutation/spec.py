@@ -45,7 +45,8 @@ class PermutationSpec:
 
     def perm_occurrences(self) -> dict[str, list[tuple[str, int, int]]]:
         """Permutation name -> every ``(tensor name, axis, start)`` it acts on: its units are entries
-        ``start .. start + size - 1`` of that axis (``start`` is 0 except inside a concatenated axis)."""
+        ``start .. start + size - 1`` of that axis (``start`` is 0 except inside a concatenated axis).
+        """
         out: dict[str, list[tuple[str, int, int]]] = {p: [] for p in self.sizes}
         for name, perms in self.axes.items():
             for axis, p in enumerate(perms):
@@ -106,20 +107,24 @@ def check_spec(model: nn.Module, spec: PermutationSpec) -> None:
     missing = [n for n in tensors if n not in spec.axes]
     if missing:
         raise ValueError(
-            f"permutation spec of {type(model).__name__}: expected every tensor to be covered, got none for {missing[0]!r}"
+            f"permutation spec of {type(model).__name__}: expected every tensor to be covered, "
+            f"got none for {missing[0]!r}"
         )
     for name, perms in spec.axes.items():
         if name not in tensors:
             raise ValueError(f"permutation spec {name!r}: expected a tensor of {type(model).__name__}, got none")
         shape = spec.views.get(name, tuple(tensors[name].shape))
         if spec.views.get(name) is not None and torch.Size(shape).numel() != tensors[name].numel():
-            raise ValueError(f"permutation spec {name!r}: expected a view of {tensors[name].numel()} elements, got {shape}")
+            raise ValueError(
+                f"permutation spec {name!r}: expected a view of {tensors[name].numel()} elements, got {shape}"
+            )
         if len(perms) != len(shape):
             raise ValueError(f"permutation spec {name!r}: expected {len(shape)} axes, got {len(perms)}")
         for axis, p in enumerate(perms):
             if p is not None and spec.axis_size(p) != shape[axis]:
                 raise ValueError(
-                    f"permutation spec {name!r} axis {axis}: expected {spec.axis_size(p)} units for {p!r}, got {shape[axis]}"
+                    f"permutation spec {name!r} axis {axis}: expected {spec.axis_size(p)} units for {p!r}, "
+                    f"got {shape[axis]}"
                 )
 
 

@@ -101,14 +101,17 @@ class UnitTracker:
         else:
             yield v
 
-    def record(self, module_name: str, attr: str, axes: tuple[int | Concat | None, ...],
-               view: tuple[int, ...] | None = None) -> None:
+    def record(
+        self, module_name: str, attr: str, axes: tuple[int | Concat | None, ...], view: tuple[int, ...] | None = None
+    ) -> None:
         """Record the groups on ``module_name.attr``'s axes (skipped when the attribute is ``None``)."""
         if getattr(self.model.get_submodule(module_name), attr, None) is None:
             return
         self.record_tensor(f"{module_name}.{attr}" if module_name else attr, axes, view)
 
-    def record_tensor(self, name: str, axes: tuple[int | Concat | None, ...], view: tuple[int, ...] | None = None) -> None:
+    def record_tensor(
+        self, name: str, axes: tuple[int | Concat | None, ...], view: tuple[int, ...] | None = None
+    ) -> None:
         """Record the groups on the axes of model tensor ``name``; a tensor seen before ties its groups."""
         if name in self.axes and self.axes[name] != axes:
             old = self.axes[name]
@@ -122,8 +125,13 @@ class UnitTracker:
     def tie(self, a: int | Concat | None, b: int | Concat | None, where: str, op: str) -> None:
         """Tie groups ``a`` and ``b`` into one permutation, or raise naming ``op`` at ``where``."""
         if not self.tie_groups(a, b):
-            what = [f"a concatenation of {self.size_of(g)} units" if isinstance(g, Concat) else
-                    f"{self.size_of(g)} units of one layer" for g in (a, b) if g is not None]
+            what = [
+                f"a concatenation of {self.size_of(g)} units"
+                if isinstance(g, Concat)
+                else f"{self.size_of(g)} units of one layer"
+                for g in (a, b)
+                if g is not None
+            ]
             raise self.fail(where, op, f"units that cannot share one permutation meet: {' and '.join(what)}")
 
     def fix(self, v: Any) -> None:
@@ -169,7 +177,8 @@ class UnitTracker:
 
     def elementwise(self, where: str, op: str, operands: list[Any]) -> Units:
         """Operands broadcast together: permuted ones must agree on their units' axis and share one group;
-        unpermutable ones fix it; model tensors read here are permuted along with it."""
+        unpermutable ones fix it; model tensors read here are permuted along with it.
+        """
         units = [v for v in operands if self.permuted(v)]
         if not units:
             for v in operands:

@@ -63,8 +63,22 @@ class PCAPlaneResult:
 
     def to_arrays(self) -> dict[str, Any]:
         """Arrays for an ``.npz`` file (components left out: they are as large as the model)."""
-        out = {k: getattr(self, k) for k in ("xs", "ys", "loss", "acc", "explained_variance_ratio", "coords", "residuals",
-                                              "relative_residuals", "snapshot_loss", "snapshot_acc", "projected_loss")}
+        out = {
+            k: getattr(self, k)
+            for k in (
+                "xs",
+                "ys",
+                "loss",
+                "acc",
+                "explained_variance_ratio",
+                "coords",
+                "residuals",
+                "relative_residuals",
+                "snapshot_loss",
+                "snapshot_acc",
+                "projected_loss",
+            )
+        }
         if self.steps is not None:
             out["steps"] = self.steps
         return out
@@ -155,7 +169,7 @@ def pca_plane(
         raise expected("snapshots", f"flat vectors of the model's {layout.size} parameters", w.shape[1])
     final_flat = None if final is None else layout.flatten(final)
     comps, ratio, coords, residuals = pca_directions(w, final_flat)
-    end = (w[-1] if final_flat is None else final_flat.detach().to("cpu", torch.float64))
+    end = w[-1] if final_flat is None else final_flat.detach().to("cpu", torch.float64)
     data = list(as_batches(data))
     bn_batches = None if bn_batches is None else list(as_batches(bn_batches))
 
@@ -171,14 +185,26 @@ def pca_plane(
     origin = point(end)
     directions = [point(comps[0]), point(comps[1])]
     grid = np.stack(np.meshgrid(xs, ys, indexing="ij"), axis=-1).reshape(-1, 2)
-    loss, acc = grid_losses(model, origin, directions, grid, data, bn_batches=bn_batches, progress=progress, task="pca_plane")
+    loss, acc = grid_losses(
+        model, origin, directions, grid, data, bn_batches=bn_batches, progress=progress, task="pca_plane"
+    )
     snap = evaluate_points(model, [point(row) for row in w], data, bn_batches=bn_batches)
     proj_loss, _ = grid_losses(model, origin, directions, coords, data, bn_batches=bn_batches)
     loss, acc = loss.reshape(n_points, n_points), acc.reshape(n_points, n_points)
     norms = (w - end).norm(dim=1).numpy()
     rel = np.divide(residuals, norms, out=np.zeros_like(residuals), where=norms > 0)
     return PCAPlaneResult(
-        xs, ys, loss, acc, comps, ratio, coords, residuals, rel,
-        np.asarray(snap.loss), np.asarray(snap.acc), proj_loss,
+        xs,
+        ys,
+        loss,
+        acc,
+        comps,
+        ratio,
+        coords,
+        residuals,
+        rel,
+        np.asarray(snap.loss),
+        np.asarray(snap.acc),
+        proj_loss,
         None if steps is None else np.asarray(list(steps)),
     )

@@ -109,7 +109,9 @@ def grid_losses(
     bn_batches = None if bn_batches is None else as_batches(bn_batches)
     cbs = resolve_callbacks(None, progress, task)
     emit(cbs, ProgressEvent(task, "start", 0, len(coords)))
-    res = evaluate_affine(model, origin, directions, coords, {"data": data}, bn_batches=bn_batches, callbacks=cbs)["data"]
+    res = evaluate_affine(model, origin, directions, coords, {"data": data}, bn_batches=bn_batches, callbacks=cbs)[
+        "data"
+    ]
     emit(cbs, ProgressEvent(task, "end", len(coords), len(coords)))
     return np.asarray(res.loss, dtype=np.float64), np.asarray(res.acc, dtype=np.float64)
 
@@ -117,8 +119,11 @@ def grid_losses(
 def _check_direction(d: Mapping[str, torch.Tensor], center: Params, what: str) -> Params:
     for n, v in center.items():
         if n not in d or tuple(d[n].shape) != tuple(v.shape):
-            raise expected(what, f"a parameter dict shaped like the model (entry {n!r} of shape {tuple(v.shape)})",
-                           None if n not in d else tuple(d[n].shape))
+            raise expected(
+                what,
+                f"a parameter dict shaped like the model (entry {n!r} of shape {tuple(v.shape)})",
+                None if n not in d else tuple(d[n].shape),
+            )
     return {n: d[n].detach().to(v.device, v.dtype) for n, v in center.items()}
 
 
@@ -159,7 +164,9 @@ def slice_1d(
         d = filter_normalized_direction(center, generator=torch.Generator().manual_seed(seed))
     else:
         d = _check_direction(direction, center, "direction")
-    loss, acc = grid_losses(model, center, [d], alphas[:, None], data, bn_batches=bn_batches, progress=progress, task="slice_1d")
+    loss, acc = grid_losses(
+        model, center, [d], alphas[:, None], data, bn_batches=bn_batches, progress=progress, task="slice_1d"
+    )
     return SliceResult(alphas, None, loss, acc, (d,))
 
 
@@ -203,6 +210,8 @@ def slice_2d(
         d1 = _check_direction(directions[0], center, "directions[0]")
         d2 = _check_direction(directions[1], center, "directions[1]")
     grid = np.stack(np.meshgrid(coeffs, coeffs, indexing="ij"), axis=-1).reshape(-1, 2)
-    loss, acc = grid_losses(model, center, [d1, d2], grid, data, bn_batches=bn_batches, progress=progress, task="slice_2d")
+    loss, acc = grid_losses(
+        model, center, [d1, d2], grid, data, bn_batches=bn_batches, progress=progress, task="slice_2d"
+    )
     shape = (len(coeffs), len(coeffs))
     return SliceResult(coeffs, coeffs.copy(), loss.reshape(shape), acc.reshape(shape), (d1, d2))

@@ -17,7 +17,12 @@ import torch
 from torch import nn
 
 from lgeom import names
-from lgeom._checks import check_positive, check_positive_int, check_same_structure, expected
+from lgeom._checks import (
+    check_positive,
+    check_positive_int,
+    check_same_structure,
+    expected,
+)
 from lgeom.data import as_batches
 from lgeom.multipoint import evaluate_affine
 from lgeom.params import ParamLayout, Params
@@ -55,7 +60,9 @@ def _flat64(layout: ParamLayout, params: Mapping[str, torch.Tensor]) -> torch.Te
     return torch.cat([params[n].detach().reshape(-1).to(torch.float64) for n in layout.names])
 
 
-def plane_basis(a: Mapping[str, torch.Tensor], c: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> PlaneBasis:
+def plane_basis(
+    a: Mapping[str, torch.Tensor], c: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]
+) -> PlaneBasis:
     """The orthonormal basis of the plane through A, C and B (computed in float64).
 
     Returns:
@@ -121,7 +128,8 @@ class PlaneResult:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Everything but the basis vectors as arrays, for ``np.savez``: ``xs``, ``ys``, each grid,
-        ``a``, ``b``, ``c`` (coordinates), ``curve_ts``, ``curve_xy``, ``curve_offplane``."""
+        ``a``, ``b``, ``c`` (coordinates), ``curve_ts``, ``curve_xy``, ``curve_offplane``.
+        """
         out: dict[str, np.ndarray] = {"xs": self.xs, "ys": self.ys}
         out.update(self.grids)
         for k, xy in self.basis.coords.items():
@@ -200,8 +208,15 @@ def plane(
     emit(cbs, ProgressEvent("plane", "start", 0, total))
     bridge = [lambda e: emit(cbs, ProgressEvent("plane", "step", e.step, total))] if cbs else None
     results = evaluate_affine(
-        model, basis.origin, [basis.u, basis.v], coords, splits,
-        bn_batches=bn_batches, chunk_size=chunk_size, method=method, callbacks=bridge,
+        model,
+        basis.origin,
+        [basis.u, basis.v],
+        coords,
+        splits,
+        bn_batches=bn_batches,
+        chunk_size=chunk_size,
+        method=method,
+        callbacks=bridge,
     )
     emit(cbs, ProgressEvent("plane", "end", total, total))
     grids: dict[str, np.ndarray] = {}

@@ -36,7 +36,9 @@ D = torch.float64
 def tiny_mlp(seed: int = 0, *, width: int = 8, classes: int = 3, features: int = 4) -> torch.nn.Module:
     """A float64 one-hidden-layer tanh MLP (P = 67 with the defaults)."""
     torch.manual_seed(seed)
-    return build_model("mlp", num_classes=classes, in_shape=(features,), depth=1, width=width, activation="tanh").double()
+    return build_model(
+        "mlp", num_classes=classes, in_shape=(features,), depth=1, width=width, activation="tanh"
+    ).double()
 
 
 def tiny_data(n: int = 40, *, features: int = 4, classes: int = 3, batch: int = 16, seed: int = 1) -> Batches:
@@ -47,8 +49,15 @@ def tiny_data(n: int = 40, *, features: int = 4, classes: int = 3, batch: int = 
     return [(x[i : i + batch], y[i : i + batch]) for i in range(0, n, batch)]
 
 
-def image_data(n: int = 12, *, shape: tuple[int, ...] = (3, 8, 8), classes: int = 3, batch: int = 8, seed: int = 2,
-               dtype: torch.dtype = torch.float32) -> Batches:
+def image_data(
+    n: int = 12,
+    *,
+    shape: tuple[int, ...] = (3, 8, 8),
+    classes: int = 3,
+    batch: int = 8,
+    seed: int = 2,
+    dtype: torch.dtype = torch.float32,
+) -> Batches:
     """Random images with random labels (the last batch ragged)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(n, *shape, generator=gen, dtype=dtype)
@@ -59,8 +68,10 @@ def image_data(n: int = 12, *, shape: tuple[int, ...] = (3, 8, 8), classes: int 
 def random_batches(shape: tuple[int, ...], n_batches: int, size: int, seed: int, classes: int = 3) -> Batches:
     """``n_batches`` batches of ``size`` float64 Gaussian inputs of ``shape`` with random labels."""
     gen = torch.Generator().manual_seed(seed)
-    return [(torch.randn(size, *shape, dtype=D, generator=gen), torch.randint(0, classes, (size,), generator=gen))
-            for _ in range(n_batches)]
+    return [
+        (torch.randn(size, *shape, dtype=D, generator=gen), torch.randint(0, classes, (size,), generator=gen))
+        for _ in range(n_batches)
+    ]
 
 
 def sized_batches(shape: tuple[int, ...], sizes: list[int], seed: int) -> Batches:
@@ -71,7 +82,8 @@ def sized_batches(shape: tuple[int, ...], sizes: list[int], seed: int) -> Batche
 
 def acb_points(arch: str, shape: tuple[int, ...], **kw: object) -> tuple[torch.nn.Module, dict, dict, dict]:
     """A float64 model and three points of it: A (its initialisation, seed 0), B (another initialisation) and
-    C (their midpoint moved by 0.3 Gaussian noise), as ``(model, a, c, b)``."""
+    C (their midpoint moved by 0.3 Gaussian noise), as ``(model, a, c, b)``.
+    """
     torch.manual_seed(0)
     model = build_model(arch, num_classes=3, in_shape=shape, **kw).double()
     a = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -84,7 +96,8 @@ def acb_points(arch: str, shape: tuple[int, ...], **kw: object) -> tuple[torch.n
 def randomize_bn_state(model: torch.nn.Module) -> torch.nn.Module:
     """Draw ``model``'s BatchNorm running means from N(0, 1) and running variances from U(0.5, 2), then its
     1-D parameters (biases, norm affines) from N(0, 1), in place with torch's global generator; return it in
-    eval mode, so that the running statistics (not batch statistics) enter its function."""
+    eval mode, so that the running statistics (not batch statistics) enter its function.
+    """
     with torch.no_grad():
         for name, b in model.named_buffers():
             if name.endswith("running_mean"):
@@ -145,17 +158,21 @@ class Case:
 
     def hutchinson_sd(self, n_probes: int) -> float:
         """Standard deviation of the mean of ``n_probes`` Rademacher forms ``z^T H z`` (Hutchinson's trace
-        estimator) for the reference Hessian: ``sqrt(2 (||H||_F^2 - sum_i H_ii^2) / n_probes)``."""
+        estimator) for the reference Hessian: ``sqrt(2 (||H||_F^2 - sum_i H_ii^2) / n_probes)``.
+        """
         h = self.hessian()
         return math.sqrt(2.0 * float((h**2).sum() - (torch.diagonal(h) ** 2).sum()) / n_probes)
 
     def operator(self, engine: str = "auto") -> HessianOperator:
-        """lgeom's Hessian operator (the code under test) at ``params`` under the BN policy: statistics
-        recomputed on ``bn_batches``."""
+        """Lgeom's Hessian operator (the code under test) at ``params`` under the BN policy: statistics
+        recomputed on ``bn_batches``.
+        """
         return HessianOperator(self.model, self.data, params=self.params, bn_batches=self.bn_batches, engine=engine)
 
 
-def batch_statistics(model: torch.nn.Module, params: dict[str, torch.Tensor], inputs: torch.Tensor) -> dict[str, torch.Tensor]:
+def batch_statistics(
+    model: torch.nn.Module, params: dict[str, torch.Tensor], inputs: torch.Tensor
+) -> dict[str, torch.Tensor]:
     """The buffers of ``model`` at ``params`` after one train-mode forward of ``inputs`` with momentum 1.
 
     That is the batch mean and unbiased batch variance of every BatchNorm layer's input: what the BN
@@ -193,7 +210,8 @@ def _bn_case(name: str, model: torch.nn.Module, shape: tuple[int, ...], seed: in
 
 def mlp_case() -> Case:
     """A one-hidden-layer tanh MLP, 4 -> 8 -> 3 (P = 67), at its initialisation (seed 0); 40 samples in
-    batches of 16, 16 and 8."""
+    batches of 16, 16 and 8.
+    """
     model = tiny_mlp(0)
     params = {n: p.detach() for n, p in model.named_parameters()}
     return Case("mlp", model, params, tiny_data(40), None, {n: b.detach() for n, b in model.named_buffers()})
@@ -201,7 +219,8 @@ def mlp_case() -> Case:
 
 def bn_cnn_case() -> Case:
     """A two-conv CNN with BatchNorm, 2 channels, on 3x4x4 inputs (P = 125, seed 0), at a point 0.05 off its
-    initialisation; 10 samples in batches of 6 and 4, BN statistics from 8 other samples."""
+    initialisation; 10 samples in batches of 6 and 4, BN statistics from 8 other samples.
+    """
     torch.manual_seed(0)
     model = build_model("cnn", num_classes=3, in_shape=(3, 4, 4), channels=2, batchnorm=True).double()
     return _bn_case("bn_cnn", model, (3, 4, 4), seed=10)
@@ -215,7 +234,8 @@ NARROW_PLANES = (2, 2, 2)
 def preresnet8_case() -> Case:
     """PreResNet-8 built narrow (2 planes in each of its three stages, P = 315: the full-width dense Hessian
     is too big) on 3x8x8 inputs (seed 0), at a point 0.05 off its initialisation; 10 samples in batches of
-    6 and 4, BN statistics from 8 other samples."""
+    6 and 4, BN statistics from 8 other samples.
+    """
     torch.manual_seed(0)
     with mock.patch.object(resnet, "STAGE_PLANES", NARROW_PLANES):
         model = build_model("preresnet", num_classes=3, in_shape=(3, 8, 8), depth=8).double()

@@ -1,5 +1,6 @@
 """Weight matching: function preservation on every supported architecture, recovery of a known
-permutation, a lower linear barrier on moons, and bad input."""
+permutation, a lower linear barrier on moons, and bad input.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ def test_alignment_keeps_the_function(arch: str, shape: tuple, kw: dict) -> None
     assert all(torch.equal(torch.sort(idx).values, torch.arange(len(idx))) for idx in al.perms.values())
     assert al.similarity_after >= al.similarity_before
     if any(n.endswith("running_mean") for n in al.buffers):
-        assert any(not torch.equal(al.buffers[n], v) for n, v in get_buffers(model_b).items() if n.endswith("running_mean"))
+        assert any(
+            not torch.equal(al.buffers[n], v) for n, v in get_buffers(model_b).items() if n.endswith("running_mean")
+        )
 
 
 @pytest.mark.parametrize(("arch", "shape", "kw"), [ARCHS[0], ARCHS[5], ARCHS[6]], ids=lambda v: str(v))
@@ -75,7 +78,9 @@ def test_alignment_lowers_the_linear_barrier_on_moons() -> None:
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = build_model("mlp", num_classes=2, in_shape=(2,), width=16)
-        results.append(train(model, splits.train, None, TrainSpec(epochs=15, batch_size=50, lr=0.05, seed=seed), progress=False))
+        results.append(
+            train(model, splits.train, None, TrainSpec(epochs=15, batch_size=50, lr=0.05, seed=seed), progress=False)
+        )
     a, b = results[0].final_params, results[1].final_params
     al = weight_matching(model, a, b)
     test = make_loader(splits.test, 300)

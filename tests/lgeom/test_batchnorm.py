@@ -26,7 +26,9 @@ def _bn_inputs(model: torch.nn.Module, batches: list) -> dict[str, list[torch.Te
     seen: dict[str, list[torch.Tensor]] = {}
     for name, m in ref.named_modules():
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.register_forward_hook(lambda mod, args, out, name=name: seen.setdefault(name, []).append(args[0].detach()))
+            m.register_forward_hook(
+                lambda mod, args, out, name=name: seen.setdefault(name, []).append(args[0].detach())
+            )
     with torch.no_grad():
         for x, _ in batches:
             ref(x)
@@ -52,7 +54,9 @@ def test_recompute_weights_batches_by_size_and_leaves_the_model_alone() -> None:
         torch.testing.assert_close(new[f"{name}.running_var"], var, rtol=1e-12, atol=1e-12)
         assert int(new[f"{name}.num_batches_tracked"]) == 2
     # The first BatchNorm layer sees the same inputs whatever the batching: its mean is the one-batch mean.
-    whole = recompute_bn_stats(model, get_params(model), [(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))])
+    whole = recompute_bn_stats(
+        model, get_params(model), [(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))]
+    )
     first = next(iter(inputs))
     torch.testing.assert_close(new[f"{first}.running_mean"], whole[f"{first}.running_mean"], rtol=1e-12, atol=1e-12)
     assert all(torch.equal(own[n], b) for n, b in model.named_buffers())
@@ -73,7 +77,9 @@ def test_recompute_weights_batches_by_size_and_leaves_the_model_alone() -> None:
 
 def test_a_ragged_last_bn_batch_does_not_bias_the_statistics() -> None:
     torch.manual_seed(1)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.ReLU(), torch.nn.Linear(5, 3)).double()
+    model = torch.nn.Sequential(
+        torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.ReLU(), torch.nn.Linear(5, 3)
+    ).double()
     x = torch.randn(100, 4, dtype=D, generator=torch.Generator().manual_seed(4)) * 3 + 1
     y = torch.zeros(100, dtype=torch.long)
     ragged = recompute_bn_stats(model, get_params(model), [(x[:64], y[:64]), (x[64:], y[64:])])

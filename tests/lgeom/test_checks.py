@@ -7,7 +7,14 @@ import math
 import pytest
 import torch
 
-from lgeom._checks import check_choice, check_positive, check_positive_int, check_same_structure, check_ts, expected
+from lgeom._checks import (
+    check_choice,
+    check_positive,
+    check_positive_int,
+    check_same_structure,
+    check_ts,
+    expected,
+)
 
 
 def test_expected_builds_the_standard_message() -> None:

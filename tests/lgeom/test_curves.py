@@ -1,4 +1,6 @@
-"""Curves: values against hand computation, gradients, fitting, errors, save/load."""
+"""Curves: values against hand computation, gradients, fitting, errors, save/load; fitting and path evaluation
+on CUDA (skipped without CUDA).
+"""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from lgeom.curves import (
     load_curve,
     save_curve,
 )
-from lgeom.data import ArrayDataset, build_splits, make_loader
+from lgeom.data import ArrayDataset, build_dataset, build_splits, make_loader
 from lgeom.models import build_model
 from lgeom.multipoint import evaluate_path
 from lgeom.optim import lr_factor
@@ -69,7 +71,9 @@ def test_cubic_bezier_weights() -> None:
     c2 = {"w": torch.tensor([8.0, 0.0], dtype=D), "m": torch.zeros(2, 2, dtype=D)}
     curve = Bezier(a, b, [c1, c2])
     # t = 1/2: (A + 3 C1 + 3 C2 + B) / 8
-    _close(curve.point(0.5), {"w": [(0 + 0 + 24 + 4) / 8, (0 + 24 + 0 + 0) / 8], "m": [[6 / 8, 8 / 8], [10 / 8, 12 / 8]]})
+    _close(
+        curve.point(0.5), {"w": [(0 + 0 + 24 + 4) / 8, (0 + 24 + 0 + 0) / 8], "m": [[6 / 8, 8 / 8], [10 / 8, 12 / 8]]}
+    )
 
 
 def test_polychain_values_by_hand() -> None:
@@ -156,7 +160,9 @@ def moons_pair():
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = build_model("mlp", num_classes=2, in_shape=(2,), width=16)
-        res = train(model, splits.train, splits.test, TrainSpec(epochs=15, batch_size=50, lr=0.05, seed=seed), progress=False)
+        res = train(
+            model, splits.train, splits.test, TrainSpec(epochs=15, batch_size=50, lr=0.05, seed=seed), progress=False
+        )
         out.append(res)
     return model, splits, out[0], out[1]
 
@@ -172,8 +178,14 @@ def test_fitted_bezier_lowers_the_barrier_on_moons(moons_pair) -> None:
     line = Line(ra.final_params, rb.final_params)
     curve = Bezier(ra.final_params, rb.final_params)
     events = []
-    res = fit_curve(model, curve, splits.train, CurveFitSpec(epochs=8, batch_size=50, seed=0), progress=False,
-                    callbacks=[events.append])
+    res = fit_curve(
+        model,
+        curve,
+        splits.train,
+        CurveFitSpec(epochs=8, batch_size=50, seed=0),
+        progress=False,
+        callbacks=[events.append],
+    )
     line_barrier, curve_barrier = _barrier(model, line, splits), _barrier(model, curve, splits)
     assert line_barrier > 0.05
     assert curve_barrier < 0.6 * line_barrier
@@ -192,8 +204,13 @@ def test_fit_is_deterministic_and_weight_decay_acts_on_phi(moons_pair) -> None:
 
     def fitted(wd: float, k: int) -> dict:
         curve = PolyChain(ra.final_params, rb.final_params)
-        fit_curve(model, curve, small, CurveFitSpec(epochs=3, batch_size=25, weight_decay=wd, t_per_batch=k, seed=3),
-                  progress=False)
+        fit_curve(
+            model,
+            curve,
+            small,
+            CurveFitSpec(epochs=3, batch_size=25, weight_decay=wd, t_per_batch=k, seed=3),
+            progress=False,
+        )
         return curve.apex()
 
     one, again = fitted(0.0, 2), fitted(0.0, 2)
@@ -243,7 +260,9 @@ def test_fit_raises_on_non_finite_loss() -> None:
     b = {n: v + 1.0 for n, v in a.items()}
     data = ArrayDataset(torch.randn(40, 2), torch.randint(0, 2, (40,)), 2)
     with pytest.raises(NonFiniteLossError, match="curve fitting loss became"):
-        fit_curve(model, Bezier(a, b), data, CurveFitSpec(epochs=5, batch_size=10, lr=1e25, momentum=0.0), progress=False)
+        fit_curve(
+            model, Bezier(a, b), data, CurveFitSpec(epochs=5, batch_size=10, lr=1e25, momentum=0.0), progress=False
+        )
 
 
 class _SharedModule(torch.nn.Module):
@@ -287,3 +306,39 @@ def test_fit_with_shared_weights_leaves_the_model_alone(cls: type) -> None:
     res = fit_curve(model, curve, data, CurveFitSpec(epochs=2, batch_size=20), progress=False)
     assert abs(res.history["loss"][0] - math.log(3.0)) > 1e-3
     assert all(isinstance(p, torch.nn.Parameter) and float(p.detach().abs().sum()) == 0.0 for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_curve_fit_and_path_on_cuda() -> None:
+    tr = build_dataset("gaussmix256", "train", n_train=256, n_test=128)
+    te = build_dataset("gaussmix256", "test", n_train=256, n_test=128)
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=10, in_shape=(1, 16, 16), batchnorm=True)
+    a = train(model, tr, te, TrainSpec(epochs=2, device="cuda"), progress=False)
+    torch.manual_seed(1)
+    b = train(
+        build_model("cnn", num_classes=10, in_shape=(1, 16, 16), batchnorm=True),
+        tr,
+        te,
+        TrainSpec(epochs=2, seed=1, device="cuda"),
+        progress=False,
+    )
+    model.cuda()
+    curve = Bezier({k: v.cuda() for k, v in a.final_params.items()}, {k: v.cuda() for k, v in b.final_params.items()})
+    fit_curve(model, curve, tr, CurveFitSpec(epochs=1, batch_size=64), progress=False)
+    assert all(t.device.type == "cuda" for t in curve.parameters())
+    loader = list(make_loader(te, 64))
+    table = evaluate_path(
+        model,
+        curve,
+        [0.0, 0.5, 1.0],
+        loader,
+        loader,
+        bn_batches=list(make_loader(tr, 64))[:2],
+        endpoint_buffers=(
+            {k: v.cuda() for k, v in a.final_buffers.items()},
+            {k: v.cuda() for k, v in b.final_buffers.items()},
+        ),
+    )
+    assert table["test_acc"][0] == pytest.approx(a.final["test"].acc)

@@ -39,7 +39,9 @@ def test_evaluate_accepts_a_dataset() -> None:
     ref = evaluate(model, make_loader(ds, 7))
     assert res.n == 600 and res.loss == pytest.approx(ref.loss, rel=1e-6) and res.acc == pytest.approx(ref.acc)
     table = evaluate_path(model, Line(get_params(model), get_params(model)), [0.0, 1.0], train=ds, test=ds)
-    assert table["test_loss"][0] == pytest.approx(ref.loss, rel=1e-6) and table["train_acc"][1] == pytest.approx(ref.acc)
+    assert table["test_loss"][0] == pytest.approx(ref.loss, rel=1e-6) and table["train_acc"][1] == pytest.approx(
+        ref.acc
+    )
     point = evaluate_point(model, get_params(model), {"test": ds})["test"]
     assert point.loss == pytest.approx(ref.loss, rel=1e-6)
     with pytest.raises(ValueError, match="data: expected a non-empty dataset"):

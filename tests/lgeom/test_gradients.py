@@ -66,7 +66,9 @@ def test_effective_dimensionality_of_training_gradients() -> None:
     ds = build_dataset("moons", "train", n_train=128, n_test=8, seed=0)
     torch.manual_seed(0)
     model = build_model("mlp", num_classes=2, in_shape=(2,), depth=2, width=8)
-    result = train(model, ds, spec=TrainSpec(epochs=2, batch_size=16, lr=0.1, grad_snapshot_every=1, device="cpu"), progress=False)
+    result = train(
+        model, ds, spec=TrainSpec(epochs=2, batch_size=16, lr=0.1, grad_snapshot_every=1, device="cpu"), progress=False
+    )
     n_params = sum(p.numel() for p in model.parameters())
     assert len(result.grad_snapshots) == 16 and result.grad_snapshots[0].numel() == n_params
     res = effective_dimensionality(result.grad_snapshots)
@@ -102,4 +104,6 @@ def test_batchnorm_as_affine_is_exact() -> None:
         bn.train()
         batch_stats = bn(x)  # training mode is left alone
     torch.testing.assert_close(affine, reference, rtol=1e-12, atol=1e-12)
-    torch.testing.assert_close(batch_stats, torch.nn.functional.batch_norm(x, None, None, bn.weight, bn.bias, True), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(
+        batch_stats, torch.nn.functional.batch_norm(x, None, None, bn.weight, bn.bias, True), rtol=1e-12, atol=1e-12
+    )

@@ -46,7 +46,9 @@ def test_affine_points_and_chunking() -> None:
     d = {n: b[n] - a[n] for n in a}
     coords = np.array([[0.0], [0.5], [1.0]])
     res = evaluate_affine(model, a, [d], coords, {"d": data}, chunk_size=2)["d"]
-    ref = evaluate_points(model, [a, {n: 0.5 * (a[n] + b[n]) for n in a}, b], random_batches((4,), 2, 5, 8), method="loop")
+    ref = evaluate_points(
+        model, [a, {n: 0.5 * (a[n] + b[n]) for n in a}, b], random_batches((4,), 2, 5, 8), method="loop"
+    )
     np.testing.assert_allclose(res.loss, ref.loss, rtol=1e-10)
     assert 1 <= auto_chunk_size(model, a, {"d": random_batches((4,), 1, 5, 9)}) <= 128
     with pytest.raises(ValueError, match=r"coords: expected an array of shape \(P, 1\)"):
@@ -129,9 +131,13 @@ def test_bn_statistics_and_path_from_datasets(bn_endpoints) -> None:
     from_batches = recompute_bn_stats(model, params, make_loader(splits.train, 512))
     for name, value in from_batches.items():
         torch.testing.assert_close(from_ds[name], value)
-    table = evaluate_path(model, Line(ra.final_params, rb.final_params), [0.5], test=splits.test, bn_batches=splits.train)
+    table = evaluate_path(
+        model, Line(ra.final_params, rb.final_params), [0.5], test=splits.test, bn_batches=splits.train
+    )
     mid = {n: v.detach() for n, v in Line(ra.final_params, rb.final_params).point(0.5).items()}
-    ref = evaluate_point(model, mid, {"test": make_loader(splits.test, 64)}, bn_batches=make_loader(splits.train, 512))["test"]
+    ref = evaluate_point(model, mid, {"test": make_loader(splits.test, 64)}, bn_batches=make_loader(splits.train, 512))[
+        "test"
+    ]
     assert table["test_loss"][0] == pytest.approx(ref.loss, rel=1e-5)
 
 
@@ -143,8 +149,11 @@ def bn_endpoints():
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = build_model("cnn", num_classes=3, in_shape=(1, 16, 16), channels=4, batchnorm=True)
-        results.append(train(model, splits.train, splits.test, TrainSpec(epochs=2, batch_size=30, lr=0.05, seed=seed),
-                             progress=False))
+        results.append(
+            train(
+                model, splits.train, splits.test, TrainSpec(epochs=2, batch_size=30, lr=0.05, seed=seed), progress=False
+            )
+        )
     return model, splits, results
 
 
@@ -154,8 +163,15 @@ def test_path_at_the_endpoints_reproduces_the_trained_models(bn_endpoints) -> No
     train_eval = make_loader(splits.train, 64)
     bn = [(x, y) for x, y in make_loader(splits.train, 40)]
     curve = Bezier(ra.final_params, rb.final_params)
-    table = evaluate_path(model, curve, [0.0, 0.5, 1.0], train_eval, test, bn_batches=bn,
-                          endpoint_buffers=(ra.final_buffers, rb.final_buffers))
+    table = evaluate_path(
+        model,
+        curve,
+        [0.0, 0.5, 1.0],
+        train_eval,
+        test,
+        bn_batches=bn,
+        endpoint_buffers=(ra.final_buffers, rb.final_buffers),
+    )
     for i, res in ((0, ra), (2, rb)):
         assert table["test_acc"][i] == res.final["test"].acc
         assert table["test_loss"][i] == pytest.approx(res.final["test"].loss, rel=1e-6)

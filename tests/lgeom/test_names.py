@@ -1,5 +1,6 @@
 """The metric contract (``lgeom.names``): today's names exactly, the README table rendered from the module,
-and no metric name spelled by hand anywhere else in the code."""
+and no metric name spelled by hand anywhere else in the code.
+"""
 
 from __future__ import annotations
 
@@ -39,7 +40,11 @@ def test_metric_names_are_the_documented_ones() -> None:
 
 def test_tag_and_artifact_names() -> None:
     assert (names.TAG_STUDY, names.TAG_CELL, names.TAG_CONFIG_HASH, names.TAG_STAGE) == (
-        "lgeom.study", "lgeom.cell", "lgeom.config_hash", "lgeom.stage")
+        "lgeom.study",
+        "lgeom.cell",
+        "lgeom.config_hash",
+        "lgeom.stage",
+    )
     assert names.TAG_PARENT == "mlflow.parentRunId" and names.model_tag("a") == "lgeom.model.a"
     assert names.path_table_artifact("bezier") == "paths/bezier.csv"
     assert names.curve_artifact("bezier") == "curves/bezier.pt"
@@ -51,10 +56,16 @@ def test_tag_and_artifact_names() -> None:
 
 
 def test_series_names_parse_back() -> None:
-    assert names.parse_series_metric(names.series_metric("bezier", "hessian_lambda_max")) == ("bezier", "hessian_lambda_max")
+    assert names.parse_series_metric(names.series_metric("bezier", "hessian_lambda_max")) == (
+        "bezier",
+        "hessian_lambda_max",
+    )
     assert names.parse_series_metric("hessian.a.lambda_max") is None
     assert names.parse_series_metric("best_test_acc") is None
-    assert names.topk_columns(["t", "hessian_top2", "hessian_topk_mean", "hessian_top10"]) == ["hessian_top2", "hessian_top10"]
+    assert names.topk_columns(["t", "hessian_top2", "hessian_topk_mean", "hessian_top10"]) == [
+        "hessian_top2",
+        "hessian_top10",
+    ]
 
 
 def test_endpoint_names_and_errors() -> None:
@@ -68,7 +79,8 @@ def test_readme_mlflow_layout_is_the_rendered_contract() -> None:
     match = re.search(r"<!-- contract:begin[^\n]*-->\n(.*?)\n<!-- contract:end -->", text, re.S)
     assert match, "README.md: expected the contract table between <!-- contract:begin --> and <!-- contract:end -->"
     assert match.group(1) == names.contract_markdown(), (
-        "README.md's MLflow layout table differs from lgeom.names.contract_markdown(): paste the rendered table")
+        "README.md's MLflow layout table differs from lgeom.names.contract_markdown(): paste the rendered table"
+    )
 
 
 # Metric names written out in full: a family or path, a dot, a quantity (``hessian.a.lambda_max``,
@@ -78,24 +90,41 @@ _FULL_NAME = re.compile(
     r"^(a|b|mid|linear|bezier|polychain|hessian|sharpness|curvature|probe|pca|gradients|align|trial)"
     r"(_aligned)?\.[a-z]"
 )
-_PIECES = (".test.", ".train.", ".test_", ".train_", "_loss", "_acc", "loss_barrier", "lambda_max", "hessian.",
-           "sharpness.")
+_PIECES = (
+    ".test.",
+    ".train.",
+    ".test_",
+    ".train_",
+    "_loss",
+    "_acc",
+    "loss_barrier",
+    "lambda_max",
+    "hessian.",
+    "sharpness.",
+)
 _SCANNED = ("lgeom", "tracking", "pipelines")
 
 
 def _hand_spelled(path: Path) -> list[str]:
     tree = ast.parse(path.read_text())
-    docstrings = {id(n.body[0].value) for n in ast.walk(tree)
-                  if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and n.body
-                  and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    docstrings = {
+        id(n.body[0].value)
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Module, ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and n.body
+        and isinstance(n.body[0], ast.Expr)
+        and isinstance(n.body[0].value, ast.Constant)
+    }
     found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.JoinedStr):
             pieces = [v.value for v in node.values if isinstance(v, ast.Constant) and isinstance(v.value, str)]
             # an f-string assembling a name: a constant piece of a metric name next to a formatted part
             if any(p in piece for piece in pieces for p in _PIECES) and len(node.values) > len(pieces):
-                text = "".join(piece if isinstance(v, ast.Constant) else "{}" for v, piece in
-                               zip(node.values, [getattr(v, "value", "") for v in node.values]))
+                text = "".join(
+                    piece if isinstance(v, ast.Constant) else "{}"
+                    for v, piece in zip(node.values, [getattr(v, "value", "") for v in node.values])
+                )
                 if not any(w in text for w in (" ", ":", "(", "expected")):  # messages, not names
                     found.append(f"{path.relative_to(ROOT)}:{node.lineno}: f{text!r}")
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and id(node) not in docstrings:
@@ -105,6 +134,11 @@ def _hand_spelled(path: Path) -> list[str]:
 
 
 def test_no_metric_name_is_spelled_by_hand() -> None:
-    found = [hit for pkg in _SCANNED for p in sorted((ROOT / pkg).rglob("*.py"))
-             if p != ROOT / "lgeom" / "names.py" for hit in _hand_spelled(p)]
+    found = [
+        hit
+        for pkg in _SCANNED
+        for p in sorted((ROOT / pkg).rglob("*.py"))
+        if p != ROOT / "lgeom" / "names.py"
+        for hit in _hand_spelled(p)
+    ]
     assert not found, "build these names with lgeom.names:\n" + "\n".join(found)

@@ -52,7 +52,11 @@ def test_functional_forward_does_not_mutate(cnn: torch.nn.Module) -> None:
     assert all(torch.equal(before[k], v) for k, v in cnn.state_dict().items())
     same = functional_forward(cnn, get_params(cnn), x)
     torch.testing.assert_close(same, ref)
-    loaded = load_params(build_model("cnn", num_classes=3, in_shape=(1, 8, 8), channels=4, batchnorm=True).eval(), other, get_buffers(cnn))
+    loaded = load_params(
+        build_model("cnn", num_classes=3, in_shape=(1, 8, 8), channels=4, batchnorm=True).eval(),
+        other,
+        get_buffers(cnn),
+    )
     torch.testing.assert_close(loaded(x), out)
 
 
@@ -86,5 +90,7 @@ def test_combine_and_norm() -> None:
 def test_load_params_names_the_mismatch(cnn: torch.nn.Module) -> None:
     params = get_params(cnn)
     params["head.weight"] = torch.zeros(2, 2)
-    with pytest.raises(ValueError, match=r"parameter 'head.weight': expected shape \(3, 64\) \(from model\), got \(2, 2\)"):
+    with pytest.raises(
+        ValueError, match=r"parameter 'head.weight': expected shape \(3, 64\) \(from model\), got \(2, 2\)"
+    ):
         load_params(cnn, params)

@@ -60,13 +60,15 @@ def test_generalisation_gap_by_hand() -> None:
 
 
 def test_path_metrics_of_a_table() -> None:
-    table = Table({
-        "t": [0.0, 0.5, 1.0],
-        "train_loss": [0.1, 0.5, 0.2],
-        "train_acc": [100.0, 80.0, 98.0],
-        "test_loss": [0.3, 0.9, 0.35],
-        "test_acc": [90.0, 70.0, 89.0],
-    })
+    table = Table(
+        {
+            "t": [0.0, 0.5, 1.0],
+            "train_loss": [0.1, 0.5, 0.2],
+            "train_acc": [100.0, 80.0, 98.0],
+            "test_loss": [0.3, 0.9, 0.35],
+            "test_acc": [90.0, 70.0, 89.0],
+        }
+    )
     m = path_metrics(table)
     assert m["train.loss_barrier"] == pytest.approx(0.3)
     assert m["test.loss_barrier"] == pytest.approx(0.55)

@@ -18,8 +18,20 @@ from lgeom.params import get_buffers, get_params
 from lgeom.probes import PROBES, ProbeSettings, enabled_probes, probe_path, probe_point
 from tests.lgeom.cases import image_data, tiny_data, tiny_mlp
 
-SMALL = ProbeSettings(hessian_k=2, hessian_max_iter=12, hessian_points=3, trace_probes=3, density_runs=2, density_steps=5,
-                      density_grid=50, sharpness_samples=2, sharpness_steps=2, curvature_samples=2, slice_points=3, slice2d_points=2)
+SMALL = ProbeSettings(
+    hessian_k=2,
+    hessian_max_iter=12,
+    hessian_points=3,
+    trace_probes=3,
+    density_runs=2,
+    density_steps=5,
+    density_grid=50,
+    sharpness_samples=2,
+    sharpness_steps=2,
+    curvature_samples=2,
+    slice_points=3,
+    slice2d_points=2,
+)
 
 MODELS = {
     "mlp": lambda: build_model("mlp", num_classes=3, in_shape=(3, 8, 8), depth=2, width=8),
@@ -40,11 +52,22 @@ def test_every_probe_runs_on_each_architecture(arch: str) -> None:
     assert len(res.average.increases) == 2 and res.worst.steps == 2 and len(res.curvature.curvatures) == 2
     assert res.slice_1d.loss.shape == (3,) and res.slice_2d.loss.shape == (2, 2)
     summary = res.summary()
-    for key in ("hessian.lambda_max", "hessian.topk_mean", "hessian.trace", "sharpness.eps_avg", "sharpness.eps_worst",
-                "curvature.mc_mean", "probe.loss"):
+    for key in (
+        "hessian.lambda_max",
+        "hessian.topk_mean",
+        "hessian.trace",
+        "sharpness.eps_avg",
+        "sharpness.eps_worst",
+        "curvature.mc_mean",
+        "probe.loss",
+    ):
         assert math.isfinite(summary[key]), key
     spec = res.spectrum()
-    assert spec["eigenvalues"] == res.eigen.values.tolist() and spec["trace"]["n_probes"] == 3 and len(spec["density"]["grid"]) == 50
+    assert (
+        spec["eigenvalues"] == res.eigen.values.tolist()
+        and spec["trace"]["n_probes"] == 3
+        and len(spec["density"]["grid"]) == 50
+    )
     assert res.n_params == sum(p.numel() for p in model.parameters()) and res.n_samples == 12
 
 
@@ -82,7 +105,10 @@ def test_probes_on_a_bn_model_are_identical_on_two_calls() -> None:
 def test_probe_path_matches_probe_point_at_each_t() -> None:
     model, data = tiny_mlp(0), tiny_data(40)
     a = get_params(model)
-    b = {n: p + 0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype) for n, p in a.items()}
+    b = {
+        n: p + 0.3 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1), dtype=p.dtype)
+        for n, p in a.items()
+    }
     line = Line(a, b)
     table = probe_path(model, line, [0.0, 0.5, 1.0], data, settings=SMALL, progress=False)
     assert table.names[:3] == ["t", "probe_loss", "hessian_lambda_max"]
@@ -102,7 +128,9 @@ def test_probe_path_uses_trained_buffers_at_the_endpoints() -> None:
     a = get_params(model)
     b = {n: p * 1.1 for n, p in a.items()}
     bufs = get_buffers(model)
-    table = probe_path(model, Line(a, b), [0.0, 1.0], data, settings=SMALL, endpoint_buffers=(bufs, bufs), progress=False)
+    table = probe_path(
+        model, Line(a, b), [0.0, 1.0], data, settings=SMALL, endpoint_buffers=(bufs, bufs), progress=False
+    )
     assert table["probe_loss"][0] == pytest.approx(evaluate(model, data, params=a, buffers=bufs).loss, rel=1e-5)
 
 
@@ -112,13 +140,24 @@ def test_a_subset_of_probes_runs_only_those() -> None:
     assert res.eigen is None and res.trace is None and res.slice_1d is None and res.worst is None
     assert list(res.timings) == ["sharpness", "curvature"]
     assert res.loss == pytest.approx(evaluate(model, data).loss, rel=1e-12)
-    assert set(res.summary()) == {"probe.loss", "sharpness.eps_avg", "sharpness.eps_avg_max", "sharpness.flatness",
-                                  "curvature.mc_mean", "curvature.mc_std", "curvature.mc_frac_negative"}
+    assert set(res.summary()) == {
+        "probe.loss",
+        "sharpness.eps_avg",
+        "sharpness.eps_avg_max",
+        "sharpness.flatness",
+        "curvature.mc_mean",
+        "curvature.mc_std",
+        "curvature.mc_frac_negative",
+    }
 
 
 def test_settings_and_input_errors() -> None:
     assert enabled_probes(dataclasses.replace(SMALL, trace_probes=0, slices=False, density=False)) == (
-        "hessian", "sharpness", "worst", "curvature")
+        "hessian",
+        "sharpness",
+        "worst",
+        "curvature",
+    )
     assert ProbeSettings.from_object({"hessian_k": 7, "unrelated": 1}).hessian_k == 7
     with pytest.raises(ValueError, match="probe settings: sharpness_eps: expected a finite number > 0, got 0"):
         ProbeSettings.from_object({"sharpness_eps": 0})
@@ -138,7 +177,8 @@ def test_settings_and_input_errors() -> None:
 @pytest.mark.parametrize("arch", sorted(MODELS))
 def test_trajectory_probes_and_probe_path_on_each_architecture(arch: str) -> None:
     """PCA plane, effective dimensionality (of gradients from a short real training run) and probe_path on
-    MLP, CNN with BatchNorm and PreResNet-8 (tiny 3x8x8 inputs, 12 samples)."""
+    MLP, CNN with BatchNorm and PreResNet-8 (tiny 3x8x8 inputs, 12 samples).
+    """
     from lgeom.data import ArrayDataset
     from lgeom.gradients import effective_dimensionality
     from lgeom.params import flatten
@@ -149,11 +189,17 @@ def test_trajectory_probes_and_probe_path_on_each_architecture(arch: str) -> Non
     model = MODELS[arch]()
     data = image_data(12)
     x, y = torch.cat([b[0] for b in data]), torch.cat([b[1] for b in data])
-    result = train(model, ArrayDataset(x, y, 3), spec=TrainSpec(epochs=2, batch_size=4, lr=0.05, snapshot_every=1,
-                                                                  grad_snapshot_every=1, device="cpu"), progress=False)
+    result = train(
+        model,
+        ArrayDataset(x, y, 3),
+        spec=TrainSpec(epochs=2, batch_size=4, lr=0.05, snapshot_every=1, grad_snapshot_every=1, device="cpu"),
+        progress=False,
+    )
     n_params = sum(p.numel() for p in model.parameters())
     has_bn = any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules())
-    bn = image_data(16, batch=8, seed=5) if has_bn else None  # equal sizes: lgeom/multipoint.py weights BN batches equally
+    bn = (
+        image_data(16, batch=8, seed=5) if has_bn else None
+    )  # equal sizes: lgeom/multipoint.py weights BN batches equally
 
     effdim = effective_dimensionality(result.grad_snapshots)
     assert effdim.n_params == n_params and effdim.n_samples == len(result.grad_snapshots) == 6
@@ -163,16 +209,23 @@ def test_trajectory_probes_and_probe_path_on_each_architecture(arch: str) -> Non
     plane = pca_plane(model, result.snapshots, data, final=final, n_points=3, bn_batches=bn)
     assert plane.loss.shape == (3, 3) and np.isfinite(plane.loss).all()
     assert 0 < plane.explained_variance_ratio[1] <= plane.explained_variance_ratio[0] <= 1
-    torch.testing.assert_close(torch.as_tensor(plane.components) @ torch.as_tensor(plane.components).T,
-                               torch.eye(2, dtype=torch.as_tensor(plane.components).dtype), atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        torch.as_tensor(plane.components) @ torch.as_tensor(plane.components).T,
+        torch.eye(2, dtype=torch.as_tensor(plane.components).dtype),
+        atol=1e-5,
+        rtol=0,
+    )
     final_bufs = recompute_bn_stats(model, final, bn) if bn is not None else None  # the BN policy at a grid point
-    assert plane.snapshot_loss[-1] == pytest.approx(evaluate(model, data, params=flatten_to(final, result.snapshots[-1]),
-                                                             buffers=final_bufs).loss, rel=1e-4)
+    assert plane.snapshot_loss[-1] == pytest.approx(
+        evaluate(model, data, params=flatten_to(final, result.snapshots[-1]), buffers=final_bufs).loss, rel=1e-4
+    )
 
     a = result.final_params
     b = {n: p + 0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(1)) for n, p in a.items()}
     bufs = result.final_buffers
-    table = probe_path(model, Line(a, b), [0.0, 0.5, 1.0], data, settings=SMALL, endpoint_buffers=(bufs, bufs), progress=False)
+    table = probe_path(
+        model, Line(a, b), [0.0, 0.5, 1.0], data, settings=SMALL, endpoint_buffers=(bufs, bufs), progress=False
+    )
     assert np.isfinite(table["hessian_lambda_max"]).all() and list(table["t"]) == [0.0, 0.5, 1.0]
     mid = probe_point(model, Line(a, b).point(0.5), data, SMALL, probes=("hessian",), progress=False)
     assert table["hessian_lambda_max"][1] == pytest.approx(mid.eigen.values[0], rel=1e-6)

@@ -65,7 +65,9 @@ def test_matrices_with_a_given_spectrum_and_their_operator() -> None:
 
 def test_quadratic_landscape_by_hand() -> None:
     center = {"w": torch.tensor([1.0, 2.0], dtype=D)}
-    land = QuadraticLandscape(center, torch.diag(torch.tensor([2.0, 4.0], dtype=D)), torch.tensor([1.0, 0.0], dtype=D), base_loss=0.5)
+    land = QuadraticLandscape(
+        center, torch.diag(torch.tensor([2.0, 4.0], dtype=D)), torch.tensor([1.0, 0.0], dtype=D), base_loss=0.5
+    )
     point = {"w": torch.tensor([2.0, 1.0], dtype=D)}  # x = (1, -1): 1/2 (2 + 4) + 1 + 0.5
     np.testing.assert_allclose(land.losses([center, point]), [0.5, 4.5])
     loss, grad = land.loss_and_grad(point)

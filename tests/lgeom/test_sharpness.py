@@ -1,5 +1,6 @@
 """Sharpness, perturbation flatness and Monte-Carlo curvature: closed forms on a quadratic loss, and the
-model landscape against the dense Hessian (tiny float64 cases)."""
+model landscape against the dense Hessian (tiny float64 cases).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +11,13 @@ import torch
 from lgeom.models import build_model
 from lgeom.params import get_params
 from lgeom.reference import QuadraticLandscape, dense_hessian, symmetric_with_spectrum
-from lgeom.sharpness import ModelLandscape, average_sharpness, mc_curvature, perturbation_flatness, worst_sharpness
+from lgeom.sharpness import (
+    ModelLandscape,
+    average_sharpness,
+    mc_curvature,
+    perturbation_flatness,
+    worst_sharpness,
+)
 from tests.lgeom.cases import image_data, one_batch, tiny_data, tiny_mlp
 
 
@@ -68,7 +75,9 @@ def test_worst_case_l2_ball_finds_half_lambda_max_eps_squared() -> None:
     assert res.increase == pytest.approx(0.5 * 3.0 * eps**2, rel=1e-2)
     assert res.increase <= 0.5 * 3.0 * eps**2 * (1 + 1e-12)  # never outside the ball
     assert res.delta_norm == pytest.approx(eps, rel=1e-9) and len(res.losses) == 41
-    damped = worst_sharpness(QuadraticLandscape(c, a), eps=eps, steps=40, norm="l2", scaling="none", step_size=1.0, seed=1)
+    damped = worst_sharpness(
+        QuadraticLandscape(c, a), eps=eps, steps=40, norm="l2", scaling="none", step_size=1.0, seed=1
+    )
     assert damped.increase == pytest.approx(0.5 * 3.0 * eps**2, rel=2e-2)
 
 
@@ -109,7 +118,10 @@ def test_mc_curvature_closed_forms() -> None:
     assert iso.std == pytest.approx(0.0, abs=1e-8) and iso.frac_negative == 0.0
     a = symmetric_with_spectrum(np.linspace(-2.0, 3.0, P).tolist(), seed=9)
     land = QuadraticLandscape(c, a, gradient=torch.ones(P, dtype=torch.float64))
-    dirs = [{n: torch.randn(v.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for n, v in c.items()} for i in range(4)]
+    dirs = [
+        {n: torch.randn(v.shape, generator=torch.Generator().manual_seed(i), dtype=torch.float64) for n, v in c.items()}
+        for i in range(4)
+    ]
     given = mc_curvature(land, eps=eps, directions=dirs)
     for d, value in zip(dirs, given.curvatures):
         x = torch.cat([d[n].reshape(-1) for n in c])
@@ -127,8 +139,13 @@ def test_model_curvature_matches_the_dense_hessian_quadratic_form() -> None:
     model, data = tiny_mlp(0), tiny_data(40)
     h = dense_hessian(model, data)
     params = get_params(model)
-    dirs = [{n: torch.randn(p.shape, generator=torch.Generator().manual_seed(10 + i), dtype=torch.float64) for n, p in params.items()}
-            for i in range(3)]
+    dirs = [
+        {
+            n: torch.randn(p.shape, generator=torch.Generator().manual_seed(10 + i), dtype=torch.float64)
+            for n, p in params.items()
+        }
+        for i in range(3)
+    ]
     res = mc_curvature(ModelLandscape(model, data), eps=1e-3, directions=dirs)
     for d, value in zip(dirs, res.curvatures):
         x = torch.cat([d[n].reshape(-1) for n in params])
@@ -140,8 +157,12 @@ def test_ragged_last_batch_does_not_bias_sharpness() -> None:
     ragged, whole = ModelLandscape(model, data), ModelLandscape(model, one_batch(data))
     a, b = average_sharpness(ragged, eps=0.1, n_samples=4), average_sharpness(whole, eps=0.1, n_samples=4)
     np.testing.assert_allclose(a.increases, b.increases, rtol=1e-10, atol=1e-13)
-    assert worst_sharpness(ragged, eps=0.1, steps=3).increase == pytest.approx(worst_sharpness(whole, eps=0.1, steps=3).increase, rel=1e-10)
-    assert mc_curvature(ragged, eps=0.05, n_directions=3).mean == pytest.approx(mc_curvature(whole, eps=0.05, n_directions=3).mean, rel=1e-8)
+    assert worst_sharpness(ragged, eps=0.1, steps=3).increase == pytest.approx(
+        worst_sharpness(whole, eps=0.1, steps=3).increase, rel=1e-10
+    )
+    assert mc_curvature(ragged, eps=0.05, n_directions=3).mean == pytest.approx(
+        mc_curvature(whole, eps=0.05, n_directions=3).mean, rel=1e-8
+    )
 
 
 def test_gradient_ascent_finds_a_sharper_direction_than_random_ones() -> None:
@@ -170,7 +191,11 @@ def test_bn_model_sharpness_is_repeatable_and_zero_at_zero_radius() -> None:
 
 def test_bad_input_raises_clear_value_errors() -> None:
     land = QuadraticLandscape(center(), torch.eye(P, dtype=torch.float64))
-    for fn in (lambda e: average_sharpness(land, eps=e), lambda e: worst_sharpness(land, eps=e), lambda e: mc_curvature(land, eps=e)):
+    for fn in (
+        lambda e: average_sharpness(land, eps=e),
+        lambda e: worst_sharpness(land, eps=e),
+        lambda e: mc_curvature(land, eps=e),
+    ):
         with pytest.raises(ValueError, match="eps: expected a finite number > 0, got 0"):
             fn(0)
         with pytest.raises(ValueError, match="eps: expected a finite number > 0, got -0.1"):
@@ -199,4 +224,6 @@ def test_sharpness_and_grids_accept_a_dataset() -> None:
     b = average_sharpness(ModelLandscape(model, batches), eps=0.1, n_samples=4, seed=0)
     np.testing.assert_allclose(a.increases, b.increases, rtol=1e-5, atol=1e-7)
     points = [get_params(model)]
-    assert evaluate_points(model, points, ds).loss[0] == pytest.approx(evaluate_points(model, points, batches).loss[0], rel=1e-6)
+    assert evaluate_points(model, points, ds).loss[0] == pytest.approx(
+        evaluate_points(model, points, batches).loss[0], rel=1e-6
+    )

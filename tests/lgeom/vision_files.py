@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 
 
-def write_mnist(root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0, folder: str = "MNIST") -> dict[str, np.ndarray]:
+def write_mnist(
+    root: Path, n_train: int = 20, n_test: int = 10, seed: int = 0, folder: str = "MNIST"
+) -> dict[str, np.ndarray]:
     """Write ``root/<folder>/raw/*-idx?-ubyte`` files (``folder="FashionMNIST"`` for Fashion-MNIST's
-    layout, the same format); returns the arrays written."""
+    layout, the same format); returns the arrays written.
+    """
     rng = np.random.default_rng(seed)
     raw = root / folder / "raw"
     raw.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,8 @@ import torch
 from lgeom.connect import ConnectSpec
 from lgeom.curves import load_curve
 from lgeom.models import build_model
-from lgeom.path import triangle
 from lgeom.params import get_buffers, get_params
+from lgeom.path import triangle
 from lgeom.table import Table
 from pipelines.cli import main as cli_main
 from pipelines.config import load_config
@@ -52,8 +52,12 @@ def test_connect_writes_the_bundle(run) -> None:
             assert np.isfinite(metrics[f"{curve}.{m}"]), (curve, m)
         assert 0 < metrics[f"{curve}.angle_acb_deg"] <= 180
         saved, extra = load_curve(root / "curves" / f"{curve}.pt")
-        model = build_model(extra["model"]["arch"], num_classes=extra["num_classes"], in_shape=extra["in_shape"],
-                            **{k: v for k, v in extra["model"].items() if k != "arch"})
+        model = build_model(
+            extra["model"]["arch"],
+            num_classes=extra["num_classes"],
+            in_shape=extra["in_shape"],
+            **{k: v for k, v in extra["model"].items() if k != "arch"},
+        )
         assert set(saved.start) == set(get_params(model)) and saved.kind == curve.split("_")[0]
         # phi(0.5)'s triangle, recomputed from the saved curve; a one-bend PolyChain passes through C at 0.5
         mid = triangle(saved.start, saved.midpoint(), saved.end).as_dict()
@@ -80,9 +84,24 @@ def test_connect_from_checkpoints(run, tmp_path, capsys) -> None:
     _, cell = run
     ckpts = sorted((cell / "endpoints").glob("*/seed*/final.pt"))
     out = tmp_path / "again"
-    code = cli_main(["connect", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", "--a", str(ckpts[0]),
-                     "--b", str(ckpts[1]), f"output_dir={out}", "curve.align=false", "curve.plane=false",
-                     "curve.kinds=[bezier]"])
+    code = cli_main(
+        [
+            "connect",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            "--a",
+            str(ckpts[0]),
+            "--b",
+            str(ckpts[1]),
+            f"output_dir={out}",
+            "curve.align=false",
+            "curve.plane=false",
+            "curve.kinds=[bezier]",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     root = out / "quick-tiny" / CELL / "connect"
     metrics = json.loads((root / "metrics.json").read_text())
@@ -96,8 +115,21 @@ def test_connect_from_checkpoints(run, tmp_path, capsys) -> None:
 
 
 def test_missing_checkpoint_is_bad_input(tmp_path, capsys) -> None:
-    code = cli_main(["connect", "--preset", "quick-tiny", "--cell", CELL, "--no-progress",
-                     "--a", str(tmp_path / "nope.pt"), "--b", str(tmp_path / "nope.pt"), f"output_dir={tmp_path}"])
+    code = cli_main(
+        [
+            "connect",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            "--a",
+            str(tmp_path / "nope.pt"),
+            "--b",
+            str(tmp_path / "nope.pt"),
+            f"output_dir={tmp_path}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "checkpoint --a: expected a file written by lgeom train" in err and "nope.pt" in err
@@ -112,25 +144,56 @@ def test_checkpoints_of_different_architectures_are_bad_input(tmp_path, capsys) 
         path = tmp_path / f"w{width}.pt"
         torch.save({"params": get_params(model), "buffers": get_buffers(model)}, path)
         files.append(path)
-    code = cli_main(["connect", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", "--a", str(files[0]),
-                     "--b", str(files[1]), f"output_dir={tmp_path / 'out'}"])
+    code = cli_main(
+        [
+            "connect",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            "--a",
+            str(files[0]),
+            "--b",
+            str(files[1]),
+            f"output_dir={tmp_path / 'out'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert "parameter 'hidden.0.weight': expected shape (16, 2)" in err and "got (8, 2)" in err
     assert not (tmp_path / "out").exists()
-    code = cli_main(["connect", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", "--a", str(files[1]),
-                     "--b", str(files[1]), f"output_dir={tmp_path / 'out'}"])
+    code = cli_main(
+        [
+            "connect",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            "--a",
+            str(files[1]),
+            "--b",
+            str(files[1]),
+            f"output_dir={tmp_path / 'out'}",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2 and "set model.* overrides" in err and not (tmp_path / "out").exists()
 
 
 def test_incomplete_arguments_are_bad_input(tmp_path, capsys) -> None:
-    code = cli_main(["connect", "--preset", "quick-tiny", "--no-progress", "--a", str(tmp_path / "a.pt"),
-                     f"output_dir={tmp_path}"])
+    code = cli_main(
+        ["connect", "--preset", "quick-tiny", "--no-progress", "--a", str(tmp_path / "a.pt"), f"output_dir={tmp_path}"]
+    )
     assert code == 2 and "--a/--b: expected both checkpoints or neither" in capsys.readouterr().err
-    code = cli_main(["connect", "--preset", "quick-tiny", "--no-progress", "--a", "x", "--b", "y", f"output_dir={tmp_path}"])
+    code = cli_main(
+        ["connect", "--preset", "quick-tiny", "--no-progress", "--a", "x", "--b", "y", f"output_dir={tmp_path}"]
+    )
     assert code == 2 and "--cell: expected one of" in capsys.readouterr().err
-    code = cli_main(["connect", "--preset", "quick-tiny", "--cell", CELL, "curve.plane_grid=1", f"output_dir={tmp_path}"])
+    code = cli_main(
+        ["connect", "--preset", "quick-tiny", "--cell", CELL, "curve.plane_grid=1", f"output_dir={tmp_path}"]
+    )
     assert code == 2 and "curve.plane_grid: expected an integer >= 2" in capsys.readouterr().err
     assert not any(tmp_path.rglob("connect*"))
 
@@ -143,23 +206,3 @@ def test_connect_spec_follows_the_curve_section() -> None:
     assert spec.fit.epochs == 4 and spec.fit.batch_size == 50 and spec.fit.t_per_batch == 2
     assert spec.fit.weight_decay == 0.001 and spec.fit.schedule == "piecewise" and spec.fit.seed == 4 and spec.seed == 4
     assert spec.eval_batch_size == cfg.data.eval_batch_size
-
-
-def test_connect_pair_rejects_bad_input() -> None:
-    from lgeom.connect import connect_pair
-    from lgeom.data import ArrayDataset
-
-    data = ArrayDataset(torch.randn(8, 2), torch.randint(0, 2, (8,)), 2)
-    empty = ArrayDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 2)
-    model = build_model("mlp", num_classes=2, in_shape=(2,), width=8)
-    a = get_params(model)
-    wider = get_params(build_model("mlp", num_classes=2, in_shape=(2,), width=9))
-    with pytest.raises(ValueError, match=r"parameter 'hidden.0.weight': expected shape \(8, 2\)"):
-        connect_pair(model, a, wider, train=data, test=data, progress=False)
-    with pytest.raises(ValueError, match="test data: expected a non-empty dataset"):
-        connect_pair(model, a, a, train=data, test=empty, progress=False)
-    bn = build_model("cnn", num_classes=2, in_shape=(1, 4, 4), channels=2, batchnorm=True)
-    with pytest.raises(ValueError, match="a_buffers/b_buffers: expected the endpoints' BatchNorm running statistics"):
-        connect_pair(bn, get_params(bn), get_params(bn), train=data, test=data, progress=False)
-    with pytest.raises(ValueError, match=r"invalid ConnectSpec: kinds: expected distinct names.*points: expected an integer >= 2"):
-        ConnectSpec(kinds=("bezier", "spline"), points=1)

@@ -1,5 +1,6 @@
 """The ``probe`` step end to end through ``pipelines.cli.main`` (quick-tiny), and the bundle writers the
-study trial calls."""
+study trial calls.
+"""
 
 from __future__ import annotations
 
@@ -43,16 +44,36 @@ def test_default_run_writes_metrics_spectra_and_figures(trained: dict) -> None:
     assert trained["rc"] == 0
     bundle = Bundle(trained["bundle"])
     metrics = bundle.metrics()
-    for name in ("hessian.a.lambda_max", "hessian.a.topk_mean", "hessian.a.trace", "sharpness.a.eps_avg", "sharpness.a.eps_worst",
-                 "curvature.a.mc_mean", "pca.explained_variance_1", "gradients.effective_dim"):
+    for name in (
+        "hessian.a.lambda_max",
+        "hessian.a.topk_mean",
+        "hessian.a.trace",
+        "sharpness.a.eps_avg",
+        "sharpness.a.eps_worst",
+        "curvature.a.mc_mean",
+        "pca.explained_variance_1",
+        "gradients.effective_dim",
+    ):
         assert name in metrics and math.isfinite(metrics[name]), name
     assert metrics["hessian.a.lambda_max"] >= metrics["hessian.a.topk_mean"]
     spectrum = bundle.read_json("spectra/a.json")
-    assert len(spectrum["eigenvalues"]) == 3 and spectrum["eigenvalues"][0] == pytest.approx(metrics["hessian.a.lambda_max"])
-    assert spectrum["trace"]["mean"] == pytest.approx(metrics["hessian.a.trace"]) and len(spectrum["density"]["grid"]) == 500
+    assert len(spectrum["eigenvalues"]) == 3 and spectrum["eigenvalues"][0] == pytest.approx(
+        metrics["hessian.a.lambda_max"]
+    )
+    assert (
+        spectrum["trace"]["mean"] == pytest.approx(metrics["hessian.a.trace"])
+        and len(spectrum["density"]["grid"]) == 500
+    )
     figures = {p.name for p in (trained["bundle"] / "figures").glob("*.png")}
-    assert {"a_topk.png", "a_density.png", "a_sharpness.png", "a_slice1d.png", "a_slice2d.png", "a_surface3d.png",
-            "pca_plane.png"} <= figures
+    assert {
+        "a_topk.png",
+        "a_density.png",
+        "a_sharpness.png",
+        "a_slice1d.png",
+        "a_slice2d.png",
+        "a_surface3d.png",
+        "pca_plane.png",
+    } <= figures
     assert all((trained["bundle"] / "figures" / f).stat().st_size > 5000 for f in figures)
     assert np.load(trained["bundle"] / "planes" / "slice_a.npz")["loss"].shape == (4, 4)
     probes = bundle.read_json("probes.json")
@@ -62,12 +83,29 @@ def test_default_run_writes_metrics_spectra_and_figures(trained: dict) -> None:
 
 def test_checkpoint_mode_probes_a_saved_endpoint(trained: dict, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "ck"
-    rc = cli_main(["probe", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", "--checkpoint", str(trained["checkpoint"]),
-                   "--point", "b", "--out", str(out), *trained["overrides"]])
+    rc = cli_main(
+        [
+            "probe",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            "--checkpoint",
+            str(trained["checkpoint"]),
+            "--point",
+            "b",
+            "--out",
+            str(out),
+            *trained["overrides"],
+        ]
+    )
     assert rc == 0
     metrics = Bundle(out).metrics()
     a = Bundle(trained["bundle"]).metrics()
-    assert metrics["hessian.b.lambda_max"] == pytest.approx(a["hessian.a.lambda_max"], rel=1e-6)  # same point, same seeds
+    assert metrics["hessian.b.lambda_max"] == pytest.approx(
+        a["hessian.a.lambda_max"], rel=1e-6
+    )  # same point, same seeds
     assert "pca.explained_variance_1" in metrics  # trajectory read from last.pt beside the checkpoint
     assert f"{CELL}: hessian.b.lambda_max" in capsys.readouterr().out
 
@@ -82,23 +120,52 @@ def test_curve_mode_probes_endpoints_midpoint_and_the_path(trained: dict, tmp_pa
     other = {n: p + 0.2 * torch.randn(p.shape, generator=gen) for n, p in params.items()}
     curve_file = save_curve(tmp_path / "bezier.pt", Bezier(params, other), **model_extra(cfg, load_splits(cfg)))
     out = tmp_path / "curve"
-    rc = cli_main(["probe", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", "--curve", str(curve_file), "--out", str(out),
-                   *trained["overrides"]])
+    rc = cli_main(
+        [
+            "probe",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            "--curve",
+            str(curve_file),
+            "--out",
+            str(out),
+            *trained["overrides"],
+        ]
+    )
     assert rc == 0
     bundle = Bundle(out)
     metrics = bundle.metrics()
     for point in ("a", "mid", "b"):
         assert math.isfinite(metrics[f"hessian.{point}.lambda_max"]) and (out / "spectra" / f"{point}.json").exists()
     table = bundle.read_path("bezier")
-    assert list(table["t"]) == [0.0, 0.5, 1.0] and {"hessian_lambda_max", "hessian_top1", "hessian_top3"} <= set(table.names)
+    assert list(table["t"]) == [0.0, 0.5, 1.0] and {"hessian_lambda_max", "hessian_top1", "hessian_top3"} <= set(
+        table.names
+    )
     assert table["hessian_lambda_max"][0] == pytest.approx(metrics["hessian.a.lambda_max"], rel=1e-9)
     assert (out / "figures" / "bezier_hessian.png").exists()
 
 
 @pytest.mark.parametrize("flag", ["--checkpoint", "--curve"])
-def test_missing_input_file_exits_2_with_a_clear_message(tmp_path: Path, capsys: pytest.CaptureFixture, flag: str) -> None:
+def test_missing_input_file_exits_2_with_a_clear_message(
+    tmp_path: Path, capsys: pytest.CaptureFixture, flag: str
+) -> None:
     missing = tmp_path / "nope.pt"
-    rc = cli_main(["probe", "--preset", "quick-tiny", "--cell", CELL, "--no-progress", flag, str(missing), f"output_dir={tmp_path}"])
+    rc = cli_main(
+        [
+            "probe",
+            "--preset",
+            "quick-tiny",
+            "--cell",
+            CELL,
+            "--no-progress",
+            flag,
+            str(missing),
+            f"output_dir={tmp_path}",
+        ]
+    )
     assert rc == 2
     err = capsys.readouterr().err
     assert f"lgeom probe: error: {flag}: expected a file at {missing}, got nothing there" in err
@@ -108,7 +175,10 @@ def test_missing_input_file_exits_2_with_a_clear_message(tmp_path: Path, capsys:
 def test_several_cells_with_a_file_need_a_cell(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     f = tmp_path / "x.pt"
     torch.save({"params": {}, "buffers": {}}, f)
-    assert cli_main(["probe", "--preset", "quick-tiny", "--no-progress", "--checkpoint", str(f), f"output_dir={tmp_path}"]) == 2
+    assert (
+        cli_main(["probe", "--preset", "quick-tiny", "--no-progress", "--checkpoint", str(f), f"output_dir={tmp_path}"])
+        == 2
+    )
     assert "--cell: expected one of mlp2x16/moons/sgd" in capsys.readouterr().err
 
 
@@ -122,8 +192,12 @@ def test_probe_config_section_carries_the_probe_settings() -> None:
 def test_path_probe_columns_merge_into_the_connect_table(tmp_path: Path) -> None:
     bundle = Bundle(tmp_path)
     bundle.write_path("linear", Table({"t": np.linspace(0, 1, 5), "test_loss": np.arange(5.0)}))
-    write_path_probes(bundle, "linear", Table({"t": [0.0, 0.5, 1.0], "hessian_lambda_max": [3.0, 9.0, 4.0],
-                                               "hessian_top1": [3.0, 9.0, 4.0]}), figures=True)
+    write_path_probes(
+        bundle,
+        "linear",
+        Table({"t": [0.0, 0.5, 1.0], "hessian_lambda_max": [3.0, 9.0, 4.0], "hessian_top1": [3.0, 9.0, 4.0]}),
+        figures=True,
+    )
     merged = bundle.read_path("linear")
     np.testing.assert_allclose(merged["t"], np.linspace(0, 1, 5))
     np.testing.assert_allclose(merged["test_loss"], np.arange(5.0))
@@ -137,7 +211,9 @@ def test_probe_cell_fills_a_trial_bundle(trained: dict, tmp_path: Path) -> None:
     from pipelines.common import build_cell_model, load_splits
     from pipelines.connect import load_endpoint, model_extra
 
-    cfg = cell_config(trained["overrides"] + ["probe.sharpness_worst=false", "probe.slices=false", "probe.hessian_points=2"])
+    cfg = cell_config(
+        trained["overrides"] + ["probe.sharpness_worst=false", "probe.slices=false", "probe.hessian_points=2"]
+    )
     splits = load_splits(cfg)
     params, buffers = load_endpoint(trained["checkpoint"], "a")
     other = {n: p.flip(0) for n, p in params.items()}
@@ -147,7 +223,9 @@ def test_probe_cell_fills_a_trial_bundle(trained: dict, tmp_path: Path) -> None:
     bundle.write_curve("bezier", Bezier(params, other), **model_extra(cfg, splits))
     model = build_cell_model(cfg, splits)
     with pytest.raises(ValueError, match="endpoints/a.pt"):
-        probe_cell(cfg, build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=16), bundle, splits, progress=False)
+        probe_cell(
+            cfg, build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=16), bundle, splits, progress=False
+        )
     metrics = probe_cell(cfg, model, bundle, splits, progress=False)
     for point in ("a", "b", "mid"):
         assert math.isfinite(metrics[f"hessian.{point}.lambda_max"]) and f"sharpness.{point}.eps_avg" in metrics
@@ -155,15 +233,34 @@ def test_probe_cell_fills_a_trial_bundle(trained: dict, tmp_path: Path) -> None:
     for path in ("linear", "bezier"):
         table = bundle.read_path(path)
         assert list(table["t"]) == [0.0, 1.0] and "hessian_lambda_max" in table
-    assert bundle.read_path("linear")["hessian_lambda_max"][0] == pytest.approx(metrics["hessian.a.lambda_max"], rel=1e-9)
+    assert bundle.read_path("linear")["hessian_lambda_max"][0] == pytest.approx(
+        metrics["hessian.a.lambda_max"], rel=1e-9
+    )
     assert json.loads((bundle.root / "spectra" / "mid.json").read_text())["eigenvalues"]
 
 
 BN_CELL = "cnn4/gaussmix256/sgd"
-BN_OVERRIDES = ["model.arch=cnn", "model.batchnorm=true", "model.channels=4", "model.width=null", "model.depth=null",
-                "model.activation=null", "data.name=gaussmix256", "data.classes=3", "data.noise=null", "study.matrix={}",
-                "probe.sharpness_worst=false", "probe.slices=false", "probe.pca=false", "probe.effective_dim=false",
-                "probe.sharpness_samples=0", "probe.curvature_samples=0", "probe.density=false", "probe.hessian_points=2", *FAST]
+BN_OVERRIDES = [
+    "model.arch=cnn",
+    "model.batchnorm=true",
+    "model.channels=4",
+    "model.width=null",
+    "model.depth=null",
+    "model.activation=null",
+    "data.name=gaussmix256",
+    "data.classes=3",
+    "data.noise=null",
+    "study.matrix={}",
+    "probe.sharpness_worst=false",
+    "probe.slices=false",
+    "probe.pca=false",
+    "probe.effective_dim=false",
+    "probe.sharpness_samples=0",
+    "probe.curvature_samples=0",
+    "probe.density=false",
+    "probe.hessian_points=2",
+    *FAST,
+]
 
 
 def test_curve_mode_keeps_the_trained_bn_statistics_of_the_endpoints(tmp_path: Path) -> None:
@@ -178,8 +275,10 @@ def test_curve_mode_keeps_the_trained_bn_statistics_of_the_endpoints(tmp_path: P
     gen = torch.Generator().manual_seed(1)
     pb = {n: p + 0.1 * torch.randn(p.shape, generator=gen) for n, p in pa.items()}
     # "Trained" statistics far from what a recompute on the probe data gives.
-    ba = {n: (b.clone().fill_(0.4) if "running_mean" in n else b.clone().fill_(2.5) if "running_var" in n else b.clone())
-          for n, b in model.named_buffers()}
+    ba = {
+        n: (b.clone().fill_(0.4) if "running_mean" in n else b.clone().fill_(2.5) if "running_var" in n else b.clone())
+        for n, b in model.named_buffers()
+    }
     bb = {n: (b * 0.5 if b.is_floating_point() else b) for n, b in ba.items()}
     connect = Bundle(tmp_path / "connect")
     connect.write_endpoint("a", pa, ba)
@@ -188,14 +287,33 @@ def test_curve_mode_keeps_the_trained_bn_statistics_of_the_endpoints(tmp_path: P
 
     def probe(*args: str) -> dict:
         out = tmp_path / f"probe{len(list(tmp_path.glob('probe*')))}"
-        assert cli_main(["probe", "--preset", "quick-tiny", "--cell", BN_CELL, "--no-progress", "--no-tracking", *args, "--out", str(out),
-                         f"output_dir={tmp_path}", *BN_OVERRIDES]) == 0
+        assert (
+            cli_main(
+                [
+                    "probe",
+                    "--preset",
+                    "quick-tiny",
+                    "--cell",
+                    BN_CELL,
+                    "--no-progress",
+                    "--no-tracking",
+                    *args,
+                    "--out",
+                    str(out),
+                    f"output_dir={tmp_path}",
+                    *BN_OVERRIDES,
+                ]
+            )
+            == 0
+        )
         return {"metrics": Bundle(out).metrics(), "bundle": Bundle(out)}
 
     by_curve = probe("--curve", str(curve_file))
     by_checkpoint = probe("--checkpoint", str(tmp_path / "connect" / "endpoints" / "a.pt"))
     for key in ("lambda_max", "topk_mean", "trace"):
-        assert by_curve["metrics"][f"hessian.a.{key}"] == pytest.approx(by_checkpoint["metrics"][f"hessian.a.{key}"], rel=1e-9), key
+        assert by_curve["metrics"][f"hessian.a.{key}"] == pytest.approx(
+            by_checkpoint["metrics"][f"hessian.a.{key}"], rel=1e-9
+        ), key
     assert by_curve["metrics"]["probe.a.loss"] == pytest.approx(by_checkpoint["metrics"]["probe.a.loss"], rel=1e-9)
     table = by_curve["bundle"].read_path("bezier")
     assert table["hessian_lambda_max"][0] == pytest.approx(by_curve["metrics"]["hessian.a.lambda_max"], rel=1e-9)
@@ -204,4 +322,6 @@ def test_curve_mode_keeps_the_trained_bn_statistics_of_the_endpoints(tmp_path: P
     lonely.parent.mkdir(parents=True)
     lonely.write_bytes(curve_file.read_bytes())
     alone = probe("--curve", str(lonely))
-    assert alone["metrics"]["hessian.a.lambda_max"] != pytest.approx(by_checkpoint["metrics"]["hessian.a.lambda_max"], rel=1e-3)
+    assert alone["metrics"]["hessian.a.lambda_max"] != pytest.approx(
+        by_checkpoint["metrics"]["hessian.a.lambda_max"], rel=1e-3
+    )

@@ -112,7 +112,9 @@ class NetnsLab:
         self.up()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def up(self) -> None:
@@ -144,7 +146,8 @@ class NetnsLab:
 
     def close(self) -> None:
         """End every process in the lab's namespaces (SIGTERM, then SIGKILL after 5 s) and delete them.
-        Safe to call twice; never raises for what is already gone."""
+        Safe to call twice; never raises for what is already gone.
+        """
         for proc in self._procs:
             _signal_group(proc.pid, signal.SIGTERM)
         for ns in self._made:
@@ -171,23 +174,43 @@ class NetnsLab:
         """``argv`` prefixed to run in ``host``'s namespace."""
         return ["ip", "netns", "exec", self[host].netns, *argv]
 
-    def popen(self, host: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, **kwargs: Any) -> subprocess.Popen[Any]:
+    def popen(
+        self, host: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, **kwargs: Any
+    ) -> subprocess.Popen[Any]:
         """Start ``argv`` in ``host``'s namespace in a new session (process group); ended by :meth:`close`."""
-        proc = subprocess.Popen(self.argv(host, argv), env=dict(env) if env is not None else None, start_new_session=True, **kwargs)
+        proc = subprocess.Popen(
+            self.argv(host, argv), env=dict(env) if env is not None else None, start_new_session=True, **kwargs
+        )
         self._procs.append(proc)
         return proc
 
-    def run(self, host: str, argv: Sequence[str], *, env: Mapping[str, str] | None = None, timeout: float = 120,
-            check: bool = True, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    def run(
+        self,
+        host: str,
+        argv: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        timeout: float = 120,
+        check: bool = True,
+        **kwargs: Any,
+    ) -> subprocess.CompletedProcess[str]:
         """Run ``argv`` to completion in ``host``'s namespace (text output captured).
 
         Raises:
             RuntimeError: ``check`` and a non-zero exit status (stdout and stderr tails included).
         """
-        proc = subprocess.run(self.argv(host, argv), check=False, env=dict(env) if env is not None else None, capture_output=True,
-                              text=True, timeout=timeout, **kwargs)
+        proc = subprocess.run(
+            self.argv(host, argv),
+            check=False,
+            env=dict(env) if env is not None else None,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            **kwargs,
+        )
         if check and proc.returncode != 0:
-            raise RuntimeError(f"{' '.join(argv[:3])} ... on {host}: exit {proc.returncode}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+            tails = f"{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+            raise RuntimeError(f"{' '.join(argv[:3])} ... on {host}: exit {proc.returncode}\n{tails}")
         return proc
 
     def pids(self, netns: str) -> list[int]:
@@ -220,9 +243,12 @@ class NetnsLab:
 
     # --- HTTP from inside a host ------------------------------------------------------------------------
 
-    def http(self, host: str, url: str, body: Mapping[str, Any] | None = None, *, timeout: float = 30) -> tuple[int, str]:
+    def http(
+        self, host: str, url: str, body: Mapping[str, Any] | None = None, *, timeout: float = 30
+    ) -> tuple[int, str]:
         """GET ``url`` (POST ``body`` as JSON when given) from ``host``'s namespace; ``(status, text)``,
-        status 0 when nothing answered (the text says why)."""
+        status 0 when nothing answered (the text says why).
+        """
         argv = [sys.executable, "-c", _HTTP_SCRIPT, url] + ([json.dumps(body)] if body is not None else [])
         proc = self.run(host, argv, timeout=timeout, check=False)
         try:
@@ -231,8 +257,15 @@ class NetnsLab:
             return 0, f"no answer: {proc.stderr[-500:]}"
         return int(answer["status"]), str(answer.get("body", answer.get("error", "")))
 
-    def wait_http(self, host: str, url: str, *, timeout: float = 60, proc: subprocess.Popen[Any] | None = None,
-                  log: Path | None = None) -> None:
+    def wait_http(
+        self,
+        host: str,
+        url: str,
+        *,
+        timeout: float = 60,
+        proc: subprocess.Popen[Any] | None = None,
+        log: Path | None = None,
+    ) -> None:
         """Poll ``url`` from ``host`` until it answers 200.
 
         Raises:
@@ -249,7 +282,9 @@ class NetnsLab:
                 return
             time.sleep(0.5)
         tail = log.read_text(errors="replace")[-3000:] if log is not None and log.exists() else ""
-        raise RuntimeError(f"{url} from {host}: expected 200 within {timeout:.0f} s, got {last[0]} {last[1][:300]}\n{tail}")
+        raise RuntimeError(
+            f"{url} from {host}: expected 200 within {timeout:.0f} s, got {last[0]} {last[1][:300]}\n{tail}"
+        )
 
     # --- internals --------------------------------------------------------------------------------------
 

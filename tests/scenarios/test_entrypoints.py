@@ -1,5 +1,6 @@
 """Every MLproject entry point through ``mlflow run --env-manager local`` (offline), the study against a
-real two-process Ray cluster on loopback, and an entry point logging to the MLflow server + S3 stack."""
+real two-process Ray cluster on loopback, and an entry point logging to the MLflow server + S3 stack.
+"""
 
 from __future__ import annotations
 
@@ -25,17 +26,30 @@ CELL = "mlp2x16/moons/sgd"
 TINY = "train.epochs=2 curve.epochs=1"
 
 
-def mlflow_run(entry: str, params: dict[str, str], env: dict[str, str], *, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+def mlflow_run(
+    entry: str, params: dict[str, str], env: dict[str, str], *, timeout: float = 400
+) -> subprocess.CompletedProcess[str]:
     """``mlflow run <repo> -e <entry> --env-manager local -P k=v ...`` from a temp folder."""
     cmd = [str(BIN / "mlflow"), "run", str(ROOT), "-e", entry, "--env-manager", "local"]
     for k, v in params.items():
         cmd += ["-P", f"{k}={v}"]
-    full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", **env,
-                "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    full_env = {
+        **os.environ,
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "PYTHONUNBUFFERED": "1",
+        **env,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+    }
     for var in ("RAY_ADDRESS", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
         full_env.pop(var, None)
-    return subprocess.run(cmd, cwd=env.get("_CWD", tempfile.gettempdir()), env={k: v for k, v in full_env.items() if k != "_CWD"},
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        cmd,
+        cwd=env.get("_CWD", tempfile.gettempdir()),
+        env={k: v for k, v in full_env.items() if k != "_CWD"},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def runs_of(uri: str, study: str) -> list[Any]:
@@ -59,9 +73,26 @@ def ray_cluster() -> Iterator[str]:
     temp = tempfile.mkdtemp(prefix="lgeom-rc-", dir="/tmp")
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     ray = str(BIN / "ray")
-    head = [ray, "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
-            "--include-dashboard=false", f"--temp-dir={temp}", "--disable-usage-stats"]
-    worker = [ray, "start", f"--address=127.0.0.1:{port}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0"]
+    head = [
+        ray,
+        "start",
+        "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        "--num-gpus=0",
+        "--include-dashboard=false",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+    ]
+    worker = [
+        ray,
+        "start",
+        f"--address=127.0.0.1:{port}",
+        "--node-ip-address=127.0.0.1",
+        "--num-cpus=1",
+        "--num-gpus=0",
+    ]
     try:
         subprocess.run(head, env=env, check=True, capture_output=True, text=True, timeout=120)
         subprocess.run(worker, env=env, check=True, capture_output=True, text=True, timeout=120)
@@ -87,7 +118,9 @@ def test_train_connect_probe_entry_points(workdir: dict[str, str]) -> None:
     stages = {r.data.tags.get("lgeom.stage") for r in runs if r.info.status == "FINISHED"}
     assert {"train", "connect", "probe"} <= stages
     # mlflow run records its own run per invocation (entry point, parameters, git commit) in the Default experiment
-    project_runs = [r for r in runs_of(workdir["MLFLOW_TRACKING_URI"], "Default") if r.data.tags.get("mlflow.project.entryPoint")]
+    project_runs = [
+        r for r in runs_of(workdir["MLFLOW_TRACKING_URI"], "Default") if r.data.tags.get("mlflow.project.entryPoint")
+    ]
     assert {r.data.tags["mlflow.project.entryPoint"] for r in project_runs} >= {"train", "connect", "probe"}
     assert all(r.info.status == "FINISHED" for r in project_runs)
     assert all(r.data.params["preset"] == "quick-tiny" and r.data.params["cell"] == CELL for r in project_runs)
@@ -102,7 +135,13 @@ def tuned(workdir: dict[str, str]) -> tuple[subprocess.CompletedProcess[str], Pa
     """``mlflow run -e tune`` with 4 trials on one cell; the preset file it writes."""
     env = {k: v for k, v in workdir.items() if k != "out"}
     out = Path(workdir["_CWD"]) / "tuned.yaml"
-    params = {"preset": "quick-tiny", "cell": CELL, "num_samples": "4", "out": str(out), "overrides": f"{TINY} output_dir={workdir['out']}"}
+    params = {
+        "preset": "quick-tiny",
+        "cell": CELL,
+        "num_samples": "4",
+        "out": str(out),
+        "overrides": f"{TINY} output_dir={workdir['out']}",
+    }
     return mlflow_run("tune", params, env), out
 
 
@@ -136,7 +175,11 @@ def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ra
     preset = __import__("yaml").safe_load(preset_file.read_text())
     report = Path(workdir["_CWD"]) / "report-study"
     overrides = f'{TINY} output_dir={workdir["out"]} study.matrix={{"model.width":[16],"train.optimizer":[sgd,adam]}}'
-    proc = mlflow_run("study", {"preset": str(preset_file), "address": ray_cluster, "report_dir": str(report), "overrides": overrides}, env)
+    proc = mlflow_run(
+        "study",
+        {"preset": str(preset_file), "address": ray_cluster, "report_dir": str(report), "overrides": overrides},
+        env,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert f"Ray: {ray_cluster} (2 node(s), 2 CPUs" in proc.stdout
     runs = runs_of(workdir["MLFLOW_TRACKING_URI"], "quick-tiny-tuned")
@@ -154,7 +197,9 @@ def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ra
     compare = mlflow_run("compare", {"study": "quick-tiny-tuned", "table": "compare", "format": "markdown"}, env)
     assert compare.returncode == 0, compare.stderr[-3000:]
     assert "| mlp2x16/moons/adam |" in compare.stdout and "bezier.test.loss_barrier" in compare.stdout
-    report_step = mlflow_run("report", {"study": "quick-tiny-tuned", "out": str(Path(workdir["_CWD"]) / "report-step")}, env)
+    report_step = mlflow_run(
+        "report", {"study": "quick-tiny-tuned", "out": str(Path(workdir["_CWD"]) / "report-step")}, env
+    )
     assert report_step.returncode == 0, report_step.stderr[-3000:]
     assert (Path(workdir["_CWD"]) / "report-step" / "report.html").exists()
     unknown = mlflow_run("compare", {"study": "no-such-study"}, env)
@@ -164,8 +209,14 @@ def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ra
 def test_tune_entry_point_rejects_a_bad_float(workdir: dict[str, str]) -> None:
     env = {k: v for k, v in workdir.items() if k != "out"}
     out = Path(workdir["_CWD"]) / "tuned-bad.yaml"
-    params = {"preset": "quick-tiny", "cell": CELL, "num_samples": "2", "out": str(out), "overrides": f"{TINY} output_dir={workdir['out']}",
-              "lr_min": "-0.5"}
+    params = {
+        "preset": "quick-tiny",
+        "cell": CELL,
+        "num_samples": "2",
+        "out": str(out),
+        "overrides": f"{TINY} output_dir={workdir['out']}",
+        "lr_min": "-0.5",
+    }
     bad = mlflow_run("tune", params, env, timeout=200)
     assert bad.returncode != 0
     assert "lr range: expected 0 < lr_min < lr_max, got lr_min=-0.5" in bad.stderr
@@ -174,7 +225,15 @@ def test_tune_entry_point_rejects_a_bad_float(workdir: dict[str, str]) -> None:
 
 def test_train_entry_point_on_the_server_with_s3(local_stack: Any, tmp_path: Path) -> None:
     env = {"_CWD": str(tmp_path), "MLFLOW_TRACKING_URI": local_stack.tracking_uri}
-    proc = mlflow_run("train", {"preset": "quick-tiny", "cell": CELL, "overrides": f"train.epochs=1 output_dir={tmp_path / 'out'} name=entry-server"}, env)
+    proc = mlflow_run(
+        "train",
+        {
+            "preset": "quick-tiny",
+            "cell": CELL,
+            "overrides": f"train.epochs=1 output_dir={tmp_path / 'out'} name=entry-server",
+        },
+        env,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = runs_of(local_stack.tracking_uri, "entry-server")
     train = [r for r in runs if r.data.tags.get("lgeom.stage") == "train"]
@@ -187,19 +246,33 @@ def test_compare_entry_point_on_the_server(local_stack: Any, tmp_path: Path) -> 
 
     store, study = resolve_store(local_stack.tracking_uri), f"entry-compare-{tmp_path.name}"
     with tracked_run(store, experiment=study, run_name="study", tags=run_tags(study=study, stage="study")) as parent:
-        for cell, acc in (("mlp2x16/moons/sgd/seeds=[0, 1]", 91.0), ("mlp2x16/moons/sgd/seeds=[2, 3]", 93.0),
-                          ("mlp2x16/moons/adam/seeds=[0, 1]", 80.0)):
-            with tracked_run(store, experiment_id=parent.experiment_id, run_name=cell, parent_run_id=parent.run_id,
-                             tags=run_tags(study=study, stage="trial", cell=cell, config_hash=cell)) as run:
+        for cell, acc in (
+            ("mlp2x16/moons/sgd/seeds=[0, 1]", 91.0),
+            ("mlp2x16/moons/sgd/seeds=[2, 3]", 93.0),
+            ("mlp2x16/moons/adam/seeds=[0, 1]", 80.0),
+        ):
+            with tracked_run(
+                store,
+                experiment_id=parent.experiment_id,
+                run_name=cell,
+                parent_run_id=parent.run_id,
+                tags=run_tags(study=study, stage="trial", cell=cell, config_hash=cell),
+            ) as run:
                 run.log_metrics({"a.test_acc": acc, "bezier.test.loss_barrier": acc / 100})
     env = {"_CWD": str(tmp_path), "MLFLOW_TRACKING_URI": local_stack.tracking_uri}
     proc = mlflow_run("compare", {"study": study, "format": "csv"}, env, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     # mlflow run adds its own "View run ... at: <url>" lines
-    csv = "\n".join(line for line in proc.stdout.splitlines() if "View run" not in line and "View experiment" not in line)
+    csv = "\n".join(
+        line for line in proc.stdout.splitlines() if "View run" not in line and "View experiment" not in line
+    )
     table = pd.read_csv(StringIO(csv))
     assert list(table["setting"]) == ["mlp2x16/moons/adam", "mlp2x16/moons/sgd"]
     assert table["a.test_acc.mean"].tolist() == pytest.approx([80.0, 92.0]) and table["a.test_acc.n"].tolist() == [1, 2]
     assert not (tmp_path / "mlflow.db").exists(), "compare must read the server, not an embedded store"
-    project_runs = [r for r in runs_of(local_stack.tracking_uri, "Default") if r.data.tags.get("mlflow.project.entryPoint") == "compare"]
+    project_runs = [
+        r
+        for r in runs_of(local_stack.tracking_uri, "Default")
+        if r.data.tags.get("mlflow.project.entryPoint") == "compare"
+    ]
     assert project_runs and project_runs[-1].info.status == "FINISHED"

@@ -20,14 +20,23 @@ pytestmark = pytest.mark.integration
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium; .ci/run installs it)"
+)
 def test_compare_runs_page_screenshot(server_store: Any, unique_study: str, tmp_path: Path) -> None:
     ids = []
-    with tracked_run(server_store, experiment=unique_study, run_name="study", tags=run_tags(study=unique_study, stage="study")) as parent:
+    with tracked_run(
+        server_store, experiment=unique_study, run_name="study", tags=run_tags(study=unique_study, stage="study")
+    ) as parent:
         for lr, auc in ((0.05, 0.4), (0.1, 1.3)):
-            with tracked_run(server_store, experiment_id=parent.experiment_id, run_name=f"mlp2x16/moons/sgd/lr={lr}",
-                             parent_run_id=parent.run_id, params={"train.lr": lr},
-                             tags=run_tags(study=unique_study, stage="trial", cell=f"mlp2x16/moons/sgd/lr={lr}")) as run:
+            with tracked_run(
+                server_store,
+                experiment_id=parent.experiment_id,
+                run_name=f"mlp2x16/moons/sgd/lr={lr}",
+                parent_run_id=parent.run_id,
+                params={"train.lr": lr},
+                tags=run_tags(study=unique_study, stage="trial", cell=f"mlp2x16/moons/sgd/lr={lr}"),
+            ) as run:
                 run.log_metrics({"bezier.test.acc_auc": auc, "linear.test.loss_barrier": 2 * auc})
                 ids.append(run.run_id)
     query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([parent.experiment_id])})
@@ -48,16 +57,33 @@ def test_compare_runs_page_screenshot(server_store: Any, unique_study: str, tmp_
     dom = _chromium("--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
     for name in ("mlp2x16/moons/sgd/lr=0.05", "mlp2x16/moons/sgd/lr=0.1", "bezier.test.acc_auc"):
-        assert name in dom.stdout, f"{name!r} not in the rendered compare-runs page ({len(dom.stdout)} characters of DOM)"
+        assert name in dom.stdout, (
+            f"{name!r} not in the rendered compare-runs page ({len(dom.stdout)} characters of DOM)"
+        )
 
 
 def _chromium(*args: str) -> subprocess.CompletedProcess[str]:
     """Headless Chromium with a throwaway profile, no network services, 15 s of virtual time for the page's
-    scripts to fetch and render the runs."""
+    scripts to fetch and render the runs.
+    """
     with tempfile.TemporaryDirectory(prefix="lgeom-chromium-") as profile:
         return subprocess.run(
-            [str(CHROMIUM), "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--window-size=1400,1000", "--virtual-time-budget=15000", *args],
-            capture_output=True, text=True, timeout=120,
+            [
+                str(CHROMIUM),
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                "--window-size=1400,1000",
+                "--virtual-time-budget=15000",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )

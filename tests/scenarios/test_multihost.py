@@ -79,8 +79,15 @@ class Cluster:
         runs: list[dict[str, Any]] = []
         token = None
         while True:
-            page = self.api(host, "runs/search", {"experiment_ids": [exp["experiment_id"]], "max_results": 1000,
-                                                  **({"page_token": token} if token else {})})
+            page = self.api(
+                host,
+                "runs/search",
+                {
+                    "experiment_ids": [exp["experiment_id"]],
+                    "max_results": 1000,
+                    **({"page_token": token} if token else {}),
+                },
+            )
             for r in page.get("runs", []):
                 tags = {t["key"]: t["value"] for t in r["data"].get("tags", [])}
                 if tags.get(names.TAG_STAGE) == names.STAGE_TRIAL:
@@ -93,8 +100,17 @@ class Cluster:
 def _ray_start(cluster: Cluster, host: str, *extra: str) -> None:
     temp = cluster.root / f"ray-{host}"
     temp.mkdir()
-    argv = [str(BIN / "ray"), "start", f"--node-ip-address={cluster.lab[host].ip}", "--num-cpus=1", "--num-gpus=0",
-            f"--object-store-memory={100 * 1024 ** 2}", f"--temp-dir={temp}", "--disable-usage-stats", *extra]
+    argv = [
+        str(BIN / "ray"),
+        "start",
+        f"--node-ip-address={cluster.lab[host].ip}",
+        "--num-cpus=1",
+        "--num-gpus=0",
+        f"--object-store-memory={100 * 1024**2}",
+        f"--temp-dir={temp}",
+        "--disable-usage-stats",
+        *extra,
+    ]
     cluster.lab.run(host, argv, env=cluster.ray_env, timeout=180)
 
 
@@ -109,23 +125,46 @@ def cluster() -> Iterator[Cluster]:
         uri = f"http://{track.ip}:{MLFLOW_PORT}"
         server_env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
         with open(root / "mlflow-server.log", "w") as log:  # the server keeps its own copy of the descriptor
-            server = lab.popen("track", [
-                str(BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-                "--artifacts-destination", str(root / "artifacts"), "--serve-artifacts",
-                "--host", track.ip, "--port", str(MLFLOW_PORT), "--workers", "1",
-                # clients on other hosts send Host: <this address>; MLflow answers 403 to a Host it does not allow
-                "--allowed-hosts", f"{track.ip}:{MLFLOW_PORT},{track.ip}",
-            ], env=server_env, cwd=root, stdout=log, stderr=log)
+            server = lab.popen(
+                "track",
+                [
+                    str(BIN / "mlflow"),
+                    "server",
+                    "--backend-store-uri",
+                    f"sqlite:///{root / 'mlflow.db'}",
+                    "--artifacts-destination",
+                    str(root / "artifacts"),
+                    "--serve-artifacts",
+                    "--host",
+                    track.ip,
+                    "--port",
+                    str(MLFLOW_PORT),
+                    "--workers",
+                    "1",
+                    # clients on other hosts send Host: <this address>; MLflow answers 403 to a Host it does not allow
+                    "--allowed-hosts",
+                    f"{track.ip}:{MLFLOW_PORT},{track.ip}",
+                ],
+                env=server_env,
+                cwd=root,
+                stdout=log,
+                stderr=log,
+            )
         lab.wait_http("head", f"{uri}/health", timeout=120, proc=server, log=root / "mlflow-server.log")
 
         token = secrets.token_hex(32)
         token_file = root / "ray-auth-token"
         token_file.write_text(token)
         token_file.chmod(0o600)
-        ray_env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token_file), "RAY_USAGE_STATS_ENABLED": "0",
-                   # notice a lost node within ~5 s (default period 3 s): a killed raylet refuses the check at
-                   # once; the default 10 s timeout per check keeps a node slowed by a loaded machine alive
-                   "RAY_health_check_period_ms": "1000"}
+        ray_env = {
+            **os.environ,
+            "RAY_AUTH_MODE": "token",
+            "RAY_AUTH_TOKEN_PATH": str(token_file),
+            "RAY_USAGE_STATS_ENABLED": "0",
+            # notice a lost node within ~5 s (default period 3 s): a killed raylet refuses the check at
+            # once; the default 10 s timeout per check keeps a node slowed by a loaded machine alive
+            "RAY_health_check_period_ms": "1000",
+        }
         for var in ("RAY_ADDRESS", "MLFLOW_TRACKING_URI", "RAY_AUTH_TOKEN"):
             ray_env.pop(var, None)
         c = Cluster(lab, root, uri, f"{lab['head'].ip}:{RAY_PORT}", ray_env, token)
@@ -134,7 +173,9 @@ def cluster() -> Iterator[Cluster]:
         yield c
     finally:
         lab.close()
-        if os.environ.get("LGEOM_KEEP_LAB_FILES"):  # logs of the server, the Ray nodes and the driver, for a post-mortem
+        if os.environ.get(
+            "LGEOM_KEEP_LAB_FILES"
+        ):  # logs of the server, the Ray nodes and the driver, for a post-mortem
             print(f"\nmulti-host lab files kept in {root}", flush=True)
         else:
             shutil.rmtree(root, ignore_errors=True)
@@ -142,15 +183,20 @@ def cluster() -> Iterator[Cluster]:
 
 def test_lab_connects_its_hosts_and_removes_everything(tmp_path: Path) -> None:
     """The helper alone: hosts reach each other over the bridge, and closing ends even a process that
-    ignores SIGTERM and deletes every namespace (no veth is left in this machine's namespace)."""
+    ignores SIGTERM and deletes every namespace (no veth is left in this machine's namespace).
+    """
 
     def listed() -> str:
         return subprocess.run(["ip", "netns", "list"], check=False, capture_output=True, text=True, timeout=30).stdout
 
     lab = NetnsLab(["a", "b"])
     with lab:
-        server = lab.popen("b", [sys.executable, "-m", "http.server", "8080", "--bind", lab["b"].ip, "--directory", str(tmp_path)],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server = lab.popen(
+            "b",
+            [sys.executable, "-m", "http.server", "8080", "--bind", lab["b"].ip, "--directory", str(tmp_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         stubborn = lab.popen("a", ["sh", "-c", "trap '' TERM; sleep 300"])
         lab.wait_http("a", f"http://{lab['b'].ip}:8080/", timeout=30, proc=server)
         assert lab.http("a", "http://127.0.0.1:8080/")[0] == 0, "b's server must not answer on a's loopback"
@@ -176,16 +222,36 @@ def test_embedded_store_is_refused_when_the_cluster_spans_hosts(cluster: Cluster
     work = cluster.root / "embedded"
     work.mkdir()
     try:
-        proc = cluster.lab.run("head", [sys.executable, "-m", "pipelines.cli", "study", "--preset", "quick-tiny", "--address",
-                                        cluster.ray_address, f"output_dir={work / 'outputs'}", f"name={STUDY}-embedded"],
-                               env=_driver_env(cluster, None), cwd=work, timeout=240, check=False)
+        proc = cluster.lab.run(
+            "head",
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "study",
+                "--preset",
+                "quick-tiny",
+                "--address",
+                cluster.ray_address,
+                f"output_dir={work / 'outputs'}",
+                f"name={STUDY}-embedded",
+            ],
+            env=_driver_env(cluster, None),
+            cwd=work,
+            timeout=240,
+            check=False,
+        )
     except subprocess.TimeoutExpired:
-        pytest.fail("the study ran instead of refusing the embedded store: was the worker node declared dead? "
-                    f"(processes on the worker host: {cluster.lab.host_pids('worker')})")
+        pytest.fail(
+            "the study ran instead of refusing the embedded store: was the worker node declared dead? "
+            f"(processes on the worker host: {cluster.lab.host_pids('worker')})"
+        )
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "MLFLOW_TRACKING_URI: expected an MLflow server that every Ray node can reach" in proc.stderr
-    assert f"its nodes {cluster.lab['head'].ip}, {cluster.lab['worker'].ip} are not all on this machine" in proc.stderr \
+    assert (
+        f"its nodes {cluster.lab['head'].ip}, {cluster.lab['worker'].ip} are not all on this machine" in proc.stderr
         or f"its nodes {cluster.lab['worker'].ip}, {cluster.lab['head'].ip} are not all on this machine" in proc.stderr
+    )
     assert "Traceback" not in proc.stderr
     if (work / "mlflow.db").exists():  # the study opens its store before it asks Ray where trials would run
         from mlflow import MlflowClient
@@ -204,9 +270,25 @@ def test_study_spans_hosts_and_survives_losing_a_worker(cluster: Cluster) -> Non
     log_path = work / "study.log"
     t0 = time.monotonic()
     with open(log_path, "w") as log:
-        driver = lab.popen("head", [sys.executable, "-m", "pipelines.cli", "study", "--preset", "quick-tiny",
-                                    "--address", cluster.ray_address, f"output_dir={work / 'outputs'}", *OVERRIDES],
-                           env=env, cwd=work, stdout=log, stderr=log)
+        driver = lab.popen(
+            "head",
+            [
+                sys.executable,
+                "-m",
+                "pipelines.cli",
+                "study",
+                "--preset",
+                "quick-tiny",
+                "--address",
+                cluster.ray_address,
+                f"output_dir={work / 'outputs'}",
+                *OVERRIDES,
+            ],
+            env=env,
+            cwd=work,
+            stdout=log,
+            stderr=log,
+        )
 
     def output() -> str:
         return log_path.read_text(errors="replace")[-6000:]
@@ -216,8 +298,9 @@ def test_study_spans_hosts_and_survives_losing_a_worker(cluster: Cluster) -> Non
     deadline = time.monotonic() + 360
     while killed_cell is None:
         assert driver.poll() is None, f"the study ended before the worker ran a second trial:\n{output()}"
-        assert time.monotonic() < deadline, \
+        assert time.monotonic() < deadline, (
             f"no second trial on the worker within 360 s (its processes: {lab.host_pids('worker')}):\n{output()}"
+        )
         on_worker = [r for r in cluster.trial_runs() if r["tags"].get(names.TAG_NODE_IP) == worker_ip]
         running = [r for r in on_worker if r["status"] == "RUNNING"]
         if running and any(r["status"] == "FINISHED" for r in on_worker):
@@ -252,13 +335,25 @@ def test_study_spans_hosts_and_survives_losing_a_worker(cluster: Cluster) -> Non
     assert redone["tags"].get(names.TAG_NODE_IP) == head_ip
     # the parent run (the driver's) ended FINISHED on the server, read from the worker's side of the lab too
     exp = cluster.api("track", f"experiments/get-by-name?experiment_name={STUDY}")["experiment"]
-    parents = [r for r in cluster.api("track", "runs/search", {"experiment_ids": [exp["experiment_id"]],
-                                                                "filter": f"tags.`{names.TAG_STAGE}` = '{names.STAGE_STUDY}'"})["runs"]]
+    parents = [
+        r
+        for r in cluster.api(
+            "track",
+            "runs/search",
+            {"experiment_ids": [exp["experiment_id"]], "filter": f"tags.`{names.TAG_STAGE}` = '{names.STAGE_STUDY}'"},
+        )["runs"]
+    ]
     assert len(parents) == 1 and parents[0]["info"]["status"] == "FINISHED"
     parent_tags = {t["key"]: t["value"] for t in parents[0]["data"]["tags"]}
     assert parent_tags.get(names.TAG_NODE_IP) == head_ip, "the driver ran on the head node"
     # the Ray token stays out of Ray's logs and the study's output
-    leaked = [str(p) for p in cluster.root.rglob("*") if p.is_file() and p.name != "ray-auth-token" and p.stat().st_size < 50_000_000
-              and cluster.token.encode() in p.read_bytes()]
+    leaked = [
+        str(p)
+        for p in cluster.root.rglob("*")
+        if p.is_file()
+        and p.name != "ray-auth-token"
+        and p.stat().st_size < 50_000_000
+        and cluster.token.encode() in p.read_bytes()
+    ]
     assert not leaked, f"the Ray auth token appears in {leaked}"
     print(f"\nmulti-host study: worker killed at {t_kill:.0f} s, study ended at {t_end:.0f} s", flush=True)

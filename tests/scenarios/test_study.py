@@ -1,5 +1,6 @@
 """The study end to end on a real local Ray and a real MLflow store: a complete tiny study, an idempotent
-rerun, a failing cell kept apart, ``kill -9`` of the driver and resume, Optuna tuning through Ray Tune."""
+rerun, a failing cell kept apart, ``kill -9`` of the driver and resume, Optuna tuning through Ray Tune.
+"""
 
 from __future__ import annotations
 
@@ -16,12 +17,17 @@ import pytest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-TWO_CELLS = 'study.matrix={"model.width": [16], "train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}'
+TWO_CELLS = (
+    'study.matrix={"model.width": [16], '
+    '"train": [{"optimizer": "sgd", "lr": 0.05}, {"optimizer": "adam", "lr": 0.005}]}'
+)
 CELLS = ["mlp2x16/moons/sgd", "mlp2x16/moons/adam"]
 LGEOM = [sys.executable, "-m", "pipelines.cli"]
 
 
-def lgeom(args: list[str], cwd: Path, *, timeout: float = 420, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def lgeom(
+    args: list[str], cwd: Path, *, timeout: float = 420, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run ``lgeom <args>`` in a fresh process with the embedded store of ``cwd``."""
     full_env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "PYTHONUNBUFFERED": "1", **(env or {})}
     full_env.pop("MLFLOW_TRACKING_URI", None)
@@ -42,7 +48,9 @@ def study_runs(cwd: Path, study: str) -> list[Any]:
 
 
 def trial_runs(runs: list[Any], status: str | None = None) -> list[Any]:
-    return [r for r in runs if r.data.tags.get("lgeom.stage") == "trial" and (status is None or r.info.status == status)]
+    return [
+        r for r in runs if r.data.tags.get("lgeom.stage") == "trial" and (status is None or r.info.status == status)
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -66,21 +74,48 @@ def test_tiny_study_logs_complete_child_runs(tiny_study) -> None:
         assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
         assert len(run.data.tags["lgeom.config_hash"]) == 16
         m = run.data.metrics
-        for name in ["a.test_acc", "b.test_acc", "linear.test.loss_barrier", "bezier.test.loss_barrier",
-                     "polychain.test.loss_barrier", "linear_aligned.test.loss_barrier", "bezier.angle_acb_deg",
-                     "bezier.dist_ac", "polychain.area", "hessian.a.lambda_max", "hessian.b.lambda_max",
-                     "hessian.mid.lambda_max", "hessian.mid.trace", "sharpness.a.eps_avg", "sharpness.mid.eps_worst"]:
+        for name in [
+            "a.test_acc",
+            "b.test_acc",
+            "linear.test.loss_barrier",
+            "bezier.test.loss_barrier",
+            "polychain.test.loss_barrier",
+            "linear_aligned.test.loss_barrier",
+            "bezier.angle_acb_deg",
+            "bezier.dist_ac",
+            "polychain.area",
+            "hessian.a.lambda_max",
+            "hessian.b.lambda_max",
+            "hessian.mid.lambda_max",
+            "hessian.mid.trace",
+            "sharpness.a.eps_avg",
+            "sharpness.mid.eps_worst",
+        ]:
             assert name in m, name
         assert run.data.params["model.width"] == "16" and int(run.data.params["n_params"]) > 0
         series = c.get_metric_history(run.info.run_id, "bezier.test_acc")
         assert sorted(s.step for s in series) == list(range(11))
         assert c.get_metric_history(run.info.run_id, "linear.hessian_lambda_max")
-        files = {f.path for d in ("curves", "spectra", "figures", "paths", "planes") for f in c.list_artifacts(run.info.run_id, d)}
-        for f in ["curves/bezier.pt", "curves/polychain.pt", "spectra/a.json", "spectra/mid.json", "figures/paths.png",
-                  "paths/linear.csv", "paths/bezier.csv", "planes/bezier.npz"]:
+        files = {
+            f.path
+            for d in ("curves", "spectra", "figures", "paths", "planes")
+            for f in c.list_artifacts(run.info.run_id, d)
+        }
+        for f in [
+            "curves/bezier.pt",
+            "curves/polychain.pt",
+            "spectra/a.json",
+            "spectra/mid.json",
+            "figures/paths.png",
+            "paths/linear.csv",
+            "paths/bezier.csv",
+            "planes/bezier.npz",
+        ]:
             assert f in files, f
         assert {"lgeom.model.a", "lgeom.model.b"} <= set(run.data.tags)
-    assert (cwd / "reports" / "quick-tiny" / "report.md").exists() and (cwd / "reports" / "quick-tiny" / "report.html").exists()
+    assert (cwd / "reports" / "quick-tiny" / "report.md").exists() and (
+        cwd / "reports" / "quick-tiny" / "report.html"
+    ).exists()
     assert "mlp2x16/moons/adam" in proc.stdout and "report: reports/quick-tiny/report.md" in proc.stdout
     db, artifacts = (cwd / "mlflow.db").resolve(), (cwd / "mlruns").resolve().as_uri()
     assert f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --default-artifact-root {artifacts}" in proc.stdout
@@ -106,14 +141,18 @@ def test_failing_cells_are_isolated(tmp_path: Path) -> None:
     # One run, three kinds of cell: a NaN loss (lr 1e12), a dataset whose files are missing (a runtime error
     # in data loading, not a config error), and a good cell that must finish regardless.
     no_data = tmp_path / "no-data"
-    matrix = ('study.matrix={"model.width": [16], "train.lr": [0.05, 1.0e+12], "train.momentum": [0.0], '
-              f'"data": [{{name: moons}}, {{name: mnist, noise: null, root: "{no_data}"}}]}}')
+    matrix = (
+        'study.matrix={"model.width": [16], "train.lr": [0.05, 1.0e+12], "train.momentum": [0.0], '
+        f'"data": [{{name: moons}}, {{name: mnist, noise: null, root: "{no_data}"}}]}}'
+    )
     proc = lgeom(["study", "--preset", "quick-tiny", matrix], tmp_path)
     assert proc.returncode == 1, proc.stdout[-2000:] + proc.stderr[-2000:]
     bad, good = "mlp2x16/moons/sgd/lr=1000000000000.0/momentum=0.0", "mlp2x16/moons/sgd/lr=0.05/momentum=0.0"
     no_files = "mlp2x16/mnist/sgd/lr=0.05/momentum=0.0"
     assert f"FAILED {bad}: NonFiniteLossError" in proc.stdout
-    assert f"FAILED {no_files}: DatasetNotFoundError: mnist: expected its files under {no_data}/MNIST/raw" in proc.stdout
+    assert (
+        f"FAILED {no_files}: DatasetNotFoundError: mnist: expected its files under {no_data}/MNIST/raw" in proc.stdout
+    )
     assert "1 cell(s) finished, 0 reused from earlier runs, 3 failed" in proc.stdout
     runs = {r.data.tags["lgeom.cell"]: r for r in trial_runs(study_runs(tmp_path, "quick-tiny"))}
     assert runs[good].info.status == "FINISHED" and "bezier.test.loss_barrier" in runs[good].data.metrics
@@ -134,7 +173,9 @@ def test_invalid_values_reject_the_whole_study_up_front(tmp_path: Path) -> None:
     proc = lgeom(["study", "--preset", "quick-tiny", matrix], tmp_path, timeout=120)
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "data.noise: not an option of mnist" in proc.stderr and "Traceback" not in proc.stderr
-    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists(), "nothing may be logged or trained"
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "outputs").exists(), (
+        "nothing may be logged or trained"
+    )
 
 
 def test_kill_minus_nine_then_resume(tmp_path: Path) -> None:
@@ -149,7 +190,9 @@ def test_kill_minus_nine_then_resume(tmp_path: Path) -> None:
         deadline = time.monotonic() + 300
         logged: list[Path] = []
         while time.monotonic() < deadline and not logged:
-            logged = [p for p in (tmp_path / "outputs").rglob("stages.json") if "log" in json.loads(p.read_text() or "{}")]
+            logged = [
+                p for p in (tmp_path / "outputs").rglob("stages.json") if "log" in json.loads(p.read_text() or "{}")
+            ]
             assert driver.poll() is None, (tmp_path / "first.log").read_text()[-3000:]
             time.sleep(0.5)
         assert logged, "no cell finished within 300 s"
@@ -181,16 +224,23 @@ def test_kill_minus_nine_then_resume(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["tune", "--preset", "quick-tiny", "--cell", "mlp2x16/moons/sgd", "--lr-min", "-1"], "lr range: expected 0 < lr_min < lr_max"),
+        (
+            ["tune", "--preset", "quick-tiny", "--cell", "mlp2x16/moons/sgd", "--lr-min", "-1"],
+            "lr range: expected 0 < lr_min < lr_max",
+        ),
         (["tune", "--preset", "quick-tiny"], "--cell: expected one of mlp2x16/moons/sgd"),
-        (["tune", "--preset", "quick-tiny", "--cell", "nope", "--num-samples", "0"], "--num-samples: expected an integer >= 1"),
+        (
+            ["tune", "--preset", "quick-tiny", "--cell", "nope", "--num-samples", "0"],
+            "--num-samples: expected an integer >= 1",
+        ),
         (["study", "--preset", "quick-tiny", "study.cpu=64"], "study.cpu: expected at most"),
         (["study", "--preset", "quick-tiny", "--cpu", "-2"], "--cpu: expected a number >= 0"),
         (["study", "--preset", "quick-tiny", "--cell", "nope/moons/sgd"], "--cell: expected one of"),
     ],
 )
-def test_bad_study_and_tune_input(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-                                  args: list[str], message: str) -> None:
+def test_bad_study_and_tune_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
     from pipelines.cli import main as cli_main
 
     monkeypatch.chdir(tmp_path)

@@ -1,6 +1,7 @@
 """Stage-level resume of one study trial, without Ray: a trial whose ``stages.json`` records ``train`` and
 ``connect`` (it was killed while probing) resumes at ``probe`` — nothing is retrained or reconnected — and
-its child run says which stages it skipped. Real MLflow (embedded sqlite)."""
+its child run says which stages it skipped. Real MLflow (embedded sqlite).
+"""
 
 from __future__ import annotations
 
@@ -45,9 +46,15 @@ def test_a_trial_killed_after_connect_resumes_at_probe(embedded_store: Any, tmp_
     stages_file.write_text(json.dumps({k: done[k] for k in ("train", "connect")}))
     checkpoints = sorted((root / "endpoints").rglob("*.pt"))
     bundle = root / "bundle"
-    connect_outputs = sorted([*(bundle / "curves").glob("*.pt"), *(bundle / "fits").glob("*.json"),
-                              *(bundle / "planes").glob("bezier.npz"), *(bundle / "planes").glob("polychain.npz"),
-                              bundle / "alignment.json"])
+    connect_outputs = sorted(
+        [
+            *(bundle / "curves").glob("*.pt"),
+            *(bundle / "fits").glob("*.json"),
+            *(bundle / "planes").glob("bezier.npz"),
+            *(bundle / "planes").glob("polychain.npz"),
+            bundle / "alignment.json",
+        ]
+    )
     assert len(checkpoints) >= 6 and len(connect_outputs) >= 5
     before = _fingerprints(checkpoints + connect_outputs)
     probe_output = bundle / "spectra" / "mid.json"

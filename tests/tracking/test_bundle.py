@@ -1,5 +1,6 @@
 """A full trial's results logged through MLflow (server + S3, and the embedded default) and read back
-through MLflow and straight from the storage; no secret reaches a param, tag or artifact."""
+through MLflow and straight from the storage; no secret reaches a param, tag or artifact.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +15,13 @@ import pytest
 import torch
 
 from tracking.bundle import log_bundle
-from tracking.log import SecretInArtifactError, download_artifact, load_logged_curve, load_model, model_uris
+from tracking.log import (
+    SecretInArtifactError,
+    download_artifact,
+    load_logged_curve,
+    load_model,
+    model_uris,
+)
 from tracking.query import path_series
 from tracking.runs import run_tags, tracked_run
 
@@ -26,7 +33,8 @@ FAKE_SECRET = "fake-secret-value-9f8e7d6c"
 @pytest.fixture(params=["server", "direct", "embedded"])
 def store(request: pytest.FixtureRequest) -> Any:
     """server: artifacts proxied by the server; direct: the client writes to S3 itself
-    (MLFLOW_S3_ENDPOINT_URL + AWS_*, experiment with an s3:// location); embedded: sqlite + ./mlruns."""
+    (MLFLOW_S3_ENDPOINT_URL + AWS_*, experiment with an s3:// location); embedded: sqlite + ./mlruns.
+    """
     return request.getfixturevalue("embedded_store" if request.param == "embedded" else "server_store")
 
 
@@ -38,8 +46,14 @@ def _bucket_objects(stack: Any, prefix: str) -> dict[str, int]:
     return out
 
 
-def test_full_trial_round_trip(store: Any, request: pytest.FixtureRequest, make_trial_bundle: Any, unique_study: str,
-                               monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_full_trial_round_trip(
+    store: Any,
+    request: pytest.FixtureRequest,
+    make_trial_bundle: Any,
+    unique_study: str,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     mode = request.node.callspec.params["store"]
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", FAKE_SECRET)
     if mode == "direct":
@@ -50,13 +64,30 @@ def test_full_trial_round_trip(store: Any, request: pytest.FixtureRequest, make_
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", secret)
         store.client().create_experiment(unique_study, artifact_location=f"s3://{stack.bucket}/direct/{unique_study}")
     bundle, arch, endpoints = make_trial_bundle()
-    params = {"model": {"arch": "mlp", "depth": 2}, "db.password": "hunter22", "note": f"pw={FAKE_SECRET}",
-              "source": "https://user:tok3n-abc@example.org/repo"}
-    with tracked_run(store, experiment=unique_study, run_name="study", tags=run_tags(study=unique_study, stage="study")) as parent:
-        tags = run_tags(study=unique_study, stage="trial", cell="mlp2x8/moons/sgd", config_hash="0123456789abcdef",
-                        extra={"lgeom.secret_token": "zzz", "lgeom.origin": f"from {FAKE_SECRET}"})
-        with tracked_run(store, experiment_id=parent.experiment_id, run_name="mlp2x8/moons/sgd", parent_run_id=parent.run_id,
-                         tags=tags, params=params) as run:
+    params = {
+        "model": {"arch": "mlp", "depth": 2},
+        "db.password": "hunter22",
+        "note": f"pw={FAKE_SECRET}",
+        "source": "https://user:tok3n-abc@example.org/repo",
+    }
+    with tracked_run(
+        store, experiment=unique_study, run_name="study", tags=run_tags(study=unique_study, stage="study")
+    ) as parent:
+        tags = run_tags(
+            study=unique_study,
+            stage="trial",
+            cell="mlp2x8/moons/sgd",
+            config_hash="0123456789abcdef",
+            extra={"lgeom.secret_token": "zzz", "lgeom.origin": f"from {FAKE_SECRET}"},
+        )
+        with tracked_run(
+            store,
+            experiment_id=parent.experiment_id,
+            run_name="mlp2x8/moons/sgd",
+            parent_run_id=parent.run_id,
+            tags=tags,
+            params=params,
+        ) as run:
             manifest = log_bundle(run, bundle, model=arch)
 
     client = store.client()
@@ -64,10 +95,16 @@ def test_full_trial_round_trip(store: Any, request: pytest.FixtureRequest, make_
     assert got.info.status == "FINISHED" and client.get_run(parent.run_id).info.status == "FINISHED"
     t = got.data.tags
     assert t["mlflow.parentRunId"] == parent.run_id and t["lgeom.cell"] == "mlp2x8/moons/sgd"
-    assert t["lgeom.config_hash"] == "0123456789abcdef" and t["lgeom.stage"] == "trial" and t["lgeom.study"] == unique_study
+    assert (
+        t["lgeom.config_hash"] == "0123456789abcdef"
+        and t["lgeom.stage"] == "trial"
+        and t["lgeom.study"] == unique_study
+    )
     # scalar metrics (NaN kept as NaN), params flattened, credentials dropped or masked everywhere
     m = got.data.metrics
-    assert m["bezier.test.acc_auc"] == 0.5 and m["hessian.mid.lambda_max"] == 3.5 and math.isnan(m["linear.gen_gap_max"])
+    assert (
+        m["bezier.test.acc_auc"] == 0.5 and m["hessian.mid.lambda_max"] == 3.5 and math.isnan(m["linear.gen_gap_max"])
+    )
     p = got.data.params
     assert p["model.arch"] == "mlp" and p["model.depth"] == "2" and "db.password" not in p and p["n_params"]
     everything = json.dumps({**p, **t})
@@ -118,10 +155,13 @@ def test_full_trial_round_trip(store: Any, request: pytest.FixtureRequest, make_
         stack = request.getfixturevalue("local_stack")
         objects = _bucket_objects(stack, "artifacts/" if mode == "server" else "direct/")
         uri = got.info.artifact_uri
-        prefix = (f"artifacts/{uri.split(':', 1)[1].lstrip('/')}/" if mode == "server"
-                  else uri[len(f"s3://{stack.bucket}/"):] + "/")
+        prefix = (
+            f"artifacts/{uri.split(':', 1)[1].lstrip('/')}/"
+            if mode == "server"
+            else uri[len(f"s3://{stack.bucket}/") :] + "/"
+        )
         assert uri.startswith("mlflow-artifacts:" if mode == "server" else "s3://")
-        assert {k[len(prefix):]: v for k, v in objects.items() if k.startswith(prefix)} == expected
+        assert {k[len(prefix) :]: v for k, v in objects.items() if k.startswith(prefix)} == expected
         for lm in models:
             files = {k: v for k, v in objects.items() if f"/models/{lm.model_id}/artifacts/" in k}
             assert any(k.endswith("data/model.pth") for k in files) and any(k.endswith("MLmodel") for k in files)
@@ -135,7 +175,9 @@ def test_full_trial_round_trip(store: Any, request: pytest.FixtureRequest, make_
         assert any(p.name == "bezier.npz" for p in on_disk) and any(p.name == "model.pth" for p in on_disk)
 
 
-def test_secret_in_an_artifact_is_refused(server_store: Any, make_trial_bundle: Any, unique_study: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_in_an_artifact_is_refused(
+    server_store: Any, make_trial_bundle: Any, unique_study: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("LGEOM_TEST_PASSWORD", FAKE_SECRET)
     bundle, arch, _ = make_trial_bundle()
     bundle.write_json("probes.json", {"leaked": f"postgres://u:{FAKE_SECRET}@db/x"})

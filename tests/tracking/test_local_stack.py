@@ -1,5 +1,6 @@
 """``lgeom up`` / ``lgeom down`` for real: loopback-only ports, state file, private credentials that are
-never printed, clean stop of both process groups and of SeaweedFS's sockets."""
+never printed, clean stop of both process groups and of SeaweedFS's sockets.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +22,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _lgeom(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
 
 
 def _group_members(pgid: int) -> list[int]:
@@ -62,7 +65,7 @@ def _listening_addresses(pids: list[int]) -> set[str]:
             if v6:
                 ip = "::1" if ip_hex == "00000000000000000000000001000000" else ip_hex
             else:
-                ip = ".".join(str(int(ip_hex[i:i + 2], 16)) for i in (6, 4, 2, 0))
+                ip = ".".join(str(int(ip_hex[i : i + 2], 16)) for i in (6, 4, 2, 0))
             addrs.add(f"{ip}:{int(port_hex, 16)}")
     return addrs
 
@@ -80,7 +83,9 @@ def test_up_and_down(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None
         assert up.returncode == 0, up.stderr
         info = json.loads((state / "stack.json").read_text())
         assert {"tracking_uri", "s3_endpoint", "bucket", "pids"} <= set(info)
-        assert info["tracking_uri"].startswith("http://127.0.0.1:") and info["s3_endpoint"].startswith("http://127.0.0.1:")
+        assert info["tracking_uri"].startswith("http://127.0.0.1:") and info["s3_endpoint"].startswith(
+            "http://127.0.0.1:"
+        )
         assert f"export MLFLOW_TRACKING_URI={info['tracking_uri']}" in up.stdout
         creds = state / "credentials.env"
         assert stat.S_IMODE(creds.stat().st_mode) == 0o600 and stat.S_IMODE(state.stat().st_mode) == 0o700

@@ -1,6 +1,7 @@
 """``tracking.log``: params flattened, metrics and series named by the contract, artifacts and models
 uploaded, listed back and verified, secrets refused. MLflow is the real embedded store (sqlite in a temp
-folder), never a mock."""
+folder), never a mock.
+"""
 
 from __future__ import annotations
 
@@ -36,7 +37,9 @@ from tracking.runs import end_run, start_run, tracked_run
 
 def test_flatten_params_nests_dots_lists_as_json_and_truncates() -> None:
     long = "x" * (MAX_PARAM_VALUE + 50)
-    out = flatten_params({"model": {"arch": "mlp", "widths": [16, 32]}, "seed": None, "note": long, "empty": {}}, prefix="cell")
+    out = flatten_params(
+        {"model": {"arch": "mlp", "widths": [16, 32]}, "seed": None, "note": long, "empty": {}}, prefix="cell"
+    )
     assert out["cell.model.arch"] == "mlp" and out["cell.model.widths"] == "[16,32]" and out["cell.seed"] == "None"
     assert out["cell.empty"] == "{}"
     assert len(out["cell.note"]) <= MAX_PARAM_VALUE and out["cell.note"].endswith("...[truncated]")
@@ -79,10 +82,17 @@ def test_tags_are_cut_to_mlflows_limit(embedded_store: Any, unique_study: str) -
 
 def test_series_use_the_contract_names_skip_t_text_and_nan(embedded_store: Any, unique_study: str) -> None:
     test_acc, lam = names.split_column("test", "acc"), names.probe_column(names.HESSIAN, "lambda_max")
-    columns = {"t": [0.0, 0.5, 1.0], test_acc: [90.0, 50.0, 89.0], lam: [2.0, np.nan, 3.0], "label": np.array(["x", "y", "z"])}
+    columns = {
+        "t": [0.0, 0.5, 1.0],
+        test_acc: [90.0, 50.0, 89.0],
+        lam: [2.0, np.nan, 3.0],
+        "label": np.array(["x", "y", "z"]),
+    }
     with tracked_run(embedded_store, experiment=unique_study) as run:
         logged = log_series(run, "bezier", columns)
-        assert log_series(run, "linear", Table({"t": [0.0, 1.0], test_acc: [1.0, 2.0]})) == [names.series_metric("linear", test_acc)]
+        assert log_series(run, "linear", Table({"t": [0.0, 1.0], test_acc: [1.0, 2.0]})) == [
+            names.series_metric("linear", test_acc)
+        ]
     assert logged == [names.series_metric("bezier", test_acc), names.series_metric("bezier", lam)]
     client = embedded_store.client()
     history = client.get_metric_history(run.run_id, names.series_metric("bezier", lam))
@@ -114,13 +124,16 @@ def test_uploads_are_verified_and_a_lost_file_is_caught(embedded_store: Any, uni
     with pytest.raises(UploadVerificationError, match=r"figures/paths.txt has 9 bytes, expected 33"):
         verify_uploads(run)
     stored.unlink()
-    with pytest.raises(UploadVerificationError, match="1 upload\\(s\\) not confirmed by the store: artifact figures/paths.txt missing"):
+    with pytest.raises(
+        UploadVerificationError, match="1 upload\\(s\\) not confirmed by the store: artifact figures/paths.txt missing"
+    ):
         run.verify()
     end_run(run, "FAILED")
 
 
-def test_missing_files_and_credentials_in_text_are_refused(embedded_store: Any, unique_study: str, tmp_path: Path,
-                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_files_and_credentials_in_text_are_refused(
+    embedded_store: Any, unique_study: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     secret = "s3cr3t-value-for-the-log-test"
     monkeypatch.setenv("LGEOM_TEST_TOKEN", secret)
     leaked = tmp_path / "probes.json"

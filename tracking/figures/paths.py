@@ -53,7 +53,10 @@ def plot_paths(tables: Mapping[str, Any], path: str | os.PathLike[str], *, title
             raise ValueError(f"table {name!r}: expected a column 't', got none")
         color = colors[i % len(colors)]
         for split, style in SPLIT_STYLES.items():
-            loss, acc = _column(table, names.split_column(split, "loss")), _column(table, names.split_column(split, "acc"))
+            loss, acc = (
+                _column(table, names.split_column(split, "loss")),
+                _column(table, names.split_column(split, "acc")),
+            )
             if loss is not None:
                 ax_loss.plot(t, loss, style, color=color, label=f"{name} ({split})")
             if acc is not None:

@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from lgeom.hessian import HessianOperator, lanczos_eigenvalues, power_eigenvalues, top_eigenvalues
+from lgeom.hessian import (
+    HessianOperator,
+    lanczos_eigenvalues,
+    power_eigenvalues,
+    top_eigenvalues,
+)
 from lgeom.reference import DenseOperator, symmetric_with_spectrum
 from tests.lgeom.cases import CASES, get_case
 
@@ -66,7 +71,9 @@ def test_lanczos_misses_a_repeated_top_eigenvalue_unless_confirming() -> None:
     torch.testing.assert_close(vec @ op.matrix, torch.as_tensor(checked.values)[:, None] * vec, atol=1e-6, rtol=0)
     # A triple top value needs two insertions.
     triple = DenseOperator(symmetric_with_spectrum([5.0, 5.0, 5.0, 1.0, 0.5, 0.2, -0.3] + [0.0] * 10, seed=4))
-    np.testing.assert_allclose(lanczos_eigenvalues(triple, 4, tol=1e-8, confirm=True).values, [5.0, 5.0, 5.0, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(
+        lanczos_eigenvalues(triple, 4, tol=1e-8, confirm=True).values, [5.0, 5.0, 5.0, 1.0], rtol=1e-6
+    )
 
 
 def test_confirmation_keeps_distinct_values_and_reports_its_cost(case: dict) -> None:

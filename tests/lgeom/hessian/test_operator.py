@@ -35,7 +35,9 @@ def test_hvp_function_accepts_flat_rows_and_dicts(case: dict) -> None:
     params = get_params(model)
     as_dict = hvp(model, data, {n: torch.ones_like(p) for n, p in params.items()})
     assert set(as_dict) == set(params)
-    torch.testing.assert_close(torch.cat([t.reshape(-1) for t in as_dict.values()]), h @ torch.ones(h.shape[0], dtype=torch.float64))
+    torch.testing.assert_close(
+        torch.cat([t.reshape(-1) for t in as_dict.values()]), h @ torch.ones(h.shape[0], dtype=torch.float64)
+    )
 
 
 def test_ragged_last_batch_does_not_bias_the_hessian(case: dict) -> None:
@@ -99,16 +101,25 @@ def test_bn_model_at_given_params_never_uses_the_stored_statistics() -> None:
 
     op = HessianOperator(model, data, params=point)
     assert op.bn_source == "recomputed"
-    torch.testing.assert_close(op.matmat(v), v @ dense_hessian(model, data, params=point, buffers=on_data), rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(
+        op.matmat(v), v @ dense_hessian(model, data, params=point, buffers=on_data), rtol=1e-9, atol=1e-12
+    )
     stored = v @ dense_hessian(model, data, params=point)
     assert not torch.allclose(op.matmat(v), stored, rtol=1e-3)
-    torch.testing.assert_close(hvp(model, data, v, params=point, bn_batches=other), hvp(model, data, v, params=point, buffers=on_other))
+    torch.testing.assert_close(
+        hvp(model, data, v, params=point, bn_batches=other), hvp(model, data, v, params=point, buffers=on_other)
+    )
     res = top_eigenvalues(model, data, k=2, params=point, tol=1e-6)
-    np.testing.assert_array_equal(res.values, top_eigenvalues(model, data, k=2, params=point, buffers=on_data, tol=1e-6).values)
+    np.testing.assert_array_equal(
+        res.values, top_eigenvalues(model, data, k=2, params=point, buffers=on_data, tol=1e-6).values
+    )
     assert trace(model, data, n_probes=4, params=point, bn_batches=other).mean == pytest.approx(
-        trace(model, data, n_probes=4, params=point, buffers=on_other).mean, rel=1e-10)
+        trace(model, data, n_probes=4, params=point, buffers=on_other).mean, rel=1e-10
+    )
     dens = spectral_density(model, data, n_runs=2, n_steps=4, params=point)
-    assert dens.mean() == pytest.approx(spectral_density(model, data, n_runs=2, n_steps=4, params=point, buffers=on_data).mean(), rel=1e-10)
+    assert dens.mean() == pytest.approx(
+        spectral_density(model, data, n_runs=2, n_steps=4, params=point, buffers=on_data).mean(), rel=1e-10
+    )
     # Given buffers are used as they are; without params the model's own point keeps its own statistics.
     assert HessianOperator(model, data, params=point, buffers=on_other).bn_source == "given"
     assert HessianOperator(model, data).bn_source == "model"
@@ -124,11 +135,17 @@ def test_hessian_functions_accept_a_dataset() -> None:
     batches = [(x.double(), y) for x, y in make_loader(ds, 100)]
     v = torch.ones(sum(p.numel() for p in model.parameters()), dtype=torch.float64)
     torch.testing.assert_close(hvp(model, ds, v), hvp(model, batches, v))
-    np.testing.assert_allclose(top_eigenvalues(model, ds, k=2, tol=1e-8).values, top_eigenvalues(model, batches, k=2, tol=1e-8).values,
-                               rtol=1e-8)
-    assert trace(model, ds, n_probes=3, seed=1).mean == pytest.approx(trace(model, batches, n_probes=3, seed=1).mean, rel=1e-10)
+    np.testing.assert_allclose(
+        top_eigenvalues(model, ds, k=2, tol=1e-8).values,
+        top_eigenvalues(model, batches, k=2, tol=1e-8).values,
+        rtol=1e-8,
+    )
+    assert trace(model, ds, n_probes=3, seed=1).mean == pytest.approx(
+        trace(model, batches, n_probes=3, seed=1).mean, rel=1e-10
+    )
     assert spectral_density(model, ds, n_runs=1, n_steps=3).mean() == pytest.approx(
-        spectral_density(model, batches, n_runs=1, n_steps=3).mean(), rel=1e-8)
+        spectral_density(model, batches, n_runs=1, n_steps=3).mean(), rel=1e-8
+    )
 
 
 def test_bad_input_raises_clear_value_errors(case: dict) -> None:
@@ -141,10 +158,14 @@ def test_bad_input_raises_clear_value_errors(case: dict) -> None:
     with pytest.raises(ValueError, match="data: expected a non-empty dataset"):
         top_eigenvalues(model, [], k=2)
     with pytest.raises(ValueError, match="data: expected a non-empty dataset"):
-        hvp(model, [(torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.long))], torch.ones(n, dtype=torch.float64))
+        hvp(
+            model,
+            [(torch.zeros(0, 4, dtype=torch.float64), torch.zeros(0, dtype=torch.long))],
+            torch.ones(n, dtype=torch.float64),
+        )
     with pytest.raises(ValueError, match="tol: expected a finite number > 0, got 0"):
         top_eigenvalues(model, data, k=2, tol=0)
-    with pytest.raises(ValueError, match="method: expected one of 'lanczos', 'power', got 'arnoldi'"):
+    with pytest.raises(ValueError, match="method: expected one of 'block_lanczos', 'lanczos', 'power', got 'arnoldi'"):
         top_eigenvalues(model, data, k=2, method="arnoldi")
     with pytest.raises(ValueError, match="engine: expected one of"):
         HessianOperator(model, data, engine="reverse")

@@ -2,7 +2,8 @@
 every model's function (lgeom's models, the zoo, torchvision, models defined here), the traced spec equals
 the hand-written ones, concatenations permute by segments, weight matching with it lowers the barrier
 between two MLPs trained on digits, and operations that mix units raise PermutationSpecError naming the
-module and the operation."""
+module and the operation.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +38,12 @@ class ResidualConvNet(nn.Module):
     def __init__(self, channels: int = 4, size: int = 8, classes: int = 3) -> None:
         super().__init__()
         self.stem = nn.Sequential(nn.Conv2d(3, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.ReLU())
-        self.block = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), nn.BatchNorm2d(channels), nn.GELU(),
-                                   nn.Conv2d(channels, channels, 3, padding=1))
+        self.block = nn.Sequential(
+            nn.Conv2d(channels, channels, 3, padding=1),
+            nn.BatchNorm2d(channels),
+            nn.GELU(),
+            nn.Conv2d(channels, channels, 3, padding=1),
+        )
         self.pool = nn.MaxPool2d(2)
         self.head = nn.Linear(channels * (size // 2) ** 2, classes)
 
@@ -50,7 +55,8 @@ class ResidualConvNet(nn.Module):
 
 class NormsNet(nn.Module):
     """Depthwise and pointwise convolutions, GroupNorm, PReLU, a gate, a shared layer called twice,
-    channels-last LayerNorm through permute, and a concatenation along the batch axis."""
+    channels-last LayerNorm through permute, and a concatenation along the batch axis.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -75,7 +81,8 @@ class NormsNet(nn.Module):
 
 class DenseConcatNet(nn.Module):
     """DenseNet-style: two branches concatenated with the stem along channels, BN over the concatenation,
-    a 1x1 transition, a second (nested) concatenation, and a flatten into the head."""
+    a 1x1 transition, a second (nested) concatenation, and a flatten into the head.
+    """
 
     def __init__(self) -> None:
         super().__init__()
@@ -176,7 +183,12 @@ def test_user_models_get_the_traced_spec() -> None:
     # The gate, the depthwise convolution and the shared layer all act on the first layer's units.
     norms = permutation_spec(NormsNet())
     assert norms.sizes == {"conv": 6}
-    assert norms.axes["shared.weight"] == ("conv", "conv") and norms.axes["depthwise.weight"] == ("conv", None, None, None)
+    assert norms.axes["shared.weight"] == ("conv", "conv") and norms.axes["depthwise.weight"] == (
+        "conv",
+        None,
+        None,
+        None,
+    )
     assert norms.axes["head.weight"] == (None, "conv") and norms.axes["ln.weight"] == ("conv",)
 
 
@@ -184,8 +196,10 @@ def test_concatenations_permute_by_segments_and_are_matched_back() -> None:
     model, _ = _model("user-concat", seed=0)
     spec = traced_permutation_spec(model)
     assert spec.sizes == {"branch_a": 2, "branch_b": 4, "stem": 3, "transition": 5}
-    assert spec.concats == {"cat:cat": (("stem", 3), ("branch_a", 2), ("branch_b", 4)),
-                            "cat:cat_1": (("stem", 3), ("branch_a", 2), ("branch_b", 4), ("transition", 5))}
+    assert spec.concats == {
+        "cat:cat": (("stem", 3), ("branch_a", 2), ("branch_b", 4)),
+        "cat:cat_1": (("stem", 3), ("branch_a", 2), ("branch_b", 4), ("transition", 5)),
+    }
     assert spec.axes["bn.running_mean"] == ("cat:cat",) and spec.axes["head.weight"] == (None, "cat:cat_1", None)
     gen = torch.Generator().manual_seed(4)
     perms = {p: torch.randperm(n, generator=gen) for p, n in spec.sizes.items()}
@@ -203,8 +217,11 @@ def test_weight_matching_with_the_traced_spec_lowers_the_barrier_on_digits() -> 
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = DigitsMLP()
-        ends.append(train(model, train_set, None, TrainSpec(epochs=6, batch_size=64, lr=0.05, seed=seed),
-                          progress=False).final_params)
+        ends.append(
+            train(
+                model, train_set, None, TrainSpec(epochs=6, batch_size=64, lr=0.05, seed=seed), progress=False
+            ).final_params
+        )
     a, b = ends
     al = weight_matching(model, a, b, seed=0)  # no registered spec: traced from the graph
     assert set(al.perms) == {"fc1", "fc2"}
@@ -302,8 +319,10 @@ def test_operations_that_mix_units_raise_naming_module_and_op(model: nn.Module, 
     with pytest.raises(PermutationSpecError) as err:
         permutation_spec(model)
     assert (err.value.where, err.value.op) == (where, op)
-    assert str(err.value).startswith(f"permutation spec of {type(model).__name__}: expected operations that keep "
-                                     f"hidden units apart, got {op} at {where!r}")
+    assert str(err.value).startswith(
+        f"permutation spec of {type(model).__name__}: expected operations that keep "
+        f"hidden units apart, got {op} at {where!r}"
+    )
     # Callers that skip alignment catch it; it is a ValueError like the library's other errors.
     params = get_params(model)
     with pytest.raises(ValueError, match="permutation spec of"):
@@ -311,5 +330,7 @@ def test_operations_that_mix_units_raise_naming_module_and_op(model: nn.Module, 
 
 
 def test_attention_error_says_why() -> None:
-    with pytest.raises(PermutationSpecError, match=r"got MultiheadAttention at 'attn' \(attention mixes units across heads\)"):
+    with pytest.raises(
+        PermutationSpecError, match=r"got MultiheadAttention at 'attn' \(attention mixes units across heads\)"
+    ):
         traced_permutation_spec(TinyAttention())

@@ -1,6 +1,7 @@
 """The permutation spec itself (:mod:`lgeom.permutation.spec`): where each permutation acts, concatenated
 axes built from their segments, check_spec accepting a fitting spec and naming what does not fit, and the
-PermutationSpecError message."""
+PermutationSpecError message.
+"""
 
 from __future__ import annotations
 
@@ -39,8 +40,10 @@ def test_concatenated_axes_follow_their_segments() -> None:
         "a": [("a.weight", 0, 0), ("head.weight", 1, 0)],
         "b": [("b.weight", 0, 0), ("head.weight", 1, 3)],
     }
-    assert CONCAT_SPEC.perm_to_axes() == {"a": [("a.weight", 0), ("head.weight", 1)],
-                                          "b": [("b.weight", 0), ("head.weight", 1)]}
+    assert CONCAT_SPEC.perm_to_axes() == {
+        "a": [("a.weight", 0), ("head.weight", 1)],
+        "b": [("b.weight", 0), ("head.weight", 1)],
+    }
     full = CONCAT_SPEC.full_perms({"a": torch.tensor([1, 0]), "b": torch.tensor([2, 0, 1])})
     assert torch.equal(full["cat:x"], torch.tensor([1, 0, 2, 5, 3, 4]))  # the unpermuted unit stays at 2
     assert torch.equal(full["a"], torch.tensor([1, 0]))
@@ -56,14 +59,20 @@ def test_check_spec_accepts_a_fitting_spec_and_views() -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        (PermutationSpec({"0.weight": ("h", None)}, sizes={"h": 4}),
-         "permutation spec of Sequential: expected every tensor to be covered, got none for '0.bias'"),
+        (
+            PermutationSpec({"0.weight": ("h", None)}, sizes={"h": 4}),
+            "permutation spec of Sequential: expected every tensor to be covered, got none for '0.bias'",
+        ),
         (_mlp_spec(**{"1.weight": (None,)}), "permutation spec '1.weight': expected a tensor of Sequential, got none"),
         (_mlp_spec(**{"2.weight": ("h",)}), "permutation spec '2.weight': expected 2 axes, got 1"),
-        (PermutationSpec(_mlp_spec().axes, sizes={"h": 5}),
-         "permutation spec '0.weight' axis 0: expected 5 units for 'h', got 4"),
-        (PermutationSpec(_mlp_spec().axes, views={"2.weight": (3, 3)}, sizes={"h": 4}),
-         r"permutation spec '2.weight': expected a view of 8 elements, got \(3, 3\)"),
+        (
+            PermutationSpec(_mlp_spec().axes, sizes={"h": 5}),
+            "permutation spec '0.weight' axis 0: expected 5 units for 'h', got 4",
+        ),
+        (
+            PermutationSpec(_mlp_spec().axes, views={"2.weight": (3, 3)}, sizes={"h": 4}),
+            r"permutation spec '2.weight': expected a view of 8 elements, got \(3, 3\)",
+        ),
     ],
     ids=["missing", "unknown", "rank", "size", "view"],
 )
@@ -75,7 +84,13 @@ def test_check_spec_names_what_does_not_fit(spec: PermutationSpec, message: str)
 def test_spec_error_names_model_place_and_operation() -> None:
     err = PermutationSpecError("Net", "blocks.0.attn", "MultiheadAttention", "attention mixes units across heads")
     assert isinstance(err, ValueError)
-    assert (err.model, err.where, err.op, err.reason) == ("Net", "blocks.0.attn", "MultiheadAttention",
-                                                          "attention mixes units across heads")
-    assert str(err) == ("permutation spec of Net: expected operations that keep hidden units apart, got "
-                        "MultiheadAttention at 'blocks.0.attn' (attention mixes units across heads)")
+    assert (err.model, err.where, err.op, err.reason) == (
+        "Net",
+        "blocks.0.attn",
+        "MultiheadAttention",
+        "attention mixes units across heads",
+    )
+    assert str(err) == (
+        "permutation spec of Net: expected operations that keep hidden units apart, got "
+        "MultiheadAttention at 'blocks.0.attn' (attention mixes units across heads)"
+    )

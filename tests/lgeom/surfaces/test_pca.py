@@ -20,7 +20,10 @@ def test_pca_plane_of_a_planar_trajectory_is_exact() -> None:
     model, data = tiny_mlp(2), tiny_data(40)
     final = flatten(get_params(model))
     gen = torch.Generator().manual_seed(5)
-    u, v = torch.randn(final.numel(), generator=gen, dtype=torch.float64), torch.randn(final.numel(), generator=gen, dtype=torch.float64)
+    u, v = (
+        torch.randn(final.numel(), generator=gen, dtype=torch.float64),
+        torch.randn(final.numel(), generator=gen, dtype=torch.float64),
+    )
     coefs = [(2.0, 1.5), (1.5, -0.5), (1.0, 0.7), (0.4, -0.2), (0.1, 0.1), (0.0, 0.0)]
     snaps = [final + 0.05 * (a * u + b * v) for a, b in coefs]
     res = pca_plane(model, snaps, data, n_points=5, steps=range(0, 60, 10))
@@ -36,7 +39,9 @@ def test_pca_plane_of_a_planar_trajectory_is_exact() -> None:
     recon = final + torch.as_tensor(res.coords) @ res.components
     torch.testing.assert_close(recon, torch.stack(snaps), rtol=0, atol=1e-10)
     for i in (0, 3):
-        assert res.snapshot_loss[i] == pytest.approx(evaluate(model, data, params=unflatten(snaps[i], get_params(model))).loss, rel=1e-10)
+        assert res.snapshot_loss[i] == pytest.approx(
+            evaluate(model, data, params=unflatten(snaps[i], get_params(model))).loss, rel=1e-10
+        )
     np.testing.assert_allclose(res.projected_loss, res.snapshot_loss, rtol=1e-9)
     assert res.xs[0] < res.coords[:, 0].min() and res.xs[-1] > res.coords[:, 0].max()
 
@@ -45,7 +50,9 @@ def test_pca_plane_of_a_real_trajectory() -> None:
     ds = build_dataset("moons", "train", n_train=96, n_test=8, seed=0)
     torch.manual_seed(0)
     model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8)
-    result = train(model, ds, spec=TrainSpec(epochs=3, batch_size=16, lr=0.1, snapshot_every=3, device="cpu"), progress=False)
+    result = train(
+        model, ds, spec=TrainSpec(epochs=3, batch_size=16, lr=0.1, snapshot_every=3, device="cpu"), progress=False
+    )
     data = [(ds.inputs[:48], ds.targets[:48]), (ds.inputs[48:], ds.targets[48:])]
     res = pca_plane(model, result.snapshots, data, final=result.final_params, steps=result.snapshot_steps, n_points=4)
     assert len(res.coords) == len(result.snapshots) >= 3

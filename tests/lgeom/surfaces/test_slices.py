@@ -84,13 +84,18 @@ def test_slices_and_pca_plane_accept_datasets() -> None:
     torch.manual_seed(0)
     model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8)
     batches = [(ds.inputs, ds.targets)]
-    np.testing.assert_allclose(slice_1d(model, ds, n_points=3).loss, slice_1d(model, batches, n_points=3).loss, rtol=1e-6)
-    np.testing.assert_allclose(slice_2d(model, ds, n_points=2).loss, slice_2d(model, batches, n_points=2).loss, rtol=1e-6)
+    np.testing.assert_allclose(
+        slice_1d(model, ds, n_points=3).loss, slice_1d(model, batches, n_points=3).loss, rtol=1e-6
+    )
+    np.testing.assert_allclose(
+        slice_2d(model, ds, n_points=2).loss, slice_2d(model, batches, n_points=2).loss, rtol=1e-6
+    )
     w = flatten(get_params(model))
     gen = torch.Generator().manual_seed(1)
     snaps = [w + 0.1 * torch.randn(w.shape, generator=gen) for _ in range(3)] + [w]
-    np.testing.assert_allclose(pca_plane(model, snaps, ds, n_points=2).loss, pca_plane(model, snaps, batches, n_points=2).loss,
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        pca_plane(model, snaps, ds, n_points=2).loss, pca_plane(model, snaps, batches, n_points=2).loss, rtol=1e-6
+    )
 
 
 def test_slice_input_errors() -> None:
@@ -101,5 +106,3 @@ def test_slice_input_errors() -> None:
         slice_1d(model, data, span=(1.0, -1.0))
     with pytest.raises(ValueError, match="direction: expected a parameter dict shaped like the model"):
         slice_1d(model, data, direction={"head.weight": torch.zeros(2)})
-
-

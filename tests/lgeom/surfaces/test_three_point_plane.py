@@ -56,7 +56,9 @@ def test_grid_values_match_direct_evaluation() -> None:
     # the grid spans the bounding box of A, B, C widened by 25% of its extent on each side
     xb, (xc, yc) = res.coords["b"][0], res.coords["c"]
     x_lo, x_hi = min(0.0, xc), max(xb, xc)
-    assert res.xs[0] == pytest.approx(x_lo - 0.25 * (x_hi - x_lo)) and res.xs[-1] == pytest.approx(x_hi + 0.25 * (x_hi - x_lo))
+    assert res.xs[0] == pytest.approx(x_lo - 0.25 * (x_hi - x_lo)) and res.xs[-1] == pytest.approx(
+        x_hi + 0.25 * (x_hi - x_lo)
+    )
     assert res.ys[0] == pytest.approx(-0.25 * yc) and res.ys[-1] == pytest.approx(1.25 * yc)
     u, v = res.basis.u, res.basis.v
     for j, i in ((0, 0), (2, 3), (1, 2)):
