@@ -29,8 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -565,13 +564,3 @@ def _write_json_atomically(path: Path, doc: Mapping[str, Any]) -> None:
 
 def _write_state(info: StackInfo) -> None:
     _write_json_atomically(Path(info.state_dir) / STATE_FILE, info.to_json())
-
-
-@contextmanager
-def running_stack(state_dir: str | os.PathLike[str], *, bucket: str = DEFAULT_BUCKET) -> Iterator[StackInfo]:
-    """Start a stack for the duration of a ``with`` block and always stop it (tests, scripts)."""
-    info = start_stack(state_dir, bucket=bucket)
-    try:
-        yield info
-    finally:
-        stop_stack(info)
