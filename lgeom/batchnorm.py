@@ -19,7 +19,7 @@ With running mean ``mu_b`` of a batch of ``b`` samples and ``seen`` samples befo
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -27,7 +27,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from lgeom._checks import expected
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.params import (
     Params,
     functional_forward,
@@ -37,8 +37,6 @@ from lgeom.params import (
     point_device,
     point_dtype,
 )
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 __all__ = [
     "BNStatistics",

@@ -38,7 +38,7 @@ from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.safe_io import load_plain, save_plain
 from lgeom.specs import Problem
 from lgeom.table import Table
-from lgeom.train import NonFiniteLossError
+from lgeom.train import check_finite_losses
 
 CURVE_KINDS: dict[str, type[Curve]] = {}
 
@@ -465,10 +465,10 @@ def fit_curve(
                 pending.append((step, mean_ce))
                 # A finiteness check forces a device sync; batching it keeps GPU steps asynchronous.
                 if len(pending) >= 25 or device.type == "cpu":
-                    _check_finite(pending, epoch)
+                    check_finite_losses(pending, epoch, task="curve fitting")
                     pending = []
                 emit(cbs, ProgressEvent("fit_curve", "step", step, total_steps, epoch))
-            _check_finite(pending, epoch)
+            check_finite_losses(pending, epoch, task="curve fitting")
             row = {
                 "epoch": epoch + 1,
                 "lr": lr,
@@ -507,14 +507,3 @@ def check_model_matches(model: nn.Module, params: Mapping[str, torch.Tensor], *,
         n: torch.empty(p.shape, dtype=dtype, device="meta") for n, p in model.named_parameters() if p.requires_grad
     }
     check_same_structure(shapes, {n: v.to("meta") for n, v in params.items()}, first_name="model", second_name=what)
-
-
-def _check_finite(pending: list[tuple[int, torch.Tensor]], epoch: int) -> None:
-    if not pending:
-        return
-    values = torch.stack([v for _, v in pending])
-    finite = torch.isfinite(values)
-    if bool(finite.all()):
-        return
-    i = int((~finite).nonzero()[0])
-    raise NonFiniteLossError(epoch + 1, pending[i][0], float(values[i]), task="curve fitting")

@@ -16,7 +16,7 @@ expected, a map-style torch ``Dataset`` is accepted too and read in batches of
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +25,7 @@ from torch import nn
 
 from lgeom._checks import expected
 from lgeom.batchnorm import bn_statistics
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.params import (
     functional_forward,
     get_params,
@@ -33,9 +33,6 @@ from lgeom.params import (
     point_device,
     point_dtype,
 )
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
-"""``(inputs, targets)`` batches; the functions below also accept a map-style ``Dataset`` in their place."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ and that number's ratio to the parameter count.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +24,7 @@ from torch.overrides import TorchFunctionMode
 
 from lgeom._checks import expected
 from lgeom.batchnorm import has_batchnorm
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.params import (
     ParamLayout,
     Params,
@@ -32,8 +32,6 @@ from lgeom.params import (
     get_buffers,
     get_params,
 )
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 __all__ = [
     "EffectiveDimensionality",

@@ -20,7 +20,7 @@ Entry points sharing that engine:
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from torch.func import functional_call, vmap
 from lgeom import names
 from lgeom._checks import check_positive_int, check_ts, expected
 from lgeom.batchnorm import bn_statistics, has_batchnorm
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.evaluate import EvalResult, evaluate, evaluate_point
 from lgeom.params import (
     ParamLayout,
@@ -45,7 +45,6 @@ from lgeom.params import (
 from lgeom.progress import Callback, ProgressEvent, emit
 from lgeom.table import Table
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 ChunkFn = Callable[[int, int], dict[str, torch.Tensor]]
 Progress = Callable[[dict[str, Any]], None]
 

@@ -87,6 +87,9 @@ TAG_ERROR = "lgeom.error"
 TAG_HOST = "lgeom.host"
 TAG_PID = "lgeom.pid"
 TAG_PROC_START = "lgeom.proc_start"
+#: The Ray node IP a run was started on (set only inside a Ray process): tells the nodes of a cluster apart
+#: when their host names agree (several nodes on one machine).
+TAG_NODE_IP = "lgeom.sys.node_ip"
 TAG_STAGES_SKIPPED = "lgeom.stages_skipped"
 TAG_FAILED_CELLS = "lgeom.failed_cells"
 TAG_MODEL_PREFIX = "lgeom.model."

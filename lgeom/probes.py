@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from torch import nn
 from lgeom import names
 from lgeom._checks import check_ts, expected
 from lgeom.batchnorm import bn_statistics, has_batchnorm
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.gradients import Objective
 from lgeom.hessian import (
     EIGEN_METHODS,
@@ -58,8 +58,6 @@ from lgeom.sharpness import (
 from lgeom.specs import Problem
 from lgeom.surfaces.slices import SliceResult, slice_1d, slice_2d
 from lgeom.table import Table
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 #: Probe names accepted by :func:`probe_point` / :func:`probe_path`, in the order they run.
 PROBES = ("hessian", "trace", "density", "sharpness", "worst", "curvature", "slices")

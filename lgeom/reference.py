@@ -19,7 +19,7 @@ tensor([[2., 3.]], dtype=torch.float64)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -27,8 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from lgeom._checks import expected
+from lgeom.data import Batches
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 Params = dict[str, torch.Tensor]
 
 __all__ = [

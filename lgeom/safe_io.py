@@ -16,7 +16,7 @@ import os
 import re
 import uuid
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,32 @@ class UnsafeFileError(ValueError):
         self.path = path
 
 
-def unique_temp_path(path: str | os.PathLike[str]) -> Path:
-    """A temporary name beside ``path`` that no other process or thread uses: ``<name>.tmp-<pid>-<hex>``."""
+def unique_temp_path(path: str | os.PathLike[str], *, keep_suffix: bool = False) -> Path:
+    """A temporary name beside ``path`` that no other process or thread uses: ``<name>.tmp-<pid>-<hex>``, or
+    with ``keep_suffix`` ``<stem>.tmp-<pid>-<hex><suffix>`` (for writers that pick the format by the suffix,
+    or append theirs to any other).
+    """
     p = Path(path)
-    return p.with_name(f"{p.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    tag = f"tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    return p.with_name(f"{p.stem}.{tag}{p.suffix}") if keep_suffix else p.with_name(f"{p.name}.{tag}")
+
+
+def write_atomically(
+    path: str | os.PathLike[str], write: Callable[[Path], object], *, keep_suffix: bool = False
+) -> Path:
+    """Write the file ``path`` atomically: ``write(tmp)`` writes a temporary file beside it (see
+    :func:`unique_temp_path`, ``keep_suffix`` as there), which then replaces ``path``. Folders are created;
+    the temporary file never stays, whatever ``write`` raises. Returns ``path``.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = unique_temp_path(p, keep_suffix=keep_suffix)
+    try:
+        write(tmp)
+        os.replace(tmp, p)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return p
 
 
 def plain_problem(obj: Any, where: str = "") -> str | None:
@@ -83,15 +105,7 @@ def save_plain(obj: Any, path: str | os.PathLike[str]) -> Path:
         raise TypeError(
             f"{path}: expected plain data to save (tensors, numbers, strings, lists, dicts), got: {problem}"
         )
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = unique_temp_path(p)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, p)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return p
+    return write_atomically(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _reason(err: BaseException, head: bytes) -> str:

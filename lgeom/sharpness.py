@@ -19,7 +19,7 @@ Losses are in nats; curvatures in nats per squared parameter unit.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,12 +29,11 @@ from torch import nn
 
 from lgeom._checks import check_choice, check_positive, check_positive_int, expected
 from lgeom.batchnorm import bn_statistics, has_batchnorm
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.gradients import Objective
 from lgeom.multipoint import evaluate_points
 from lgeom.params import ParamLayout, Params, filter_normalized_direction, get_params
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 NORMS = ("l2", "linf")
 SCALINGS = ("none", "elementwise", "filter")
 

@@ -14,7 +14,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -44,6 +43,23 @@ class NonFiniteLossError(FloatingPointError):
             f"{task} loss became {value} at epoch {epoch}, step {step} (global step): "
             f"expected a finite loss; lower the learning rate or check the data"
         )
+
+
+def check_finite_losses(pending: list[tuple[int, torch.Tensor]], epoch: int, *, task: str = "training") -> None:
+    """Raise for the first non-finite loss among ``pending`` ``(global step, loss tensor)`` pairs of the
+    0-based ``epoch`` (checked together, one device sync), naming ``task`` in the message.
+
+    Raises:
+        NonFiniteLossError: a loss is NaN or infinite (its 1-based epoch, its step and its value).
+    """
+    if not pending:
+        return
+    values = torch.stack([v for _, v in pending])
+    finite = torch.isfinite(values)
+    if bool(finite.all()):
+        return
+    i = int((~finite).nonzero()[0])
+    raise NonFiniteLossError(epoch + 1, pending[i][0], float(values[i]), task=task)
 
 
 @dataclass(frozen=True)
@@ -142,10 +158,6 @@ def _cpu(d: Params) -> Params:
     return {k: v.detach().to("cpu", copy=True) for k, v in d.items()}
 
 
-def _atomic_save(obj: Any, path: Path) -> None:
-    save_plain(obj, path)
-
-
 def train(
     model: nn.Module,
     train_data: Dataset,
@@ -211,7 +223,7 @@ def train(
             snapshots, snapshot_steps = state["snapshots"], state["snapshot_steps"]
             grads, grad_steps = state["grads"], state["grad_steps"]
         else:
-            _atomic_save({"params": init_params, "buffers": init_buffers}, ckpt / "init.pt")
+            save_plain({"params": init_params, "buffers": init_buffers}, ckpt / "init.pt")
 
     cbs = resolve_callbacks(callbacks, progress, "train")
     emit(cbs, ProgressEvent("train", "start", step, total_steps, start_epoch))
@@ -257,13 +269,13 @@ def train(
             else:
                 pending.append((step, loss.detach()))
                 if len(pending) >= 25:
-                    _check_finite(pending, epoch)
+                    check_finite_losses(pending, epoch)
                     pending = []
             if spec.snapshot_every and step % spec.snapshot_every == 0:
                 snapshots.append(flatten(get_params(model)).cpu())
                 snapshot_steps.append(step)
             emit(cbs, ProgressEvent("train", "step", step, total_steps, epoch))
-        _check_finite(pending, epoch)
+        check_finite_losses(pending, epoch)
         samples_seen += n_epoch
         row = {
             "epoch": epoch + 1,
@@ -284,7 +296,7 @@ def train(
             ProgressEvent("train", "epoch", step, total_steps, epoch, {k: v for k, v in row.items() if k != "epoch"}),
         )
         if ckpt is not None and ((epoch + 1) % spec.checkpoint_every == 0 or last):
-            _atomic_save(
+            save_plain(
                 {
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
@@ -339,19 +351,8 @@ def train(
         resumed_from_epoch=start_epoch,
     )
     if ckpt is not None:
-        _atomic_save({"params": result.final_params, "buffers": result.final_buffers}, ckpt / "final.pt")
+        save_plain({"params": result.final_params, "buffers": result.final_buffers}, ckpt / "final.pt")
     return result
-
-
-def _check_finite(pending: list[tuple[int, torch.Tensor]], epoch: int) -> None:
-    if not pending:
-        return
-    values = torch.stack([v for _, v in pending])
-    finite = torch.isfinite(values)
-    if bool(finite.all()):
-        return
-    i = int((~finite).nonzero()[0])
-    raise NonFiniteLossError(epoch + 1, pending[i][0], float(values[i]))
 
 
 def load_checkpoint(path: str | os.PathLike[str], model: nn.Module) -> nn.Module:

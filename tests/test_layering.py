@@ -209,10 +209,6 @@ def test_private_names_stay_in_their_module() -> None:
     )
 
 
-# pipelines.config validates against lgeom inside its functions; the config rework moves those imports up.
-KNOWN_FUNCTION_LEVEL = ("pipelines.config",)
-
-
 def _function_level_imports(name: str, path: Path) -> list[str]:
     tree = ast.parse(path.read_text(), filename=str(path))
     found = []
@@ -236,7 +232,7 @@ def test_outer_layers_import_first_party_modules_at_module_top() -> None:
     bad = [
         hit
         for name, path in first_party_files().items()
-        if name.split(".")[0] in ("tracking", "pipelines") and name not in KNOWN_FUNCTION_LEVEL
+        if name.split(".")[0] in ("tracking", "pipelines")
         for hit in _function_level_imports(name, path)
     ]
     assert not bad, "first-party imports inside functions (move them to the module top):\n" + "\n".join(bad)

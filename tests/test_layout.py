@@ -32,6 +32,7 @@ NO_LOGIC: dict[str, str] = {
     "lgeom/models/__init__.py": "imports the architectures (registering them) and re-exports the registry",
     "lgeom/permutation/__init__.py": "re-exports the spec and the tracer",
     "pipelines/__init__.py": "empty",
+    "pipelines/config/__init__.py": "re-exports the config's public names",
     "tracking/__init__.py": "docstring only",
 }
 

@@ -42,7 +42,7 @@ from torch import nn
 from lgeom import names
 from lgeom.curves import Curve, save_curve
 from lgeom.params import load_params
-from lgeom.safe_io import load_plain, save_plain, unique_temp_path
+from lgeom.safe_io import load_plain, save_plain, write_atomically
 from lgeom.table import Table
 from tracking.log import (
     Manifest,
@@ -103,15 +103,7 @@ class Bundle:
     # --- typed results -----------------------------------------------------------------------------
     def write_path(self, name: str, table: Table) -> Path:
         """Write a path table to ``paths/<name>.csv``."""
-        path = self.root / names.path_table_artifact(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = unique_temp_path(path)
-        try:
-            table.to_csv(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        return write_atomically(self.root / names.path_table_artifact(name), table.to_csv)
 
     def read_path(self, name: str) -> Table:
         """Read ``paths/<name>.csv``."""
@@ -131,15 +123,12 @@ class Bundle:
 
     def write_plane(self, name: str, arrays: Mapping[str, Any]) -> Path:
         """Write plane arrays to ``planes/<name>.npz``."""
-        path = self.root / names.plane_artifact(name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = unique_temp_path(path).with_suffix(".npz")  # np.savez appends .npz to any other name
-        try:
-            np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
-        return path
+        # keep_suffix: np.savez appends .npz to any other name
+        return write_atomically(
+            self.root / names.plane_artifact(name),
+            lambda tmp: np.savez(tmp, **{k: np.asarray(v) for k, v in arrays.items()}),
+            keep_suffix=True,
+        )
 
     def write_endpoint(
         self, name: str, params: Mapping[str, torch.Tensor], buffers: Mapping[str, torch.Tensor]
@@ -162,16 +151,8 @@ class Bundle:
 
 def write_json(path: str | os.PathLike[str], obj: Any) -> Path:
     """Write ``obj`` as indented JSON atomically (temp file + rename); tensors and arrays become lists."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = json.dumps(obj, indent=2, default=_json_default)
-    tmp = unique_temp_path(path)
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return write_atomically(path, lambda tmp: tmp.write_text(text))
 
 
 def _json_default(obj: Any) -> Any:

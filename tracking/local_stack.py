@@ -33,8 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -636,13 +635,3 @@ def _start_postgres(info: StackInfo, password: str, timeout: float) -> str:
     except shared_server.SharedServerError as err:
         raise StackError(str(err)) from err
     return shared_server.backend_store_uri(info.ports["postgres"])
-
-
-@contextmanager
-def running_stack(state_dir: str | os.PathLike[str], *, bucket: str = DEFAULT_BUCKET) -> Iterator[StackInfo]:
-    """Start a stack for the duration of a ``with`` block and always stop it (tests, scripts)."""
-    info = start_stack(state_dir, bucket=bucket)
-    try:
-        yield info
-    finally:
-        stop_stack(info)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 MASK = "***"
@@ -65,13 +65,3 @@ def clean_mapping(values: Mapping[str, Any], environ: Mapping[str, str] | None =
     (for MLflow params and tags).
     """
     return {str(k): redact(str(v), environ) for k, v in values.items() if not is_secret_name(str(k))}
-
-
-def secret_names_in(items: Iterable[str], environ: Mapping[str, str] | None = None) -> list[str]:
-    """Names of the secrets that occur in any of ``items`` (for error messages that must not leak)."""
-    names = []
-    for item in items:
-        name = find_secret(item, environ)
-        if name and name not in names:
-            names.append(name)
-    return names

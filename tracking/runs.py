@@ -14,7 +14,8 @@ The life cycle is one context manager::
     # and the run's note.
 
 A run started here records ``lgeom.host`` / ``lgeom.pid`` / ``lgeom.proc_start`` so that
-:func:`mark_orphaned_runs` can tell a run whose process died (a killed study) from one still running.
+:func:`mark_orphaned_runs` can tell a run whose process died (a killed study) from one still running,
+and, when started inside Ray, ``lgeom.sys.node_ip`` (the Ray node's IP: which node of a cluster ran a trial).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import sys
 import time
 import traceback
 import warnings
@@ -34,6 +36,7 @@ from lgeom.names import (
     TAG_CONFIG_HASH,
     TAG_ERROR,
     TAG_HOST,
+    TAG_NODE_IP,
     TAG_NOTE,
     TAG_PARENT,
     TAG_PID,
@@ -151,7 +154,23 @@ def _context_tags() -> dict[str, str]:
         tags = {}
     pid = os.getpid()
     tags.update({TAG_HOST: socket.gethostname(), TAG_PID: str(pid), TAG_PROC_START: str(process_start_ticks(pid) or 0)})
+    node_ip = ray_node_ip()
+    if node_ip:
+        tags[TAG_NODE_IP] = node_ip
     return tags
+
+
+def ray_node_ip() -> str | None:
+    """The IP of the Ray node this process runs on, when it is a Ray worker or a driver connected to Ray;
+    ``None`` otherwise. Ray is never imported here: a process that has not imported it is not in Ray.
+    """
+    ray = sys.modules.get("ray")
+    try:
+        if ray is None or not ray.is_initialized():
+            return None
+        return str(ray.util.get_node_ip_address()) or None
+    except Exception:  # noqa: BLE001 - the node IP is a convenience for telling nodes apart
+        return None
 
 
 # --- life cycle -------------------------------------------------------------------------------------------
@@ -466,6 +485,7 @@ __all__ = [
     "flatten_params",
     "mark_orphaned_runs",
     "quote_search_value",
+    "ray_node_ip",
     "run_tags",
     "search_all_runs",
     "start_run",

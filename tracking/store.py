@@ -387,9 +387,14 @@ def _check_s3(artifact_uri: str, *, deadline: float, environ: Mapping[str, str])
             "MLFLOW_S3_ENDPOINT_URL for a non-AWS S3), got none"
         )
     remaining = max(1.0, deadline - time.monotonic())
+    # Credentials are passed explicitly: boto3's default session caches the first ones it resolved, so a
+    # process whose environment changed would otherwise keep asking S3 with stale keys.
     client = boto3.client(
         "s3",
         endpoint_url=endpoint or None,
+        aws_access_key_id=environ.get("AWS_ACCESS_KEY_ID") or None,
+        aws_secret_access_key=environ.get("AWS_SECRET_ACCESS_KEY") or None,
+        aws_session_token=environ.get("AWS_SESSION_TOKEN") or None,
         config=BotoConfig(
             connect_timeout=min(3.0, remaining),
             read_timeout=min(5.0, remaining),

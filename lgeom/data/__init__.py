@@ -33,6 +33,10 @@ from lgeom.data.vision import DatasetNotFoundError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
+#: ``(inputs, targets)`` batches, the ``data`` of lgeom's evaluation and probe functions (which also accept a
+#: map-style ``Dataset`` in their place, see :func:`as_batches`).
+Batches = Iterable[Batch]
+
 
 class ArrayLoader:
     """Mini-batches over an :class:`ArrayDataset` by tensor indexing (no per-sample collation).
@@ -162,6 +166,8 @@ def num_samples(batches: Sequence[Batch] | Any) -> int:
 __all__ = [
     "ArrayDataset",
     "ArrayLoader",
+    "Batch",
+    "Batches",
     "DatasetNotFoundError",
     "EVAL_BATCH_SIZE",
     "Splits",

@@ -17,7 +17,7 @@ weight is ``1/P`` exactly for a diagonal ``A``, so the density's mean is ``tr(A)
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,11 +25,10 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive, check_positive_int, expected
+from lgeom.data import Batches
 from lgeom.hessian.lanczos import lanczos_runs, ritz
 from lgeom.hessian.operator import HessianOperator, SymmetricOperator, random_vectors
 from lgeom.progress import Callback, resolve_callbacks
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 __all__ = ["Density", "slq_density", "spectral_density"]
 

@@ -8,18 +8,18 @@ or :func:`~lgeom.hessian.power.power_eigenvalues` on it.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn
 
 from lgeom._checks import check_choice, expected
+from lgeom.data import Batches
 from lgeom.hessian.block_lanczos import block_lanczos_eigenvalues
 from lgeom.hessian.lanczos import EigenResult, lanczos_eigenvalues
 from lgeom.hessian.operator import HessianOperator
 from lgeom.hessian.power import power_eigenvalues
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 # The methods ProbeConfig.hessian_method accepts (lgeom.probes dispatches on these two names);
 # top_eigenvalues also takes "block_lanczos".
 EIGEN_METHODS = ("lanczos", "power")

@@ -38,7 +38,7 @@ tensor([ 0.2500, -0.2500])
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Protocol
 
 import torch
@@ -48,10 +48,10 @@ from torch.func import jvp, vmap
 
 from lgeom._checks import check_choice, check_positive_int, expected
 from lgeom.batchnorm import bn_statistics
+from lgeom.data import Batches
 from lgeom.gradients import Objective
 from lgeom.params import Params
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 ENGINES = ("auto", "forward", "cached")
 
 __all__ = ["ENGINES", "HessianOperator", "SymmetricOperator", "hvp", "random_vectors"]

@@ -13,7 +13,7 @@ every Rademacher probe gives the trace exactly:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_choice, check_positive_int, expected
+from lgeom.data import Batches
 from lgeom.hessian.operator import HessianOperator, SymmetricOperator, random_vectors
 
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 TRACE_METHODS = ("hutchinson", "hutch++")
 
 __all__ = ["TRACE_METHODS", "TraceResult", "hutchinson_trace", "trace"]

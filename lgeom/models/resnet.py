@@ -20,6 +20,17 @@ STAGE_PLANES = (16, 32, 64)
 BLOCK_CHOICES = ("auto", "basic", "bottleneck")
 
 
+def projection_shortcut(in_planes: int, out_planes: int, stride: int) -> nn.Conv2d | None:
+    """The shortcut of a residual block: a 1x1 convolution when the block changes the channel count or the
+    resolution, else ``None`` (the identity).
+    """
+    return (
+        nn.Conv2d(in_planes, out_planes, 1, stride=stride, bias=False)
+        if stride != 1 or in_planes != out_planes
+        else None
+    )
+
+
 class BasicBlock(nn.Module):
     """bn-relu-conv3x3-bn-relu-conv3x3 with an identity or 1x1-conv shortcut."""
 
@@ -32,10 +43,7 @@ class BasicBlock(nn.Module):
         self.bn2 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.relu = nn.ReLU()
-        out = planes * self.expansion
-        self.shortcut = (
-            nn.Conv2d(in_planes, out, 1, stride=stride, bias=False) if stride != 1 or in_planes != out else None
-        )
+        self.shortcut = projection_shortcut(in_planes, planes * self.expansion, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output ``(batch, planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""
@@ -59,9 +67,7 @@ class Bottleneck(nn.Module):
         self.bn3 = nn.BatchNorm2d(planes)
         self.conv3 = nn.Conv2d(planes, out, 1, bias=False)
         self.relu = nn.ReLU()
-        self.shortcut = (
-            nn.Conv2d(in_planes, out, 1, stride=stride, bias=False) if stride != 1 or in_planes != out else None
-        )
+        self.shortcut = projection_shortcut(in_planes, out, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output ``(batch, 4 planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""

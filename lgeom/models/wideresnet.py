@@ -14,7 +14,7 @@ from torch import nn
 
 from lgeom._checks import check_positive_int, check_unit_interval, expected
 from lgeom.models.registry import register_model
-from lgeom.models.resnet import PreActivationResNet
+from lgeom.models.resnet import PreActivationResNet, projection_shortcut
 
 STAGE_CHANNELS = (16, 32, 64)
 
@@ -32,9 +32,7 @@ class WideBlock(nn.Module):
         self.conv2 = nn.Conv2d(planes, planes, 3, padding=1, bias=False)
         self.relu = nn.ReLU()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
-        self.shortcut = (
-            nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False) if stride != 1 or in_planes != planes else None
-        )
+        self.shortcut = projection_shortcut(in_planes, planes, stride)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The block's output ``(batch, planes, h / stride, w / stride)`` for ``x`` ``(batch, in_planes, h, w)``."""

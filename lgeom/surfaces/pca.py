@@ -10,7 +10,7 @@ true loss at the snapshots is reported beside the loss at their projections, whi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +19,10 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive, check_positive_int, expected
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.multipoint import evaluate_points
 from lgeom.params import ParamLayout, Params, get_params
 from lgeom.surfaces.slices import grid_losses
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 __all__ = ["PCAPlaneResult", "pca_directions", "pca_plane"]
 

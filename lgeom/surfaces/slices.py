@@ -10,7 +10,7 @@ statistics recomputed at every grid point on ``bn_batches``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,12 +19,10 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, expected
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.multipoint import evaluate_affine
 from lgeom.params import Params, dot, filter_normalized_direction, get_params
 from lgeom.progress import ProgressEvent, emit, resolve_callbacks
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 __all__ = ["SliceResult", "grid_losses", "slice_1d", "slice_2d"]
 

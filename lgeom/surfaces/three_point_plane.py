@@ -9,7 +9,7 @@ plane; its points are projected onto it for the overlay (``curve_offplane`` says
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,12 +23,10 @@ from lgeom._checks import (
     check_same_structure,
     expected,
 )
-from lgeom.data import as_batches
+from lgeom.data import Batches, as_batches
 from lgeom.multipoint import evaluate_affine
 from lgeom.params import ParamLayout, Params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
-
-Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from lgeom.safe_io import (
     plain_problem,
     save_plain,
     unique_temp_path,
+    write_atomically,
 )
 
 
@@ -126,3 +127,22 @@ def test_temporary_names_are_unique_beside_the_file(tmp_path: Path) -> None:
     assert len(names) == 200
     for p in names:
         assert p.parent == tmp_path and p.name.startswith(f"final.pt.tmp-{os.getpid()}-")
+
+
+def test_an_atomic_write_replaces_the_file_and_leaves_no_temporary_file(tmp_path: Path) -> None:
+    target = tmp_path / "sub" / "table.csv"
+    assert write_atomically(target, lambda tmp: tmp.write_text("a,b\n")) == target
+    assert target.read_text() == "a,b\n"
+    seen: list[Path] = []
+
+    def failing(tmp: Path) -> None:
+        seen.append(tmp)
+        tmp.write_text("half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_atomically(target, failing)
+    assert target.read_text() == "a,b\n" and sorted(p.name for p in target.parent.iterdir()) == ["table.csv"]
+    # keep_suffix: the temporary name ends like the file (for writers that choose the format by the suffix)
+    write_atomically(tmp_path / "plane.npz", lambda tmp: seen.append(tmp) or tmp.write_bytes(b"x"), keep_suffix=True)
+    assert seen[-1].suffix == ".npz" and ".tmp-" in seen[-1].name and seen[-1].parent == tmp_path

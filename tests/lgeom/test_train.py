@@ -14,7 +14,7 @@ from lgeom.optim import lr_factor
 from lgeom.params import flatten
 from lgeom.progress import ProgressEvent, TqdmProgress
 from lgeom.seed import set_seed
-from lgeom.train import NonFiniteLossError, TrainSpec, load_checkpoint, train
+from lgeom.train import NonFiniteLossError, TrainSpec, check_finite_losses, load_checkpoint, train
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +233,12 @@ def test_training_on_cuda_where_there_is_none_is_refused() -> None:
             TrainSpec(epochs=1, device="cuda"),
             progress=False,
         )
+
+
+def test_pending_losses_are_checked_together_and_the_first_bad_one_named() -> None:
+    check_finite_losses([], 0)
+    check_finite_losses([(1, torch.tensor(0.5)), (2, torch.tensor(0.4))], 0)
+    pending = [(7, torch.tensor(0.5)), (8, torch.tensor(float("inf"))), (9, torch.tensor(float("nan")))]
+    with pytest.raises(NonFiniteLossError, match=r"curve fitting loss became inf at epoch 3, step 8") as err:
+        check_finite_losses(pending, 2, task="curve fitting")
+    assert (err.value.epoch, err.value.step) == (3, 8)

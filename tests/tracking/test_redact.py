@@ -15,7 +15,6 @@ from tracking.redact import (
     is_secret_name,
     redact,
     register_secret,
-    secret_names_in,
     secret_values,
 )
 
@@ -82,10 +81,3 @@ def test_registered_secrets_are_masked_and_named_but_short_ones_are_ignored() ->
         redact(f"pw={value}", environ={}) == "pw=***" and find_secret(f"..{value}..", environ={}) == "registered secret"
     )
     assert redact("abc", environ={}) == "abc"
-
-
-def test_secret_names_in_lists_names_never_values() -> None:
-    env = {"A_TOKEN": "tok-aaaa", "B_PASSWORD": "pw-bbbb"}
-    names = secret_names_in(["x tok-aaaa", "pw-bbbb", "tok-aaaa again", "clean"], env)
-    assert names == ["A_TOKEN", "B_PASSWORD"]
-    assert clean_mapping({"note": "pw-bbbb", "A_TOKEN": "tok-aaaa", 3: 4}, env) == {"note": "***", "3": "4"}

@@ -263,3 +263,31 @@ def test_a_dead_local_parent_and_its_remote_children_are_closed_in_one_sweep(
         == f"orphaned: its parent run {parent.run_id} is no longer RUNNING (closed as an orphan)"
     )
     assert client.get_run(grandchild.run_id).info.status == "FAILED"
+
+
+_ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_no_node_ip_outside_ray_and_ray_is_not_imported_for_it() -> None:
+    """Tag ``lgeom.sys.node_ip`` is only recorded inside Ray (tests/scenarios/test_multihost.py checks its
+    values on a real two-node cluster).
+    """
+    code = (
+        "import sys\n"
+        "from tracking.runs import ray_node_ip\n"
+        "assert ray_node_ip() is None\n"
+        "assert 'ray' not in sys.modules, 'looking for the node IP must not import ray'\n"
+        "import ray\n"
+        "assert not ray.is_initialized() and ray_node_ip() is None\n"
+        "print('ok')\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        check=False,
+        cwd=_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PYTHONPATH": str(_ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]

@@ -36,6 +36,18 @@ def _array(values: Any, what: str, ndim: int) -> np.ndarray:
     return arr
 
 
+def _one_per(values: Any, what: str, xs: np.ndarray, per: str) -> np.ndarray:
+    """``values`` as a 1-D array with one value per entry of ``xs`` (``per`` names those entries).
+
+    Raises:
+        ValueError: ``values`` empty, not 1-D, or not as long as ``xs``.
+    """
+    arr = _array(values, what, 1)
+    if arr.shape != xs.shape:
+        raise ValueError(f"{what}: expected {xs.shape[0]} values (one per {per}), got {arr.shape[0]}")
+    return arr
+
+
 def plot_topk(eigenvalues: Sequence[float], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
     """Stem plot of the top-k Hessian eigenvalues (index 1 = largest).
 
@@ -69,9 +81,8 @@ def plot_spectral_density(
     Raises:
         ValueError: grid and density of different shapes or empty.
     """
-    x, y = _array(grid, "grid", 1), _array(density, "density", 1)
-    if x.shape != y.shape:
-        raise ValueError(f"density: expected {x.shape[0]} values (one per grid point), got {y.shape[0]}")
+    x = _array(grid, "grid", 1)
+    y = _one_per(density, "density", x, "grid point")
     fig = Figure(figsize=(6, 3.8))
     ax = fig.subplots()
     if log:
@@ -128,9 +139,8 @@ def plot_slice_1d(
     Raises:
         ValueError: arrays of different lengths or empty.
     """
-    a, lo = _array(alphas, "alphas", 1), _array(loss, "loss", 1)
-    if a.shape != lo.shape:
-        raise ValueError(f"loss: expected {a.shape[0]} values (one per alpha), got {lo.shape[0]}")
+    a = _array(alphas, "alphas", 1)
+    lo = _one_per(loss, "loss", a, "alpha")
     fig = Figure(figsize=(5.5, 3.6))
     ax = fig.subplots()
     ax.plot(a, lo, "C0-", label="loss")
@@ -272,9 +282,7 @@ def plot_eigenvalues_along_path(
     fig = Figure(figsize=(6, 3.8))
     ax = fig.subplots()
     for i, (name, values) in enumerate(columns.items()):
-        v = _array(values, name, 1)
-        if v.shape != tt.shape:
-            raise ValueError(f"{name}: expected {tt.shape[0]} values (one per t), got {v.shape[0]}")
+        v = _one_per(values, name, tt, "t")
         ax.plot(tt, v, ".-", color=f"C{i % 10}", lw=1.6 if i == 0 else 0.9, label=name)
     ax.set_xlabel("t")
     ax.set_ylabel("eigenvalue")

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lgeom.models import build_model
-from lgeom.models.resnet import BasicBlock, Bottleneck, PreResNet, valid_depths
+from lgeom.models.resnet import BasicBlock, Bottleneck, PreResNet, projection_shortcut, valid_depths
 from lgeom.params import count_params
 
 # The depth study's Table 1 reports ~80k, 370k, 570k, 660k, 1.2M; the issue pins ours near these.
@@ -60,3 +60,11 @@ def test_preresnet_block_option_picks_the_block_type() -> None:
         build_model("preresnet", num_classes=10, in_shape=CIFAR, depth=47, block="basic")
     with pytest.raises(ValueError, match="preresnet block: expected one of 'auto', 'basic', 'bottleneck', got 'wide'"):
         build_model("preresnet", num_classes=10, in_shape=CIFAR, block="wide")
+
+
+def test_a_shortcut_projects_only_when_the_channels_or_the_resolution_change() -> None:
+    assert projection_shortcut(16, 16, 1) is None
+    conv = projection_shortcut(16, 32, 1)
+    assert isinstance(conv, torch.nn.Conv2d) and conv.kernel_size == (1, 1) and conv.bias is None
+    strided = projection_shortcut(16, 16, 2)
+    assert strided is not None and strided.stride == (2, 2)

@@ -1,0 +1,105 @@
+"""Model and data options are open, checked against their builders (each bad option reported on its own, an
+option the builder lacks named with the builder's options); the name stays a plain folder name.
+"""
+
+from __future__ import annotations
+
+import typing
+
+import pytest
+
+from lgeom.models import registry as model_registry
+from pipelines.config import ConfigError, load_config
+
+
+def test_every_bad_model_option_is_reported() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", ["study.matrix={}", "model.activation=swish", "model.width=0", "model.depth=-1"])
+    problems = err.value.problems
+    assert len(problems) == 3, problems
+    assert any(p.startswith("model.activation:") and "'swish'" in p for p in problems)
+    assert any(p.startswith("model.width:") and "got 0" in p for p in problems)
+    assert any(p.startswith("model.depth:") and "got -1" in p for p in problems)
+    # an unknown option does not hide a bad value of a known one
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            "quick",
+            ["study.matrix={}", "model.arch=preresnet", "model.depth=9", "model.width=null", "model.channels=4"],
+        )
+    problems = err.value.problems
+    assert any(p.startswith("model.channels: not an option of preresnet") for p in problems)
+    assert any(p.startswith("model.depth: preresnet depth") and "got 9" in p for p in problems)
+
+
+def test_model_option_the_builder_lacks_is_reported_with_the_arch_options() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", ["study.matrix={}", "model.depht=3", "model.width=2.5", "model.activation=3"])
+    problems = err.value.problems
+    assert (
+        "model.depht: not an option of mlp (its options: depth, width, activation; did you mean 'model.depth'?), got 3"
+        in problems
+    )
+    assert "model.width: expected an integer, got 2.5" in problems  # the builder's annotation
+    assert "model.activation: expected a string, got 3" in problems
+    assert len(problems) == 3, problems
+
+
+def test_model_options_are_whatever_the_builder_takes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    def build_toy(
+        *, num_classes: int, in_shape: typing.Sequence[int], hidden: int = 4, scale: float = 1.0
+    ) -> torch.nn.Module:
+        if hidden > 100:
+            raise ValueError(f"toy hidden: expected at most 100 units, got {hidden}")
+        return torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(in_shape[0], hidden), torch.nn.Linear(hidden, num_classes)
+        )
+
+    monkeypatch.setitem(model_registry._REGISTRY, "toy", build_toy)
+    cfg = load_config("quick", ["study.matrix={}", "model={arch: toy, hidden: 8, scale: 2}"])
+    assert cfg.model.arch == "toy" and cfg.model.options == {"hidden": 8, "scale": 2.0}
+    assert cfg.flat()["model.hidden"] == 8 and cfg.to_dict()["model"] == {"arch": "toy", "hidden": 8, "scale": 2.0}
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            "quick",
+            ["study.matrix={}", "model={arch: toy, hiden: 8, scale: big}", "study.matrix.model.hidden=[8, 500]"],
+        )
+    problems = err.value.problems
+    assert any(p.startswith("model.hiden: not an option of toy (its options: hidden, scale") for p in problems)
+    assert "model.scale: expected a number, got 'big'" in problems
+    with pytest.raises(ConfigError, match=r"model.hidden: toy hidden: expected at most 100 units, got 500"):
+        load_config("quick", ["study.matrix={}", "model={arch: toy}", "study.matrix.model.hidden=[8, 500]"])
+
+
+def test_data_options_are_checked_against_the_dataset_each_on_its_own() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", ["data.noise=-1", "data.centers=3", "data.n_train=0", "data.seed=-2"])
+    problems = err.value.problems
+    assert "data.noise: noise: expected a finite number >= 0, got -1.0" in problems
+    assert any(
+        p.startswith("data.centers: not an option of moons (its options: n_train, n_test, noise)") for p in problems
+    )
+    assert "data.n_train: expected an integer > 0, got 0" in problems
+    assert "data.seed: expected an integer >= 0, got -2" in problems
+    cfg = load_config("quick", ["data.name=circles", "data.factor=0.3", "data.noise=null"])
+    assert cfg.data.options == {"n_train": 1000, "n_test": 1000, "factor": 0.3}  # null: the dataset's default
+
+
+@pytest.mark.parametrize("name", ["../../x", "/tmp/abs", "a/b", "..", "a\\b", "", "x y"])
+def test_name_must_be_a_plain_name(name: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", {"name": name})
+    assert any(p.startswith("name: expected a plain name") and repr(name) in p for p in err.value.problems)
+    assert load_config("quick", ["name=my-study_2.v1"]).name == "my-study_2.v1"
+
+
+def test_a_model_that_fails_with_its_defaults_is_not_blamed_on_an_option() -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            "quick",
+            ["study.matrix={}", "data.name=gaussmix256", "data.noise=null", "model={arch: vgg16, dropout: 0.1}"],
+        )
+    assert err.value.problems == [
+        "model: vgg16 in_shape: expected (channels, height, width) with height, width >= 32, got (1, 16, 16)"
+    ]
