@@ -38,7 +38,7 @@ from lgeom.evaluate import EvalResult, evaluate_point
 from lgeom.multipoint import evaluate_path
 from lgeom.params import Params, get_buffers
 from lgeom.path import Triangle, path_metrics, triangle, with_gen_gap
-from lgeom.progress import Callback, ProgressEvent, emit
+from lgeom.progress import Callback, ProgressEvent, emit, scoped
 from lgeom.specs import Problem, neutral_setting, raise_problems
 from lgeom.surfaces.three_point_plane import PlaneResult, plane
 from lgeom.table import Table
@@ -353,7 +353,7 @@ def connect_path(
     curve = build_curve(kind, a, b, spec.bends)
     fit = None
     if curve.bends:
-        fit = fit_curve(model, curve, data.train, spec.fit, callbacks=callbacks, progress=progress)
+        fit = fit_curve(model, curve, data.train, spec.fit, callbacks=scoped(callbacks, name), progress=progress)
     ts = np.linspace(0.0, 1.0, spec.points)
     table = evaluate_path(
         model,

@@ -3,17 +3,28 @@
 Library summaries (:mod:`lgeom.path`, :mod:`lgeom.connect`, :mod:`lgeom.probes`), the tracking layer and
 the pipelines all build names with these functions and constants; nothing else spells a name by hand.
 Each function takes the parts of a name (path, split, point, family, quantity) rather than returning a
-format string, so regrouping the names (e.g. ``/``-separated families) changes this module only.
+format string, so regrouping the names changes this module only.
+
+Metric names are grouped in families separated by :data:`SEP` (``/``), so the MLflow UI shows each
+family as one section: ``train/`` (live per-epoch training of an endpoint), ``fit/`` (live curve fits),
+``endpoint/``, ``barrier/``, ``gap/``, ``path/`` (series along a path), ``triangle/``, ``align/``,
+the probe families (``hessian/``, ``sharpness/``, ``curvature/``, ``probe/``), ``diag/`` (solver
+diagnostics), ``pca/``, ``gradients/``, ``trial/`` and ``study/``. Params keep dotted
+``<section>.<key>`` names and tags the ``lgeom.`` prefix.
 
 Pure strings: this module imports nothing, so any layer may use it. :func:`contract_markdown` renders
 the contract as the table the README's "MLflow layout" section holds (a test keeps the two equal).
 
 >>> barrier_metric("bezier", "test", "loss_barrier")
-'bezier.test.loss_barrier'
+'barrier/bezier/test/loss'
 >>> probe_metric("hessian", "lambda_max", point="mid")
-'hessian.mid.lambda_max'
+'hessian/mid/lambda_max'
+>>> probe_metric("hessian", "n_hvp", point="mid")
+'diag/mid/hessian_n_hvp'
 >>> endpoint_metric("a", "test", "acc")
-'a.test_acc'
+'endpoint/a/test_acc'
+>>> history_metric("a", "train_loss")
+'train/a/loss'
 >>> path_table_artifact("linear")
 'paths/linear.csv'
 """
@@ -22,8 +33,8 @@ from __future__ import annotations
 
 # --- vocabulary ----------------------------------------------------------------------------------------------
 
-#: Joins the parts of a metric name (path, split, quantity ...).
-SEP = "."
+#: Joins the parts of a metric name (family, path, split, quantity ...): one UI section per family.
+SEP = "/"
 #: Data splits every path and endpoint is evaluated on.
 SPLITS = ("train", "test")
 #: The straight path between the endpoints; fitted curves are named by kind.
@@ -67,6 +78,9 @@ PROBE_QUANTITIES = {
     SHARPNESS: ("eps_avg", "eps_avg_max", "flatness", "eps_worst"),
     CURVATURE: ("mc_mean", "mc_std", "mc_frac_negative"),
 }
+#: Solver diagnostics of a probe family: logged under :data:`DIAG` (``diag/<point>/<family>_<quantity>``),
+#: out of the way of the measurements themselves.
+DIAG_QUANTITIES = {HESSIAN: ("converged", "n_hvp")}
 #: Trajectory probes (PCA plane, gradients' effective dimensionality).
 PCA = "pca"
 GRADIENTS = "gradients"
@@ -74,6 +88,29 @@ TRAJECTORY_QUANTITIES = {
     PCA: ("explained_variance_1", "explained_variance_2", "max_relative_residual"),
     GRADIENTS: ("effective_dim", "effective_dim_ratio"),
 }
+
+#: Metric families (the first part of every metric name; one MLflow UI section each).
+ENDPOINT = "endpoint"
+TRAIN = "train"
+FIT = "fit"
+BARRIER = "barrier"
+GAP = "gap"
+PATH = "path"
+TRIANGLE = "triangle"
+ALIGN = "align"
+DIAG = "diag"
+TRIAL = "trial"
+STUDY = "study"
+TUNE = "tune"
+#: Columns of an endpoint's per-epoch history (``lgeom.train``) that are on the training split: logged
+#: without the ``train_`` prefix inside the ``train/`` family (``train/a/loss``, ``train/a/test_loss``).
+_TRAIN_PREFIX = "train_"
+#: Live Hessian tracking during training: the top eigenvalue and 2/lr (the edge of stability for SGD).
+TRACK_QUANTITIES = ("lambda_max", "two_over_lr")
+#: Barrier quantities as they appear in names (the family says "barrier" already).
+_BARRIER_SHORT = {"loss_barrier": "loss", "loss_barrier_interp": "loss_interp"}
+#: Fit quantities as they appear in names (``fit/<curve>/loss`` is the live per-epoch series).
+_FIT_SHORT = {"fit_loss": "final_loss", "fit_time_s": "time_s"}
 
 # --- tags, stages, params -------------------------------------------------------------------------------------
 
@@ -84,12 +121,23 @@ TAG_STAGE = "lgeom.stage"
 TAG_PARENT = "mlflow.parentRunId"
 TAG_NOTE = "mlflow.note.content"
 TAG_ERROR = "lgeom.error"
-TAG_HOST = "lgeom.host"
-TAG_PID = "lgeom.pid"
-TAG_PROC_START = "lgeom.proc_start"
+#: Bookkeeping tags (orphan detection), kept apart from the tags a researcher reads under ``lgeom.sys.``.
+TAG_SYS_PREFIX = "lgeom.sys."
+TAG_HOST = f"{TAG_SYS_PREFIX}host"
+TAG_PID = f"{TAG_SYS_PREFIX}pid"
+TAG_PROC_START = f"{TAG_SYS_PREFIX}proc_start"
 #: The Ray node IP a run was started on (set only inside a Ray process): tells the nodes of a cluster apart
 #: when their host names agree (several nodes on one machine).
-TAG_NODE_IP = "lgeom.sys.node_ip"
+TAG_NODE_IP = f"{TAG_SYS_PREFIX}node_ip"
+#: The stage a running trial is in now (train, connect, probe, log), updated live.
+TAG_CURRENT_STAGE = "lgeom.current_stage"
+#: Provenance: the git commit (MLflow's own tag) and whether the working tree had uncommitted changes.
+TAG_GIT_COMMIT = "mlflow.source.git.commit"
+TAG_GIT_DIRTY = "lgeom.git_dirty"
+#: MLflow's entry-point tag (shown as the run's source in the UI).
+TAG_SOURCE_NAME = "mlflow.source.name"
+#: On an ``mlflow run`` project run that could not be the step's run (another experiment): the run that was.
+TAG_LINKED_RUN = "lgeom.linked_run"
 TAG_STAGES_SKIPPED = "lgeom.stages_skipped"
 TAG_FAILED_CELLS = "lgeom.failed_cells"
 TAG_MODEL_PREFIX = "lgeom.model."
@@ -162,53 +210,72 @@ def split_column(split: str, quantity: str) -> str:
 
 
 def endpoint_metric(endpoint: str, split: str, quantity: str) -> str:
-    """An endpoint's final loss or accuracy (eval mode): ``a``, ``test``, ``acc`` -> ``a.test_acc``."""
-    return _join(endpoint, split_column(split, quantity))
+    """An endpoint's final loss or accuracy (eval mode): ``a``, ``test``, ``acc`` -> ``endpoint/a/test_acc``."""
+    return _join(ENDPOINT, endpoint, split_column(split, quantity))
 
 
 def endpoint_stat_metric(endpoint: str, quantity: str) -> str:
-    """A per-endpoint number from :data:`ENDPOINT_STATS`: ``a``, ``samples_per_s`` -> ``a.samples_per_s``."""
-    return _join(endpoint, quantity)
+    """A per-endpoint number from :data:`ENDPOINT_STATS`: ``a``, ``samples_per_s`` -> ``endpoint/a/samples_per_s``."""
+    return _join(ENDPOINT, endpoint, quantity)
 
 
 def history_prefix(endpoint: str) -> str:
-    """Series prefix of an endpoint's per-epoch history: metric ``<prefix>.<column>`` with step = epoch."""
-    return _join(endpoint, "history")
+    """Series prefix of an endpoint's per-epoch history: ``train/a`` (see :func:`history_metric`)."""
+    return _join(TRAIN, endpoint)
+
+
+def history_metric(endpoint: str, column: str) -> str:
+    """A column of an endpoint's per-epoch history as a live series (step = epoch): training-split columns
+    lose their ``train_`` prefix (``train_loss`` -> ``train/a/loss``), others keep their name
+    (``test_acc`` -> ``train/a/test_acc``, ``lr`` -> ``train/a/lr``, ``lambda_max`` -> ``train/a/lambda_max``).
+    """
+    return _join(history_prefix(endpoint), column.removeprefix(_TRAIN_PREFIX))
+
+
+def fit_history_metric(curve: str, column: str) -> str:
+    """A column of a curve fit's per-epoch history as a live series (step = epoch): ``fit/bezier/loss``."""
+    return _join(FIT, curve, column)
 
 
 def barrier_metric(path: str | None, split: str, quantity: str) -> str:
-    """A path's scalar from :data:`BARRIER_QUANTITIES` on ``split``: ``bezier.test.loss_barrier``
-    (``test.loss_barrier`` with ``path=None``, as library summaries of one path key it).
+    """A path's scalar from :data:`BARRIER_QUANTITIES` on ``split``: ``bezier``, ``test``, ``loss_barrier`` ->
+    ``barrier/bezier/test/loss`` (``barrier/test/loss`` with ``path=None``, as library summaries of one path
+    key it); ``loss_barrier_interp`` is named ``loss_interp``.
     """
-    return _join(path, split, quantity)
+    return _join(BARRIER, path, split, _BARRIER_SHORT.get(quantity, quantity))
 
 
 def gap_metric(path: str | None, quantity: str) -> str:
-    """A path's generalisation-gap maximum (:data:`GAP_QUANTITIES`): ``linear.gen_gap_max``."""
-    return _join(path, quantity)
+    """A path's generalisation-gap maximum (:data:`GAP_QUANTITIES`): ``gap/linear/gen_gap_max``."""
+    return _join(GAP, path, quantity)
 
 
 def triangle_metric(curve: str, quantity: str, *, point: str | None = None) -> str:
-    """Triangle geometry (:data:`TRIANGLE_QUANTITIES`) of ``curve``: ``bezier.dist_ac`` for A, C, B;
-    ``bezier.mid.dist_ac`` for A, phi(0.5), B with ``point="mid"``.
+    """Triangle geometry (:data:`TRIANGLE_QUANTITIES`) of ``curve``: ``triangle/bezier/dist_ac`` for A, C, B;
+    ``triangle/bezier/mid/dist_ac`` for A, phi(0.5), B with ``point="mid"``.
     """
-    return _join(curve, point, quantity)
+    return _join(TRIANGLE, curve, point, quantity)
 
 
 def fit_metric(curve: str, quantity: str) -> str:
-    """How the fit of ``curve`` ended (:data:`FIT_QUANTITIES`): ``bezier.fit_loss``."""
-    return _join(curve, quantity)
+    """How the fit of ``curve`` ended (:data:`FIT_QUANTITIES`): ``fit_loss`` -> ``fit/bezier/final_loss``,
+    ``fit_time_s`` -> ``fit/bezier/time_s`` (``fit/bezier/loss`` is the live series, :func:`fit_history_metric`).
+    """
+    return _join(FIT, curve, _FIT_SHORT.get(quantity, quantity))
 
 
 def align_metric(quantity: str) -> str:
-    """Permutation alignment of B onto A (:data:`ALIGN_QUANTITIES`): ``align.iterations``."""
-    return _join("align", quantity)
+    """Permutation alignment of B onto A (:data:`ALIGN_QUANTITIES`): ``align/iterations``."""
+    return _join(ALIGN, quantity)
 
 
 def probe_metric(family: str, quantity: str, *, point: str | None = None) -> str:
-    """A probe scalar at a point: ``hessian``, ``lambda_max``, point ``a`` -> ``hessian.a.lambda_max``
-    (``hessian.lambda_max`` without a point, as :meth:`lgeom.probes.PointProbes.summary` keys it).
+    """A probe scalar at a point: ``hessian``, ``lambda_max``, point ``a`` -> ``hessian/a/lambda_max``
+    (``hessian/lambda_max`` without a point, as :meth:`lgeom.probes.PointProbes.summary` keys it). Solver
+    diagnostics (:data:`DIAG_QUANTITIES`) go to the ``diag`` family: ``diag/a/hessian_n_hvp``.
     """
+    if quantity in DIAG_QUANTITIES.get(family, ()):
+        return _join(DIAG, point, f"{family}_{quantity}")
     return _join(family, point, quantity)
 
 
@@ -229,31 +296,31 @@ def topk_columns(columns: list[str] | tuple[str, ...]) -> list[str]:
 
 
 def trajectory_metric(family: str, quantity: str) -> str:
-    """A trajectory probe (:data:`TRAJECTORY_QUANTITIES`): ``pca.explained_variance_1``."""
+    """A trajectory probe (:data:`TRAJECTORY_QUANTITIES`): ``pca/explained_variance_1``."""
     return _join(family, quantity)
 
 
 def trial_metric(quantity: str) -> str:
-    """A study trial's own numbers (``compute_s``, ``wall_time_s``): ``trial.compute_s``."""
-    return _join("trial", quantity)
+    """A study trial's own numbers (``compute_s``, ``wall_time_s``): ``trial/compute_s``."""
+    return _join(TRIAL, quantity)
 
 
 def study_metric(quantity: str) -> str:
-    """A study parent run's counts (``cells_finished`` ...): ``study.cells_finished``."""
-    return _join("study", quantity)
+    """A study parent run's counts (``cells_finished`` ...): ``study/cells_finished``."""
+    return _join(STUDY, quantity)
 
 
 def series_metric(path: str, column: str) -> str:
-    """A column of a path table logged along the path with step = point index: ``linear.test_acc``."""
-    return _join(path, column)
+    """A column of a path table logged along the path with step = point index: ``path/linear/test_acc``."""
+    return _join(PATH, path, column)
 
 
 def parse_series_metric(name: str) -> tuple[str, str] | None:
     """``(path, column)`` of a :func:`series_metric` name, ``None`` for a name of another shape."""
-    path, sep, column = name.partition(SEP)
-    if not sep or not column or SEP in column:
+    parts = name.split(SEP)
+    if len(parts) != 3 or parts[0] != PATH or not all(parts):
         return None
-    return path, column
+    return parts[1], parts[2]
 
 
 #: Tune runs: the best trial's test accuracy on the parent, per trial ``test_acc`` and ``epochs``.
@@ -262,8 +329,19 @@ TUNE_TRIAL_METRICS = ("test_acc", "epochs")
 
 
 def tune_best_param(key: str) -> str:
-    """Param of a tune parent run holding the best value of ``key``: ``best.train.lr``."""
-    return _join("best", key)
+    """Param of a tune parent run holding the best value of ``key``: ``best.train.lr`` (params are dotted)."""
+    return f"best.{key}"
+
+
+#: Characters MLflow refuses in a LoggedModel name, and what :func:`model_name` writes instead.
+_MODEL_NAME_FORBIDDEN = {"/": "-", ":": "_", ".": "_", "%": "_", '"': "_", "'": "_"}
+
+
+def model_name(cell: str, role: str) -> str:
+    """The MLflow LoggedModel name of endpoint ``role`` of ``cell``: ``mlp2x16/moons/sgd``, ``a`` ->
+    ``mlp2x16-moons-sgd-a`` (MLflow refuses ``/ : . % " '`` in model names: ``/`` becomes ``-``, the others ``_``).
+    """
+    return "".join(_MODEL_NAME_FORBIDDEN.get(ch, ch) for ch in f"{cell}/{role}")
 
 
 def model_tag(endpoint: str) -> str:
@@ -353,31 +431,69 @@ def contract_rows() -> list[tuple[str, str, str]]:
             f"`{TAG_ERROR}`, `{TAG_STAGES_SKIPPED}`, `{TAG_FAILED_CELLS}`",
             "error of a FAILED run, stages a resumed trial skipped, failed cells of a study",
         ),
+        ("tag", f"`{TAG_CURRENT_STAGE}`", "the stage a trial is in now (updated while it runs)"),
+        (
+            "tag",
+            f"`{TAG_GIT_COMMIT}`, `{TAG_GIT_DIRTY}`, `{TAG_SOURCE_NAME}`, `{TAG_NOTE}`",
+            "provenance: git commit, uncommitted changes (true/false), entry point, description",
+        ),
+        ("tag", f"`{TAG_SYS_PREFIX}*`", "bookkeeping for orphan detection (host, pid, process start)"),
         ("param", f"`<section>.<key>`, `{PARAM_N_PARAMS}`", "the flattened cell config and the parameter count"),
         (
             "metric",
             f"`{endpoint_metric(e, s, q(SPLIT_QUANTITIES))}`",
             "endpoint's final loss / accuracy (%), eval mode",
         ),
-        ("metric", f"`{barrier_metric(p, s, q(BARRIER_QUANTITIES))}`", "barriers, accuracy drop and AUC along a path"),
+        (
+            "metric",
+            f"`{barrier_metric(p, s, q(tuple(_BARRIER_SHORT.get(x, x) for x in BARRIER_QUANTITIES)))}`",
+            "barriers, accuracy drop and AUC along a path",
+        ),
         ("metric", f"`{gap_metric(p, q(GAP_QUANTITIES))}`", "max over t of test - train loss / train - test accuracy"),
         (
             "metric",
             f"`{triangle_metric(c, q(TRIANGLE_QUANTITIES))}`",
-            "triangle A, C, B (`<curve>.mid.*`: A, phi(0.5), B)",
+            f"triangle A, C, B (`{triangle_metric(c, '*', point=MID)}`: A, phi(0.5), B)",
         ),
-        ("metric", f"`{fit_metric(c, q(FIT_QUANTITIES))}`", "final fit loss and fit time of a curve"),
+        (
+            "metric",
+            f"`{fit_metric(c, q(tuple(_FIT_SHORT.get(x, x) for x in FIT_QUANTITIES)))}`",
+            "final fit loss and fit time of a curve",
+        ),
         ("metric", f"`{align_metric(q(ALIGN_QUANTITIES))}`", "permutation alignment of B onto A"),
         *[
-            ("metric", f"`{probe_metric(fam, q(qs), point=pt)}`", _PROBE_MEANINGS[fam])
+            (
+                "metric",
+                f"`{probe_metric(fam, q(tuple(x for x in qs if x not in DIAG_QUANTITIES.get(fam, ()))), point=pt)}`",
+                _PROBE_MEANINGS[fam],
+            )
             for fam, qs in PROBE_QUANTITIES.items()
+        ],
+        *[
+            ("metric", f"`{_join(DIAG, pt, fam)}_{q(qs)}`", f"solver diagnostics of the {fam} probe")
+            for fam, qs in DIAG_QUANTITIES.items()
         ],
         *[
             ("metric", f"`{trajectory_metric(fam, q(qs))}`", _TRAJECTORY_MEANINGS[fam])
             for fam, qs in TRAJECTORY_QUANTITIES.items()
         ],
+        (
+            "metric",
+            f"`{trial_metric('<quantity>')}`, `{study_metric('<quantity>')}`",
+            "a trial's compute / wall time; a study's cell counts and wall time",
+        ),
+        (
+            "series",
+            f"`{history_metric(e, '{loss,acc,test_loss,test_acc,lr,time_s}')}`",
+            "per-epoch training of an endpoint, logged live while the trial runs, step = epoch",
+        ),
+        (
+            "series",
+            f"`{history_metric(e, q(TRACK_QUANTITIES))}`",
+            "top Hessian eigenvalue every `train.track_hessian_every` epochs, and 2/lr (SGD)",
+        ),
+        ("series", f"`{fit_history_metric(c, '{loss,lr,time_s}')}`", "per-epoch curve fit, logged live, step = epoch"),
         ("series", f"`{series_metric(p, '<column>')}`", "every column of `paths/<path>.csv` but t, step = point index"),
-        ("series", f"`{history_prefix(e)}.<column>`", "per-epoch training history, step = epoch"),
         ("artifact", f"`{ENDPOINTS_DIR}/` -> model `{e}`", "endpoints as MLflow PyTorch models (pickle)"),
         ("artifact", f"`{path_table_artifact(p)}`", "t plus train/test loss and accuracy, probe columns"),
         ("artifact", f"`{curve_artifact(c)}`", "control points and the config to rebuild the curve"),

@@ -7,7 +7,7 @@ bar; pipelines add callbacks that log to MLflow or report to Ray Tune.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -24,6 +24,8 @@ class ProgressEvent:
         total: total steps expected (0 when unknown).
         epoch: current epoch (0-based) where the loop has epochs, else -1.
         metrics: numbers to report (e.g. ``{"loss": ...}``; per-epoch metrics on ``"epoch"`` events).
+        scope: what the loop works on when a caller runs it several times (the endpoint ``"a"`` being
+            trained, the path ``"bezier"`` being fitted); ``""`` when unset (see :func:`scoped`).
     """
 
     task: str
@@ -32,6 +34,7 @@ class ProgressEvent:
     total: int = 0
     epoch: int = -1
     metrics: dict[str, float] = field(default_factory=dict)
+    scope: str = ""
 
 
 Callback = Callable[[ProgressEvent], None]
@@ -70,6 +73,20 @@ def resolve_callbacks(callbacks: Sequence[Callback] | None, progress: bool, desc
     if progress:
         out.append(TqdmProgress(desc))
     return out
+
+
+def scoped(callbacks: Sequence[Callback] | None, scope: str) -> list[Callback]:
+    """``callbacks`` that receive every event with :attr:`ProgressEvent.scope` set to ``scope`` (events
+    already scoped by an inner caller keep theirs).
+    """
+
+    def wrap(cb: Callback) -> Callback:
+        def scoped_callback(event: ProgressEvent) -> None:
+            cb(event if event.scope else replace(event, scope=scope))
+
+        return scoped_callback
+
+    return [wrap(cb) for cb in callbacks or []]
 
 
 def emit(callbacks: Sequence[Callback], event: ProgressEvent) -> None:

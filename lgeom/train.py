@@ -33,6 +33,33 @@ from lgeom.seed import set_seed
 from lgeom.specs import Problem, neutral_setting
 from lgeom.table import Table
 
+#: Samples (the first ones of the unaugmented training set) and Lanczos steps of ``track_hessian_every``.
+TRACK_HESSIAN_SAMPLES = 256
+TRACK_HESSIAN_ITER = 12
+#: History columns of ``track_hessian_every`` (the contract's ``train/<endpoint>/<column>`` series).
+TRACK_QUANTITIES = names.TRACK_QUANTITIES
+#: Optimisers whose stability threshold 2 / lr is tracked next to lambda_max.
+_TWO_OVER_LR_OPTIMIZERS = ("sgd",)
+
+
+def tracked_sharpness(model: nn.Module, data: Dataset, seed: int) -> float:
+    """The top Hessian eigenvalue of ``model``'s loss on the first :data:`TRACK_HESSIAN_SAMPLES` samples of
+    ``data`` (eval mode, :data:`TRACK_HESSIAN_ITER` Lanczos steps, loose tolerance): cheap enough to track
+    during training. The model's train/eval mode is restored.
+    """
+    from lgeom.hessian import top_eigenvalues  # lgeom.hessian is heavier than the training loop needs
+
+    was_training = model.training
+    n = min(TRACK_HESSIAN_SAMPLES, len(data))  # type: ignore[arg-type]
+    device = next(model.parameters()).device
+    batch = next(iter(make_loader(torch.utils.data.Subset(data, range(n)), n, shuffle=False)))
+    batches = [(batch[0].to(device), batch[1].to(device))]
+    try:
+        result = top_eigenvalues(model, batches, k=1, max_iter=TRACK_HESSIAN_ITER, tol=1e-2, seed=seed)
+    finally:
+        model.train(was_training)
+    return float(result.values[0])
+
 
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN or infinite; carries ``epoch``, ``step`` and ``value``."""
@@ -77,6 +104,10 @@ class TrainSpec(OptimSpec):
         eval_every: evaluate the test set every k epochs (and always after the last).
         num_workers: DataLoader workers for datasets that are not in memory.
         checkpoint_every: with a checkpoint folder, save the loop state every k epochs.
+        track_hessian_every: every k epochs (0: never) estimate the top Hessian eigenvalue of the current
+            weights (a few Lanczos steps on the first :data:`TRACK_HESSIAN_SAMPLES` training samples, eval
+            mode) into history column ``lambda_max``, and for SGD ``two_over_lr`` = 2 / lr, the stability
+            threshold that full-batch gradient descent's sharpness hovers at (edge of stability).
     """
 
     epochs: int = 10
@@ -90,6 +121,7 @@ class TrainSpec(OptimSpec):
     eval_every: int = 1
     num_workers: int = neutral_setting(0, "loader workers deliver the same batches")
     checkpoint_every: int = neutral_setting(1, "a resumed run continues bit-for-bit")
+    track_hessian_every: int = 0
 
     def problems(self) -> list[Problem]:
         """Every invalid field (empty when valid)."""
@@ -98,7 +130,7 @@ class TrainSpec(OptimSpec):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 out.append(Problem(name, f"expected an integer > 0, got {v!r}"))
-        for name in ("seed", "snapshot_every", "grad_snapshot_every", "num_workers"):
+        for name in ("seed", "snapshot_every", "grad_snapshot_every", "num_workers", "track_hessian_every"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v < 0:
                 out.append(Problem(name, f"expected an integer >= 0, got {v!r}"))
@@ -289,6 +321,12 @@ def train(
         if test_data is not None and ((epoch + 1) % spec.eval_every == 0 or last):
             res = evaluate(model, make_loader(test_data, max(spec.batch_size, 256)))
             row["test_loss"], row["test_acc"] = res.loss, res.acc
+        if spec.track_hessian_every:
+            row.update(dict.fromkeys(TRACK_QUANTITIES, math.nan))
+            if (epoch + 1) % spec.track_hessian_every == 0 or last:
+                row[TRACK_QUANTITIES[0]] = tracked_sharpness(model, train_eval_data or train_data, spec.seed)
+                if spec.optimizer in _TWO_OVER_LR_OPTIMIZERS:
+                    row[TRACK_QUANTITIES[1]] = 2.0 / lr
         row["time_s"] = time.perf_counter() - t0
         rows.append(row)
         emit(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
 import re
 import sys
 from collections.abc import Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 from lgeom.data import DatasetNotFoundError
 from lgeom.train import NonFiniteLossError
-from pipelines.config import ConfigError, load_config
+from pipelines.config import ConfigError, available_presets, load_config
 from tracking.store import StoreUnavailableError
 
 # step -> (module, takes a preset, one-line help)
@@ -65,21 +66,71 @@ def split_overrides(items: Sequence[str]) -> list[str]:
     return out
 
 
+_ROLE = re.compile(r":[\w:.-]+:`~?([^`<]+?)(?:\s*<[^>]*>)?`")
+_LITERAL = re.compile(r"``([^`]+)``")
+
+
+def plain_text(text: str) -> str:
+    """A docstring as plain help text: reStructuredText roles (``:func:`x```, ``:mod:`~a.b```) and double
+    backticks are reduced to their content.
+    """
+    return _LITERAL.sub(r"\1", _ROLE.sub(r"\1", text))
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default (``(default: 0.0)``) unless its help already talks about the default
+    or there is none to show (``None``, ``""``, ``False``); descriptions keep their paragraphs.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = action.help or ""
+        nothing = (
+            action.default is None
+            or action.default is False
+            or action.default == ""
+            or action.default == argparse.SUPPRESS
+        )
+        if "default" in text or nothing or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n\n".join(super(HelpFormatter, self)._fill_text(p, width, indent) for p in text.split("\n\n"))
+
+
+def version() -> str:
+    """The installed package's version (``lgeom --version``), ``unknown`` when it is not installed."""
+    try:
+        return importlib.metadata.version("lgeom")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``lgeom`` argument parser with one subcommand per available step."""
+    presets = ", ".join(available_presets())
     parser = argparse.ArgumentParser(
         prog="lgeom",
         description="Loss-landscape geometry studies tracked in MLflow. "
         "Example: lgeom train --preset quick train.epochs=5",
+        epilog=f"presets: {presets}",
+        formatter_class=HelpFormatter,
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version()}")
     sub = parser.add_subparsers(dest="step", metavar="<step>")
     for step, (module_name, takes_preset, help_text) in STEPS.items():
         module = _load(module_name)
         if module is None or not hasattr(module, "cli"):
             continue
-        p = sub.add_parser(step, help=help_text, description=(module.__doc__ or help_text).strip().split("\n\n")[0])
+        p = sub.add_parser(
+            step,
+            help=help_text,
+            description=plain_text((module.__doc__ or help_text).strip().split("\n\n")[0]),
+            formatter_class=HelpFormatter,
+            epilog=f"presets: {presets}" if takes_preset else None,
+        )
         if takes_preset:
-            p.add_argument("--preset", default="quick", help="preset name (pipelines/presets) or a YAML file")
+            p.add_argument("--preset", default="quick", help=f"preset name ({presets}) or a YAML file")
             p.add_argument("--cell", default=None, help="only this matrix cell (e.g. mlp2x16/moons/sgd)")
             p.add_argument("--no-progress", action="store_true", help="no progress bars")
             p.add_argument("overrides", nargs="*", metavar="key=value", help="dotted overrides, e.g. train.epochs=5")

@@ -4,8 +4,9 @@ and writing results to the local output folder.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -74,3 +75,29 @@ def train_endpoint(
         checkpoint_dir=ckpt,
     )
     return model, result, ckpt
+
+
+#: Params that only one optimizer family reads: logged only on cells using that family.
+_OPTIMIZER_PARAMS = {"momentum": ("sgd",), "nesterov": ("sgd",), "betas": ("adam", "adamw")}
+#: Params that only one learning-rate schedule reads.
+_SCHEDULE_PARAMS = {"milestones": ("step",), "gamma": ("step",)}
+
+
+def applicable_params(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """The flattened cell config (``Config.flat()``) without what does not apply to the cell: ``None``
+    values (defaults left to the library), optimizer settings of another optimizer (no ``train.momentum``
+    on an Adam cell, no ``train.betas`` on an SGD cell) and ``step``-schedule settings of other schedules.
+    """
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if value is None:
+            continue
+        section, _, leaf = key.rpartition(".")
+        optimizer = flat.get(f"{section}.optimizer")
+        schedule = flat.get(f"{section}.schedule")
+        if optimizer is not None and leaf in _OPTIMIZER_PARAMS and optimizer not in _OPTIMIZER_PARAMS[leaf]:
+            continue
+        if schedule is not None and leaf in _SCHEDULE_PARAMS and schedule not in _SCHEDULE_PARAMS[leaf]:
+            continue
+        out[key] = value
+    return out

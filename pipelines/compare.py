@@ -1,7 +1,7 @@
 """Step ``compare``: comparison tables from logged runs, printed in the terminal.
 
-    lgeom compare --study quick --metrics bezier.test.acc_auc,linear.test.loss_barrier   # per setting, over seeds
-    lgeom compare --study quick --metrics bezier.test.acc_auc --by model,optimizer
+    lgeom compare --study quick --metrics barrier/bezier/test/acc_auc,barrier/linear/test/loss  # per setting
+    lgeom compare --study quick --metrics barrier/bezier/test/acc_auc --by model,optimizer
     lgeom compare --study resnet-depth --table depth-auc --format markdown
     lgeom compare --study resnet-depth --table depth-triangle --format csv > triangle.csv
 
@@ -11,12 +11,20 @@ Runs come from ``$MLFLOW_TRACKING_URI`` (or ``--tracking-uri``), else the embedd
 from __future__ import annotations
 
 import sys
+import tempfile
+import warnings
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from lgeom import names
 from pipelines.report import main_table, with_setting
 from tracking import query
 from tracking.query import FORMATS
-from tracking.store import StoreUnavailableError, connect
+from tracking.redact import redact
+from tracking.runs import attach_run, project_run_id
+from tracking.store import Store, StoreUnavailableError, connect
 
 TABLES = ("compare", "depth-auc", "depth-triangle")
 
@@ -72,7 +80,38 @@ def cli(cfg: Any, args: Any) -> int:
         print(f"{prog}: error: {msg}", file=sys.stderr)
         return 2
     print(query.format_table(table, args.format))
+    _log_to_project_run(store, table, args)
     return 0
+
+
+def _log_to_project_run(store: Store, table: pd.DataFrame, args: Any) -> None:
+    """Under ``mlflow run`` the project run is the run this comparison used: it gets the table (CSV, under
+    ``tables/``), tag ``lgeom.study`` and a description, instead of staying an empty stray run.
+    """
+    run_id = project_run_id()
+    if run_id is None:
+        return
+    try:
+        run = attach_run(store, run_id)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"{args.table}.csv"
+            table.to_csv(path, index=False)
+            run.log_artifact(path, names.REPORT_TABLES_DIR)
+        what = ", ".join(_split(args.metrics)) or "the main comparison per setting"
+        run.set_tags(
+            {
+                names.TAG_STUDY: args.study,
+                names.TAG_NOTE: f"`lgeom compare --study {args.study} --table {args.table}`: {what}; "
+                f"the table is the artifact `{names.REPORT_TABLES_DIR}/{args.table}.csv`.",
+            }
+        )
+        run.verify()
+    except Exception as err:  # noqa: BLE001 - the table was printed; recording it is a courtesy
+        warnings.warn(
+            f"could not record the comparison on the mlflow run project run {run_id} ({redact(str(err))[:200]})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from lgeom.device import resolve_device
 from lgeom.params import Params, count_params
 from lgeom.safe_io import load_plain
 from lgeom.seed import set_seed
-from pipelines.common import build_cell_model, cell_dir, load_splits, train_endpoint
+from pipelines.common import applicable_params, build_cell_model, cell_dir, load_splits, train_endpoint
 from pipelines.config import Cell, Config, config_hash
 from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
@@ -108,7 +108,7 @@ def main(
                 cell=c.name,
                 config_hash=config_hash(ccfg),
                 stage=names.STAGE_CONNECT,
-                params=ccfg.flat(),
+                params=applicable_params(ccfg.flat()),
                 model=model,
                 store=store,
             )
@@ -153,7 +153,7 @@ def _fill_cell_bundle(
     bundle: Bundle, *, cell: Cell, result: ConnectResult, model: torch.nn.Module, splits: Splits
 ) -> None:
     write_connect_result(bundle, result, extra=model_extra(cell.config, splits), title=cell.name)
-    bundle.add_params({**cell.config.flat(), names.PARAM_N_PARAMS: count_params(model)})
+    bundle.add_params({**applicable_params(cell.config.flat()), names.PARAM_N_PARAMS: count_params(model)})
     bundle.add_tags(
         {
             names.TAG_CELL: cell.name,

@@ -40,7 +40,7 @@ from lgeom.safe_io import load_plain
 from lgeom.surfaces.pca import PCAPlaneResult, pca_plane
 from lgeom.table import Table
 from lgeom.train import TrainResult
-from pipelines.common import build_cell_model, cell_dir, load_splits, train_endpoint
+from pipelines.common import applicable_params, build_cell_model, cell_dir, load_splits, train_endpoint
 from pipelines.config import Config, config_hash
 from pipelines.connect import load_endpoint, write_bundle_atomically
 from pipelines.guards import check_writable_dir
@@ -118,11 +118,11 @@ def trajectory_of(checkpoint: str | Path) -> dict[str, list[Any]]:
 def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figures: bool = True) -> dict[str, float]:
     """Write a :class:`~lgeom.probes.PointProbes` for ``point`` (``a``, ``b``, ``mid`` ...) into a bundle.
 
-    Metrics ``<family>.<point>.<name>``: ``hessian.<point>.lambda_max``, ``.topk_mean``, ``.trace`` (+
-    ``.trace_stderr``, ``.converged``, ``.n_hvp``, ``.density_mean``), ``sharpness.<point>.eps_avg``,
-    ``.eps_worst`` (+ ``.eps_avg_max``, ``.flatness``), ``curvature.<point>.mc_mean|mc_std|mc_frac_negative``,
-    ``probe.<point>.loss``; ``spectra/<point>.json``; the samples and the 1-D slice under ``probes.json``;
-    ``planes/slice_<point>.npz``; figures ``<point>_topk``, ``_density``, ``_sharpness``, ``_slice1d``,
+    Metrics ``<family>/<point>/<name>``: ``hessian/<point>/lambda_max``, ``topk_mean``, ``trace`` (+
+    ``trace_stderr``, ``density_mean``; solver diagnostics ``diag/<point>/hessian_converged|hessian_n_hvp``),
+    ``sharpness/<point>/eps_avg``, ``eps_worst`` (+ ``eps_avg_max``, ``flatness``),
+    ``curvature/<point>/mc_mean|mc_std|mc_frac_negative``, ``probe/<point>/loss``; ``spectra/<point>.json``; the
+    samples and the 1-D slice under ``probes.json``; ``planes/slice_<point>.npz``; figures ``<point>_topk``, ``_density``, ``_sharpness``, ``_slice1d``,
     ``_slice2d``, ``_surface3d``.
 
     Returns:
@@ -215,9 +215,9 @@ def write_trajectory_probes(
     effective_dim: EffectiveDimensionality | None = None,
     figures: bool = True,
 ) -> None:
-    """Write the PCA plane (``planes/pca.npz``, ``figures/pca_plane.png``, metrics ``pca.explained_variance_1|2``,
+    """Write the PCA plane (``planes/pca.npz``, ``figures/pca_plane.png``, metrics ``pca/explained_variance_1|2``,
     ``pca.max_relative_residual``) and the gradients' effective dimensionality (``effective_dim.json``, metrics
-    ``gradients.effective_dim``, ``gradients.effective_dim_ratio``).
+    ``gradients/effective_dim``, ``gradients/effective_dim_ratio``).
     """
     if pca is not None:
         bundle.write_plane("pca", pca.to_arrays())
@@ -321,7 +321,7 @@ def probe_cell(
         )
 
     Returns:
-        The metrics of the points: ``hessian.<point>.*``, ``sharpness.<point>.*``, ``curvature.<point>.*``,
+        The metrics of the points: ``hessian/<point>/*``, ``sharpness/<point>/*``, ``curvature/<point>/*``,
         ``probe.<point>.loss`` for point in a, b, mid (path columns and trajectory metrics go to the bundle).
 
     Raises:
@@ -527,7 +527,7 @@ def main(
                 cell=c.name,
                 config_hash=config_hash(ccfg),
                 stage=names.STAGE_PROBE,
-                params=ccfg.flat(),
+                params=applicable_params(ccfg.flat()),
                 store=store,
             )
             print(f"{c.name}: logged to MLflow run {summary['run_id']} ({store.describe()})")

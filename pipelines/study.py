@@ -13,6 +13,7 @@ marked KILLED. Exit status 0 when every cell finished, 1 when some failed (they 
 from __future__ import annotations
 
 import contextlib
+import json
 import sys
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -38,8 +39,10 @@ from pipelines.ray_runtime import (
 )
 from pipelines.report import main_table, write_report
 from pipelines.trial import TrialContext, run_cell, work_dir
+from tracking.provenance import git_tags, set_experiment_note
 from tracking.query import format_table
 from tracking.redact import redact
+from tracking.registry import register_endpoints
 from tracking.runs import (
     ensure_experiment,
     find_finished_run,
@@ -281,9 +284,12 @@ def run_trials(
     return out
 
 
-def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = None) -> StudySummary:
+def main(
+    cfg: Config, *, address: str | None = None, report_dir: Path | None = None, register: bool = False
+) -> StudySummary:
     """Run the study of ``cfg``: skip FINISHED cells, close orphans, run the rest on Ray Tune, log the
-    summary, comparison table and figures to the parent run, and write the report.
+    summary, comparison table and figures to the parent run, and write the report. With ``register`` the
+    endpoints of the cells finished now go to the Model Registry (:func:`tracking.registry.register_endpoints`).
 
     Before anything is created (no MLflow run, no Ray): the output and report folders must be writable,
     a local Ray's per-trial CPUs / GPUs must fit this machine, and no other study of the same name may
@@ -309,11 +315,17 @@ def main(cfg: Config, *, address: str | None = None, report_dir: Path | None = N
                 f"study {cfg.name}: taking over the lock of a study that is no longer running "
                 f"({describe_holder(lock.previous)})"
             )
-        return _run_study(cfg, cells, address=address, report_dir=report_dir, t0=t0)
+        return _run_study(cfg, cells, address=address, report_dir=report_dir, t0=t0, register=register)
 
 
 def _run_study(
-    cfg: Config, cells: list[Cell], *, address: str | None, report_dir: Path | None, t0: float
+    cfg: Config,
+    cells: list[Cell],
+    *,
+    address: str | None,
+    report_dir: Path | None,
+    t0: float,
+    register: bool = False,
 ) -> StudySummary:
     """The study itself, once :func:`main` checked its inputs and holds the lock."""
     store = connect()
@@ -357,17 +369,25 @@ def _run_study(
             )
             if notice:
                 print(notice, file=sys.stderr, flush=True)
+        set_experiment_note(store, exp_id, describe_study(cfg))
+        parent_tags = run_tags(
+            study=cfg.name,
+            stage=names.STAGE_STUDY,
+            extra={names.TAG_NOTE: describe_invocation(cfg, cells, todo, report_dir)},
+        )
         parent = stack.enter_context(
             tracked_run(
                 store,
                 experiment_id=exp_id,
                 run_name=f"study {time.strftime('%Y-%m-%d %H:%M:%S')}",
-                tags=run_tags(study=cfg.name, stage=names.STAGE_STUDY),
+                tags=parent_tags,
                 params=params,
+                adopt_project_run=True,
             )
         )
         summary.parent_run_id = parent.run_id
         check_no_running_study(store, exp_id, cfg.name, own_run=parent.client.get_run(parent.run_id))
+        trial_tags = {**git_tags(), names.TAG_SOURCE_NAME: ENTRY_POINT}
         contexts = {
             c.name: TrialContext(
                 cfg.name,
@@ -378,6 +398,7 @@ def _run_study(
                 store,
                 str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)),
                 bars=sys.stdout.isatty(),
+                tags=trial_tags,
             )
             for c in todo
         }
@@ -385,6 +406,8 @@ def _run_study(
         for r in results:
             if r.get("status") == "FINISHED":
                 summary.finished.append(r["cell"])
+                if register and r.get("run_id"):
+                    register_endpoints(store, r["run_id"], study=cfg.name, cell=r["cell"])
             else:
                 summary.failed[r["cell"]] = r.get("error") or "unknown error"
         # A trial whose worker died leaves its child run RUNNING: close it before the parent ends.
@@ -394,6 +417,30 @@ def _run_study(
         if summary.failed:
             raise StudyFailed(summary)
     return summary
+
+
+#: The entry point recorded as each trial's ``mlflow.source.name`` (instead of Ray's worker script).
+ENTRY_POINT = "lgeom study"
+
+
+def describe_study(cfg: Config) -> str:
+    """The experiment's description: the study and its preset's description."""
+    text = (
+        f"Study `{cfg.name}` (`lgeom study --preset {cfg.name}`): one child run per cell of the matrix under one "
+        "parent run per invocation."
+    )
+    return f"{text}\n\n{cfg.description.strip()}" if cfg.description.strip() else text
+
+
+def describe_invocation(cfg: Config, cells: Sequence[Cell], todo: Sequence[Cell], report_dir: Path | None) -> str:
+    """The parent run's description: preset, matrix axes, number of cells, where the report goes."""
+    axes = "; ".join(f"`{k}` in {json.dumps(v, default=str)}" for k, v in cfg.study.matrix.items()) or "none (one cell)"
+    out = report_dir or Path("reports") / cfg.name
+    return (
+        f"`lgeom study --preset {cfg.name}`: {len(cells)} cell(s) ({len(todo)} run now, {len(cells) - len(todo)} "
+        f"already FINISHED), matrix axes: {axes}. Report: artifacts `{names.REPORT_DIR}/{names.REPORT_HTML}` and "
+        f"`{names.REPORT_DIR}/{names.REPORT_MARKDOWN}` of this run, and the folder {out}."
+    )
 
 
 class StudyFailed(RuntimeError):
@@ -427,6 +474,12 @@ def add_arguments(parser: Any, step: str) -> None:
     parser.add_argument("--cpu", type=float, default=0.0, help="CPUs per trial (0: the preset's study.cpu)")
     parser.add_argument("--gpu", type=float, default=-1.0, help="GPU fraction per trial (-1: the preset's study.gpu)")
     parser.add_argument("--report-dir", default="", help="where to write the report (default: reports/<study>)")
+    parser.add_argument(
+        "--register",
+        action="store_true",
+        help="put the endpoints of the cells finished now in the Model Registry (<cell>-a / <cell>-b, "
+        "alias = the study)",
+    )
 
 
 def cli(cfg: Config, args: Any) -> int:
@@ -450,7 +503,12 @@ def cli(cfg: Config, args: Any) -> int:
             )
         cfg = cells[0].config.replace(**{"study.matrix": {}})
     try:
-        summary = main(cfg, address=args.address or None, report_dir=Path(args.report_dir) if args.report_dir else None)
+        summary = main(
+            cfg,
+            address=args.address or None,
+            report_dir=Path(args.report_dir) if args.report_dir else None,
+            register=bool(getattr(args, "register", False)),
+        )
         code = 0
     except StudyFailed as err:
         summary, code = err.summary, 1

@@ -6,7 +6,7 @@ unfinished training and does not retrain finished endpoints.
 
 Each cell is also one MLflow run (experiment = the preset's name, tag ``lgeom.stage=train``, the cell's
 config as params): endpoints ``a``, ``b``, ... (seeds in order) get final metrics ``a.test_acc`` ...,
-their per-epoch history as series ``a.history.<column>`` (step = epoch) and their weights as MLflow
+their per-epoch history as series ``train/a/<column>`` (step = epoch) and their weights as MLflow
 PyTorch models ``a``, ``b``. Runs go to ``$MLFLOW_TRACKING_URI`` or the embedded ``./mlflow.db``; a cell
 already logged FINISHED with the same config hash is not logged again; ``--no-tracking`` skips MLflow.
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from lgeom import names
 from lgeom.params import count_params
-from pipelines.common import cell_dir, load_splits, train_endpoint
+from pipelines.common import applicable_params, cell_dir, load_splits, train_endpoint
 from pipelines.config import Cell, Config, config_hash, expand_matrix
 from pipelines.guards import check_writable_dir
 from tracking.bundle import write_json
@@ -97,7 +97,12 @@ def _cell_run(store: Any, cfg: Config, cell: Cell) -> Any:
         return
     tags = run_tags(study=cfg.name, stage=names.STAGE_TRAIN, cell=cell.name, config_hash=h)
     with tracked_run(
-        store, experiment_id=exp_id, run_name=f"train:{cell.name}", tags=tags, params=cell.config.flat()
+        store,
+        experiment_id=exp_id,
+        run_name=f"train:{cell.name}",
+        tags=tags,
+        params=applicable_params(cell.config.flat()),
+        adopt_project_run=True,
     ) as run:
         yield run
 

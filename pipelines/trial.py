@@ -8,27 +8,35 @@ stage when the study is run again; training itself resumes from its last epoch c
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from lgeom import names
 from lgeom.params import count_params
-from lgeom.progress import ProgressEvent
-from pipelines.common import load_splits, train_endpoint
+from lgeom.progress import ProgressEvent, scoped
+from pipelines.common import applicable_params, load_splits, train_endpoint
 from pipelines.config import Config, config_from_dict, config_hash
 from pipelines.connect import connect_endpoints, model_extra, write_connect_result
 from pipelines.probe import probe_cell
 from tracking.bundle import Bundle, log_bundle, write_json
+from tracking.figures.training import has_sharpness, plot_sharpness
+from tracking.live import LiveLogger
+from tracking.provenance import log_dataset, system_metrics
 from tracking.runs import flatten_params, run_tags, tracked_run
 from tracking.store import wait_for_store
 
 STAGES = ("train", "connect", "probe", "log")
+#: Figure of the endpoints' tracked lambda_max against 2 / lr (``figures/<name>.png``).
+SHARPNESS_FIGURE = "train_sharpness"
+#: Value of tag ``lgeom.current_stage`` once a trial's run has everything logged.
+STAGE_DONE = "done"
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,8 @@ class TrialContext:
         store: ``tracking.store.Store`` (picklable).
         work_dir: absolute folder of the cell's checkpoints and bundle.
         bars: draw per-trial progress bars on the driver (its output is a terminal) instead of log lines.
+        tags: tags for the child run decided by the driver (git commit and dirty flag of the driver's
+            working tree, ``mlflow.source.name`` = the entry point), which a Ray worker cannot see itself.
     """
 
     study: str
@@ -54,6 +64,7 @@ class TrialContext:
     store: Any
     work_dir: str
     bars: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 class StageLog:
@@ -121,22 +132,53 @@ def run_cell(
                 stage=names.STAGE_TRIAL,
                 cell=ctx.cell,
                 config_hash=h,
-                extra={names.TAG_STAGES_SKIPPED: ",".join(skipped)} if skipped else None,
+                extra={
+                    **ctx.tags,
+                    names.TAG_NOTE: describe_cell(cfg, ctx.cell, ctx.study),
+                    **({names.TAG_STAGES_SKIPPED: ",".join(skipped)} if skipped else {}),
+                },
             ),
-            params=flatten_params(cfg.flat()),
+            params=flatten_params(applicable_params(cfg.flat())),
         ) as run:
             summary["run_id"] = run.run_id
             bundle = Bundle(root / "bundle")
-            t_compute = time.perf_counter()
-            model = run_stages(cfg, ctx.cell, root, bundle, stages, callbacks=callbacks, progress=progress, report=send)
-            summary["compute_s"] = time.perf_counter() - t_compute
-            bundle.add_metrics(
-                {
-                    names.trial_metric("compute_s"): summary["compute_s"],
-                    names.trial_metric("wall_time_s"): time.perf_counter() - t0,
-                }
-            )
-            log_bundle(run, bundle, model=model)
+            with system_metrics(run), LiveLogger(run) as live:
+                live.set_tag(names.TAG_CURRENT_STAGE, STAGES[0])
+
+                def send_live(m: dict[str, Any]) -> None:
+                    if m.get("stage") in STAGES[:-1]:  # a stage finished: the next one starts
+                        live.set_tag(names.TAG_CURRENT_STAGE, STAGES[STAGES.index(m["stage"]) + 1])
+                    send(m)
+
+                example: dict[str, Any] = {}
+
+                def on_data(splits: Any) -> None:
+                    log_dataset(run, **dataset_input(cfg, splits))
+                    example["x"] = input_example(splits)
+
+                t_compute = time.perf_counter()
+                model = run_stages(
+                    cfg,
+                    ctx.cell,
+                    root,
+                    bundle,
+                    stages,
+                    callbacks=[*(callbacks or []), live.progress_callback],
+                    progress=progress,
+                    report=send_live,
+                    history=live.log_history,
+                    data=on_data,
+                )
+                summary["compute_s"] = time.perf_counter() - t_compute
+                bundle.add_metrics(
+                    {
+                        names.trial_metric("compute_s"): summary["compute_s"],
+                        names.trial_metric("wall_time_s"): time.perf_counter() - t0,
+                    }
+                )
+                log_bundle(run, bundle, model=model, cell=ctx.cell, input_example=example.get("x"))
+            summary["live_logging_s"] = live.seconds
+            run.set_tags({names.TAG_CURRENT_STAGE: STAGE_DONE})
         stages.mark("log")
         summary["status"] = "FINISHED"
         summary.update(headline_metrics(bundle.metrics()))
@@ -158,12 +200,19 @@ def run_stages(
     callbacks: list[Callable[[ProgressEvent], None]] | None = None,
     progress: bool = False,
     report: Callable[[dict[str, Any]], None] | None = None,
+    history: Callable[[str, Any], None] | None = None,
+    data: Callable[[Any], None] | None = None,
 ) -> Any:
     """The computing part of a trial (no tracking): train, then the unfinished ones of connect and probe,
     each marked done in ``stages`` when it completes. Returns the architecture (holding endpoint A).
+
+    Progress events of endpoint ``a``'s training reach ``callbacks`` scoped ``"a"`` (a curve fit's scoped by
+    its path); ``history(endpoint, table)`` receives each endpoint's whole per-epoch history once it is
+    trained (or reloaded), so epochs restored from a checkpoint are reported too; ``data(splits)`` the
+    loaded dataset splits before training.
     """
     send = report or (lambda _m: None)
-    model, endpoints = _stage_train(cfg, root, bundle, callbacks, progress)
+    model, endpoints = _stage_train(cfg, root, bundle, callbacks, progress, history, data)
     stages.mark("train")
     send({"stage": "train", "stages_done": 1})
     if not stages.is_done("connect"):
@@ -176,6 +225,44 @@ def run_stages(
     send({"stage": "probe", "stages_done": 3})
     bundle.add_params({names.PARAM_N_PARAMS: count_params(model)})
     return model
+
+
+def describe_cell(cfg: Config, cell: str, study: str) -> str:
+    """The child run's description (``mlflow.note.content``): its cell in words."""
+    t, c = cfg.train, cfg.curve
+    return (
+        f"Cell `{cell}` of study `{study}`: a {cfg.model.arch} on {cfg.data.name} "
+        f"(n_train={cfg.data.n_train}, n_test={cfg.data.n_test}); endpoints A and B (seeds "
+        f"{', '.join(str(s) for s in t.seeds[:2])}) trained {t.epochs} epochs with {t.optimizer} lr={t.lr:g} "
+        f"({t.schedule} schedule, batch {t.batch_size}); connected by the line and {', '.join(c.kinds)} "
+        f"({c.epochs} fit epochs{', with B aligned onto A too' if c.align else ''}), then probed at A, B "
+        "and the curve midpoint."
+    )
+
+
+def input_example(splits: Any, n: int = 4) -> Any:
+    """The first ``n`` test inputs, stacked: the logged models' input example (and signature)."""
+    import torch
+
+    return torch.stack([splits.test[i][0] for i in range(min(n, len(splits.test)))]).numpy()
+
+
+def dataset_input(cfg: Config, splits: Any) -> dict[str, Any]:
+    """What :func:`tracking.provenance.log_dataset` records for a cell's data: the dataset's name, a digest
+    of the data config and split sizes (the data are a deterministic function of both), the data config as
+    source and the split sizes as profile.
+    """
+    sizes = {"train": len(splits.train), "train_eval": len(splits.train_eval), "test": len(splits.test)}
+    source = {k: v for k, v in cfg.to_dict()["data"].items() if v is not None}
+    digest = hashlib.sha256(
+        json.dumps({"data": source, "sizes": sizes}, sort_keys=True, default=str).encode()
+    ).hexdigest()
+    return {
+        "name": cfg.data.name,
+        "digest": digest[:16],
+        "source": source,
+        "profile": {"num_rows": sizes["train"], **sizes},
+    }
 
 
 HEADLINE = (
@@ -192,17 +279,32 @@ def headline_metrics(metrics: Mapping[str, float | None]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if k in HEADLINE and v is not None}
 
 
-def _stage_train(cfg: Config, root: Path, bundle: Bundle, callbacks: Any, progress: bool) -> tuple[Any, dict[str, Any]]:
+def _stage_train(
+    cfg: Config,
+    root: Path,
+    bundle: Bundle,
+    callbacks: Any,
+    progress: bool,
+    history: Callable[[str, Any], None] | None = None,
+    data: Callable[[Any], None] | None = None,
+) -> tuple[Any, dict[str, Any]]:
     """Train (or reload) endpoints A and B; records their metrics and checkpoints in the bundle."""
     seeds = cfg.train.seeds
     if len(seeds) < 2:
         raise ValueError(f"train.seeds: expected two seeds (endpoints A and B) for a study cell, got {list(seeds)!r}")
     splits = load_splits(cfg)
+    if data is not None:
+        data(splits)
     endpoints: dict[str, Any] = {"splits": splits}
     model = None
+    histories: dict[str, Any] = {}
     for name, seed in zip(("a", "b"), seeds[:2]):
-        model, result, _ = train_endpoint(cfg, seed, splits, root, callbacks=callbacks, progress=progress)
+        model, result, _ = train_endpoint(cfg, seed, splits, root, callbacks=scoped(callbacks, name), progress=progress)
+        if history is not None:
+            history(name, result.history)
         endpoints[name] = result
+        if has_sharpness(result.history):
+            histories[name] = result.history
         bundle.write_endpoint(name, result.final_params, result.final_buffers)
         bundle.add_metrics(
             {
@@ -211,6 +313,8 @@ def _stage_train(cfg: Config, root: Path, bundle: Bundle, callbacks: Any, progre
                 for k in names.SPLIT_QUANTITIES
             }
         )
+    if histories:  # train.track_hessian_every: lambda_max against 2 / lr
+        plot_sharpness(histories, bundle.figure_path(SHARPNESS_FIGURE), title=cfg.name)
     return model, endpoints
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from lgeom import names
 from lgeom.progress import ProgressEvent
-from pipelines.common import load_splits, train_endpoint
+from pipelines.common import applicable_params, load_splits, train_endpoint
 from pipelines.config import Cell, Config, config_from_dict, config_hash, expand_matrix
 from pipelines.ray_runtime import hidden_credentials, ray_session
 from tracking.steps import log_tune_results
@@ -248,7 +248,7 @@ def main(
         study=cfg.name,
         cell=cell.name,
         config_hash=config_hash(cell.config),
-        params=cell.config.flat(),
+        params=applicable_params(cell.config.flat()),
         preset_path=path,
     )
     return outcome

@@ -5,12 +5,13 @@ logs it to MLflow (metrics in batches, series with steps, artifacts) without kno
 computed. The layout, which is also the run's artifact layout, uses ``lgeom.names`` (the metric contract):
 
 ```
-metrics.json          flat {metric name: float} (a.test_loss, linear.test.loss_barrier, hessian.mid.lambda_max ...)
+metrics.json          flat {metric name: float} (endpoint/a/test_loss, barrier/linear/test/loss,
+                      hessian/mid/lambda_max ...)
                       -> metrics (log_batch, step 0; null -> NaN)
 params.json           flat {param name: value} (the cell config, n_params, ...) -> params (flattened)
 tags.json             {tag: value} (lgeom.cell, lgeom.stage, ...) -> tags (credentials dropped / masked)
 paths/<path>.csv      column t plus train_loss, train_acc, test_loss, test_acc, hessian_lambda_max ...;
-                      every numeric column but t -> metric "<path>.<column>" with step = row index, and the
+                      every numeric column but t -> metric "path/<path>/<column>" with step = row index, and the
                       CSV itself as an artifact
 curves/<curve>.pt     lgeom.curves.save_curve output (control points + model config to rebuild)
 spectra/<point>.json  eigenvalues, trace, density of the Hessian at a point (a, b, mid, ...)
@@ -187,13 +188,23 @@ def _read_json(path: Path) -> Any:
         raise ValueError(f"bundle file {path}: expected JSON, got unparsable content ({err})") from err
 
 
-def log_bundle(run: TrackedRun, bundle: Bundle | str | os.PathLike[str], *, model: nn.Module | None = None) -> Manifest:
+def log_bundle(
+    run: TrackedRun,
+    bundle: Bundle | str | os.PathLike[str],
+    *,
+    model: nn.Module | None = None,
+    cell: str | None = None,
+    input_example: Any = None,
+) -> Manifest:
     """Log a result bundle (a :class:`Bundle` or its folder) into ``run`` (see module doc).
 
     Args:
         model: the architecture of the endpoints (any ``nn.Module`` of the right shape; it is not
             modified). With it, ``endpoints/<x>.pt`` become MLflow PyTorch models ``x``; without it they are
             uploaded as plain artifacts under ``endpoints/``.
+        cell: names the models by cell and role (:func:`lgeom.names.model_name`, e.g.
+            ``mlp2x16-moons-sgd-a``) instead of by role only.
+        input_example: a few model inputs, saved with each model and giving its signature.
 
     Returns:
         the :class:`~tracking.log.Manifest` of this bundle's uploads (also merged into ``run.manifest``).
@@ -219,7 +230,13 @@ def log_bundle(run: TrackedRun, bundle: Bundle | str | os.PathLike[str], *, mode
     endpoints = [p for p in files if rel[p].startswith(f"{names.ENDPOINTS_DIR}/") and p.suffix == ".pt"]
     if model is not None:
         for p in endpoints:
-            added.models[p.stem] = log_model(run, p.stem, _endpoint_module(model, p))
+            added.models[p.stem] = log_model(
+                run,
+                p.stem,
+                _endpoint_module(model, p),
+                input_example=input_example,
+                display_name=names.model_name(cell, p.stem) if cell else None,
+            )
     for p in files:
         if model is not None and p in endpoints:
             continue

@@ -23,7 +23,7 @@ import os
 import re
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -170,7 +170,8 @@ def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str
 # --- scalars ----------------------------------------------------------------------------------------------
 
 
-def _check_metric_name(name: str) -> None:
+def check_metric_name(name: str) -> None:
+    """Raise ``ValueError`` for a metric name MLflow would reject (letters, digits, ``_ - . / :`` and spaces only)."""
     if not _METRIC_NAME.match(name):
         raise ValueError(f"metric name: expected letters, digits and _ - . / : or spaces, got {name!r}")
 
@@ -188,7 +189,7 @@ def log_metrics(
     ts = timestamp_ms or int(time.time() * 1000)
     entries = []
     for name, value in metrics.items():
-        _check_metric_name(name)
+        check_metric_name(name)
         try:
             v = math.nan if value is None else float(value)
         except (TypeError, ValueError):
@@ -246,10 +247,13 @@ def log_series(
     *,
     skip: Sequence[str] = ("t",),
     steps: Sequence[int] | None = None,
+    naming: Callable[[str, str], str] = names.series_metric,
 ) -> list[str]:
     """Log every numeric column of ``columns`` (a mapping of name -> values, an ``lgeom.table.Table`` or a
-    pandas DataFrame) as metric ``lgeom.names.series_metric(prefix, column)`` with step = row index (or
-    ``steps``); NaN cells are not logged (a column probed at some rows only has entries at those steps).
+    pandas DataFrame) as metric ``naming(prefix, column)`` (default :func:`lgeom.names.series_metric`, a
+    path's series; :func:`lgeom.names.history_metric` for an endpoint's training history) with step = row
+    index (or ``steps``); NaN cells are not logged (a column probed at some rows only has entries at those
+    steps).
 
     Returns:
         the metric names logged.
@@ -283,8 +287,8 @@ def log_series(
     entries = []
     logged = []
     for name, arr in arrays.items():
-        key = names.series_metric(prefix, name)
-        _check_metric_name(key)
+        key = naming(prefix, name)
+        check_metric_name(key)
         logged.append(key)
         for i, v in enumerate(arr):
             if np.isnan(v):  # sparse columns (e.g. the Hessian probed at some points only): no value, no entry
@@ -395,11 +399,19 @@ def log_model(
     *,
     step: int = 0,
     tags: Mapping[str, Any] | None = None,
+    display_name: str | None = None,
+    input_example: Any = None,
 ) -> ModelRecord:
     """Log ``module`` as an MLflow PyTorch model (pickle serialisation, so the loaded model takes any batch
     size) named ``name``: a LoggedModel in the run's experiment with ``source_run_id`` = the run, linked as
     a run output, tagged on the run as ``lgeom.model.<name> = models:/<id>``, READY once its files are
     listed back with the right sizes.
+
+    Args:
+        display_name: the LoggedModel's name in the UI (default ``name``), e.g.
+            :func:`lgeom.names.model_name` of the cell and role.
+        input_example: a few inputs (array or tensor); saved with the model, and with the module's outputs
+            on them they give the model's signature.
 
     Returns:
         the :class:`ModelRecord` (``.uri`` loads it with :func:`load_model`).
@@ -411,14 +423,15 @@ def log_model(
     from mlflow.entities import LoggedModelOutput
     from mlflow.models import Model
 
-    if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-        raise ValueError(f"model name: expected letters, digits, _ . -, got {name!r}")
+    for what, value in (("model name", name), ("model display name", display_name or name)):
+        if not re.fullmatch(r"[A-Za-z0-9_=-]+", value):
+            raise ValueError(f"{what}: expected letters, digits, _ = -, got {value!r}")
     client = run.client
     lm = run.call(
         f"creating model {name}",
         client.create_logged_model,
         run.experiment_id,
-        name=name,
+        name=display_name or name,
         source_run_id=run.run_id,
         tags=clean_mapping(tags or {}) or None,
     )
@@ -431,12 +444,15 @@ def log_model(
         )
         if any(t.device.type != "cpu" for t in [*module.parameters(), *module.buffers()]):
             module = copy.deepcopy(module).cpu()
+        example, signature = _signature(module, input_example)
         with _quiet_pickle_warning():
             mlflow.pytorch.save_model(
                 module,
                 str(local),
                 mlflow_model=meta,
                 serialization_format="pickle",
+                signature=signature,
+                input_example=example,
                 pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
             )
         rec.files = {str(p.relative_to(local)): p.stat().st_size for p in local.rglob("*") if p.is_file()}
@@ -450,6 +466,26 @@ def log_model(
     run.call(f"linking model {name}", client.log_outputs, run.run_id, [LoggedModelOutput(lm.model_id, step)])
     run.call(f"tagging model {name}", client.set_tag, run.run_id, names.model_tag(name), rec.uri)
     return rec
+
+
+def _signature(module: nn.Module, input_example: Any) -> tuple[Any, Any]:
+    """``(example as a float32 array, ModelSignature)`` from the module's eval-mode outputs on
+    ``input_example``; ``(None, None)`` without an example.
+    """
+    if input_example is None:
+        return None, None
+    from mlflow.models import infer_signature
+
+    x = torch.as_tensor(np.asarray(input_example, dtype=np.float32))
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            y = module(x)
+    finally:
+        module.train(was_training)
+    example = x.numpy()
+    return example, infer_signature(example, y.detach().cpu().numpy())
 
 
 @contextmanager

@@ -13,9 +13,11 @@ The life cycle is one context manager::
     # any exception (KeyboardInterrupt included) ends it FAILED with the error in tag ``lgeom.error``
     # and the run's note.
 
-A run started here records ``lgeom.host`` / ``lgeom.pid`` / ``lgeom.proc_start`` so that
-:func:`mark_orphaned_runs` can tell a run whose process died (a killed study) from one still running,
-and, when started inside Ray, ``lgeom.sys.node_ip`` (the Ray node's IP: which node of a cluster ran a trial).
+A run started here records ``lgeom.sys.host`` / ``lgeom.sys.pid`` / ``lgeom.sys.proc_start`` so that
+:func:`mark_orphaned_runs` can tell a run whose process died (a killed study) from one still running;
+when started inside Ray, ``lgeom.sys.node_ip`` (the Ray node's IP: which node of a cluster ran a trial); and
+the git commit (``mlflow.source.git.commit``) and ``lgeom.git_dirty`` of the current directory when it is
+a git working tree.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from lgeom.names import (
     TAG_CONFIG_HASH,
     TAG_ERROR,
     TAG_HOST,
+    TAG_LINKED_RUN,
     TAG_NODE_IP,
     TAG_NOTE,
     TAG_PARENT,
@@ -52,6 +55,7 @@ from tracking.log import (
     flatten_params,
 )
 from tracking.processes import process_alive, process_start_ticks
+from tracking.provenance import git_tags
 from tracking.redact import clean_mapping, redact
 from tracking.store import (
     DEFAULT_RETRY,
@@ -152,6 +156,7 @@ def _context_tags() -> dict[str, str]:
         tags = {k: str(v) for k, v in resolve_tags().items()}
     except Exception:  # noqa: BLE001 - context tags are a convenience
         tags = {}
+    tags.update(git_tags())
     pid = os.getpid()
     tags.update({TAG_HOST: socket.gethostname(), TAG_PID: str(pid), TAG_PROC_START: str(process_start_ticks(pid) or 0)})
     node_ip = ray_node_ip()
@@ -175,6 +180,69 @@ def ray_node_ip() -> str | None:
 
 # --- life cycle -------------------------------------------------------------------------------------------
 
+#: Set by ``mlflow run`` in the entry point's environment: the project run made for this invocation.
+PROJECT_RUN_ENV = "MLFLOW_RUN_ID"
+_adopted: set[str] = set()
+
+
+def project_run_id() -> str | None:
+    """The run ``mlflow run`` made for this process (``$MLFLOW_RUN_ID``), ``None`` outside ``mlflow run``."""
+    return os.environ.get(PROJECT_RUN_ENV) or None
+
+
+def _adopt_project_run(
+    store: Store, experiment_id: str, run_name: str | None, tags: Mapping[str, str], retry: RetryPolicy
+) -> TrackedRun | None:
+    """The ``mlflow run`` project run as this step's run when it is RUNNING in ``experiment_id`` and not
+    adopted yet (once per process); ``None`` otherwise.
+    """
+    run_id = project_run_id()
+    if run_id is None or run_id in _adopted:
+        return None
+    client = store.client()
+    try:
+        found = with_retries(
+            lambda: client.get_run(run_id), what=f"reading the mlflow run project run {run_id}", policy=retry
+        )
+    except Exception:  # noqa: BLE001 - a project run of another store: make our own run
+        return None
+    if str(found.info.experiment_id) != str(experiment_id) or found.info.status != "RUNNING":
+        return None
+    _adopted.add(run_id)
+    run = TrackedRun(store, client, run_id, str(experiment_id), retry)
+    if run_name:
+        with_retries(lambda: client.update_run(run_id, name=run_name), what="naming the project run", policy=retry)
+    run.set_tags(tags)
+    return run
+
+
+def link_project_run(store: Store, run: TrackedRun, what: str, *, retry: RetryPolicy = DEFAULT_RETRY) -> None:
+    """Under ``mlflow run``, when the project run could not be ``run`` itself (it lives in another
+    experiment), say on the project run where the results went: tag ``lgeom.linked_run`` and its note.
+    Does nothing outside ``mlflow run`` or when the project run is ``run``.
+    """
+    run_id = project_run_id()
+    if run_id is None or run_id == run.run_id or run_id in _adopted:
+        return
+    client = store.client()
+    exp = with_retries(lambda: client.get_experiment(run.experiment_id), what="reading an experiment", policy=retry)
+    note = (
+        f"{what}: its results are in run {run.run_id} of experiment `{exp.name}` (this `mlflow run` invocation "
+        f"ran in another experiment; pass `--experiment-name {exp.name}` to `mlflow run` to make this run the "
+        "step's run)"
+    )
+    try:
+        with_retries(
+            lambda: client.set_tag(run_id, TAG_LINKED_RUN, run.run_id), what="linking the project run", policy=retry
+        )
+        with_retries(lambda: client.set_tag(run_id, TAG_NOTE, note), what="describing the project run", policy=retry)
+    except Exception as err:  # noqa: BLE001 - a courtesy link; never fail the step for it
+        warnings.warn(
+            f"could not link the mlflow run project run {run_id} ({redact(str(err))[:200]})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
 
 def start_run(
     store: Store,
@@ -188,8 +256,13 @@ def start_run(
     check: bool = True,
     retry: RetryPolicy = DEFAULT_RETRY,
     health_timeout: float = 15.0,
+    adopt_project_run: bool = False,
 ) -> TrackedRun:
     """Create a RUNNING run (a child of ``parent_run_id`` when given) with ``tags`` and ``params``.
+
+    With ``adopt_project_run``, under ``mlflow run`` (``$MLFLOW_RUN_ID``) the project run itself becomes
+    this run when it is RUNNING in the same experiment (once per process), so the invocation leaves no
+    second run; otherwise a new run is made.
 
     With ``check`` the store and the experiment's artifact store are checked first (``health_timeout``
     seconds in all, a few more if the experiment had to be created), so an unreachable server or S3 fails
@@ -219,6 +292,15 @@ def start_run(
     if parent_run_id:
         all_tags[TAG_PARENT] = parent_run_id
     all_tags = {k: v[:MAX_TAG_VALUE] for k, v in clean_mapping(all_tags).items()}
+    adopted = _adopt_project_run(store, str(experiment_id), run_name, all_tags, retry) if adopt_project_run else None
+    if adopted is not None:
+        if params:
+            try:
+                adopted.log_params(params)
+            except BaseException as err:
+                end_run(adopted, "FAILED", error=err)
+                raise
+        return adopted
     mlflow_run = with_retries(
         lambda: client.create_run(experiment_id, tags=all_tags, run_name=run_name),
         what="creating a run",
@@ -305,6 +387,7 @@ def tracked_run(
     check: bool = True,
     verify: bool = True,
     retry: RetryPolicy = DEFAULT_RETRY,
+    adopt_project_run: bool = False,
 ) -> Iterator[TrackedRun]:
     """Start a run (see :func:`start_run`), yield it, and end it: FINISHED after every upload is verified,
     FAILED with the error recorded on any exception (``KeyboardInterrupt`` included), which is re-raised.
@@ -322,7 +405,10 @@ def tracked_run(
         params=params,
         check=check,
         retry=retry,
+        adopt_project_run=adopt_project_run,
     )
+    if adopt_project_run:
+        link_project_run(store, run, f"`{run_name or run.run_id}`", retry=retry)
     try:
         yield run
     except BaseException as err:
@@ -399,7 +485,7 @@ def mark_orphaned_runs(
     A RUNNING run is an orphan when ``parent_run_id`` is given and it is that run or one of its children
     (the caller knows that invocation is dead; ``include_parent=False`` spares the parent itself, for a
     study closing its own crashed trials before it ends), or when it was started on this host by a process that no
-    longer exists (tags ``lgeom.host`` / ``lgeom.pid`` / ``lgeom.proc_start``), or when ``older_than_s``
+    longer exists (tags ``lgeom.sys.host`` / ``lgeom.sys.pid`` / ``lgeom.sys.proc_start``), or when ``older_than_s``
     is given and it started longer ago than that. Then, whatever host ran it, a RUNNING child run whose
     parent run (tag ``mlflow.parentRunId``) is no longer RUNNING (ended, closed as an orphan just now, or
     deleted) is an orphan too: that is how trials that ran on other nodes of a cluster are closed after
@@ -483,7 +569,9 @@ __all__ = [
     "ensure_experiment",
     "find_finished_run",
     "flatten_params",
+    "link_project_run",
     "mark_orphaned_runs",
+    "project_run_id",
     "quote_search_value",
     "ray_node_ip",
     "run_tags",

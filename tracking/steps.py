@@ -71,6 +71,7 @@ def log_step_bundle(
         parent_run_id=parent_run_id,
         tags=tags,
         params=params,
+        adopt_project_run=True,
     ) as run:
         log_bundle(run, bundle, model=model)
         return run.run_id
@@ -79,9 +80,10 @@ def log_step_bundle(
 def log_train_result(run: TrackedRun, name: str, module: nn.Module, result: Any, *, log_model_too: bool = True) -> None:
     """Log one trained endpoint (an ``lgeom.train.TrainResult``) as endpoint ``name`` of ``run``:
 
-    * final metrics ``<name>.train_loss``, ``<name>.train_acc``, ``<name>.test_loss``, ``<name>.test_acc``
-      (eval mode, :func:`lgeom.names.endpoint_metric`) plus ``<name>.samples_per_s``, ``<name>.n_params``;
-    * the per-epoch history as series ``<name>.history.<column>`` with step = epoch;
+    * final metrics ``endpoint/<name>/{train,test}_{loss,acc}`` (eval mode, :func:`lgeom.names.endpoint_metric`)
+      plus ``endpoint/<name>/samples_per_s``, ``endpoint/<name>/n_params``;
+    * the per-epoch history as series ``train/<name>/<column>`` with step = epoch
+      (:func:`lgeom.names.history_metric`);
     * the trained ``module`` as MLflow PyTorch model ``name`` (when ``log_model_too``).
     """
     n_params = count_params(module)
@@ -96,7 +98,7 @@ def log_train_result(run: TrackedRun, name: str, module: nn.Module, result: Any,
     log_params(run, {names.PARAM_N_PARAMS: n_params})
     history = result.history
     epochs = [int(e) for e in history["epoch"]]
-    log_series(run, names.history_prefix(name), history, skip=("epoch",), steps=epochs)
+    log_series(run, name, history, skip=("epoch",), steps=epochs, naming=names.history_metric)
     if log_model_too:
         log_model(run, name, module)
 
@@ -132,7 +134,12 @@ def log_tune_results(
     tags = run_tags(study=study, stage=names.STAGE_TUNE, cell=cell, config_hash=config_hash)
     best = {names.tune_best_param(k): v for k, v in outcome["best"].items()}
     with tracked_run(
-        store, experiment_id=exp_id, run_name=f"{names.STAGE_TUNE}:{cell}", tags=tags, params={**params, **best}
+        store,
+        experiment_id=exp_id,
+        run_name=f"{names.STAGE_TUNE}:{cell}",
+        tags=tags,
+        params={**params, **best},
+        adopt_project_run=True,
     ) as parent:
         if outcome.get(names.TUNE_BEST_METRIC) is not None:
             parent.log_metrics({names.TUNE_BEST_METRIC: outcome[names.TUNE_BEST_METRIC]})

@@ -66,10 +66,10 @@ def test_zoo_model_trains_connects_aligns_and_probes(arch: str, kw: dict) -> Non
     assert set(out.paths) == {"linear", "bezier", "linear_aligned", "bezier_aligned"}
     metrics = out.metrics()
     for key in (
-        "linear.test.loss_barrier",
-        "bezier_aligned.test.loss_barrier",
-        "bezier.dist_ac",
-        "align.similarity_after",
+        "barrier/linear/test/loss",
+        "barrier/bezier_aligned/test/loss",
+        "triangle/bezier/dist_ac",
+        "align/similarity_after",
     ):
         assert math.isfinite(metrics[key]), key
     assert out.alignment is not None and out.alignment.similarity_after >= out.alignment.similarity_before

@@ -16,26 +16,52 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_metric_names_are_the_documented_ones() -> None:
-    assert names.endpoint_metric("a", "test", "acc") == "a.test_acc"
-    assert names.endpoint_stat_metric("b", "samples_per_s") == "b.samples_per_s"
-    assert names.history_prefix("a") == "a.history"
-    assert names.barrier_metric("bezier", "test", "loss_barrier") == "bezier.test.loss_barrier"
-    assert names.barrier_metric(None, "train", "acc_auc") == "train.acc_auc"
-    assert names.gap_metric("linear", "gen_gap_max") == "linear.gen_gap_max"
-    assert names.gap_metric(None, "gen_gap_acc_max") == "gen_gap_acc_max"
-    assert names.triangle_metric("polychain", "angle_acb_deg") == "polychain.angle_acb_deg"
-    assert names.triangle_metric("bezier", "dist_ac", point="mid") == "bezier.mid.dist_ac"
-    assert names.fit_metric("bezier", "fit_loss") == "bezier.fit_loss"
-    assert names.align_metric("similarity_after") == "align.similarity_after"
-    assert names.probe_metric("hessian", "lambda_max", point="mid") == "hessian.mid.lambda_max"
-    assert names.probe_metric("sharpness", "eps_avg") == "sharpness.eps_avg"
+    assert names.SEP == "/"
+    assert names.endpoint_metric("a", "test", "acc") == "endpoint/a/test_acc"
+    assert names.endpoint_stat_metric("b", "samples_per_s") == "endpoint/b/samples_per_s"
+    assert names.history_prefix("a") == "train/a"
+    assert names.history_metric("a", "train_loss") == "train/a/loss"
+    assert names.history_metric("b", "test_acc") == "train/b/test_acc"
+    assert names.history_metric("a", "lambda_max") == "train/a/lambda_max"
+    assert names.history_metric("a", "two_over_lr") == "train/a/two_over_lr"
+    assert names.fit_history_metric("bezier", "loss") == "fit/bezier/loss"
+    assert names.barrier_metric("bezier", "test", "loss_barrier") == "barrier/bezier/test/loss"
+    assert names.barrier_metric("bezier", "test", "loss_barrier_interp") == "barrier/bezier/test/loss_interp"
+    assert names.barrier_metric(None, "train", "acc_auc") == "barrier/train/acc_auc"
+    assert names.gap_metric("linear", "gen_gap_max") == "gap/linear/gen_gap_max"
+    assert names.gap_metric(None, "gen_gap_acc_max") == "gap/gen_gap_acc_max"
+    assert names.triangle_metric("polychain", "angle_acb_deg") == "triangle/polychain/angle_acb_deg"
+    assert names.triangle_metric("bezier", "dist_ac", point="mid") == "triangle/bezier/mid/dist_ac"
+    assert names.fit_metric("bezier", "fit_loss") == "fit/bezier/final_loss"
+    assert names.fit_metric("bezier", "fit_time_s") == "fit/bezier/time_s"
+    assert names.align_metric("similarity_after") == "align/similarity_after"
+    assert names.probe_metric("hessian", "lambda_max", point="mid") == "hessian/mid/lambda_max"
+    assert names.probe_metric("hessian", "n_hvp", point="a") == "diag/a/hessian_n_hvp"
+    assert names.probe_metric("hessian", "converged") == "diag/hessian_converged"
+    assert names.probe_metric("sharpness", "eps_avg") == "sharpness/eps_avg"
+    assert names.probe_metric("sharpness", "eps_avg", point="a") == "sharpness/a/eps_avg"
     assert names.probe_column("hessian", names.topk_quantity(3)) == "hessian_top3"
-    assert names.trajectory_metric(names.PCA, "explained_variance_1") == "pca.explained_variance_1"
-    assert names.trial_metric("compute_s") == "trial.compute_s"
-    assert names.study_metric("cells_failed") == "study.cells_failed"
-    assert names.series_metric("linear_aligned", "test_acc") == "linear_aligned.test_acc"
+    assert names.trajectory_metric(names.PCA, "explained_variance_1") == "pca/explained_variance_1"
+    assert names.trial_metric("compute_s") == "trial/compute_s"
+    assert names.study_metric("cells_failed") == "study/cells_failed"
+    assert names.series_metric("linear_aligned", "test_acc") == "path/linear_aligned/test_acc"
     assert names.tune_best_param("lr") == "best.lr"
     assert names.aligned(names.LINE) == "linear_aligned" and names.is_aligned("bezier_aligned")
+    assert names.model_name("mlp2x16/moons/sgd", "a") == "mlp2x16-moons-sgd-a"
+    assert names.model_name("mlp2x16/moons/sgd/lr=0.05", "b") == "mlp2x16-moons-sgd-lr=0_05-b"
+
+
+def test_every_family_is_one_ui_section() -> None:
+    # The first part of a name is its family: the MLflow UI groups metrics by what precedes the first "/".
+    samples = [
+        names.endpoint_metric("a", "test", "acc"),
+        names.barrier_metric("linear", "train", "acc_drop"),
+        names.series_metric("bezier", "test_loss"),
+        names.history_metric("b", "train_acc"),
+        names.probe_metric("curvature", "mc_mean", point="mid"),
+        names.fit_metric("polychain", "fit_loss"),
+    ]
+    assert [s.split("/")[0] for s in samples] == ["endpoint", "barrier", "path", "train", "curvature", "fit"]
 
 
 def test_tag_and_artifact_names() -> None:
@@ -46,6 +72,16 @@ def test_tag_and_artifact_names() -> None:
         "lgeom.stage",
     )
     assert names.TAG_PARENT == "mlflow.parentRunId" and names.model_tag("a") == "lgeom.model.a"
+    assert (names.TAG_HOST, names.TAG_PID, names.TAG_PROC_START) == (
+        "lgeom.sys.host",
+        "lgeom.sys.pid",
+        "lgeom.sys.proc_start",
+    )
+    assert (names.TAG_CURRENT_STAGE, names.TAG_GIT_COMMIT, names.TAG_GIT_DIRTY) == (
+        "lgeom.current_stage",
+        "mlflow.source.git.commit",
+        "lgeom.git_dirty",
+    )
     assert names.path_table_artifact("bezier") == "paths/bezier.csv"
     assert names.curve_artifact("bezier") == "curves/bezier.pt"
     assert names.spectrum_artifact("mid") == "spectra/mid.json"
@@ -60,7 +96,8 @@ def test_series_names_parse_back() -> None:
         "bezier",
         "hessian_lambda_max",
     )
-    assert names.parse_series_metric("hessian.a.lambda_max") is None
+    assert names.parse_series_metric("hessian/a/lambda_max") is None
+    assert names.parse_series_metric("path/bezier") is None
     assert names.parse_series_metric("best_test_acc") is None
     assert names.topk_columns(["t", "hessian_top2", "hessian_topk_mean", "hessian_top10"]) == [
         "hessian_top2",
@@ -83,12 +120,14 @@ def test_readme_mlflow_layout_is_the_rendered_contract() -> None:
     )
 
 
-# Metric names written out in full: a family or path, a dot, a quantity (``hessian.a.lambda_max``,
-# ``bezier.test.acc_auc``, ``a.test_acc``), or pieces of one glued together in an f-string. (``study.``
-# is left out: it is also the config section ``study.cpu``; the study's metrics use names.study_metric.)
+# Metric names written out in full: a family, a slash, the rest (``hessian/a/lambda_max``,
+# ``barrier/bezier/test/acc_auc``, ``endpoint/a/test_acc``), names of the old dotted shape
+# (``bezier.test.loss_barrier``), or pieces of one glued together in an f-string. (``study.`` is left out
+# of the dotted shape: it is also the config section ``study.cpu``.)
 _FULL_NAME = re.compile(
-    r"^(a|b|mid|linear|bezier|polychain|hessian|sharpness|curvature|probe|pca|gradients|align|trial)"
-    r"(_aligned)?\.[a-z]"
+    r"^((a|b|mid|linear|bezier|polychain|hessian|sharpness|curvature|probe|pca|gradients|align|trial)(_aligned)?\.[a-z]"
+    r"|(endpoint|train|fit|barrier|gap|path|triangle|align|diag|hessian|sharpness|curvature|probe|pca|gradients"
+    r"|trial|study)/[a-z])"
 )
 _PIECES = (
     ".test.",
@@ -101,6 +140,14 @@ _PIECES = (
     "lambda_max",
     "hessian.",
     "sharpness.",
+    "/test/",
+    "/train/",
+    "/test_",
+    "/train_",
+    "hessian/",
+    "sharpness/",
+    "barrier/",
+    "endpoint/",
 )
 _SCANNED = ("lgeom", "tracking", "pipelines")
 

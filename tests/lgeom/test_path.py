@@ -70,17 +70,22 @@ def test_path_metrics_of_a_table() -> None:
         }
     )
     m = path_metrics(table)
-    assert m["train.loss_barrier"] == pytest.approx(0.3)
-    assert m["test.loss_barrier"] == pytest.approx(0.55)
-    assert m["test.loss_barrier_interp"] == pytest.approx(0.9 - 0.325)
-    assert m["train.acc_drop"] == pytest.approx(20.0)
-    assert m["test.acc_auc"] == pytest.approx((0 + 20) / 2 * 0.5)
-    assert m["gen_gap_max"] == pytest.approx(0.4)
-    assert m["gen_gap_acc_max"] == pytest.approx(10.0)
+    assert m["barrier/train/loss"] == pytest.approx(0.3)
+    assert m["barrier/test/loss"] == pytest.approx(0.55)
+    assert m["barrier/test/loss_interp"] == pytest.approx(0.9 - 0.325)
+    assert m["barrier/train/acc_drop"] == pytest.approx(20.0)
+    assert m["barrier/test/acc_auc"] == pytest.approx((0 + 20) / 2 * 0.5)
+    assert m["gap/gen_gap_max"] == pytest.approx(0.4)
+    assert m["gap/gen_gap_acc_max"] == pytest.approx(10.0)
     extended = with_gen_gap(table)
     np.testing.assert_allclose(extended["gen_gap"], [0.2, 0.4, 0.15])
     only_test = path_metrics({"t": [0.0, 1.0], "test_loss": [1.0, 1.0], "test_acc": [50.0, 50.0]})
-    assert set(only_test) == {"test.loss_barrier", "test.loss_barrier_interp", "test.acc_drop", "test.acc_auc"}
+    assert set(only_test) == {
+        "barrier/test/loss",
+        "barrier/test/loss_interp",
+        "barrier/test/acc_drop",
+        "barrier/test/acc_auc",
+    }
 
 
 def test_triangle_right_angle_by_hand() -> None:

@@ -53,13 +53,13 @@ def test_every_probe_runs_on_each_architecture(arch: str) -> None:
     assert res.slice_1d.loss.shape == (3,) and res.slice_2d.loss.shape == (2, 2)
     summary = res.summary()
     for key in (
-        "hessian.lambda_max",
-        "hessian.topk_mean",
-        "hessian.trace",
-        "sharpness.eps_avg",
-        "sharpness.eps_worst",
-        "curvature.mc_mean",
-        "probe.loss",
+        "hessian/lambda_max",
+        "hessian/topk_mean",
+        "hessian/trace",
+        "sharpness/eps_avg",
+        "sharpness/eps_worst",
+        "curvature/mc_mean",
+        "probe/loss",
     ):
         assert math.isfinite(summary[key]), key
     spec = res.spectrum()
@@ -141,13 +141,13 @@ def test_a_subset_of_probes_runs_only_those() -> None:
     assert list(res.timings) == ["sharpness", "curvature"]
     assert res.loss == pytest.approx(evaluate(model, data).loss, rel=1e-12)
     assert set(res.summary()) == {
-        "probe.loss",
-        "sharpness.eps_avg",
-        "sharpness.eps_avg_max",
-        "sharpness.flatness",
-        "curvature.mc_mean",
-        "curvature.mc_std",
-        "curvature.mc_frac_negative",
+        "probe/loss",
+        "sharpness/eps_avg",
+        "sharpness/eps_avg_max",
+        "sharpness/flatness",
+        "curvature/mc_mean",
+        "curvature/mc_std",
+        "curvature/mc_frac_negative",
     }
 
 

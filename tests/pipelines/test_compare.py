@@ -16,7 +16,7 @@ from tracking.runs import run_tags, tracked_run
 
 pytestmark = pytest.mark.integration
 
-# cell -> bezier.test.loss_barrier
+# cell -> barrier/bezier/test/loss
 BARRIERS = {
     "mlp2x16/moons/sgd/seeds=[0, 1]": 0.10,
     "mlp2x16/moons/sgd/seeds=[2, 3]": 0.30,
@@ -36,18 +36,18 @@ def log_cells(store: Any, study: str) -> None:
                 parent_run_id=parent.run_id,
                 tags=run_tags(study=study, stage="trial", cell=cell, config_hash=cell),
             ) as run:
-                run.log_metrics({"bezier.test.loss_barrier": barrier, "a.test_acc": 90.0})
+                run.log_metrics({"barrier/bezier/test/loss": barrier, "endpoint/a/test_acc": 90.0})
 
 
 def test_compare_metrics_groups_by_setting_by_default(
     embedded_store: Any, unique_study: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     log_cells(embedded_store, unique_study)
-    assert lgeom(["compare", "--study", unique_study, "--metrics", "bezier.test.loss_barrier", "--format", "csv"]) == 0
+    assert lgeom(["compare", "--study", unique_study, "--metrics", "barrier/bezier/test/loss", "--format", "csv"]) == 0
     table = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(table["setting"]) == ["mlp2x16/moons/adam", "mlp2x16/moons/sgd"]
-    assert table["bezier.test.loss_barrier.mean"].tolist() == pytest.approx([1.5, 0.2])
-    assert table["bezier.test.loss_barrier.n"].tolist() == [2, 2]
+    assert table["barrier/bezier/test/loss.mean"].tolist() == pytest.approx([1.5, 0.2])
+    assert table["barrier/bezier/test/loss.n"].tolist() == [2, 2]
     # the main table (no --metrics) has the same rows
     assert lgeom(["compare", "--study", unique_study, "--format", "csv"]) == 0
     assert list(pd.read_csv(io.StringIO(capsys.readouterr().out))["setting"]) == list(table["setting"])
@@ -59,7 +59,7 @@ def test_compare_metrics_groups_by_setting_by_default(
                 "--study",
                 unique_study,
                 "--metrics",
-                "bezier.test.loss_barrier",
+                "barrier/bezier/test/loss",
                 "--by",
                 "model,dataset",
                 "--format",
@@ -69,7 +69,7 @@ def test_compare_metrics_groups_by_setting_by_default(
         == 0
     )
     coarse = pd.read_csv(io.StringIO(capsys.readouterr().out))
-    assert len(coarse) == 1 and coarse["bezier.test.loss_barrier.n"].tolist() == [4]
+    assert len(coarse) == 1 and coarse["barrier/bezier/test/loss.n"].tolist() == [4]
     assert (
         lgeom(
             [
@@ -77,7 +77,7 @@ def test_compare_metrics_groups_by_setting_by_default(
                 "--study",
                 unique_study,
                 "--metrics",
-                "bezier.test.loss_barrier",
+                "barrier/bezier/test/loss",
                 "--by",
                 "optimizer",
                 "--format",
@@ -96,7 +96,7 @@ def test_lgeom_compare_cli(
     assert lgeom(["compare", "--study", study["name"], "--table", "depth-auc", "--format", "csv"]) == 0
     df = pd.read_csv(io.StringIO(capsys.readouterr().out))
     assert list(df["model"]) == ["preresnet8", "preresnet26"] and df[
-        "bezier.test.acc_auc.mean"
+        "barrier/bezier/test/acc_auc.mean"
     ].tolist() == pytest.approx([0.5, 1.5])
     assert (
         lgeom(
@@ -105,7 +105,7 @@ def test_lgeom_compare_cli(
                 "--study",
                 study["name"],
                 "--metrics",
-                "bezier.dist_ac",
+                "triangle/bezier/dist_ac",
                 "--by",
                 "model",
                 "--format",
@@ -115,13 +115,15 @@ def test_lgeom_compare_cli(
         == 0
     )
     md = capsys.readouterr().out.splitlines()
-    assert md[0] == "| model | bezier.dist_ac | n |" and md[2].startswith("| preresnet8 | 10.000 ± 1.414 | 2 |")
+    assert md[0] == "| model | triangle/bezier/dist_ac | n |" and md[2].startswith(
+        "| preresnet8 | 10.000 ± 1.414 | 2 |"
+    )
     assert lgeom(["compare", "--study", study["name"], "--table", "depth-triangle"]) == 0
     assert "polychain" in capsys.readouterr().out
     assert lgeom(["compare", "--study", "no-such-study", "--metrics", "x"]) == 2
     assert "study: expected one of" in capsys.readouterr().err
     assert lgeom(["compare", "--study", study["name"]]) == 0  # no --metrics: the main comparison per setting
     main_table = capsys.readouterr().out
-    assert "setting" in main_table and "preresnet26/cifar10/sgd" in main_table and "a.test_acc" in main_table
-    assert lgeom(["compare", "--study", study["name"], "--metrics", "bezier.dist_acc"]) == 2
-    assert "did you mean 'bezier.dist_ac'" in capsys.readouterr().err
+    assert "setting" in main_table and "preresnet26/cifar10/sgd" in main_table and "endpoint/a/test_acc" in main_table
+    assert lgeom(["compare", "--study", study["name"], "--metrics", "triangle/bezier/dist_acc"]) == 2
+    assert "did you mean 'triangle/bezier/dist_ac'" in capsys.readouterr().err

@@ -38,19 +38,19 @@ def test_connect_writes_the_bundle(run) -> None:
     metrics = json.loads((root / "metrics.json").read_text())
     for ep in ("a", "b"):
         for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            assert np.isfinite(metrics[f"{ep}.{key}"])
+            assert np.isfinite(metrics[f"endpoint/{ep}/{key}"])
     for path in PATHS:
         for split in ("train", "test"):
             for m in ("loss_barrier", "loss_barrier_interp", "acc_drop", "acc_auc"):
-                assert np.isfinite(metrics[f"{path}.{split}.{m}"]), (path, split, m)
-        assert np.isfinite(metrics[f"{path}.gen_gap_max"])
+                assert np.isfinite(metrics[f"barrier/{path}/{split}/{m.replace('_barrier', '')}"]), (path, split, m)
+        assert np.isfinite(metrics[f"gap/{path}/gen_gap_max"])
         table = Table.read_csv(root / "paths" / f"{path}.csv")
         assert {"t", "train_loss", "train_acc", "test_loss", "test_acc", "gen_gap"} <= set(table.names)
         assert len(table) == 11 and table["t"][0] == 0.0 and table["t"][-1] == 1.0
     for curve in CURVES:
         for m in ("dist_ac", "dist_bc", "dist_ab", "angle_acb_deg", "area"):
-            assert np.isfinite(metrics[f"{curve}.{m}"]), (curve, m)
-        assert 0 < metrics[f"{curve}.angle_acb_deg"] <= 180
+            assert np.isfinite(metrics[f"triangle/{curve}/{m}"]), (curve, m)
+        assert 0 < metrics[f"triangle/{curve}/angle_acb_deg"] <= 180
         saved, extra = load_curve(root / "curves" / f"{curve}.pt")
         model = build_model(
             extra["model"]["arch"],
@@ -62,10 +62,12 @@ def test_connect_writes_the_bundle(run) -> None:
         # phi(0.5)'s triangle, recomputed from the saved curve; a one-bend PolyChain passes through C at 0.5
         mid = triangle(saved.start, saved.midpoint(), saved.end).as_dict()
         for m in ("dist_ac", "dist_bc", "dist_ab", "angle_acb_deg", "area"):
-            assert metrics[f"{curve}.mid.{m}"] == pytest.approx(mid[m], rel=1e-5), (curve, m)
+            assert metrics[f"triangle/{curve}/mid/{m}"] == pytest.approx(mid[m], rel=1e-5), (curve, m)
             if saved.kind == "polychain":
-                assert metrics[f"{curve}.mid.{m}"] == pytest.approx(metrics[f"{curve}.{m}"], rel=1e-5), (curve, m)
-        assert metrics[f"{curve}.mid.dist_ab"] == pytest.approx(metrics[f"{curve}.dist_ab"], rel=1e-6)
+                assert metrics[f"triangle/{curve}/mid/{m}"] == pytest.approx(
+                    metrics[f"triangle/{curve}/{m}"], rel=1e-5
+                ), (curve, m)
+        assert metrics[f"triangle/{curve}/mid/dist_ab"] == pytest.approx(metrics[f"triangle/{curve}/dist_ab"], rel=1e-6)
         plane = np.load(root / "planes" / f"{curve}.npz")
         assert plane["test_acc"].shape == (5, 5) and plane["curve_xy"].shape == (11, 2)
         assert (root / "figures" / f"plane_{curve}.png").stat().st_size > 1000
@@ -105,12 +107,12 @@ def test_connect_from_checkpoints(run, tmp_path, capsys) -> None:
     assert code == 0, capsys.readouterr().err
     root = out / "quick-tiny" / CELL / "connect"
     metrics = json.loads((root / "metrics.json").read_text())
-    assert "bezier.test.loss_barrier" in metrics and "polychain.test.loss_barrier" not in metrics
-    assert not any(k.endswith("_aligned.test.loss_barrier") for k in metrics)
+    assert "barrier/bezier/test/loss" in metrics and "barrier/polychain/test/loss" not in metrics
+    assert not any("_aligned/" in k for k in metrics)
     assert not (root / "planes").exists()
     # The same endpoints as the first run: the same endpoint metrics and the same linear path.
     first = json.loads((cell / "connect" / "metrics.json").read_text())
-    for key in ("a.test_loss", "b.test_acc", "linear.test.loss_barrier"):
+    for key in ("endpoint/a/test_loss", "endpoint/b/test_acc", "barrier/linear/test/loss"):
         assert metrics[key] == pytest.approx(first[key], rel=1e-9)
 
 

@@ -55,22 +55,22 @@ def test_resnet_depth_tiny_runs_every_stage_on_cifar_files(tmp_path: Path) -> No
     _finite(
         metrics,
         [
-            "a.test_acc",
-            "b.train_loss",
-            "linear.test.loss_barrier",
-            "bezier.test.loss_barrier",
-            "polychain.test.acc_auc",
-            "bezier.angle_acb_deg",
-            "polychain.dist_ac",
-            "hessian.a.lambda_max",
-            "hessian.mid.lambda_max",
-            "sharpness.b.eps_avg",
+            "endpoint/a/test_acc",
+            "endpoint/b/train_loss",
+            "barrier/linear/test/loss",
+            "barrier/bezier/test/loss",
+            "barrier/polychain/test/acc_auc",
+            "triangle/bezier/angle_acb_deg",
+            "triangle/polychain/dist_ac",
+            "hessian/a/lambda_max",
+            "hessian/mid/lambda_max",
+            "sharpness/b/eps_avg",
         ],
     )
     table = bundle.read_path("bezier")
     assert len(table) == 5 and "hessian_lambda_max" in table
     # BN policy: t = 0 is the trained endpoint A with its own statistics
-    assert table["test_acc"][0] == pytest.approx(metrics["a.test_acc"])
+    assert table["test_acc"][0] == pytest.approx(metrics["endpoint/a/test_acc"])
     assert {"curves/bezier.pt", "curves/polychain.pt", "spectra/mid.json", "planes/bezier.npz"} <= {
         str(p) for p in bundle.files()
     }
@@ -82,13 +82,13 @@ def test_mnist_arch_tiny_runs_every_stage_on_mnist_files(tmp_path: Path) -> None
     _finite(
         metrics,
         [
-            "a.test_acc",
-            "linear.test.loss_barrier",
-            "linear_aligned.test.loss_barrier",
-            "bezier.dist_bc",
-            "hessian.a.lambda_max",
-            "hessian.a.trace",
-            "sharpness.a.eps_worst",
+            "endpoint/a/test_acc",
+            "barrier/linear/test/loss",
+            "barrier/linear_aligned/test/loss",
+            "triangle/bezier/dist_bc",
+            "hessian/a/lambda_max",
+            "hessian/a/trace",
+            "sharpness/a/eps_worst",
         ],
     )
     assert (bundle.root / "endpoints" / "b_aligned.pt").exists()

@@ -45,23 +45,23 @@ def test_default_run_writes_metrics_spectra_and_figures(trained: dict) -> None:
     bundle = Bundle(trained["bundle"])
     metrics = bundle.metrics()
     for name in (
-        "hessian.a.lambda_max",
-        "hessian.a.topk_mean",
-        "hessian.a.trace",
-        "sharpness.a.eps_avg",
-        "sharpness.a.eps_worst",
-        "curvature.a.mc_mean",
-        "pca.explained_variance_1",
-        "gradients.effective_dim",
+        "hessian/a/lambda_max",
+        "hessian/a/topk_mean",
+        "hessian/a/trace",
+        "sharpness/a/eps_avg",
+        "sharpness/a/eps_worst",
+        "curvature/a/mc_mean",
+        "pca/explained_variance_1",
+        "gradients/effective_dim",
     ):
         assert name in metrics and math.isfinite(metrics[name]), name
-    assert metrics["hessian.a.lambda_max"] >= metrics["hessian.a.topk_mean"]
+    assert metrics["hessian/a/lambda_max"] >= metrics["hessian/a/topk_mean"]
     spectrum = bundle.read_json("spectra/a.json")
     assert len(spectrum["eigenvalues"]) == 3 and spectrum["eigenvalues"][0] == pytest.approx(
-        metrics["hessian.a.lambda_max"]
+        metrics["hessian/a/lambda_max"]
     )
     assert (
-        spectrum["trace"]["mean"] == pytest.approx(metrics["hessian.a.trace"])
+        spectrum["trace"]["mean"] == pytest.approx(metrics["hessian/a/trace"])
         and len(spectrum["density"]["grid"]) == 500
     )
     figures = {p.name for p in (trained["bundle"] / "figures").glob("*.png")}
@@ -103,11 +103,11 @@ def test_checkpoint_mode_probes_a_saved_endpoint(trained: dict, tmp_path: Path, 
     assert rc == 0
     metrics = Bundle(out).metrics()
     a = Bundle(trained["bundle"]).metrics()
-    assert metrics["hessian.b.lambda_max"] == pytest.approx(
-        a["hessian.a.lambda_max"], rel=1e-6
+    assert metrics["hessian/b/lambda_max"] == pytest.approx(
+        a["hessian/a/lambda_max"], rel=1e-6
     )  # same point, same seeds
-    assert "pca.explained_variance_1" in metrics  # trajectory read from last.pt beside the checkpoint
-    assert f"{CELL}: hessian.b.lambda_max" in capsys.readouterr().out
+    assert "pca/explained_variance_1" in metrics  # trajectory read from last.pt beside the checkpoint
+    assert f"{CELL}: hessian/b/lambda_max" in capsys.readouterr().out
 
 
 def test_curve_mode_probes_endpoints_midpoint_and_the_path(trained: dict, tmp_path: Path) -> None:
@@ -139,12 +139,12 @@ def test_curve_mode_probes_endpoints_midpoint_and_the_path(trained: dict, tmp_pa
     bundle = Bundle(out)
     metrics = bundle.metrics()
     for point in ("a", "mid", "b"):
-        assert math.isfinite(metrics[f"hessian.{point}.lambda_max"]) and (out / "spectra" / f"{point}.json").exists()
+        assert math.isfinite(metrics[f"hessian/{point}/lambda_max"]) and (out / "spectra" / f"{point}.json").exists()
     table = bundle.read_path("bezier")
     assert list(table["t"]) == [0.0, 0.5, 1.0] and {"hessian_lambda_max", "hessian_top1", "hessian_top3"} <= set(
         table.names
     )
-    assert table["hessian_lambda_max"][0] == pytest.approx(metrics["hessian.a.lambda_max"], rel=1e-9)
+    assert table["hessian_lambda_max"][0] == pytest.approx(metrics["hessian/a/lambda_max"], rel=1e-9)
     assert (out / "figures" / "bezier_hessian.png").exists()
 
 
@@ -228,13 +228,13 @@ def test_probe_cell_fills_a_trial_bundle(trained: dict, tmp_path: Path) -> None:
         )
     metrics = probe_cell(cfg, model, bundle, splits, progress=False)
     for point in ("a", "b", "mid"):
-        assert math.isfinite(metrics[f"hessian.{point}.lambda_max"]) and f"sharpness.{point}.eps_avg" in metrics
-    assert "sharpness.a.eps_worst" not in metrics
+        assert math.isfinite(metrics[f"hessian/{point}/lambda_max"]) and f"sharpness/{point}/eps_avg" in metrics
+    assert "sharpness/a/eps_worst" not in metrics
     for path in ("linear", "bezier"):
         table = bundle.read_path(path)
         assert list(table["t"]) == [0.0, 1.0] and "hessian_lambda_max" in table
     assert bundle.read_path("linear")["hessian_lambda_max"][0] == pytest.approx(
-        metrics["hessian.a.lambda_max"], rel=1e-9
+        metrics["hessian/a/lambda_max"], rel=1e-9
     )
     assert json.loads((bundle.root / "spectra" / "mid.json").read_text())["eigenvalues"]
 
@@ -311,17 +311,17 @@ def test_curve_mode_keeps_the_trained_bn_statistics_of_the_endpoints(tmp_path: P
     by_curve = probe("--curve", str(curve_file))
     by_checkpoint = probe("--checkpoint", str(tmp_path / "connect" / "endpoints" / "a.pt"))
     for key in ("lambda_max", "topk_mean", "trace"):
-        assert by_curve["metrics"][f"hessian.a.{key}"] == pytest.approx(
-            by_checkpoint["metrics"][f"hessian.a.{key}"], rel=1e-9
+        assert by_curve["metrics"][f"hessian/a/{key}"] == pytest.approx(
+            by_checkpoint["metrics"][f"hessian/a/{key}"], rel=1e-9
         ), key
-    assert by_curve["metrics"]["probe.a.loss"] == pytest.approx(by_checkpoint["metrics"]["probe.a.loss"], rel=1e-9)
+    assert by_curve["metrics"]["probe/a/loss"] == pytest.approx(by_checkpoint["metrics"]["probe/a/loss"], rel=1e-9)
     table = by_curve["bundle"].read_path("bezier")
-    assert table["hessian_lambda_max"][0] == pytest.approx(by_curve["metrics"]["hessian.a.lambda_max"], rel=1e-9)
+    assert table["hessian_lambda_max"][0] == pytest.approx(by_curve["metrics"]["hessian/a/lambda_max"], rel=1e-9)
     # A curve file without its bundle's endpoints falls back to recomputed statistics, which differ here.
     lonely = tmp_path / "elsewhere" / "curves" / "bezier.pt"
     lonely.parent.mkdir(parents=True)
     lonely.write_bytes(curve_file.read_bytes())
     alone = probe("--curve", str(lonely))
-    assert alone["metrics"]["hessian.a.lambda_max"] != pytest.approx(
-        by_checkpoint["metrics"]["hessian.a.lambda_max"], rel=1e-3
+    assert alone["metrics"]["hessian/a/lambda_max"] != pytest.approx(
+        by_checkpoint["metrics"]["hessian/a/lambda_max"], rel=1e-3
     )

@@ -91,8 +91,8 @@ def test_train_logs_cells(
     cell = next(c for c in expand_matrix(load_config("quick-tiny", overrides)) if c.name == CELL)
     assert row["cell"] == CELL and row["config_hash"] == config_hash(cell.config) and row["study"] == unique_study
     assert row["params.train.lr"] == "0.05" and row["params.model.width"] == "16" and int(row["params.n_params"]) > 0
-    assert 0 <= row["metrics.a.test_acc"] <= 100 and 0 <= row["metrics.b.train_acc"] <= 100
-    hist = server_store.client().get_metric_history(row["run_id"], "a.history.train_loss")
+    assert 0 <= row["metrics.endpoint/a/test_acc"] <= 100 and 0 <= row["metrics.endpoint/b/train_acc"] <= 100
+    hist = server_store.client().get_metric_history(row["run_id"], "train/a/loss")
     assert sorted(h.step for h in hist) == [1, 2]
     ckpt = next((tmp_path / "out" / unique_study / CELL / "endpoints").glob("*/seed0")) / "final.pt"
     state = torch.load(ckpt, weights_only=True)

@@ -125,9 +125,9 @@ def test_train_connect_probe_entry_points(workdir: dict[str, str]) -> None:
     assert all(r.info.status == "FINISHED" for r in project_runs)
     assert all(r.data.params["preset"] == "quick-tiny" and r.data.params["cell"] == CELL for r in project_runs)
     connect = next(r for r in runs if r.data.tags.get("lgeom.stage") == "connect")
-    assert "bezier.test.loss_barrier" in connect.data.metrics
+    assert "barrier/bezier/test/loss" in connect.data.metrics
     probe = next(r for r in runs if r.data.tags.get("lgeom.stage") == "probe")
-    assert "hessian.a.lambda_max" in probe.data.metrics
+    assert "hessian/a/lambda_max" in probe.data.metrics
 
 
 @pytest.fixture(scope="module")
@@ -191,12 +191,12 @@ def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ra
         assert float(trial.data.params["train.weight_decay"]) == pytest.approx(preset["train"]["weight_decay"])
         assert int(trial.data.params["train.batch_size"]) == preset["train"]["batch_size"]
     # the two trials ran in processes of their own
-    assert len({r.data.tags.get("lgeom.pid") for r in trials}) == 2
+    assert len({r.data.tags.get("lgeom.sys.pid") for r in trials}) == 2
     assert (report / "report.md").exists()
 
     compare = mlflow_run("compare", {"study": "quick-tiny-tuned", "table": "compare", "format": "markdown"}, env)
     assert compare.returncode == 0, compare.stderr[-3000:]
-    assert "| mlp2x16/moons/adam |" in compare.stdout and "bezier.test.loss_barrier" in compare.stdout
+    assert "| mlp2x16/moons/adam |" in compare.stdout and "barrier/bezier/test/loss" in compare.stdout
     report_step = mlflow_run(
         "report", {"study": "quick-tiny-tuned", "out": str(Path(workdir["_CWD"]) / "report-step")}, env
     )
@@ -237,7 +237,7 @@ def test_train_entry_point_on_the_server_with_s3(local_stack: Any, tmp_path: Pat
     assert proc.returncode == 0, proc.stderr[-3000:]
     runs = runs_of(local_stack.tracking_uri, "entry-server")
     train = [r for r in runs if r.data.tags.get("lgeom.stage") == "train"]
-    assert len(train) == 1 and train[0].info.status == "FINISHED" and "a.test_acc" in train[0].data.metrics
+    assert len(train) == 1 and train[0].info.status == "FINISHED" and "endpoint/a/test_acc" in train[0].data.metrics
 
 
 def test_compare_entry_point_on_the_server(local_stack: Any, tmp_path: Path) -> None:
@@ -258,7 +258,7 @@ def test_compare_entry_point_on_the_server(local_stack: Any, tmp_path: Path) -> 
                 parent_run_id=parent.run_id,
                 tags=run_tags(study=study, stage="trial", cell=cell, config_hash=cell),
             ) as run:
-                run.log_metrics({"a.test_acc": acc, "bezier.test.loss_barrier": acc / 100})
+                run.log_metrics({"endpoint/a/test_acc": acc, "barrier/bezier/test/loss": acc / 100})
     env = {"_CWD": str(tmp_path), "MLFLOW_TRACKING_URI": local_stack.tracking_uri}
     proc = mlflow_run("compare", {"study": study, "format": "csv"}, env, timeout=200)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -268,7 +268,9 @@ def test_compare_entry_point_on_the_server(local_stack: Any, tmp_path: Path) -> 
     )
     table = pd.read_csv(StringIO(csv))
     assert list(table["setting"]) == ["mlp2x16/moons/adam", "mlp2x16/moons/sgd"]
-    assert table["a.test_acc.mean"].tolist() == pytest.approx([80.0, 92.0]) and table["a.test_acc.n"].tolist() == [1, 2]
+    assert table["endpoint/a/test_acc.mean"].tolist() == pytest.approx([80.0, 92.0]) and table[
+        "endpoint/a/test_acc.n"
+    ].tolist() == [1, 2]
     assert not (tmp_path / "mlflow.db").exists(), "compare must read the server, not an embedded store"
     project_runs = [
         r

@@ -37,7 +37,7 @@ def test_compare_runs_page_screenshot(server_store: Any, unique_study: str, tmp_
                 params={"train.lr": lr},
                 tags=run_tags(study=unique_study, stage="trial", cell=f"mlp2x16/moons/sgd/lr={lr}"),
             ) as run:
-                run.log_metrics({"bezier.test.acc_auc": auc, "linear.test.loss_barrier": 2 * auc})
+                run.log_metrics({"barrier/bezier/test/acc_auc": auc, "barrier/linear/test/loss": 2 * auc})
                 ids.append(run.run_id)
     query = urllib.parse.urlencode({"runs": json.dumps(ids), "experiments": json.dumps([parent.experiment_id])})
     url = f"{server_store.tracking_uri}/#/compare-runs?{query}"
@@ -56,7 +56,7 @@ def test_compare_runs_page_screenshot(server_store: Any, unique_study: str, tmp_
     # What the page shows, not only that it shows something: the rendered DOM names both runs and a metric.
     dom = _chromium("--dump-dom", url)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    for name in ("mlp2x16/moons/sgd/lr=0.05", "mlp2x16/moons/sgd/lr=0.1", "bezier.test.acc_auc"):
+    for name in ("mlp2x16/moons/sgd/lr=0.05", "mlp2x16/moons/sgd/lr=0.1", "barrier/bezier/test/acc_auc"):
         assert name in dom.stdout, (
             f"{name!r} not in the rendered compare-runs page ({len(dom.stdout)} characters of DOM)"
         )

@@ -170,7 +170,7 @@ def test_orphaned_runs_of_a_killed_invocation(server_store: Any, unique_study: s
 def test_interrupt_ends_the_run_failed_with_the_error(server_store: Any, unique_study: str) -> None:
     with pytest.raises(KeyboardInterrupt):
         with tracked_run(server_store, experiment=unique_study) as run:
-            run.log_metrics({"a.test_acc": 50.0})
+            run.log_metrics({"endpoint/a/test_acc": 50.0})
             raise KeyboardInterrupt
     got = server_store.client().get_run(run.run_id)
     assert got.info.status == "FAILED" and got.data.tags["lgeom.error"].startswith("KeyboardInterrupt")

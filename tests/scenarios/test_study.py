@@ -75,27 +75,27 @@ def test_tiny_study_logs_complete_child_runs(tiny_study) -> None:
         assert len(run.data.tags["lgeom.config_hash"]) == 16
         m = run.data.metrics
         for name in [
-            "a.test_acc",
-            "b.test_acc",
-            "linear.test.loss_barrier",
-            "bezier.test.loss_barrier",
-            "polychain.test.loss_barrier",
-            "linear_aligned.test.loss_barrier",
-            "bezier.angle_acb_deg",
-            "bezier.dist_ac",
-            "polychain.area",
-            "hessian.a.lambda_max",
-            "hessian.b.lambda_max",
-            "hessian.mid.lambda_max",
-            "hessian.mid.trace",
-            "sharpness.a.eps_avg",
-            "sharpness.mid.eps_worst",
+            "endpoint/a/test_acc",
+            "endpoint/b/test_acc",
+            "barrier/linear/test/loss",
+            "barrier/bezier/test/loss",
+            "barrier/polychain/test/loss",
+            "barrier/linear_aligned/test/loss",
+            "triangle/bezier/angle_acb_deg",
+            "triangle/bezier/dist_ac",
+            "triangle/polychain/area",
+            "hessian/a/lambda_max",
+            "hessian/b/lambda_max",
+            "hessian/mid/lambda_max",
+            "hessian/mid/trace",
+            "sharpness/a/eps_avg",
+            "sharpness/mid/eps_worst",
         ]:
             assert name in m, name
         assert run.data.params["model.width"] == "16" and int(run.data.params["n_params"]) > 0
-        series = c.get_metric_history(run.info.run_id, "bezier.test_acc")
+        series = c.get_metric_history(run.info.run_id, "path/bezier/test_acc")
         assert sorted(s.step for s in series) == list(range(11))
-        assert c.get_metric_history(run.info.run_id, "linear.hessian_lambda_max")
+        assert c.get_metric_history(run.info.run_id, "path/linear/hessian_lambda_max")
         files = {
             f.path
             for d in ("curves", "spectra", "figures", "paths", "planes")
@@ -155,7 +155,7 @@ def test_failing_cells_are_isolated(tmp_path: Path) -> None:
     )
     assert "1 cell(s) finished, 0 reused from earlier runs, 3 failed" in proc.stdout
     runs = {r.data.tags["lgeom.cell"]: r for r in trial_runs(study_runs(tmp_path, "quick-tiny"))}
-    assert runs[good].info.status == "FINISHED" and "bezier.test.loss_barrier" in runs[good].data.metrics
+    assert runs[good].info.status == "FINISHED" and "barrier/bezier/test/loss" in runs[good].data.metrics
     assert runs[bad].info.status == "FAILED"
     assert "NonFiniteLossError" in runs[bad].data.tags["lgeom.error"] and "epoch" in runs[bad].data.tags["lgeom.error"]
     assert runs[no_files].info.status == "FAILED"

@@ -78,6 +78,6 @@ def test_a_trial_killed_after_connect_resumes_at_probe(embedded_store: Any, tmp_
 
     run = embedded_store.client().get_run(again["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["lgeom.stages_skipped"] == "train,connect"
-    assert "bezier.test.loss_barrier" in run.data.metrics and "hessian.mid.lambda_max" in run.data.metrics
+    assert "barrier/bezier/test/loss" in run.data.metrics and "hessian/mid/lambda_max" in run.data.metrics
     assert "lgeom.stages_skipped" not in embedded_store.client().get_run(first["run_id"]).data.tags
     parent.client.set_terminated(parent.run_id, "FINISHED")

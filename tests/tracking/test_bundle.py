@@ -88,7 +88,13 @@ def test_full_trial_round_trip(
             tags=tags,
             params=params,
         ) as run:
-            manifest = log_bundle(run, bundle, model=arch)
+            manifest = log_bundle(
+                run,
+                bundle,
+                model=arch,
+                cell="mlp2x8/moons/sgd",
+                input_example=torch.randn(2, 4, generator=torch.Generator().manual_seed(2)).numpy(),
+            )
 
     client = store.client()
     got = client.get_run(run.run_id)
@@ -103,7 +109,9 @@ def test_full_trial_round_trip(
     # scalar metrics (NaN kept as NaN), params flattened, credentials dropped or masked everywhere
     m = got.data.metrics
     assert (
-        m["bezier.test.acc_auc"] == 0.5 and m["hessian.mid.lambda_max"] == 3.5 and math.isnan(m["linear.gen_gap_max"])
+        m["barrier/bezier/test/acc_auc"] == 0.5
+        and m["hessian/mid/lambda_max"] == 3.5
+        and math.isnan(m["gap/linear/gen_gap_max"])
     )
     p = got.data.params
     assert p["model.arch"] == "mlp" and p["model.depth"] == "2" and "db.password" not in p and p["n_params"]
@@ -115,7 +123,7 @@ def test_full_trial_round_trip(
         for value in stack.credentials():
             assert value not in everything
     # series along paths: one step per point
-    hist = client.get_metric_history(run.run_id, "bezier.test_acc")
+    hist = client.get_metric_history(run.run_id, "path/bezier/test_acc")
     assert [h.step for h in sorted(hist, key=lambda h: h.step)] == list(range(7))
     table = bundle.read_path("bezier")
     np.testing.assert_allclose([h.value for h in sorted(hist, key=lambda h: h.step)], table["test_acc"])
@@ -132,7 +140,14 @@ def test_full_trial_round_trip(
     # models: LoggedModels linked to the run, identical outputs after loading
     assert set(model_uris(store, run.run_id)) == {"a", "b"}
     models = client.search_logged_models([parent.experiment_id], filter_string=f"source_run_id = '{run.run_id}'")
-    assert {lm.name for lm in models} == {"a", "b"} and all(lm.status.name == "READY" for lm in models)
+    assert {lm.name for lm in models} == {"mlp2x8-moons-sgd-a", "mlp2x8-moons-sgd-b"} and all(
+        lm.status.name == "READY" for lm in models
+    )
+    from mlflow.models import get_model_info
+
+    info = get_model_info(model_uris(store, run.run_id)["a"])
+    assert info.signature is not None and tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 4)
+    assert info.saved_input_example_info is not None
     x = torch.randn(16, 4, generator=torch.Generator().manual_seed(1))
     for name, module in endpoints.items():
         loaded = load_model(store, run.run_id, name)

@@ -59,8 +59,8 @@ def test_bad_metric_names_and_values_are_refused(embedded_store: Any, unique_stu
     run = start_run(embedded_store, experiment=unique_study)
     with pytest.raises(ValueError, match=r"metric name: expected letters, digits and _ - \. / : or spaces, got 'a,b'"):
         log_metrics(run, {"a,b": 1.0})
-    with pytest.raises(ValueError, match="metric a.test_acc: expected a number, got 'high'"):
-        log_metrics(run, {"a.test_acc": "high"})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="metric endpoint/a/test_acc: expected a number, got 'high'"):
+        log_metrics(run, {"endpoint/a/test_acc": "high"})  # type: ignore[dict-item]
     end_run(run, "FAILED")
 
 

@@ -28,26 +28,29 @@ def test_runs_of_a_study(study: dict[str, Any]) -> None:
 
 def test_compare_aggregates_over_pairs(study: dict[str, Any]) -> None:
     table = query.compare(
-        study["name"], ["bezier.test.acc_auc", "linear.test.acc_drop"], by=["model"], store=study["store"]
+        study["name"],
+        ["barrier/bezier/test/acc_auc", "barrier/linear/test/acc_drop"],
+        by=["model"],
+        store=study["store"],
     )
     assert list(table["model"]) == ["preresnet8", "preresnet26"]  # natural order
     row = table.set_index("model").loc["preresnet26"]
-    assert row["bezier.test.acc_auc.mean"] == pytest.approx(1.5)
-    assert row["bezier.test.acc_auc.std"] == pytest.approx(np.std([1.0, 2.0], ddof=1))
-    assert row["bezier.test.acc_auc.n"] == 2 and row["linear.test.acc_drop.mean"] == pytest.approx(65.0)
-    by_depth = query.compare(study["name"], ["a.test_acc"], by=["model.depth"], store=study["store"])
+    assert row["barrier/bezier/test/acc_auc.mean"] == pytest.approx(1.5)
+    assert row["barrier/bezier/test/acc_auc.std"] == pytest.approx(np.std([1.0, 2.0], ddof=1))
+    assert row["barrier/bezier/test/acc_auc.n"] == 2 and row["barrier/linear/test/acc_drop.mean"] == pytest.approx(65.0)
+    by_depth = query.compare(study["name"], ["endpoint/a/test_acc"], by=["model.depth"], store=study["store"])
     assert list(by_depth["model.depth"]) == ["8", "26"]
-    with pytest.raises(KeyError, match="did you mean 'bezier.test.acc_auc'"):
-        query.compare(study["name"], ["bezier.test.acc_aux"], store=study["store"])
+    with pytest.raises(KeyError, match="did you mean 'barrier/bezier/test/acc_auc'"):
+        query.compare(study["name"], ["barrier/bezier/test/acc_aux"], store=study["store"])
 
 
 def test_depth_tables(study: dict[str, Any]) -> None:
     auc = query.depth_auc_table(study["name"], store=study["store"])
     assert list(auc["model"]) == ["preresnet8", "preresnet26"] and list(auc["n_params"]) == [78_000, 370_000]
     r8 = auc.iloc[0]
-    assert r8["linear.test.acc_auc.mean"] == pytest.approx(12.0) and r8["bezier.test.acc_drop.mean"] == pytest.approx(
-        3.0
-    )
+    assert r8["barrier/linear/test/acc_auc.mean"] == pytest.approx(12.0) and r8[
+        "barrier/bezier/test/acc_drop.mean"
+    ] == pytest.approx(3.0)
     tri = query.depth_triangle_table(study["name"], store=study["store"])
     assert list(zip(tri["model"], tri["curve"])) == [
         ("preresnet8", "bezier"),

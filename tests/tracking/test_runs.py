@@ -183,7 +183,7 @@ def test_flatten_params_dots_nested_keys_and_truncates_long_values() -> None:
 
 
 # A worker node of a cluster: its process cannot be checked from here.
-FOREIGN = {"lgeom.host": "gpu-worker-7.cluster.invalid", "lgeom.pid": "4242", "lgeom.proc_start": "0"}
+FOREIGN = {"lgeom.sys.host": "gpu-worker-7.cluster.invalid", "lgeom.sys.pid": "4242", "lgeom.sys.proc_start": "0"}
 
 
 def _trial(store: Any, parent: Any, study: str, cell: str) -> Any:
@@ -245,7 +245,7 @@ def test_a_dead_local_parent_and_its_remote_children_are_closed_in_one_sweep(
 ) -> None:
     # The driver ran here and was killed (kill -9): its pid is gone; its trials ran on another host.
     client = embedded_store.client()
-    dead_pid = {"lgeom.pid": "999999999", "lgeom.proc_start": "1"}
+    dead_pid = {"lgeom.sys.pid": "999999999", "lgeom.sys.proc_start": "1"}
     parent = start_run(
         embedded_store, experiment=unique_study, tags={**run_tags(study=unique_study, stage="study"), **dead_pid}
     )

@@ -1,0 +1,71 @@
+"""Figures of endpoint training: the top Hessian eigenvalue tracked during training against 2 / lr.
+
+Inputs are the endpoints' per-epoch history tables (``lgeom.train.TrainResult.history``); only matplotlib's
+object API (Agg canvas) and NumPy are used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from lgeom.train import TRACK_QUANTITIES
+from tracking.figures import save_figure
+
+LAMBDA_MAX, TWO_OVER_LR = TRACK_QUANTITIES
+
+
+def _columns(table: Any) -> list[str]:
+    # lgeom.table.Table lists its columns in .names; a mapping by its keys
+    return list(table.names) if hasattr(table, "names") else list(table)
+
+
+def has_sharpness(history: Any) -> bool:
+    """Whether ``history`` holds tracked ``lambda_max`` values (``train.track_hessian_every`` was on)."""
+    return LAMBDA_MAX in _columns(history) and bool(
+        np.isfinite(np.asarray(history[LAMBDA_MAX], dtype=np.float64)).any()
+    )
+
+
+def plot_sharpness(histories: Mapping[str, Any], path: str | os.PathLike[str], *, title: str | None = None) -> Path:
+    """lambda_max of each endpoint against the epoch (markers where it was measured), with 2 / lr dashed
+    where the optimiser has that threshold (SGD); log-scaled y axis.
+
+    Args:
+        histories: endpoint name -> history table with columns ``epoch``, ``lambda_max`` and ``two_over_lr``.
+        path: PNG file to write.
+        title: figure title.
+
+    Returns:
+        The written file.
+    """
+    fig = Figure(figsize=(6.4, 4.0))
+    ax = fig.add_subplot()
+    for i, (endpoint, hist) in enumerate(histories.items()):
+        color = f"C{i}"
+        epoch = np.asarray(hist["epoch"], dtype=np.float64)
+        lam = np.asarray(hist[LAMBDA_MAX], dtype=np.float64)
+        ok = np.isfinite(lam)
+        ax.plot(epoch[ok], lam[ok], "o-", color=color, label=f"{endpoint}: {LAMBDA_MAX}", markersize=3)
+        if TWO_OVER_LR in _columns(hist):
+            ref = np.asarray(hist[TWO_OVER_LR], dtype=np.float64)
+            ok_ref = np.isfinite(ref)
+            if ok_ref.any():
+                ax.plot(epoch[ok_ref], ref[ok_ref], "--", color=color, label=f"{endpoint}: 2 / lr")
+    positive = [
+        v for h in histories.values() for v in np.asarray(h[LAMBDA_MAX], dtype=np.float64) if np.isfinite(v) and v > 0
+    ]
+    if positive:
+        ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("top Hessian eigenvalue")
+    ax.legend(fontsize="small")
+    ax.grid(True, alpha=0.3)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
