@@ -122,8 +122,8 @@ def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figur
     ``trace_stderr``, ``density_mean``; solver diagnostics ``diag/<point>/hessian_converged|hessian_n_hvp``),
     ``sharpness/<point>/eps_avg``, ``eps_worst`` (+ ``eps_avg_max``, ``flatness``),
     ``curvature/<point>/mc_mean|mc_std|mc_frac_negative``, ``probe/<point>/loss``; ``spectra/<point>.json``; the
-    samples and the 1-D slice under ``probes.json``; ``planes/slice_<point>.npz``; figures ``<point>_topk``, ``_density``, ``_sharpness``, ``_slice1d``,
-    ``_slice2d``, ``_surface3d``.
+    samples and the 1-D slice under ``probes.json``; ``planes/slice_<point>.npz``; figures ``<point>_topk``,
+    ``_density``, ``_sharpness``, ``_slice1d``, ``_slice2d``, ``_surface3d``.
 
     Returns:
         The metrics written.

@@ -6,6 +6,8 @@ here raises it; nothing else is replaced).
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
+import re
 import sys
 import types
 from collections.abc import Callable
@@ -21,9 +23,10 @@ from pipelines.cli import (
     STEPS,
     build_parser,
     main,
+    plain_text,
     split_overrides,
 )
-from pipelines.config import ConfigError
+from pipelines.config import ConfigError, available_presets
 from tracking.store import StoreUnavailableError
 
 
@@ -143,3 +146,29 @@ def test_a_preset_step_gets_the_loaded_config(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(cli.STEPS, "cfg", (module.__name__, True, "takes a preset"))
     assert main(["cfg", "--preset", "quick-tiny", "train.epochs=3 name=from-cli"]) == 0
     assert seen[0].name == "from-cli" and seen[0].train.epochs == 3  # type: ignore[attr-defined]
+
+
+def test_version_comes_from_the_package_metadata(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0
+    assert capsys.readouterr().out.strip() == f"lgeom {importlib.metadata.version('lgeom')}"
+
+
+def test_help_shows_defaults_and_presets_without_markup() -> None:
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.dest == "step").choices
+    assert "quick-tiny" in parser.format_help()
+    study = sub["study"].format_help()
+    assert re.search(r"--gpu GPU .*\(default:\s+-1\.0\)", study, re.S)
+    assert all(p in " ".join(study.split()) for p in available_presets())
+    for step in STEPS:
+        if step in sub:
+            text = sub[step].format_help()
+            assert "``" not in text and not re.search(r":(func|mod|class|meth|data):`", text), step
+
+
+def test_plain_text_strips_roles_and_literals() -> None:
+    assert plain_text("see :func:`~tracking.live.progress_metrics` and ``train/a/loss``") == (
+        "see tracking.live.progress_metrics and train/a/loss"
+    )
