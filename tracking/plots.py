@@ -154,7 +154,8 @@ def plot_gen_gap(
     group: str = "dataset",
     endpoints: Sequence[str] = names.ENDPOINTS,
 ) -> Path:
-    """Generalisation gap of the endpoints, mean over ``endpoints`` of ``<x>.train_acc - <x>.test_acc``
+    """Generalisation gap of the endpoints, mean over ``endpoints`` of
+    ``endpoint/<e>/train_acc - endpoint/<e>/test_acc``
     (percentage points), against ``x`` per ``group``.
 
     Raises:
@@ -167,7 +168,7 @@ def plot_gen_gap(
             gaps.append(pd.to_numeric(df[tr], errors="coerce") - pd.to_numeric(df[te], errors="coerce"))
     if not gaps:
         raise KeyError(
-            "generalisation gap: expected metrics <endpoint>.train_acc and .test_acc "
+            "generalisation gap: expected metrics endpoint/<endpoint>/train_acc and /test_acc "
             f"for {', '.join(endpoints)}, got none"
         )
     work = df.copy()

@@ -28,10 +28,10 @@ def _runs() -> pd.DataFrame:
                     "params.model.depth": str(depth),
                     "params.n_params": str(n_params),
                     "metrics.bezier.test.acc_auc": depth / 10 + noise,
-                    "metrics.a.train_acc": 100.0,
-                    "metrics.a.test_acc": 92.0 - depth / 10,
-                    "metrics.b.train_acc": 99.0,
-                    "metrics.b.test_acc": 91.0 - depth / 10 + noise,
+                    "metrics.endpoint/a/train_acc": 100.0,
+                    "metrics.endpoint/a/test_acc": 92.0 - depth / 10,
+                    "metrics.endpoint/b/train_acc": 99.0,
+                    "metrics.endpoint/b/test_acc": 91.0 - depth / 10 + noise,
                 }
             )
     rows.append({**rows[-1], "run_id": "no-metric", "metrics.bezier.test.acc_auc": float("nan")})  # left out
@@ -63,7 +63,7 @@ def test_missing_data_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
     ):
         plot_metric_vs(empty, "bezier.test.acc_auc", tmp_path / "x.png", x="depth")
     with pytest.raises(
-        KeyError, match="generalisation gap: expected metrics <endpoint>.train_acc and .test_acc for a, b"
+        KeyError, match="generalisation gap: expected metrics endpoint/<endpoint>/train_acc and /test_acc for a, b"
     ):
         plot_gen_gap(df.drop(columns=[c for c in df.columns if c.endswith("_acc")]), tmp_path / "x.png")
     assert not list(tmp_path.iterdir())
