@@ -31,9 +31,14 @@ def test_settings_are_cells_without_their_seed_pair() -> None:
 
 def test_only_metrics_some_run_has_are_present() -> None:
     df = pd.DataFrame(
-        {"metrics.a.test_acc": [90.0, None], "metrics.b.test_acc": [None, None], "params.lr": ["0.1", "0.1"]}
+        {
+            "metrics.endpoint/a/test_acc": [90.0, None],
+            "metrics.endpoint/b/test_acc": [None, None],
+            "params.lr": ["0.1", "0.1"],
+        }
     )
-    assert present_metrics(df, ["a.test_acc", "b.test_acc", "c.test_acc", "lr"]) == ["a.test_acc"]
+    listed = ["endpoint/a/test_acc", "endpoint/b/test_acc", "endpoint/c/test_acc", "lr"]
+    assert present_metrics(df, listed) == ["endpoint/a/test_acc"]
 
 
 def test_the_main_metrics_are_listed_in_the_sections() -> None:
