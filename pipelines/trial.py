@@ -230,13 +230,13 @@ def run_stages(
 def describe_cell(cfg: Config, cell: str, study: str) -> str:
     """The child run's description (``mlflow.note.content``): its cell in words."""
     t, c = cfg.train, cfg.curve
+    sizes = ", ".join(f"{k}={cfg.data.options[k]}" for k in ("n_train", "n_test") if k in cfg.data.options)
     return (
-        f"Cell `{cell}` of study `{study}`: a {cfg.model.arch} on {cfg.data.name} "
-        f"(n_train={cfg.data.n_train}, n_test={cfg.data.n_test}); endpoints A and B (seeds "
-        f"{', '.join(str(s) for s in t.seeds[:2])}) trained {t.epochs} epochs with {t.optimizer} lr={t.lr:g} "
-        f"({t.schedule} schedule, batch {t.batch_size}); connected by the line and {', '.join(c.kinds)} "
-        f"({c.epochs} fit epochs{', with B aligned onto A too' if c.align else ''}), then probed at A, B "
-        "and the curve midpoint."
+        f"Cell `{cell}` of study `{study}`: a {cfg.model.arch} on {cfg.data.name}{f' ({sizes})' if sizes else ''}; "
+        f"endpoints A and B (seeds {', '.join(str(s) for s in t.seeds[:2])}) trained {t.epochs} epochs with "
+        f"{t.optimizer} lr={t.lr:g} ({t.schedule} schedule, batch {t.batch_size}); connected by the line and "
+        f"{', '.join(c.kinds)} ({c.fit.epochs} fit epochs{', with B aligned onto A too' if c.align else ''}), "
+        "then probed at A, B and the curve midpoint."
     )
 
 

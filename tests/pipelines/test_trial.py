@@ -11,13 +11,17 @@ import pickle
 from pathlib import Path
 
 from lgeom import names
+from pipelines.common import load_splits
 from pipelines.config import expand_matrix, load_config
 from pipelines.trial import (
     HEADLINE,
     STAGES,
     StageLog,
     TrialContext,
+    dataset_input,
+    describe_cell,
     headline_metrics,
+    input_example,
     work_dir,
 )
 
@@ -56,3 +60,17 @@ def test_a_trial_context_is_plain_picklable_values() -> None:
         study="s", cell="c", config={"name": "s"}, experiment_id="1", parent_run_id="p", store=None, work_dir="/w"
     )
     assert pickle.loads(pickle.dumps(ctx)) == ctx and ctx.bars is False
+
+
+def test_cell_description_dataset_input_and_input_example() -> None:
+    cell = expand_matrix(load_config("quick-tiny", []))[0]
+    cfg = cell.config
+    text = describe_cell(cfg, cell.name, "quick-tiny")
+    assert text.startswith(f"Cell `{cell.name}` of study `quick-tiny`: a {cfg.model.arch} on {cfg.data.name}")
+    assert f"trained {cfg.train.epochs} epochs" in text and f"({cfg.curve.fit.epochs} fit epochs" in text
+    splits = load_splits(cfg)
+    ds = dataset_input(cfg, splits)
+    assert ds["name"] == cfg.data.name and len(ds["digest"]) == 16 and ds == dataset_input(cfg, splits)
+    assert ds["profile"]["train"] == len(splits.train) and ds["profile"]["test"] == len(splits.test)
+    x = input_example(splits)
+    assert x.shape[0] == 4 and x.dtype.name == "float32"
