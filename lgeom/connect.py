@@ -12,6 +12,7 @@ names (:meth:`ConnectResult.metrics`) follow DESIGN.md's contract.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -46,6 +47,8 @@ from lgeom.table import Table
 FITTED_KINDS = names.CURVES
 LINE_NAME = names.LINE
 ALIGNED_SUFFIX = names.ALIGNED_SUFFIX
+#: The timed parts of a path (:attr:`PathResult.timings`).
+PATH_PARTS = ("fit", "evaluate", "plane")
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,8 @@ class PathResult:
         mid_triangle: A, phi(0.5), B geometry (``None`` for the line).
         plane: the plane through A, C, B (``None`` for the line or when not asked for).
         aligned: whether B was permuted onto A.
+        timings: wall seconds of this path's parts: ``fit`` (the curve fit), ``evaluate`` (train/test loss and
+            accuracy at every point) and ``plane``; a part that did not run is absent.
     """
 
     name: str
@@ -162,6 +167,7 @@ class PathResult:
     mid_triangle: Triangle | None = None
     plane: PlaneResult | None = None
     aligned: bool = False
+    timings: dict[str, float] = field(default_factory=dict)
 
     def flat_metrics(self) -> dict[str, float]:
         """This path's scalar metrics under the contract's names (``<path>.test.loss_barrier``,
@@ -221,6 +227,12 @@ class ConnectResult:
             out[names.align_metric("similarity_before")] = self.alignment.similarity_before
             out[names.align_metric("similarity_after")] = self.alignment.similarity_after
         return out
+
+    def seconds(self) -> dict[str, float]:
+        """Wall seconds per part summed over every path: ``{"fit", "evaluate", "plane"}`` (0 for a part that
+        never ran).
+        """
+        return {part: sum(p.timings.get(part, 0.0) for p in self.paths.values()) for part in PATH_PARTS}
 
 
 def distance(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
@@ -352,8 +364,12 @@ def connect_path(
     name = names.aligned(name) if aligned else name
     curve = build_curve(kind, a, b, spec.bends)
     fit = None
+    timings: dict[str, float] = {}
     if curve.bends:
+        t0 = time.perf_counter()
         fit = fit_curve(model, curve, data.train, spec.fit, callbacks=scoped(callbacks, name), progress=progress)
+        timings["fit"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
     ts = np.linspace(0.0, 1.0, spec.points)
     table = evaluate_path(
         model,
@@ -365,12 +381,16 @@ def connect_path(
         endpoint_buffers=(a_buffers, b_buffers),
     )
     table = with_gen_gap(table)
-    result = PathResult(name=name, curve=curve, table=table, metrics=path_metrics(table), fit=fit, aligned=aligned)
+    timings["evaluate"] = time.perf_counter() - t0
+    result = PathResult(
+        name=name, curve=curve, table=table, metrics=path_metrics(table), fit=fit, aligned=aligned, timings=timings
+    )
     if curve.bends:
         apex = curve.apex()
         result.triangle = triangle(curve.start, apex, curve.end)
         result.mid_triangle = triangle(curve.start, curve.midpoint(), curve.end)
         if spec.plane:
+            t0 = time.perf_counter()
             result.plane = plane(
                 model,
                 curve.start,
@@ -386,6 +406,7 @@ def connect_path(
                 callbacks=callbacks,
                 progress=progress,
             )
+            timings["plane"] = time.perf_counter() - t0
     return result
 
 

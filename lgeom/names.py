@@ -66,6 +66,14 @@ FIT_QUANTITIES = ("fit_loss", "fit_time_s")
 ALIGN_QUANTITIES = ("iterations", "similarity_before", "similarity_after")
 #: Per-endpoint numbers that are not split-specific.
 ENDPOINT_STATS = ("samples_per_s", "n_params")
+#: Seconds a study trial spent per stage (``trial/<quantity>``): training both endpoints, fitting the curves,
+#: evaluating every path, the planes through A, C, B, the whole connect stage (the three before plus the
+#: endpoints' evaluation and the alignment), the probes, and logging the bundle to MLflow. A stage a resumed
+#: trial skipped keeps the seconds of the attempt that ran it.
+TRIAL_STAGE_TIMES = ("train_s", "fit_s", "path_eval_s", "plane_s", "connect_s", "probe_s", "log_s")
+#: A trial's compute (every stage but logging) and wall time (from before its child run starts to after
+#: everything is logged).
+TRIAL_TIMES = (*TRIAL_STAGE_TIMES, "compute_s", "wall_time_s")
 
 #: Probe families and their scalar quantities (lgeom.probes.PointProbes).
 HESSIAN = "hessian"
@@ -301,7 +309,7 @@ def trajectory_metric(family: str, quantity: str) -> str:
 
 
 def trial_metric(quantity: str) -> str:
-    """A study trial's own numbers (``compute_s``, ``wall_time_s``): ``trial/compute_s``."""
+    """A study trial's own numbers (:data:`TRIAL_TIMES`: ``compute_s``, ``plane_s`` ...): ``trial/compute_s``."""
     return _join(TRIAL, quantity)
 
 
@@ -479,9 +487,11 @@ def contract_rows() -> list[tuple[str, str, str]]:
         ],
         (
             "metric",
-            f"`{trial_metric('<quantity>')}`, `{study_metric('<quantity>')}`",
-            "a trial's compute / wall time; a study's cell counts and wall time",
+            f"`{trial_metric(q(TRIAL_TIMES))}`",
+            "a trial's seconds per stage (train, curve fits, path evaluation, planes, connect in all, probes, "
+            "logging), compute and wall time",
         ),
+        ("metric", f"`{study_metric('<quantity>')}`", "a study's cell counts and wall time"),
         (
             "series",
             f"`{history_metric(e, '{loss,acc,test_loss,test_acc,lr,time_s}')}`",

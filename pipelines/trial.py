@@ -37,6 +37,8 @@ STAGES = ("train", "connect", "probe", "log")
 SHARPNESS_FIGURE = "train_sharpness"
 #: Value of tag ``lgeom.current_stage`` once a trial's run has everything logged.
 STAGE_DONE = "done"
+#: The connect stage's timed parts (:data:`lgeom.connect.PATH_PARTS`) and the trial metric of each.
+CONNECT_PART_TIMES = {"fit": "fit_s", "evaluate": "path_eval_s", "plane": "plane_s"}
 
 
 @dataclass(frozen=True)
@@ -170,13 +172,15 @@ def run_cell(
                     data=on_data,
                 )
                 summary["compute_s"] = time.perf_counter() - t_compute
-                bundle.add_metrics(
+                bundle.add_metrics({names.trial_metric("compute_s"): summary["compute_s"]})
+                t_log = time.perf_counter()
+                log_bundle(run, bundle, model=model, cell=ctx.cell, input_example=example.get("x"))
+                run.log_metrics(  # after the bundle, so that logging it is timed too
                     {
-                        names.trial_metric("compute_s"): summary["compute_s"],
+                        names.trial_metric("log_s"): time.perf_counter() - t_log,
                         names.trial_metric("wall_time_s"): time.perf_counter() - t0,
                     }
                 )
-                log_bundle(run, bundle, model=model, cell=ctx.cell, input_example=example.get("x"))
             summary["live_logging_s"] = live.seconds
             run.set_tags({names.TAG_CURRENT_STAGE: STAGE_DONE})
         stages.mark("log")
@@ -204,7 +208,9 @@ def run_stages(
     data: Callable[[Any], None] | None = None,
 ) -> Any:
     """The computing part of a trial (no tracking): train, then the unfinished ones of connect and probe,
-    each marked done in ``stages`` when it completes. Returns the architecture (holding endpoint A).
+    each marked done in ``stages`` when it completes, its seconds in the bundle's metrics
+    (``trial/train_s``, ``trial/connect_s`` with ``fit_s``, ``path_eval_s``, ``plane_s``, ``trial/probe_s``).
+    Returns the architecture (holding endpoint A).
 
     Progress events of endpoint ``a``'s training reach ``callbacks`` scoped ``"a"`` (a curve fit's scoped by
     its path); ``history(endpoint, table)`` receives each endpoint's whole per-epoch history once it is
@@ -212,15 +218,26 @@ def run_stages(
     loaded dataset splits before training.
     """
     send = report or (lambda _m: None)
+    t0 = time.perf_counter()
     model, endpoints = _stage_train(cfg, root, bundle, callbacks, progress, history, data)
+    bundle.add_metrics({names.trial_metric("train_s"): time.perf_counter() - t0})
     stages.mark("train")
     send({"stage": "train", "stages_done": 1})
     if not stages.is_done("connect"):
-        _stage_connect(cfg, cell, model, endpoints, bundle, callbacks, progress)
+        t0 = time.perf_counter()
+        parts = _stage_connect(cfg, cell, model, endpoints, bundle, callbacks, progress)
+        bundle.add_metrics(
+            {
+                names.trial_metric("connect_s"): time.perf_counter() - t0,
+                **{names.trial_metric(q): parts[part] for part, q in CONNECT_PART_TIMES.items()},
+            }
+        )
         stages.mark("connect")
     send({"stage": "connect", "stages_done": 2})
     if not stages.is_done("probe"):
+        t0 = time.perf_counter()
         _stage_probe(cfg, model, endpoints, bundle, callbacks, progress)
+        bundle.add_metrics({names.trial_metric("probe_s"): time.perf_counter() - t0})
         stages.mark("probe")
     send({"stage": "probe", "stages_done": 3})
     bundle.add_params({names.PARAM_N_PARAMS: count_params(model)})
@@ -320,8 +337,10 @@ def _stage_train(
 
 def _stage_connect(
     cfg: Config, cell: str, model: Any, endpoints: dict[str, Any], bundle: Bundle, callbacks: Any, progress: bool
-) -> None:
-    """Line, Bezier, PolyChain (and aligned variants) between A and B: path tables, metrics, curves, planes."""
+) -> dict[str, float]:
+    """Line, Bezier, PolyChain (and aligned variants) between A and B: path tables, metrics, curves, planes.
+    Returns the seconds of its parts summed over the paths (:meth:`lgeom.connect.ConnectResult.seconds`).
+    """
     a, b, splits = endpoints["a"], endpoints["b"], endpoints["splits"]
     result = connect_endpoints(
         cfg,
@@ -333,6 +352,7 @@ def _stage_connect(
         progress=progress,
     )
     write_connect_result(bundle, result, extra=model_extra(cfg, splits), title=cell)
+    return result.seconds()
 
 
 def _stage_probe(

@@ -6,6 +6,8 @@
   ``<metric>.mean``, ``<metric>.std``, ``<metric>.n``.
 * :func:`path_series` — a run's values along a path (``t`` plus every column).
 * :func:`depth_auc_table`, :func:`depth_triangle_table` — the depth study's Table 2 and Tables 3-4.
+* :func:`stage_times` — seconds per trial stage of each cell (train, curve fits, path evaluation, planes,
+  probes, logging ...), from the trials' ``trial/*`` metrics.
 * :func:`format_table` — text / CSV / Markdown rendering for the terminal (``lgeom compare``).
 """
 
@@ -357,6 +359,49 @@ def depth_triangle_table(
     return out.sort_values(
         keys, kind="stable", key=lambda s: s.map(natural_key) if s.dtype == object else s
     ).reset_index(drop=True)
+
+
+#: Columns of :func:`stage_times` after ``cell``, in order: the parts of a trial's wall time, then the total.
+STAGE_TIME_COLUMNS = ("train", "fit", "path_eval", "plane", "connect_other", "probe", "log", "other", "total")
+
+
+def stage_times(study: str | pd.DataFrame, *, store: Store | None = None) -> pd.DataFrame:
+    """Seconds each cell's trial spent per stage, read from its child run's ``trial/<stage>_s`` metrics
+    (:data:`lgeom.names.TRIAL_TIMES`): ``train``, ``fit`` (curve fits), ``path_eval`` (every path's points),
+    ``plane`` (planes through A, C, B), ``connect_other`` (the rest of the connect stage: endpoint evaluation,
+    alignment, figures), ``probe``, ``log`` (the bundle to MLflow), ``other`` (the rest of the wall time:
+    starting the run, params, the dataset input) and ``total`` (the trial's wall time; the parts sum to it).
+
+    Args:
+        study: a study name (its FINISHED trials are fetched with :func:`runs`) or a frame from :func:`runs`.
+
+    Returns:
+        one row per cell (its newest trial), ``cell`` then :data:`STAGE_TIME_COLUMNS`, ordered by cell; a
+        trial that lacks a metric (logged before stage timing existed) has NaN there.
+
+    Raises:
+        StudyNotFoundError: unknown study.
+    """
+    df = study if isinstance(study, pd.DataFrame) else runs(study, store=store, stage=names.STAGE_TRIAL)
+    if not df.empty and "stage" in df.columns:
+        df = df[df["stage"] == names.STAGE_TRIAL]
+    if df.empty:
+        return pd.DataFrame(columns=["cell", *STAGE_TIME_COLUMNS])
+    if "start_time" in df.columns:
+        df = df.sort_values("start_time", ascending=False, kind="stable")
+    df = df.drop_duplicates("cell")
+
+    def metric(quantity: str) -> pd.Series:
+        col = f"metrics.{names.trial_metric(quantity)}"
+        return pd.to_numeric(df[col], errors="coerce") if col in df.columns else pd.Series(math.nan, index=df.index)
+
+    out = pd.DataFrame({"cell": df["cell"]})
+    for column in ("train", "fit", "path_eval", "plane", "probe", "log"):  # metric trial/<column>_s
+        out[column] = metric(f"{column}_s")
+    out["connect_other"] = metric("connect_s") - out["fit"] - out["path_eval"] - out["plane"]
+    out["total"] = metric("wall_time_s")
+    out["other"] = out["total"] - out["train"] - metric("connect_s") - out["probe"] - out["log"]
+    return _sort_groups(out[["cell", *STAGE_TIME_COLUMNS]], ["cell"])
 
 
 # --- rendering --------------------------------------------------------------------------------------------

@@ -79,6 +79,27 @@ def test_zoo_model_trains_connects_aligns_and_probes(arch: str, kw: dict) -> Non
     assert len(eig.values) == 1 and math.isfinite(float(eig.values[0]))
 
 
+@pytest.mark.parametrize("with_plane", [True, False])
+def test_every_path_times_the_parts_it_ran(with_plane: bool) -> None:
+    gen = torch.Generator().manual_seed(3)
+    data = ArrayDataset(torch.randn(32, 2, generator=gen), torch.randint(0, 2, (32,), generator=gen), 2, "noise")
+    model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8)
+    torch.manual_seed(1)
+    other = get_params(build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8))
+    spec = ConnectSpec(
+        kinds=("bezier",), points=3, plane=with_plane, plane_grid=2, fit=CurveFitSpec(epochs=1, batch_size=16, seed=0)
+    )
+    out = connect_pair(model, get_params(model), other, train=data, test=data, spec=spec, progress=False)
+    assert set(out.paths["linear"].timings) == {"evaluate"}  # nothing fitted, no plane through a line
+    bezier = out.paths["bezier"].timings
+    assert set(bezier) == ({"fit", "evaluate", "plane"} if with_plane else {"fit", "evaluate"})
+    assert all(v > 0 for p in out.paths.values() for v in p.timings.values())
+    assert bezier["fit"] >= out.paths["bezier"].fit.wall_time_s  # the fit's own clock runs inside ours
+    total = out.seconds()
+    assert total["evaluate"] == pytest.approx(out.paths["linear"].timings["evaluate"] + bezier["evaluate"])
+    assert total["plane"] == bezier.get("plane", 0.0) and total["fit"] == bezier["fit"]
+
+
 def test_connect_pair_rejects_bad_input() -> None:
     data = ArrayDataset(torch.randn(8, 2), torch.randint(0, 2, (8,)), 2)
     empty = ArrayDataset(torch.zeros(0, 2), torch.zeros(0, dtype=torch.long), 2)

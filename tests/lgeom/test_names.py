@@ -43,6 +43,17 @@ def test_metric_names_are_the_documented_ones() -> None:
     assert names.probe_column("hessian", names.topk_quantity(3)) == "hessian_top3"
     assert names.trajectory_metric(names.PCA, "explained_variance_1") == "pca/explained_variance_1"
     assert names.trial_metric("compute_s") == "trial/compute_s"
+    assert [names.trial_metric(q) for q in names.TRIAL_TIMES] == [
+        "trial/train_s",
+        "trial/fit_s",
+        "trial/path_eval_s",
+        "trial/plane_s",
+        "trial/connect_s",
+        "trial/probe_s",
+        "trial/log_s",
+        "trial/compute_s",
+        "trial/wall_time_s",
+    ]
     assert names.study_metric("cells_failed") == "study/cells_failed"
     assert names.series_metric("linear_aligned", "test_acc") == "path/linear_aligned/test_acc"
     assert names.tune_best_param("lr") == "best.lr"

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from lgeom import names
 from lgeom.progress import ProgressEvent
 from pipelines.config import expand_matrix, load_config
 from pipelines.trial import STAGES, TrialContext, run_cell, work_dir
@@ -26,6 +27,11 @@ def _fingerprints(paths: list[Path]) -> dict[Path, tuple[int, str]]:
     return {p: (p.stat().st_mtime_ns, hashlib.sha256(p.read_bytes()).hexdigest()) for p in paths}
 
 
+def _trial_seconds(store: Any, run_id: str) -> dict[str, float]:
+    metrics = store.client().get_run(run_id).data.metrics
+    return {k: v for k, v in metrics.items() if k.startswith(names.TRIAL + names.SEP)}
+
+
 def test_a_trial_killed_after_connect_resumes_at_probe(embedded_store: Any, tmp_path: Path) -> None:
     cfg = load_config("quick-tiny", ["train.epochs=2", "curve.epochs=1", f"output_dir={tmp_path / 'outputs'}"])
     cell = next(c for c in expand_matrix(cfg) if c.name == CELL)
@@ -38,6 +44,17 @@ def test_a_trial_killed_after_connect_resumes_at_probe(embedded_store: Any, tmp_
     first = run_cell(ctx, callbacks=[first_events.append])
     assert first["status"] == "FINISHED" and first["stages_skipped"] == [], first.get("traceback")
     assert {e.task for e in first_events} >= {"train", "fit_curve", "probes"}
+    seconds = _trial_seconds(embedded_store, first["run_id"])
+    assert set(seconds) == {names.trial_metric(q) for q in names.TRIAL_TIMES} and all(
+        v > 0 for v in seconds.values()
+    ), seconds
+    parts = seconds["trial/fit_s"] + seconds["trial/path_eval_s"] + seconds["trial/plane_s"]
+    assert parts <= seconds["trial/connect_s"]
+    stages_s = seconds["trial/train_s"] + seconds["trial/connect_s"] + seconds["trial/probe_s"]
+    assert (
+        stages_s <= seconds["trial/compute_s"]
+        and seconds["trial/compute_s"] + seconds["trial/log_s"] <= seconds["trial/wall_time_s"]
+    )
 
     # The trial was killed while probing: train and connect are recorded, probe and log are not.
     stages_file = root / "stages.json"
@@ -76,6 +93,10 @@ def test_a_trial_killed_after_connect_resumes_at_probe(embedded_store: Any, tmp_
     assert probe_output.stat().st_mtime_ns > probe_mtime
     assert list(json.loads(stages_file.read_text())) == list(STAGES)
 
+    resumed = _trial_seconds(embedded_store, again["run_id"])
+    for q in ("connect_s", "fit_s", "path_eval_s", "plane_s"):  # the skipped stage keeps its first attempt's seconds
+        assert resumed[f"trial/{q}"] == pytest.approx(seconds[f"trial/{q}"]), q
+    assert resumed["trial/probe_s"] != seconds["trial/probe_s"]  # probed again, timed again
     run = embedded_store.client().get_run(again["run_id"])
     assert run.info.status == "FINISHED" and run.data.tags["lgeom.stages_skipped"] == "train,connect"
     assert "barrier/bezier/test/loss" in run.data.metrics and "hessian/mid/lambda_max" in run.data.metrics

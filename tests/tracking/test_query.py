@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 import pytest
 
+from lgeom import names
 from tracking import query
-from tracking.runs import find_finished_run
+from tracking.runs import ensure_experiment, find_finished_run, run_tags, tracked_run
 
 pytestmark = pytest.mark.integration
 
@@ -77,3 +78,52 @@ def test_reuse_lookup_and_path_series(study: dict[str, Any]) -> None:
     np.testing.assert_allclose(series["hessian_lambda_max"], 26 + np.sin(np.pi * np.linspace(0, 1, 5)))
     with pytest.raises(KeyError, match="path 'polychain'"):
         query.path_series(study["children"][("preresnet26", 0)], "polychain", store=study["store"])
+
+
+def _log_trial(
+    store: Any, exp_id: str, parent: str, cell: str, seconds: dict[str, float], status: str = "FINISHED"
+) -> str:
+    tags = run_tags(study="timed", stage=names.STAGE_TRIAL, cell=cell, parent_run_id=parent)
+    with tracked_run(store, experiment_id=exp_id, run_name=cell, tags=tags, check=False) as run:
+        run.log_metrics({names.trial_metric(q): v for q, v in seconds.items()})
+        if status != "FINISHED":
+            raise RuntimeError("the trial failed")
+    return run.run_id
+
+
+def test_stage_times_split_each_cells_wall_time(embedded_store: Any) -> None:
+    exp_id = ensure_experiment(embedded_store, "timed")
+    with tracked_run(
+        embedded_store, experiment_id=exp_id, run_name="study", tags=run_tags(study="timed", stage="study")
+    ) as parent:
+        full = {"train_s": 10, "fit_s": 4, "path_eval_s": 3, "plane_s": 2, "connect_s": 11, "probe_s": 5, "log_s": 1}
+        _log_trial(embedded_store, exp_id, parent.run_id, "mlp2x64/moons/sgd", {**full, "wall_time_s": 30})
+        # an older trial of the same cell, then the newer one that counts
+        _log_trial(embedded_store, exp_id, parent.run_id, "mlp2x16/moons/sgd", {**full, "wall_time_s": 99})
+        _log_trial(
+            embedded_store, exp_id, parent.run_id, "mlp2x16/moons/sgd", {**full, "train_s": 1, "wall_time_s": 20}
+        )
+        _log_trial(embedded_store, exp_id, parent.run_id, "old/moons/sgd", {"compute_s": 7, "wall_time_s": 8})
+        with pytest.raises(RuntimeError):
+            _log_trial(embedded_store, exp_id, parent.run_id, "mlp2x16/circles/sgd", full, status="FAILED")
+
+    table = query.stage_times("timed", store=embedded_store)
+    assert list(table.columns) == ["cell", *query.STAGE_TIME_COLUMNS]
+    assert list(table["cell"]) == ["mlp2x16/moons/sgd", "mlp2x64/moons/sgd", "old/moons/sgd"]  # FAILED left out
+    row = table.set_index("cell").loc["mlp2x16/moons/sgd"]
+    assert row.to_dict() == {
+        "train": 1,
+        "fit": 4,
+        "path_eval": 3,
+        "plane": 2,
+        "connect_other": 2,
+        "probe": 5,
+        "log": 1,
+        "other": 20 - 1 - 11 - 5 - 1,
+        "total": 20,
+    }
+    parts = [c for c in query.STAGE_TIME_COLUMNS if c != "total"]
+    assert (table[parts].sum(axis=1).iloc[:2] == table["total"].iloc[:2]).all()
+    old = table.set_index("cell").loc["old/moons/sgd"]
+    assert old["total"] == 8 and np.isnan(old["train"]) and np.isnan(old["other"])  # before stage timing
+    assert query.stage_times(query.runs("timed", store=embedded_store).iloc[:0]).empty
