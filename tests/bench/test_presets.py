@@ -1,0 +1,70 @@
+"""``bench/presets.py``'s reporting: the stage table in Markdown, each preset's block replaced in place in
+``bench/RESULTS.md`` on a rerun, and the extrapolation of a sample of cells to a whole matrix. (Running the
+presets themselves takes minutes: that is the script's job, not a test's.)
+"""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from bench.presets import SECTION, extrapolate, probe_split, stage_markdown, update_results
+from tracking.query import STAGE_TIME_COLUMNS
+
+
+def _cells(rows: dict[str, dict[str, float]]) -> pd.DataFrame:
+    return pd.DataFrame([{"cell": c, **{k: v.get(k, 0.0) for k in STAGE_TIME_COLUMNS}} for c, v in rows.items()])
+
+
+def test_stage_table_has_a_row_per_cell_a_sum_and_shares() -> None:
+    table = stage_markdown(
+        _cells({"mlp1x50/moons/sgd": {"train": 2.0, "plane": 6.0, "total": 8.0}, "mlp4x250/moons/sgd": {"total": 2.0}})
+    )
+    lines = table.splitlines()
+    assert lines[0].startswith("| cell | train A+B | curve fits | path eval | planes |") and len(lines) == 6
+    assert lines[2] == "| mlp1x50/moons/sgd | 2.0 | 0.0 | 0.0 | 6.0 | 0.0 | 0.0 | 0.0 | 0.0 | 8.0 |"
+    assert lines[4].startswith("| **sum over cells** | **2.0** |") and lines[4].endswith("**10.0** |")
+    assert lines[5] == "| share of total | 20 % | 0 % | 0 % | 60 % | 0 % | 0 % | 0 % | 0 % | 100 % |"
+    missing = stage_markdown(_cells({"old/moons/sgd": {"total": 3.0}}).assign(train=math.nan))
+    assert "| old/moons/sgd | - |" in missing  # a trial logged before stage timing
+
+
+def test_a_rerun_replaces_only_its_presets_block() -> None:
+    text = "# Benchmark results\n\n## Earlier section\n\nkept\n"
+    once = update_results(text, "quick-tiny", "quick v1", SECTION)
+    assert once.startswith(text.rstrip("\n")) and SECTION in once and "quick v1" in once
+    both = update_results(once, "resnet-depth-tiny", "resnet v1", SECTION)
+    again = update_results(both + "\n## Later section\n\nalso kept\n", "quick-tiny", "quick v2", SECTION)
+    assert "quick v1" not in again and again.count("quick v2") == 1 and "resnet v1" in again
+    assert again.index("quick v2") < again.index("resnet v1") < again.index("## Later section")
+    assert "kept" in again and "also kept" in again and again.count(SECTION) == 1
+    added = update_results(again, "synthetic-matrix-tiny", "synthetic v1", SECTION)
+    assert added.index("synthetic v1") < added.index("## Later section")  # new blocks stay inside the section
+
+
+def test_a_sample_extrapolates_per_model_to_the_matrix() -> None:
+    sample = _cells(
+        {
+            "mlp1x50/moons/sgd": {"train": 10.0, "plane": 2.0, "total": 20.0},
+            "mlp1x50/moons/adam": {"train": 14.0, "plane": 2.0, "total": 30.0},
+            "mlp4x250/moons/sgd": {"train": 50.0, "plane": 10.0, "total": 100.0},
+        }
+    )
+    out = extrapolate(sample, {"mlp1x50": 144, "mlp4x250": 144}, concurrent=2, fixed_s=30.0)
+    assert out["per_model"].to_dict() == {"mlp1x50": 25.0, "mlp4x250": 100.0}
+    assert out["cell_seconds"]["total"] == pytest.approx(144 * 25 + 144 * 100)
+    assert out["cell_seconds"]["train"] == pytest.approx(144 * 12 + 144 * 50)
+    assert out["wall_s"] == pytest.approx((144 * 25 + 144 * 100) / 2 + 30)
+    with pytest.raises(ValueError, match="got none of mlp2x100"):
+        extrapolate(sample, {"mlp1x50": 1, "mlp2x100": 1}, concurrent=1, fixed_s=0.0)
+
+
+def test_probe_split_sums_each_probe_over_the_points_and_keeps_the_rest() -> None:
+    doc = {
+        "a": {"summary": {}, "timings": {"hessian": 1.0, "trace": 2.0}},
+        "b": {"summary": {}, "timings": {"hessian": 3.0, "slices": 0.5}},
+        "mid": {"summary": {}, "timings": {}},
+    }
+    assert probe_split(doc, 10.0) == {"hessian": 4.0, "trace": 2.0, "slices": 0.5, "rest": 3.5}
