@@ -67,6 +67,7 @@ TITLES = {
     "log": "logging",
     "other": "run set-up",
     "total": "total",
+    "compute_cpu": "compute, CPU s",
 }
 MARK = "bench/presets.py"
 
@@ -262,7 +263,8 @@ def stage_markdown(cells: pd.DataFrame) -> str:
     total = cells["total"].sum(min_count=1)
     if pd.notna(total) and total > 0:
         share = cells[cols].sum(min_count=1) / total * 100
-        lines.append("| share of total | " + " | ".join(_pct(share[c]) for c in cols) + " |")
+        shares = [_pct(share[c]) if c != "compute_cpu" else "-" for c in cols]
+        lines.append("| share of total | " + " | ".join(shares) + " |")
     return "\n".join(lines)
 
 
@@ -297,11 +299,16 @@ def extrapolate(sample: pd.DataFrame, matrix_cells: Mapping[str, int], concurren
         raise ValueError(f"sample: expected cells of every model of the matrix, got none of {', '.join(absent)}")
     weights = pd.Series(matrix_cells, dtype=float)
     cell_seconds = by_model.loc[weights.index].mul(weights, axis=0).sum()
-    return {
+    out = {
         "cell_seconds": cell_seconds,
         "wall_s": cell_seconds["total"] / concurrent + fixed_s,
         "per_model": by_model["total"],
     }
+    if "compute_cpu" in cell_seconds and pd.notna(cell_seconds["compute_cpu"]) and cell_seconds["compute_cpu"] > 0:
+        # the stages' CPU seconds in place of their wall seconds: what an unshared machine's cells would take
+        compute = cell_seconds[["train", "fit", "path_eval", "plane", "connect_other", "probe"]].sum()
+        out["wall_cpu_s"] = (cell_seconds["total"] - compute + cell_seconds["compute_cpu"]) / concurrent + fixed_s
+    return out
 
 
 def sample_extrapolation(m: Measured) -> str:
@@ -315,14 +322,22 @@ def sample_extrapolation(m: Measured) -> str:
     fixed = max(m.study_wall_s - m.cells["total"].sum() / m.concurrent, 0.0)
     ex = extrapolate(m.cells, counts, m.concurrent, fixed)
     stages = ex["cell_seconds"]
-    share = ", ".join(f"{TITLES[c]} {100 * stages[c] / stages['total']:.0f} %" for c in TITLES if c != "total")
+    share = ", ".join(
+        f"{TITLES[c]} {100 * stages[c] / stages['total']:.0f} %" for c in TITLES if c not in ("total", "compute_cpu")
+    )
+    cpu = (
+        f" Counting the stages' CPU seconds instead of their wall seconds (what the cells would take with a core "
+        f"each to themselves): **{ex['wall_cpu_s'] / 3600:.2f} h wall**."
+        if "wall_cpu_s" in ex
+        else ""
+    )
     per_model = ", ".join(f"{k} {v:.1f} s" for k, v in ex["per_model"].items())
     return (
         f"**Extrapolated from {len(m.cells)} measured cells** to the {len(full)} cells of `synthetic-matrix` "
         f"({', '.join(f'{k} x {v}' for k, v in counts.items())}): {stages['total'] / 3600:.2f} cell-hours, "
         f"**{ex['wall_s'] / 3600:.2f} h wall with {m.concurrent} trials at once** (plus the sample study's fixed "
         f"{fixed:.0f} s; the report of 720 cells is not part of the sample). Mean seconds per cell by model: "
-        f"{per_model}. Where the time goes, over the matrix: {share}."
+        f"{per_model}. Where the time goes, over the matrix: {share}.{cpu}"
     )
 
 
@@ -390,7 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     presets = [p for p in args.presets.split(",") if p] + [p for p in REAL if args.real]
     presets = list(dict.fromkeys(presets))
-    commit, date = git_commit(), datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    commit = git_commit()
     print(f"machine: {machine_line()}\ncommit: {commit}\n")
     skipped: dict[str, str] = {}
     for preset in presets:
@@ -408,6 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"SKIPPED {preset}: {why}\n")
                 continue
             machine = machine_line()  # the load right before this preset
+            date = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
             m = run_preset(preset, [*overrides, *args.override], folder, note)
             if args.override:
                 m.data_note += f"; overrides: {' '.join(f'`{o}`' for o in args.override)}"

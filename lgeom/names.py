@@ -71,9 +71,10 @@ ENDPOINT_STATS = ("samples_per_s", "n_params")
 #: endpoints' evaluation and the alignment), the probes, and logging the bundle to MLflow. A stage a resumed
 #: trial skipped keeps the seconds of the attempt that ran it.
 TRIAL_STAGE_TIMES = ("train_s", "fit_s", "path_eval_s", "plane_s", "connect_s", "probe_s", "log_s")
-#: A trial's compute (every stage but logging) and wall time (from before its child run starts to after
-#: everything is logged).
-TRIAL_TIMES = (*TRIAL_STAGE_TIMES, "compute_s", "wall_time_s")
+#: A trial's compute (every stage but logging), the CPU seconds its process spent on it (all threads; on a
+#: machine shared with other jobs the closer figure to what a quiet machine's wall time would be) and its wall
+#: time (from before its child run starts to after everything is logged).
+TRIAL_TIMES = (*TRIAL_STAGE_TIMES, "compute_s", "compute_cpu_s", "wall_time_s")
 
 #: Probe families and their scalar quantities (lgeom.probes.PointProbes).
 HESSIAN = "hessian"
@@ -489,7 +490,7 @@ def contract_rows() -> list[tuple[str, str, str]]:
             "metric",
             f"`{trial_metric(q(TRIAL_TIMES))}`",
             "a trial's seconds per stage (train, curve fits, path evaluation, planes, connect in all, probes, "
-            "logging), compute and wall time",
+            "logging), compute (wall and CPU seconds) and wall time",
         ),
         ("metric", f"`{study_metric('<quantity>')}`", "a study's cell counts and wall time"),
         (

@@ -158,7 +158,7 @@ def run_cell(
                     log_dataset(run, **dataset_input(cfg, splits))
                     example["x"] = input_example(splits)
 
-                t_compute = time.perf_counter()
+                t_compute, cpu_compute = time.perf_counter(), time.process_time()
                 model = run_stages(
                     cfg,
                     ctx.cell,
@@ -172,7 +172,12 @@ def run_cell(
                     data=on_data,
                 )
                 summary["compute_s"] = time.perf_counter() - t_compute
-                bundle.add_metrics({names.trial_metric("compute_s"): summary["compute_s"]})
+                bundle.add_metrics(
+                    {
+                        names.trial_metric("compute_s"): summary["compute_s"],
+                        names.trial_metric("compute_cpu_s"): time.process_time() - cpu_compute,
+                    }
+                )
                 t_log = time.perf_counter()
                 log_bundle(run, bundle, model=model, cell=ctx.cell, input_example=example.get("x"))
                 run.log_metrics(  # after the bundle, so that logging it is timed too

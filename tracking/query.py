@@ -361,8 +361,20 @@ def depth_triangle_table(
     ).reset_index(drop=True)
 
 
-#: Columns of :func:`stage_times` after ``cell``, in order: the parts of a trial's wall time, then the total.
-STAGE_TIME_COLUMNS = ("train", "fit", "path_eval", "plane", "connect_other", "probe", "log", "other", "total")
+#: Columns of :func:`stage_times` after ``cell``, in order: the parts of a trial's wall time, the total, and the
+#: CPU seconds of the compute (the stages from train to probe).
+STAGE_TIME_COLUMNS = (
+    "train",
+    "fit",
+    "path_eval",
+    "plane",
+    "connect_other",
+    "probe",
+    "log",
+    "other",
+    "total",
+    "compute_cpu",
+)
 
 
 def stage_times(study: str | pd.DataFrame, *, store: Store | None = None) -> pd.DataFrame:
@@ -370,7 +382,8 @@ def stage_times(study: str | pd.DataFrame, *, store: Store | None = None) -> pd.
     (:data:`lgeom.names.TRIAL_TIMES`): ``train``, ``fit`` (curve fits), ``path_eval`` (every path's points),
     ``plane`` (planes through A, C, B), ``connect_other`` (the rest of the connect stage: endpoint evaluation,
     alignment, figures), ``probe``, ``log`` (the bundle to MLflow), ``other`` (the rest of the wall time:
-    starting the run, params, the dataset input) and ``total`` (the trial's wall time; the parts sum to it).
+    starting the run, params, the dataset input), ``total`` (the trial's wall time; the parts sum to it) and
+    ``compute_cpu`` (CPU seconds of the process over train to probe, all threads).
 
     Args:
         study: a study name (its FINISHED trials are fetched with :func:`runs`) or a frame from :func:`runs`.
@@ -400,6 +413,7 @@ def stage_times(study: str | pd.DataFrame, *, store: Store | None = None) -> pd.
         out[column] = metric(f"{column}_s")
     out["connect_other"] = metric("connect_s") - out["fit"] - out["path_eval"] - out["plane"]
     out["total"] = metric("wall_time_s")
+    out["compute_cpu"] = metric("compute_cpu_s")
     out["other"] = out["total"] - out["train"] - metric("connect_s") - out["probe"] - out["log"]
     return _sort_groups(out[["cell", *STAGE_TIME_COLUMNS]], ["cell"])
 

@@ -24,9 +24,9 @@ def test_stage_table_has_a_row_per_cell_a_sum_and_shares() -> None:
     )
     lines = table.splitlines()
     assert lines[0].startswith("| cell | train A+B | curve fits | path eval | planes |") and len(lines) == 6
-    assert lines[2] == "| mlp1x50/moons/sgd | 2.0 | 0.0 | 0.0 | 6.0 | 0.0 | 0.0 | 0.0 | 0.0 | 8.0 |"
-    assert lines[4].startswith("| **sum over cells** | **2.0** |") and lines[4].endswith("**10.0** |")
-    assert lines[5] == "| share of total | 20 % | 0 % | 0 % | 60 % | 0 % | 0 % | 0 % | 0 % | 100 % |"
+    assert lines[2] == "| mlp1x50/moons/sgd | 2.0 | 0.0 | 0.0 | 6.0 | 0.0 | 0.0 | 0.0 | 0.0 | 8.0 | 0.0 |"
+    assert lines[4].startswith("| **sum over cells** | **2.0** |") and lines[4].endswith("**10.0** | **0.0** |")
+    assert lines[5] == "| share of total | 20 % | 0 % | 0 % | 60 % | 0 % | 0 % | 0 % | 0 % | 100 % | - |"
     missing = stage_markdown(_cells({"old/moons/sgd": {"total": 3.0}}).assign(train=math.nan))
     assert "| old/moons/sgd | - |" in missing  # a trial logged before stage timing
 
@@ -57,6 +57,11 @@ def test_a_sample_extrapolates_per_model_to_the_matrix() -> None:
     assert out["cell_seconds"]["total"] == pytest.approx(144 * 25 + 144 * 100)
     assert out["cell_seconds"]["train"] == pytest.approx(144 * 12 + 144 * 50)
     assert out["wall_s"] == pytest.approx((144 * 25 + 144 * 100) / 2 + 30)
+    assert "wall_cpu_s" not in out  # no CPU seconds in this sample
+    cpu = sample.assign(compute_cpu=[6.0, 6.0, 40.0], other=[8.0, 14.0, 40.0])  # compute = total - other
+    timed = extrapolate(cpu, {"mlp1x50": 144, "mlp4x250": 144}, concurrent=2, fixed_s=30.0)
+    # per cell: total - compute wall + compute CPU = other + CPU; model means 17 and 80
+    assert timed["wall_cpu_s"] == pytest.approx((144 * 17 + 144 * 80) / 2 + 30)
     with pytest.raises(ValueError, match="got none of mlp2x100"):
         extrapolate(sample, {"mlp1x50": 1, "mlp2x100": 1}, concurrent=1, fixed_s=0.0)
 

@@ -52,6 +52,7 @@ def test_metric_names_are_the_documented_ones() -> None:
         "trial/probe_s",
         "trial/log_s",
         "trial/compute_s",
+        "trial/compute_cpu_s",
         "trial/wall_time_s",
     ]
     assert names.study_metric("cells_failed") == "study/cells_failed"

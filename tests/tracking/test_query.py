@@ -100,9 +100,8 @@ def test_stage_times_split_each_cells_wall_time(embedded_store: Any) -> None:
         _log_trial(embedded_store, exp_id, parent.run_id, "mlp2x64/moons/sgd", {**full, "wall_time_s": 30})
         # an older trial of the same cell, then the newer one that counts
         _log_trial(embedded_store, exp_id, parent.run_id, "mlp2x16/moons/sgd", {**full, "wall_time_s": 99})
-        _log_trial(
-            embedded_store, exp_id, parent.run_id, "mlp2x16/moons/sgd", {**full, "train_s": 1, "wall_time_s": 20}
-        )
+        newer = {**full, "train_s": 1, "wall_time_s": 20, "compute_cpu_s": 15}
+        _log_trial(embedded_store, exp_id, parent.run_id, "mlp2x16/moons/sgd", newer)
         _log_trial(embedded_store, exp_id, parent.run_id, "old/moons/sgd", {"compute_s": 7, "wall_time_s": 8})
         with pytest.raises(RuntimeError):
             _log_trial(embedded_store, exp_id, parent.run_id, "mlp2x16/circles/sgd", full, status="FAILED")
@@ -121,8 +120,9 @@ def test_stage_times_split_each_cells_wall_time(embedded_store: Any) -> None:
         "log": 1,
         "other": 20 - 1 - 11 - 5 - 1,
         "total": 20,
+        "compute_cpu": 15,
     }
-    parts = [c for c in query.STAGE_TIME_COLUMNS if c != "total"]
+    parts = [c for c in query.STAGE_TIME_COLUMNS if c not in ("total", "compute_cpu")]
     assert (table[parts].sum(axis=1).iloc[:2] == table["total"].iloc[:2]).all()
     old = table.set_index("cell").loc["old/moons/sgd"]
     assert old["total"] == 8 and np.isnan(old["train"]) and np.isnan(old["other"])  # before stage timing
