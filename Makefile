@@ -44,7 +44,7 @@ test-fast: setup
 bench: setup
 	$(BIN)/python -m pip install -q -c requirements.lock -e ".[test,bench]"
 	$(BIN)/python bench/train_throughput.py
-	@for f in bench/curves.py bench/plane.py bench/hessian.py bench/study_overhead.py bench/tracking_load.py; do \
+	@for f in bench/curves.py bench/plane.py bench/hessian.py bench/study_overhead.py bench/tracking_load.py bench/presets.py; do \
 		if [ -f $$f ]; then $(BIN)/python $$f || exit 1; fi; done
 
 up: setup

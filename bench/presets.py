@@ -230,7 +230,7 @@ def probe_times(store: object, trials: pd.DataFrame, cells: pd.DataFrame) -> pd.
             doc = json.loads(Path(local).read_text())
         probe_s = cells.set_index("cell")["probe"].get(run["cell"], float("nan"))
         rows.append({"cell": run["cell"], **probe_split(doc, probe_s)})
-    return pd.DataFrame(rows).fillna(0.0) if rows else pd.DataFrame()
+    return pd.DataFrame(rows).fillna(0.0).sort_values("cell", ignore_index=True) if rows else pd.DataFrame()
 
 
 def probe_split(doc: Mapping[str, Mapping], probe_s: float) -> dict[str, float]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 from pathlib import Path
 
@@ -118,3 +119,67 @@ def test_presets_set_the_train_settings_whose_config_default_changed(preset: str
     # defaults (10, constant). Presets set both, so their runs are unchanged.
     train_keys = set().union(*(d.get("train", {}) for d in _preset_chain(preset)))
     assert {"epochs", "schedule"} <= train_keys, preset
+
+
+# --- stated wall times: measured (with machine and date) or labelled an estimate -------------------------------
+
+#: A duration written in a preset header or the README: "346 s", "3-4 h", "~25 min", "20 GPU-hours", "days".
+_DURATION = re.compile(
+    r"(\d+(\.\d+)?\s*(-|–|to)?\s*\d*(\.\d+)?\s*(s|sec|seconds?|min|minutes?|h|hours?|GPU-hours)\b)|\bdays\b"
+)
+_MEASURED = re.compile(
+    r"measured\b.*\b20\d\d-\d\d-\d\d\b.*\bcores?\b|measured\b.*\bcores?\b.*\b20\d\d-\d\d-\d\d\b", re.S
+)
+_LABELS = ("measured", "estimate", "extrapolated")
+_README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def _header(preset: str) -> list[str]:
+    lines = (PRESET_DIR / f"{preset}.yaml").read_text().splitlines()
+    return [line[1:].strip() for line in lines[: next(i for i, x in enumerate(lines) if not x.startswith("#"))]]
+
+
+def _wall_time_paragraph(header: list[str]) -> tuple[str, list[str]]:
+    """The header's ``Wall time:`` paragraph (its line and the continuation lines up to the next ``Key:``
+    line) and the other header lines.
+    """
+    starts = [i for i, line in enumerate(header) if line.startswith("Wall time:")]
+    assert len(starts) == 1, f"expected one 'Wall time:' line in the header, got {len(starts)}"
+    end = next((i for i in range(starts[0] + 1, len(header)) if re.match(r"^[A-Z][\w -]*:", header[i])), len(header))
+    return " ".join(header[starts[0] : end]), header[: starts[0]] + header[end:]
+
+
+def _unlabelled_figures(text: str) -> list[str]:
+    """Sentences of ``text`` that state a duration without saying it is measured, extrapolated or an estimate."""
+    sentences = re.split(r"(?<=[.;])\s+", text)
+    return [s for s in sentences if _DURATION.search(s) and not any(label in s.lower() for label in _LABELS)]
+
+
+def test_the_duration_checks_tell_labelled_figures_from_bare_ones() -> None:
+    assert _unlabelled_figures("About 3-4 h on 2 cores.") == ["About 3-4 h on 2 cores."]
+    assert _unlabelled_figures("CPU only: days; one GPU ~1 h (estimate).") == ["CPU only: days;"]
+    assert not _unlabelled_figures("51 s, measured 2026-12-07 on 2 cores. One GPU: ~1 min per cell (estimate).")
+    assert _MEASURED.search("measured 2026-12-07 on 2 cores (Xeon)") and not _MEASURED.search("measured on 2 cores")
+
+
+@pytest.mark.parametrize("preset", available_presets())
+def test_every_preset_header_states_its_wall_time_measured_or_as_an_estimate(preset: str) -> None:
+    paragraph, rest = _wall_time_paragraph(_header(preset))
+    assert not _unlabelled_figures(paragraph), f"{preset}: a wall time that is neither measured nor an estimate"
+    if "measured" in paragraph:
+        assert _MEASURED.search(paragraph), f"{preset}: a measured wall time names the machine (cores) and date"
+    else:
+        assert "estimate" in paragraph or "extrapolated" in paragraph, preset
+    stray = [line for line in rest if _DURATION.search(line)]
+    assert not stray, f"{preset}: durations outside the 'Wall time:' paragraph: {stray}"
+
+
+def test_the_readme_presets_table_states_measured_figures_or_estimates() -> None:
+    text = _README.read_text()
+    rows = [line for line in text.split("## Presets", 1)[1].split("\n\n", 2)[1].splitlines() if line.startswith("| `")]
+    assert {r.split("`")[1] for r in rows} == {p for p in available_presets() if not p.endswith("-tiny")}
+    for row in rows:
+        wall = row.rstrip(" |").rsplit(" | ", 1)[1]
+        assert not _unlabelled_figures(wall), row
+        if "measured" in wall:
+            assert _MEASURED.search(wall), f"a measured figure names the machine (cores) and date: {row}"
