@@ -131,7 +131,7 @@ def data_overrides(
     Raises:
         Skipped: image data missing and no substitute asked for.
     """
-    from lgeom.data.vision import EXPECTED_FILES, default_root
+    from lgeom.data.vision import DEBIAN_FASHION_MNIST, EXPECTED_FILES, default_root
     from pipelines.config import expand_matrix, load_config
 
     cfg = load_config(_preset_file(preset))
@@ -140,7 +140,7 @@ def data_overrides(
     missing = [n for n in needed if not all((root / EXPECTED_FILES[n][0] / f).exists() for f in EXPECTED_FILES[n][1])]
     if not missing:
         return [], f"data: {', '.join(needed) or 'generated'}{f' under {root}' if needed else ''}"
-    if missing == ["mnist"] and substitute_fashion_mnist:
+    if missing == ["mnist"] and substitute_fashion_mnist and Path(DEBIAN_FASHION_MNIST).is_dir():
         return ["data.name=fashion-mnist", f"data.root={data_root}"], (
             "data: Fashion-MNIST (real, /usr/share/datasets/fashion-mnist) in place of MNIST, which is absent"
         )
@@ -160,8 +160,13 @@ def data_overrides(
             f"data: {', '.join(missing)} absent here; files in their real format with random pixels "
             f"({n_train} train / {n_test} test images)"
         )
-    hint = "--substitute-fashion-mnist" if missing == ["mnist"] else "--random-image-files (for -tiny presets)"
-    raise Skipped(f"{', '.join(missing)} not under {root} (data.root / $LGEOM_DATA); {hint} runs a stand-in")
+    if missing == ["mnist"]:
+        hint = f"--substitute-fashion-mnist runs it on Fashion-MNIST where {DEBIAN_FASHION_MNIST} exists"
+    elif preset.endswith("-tiny"):
+        hint = "--random-image-files runs it on files of random pixels"
+    else:
+        hint = "no stand-in for a full preset's image data"
+    raise Skipped(f"{', '.join(missing)} not under {root} (data.root / $LGEOM_DATA); {hint}")
 
 
 def _preset_file(preset: str) -> str:
