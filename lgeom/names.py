@@ -131,6 +131,8 @@ TAG_PROC_START = f"{TAG_SYS_PREFIX}proc_start"
 TAG_NODE_IP = f"{TAG_SYS_PREFIX}node_ip"
 #: The stage a running trial is in now (train, connect, probe, log), updated live.
 TAG_CURRENT_STAGE = "lgeom.current_stage"
+#: The long loops a running trial is in and their fraction done (``plane bezier 40%``), updated live.
+TAG_PROGRESS = "lgeom.progress"
 #: Provenance: the git commit (MLflow's own tag) and whether the working tree had uncommitted changes.
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_GIT_DIRTY = "lgeom.git_dirty"
@@ -202,6 +204,10 @@ def aligned(path: str) -> str:
 def is_aligned(path: str) -> bool:
     """Whether ``path`` names an aligned path (see :func:`aligned`)."""
     return path.endswith(ALIGNED_SUFFIX)
+
+
+#: Quantity of a plane's sample count per split (``train_samples`` in ``planes/<curve>.npz``).
+SAMPLES = "samples"
 
 
 def split_column(split: str, quantity: str) -> str:
@@ -432,6 +438,11 @@ def contract_rows() -> list[tuple[str, str, str]]:
             "error of a FAILED run, stages a resumed trial skipped, failed cells of a study",
         ),
         ("tag", f"`{TAG_CURRENT_STAGE}`", "the stage a trial is in now (updated while it runs)"),
+        (
+            "tag",
+            f"`{TAG_PROGRESS}`",
+            "the long loops a trial is in and their fraction done, e.g. `plane bezier 40%` (updated while it runs)",
+        ),
         (
             "tag",
             f"`{TAG_GIT_COMMIT}`, `{TAG_GIT_DIRTY}`, `{TAG_SOURCE_NAME}`, `{TAG_NOTE}`",

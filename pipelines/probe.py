@@ -36,6 +36,7 @@ from lgeom.device import resolve_device
 from lgeom.gradients import EffectiveDimensionality, effective_dimensionality
 from lgeom.models import build_model
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
+from lgeom.progress import scoped
 from lgeom.safe_io import load_plain
 from lgeom.surfaces.pca import PCAPlaneResult, pca_plane
 from lgeom.table import Table
@@ -347,7 +348,7 @@ def probe_cell(
             settings,
             buffers=ends[name][1],
             endpoint=True,
-            callbacks=callbacks,
+            callbacks=scoped(callbacks, name),
             progress=progress,
         )
         metrics.update(write_point_probes(bundle, name, res))
@@ -358,7 +359,7 @@ def probe_cell(
         paths[f.stem] = load_curve(f)[0].to(device)
         check_model_matches(model, paths[f.stem].start, what=names.curve_artifact(f.stem))
     mid = paths.get("bezier") or next((c for c in paths.values() if c.n_bends), paths[names.LINE])
-    res = probe_point(model, mid.midpoint(), data, settings, callbacks=callbacks, progress=progress)
+    res = probe_point(model, mid.midpoint(), data, settings, callbacks=scoped(callbacks, names.MID), progress=progress)
     metrics.update(write_point_probes(bundle, names.MID, res))
     for name, curve in paths.items() if settings.hessian_points > 0 else ():
         b_end = ends[names.aligned("b") if names.is_aligned(name) else "b"]
@@ -372,7 +373,7 @@ def probe_cell(
                 data,
                 settings=settings,
                 endpoint_buffers=(ends["a"][1], b_end[1]),
-                callbacks=callbacks,
+                callbacks=scoped(callbacks, name),
                 progress=progress,
             ),
         )

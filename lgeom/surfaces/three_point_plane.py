@@ -26,7 +26,7 @@ from lgeom._checks import (
 from lgeom.data import Batches, as_batches
 from lgeom.multipoint import evaluate_affine
 from lgeom.params import ParamLayout, Params
-from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
+from lgeom.progress import TASK_PLANE, Callback, ProgressEvent, emit, resolve_callbacks
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,7 @@ class PlaneResult:
         curve_ts, curve_xy, curve_offplane: t values, plane coordinates ``(n, 2)`` and distances from the
             plane of the curve's points (empty when no curve was given).
         method: how grid points were evaluated (``vmap``, ``loop``).
+        samples: split -> number of samples each grid point was evaluated on (e.g. ``plane_samples``).
     """
 
     basis: PlaneBasis
@@ -118,6 +119,7 @@ class PlaneResult:
     curve_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     curve_offplane: np.ndarray = field(default_factory=lambda: np.zeros(0))
     method: str = ""
+    samples: dict[str, int] = field(default_factory=dict)
 
     @property
     def coords(self) -> dict[str, tuple[float, float]]:
@@ -126,10 +128,12 @@ class PlaneResult:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Everything but the basis vectors as arrays, for ``np.savez``: ``xs``, ``ys``, each grid,
-        ``a``, ``b``, ``c`` (coordinates), ``curve_ts``, ``curve_xy``, ``curve_offplane``.
+        ``a``, ``b``, ``c`` (coordinates), ``curve_ts``, ``curve_xy``, ``curve_offplane``, and
+        ``<split>_samples`` (0-d integer arrays: the samples each grid point was evaluated on).
         """
         out: dict[str, np.ndarray] = {"xs": self.xs, "ys": self.ys}
         out.update(self.grids)
+        out.update({names.split_column(split, names.SAMPLES): np.asarray(n) for split, n in self.samples.items()})
         for k, xy in self.basis.coords.items():
             out[k] = np.asarray(xy, dtype=np.float64)
         out.update(curve_ts=self.curve_ts, curve_xy=self.curve_xy, curve_offplane=self.curve_offplane)
@@ -201,10 +205,10 @@ def plane(
     gx, gy = np.meshgrid(xs, ys)  # (ny, nx)
     coords = np.stack([gx.ravel(), gy.ravel()], axis=1)
 
-    cbs = resolve_callbacks(callbacks, progress, "plane")
+    cbs = resolve_callbacks(callbacks, progress, TASK_PLANE)
     total = coords.shape[0]
-    emit(cbs, ProgressEvent("plane", "start", 0, total))
-    bridge = [lambda e: emit(cbs, ProgressEvent("plane", "step", e.step, total))] if cbs else None
+    emit(cbs, ProgressEvent(TASK_PLANE, "start", 0, total))
+    bridge = [lambda e: emit(cbs, ProgressEvent(TASK_PLANE, "step", e.step, total))] if cbs else None
     results = evaluate_affine(
         model,
         basis.origin,
@@ -216,12 +220,19 @@ def plane(
         method=method,
         callbacks=bridge,
     )
-    emit(cbs, ProgressEvent("plane", "end", total, total))
+    emit(cbs, ProgressEvent(TASK_PLANE, "end", total, total))
     grids: dict[str, np.ndarray] = {}
     for split, res in results.items():
         grids[names.split_column(split, "loss")] = res.loss.reshape(ny, nx)
         grids[names.split_column(split, "acc")] = res.acc.reshape(ny, nx)
-    out = PlaneResult(basis=basis, xs=xs, ys=ys, grids=grids, method=next(iter(results.values())).method)
+    out = PlaneResult(
+        basis=basis,
+        xs=xs,
+        ys=ys,
+        grids=grids,
+        method=next(iter(results.values())).method,
+        samples={split: int(res.n) for split, res in results.items()},
+    )
     if curve is not None:
         ts = np.linspace(0.0, 1.0, curve_points)
         proj = np.asarray([basis.project(curve.point(float(t))) for t in ts])  # type: ignore[attr-defined]

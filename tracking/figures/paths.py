@@ -85,7 +85,8 @@ def plot_plane(
 
     Args:
         plane: arrays ``xs`` (nx), ``ys`` (ny), ``<split>_acc`` (ny, nx), ``a``, ``b``, ``c`` (2-vectors)
-            and optionally ``curve_xy`` (n, 2), as in ``PlaneResult.to_arrays()``.
+            and optionally ``curve_xy`` (n, 2) and ``<split>_samples`` (the samples each grid point was
+            evaluated on, stated in the colour bar's label), as in ``PlaneResult.to_arrays()``.
         path: PNG file to write.
         title: axes title.
         split: which accuracy grid to draw (``test`` or ``train``).
@@ -112,7 +113,9 @@ def plot_plane(
     bounds = np.linspace(lo, hi if hi > lo else lo + 1e-6, levels + 1)
     filled = ax.contourf(xs, ys, error, levels=bounds, cmap="viridis")
     ax.contour(xs, ys, error, levels=bounds, colors="k", linewidths=0.3, alpha=0.4)
-    fig.colorbar(filled, ax=ax, label=f"{split} error (%)")
+    samples = plane.get(names.split_column(split, names.SAMPLES))
+    on = f" on {int(np.asarray(samples)):,} samples" if samples is not None else ""
+    fig.colorbar(filled, ax=ax, label=f"{split} error (%){on}")
     curve = plane.get("curve_xy")
     if curve is not None and np.asarray(curve).size:
         cxy = np.asarray(curve, float)

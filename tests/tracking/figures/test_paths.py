@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import tracking.figures.paths as paths_module
 from lgeom.table import Table
 from tracking.figures.paths import plot_paths, plot_plane
 
@@ -84,3 +85,15 @@ def test_bad_planes_are_refused(tmp_path: Path) -> None:
     plane["test_acc"] = plane["test_acc"].T
     with pytest.raises(ValueError, match=r"plane test_acc: expected shape \(4, 6\), got \(6, 4\)"):
         plot_plane(plane, tmp_path / "x.png")
+
+
+def test_the_colour_bar_states_the_samples_of_a_capped_plane(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn: list = []
+    real = paths_module.save_figure
+    monkeypatch.setattr(paths_module, "save_figure", lambda fig, path: drawn.append(fig) or real(fig, path))
+    plane = {**_plane(), "test_samples": np.asarray(2000), "train_samples": np.asarray(1500)}
+    plot_plane(plane, tmp_path / "capped.png")
+    plot_plane(plane, tmp_path / "capped_train.png", split="train")
+    plot_plane(_plane(), tmp_path / "uncapped.png")
+    labels = [fig.axes[1].get_ylabel() for fig in drawn]
+    assert labels == ["test error (%) on 2,000 samples", "train error (%) on 1,500 samples", "test error (%)"]
