@@ -9,12 +9,14 @@ it is missing), a Bezier curve is fitted between them, and the plane through A, 
 * on class-stratified subsets of ``--caps`` samples per split (``lgeom.data.stratified_subset``, as
   ``lgeom.connect.prepare_data`` draws them),
 
-timed side by side in one run. Printed per cap: max and mean absolute error of the loss (nats) and accuracy
+timed side by side in one run, as CPU time of this process (``time.process_time``: on a machine shared with
+other jobs, wall time measures the other jobs too; with ``--threads 1`` CPU time is the work done) and wall
+time. Printed per cap: max and mean absolute error of the loss (nats) and accuracy
 (percentage points) over the grid against the full sets, per split, and the time ratio full / cap. Then the
 stages of one ``mnist-arch`` CNN cell on 2 cores are extrapolated from the throughputs measured here (see
 :func:`cell_estimate`), giving the plane stage's share of the cell with the cap and without it.
 
-    PYTHONPATH=. python3 bench/plane_samples.py --threads 1            # 5x5 grid, caps 1000 and 2000
+    PYTHONPATH=. python3 bench/plane_samples.py --threads 1            # 4x4 grid, caps 1000 and 2000
     PYTHONPATH=. python3 bench/plane_samples.py --grid 11 --caps 2000  # a finer grid
 """
 
@@ -92,7 +94,7 @@ def cell_estimate(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
-    parser.add_argument("--grid", type=int, default=5, help="plane grid points per axis")
+    parser.add_argument("--grid", type=int, default=4, help="plane grid points per axis")
     parser.add_argument("--caps", type=int, nargs="+", default=[1000, 2000], help="plane_samples values")
     parser.add_argument("--full", type=int, default=10_000, help="evaluated training samples (eval_train_samples)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of each endpoint")
@@ -104,7 +106,7 @@ def main() -> None:
     print(f"data: {name}, {len(train_set)} training images (trained on and evaluated), {len(test)} test images")
 
     ends = []
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for seed in (0, 1):
         torch.manual_seed(seed)
         model = build_model("cnn", channels=16, num_classes=10, in_shape=tuple(test.in_shape)).to(device)
@@ -112,48 +114,55 @@ def main() -> None:
         res = train(model, train_set, None, spec, progress=False)
         ends.append(res)
         print(f"endpoint seed {seed}: train acc {res.final['train'].acc:.1f} %")
-    train_sps = 2 * args.epochs * len(train_set) / (time.perf_counter() - t0)
+    train_sps = 2 * args.epochs * len(train_set) / (time.process_time() - t0)
     curve = build_curve("bezier", ends[0].final_params, ends[1].final_params, 1)
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     fit_curve(model, curve, train_set, CurveFitSpec(lr=0.01, epochs=1, batch_size=128), progress=False)
-    fit_sps = len(train_set) / (time.perf_counter() - t0)
+    fit_sps = len(train_set) / (time.process_time() - t0)
     a, c, b = curve.start, curve.apex(), curve.end
 
-    def run(cap: int | None) -> tuple[dict[str, np.ndarray], float, dict[str, int]]:
+    def run(cap: int | None) -> tuple[dict[str, np.ndarray], float, dict[str, int], float]:
         tr = stratified_subset(evaluated, cap, seed=0)
         te = stratified_subset(test, cap, seed=0)
         batches = {k: list(make_loader(d, EVAL_BATCH)) for k, d in (("train", tr), ("test", te))}
-        t = time.perf_counter()
+        t, wall = time.process_time(), time.perf_counter()
         res = plane(model, a, c, b, train=batches["train"], test=batches["test"], grid=args.grid, margin=0.2)
-        return res.grids, time.perf_counter() - t, res.samples
+        return res.grids, time.process_time() - t, res.samples, time.perf_counter() - wall
 
-    full, full_s, full_n = run(None)
+    full, full_s, full_n, full_wall = run(None)
     eval_pps = args.grid**2 * sum(full_n.values()) / full_s
-    print(f"\nplane {args.grid}x{args.grid}, full sets {full_n}: {full_s:.1f} s ({eval_pps:.0f} point-samples/s)")
+    print(
+        f"\nplane {args.grid}x{args.grid}, full sets {full_n}: {full_s:.1f} CPU s "
+        f"({eval_pps:.0f} point-samples per CPU s; wall {full_wall:.1f} s)"
+    )
     print(
         "| plane_samples | train loss err max / mean | train acc err max / mean (pp) | test loss err max / mean |"
-        " test acc err max / mean (pp) | time (s) | full / cap |"
+        " test acc err max / mean (pp) | CPU s (wall s) | full / cap (CPU) |"
     )
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for cap in args.caps:
-        grids, secs, n = run(cap)
+        grids, secs, n, wall = run(cap)
         err = grid_errors(full, grids)
         cells = [
             f"{err[k][0]:.4f} / {err[k][1]:.4f}" if "loss" in k else f"{err[k][0]:.2f} / {err[k][1]:.2f}"
             for k in ("train_loss", "train_acc", "test_loss", "test_acc")
         ]
-        print(f"| {cap} ({n['train']} + {n['test']}) | " + " | ".join(cells) + f" | {secs:.1f} | {full_s / secs:.2f} |")
+        print(
+            f"| {cap} ({n['train']} + {n['test']}) | "
+            + " | ".join(cells)
+            + f" | {secs:.1f} ({wall:.1f}) | {full_s / secs:.2f} |"
+        )
     # The full sets' own sampling noise, for scale: the test loss range over the grid.
     print(
         f"\ngrid ranges (full): test loss {full['test_loss'].min():.3f}..{full['test_loss'].max():.3f}, "
         f"test acc {full['test_acc'].min():.1f}..{full['test_acc'].max():.1f} %"
     )
 
-    # Path evaluation throughput, for the cell estimate (61 points would take long: 5 points on the full sets).
-    t = time.perf_counter()
+    # Path evaluation throughput, for the cell estimate (61 points would take long: 3 points on the full sets).
+    t = time.process_time()
     full_batches = [list(make_loader(d, EVAL_BATCH)) for d in (evaluated, test)]
-    evaluate_path(model, curve, np.linspace(0, 1, 5), *full_batches)
-    path_pps = 5 * (len(evaluated) + len(test)) / (time.perf_counter() - t)
+    evaluate_path(model, curve, np.linspace(0, 1, 3), *full_batches)
+    path_pps = 3 * (len(evaluated) + len(test)) / (time.process_time() - t)
     print(
         f"\nthroughputs: train {train_sps:.0f} samples/s, curve fit {fit_sps:.0f} samples/s, "
         f"plane {eval_pps:.0f} / path {path_pps:.0f} point-samples/s"

@@ -186,8 +186,9 @@ class PercentLines:
 class FractionReporter:
     """Follows the open loops among ``tasks`` and hands ``report`` one text saying where they stand, e.g.
     ``"probe_path bezier 36% > slq 50%"`` (outer loop first), whenever a loop starts or ends or a whole
-    percent (``resolution``) more of one is done; ``""`` once no loop is open. Cheap enough to call on every
-    event: it reports at most ``1 / resolution`` times per loop.
+    percent (``resolution``) more of one is done. Once no loop is open the text is the last one that closed,
+    at 100% (``"probe_path bezier 100%"``), so the last report says how far the work got. Cheap enough to
+    call on every event: it reports at most ``1 / resolution + 2`` times per loop.
 
     Args:
         report: receives the text (the tracking layer sets it as a run tag).
@@ -202,6 +203,7 @@ class FractionReporter:
         self.tasks = frozenset(tasks)
         self.resolution = resolution
         self._open: dict[tuple[str, str], int] = {}  # insertion order = nesting order
+        self._closed = ""
 
     def __call__(self, event: ProgressEvent) -> None:
         """Update the open loops with ``event`` and report when the text changed."""
@@ -211,6 +213,7 @@ class FractionReporter:
         f = fraction(event)
         if event.kind == "end":
             if self._open.pop(key, None) is not None:
+                self._closed = self._render([(key, round(1 / self.resolution))])
                 self.report(self.text())
             return
         if f is None or (event.kind != "start" and key not in self._open):
@@ -224,10 +227,13 @@ class FractionReporter:
         self.report(self.text())
 
     def text(self) -> str:
-        """Where the open loops stand now (``""`` when none is open)."""
+        """Where the open loops stand now (the last loop closed, at 100%, when none is open; ``""`` before any)."""
+        return self._render(list(self._open.items())) if self._open else self._closed
+
+    def _render(self, loops: list[tuple[tuple[str, str], int]]) -> str:
         return " > ".join(
             f"{task} {scope} {u * self.resolution:.0%}" if scope else f"{task} {u * self.resolution:.0%}"
-            for (task, scope), u in self._open.items()
+            for (task, scope), u in loops
         )
 
 

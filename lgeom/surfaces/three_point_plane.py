@@ -5,6 +5,19 @@ Coordinates: A is the origin, the first axis ``u`` points from A to B, the secon
 orthogonal to ``u`` (Gram-Schmidt); both have unit Euclidean norm over all parameters. So A = (0, 0),
 B = (||B - A||, 0) and C = ((C - A) . u, ||C - A - ((C - A) . u) u||). A curve with one bend lies in this
 plane; its points are projected onto it for the overlay (``curve_offplane`` says how far off they are).
+
+BatchNorm statistics are recomputed at every grid point (the BN policy) and never shared between nearby
+points, because sharing is not exact. At ``A + x u + y v`` the input of the first BatchNorm layer is affine in
+``(x, y)`` (a convolution or linear layer is linear in its weights), so that layer's batch mean is affine and
+its batch variance quadratic in ``(x, y)``, and three forward passes would give it exactly over the whole grid.
+Every later BatchNorm layer, though, sees the output of a nonlinearity applied after grid-dependent
+normalisation, and its statistics are no closed-form function of ``(x, y)``: they need a forward pass at the
+point itself. Reusing a neighbour's would err by the order of the grid spacing (about 7% of ``||B - A||``
+on a 21 x 21 grid), where the picture changes most. The first layer's exact shortcut would not save that
+pass, which runs for the later layers anyway. So each point's statistics come from one forward pass over the
+fixed BatchNorm batches, batched over a chunk of grid points (one vmapped forward per batch serves every point
+of the chunk, :func:`lgeom.batchnorm.recompute_bn_stats_stacked`). What the plane costs is set by the samples
+it is evaluated on (``lgeom.connect.ConnectSpec.plane_samples``).
 """
 
 from __future__ import annotations

@@ -187,7 +187,10 @@ def test_the_fraction_reporter_says_where_the_open_loops_stand_at_whole_percents
     reporter(ProgressEvent("slq", "end", 1000, 1000))
     reporter(ProgressEvent("train", "step", 5, 10))  # not a long loop
     reporter(ProgressEvent("probe_path", "end", 4, 4, scope="bezier"))
-    assert texts[-2:] == ["probe_path bezier 25%", ""]
+    assert texts[-2:] == ["probe_path bezier 25%", "probe_path bezier 100%"]  # the last loop closed, done
+    reporter(ProgressEvent("plane", "start", 0, 9))
+    assert texts[-1] == "plane 0%" and reporter.text() == "plane 0%"
+    assert FractionReporter(texts.append).text() == ""
 
 
 # --- every long stage reports fractions rising to 1.0 -------------------------------------------------------
