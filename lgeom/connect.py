@@ -61,7 +61,7 @@ class ConnectSpec:
         bn_batches, bn_batch_size: fixed training batches for the BatchNorm recompute at path and grid points.
         eval_train_samples: cap on the training samples evaluated along paths (``None``: all).
         eval_batch_size: batch size of evaluation.
-        plane: compute the plane through A, C, B for every fitted curve.
+        plane: compute the plane through A, C, B for every fitted curve (the aligned ones with ``plane_aligned``).
         plane_grid, plane_margin: plane grid points per axis and margin (fraction of the extent).
         plane_samples: training and test samples (each) the plane grid is evaluated on: a seeded subset
             stratified by class (:func:`lgeom.data.stratified_subset`), independent of ``eval_train_samples``
