@@ -18,6 +18,7 @@ stages of one ``mnist-arch`` CNN cell on 2 cores are extrapolated from the throu
 
     PYTHONPATH=. python3 bench/plane_samples.py --threads 1            # 4x4 grid, caps 1000 and 2000
     PYTHONPATH=. python3 bench/plane_samples.py --grid 11 --caps 2000  # a finer grid
+    PYTHONPATH=. python3 bench/plane_samples.py --threads 1 --hvp-only 4355  # the probe stage's estimate
 """
 
 from __future__ import annotations
@@ -91,6 +92,41 @@ def cell_estimate(
     }
 
 
+#: Hessian-vector products of the ``mnist-arch`` probe stage, as assumed for the estimate (see ``probe_estimate``).
+LANCZOS_HVPS = 30
+
+
+def probe_estimate(*, hvp_s: float, eval_pps: float, samples: int = 1024) -> dict[str, float]:
+    """CPU seconds of the ``mnist-arch`` probe stage from one HVP's time on ``samples`` probe samples and the
+    evaluation throughput: top-5 Lanczos (about ``LANCZOS_HVPS`` HVPs), 32 trace probes and 4 x 40 density
+    steps at A, B and the midpoint, Lanczos at 11 points on 6 paths, and the 1-D (51) and 2-D (21 x 21) slices
+    at the three points. Sharpness and Monte-Carlo curvature (a few dozen evaluations) are left out.
+    """
+    hvps = 3 * (LANCZOS_HVPS + 32 + 4 * 40) + 6 * 11 * LANCZOS_HVPS
+    slices_s = 3 * (51 + 21 * 21) * samples / eval_pps
+    return {"hvps": hvps, "hvp_s": hvps * hvp_s, "slices_s": slices_s, "probes_s": hvps * hvp_s + slices_s}
+
+
+def measure_hvp(root: str, samples: int = 1024) -> float:
+    """CPU seconds of one Hessian-vector product of the ``mnist-arch`` CNN on ``samples`` Fashion-MNIST images
+    (batches of 256, as ``probe.batch_size``), median of 5 after a warm-up.
+    """
+    from lgeom.hessian import HessianOperator
+
+    _, train_set, _, _ = load(root, samples)
+    torch.manual_seed(0)
+    model = build_model("cnn", channels=16, num_classes=10, in_shape=tuple(train_set.in_shape))
+    op = HessianOperator(model, list(make_loader(train_set, 256)))
+    v = torch.randn(op.size)
+    op.matvec(v)
+    times = []
+    for _ in range(5):
+        t = time.process_time()
+        op.matvec(v)
+        times.append(time.process_time() - t)
+    return float(np.median(times))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_device_arguments(parser)
@@ -99,9 +135,26 @@ def main() -> None:
     parser.add_argument("--full", type=int, default=10_000, help="evaluated training samples (eval_train_samples)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs of each endpoint")
     parser.add_argument("--root", default=None, help="data root (default: a temporary folder)")
+    parser.add_argument(
+        "--hvp-only",
+        type=float,
+        default=None,
+        metavar="PLANE_PPS",
+        help="only time one HVP of the CNN on 1,024 samples and estimate the probe stage, given the plane's "
+        "point-samples per CPU s from an earlier run",
+    )
     args = parser.parse_args()
     device = setup_device(args)
     root = args.root or tempfile.mkdtemp(prefix="lgeom-bench-data-")
+    if args.hvp_only is not None:
+        hvp_s = measure_hvp(root)
+        est = probe_estimate(hvp_s=hvp_s, eval_pps=args.hvp_only)
+        print(
+            f"HVP on 1,024 samples: {hvp_s:.3f} CPU s ({hvp_s * args.hvp_only / 1024:.1f} forward passes); "
+            f"probe stage estimate: {est['hvps']} HVPs {est['hvp_s']:.0f} s + slices {est['slices_s']:.0f} s "
+            f"= {est['probes_s']:.0f} s"
+        )
+        return
     name, train_set, evaluated, test = load(root, args.full)
     print(f"data: {name}, {len(train_set)} training images (trained on and evaluated), {len(test)} test images")
 
