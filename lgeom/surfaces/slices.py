@@ -106,11 +106,13 @@ def grid_losses(
     data = as_batches(data)
     bn_batches = None if bn_batches is None else as_batches(bn_batches)
     cbs = resolve_callbacks(None, progress, task)
-    emit(cbs, ProgressEvent(task, "start", 0, len(coords)))
-    res = evaluate_affine(model, origin, directions, coords, {"data": data}, bn_batches=bn_batches, callbacks=cbs)[
+    total = len(coords)
+    emit(cbs, ProgressEvent(task, "start", 0, total))
+    bridge = [lambda e: emit(cbs, ProgressEvent(task, "step", e.step, total))] if cbs else None
+    res = evaluate_affine(model, origin, directions, coords, {"data": data}, bn_batches=bn_batches, callbacks=bridge)[
         "data"
     ]
-    emit(cbs, ProgressEvent(task, "end", len(coords), len(coords)))
+    emit(cbs, ProgressEvent(task, "end", total, total))
     return np.asarray(res.loss, dtype=np.float64), np.asarray(res.acc, dtype=np.float64)
 
 
