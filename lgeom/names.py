@@ -509,7 +509,12 @@ def contract_rows() -> list[tuple[str, str, str]]:
         ("artifact", f"`{path_table_artifact(p)}`", "t plus train/test loss and accuracy, probe columns"),
         ("artifact", f"`{curve_artifact(c)}`", "control points and the config to rebuild the curve"),
         ("artifact", f"`{spectrum_artifact(pt)}`", "Hessian eigenvalues, trace, density"),
-        ("artifact", f"`{plane_artifact('<name>')}`", "plane through A, C, B; 2-D slices; PCA plane"),
+        (
+            "artifact",
+            f"`{plane_artifact('<name>')}`",
+            f"plane through A, C, B (with `{split_column(s, SAMPLES)}`: the samples of every grid point); "
+            "2-D slices; PCA plane",
+        ),
         ("artifact", f"`{figure_artifact('<name>')}`", "figures; the study's on its parent run"),
         (
             "artifact",
