@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from lgeom._checks import expected
@@ -138,14 +139,23 @@ class Objective:
         return F.cross_entropy(logits, targets, reduction="sum")
 
     @contextlib.contextmanager
-    def eval_mode(self) -> Iterator[None]:
+    def eval_mode(self, *, second_order: bool = False) -> Iterator[None]:
         """Put the model in eval mode for the duration (restoring its mode afterwards); BatchNorm layers are
         computed as their affine maps (:class:`EvalBatchNormAsAffine`).
+
+        With ``second_order`` (Hessian-vector products), attention through
+        ``F.scaled_dot_product_attention`` (``nn.MultiheadAttention``, hand-written attention calling it) runs
+        on its math backend: the fused kernels (flash attention on the CPU, flash and memory-efficient on
+        CUDA) have no forward-mode derivative and no double backward, while the math backend is plain
+        differentiable operations. Values agree to rounding.
         """
         was_training = self.model.training
         self.model.eval()
         try:
-            with EvalBatchNormAsAffine() if self.has_batchnorm else contextlib.nullcontext():
+            with (
+                EvalBatchNormAsAffine() if self.has_batchnorm else contextlib.nullcontext(),
+                sdpa_kernel(SDPBackend.MATH) if second_order else contextlib.nullcontext(),
+            ):
                 yield
         finally:
             self.model.train(was_training)

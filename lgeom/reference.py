@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lgeom._checks import expected
 from lgeom.data import Batches
@@ -105,7 +106,8 @@ def dense_hessian(
     """The ``P x P`` Hessian of the mean cross-entropy over ``data`` (eval mode), symmetrised.
 
     Rows and columns follow ``params`` order (default: ``model.named_parameters()``). Cost is ``P``
-    Hessian-vector products; use only for tiny models.
+    Hessian-vector products; use only for tiny models. Attention (``F.scaled_dot_product_attention``) runs on
+    its math backend, the one with second derivatives.
 
     Raises:
         ValueError: empty data.
@@ -114,7 +116,8 @@ def dense_hessian(
     was_training = model.training
     model.eval()
     try:
-        h = torch.func.hessian(loss)(theta)
+        with sdpa_kernel(SDPBackend.MATH):
+            h = torch.func.jacrev(torch.func.grad(loss))(theta)
     finally:
         model.train(was_training)
     return (h + h.T) / 2
