@@ -6,7 +6,9 @@ points are flattened here, not by :mod:`lgeom.params`.
 
 * :func:`dense_loss`: the metric contract's loss ``L(theta) = sum_i CE_i(theta) / N`` (eval mode) as a
   function of the flat parameter vector.
-* :func:`dense_hessian`: the full ``P x P`` Hessian of that loss by ``torch.func.hessian``.
+* :func:`dense_hessian`: the full ``P x P`` Hessian of that loss, reverse over reverse
+  (``torch.func.jacrev`` of ``torch.func.grad``; ``torch.func.hessian``, forward over ``jacrev``, gets
+  LayerNorm's second derivatives wrong in torch 2.14).
 * :class:`DenseOperator`: a symmetric matrix behind the operator interface of :mod:`lgeom.hessian`.
 * :func:`symmetric_with_spectrum`: a random symmetric matrix with given eigenvalues.
 * :class:`QuadraticLandscape`: ``L(theta) = 1/2 (theta - c)^T A (theta - c) + b^T (theta - c) + l0`` over a

@@ -2,12 +2,15 @@
 
 After curvlinops' ``test/cases.py``: every estimator test runs over :data:`CASES` (a small MLP, a small
 BatchNorm CNN, a narrow PreResNet-8 and a tiny vision transformer with LayerNorm and attention, defined here
-as a user would define one), each with a fixed seed, inputs and labels. The reference loss is
-plain ``torch.func.functional_call`` + ``F.cross_entropy`` in eval mode (:func:`lgeom.reference.dense_loss`),
-and the dense Hessian is ``torch.func.hessian`` of it over the flat parameter vector. For BatchNorm models
+as a user would define one), each with a fixed seed, inputs and labels. The reference loss is plain
+``torch.func.functional_call`` + ``F.cross_entropy`` in eval mode (:func:`lgeom.reference.dense_loss`), and the
+dense Hessian is :func:`lgeom.reference.dense_hessian` of it over the flat parameter vector. For BatchNorm models
 the reference buffers are the statistics the BN policy gives a point that is not a trained endpoint,
 computed here with torch's own BatchNorm (train mode, momentum 1, one batch holding every BN sample), never
 with lgeom's recompute.
+
+The vision transformer (:class:`TinyViT`, :func:`build_vit`) is also what the cross-module tests of a user
+model use (``tests/scenarios/test_vit_probes.py``).
 
 Also the older helpers of the curvature/flatness probe tests (``tiny_mlp``, ``tiny_data``, ``image_data``,
 ``one_batch``) and of the alignment tests (``randomize_bn_state``).
@@ -166,7 +169,8 @@ class TinyViT(nn.Module):
     embedded by a strided convolution (``patch_embedding="conv"``) or a linear layer on unfolded patches
     (``"linear"``), a learned positional embedding, a class token (``pool="cls"``) or mean pooling
     (``"mean"``), one pre-norm :class:`EncoderBlock` per entry of ``attention``, a final LayerNorm and a
-    linear head. No BatchNorm anywhere.
+    linear head. No BatchNorm, unless ``patch_norm`` puts a BatchNorm2d after the convolutional patch
+    embedding (the variant the BN policy must apply to).
     """
 
     def __init__(
@@ -181,13 +185,15 @@ class TinyViT(nn.Module):
         attention: tuple[str, ...] = ("torch", "hand"),
         pool: str = "cls",
         patch_embedding: str = "conv",
+        patch_norm: bool = False,
     ) -> None:
         super().__init__()
         channels, height, width = in_shape
         tokens = (height // patch) * (width // patch)
         self.patch, self.pool = patch, pool
         if patch_embedding == "conv":
-            self.patch_embed: nn.Module = nn.Conv2d(channels, dim, patch, stride=patch)
+            conv = nn.Conv2d(channels, dim, patch, stride=patch)
+            self.patch_embed: nn.Module = nn.Sequential(conv, nn.BatchNorm2d(dim)) if patch_norm else conv
         else:
             self.patch_embed = nn.Linear(channels * patch * patch, dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
@@ -198,7 +204,7 @@ class TinyViT(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` of images ``(batch, channels, height, width)``."""
-        if isinstance(self.patch_embed, nn.Conv2d):
+        if not isinstance(self.patch_embed, nn.Linear):
             h = self.patch_embed(x).flatten(2).transpose(1, 2)
         else:
             h = self.patch_embed(F.unfold(x, self.patch, stride=self.patch).transpose(1, 2))
