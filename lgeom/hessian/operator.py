@@ -19,9 +19,7 @@ without forming ``H``:
 * ``engine="auto"`` (the default of the estimators) measures the first batch's graph and caches when all of
   them fit a memory budget.
 
-Both evaluate eval-mode BatchNorm as its affine map (:class:`lgeom.gradients.EvalBatchNormAsAffine`) and
-attention on the math backend of ``F.scaled_dot_product_attention`` (its fused kernels have no second
-derivatives; :meth:`lgeom.gradients.Objective.eval_mode`).
+Both evaluate eval-mode BatchNorm as its affine map (:class:`lgeom.gradients.EvalBatchNormAsAffine`).
 Measurements: ``bench/hessian.py``, ``bench/RESULTS.md``. Estimators on any :class:`SymmetricOperator`:
 :mod:`~lgeom.hessian.lanczos`, :mod:`~lgeom.hessian.power`, :mod:`~lgeom.hessian.trace`,
 :mod:`~lgeom.hessian.density`. Units: nats per squared parameter unit.
@@ -187,7 +185,7 @@ class HessianOperator:
         grad_fn = func_grad(obj.batch_loss_sum)
         out = torch.zeros_like(vectors)
         m = vectors.shape[0]
-        with obj.eval_mode(second_order=True):
+        with obj.eval_mode():
             for xb, yb in obj.batches:
 
                 def gradient(p: Params, xb: torch.Tensor = xb, yb: torch.Tensor = yb) -> Params:
@@ -217,7 +215,7 @@ class HessianOperator:
         if self._leaves is None:
             self._leaves = [obj.params[n].detach().requires_grad_(True) for n in obj.layout.names]
         xb, yb = obj.batches[index]
-        with obj.eval_mode(second_order=True):
+        with obj.eval_mode():
             loss = obj.batch_loss_sum(dict(zip(obj.layout.names, self._leaves)), xb, yb)
             grads = torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True)
         # Gradient blocks that do not depend on the parameters contribute nothing to H v.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 
 import numpy as np
@@ -198,18 +197,3 @@ def test_hvp_matches_the_dense_reference_on_every_case(name: str, engine: str) -
 def test_operator_loss_is_the_reference_loss(name: str) -> None:
     c = get_case(name)
     assert c.operator("forward").objective.loss() == pytest.approx(c.loss(), rel=1e-12)
-
-
-def test_products_through_attention_in_every_engine_and_in_float32() -> None:
-    # Attention runs on SDPA's math backend inside the products: the fused kernels torch picks otherwise
-    # (flash attention on the CPU) have neither forward-mode nor double derivatives.
-    c = get_case("vit")
-    v = torch.randn(3, c.size, generator=torch.Generator().manual_seed(12), dtype=D)
-    vectorised = HessianOperator(c.model, c.data, params=c.params, engine="forward", vectorize=True)
-    torch.testing.assert_close(vectorised.matmat(v), v @ c.hessian(), rtol=1e-9, atol=1e-11)
-    single = copy.deepcopy(c.model).float()
-    params = {n: p.float() for n, p in c.params.items()}
-    for engine in ("forward", "cached"):
-        op = HessianOperator(single, c.data, params=params, engine=engine)
-        assert op.dtype == torch.float32
-        torch.testing.assert_close(op.matmat(v.float()), (v @ c.hessian()).float(), rtol=1e-3, atol=1e-3)
