@@ -230,6 +230,8 @@ def write_connect_result(
     ``figures/paths.png`` and ``figures/plane_<curve>.png``.
     """
     cpu = lambda d: {n: v.detach().cpu() for n, v in d.items()}  # noqa: E731
+    # every path and plane point is evaluated on the same batches as the endpoints
+    samples = {split: res.n for split, res in next(iter(result.endpoints.values()), {}).items()}
     bundle.add_metrics(result.metrics())
     for name, p in result.paths.items():
         bundle.write_path(name, p.table)
@@ -241,7 +243,11 @@ def write_connect_result(
             bundle.write_plane(name, p.plane.to_arrays())
             if figures:
                 plot_plane(
-                    p.plane.to_arrays(), bundle.figure_path(f"plane_{name}"), title=f"{title or ''} {name}".strip()
+                    p.plane.to_arrays(),
+                    bundle.figure_path(f"plane_{name}"),
+                    title=f"{title or ''} {name}".strip(),
+                    samples=samples,
+                    curve_name=name,
                 )
     bundle.write_endpoint("a", cpu(result.a_params), cpu(result.a_buffers))
     bundle.write_endpoint("b", cpu(result.b_params), cpu(result.b_buffers))
@@ -257,7 +263,9 @@ def write_connect_result(
             },
         )
     if figures:
-        plot_paths({n: p.table for n, p in result.paths.items()}, bundle.figure_path("paths"), title=title)
+        plot_paths(
+            {n: p.table for n, p in result.paths.items()}, bundle.figure_path("paths"), title=title, samples=samples
+        )
 
 
 def write_bundle_atomically(target: Path, fill: Callable[[Bundle], None]) -> Bundle:

@@ -21,6 +21,7 @@ from typing import Any
 from lgeom import names
 from lgeom.params import count_params
 from lgeom.progress import ProgressEvent, scoped
+from lgeom.train import TRACK_HESSIAN_SAMPLES
 from pipelines.common import applicable_params, load_splits, train_endpoint
 from pipelines.config import Config, config_from_dict, config_hash
 from pipelines.connect import connect_endpoints, model_extra, write_connect_result
@@ -314,7 +315,8 @@ def _stage_train(
             }
         )
     if histories:  # train.track_hessian_every: lambda_max against 2 / lr
-        plot_sharpness(histories, bundle.figure_path(SHARPNESS_FIGURE), title=cfg.name)
+        samples = min(TRACK_HESSIAN_SAMPLES, len(splits.train_eval))
+        plot_sharpness(histories, bundle.figure_path(SHARPNESS_FIGURE), title=cfg.name, samples=samples)
     return model, endpoints
 
 
