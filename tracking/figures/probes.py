@@ -203,9 +203,12 @@ def plot_spectral_density(
 
 
 def _symlog_threshold(values: np.ndarray) -> float:
-    """Linear range of a symlog axis: the 5 % quantile of the non-zero magnitudes (or 1e-12)."""
+    """Linear range of a symlog axis: the power of ten at or below the 5 % quantile of the non-zero magnitudes
+    (1e-12 at least), so that the ticks either side of 0 are -10^k and 10^k, one decade from 0.
+    """
     mags = np.abs(values[values != 0])
-    return float(max(np.quantile(mags, 0.05), 1e-12)) if mags.size else 1e-12
+    low = float(np.quantile(mags, 0.05)) if mags.size else 1e-12
+    return float(10.0 ** np.floor(np.log10(max(low, 1e-12))))
 
 
 def sharpness_samples_figure(
@@ -237,7 +240,16 @@ def sharpness_samples_figure(
     fig = new_figure(figsize=(6.4, 3.6))
     ax = fig.subplots()
     jitter = np.random.default_rng(seed).uniform(-0.25, 0.25, inc.size)
-    ax.boxplot(inc, orientation="horizontal", positions=[0], widths=0.7, showfliers=False, manage_ticks=False)
+    ax.boxplot(
+        inc,
+        orientation="horizontal",
+        positions=[0],
+        widths=0.7,
+        whis=(0, 100),
+        showfliers=False,
+        manage_ticks=False,
+        label="quartiles and median (whiskers: range)",
+    )
     ax.scatter(inc, jitter, s=12, color="C0", alpha=0.6, zorder=3, label=f"random perturbations (n = {inc.size})")
     ax.axvline(float(inc.mean()), color="k", ls="--", label=f"mean, eps_avg = {inc.mean():.3g}")
     shown = [inc]
@@ -445,7 +457,7 @@ def pca_plane_figure(
         share = f"{100 * ev[i]:.1f} % of variance; " if ev else ""
         axis(f"PC{i + 1} ({share}weight-space distance)")
     ax.set_title(title or "PCA plane of the trajectory")
-    ax.legend(fontsize=7, loc="lower right", framealpha=0.7)
+    ax.legend(fontsize=7, loc="best", framealpha=0.7)
     if right:
         ax2 = axes[1]
         steps = np.arange(len(c))

@@ -130,6 +130,7 @@ def test_sharpness_samples_are_a_strip_on_a_log_axis_beside_the_worst_case(shift
     px = ax.transData.transform(np.c_[increases, np.zeros_like(increases)])[:, 0]
     assert np.ptp(px) > 0.2 * ax.bbox.width
     assert _legend(ax) == [
+        "quartiles and median (whiskers: range)",
         "random perturbations (n = 40)",
         f"mean, eps_avg = {increases.mean():.3g}",
         "worst case (gradient ascent), eps_worst = 0.8",
