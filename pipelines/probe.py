@@ -47,6 +47,7 @@ from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
 from tracking.bundle import Bundle
 from tracking.figures import probes as fig
+from tracking.figures import save_figure
 from tracking.steps import log_step_bundle
 from tracking.store import connect
 
@@ -146,18 +147,15 @@ def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figur
     if not figures:
         return metrics
     n = result.n_samples
+    drawn: dict[str, Any] = {}  # figure name after the point -> matplotlib Figure
     if result.eigen is not None:
-        fig.plot_topk(
-            result.eigen.values,
-            bundle.figure_path(f"{point}_topk"),
-            title=f"Hessian top-{len(result.eigen.values)} at {point}",
-            samples=n,
+        drawn["topk"] = fig.topk_figure(
+            result.eigen.values, title=f"Hessian top-{len(result.eigen.values)} at {point}", samples=n
         )
     if result.density is not None:
-        fig.plot_spectral_density(
+        drawn["density"] = fig.spectral_density_figure(
             result.density.grid,
             result.density.density,
-            bundle.figure_path(f"{point}_density"),
             eigenvalues=None if result.eigen is None else result.eigen.values,
             ritz_values=result.density.nodes,
             sigma=result.density.sigma,
@@ -165,9 +163,8 @@ def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figur
             samples=n,
         )
     if result.average is not None:
-        fig.plot_sharpness_samples(
+        drawn["sharpness"] = fig.sharpness_samples_figure(
             result.average.increases,
-            bundle.figure_path(f"{point}_sharpness"),
             eps=result.average.eps,
             worst=None if result.worst is None else result.worst.increase,
             title=f"eps-sharpness at {point} (eps = {result.average.eps:g})",
@@ -175,32 +172,15 @@ def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figur
         )
     if result.slice_1d is not None:
         s1 = result.slice_1d
-        fig.plot_slice_1d(
-            s1.alphas,
-            s1.loss,
-            bundle.figure_path(f"{point}_slice1d"),
-            acc=s1.acc,
-            title=f"1-D slice at {point}",
-            samples=n,
-        )
+        drawn["slice1d"] = fig.slice_1d_figure(s1.alphas, s1.loss, acc=s1.acc, title=f"1-D slice at {point}", samples=n)
     if result.slice_2d is not None:
         s2 = result.slice_2d
-        fig.plot_slice_2d(
-            s2.alphas,
-            s2.betas,
-            s2.loss,
-            bundle.figure_path(f"{point}_slice2d"),
-            title=f"2-D slice at {point}",
-            samples=n,
+        drawn["slice2d"] = fig.slice_2d_figure(s2.alphas, s2.betas, s2.loss, title=f"2-D slice at {point}", samples=n)
+        drawn["surface3d"] = fig.surface_3d_figure(
+            s2.alphas, s2.betas, s2.loss, title=f"loss surface at {point}", samples=n
         )
-        fig.plot_surface_3d(
-            s2.alphas,
-            s2.betas,
-            s2.loss,
-            bundle.figure_path(f"{point}_surface3d"),
-            title=f"loss surface at {point}",
-            samples=n,
-        )
+    for kind, figure in drawn.items():
+        save_figure(figure, bundle.figure_path(f"{point}_{kind}"))
     return metrics
 
 
@@ -229,13 +209,13 @@ def write_path_probes(
     cols = names.topk_columns(table.names)
     if figures and cols:
         keep = np.isfinite(np.asarray(table[cols[0]], dtype=np.float64))
-        fig.plot_eigenvalues_along_path(
+        figure = fig.eigenvalues_along_path_figure(
             table["t"][keep],
             {c: np.asarray(table[c], dtype=np.float64)[keep] for c in cols},
-            bundle.figure_path(f"{name}_hessian"),
             title=f"Hessian top-k along {name}",
             samples=samples,
         )
+        save_figure(figure, bundle.figure_path(f"{name}_hessian"))
     return out
 
 
@@ -261,17 +241,17 @@ def write_trajectory_probes(
             }
         )
         if figures:
-            fig.plot_pca_plane(
+            figure = fig.pca_plane_figure(
                 pca.xs,
                 pca.ys,
                 pca.loss,
                 pca.coords,
-                bundle.figure_path("pca_plane"),
                 explained=pca.explained_variance_ratio,
                 snapshot_loss=pca.snapshot_loss,
                 projected_loss=pca.projected_loss,
                 samples=samples,
             )
+            save_figure(figure, bundle.figure_path("pca_plane"))
     if effective_dim is not None:
         bundle.write_json(
             names.EFFECTIVE_DIM_FILE,

@@ -1,10 +1,10 @@
 """Per-run figures (matplotlib's object API on the Agg canvas; no global backend is changed): ``paths`` for
 connectivity results, ``probes`` for curvature probes, ``training`` for quantities tracked while training.
 
-Each figure has a builder ``<name>_figure(...) -> Figure`` (what tests inspect) and a ``plot_<name>(..., path)``
-that writes it as a PNG with :func:`save_figure` and returns the path. The helpers here keep the figures alike:
-:func:`data_label` states the quantity, its unit, the split and the sample count on an axis, and
-:func:`log_levels` gives contour levels that show a loss valley.
+Each figure is built by a ``<name>_figure(...) -> Figure`` function (what tests inspect) and written as a PNG
+with :func:`save_figure`, e.g. ``save_figure(plane_figure(arrays), bundle.figure_path("plane_bezier"))``. The
+helpers here keep the figures alike: :func:`data_label` states the quantity, its unit, the split and the sample
+count on an axis, and :func:`log_levels` gives contour levels that show a loss valley.
 """
 
 from __future__ import annotations

@@ -7,16 +7,14 @@ inputs are plain mappings of arrays, e.g. ``lgeom.table.Table`` objects or ``Pla
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from lgeom import names
-from tracking.figures import LOSS_UNIT, PERCENT, T_LABEL, data_label, log_contours, new_figure, save_figure
+from tracking.figures import LOSS_UNIT, PERCENT, T_LABEL, data_label, log_contours, new_figure
 
 SPLIT_STYLES = dict(zip(names.SPLITS, ("--", "-")))
 
@@ -73,17 +71,6 @@ def paths_figure(
     if title:
         fig.suptitle(title)
     return fig
-
-
-def plot_paths(
-    tables: Mapping[str, Any],
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    samples: Mapping[str, int] | None = None,
-) -> Path:
-    """Write :func:`paths_figure` as a PNG to ``path``; returns the path."""
-    return save_figure(paths_figure(tables, title=title, samples=samples), path)
 
 
 #: Plane coordinates are Euclidean distances in weight space (the basis is orthonormal).
@@ -198,21 +185,3 @@ def plane_figure(
     if title:
         fig.suptitle(title)
     return fig
-
-
-def plot_plane(
-    plane: Mapping[str, Any],
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    splits: Sequence[str] = names.SPLITS,
-    quantity: str = "loss",
-    levels: int = 20,
-    samples: Mapping[str, int] | None = None,
-    curve_name: str = "curve",
-) -> Path:
-    """Write :func:`plane_figure` as a PNG to ``path``; returns the path."""
-    fig = plane_figure(
-        plane, title=title, splits=splits, quantity=quantity, levels=levels, samples=samples, curve_name=curve_name
-    )
-    return save_figure(fig, path)

@@ -6,15 +6,12 @@ Probes measure the training loss on ``probe.samples`` training samples: pass tha
 axes say so. Slices and planes are drawn with equal aspect and log-spaced contour levels.
 
 Only matplotlib (object API with the Agg canvas, so no global backend is changed) and NumPy are used. Every
-``<name>_figure`` takes plain arrays and returns the figure; ``plot_<name>`` writes it as a PNG atomically and
-returns the path.
+``<name>_figure`` takes plain arrays and returns the figure; :func:`tracking.figures.save_figure` writes it.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,20 +25,11 @@ from tracking.figures import (
     data_label,
     log_contours,
     new_figure,
-    save_figure,
 )
 
 __all__ = [
     "eigenvalues_along_path_figure",
     "pca_plane_figure",
-    "plot_eigenvalues_along_path",
-    "plot_pca_plane",
-    "plot_sharpness_samples",
-    "plot_slice_1d",
-    "plot_slice_2d",
-    "plot_spectral_density",
-    "plot_surface_3d",
-    "plot_topk",
     "sharpness_samples_figure",
     "slice_1d_figure",
     "slice_2d_figure",
@@ -99,17 +87,6 @@ def topk_figure(eigenvalues: Sequence[float], *, title: str | None = None, sampl
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return fig
-
-
-def plot_topk(
-    eigenvalues: Sequence[float],
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`topk_figure` as a PNG; returns the path."""
-    return save_figure(topk_figure(eigenvalues, title=title, samples=samples), path)
 
 
 def spectral_density_figure(
@@ -174,32 +151,6 @@ def spectral_density_figure(
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return fig
-
-
-def plot_spectral_density(
-    grid: Sequence[float],
-    density: Sequence[float],
-    path: str | os.PathLike[str],
-    *,
-    eigenvalues: Sequence[float] | None = None,
-    ritz_values: Any = None,
-    sigma: float | None = None,
-    log: bool = True,
-    title: str | None = None,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`spectral_density_figure` as a PNG; returns the path."""
-    fig = spectral_density_figure(
-        grid,
-        density,
-        eigenvalues=eigenvalues,
-        ritz_values=ritz_values,
-        sigma=sigma,
-        log=log,
-        title=title,
-        samples=samples,
-    )
-    return save_figure(fig, path)
 
 
 def _symlog_threshold(values: np.ndarray) -> float:
@@ -277,19 +228,6 @@ def sharpness_samples_figure(
     return fig
 
 
-def plot_sharpness_samples(
-    increases: Sequence[float],
-    path: str | os.PathLike[str],
-    *,
-    eps: float | None = None,
-    worst: float | None = None,
-    title: str | None = None,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`sharpness_samples_figure` as a PNG; returns the path."""
-    return save_figure(sharpness_samples_figure(increases, eps=eps, worst=worst, title=title, samples=samples), path)
-
-
 def slice_1d_figure(
     alphas: Sequence[float],
     loss: Sequence[float],
@@ -317,19 +255,6 @@ def slice_1d_figure(
     ax.set_title(title or "1-D loss slice")
     ax.grid(alpha=0.3)
     return fig
-
-
-def plot_slice_1d(
-    alphas: Sequence[float],
-    loss: Sequence[float],
-    path: str | os.PathLike[str],
-    *,
-    acc: Sequence[float] | None = None,
-    title: str | None = None,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`slice_1d_figure` as a PNG; returns the path."""
-    return save_figure(slice_1d_figure(alphas, loss, acc=acc, title=title, samples=samples), path)
 
 
 def _grid_check(xs: Any, ys: Any, z: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -367,20 +292,6 @@ def slice_2d_figure(
     return fig
 
 
-def plot_slice_2d(
-    alphas: Sequence[float],
-    betas: Sequence[float],
-    loss: Any,
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    levels: int = 20,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`slice_2d_figure` as a PNG; returns the path."""
-    return save_figure(slice_2d_figure(alphas, betas, loss, title=title, levels=levels, samples=samples), path)
-
-
 def surface_3d_figure(
     alphas: Sequence[float],
     betas: Sequence[float],
@@ -404,19 +315,6 @@ def surface_3d_figure(
     ax.set_zlabel(_loss_label(samples), fontsize=8)
     ax.set_title(title or "loss surface")
     return fig
-
-
-def plot_surface_3d(
-    alphas: Sequence[float],
-    betas: Sequence[float],
-    loss: Any,
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`surface_3d_figure` as a PNG; returns the path."""
-    return save_figure(surface_3d_figure(alphas, betas, loss, title=title, samples=samples), path)
 
 
 def pca_plane_figure(
@@ -473,36 +371,6 @@ def pca_plane_figure(
     return fig
 
 
-def plot_pca_plane(
-    xs: Sequence[float],
-    ys: Sequence[float],
-    loss: Any,
-    coords: Any,
-    path: str | os.PathLike[str],
-    *,
-    explained: Sequence[float] | None = None,
-    snapshot_loss: Sequence[float] | None = None,
-    projected_loss: Sequence[float] | None = None,
-    title: str | None = None,
-    levels: int = 20,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`pca_plane_figure` as a PNG; returns the path."""
-    fig = pca_plane_figure(
-        xs,
-        ys,
-        loss,
-        coords,
-        explained=explained,
-        snapshot_loss=snapshot_loss,
-        projected_loss=projected_loss,
-        title=title,
-        levels=levels,
-        samples=samples,
-    )
-    return save_figure(fig, path)
-
-
 def eigenvalues_along_path_figure(
     t: Sequence[float],
     columns: Mapping[str, Sequence[float]],
@@ -529,15 +397,3 @@ def eigenvalues_along_path_figure(
     ax.legend(fontsize=7, ncol=2)
     ax.grid(alpha=0.3)
     return fig
-
-
-def plot_eigenvalues_along_path(
-    t: Sequence[float],
-    columns: Mapping[str, Sequence[float]],
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`eigenvalues_along_path_figure` as a PNG; returns the path."""
-    return save_figure(eigenvalues_along_path_figure(t, columns, title=title, samples=samples), path)

@@ -6,16 +6,14 @@ object API (Agg canvas) and NumPy are used.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
 
 from lgeom.train import TRACK_QUANTITIES
-from tracking.figures import CURVATURE_UNIT, data_label, new_figure, save_figure
+from tracking.figures import CURVATURE_UNIT, data_label, new_figure
 
 LAMBDA_MAX, TWO_OVER_LR = TRACK_QUANTITIES
 
@@ -70,14 +68,3 @@ def sharpness_figure(histories: Mapping[str, Any], *, title: str | None = None, 
     if title:
         ax.set_title(title)
     return fig
-
-
-def plot_sharpness(
-    histories: Mapping[str, Any],
-    path: str | os.PathLike[str],
-    *,
-    title: str | None = None,
-    samples: int | None = None,
-) -> Path:
-    """Write :func:`sharpness_figure` as a PNG to ``path``; returns the path."""
-    return save_figure(sharpness_figure(histories, title=title, samples=samples), path)

@@ -18,7 +18,8 @@ from matplotlib.figure import Figure
 from lgeom.path import triangle
 from lgeom.surfaces.three_point_plane import plane_basis
 from lgeom.table import Table
-from tracking.figures.paths import paths_figure, plane_figure, plot_paths, plot_plane
+from tracking.figures import save_figure
+from tracking.figures.paths import paths_figure, plane_figure
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -38,12 +39,12 @@ def _table(drop: float) -> Table:
 
 
 def test_paths_figure_is_written(tmp_path: Path) -> None:
-    out = plot_paths(
+    figure = paths_figure(
         {"line": _table(2.0), "bezier": _table(0.1), "partial": {"t": [0.0, 1.0], "test_acc": [90.0, 91.0]}},
-        tmp_path / "paths.png",
         title="pair 0",
         samples={"train": 1000, "test": 500},
     )
+    out = save_figure(figure, tmp_path / "paths.png")
     assert out == tmp_path / "paths.png" and out.read_bytes()[:8] == PNG and out.stat().st_size > 5_000
 
 
@@ -56,12 +57,11 @@ def test_path_axes_state_units_splits_and_sample_counts() -> None:
     assert [t.get_text() for t in acc.get_legend().get_texts()] == ["line (train)", "line (test)"]
 
 
-def test_paths_need_tables_with_t(tmp_path: Path) -> None:
+def test_paths_need_tables_with_t() -> None:
     with pytest.raises(ValueError, match="tables: expected at least one path table, got none"):
-        plot_paths({}, tmp_path / "x.png")
+        paths_figure({})
     with pytest.raises(ValueError, match="table 'line': expected a column 't', got none"):
-        plot_paths({"line": {"test_acc": [1.0]}}, tmp_path / "x.png")
-    assert not list(tmp_path.iterdir())
+        paths_figure({"line": {"test_acc": [1.0]}})
 
 
 def _plane(a: np.ndarray, b: np.ndarray, c: np.ndarray, *, n: int = 21, margin: float = 0.2) -> dict[str, np.ndarray]:
@@ -160,7 +160,7 @@ def test_the_plane_has_log_spaced_levels_labelled_axes_and_marked_points() -> No
 @pytest.mark.parametrize("quantity", ["loss", "error"])
 def test_plane_figure_is_written(tmp_path: Path, quantity: str) -> None:
     plane = _plane(np.array([0.0, 0.0]), np.array([4.0, 0.0]), np.array([2.0, 1.0]))
-    out = plot_plane(plane, tmp_path / f"plane_{quantity}.png", quantity=quantity, levels=5)
+    out = save_figure(plane_figure(plane, quantity=quantity, levels=5), tmp_path / f"plane_{quantity}.png")
     assert out.read_bytes()[:8] == PNG and out.stat().st_size > 5_000
 
 
@@ -173,19 +173,18 @@ def test_one_split_a_zero_error_and_no_curve_are_drawn_too() -> None:
     assert ax.get_title().startswith("test error on the plane")
 
 
-def test_bad_planes_are_refused(tmp_path: Path) -> None:
+def test_bad_planes_are_refused() -> None:
     good = _plane(np.array([0.0, 0.0]), np.array([4.0, 0.0]), np.array([2.0, 1.0]))
     plane = dict(good)
     del plane["c"]
     with pytest.raises(ValueError, match="plane: expected arrays xs, ys, a, b, c, got none for 'c'"):
-        plot_plane(plane, tmp_path / "x.png")
+        plane_figure(plane)
     plane = dict(good)
     plane["test_loss"] = plane["test_loss"][:, :5]
     with pytest.raises(ValueError, match=r"plane test_loss: expected shape \(21, 21\), got \(21, 5\)"):
-        plot_plane(plane, tmp_path / "x.png")
+        plane_figure(plane)
     plane = {k: v for k, v in good.items() if not k.endswith("_loss")}
     with pytest.raises(ValueError, match="plane: expected a grid train_loss, test_loss, got none"):
-        plot_plane(plane, tmp_path / "x.png")
+        plane_figure(plane)
     with pytest.raises(ValueError, match="quantity: expected one of loss, error, got 'acc'"):
-        plot_plane(good, tmp_path / "x.png", quantity="acc")
-    assert not list(tmp_path.iterdir())
+        plane_figure(good, quantity="acc")

@@ -6,7 +6,8 @@ import math
 from pathlib import Path
 
 from lgeom.table import Table
-from tracking.figures.training import has_sharpness, plot_sharpness, sharpness_figure
+from tracking.figures import save_figure
+from tracking.figures.training import has_sharpness, sharpness_figure
 
 PNG = b"\x89PNG\r\n\x1a\n"
 NAN = math.nan
@@ -18,8 +19,8 @@ def test_sharpness_figure_is_written_only_with_tracked_values(tmp_path: Path) ->
     off = Table({"epoch": [1, 2], "train_loss": [1.0, 0.5]})
     assert has_sharpness(SGD) and has_sharpness(ADAM) and not has_sharpness(off)
     assert not has_sharpness({"lambda_max": [NAN, NAN]})
-    out = plot_sharpness({"a": SGD, "b": ADAM}, tmp_path / "train_sharpness.png", title="cell", samples=256)
-    assert out == tmp_path / "train_sharpness.png" and out.read_bytes()[:8] == PNG
+    out = save_figure(sharpness_figure({"a": SGD, "b": ADAM}, title="cell", samples=256), tmp_path / "sharpness.png")
+    assert out == tmp_path / "sharpness.png" and out.read_bytes()[:8] == PNG
 
 
 def test_axes_and_legend_say_what_is_drawn() -> None:
