@@ -139,6 +139,12 @@ TAG_SOURCE_NAME = "mlflow.source.name"
 #: On an ``mlflow run`` project run that could not be the step's run (another experiment): the run that was.
 TAG_LINKED_RUN = "lgeom.linked_run"
 TAG_STAGES_SKIPPED = "lgeom.stages_skipped"
+#: On a cell with ``curve.align`` whose model has no permutation spec (e.g. attention): why alignment was
+#: skipped (the cell is connected without ``_aligned`` paths).
+TAG_ALIGN_SKIPPED = "lgeom.align_skipped"
+#: ``lgeom.plugin.model`` / ``lgeom.plugin.data``: ``<module:callable>@<sha256 of its source file, 16 hex>``
+#: of a plug-in builder, so a changed plug-in file shows next to the same reference.
+TAG_PLUGIN_PREFIX = "lgeom.plugin."
 TAG_FAILED_CELLS = "lgeom.failed_cells"
 TAG_MODEL_PREFIX = "lgeom.model."
 
@@ -344,6 +350,11 @@ def model_name(cell: str, role: str) -> str:
     return "".join(_MODEL_NAME_FORBIDDEN.get(ch, ch) for ch in f"{cell}/{role}")
 
 
+def plugin_tag(section: str) -> str:
+    """The tag naming the plug-in builder of ``section`` (``model`` or ``data``), e.g. ``lgeom.plugin.model``."""
+    return f"{TAG_PLUGIN_PREFIX}{section}"
+
+
 def model_tag(endpoint: str) -> str:
     """Run tag pointing at the MLflow model of ``endpoint``: ``lgeom.model.a`` = ``models:/<id>``."""
     return f"{TAG_MODEL_PREFIX}{endpoint}"
@@ -432,6 +443,12 @@ def contract_rows() -> list[tuple[str, str, str]]:
             "error of a FAILED run, stages a resumed trial skipped, failed cells of a study",
         ),
         ("tag", f"`{TAG_CURRENT_STAGE}`", "the stage a trial is in now (updated while it runs)"),
+        ("tag", f"`{TAG_ALIGN_SKIPPED}`", "why a cell with `curve.align` was connected without alignment"),
+        (
+            "tag",
+            f"`{plugin_tag('<section>')}`",
+            "a plug-in model / dataset (`model`, `data`): `module:callable@<sha256 of its file>`",
+        ),
         (
             "tag",
             f"`{TAG_GIT_COMMIT}`, `{TAG_GIT_DIRTY}`, `{TAG_SOURCE_NAME}`, `{TAG_NOTE}`",
