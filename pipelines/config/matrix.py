@@ -40,9 +40,9 @@ _LABEL_WIDTHS = ("width", "widen_factor")
 
 
 def builder_label(section: str, name: str, qualify: Collection[str] = ()) -> str:
-    """A model's arch (``section`` "model") or dataset's name (``section`` "data") as a cell name shows it: a plug-in ``module:callable`` by its callable's
-    name (``build_vit``), or ``<module's last name>.<callable>`` when in ``qualify`` (two builders of one
-    study would share the short label); any other name as it is.
+    """A model's arch (``section`` "model") or dataset's name (``section`` "data") as a cell name shows it:
+    a plug-in ``module:callable`` by its callable's name (``build_vit``), or ``<module's last name>.<callable>``
+    when in ``qualify`` (two builders of one study would share the short label); any other name as it is.
     """
     if is_model_plugin(name) if section == "model" else is_dataset_plugin(name):
         return qualified_label(name) if name in qualify else plugin_label(name)
