@@ -393,7 +393,7 @@ def _run_study(
             c.name: TrialContext(
                 cfg.name,
                 c.name,
-                c.config.to_dict(),
+                trial_settings(c),
                 exp_id,
                 parent.run_id,
                 store,
@@ -422,6 +422,15 @@ def _run_study(
 
 #: The entry point recorded as each trial's ``mlflow.source.name`` (instead of Ray's worker script).
 ENTRY_POINT = "lgeom study"
+
+
+def trial_settings(cell: Cell) -> dict[str, Any]:
+    """A cell's config as the dict its trial rebuilds it from: without the study's matrix, which a cell's own
+    settings (another architecture's options, say) need not fit; the matrix does not change results.
+    """
+    data = cell.config.to_dict()
+    data["study"]["matrix"] = {}
+    return data
 
 
 def describe_study(cfg: Config) -> str:

@@ -23,28 +23,56 @@ from torch import nn
 from torch.utils.data import TensorDataset
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention written with plain tensor operations (so every probe, Hessian included,
+    can differentiate it twice): ``heads`` heads over ``dim`` features.
+    """
+
+    def __init__(self, dim: int, heads: int):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens ``(N, T, dim)`` -> attended tokens ``(N, T, dim)``."""
+        n, t, d = x.shape[0], x.shape[1], x.shape[2]
+        q, k, v = self.qkv(x).reshape(n, t, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        weights = (q @ k.transpose(-2, -1) * (d // self.heads) ** -0.5).softmax(dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(n, t, d))
+
+
 class TinyViT(nn.Module):
-    """A vision transformer for small images: ``patch`` x ``patch`` patches, ``layers`` pre-norm encoder
-    layers of ``dim`` features and ``heads`` attention heads, mean-pooled tokens, a linear head.
+    """A vision transformer for small images: ``patch`` x ``patch`` patches embedded in ``dim`` features,
+    ``layers`` pre-norm blocks (attention with ``heads`` heads, then an MLP), mean-pooled tokens, a linear head.
     """
 
     def __init__(self, in_shape: Sequence[int], num_classes: int, dim: int, heads: int, layers: int, patch: int):
         super().__init__()
         channels, height, width = in_shape
         self.embed = nn.Conv2d(channels, dim, kernel_size=patch, stride=patch)
-        tokens = (height // patch) * (width // patch)
-        self.position = nn.Parameter(torch.zeros(1, tokens, dim))
-        layer = nn.TransformerEncoderLayer(
-            dim, heads, dim_feedforward=2 * dim, dropout=0.0, batch_first=True, norm_first=True
+        self.position = nn.Parameter(torch.zeros(1, (height // patch) * (width // patch), dim))
+        self.blocks = nn.ModuleList(
+            nn.ModuleDict(
+                {
+                    "norm1": nn.LayerNorm(dim),
+                    "attention": SelfAttention(dim, heads),
+                    "norm2": nn.LayerNorm(dim),
+                    "mlp": nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim)),
+                }
+            )
+            for _ in range(layers)
         )
-        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.head = nn.Linear(dim, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, num_classes)`` of images ``(N, channels, height, width)``."""
         tokens = self.embed(x).flatten(2).transpose(1, 2) + self.position
-        return self.head(self.norm(self.encoder(tokens)).mean(dim=1))
+        for block in self.blocks:
+            tokens = tokens + block["attention"](block["norm1"](tokens))
+            tokens = tokens + block["mlp"](block["norm2"](tokens))
+        return self.head(self.norm(tokens).mean(dim=1))
 
 
 def build_vit(
