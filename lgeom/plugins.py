@@ -117,10 +117,14 @@ def _import(ref: str, what: str) -> tuple[Any, Any]:
     obj: Any = module
     for part in attr.split("."):
         if not hasattr(obj, part):
-            names = sorted(n for n, v in vars(module).items() if callable(v) and not n.startswith("_"))
+            names = sorted(
+                n
+                for n, v in vars(module).items()
+                if callable(v) and not n.startswith("_") and getattr(v, "__module__", None) == module.__name__
+            )
             raise PluginError(
                 f"{what} {ref!r}: module {module_name!r} ({getattr(module, '__file__', '?')}) has no attribute "
-                f"{attr!r} (its callables: {', '.join(names) or 'none'}); {where}"
+                f"{attr!r} (callables defined there: {', '.join(names) or 'none'}); {where}"
             )
         obj = getattr(obj, part)
     if not callable(obj):
