@@ -11,12 +11,18 @@ import torch
 
 from lgeom.data import Splits
 from lgeom.params import count_params
+from lgeom.plugins import plugin_digest
 from pipelines.common import (
     build_cell_model,
     cell_dir,
     endpoint_key,
     load_splits,
+    plugin_modules,
+    plugin_tags,
     train_endpoint,
+)
+from pipelines.common import (
+    plugins as config_plugins,
 )
 from pipelines.config import Config, expand_matrix, load_config
 
@@ -64,3 +70,19 @@ def test_without_a_folder_training_stays_in_memory() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True)), (
         "the seed matters"
     )
+
+
+def test_plugin_tags_and_shipped_modules(plugins: tuple[str, str], tmp_path: Path) -> None:
+    mod, _ = plugins
+    cfg = load_config(
+        "quick-tiny",
+        ["study.matrix={}", f"model={{arch: '{mod}:build_tanh'}}", f"data.name={mod}:blobs", "data.noise=null"],
+    )
+    assert config_plugins(cfg) == {"model": f"{mod}:build_tanh", "data": f"{mod}:blobs"}
+    digest = plugin_digest(f"{mod}:blobs")
+    assert plugin_tags(cfg) == {
+        "lgeom.plugin.model": f"{mod}:build_tanh@{digest}",
+        "lgeom.plugin.data": f"{mod}:blobs@{digest}",
+    }
+    assert plugin_modules([cfg, cfg]) == [(tmp_path / f"{mod}.py").resolve()]
+    assert plugin_tags(load_config("quick-tiny")) == {} and plugin_modules([load_config("quick-tiny")]) == []

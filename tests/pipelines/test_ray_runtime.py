@@ -103,3 +103,15 @@ def test_hidden_credentials_takes_them_out_and_puts_them_back(monkeypatch: pytes
         assert redact("pw hidden-password") == "pw ***"  # still masked while out of the environment
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "hidden-secret-value"
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "hidden-password"
+
+
+def test_plugin_modules_are_shipped_but_no_credential(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "plug-secret")
+    env = worker_runtime_env([tmp_path / "mynets.py"])
+    assert env["py_modules"] == [str(tmp_path / "mynets.py")]
+    assert {".venv", "mlruns", ".git", "data", "__pycache__"} <= set(env["excludes"])
+    assert env["env_vars"] == {"RAY_USAGE_STATS_ENABLED": "0"}
+    assert "plug-secret" not in repr(env)
