@@ -136,3 +136,13 @@ def plugin_modules(cfgs: Iterable[Config]) -> list[Path]:
             if path is not None and path not in found:
                 found.append(path)
     return found
+
+
+def trial_settings(cfg: Config) -> dict[str, Any]:
+    """A cell's config as the dict a Ray trial rebuilds it from: without the study's matrix, which the cell's
+    own settings need not fit (a cell of one architecture holds options another lacks); the matrix does not
+    change results.
+    """
+    data = cfg.to_dict()
+    data["study"]["matrix"] = {}
+    return data

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lgeom import names
-from pipelines.common import plugin_modules, plugin_tags
+from pipelines.common import plugin_modules, plugin_tags, trial_settings
 from pipelines.config import Cell, Config, config_hash, expand_matrix
 from pipelines.guards import (
     StudyLock,
@@ -393,7 +393,7 @@ def _run_study(
             c.name: TrialContext(
                 cfg.name,
                 c.name,
-                trial_settings(c),
+                trial_settings(c.config),
                 exp_id,
                 parent.run_id,
                 store,
@@ -422,15 +422,6 @@ def _run_study(
 
 #: The entry point recorded as each trial's ``mlflow.source.name`` (instead of Ray's worker script).
 ENTRY_POINT = "lgeom study"
-
-
-def trial_settings(cell: Cell) -> dict[str, Any]:
-    """A cell's config as the dict its trial rebuilds it from: without the study's matrix, which a cell's own
-    settings (another architecture's options, say) need not fit; the matrix does not change results.
-    """
-    data = cell.config.to_dict()
-    data["study"]["matrix"] = {}
-    return data
 
 
 def describe_study(cfg: Config) -> str:

@@ -20,11 +20,12 @@ from pipelines.common import (
     plugin_modules,
     plugin_tags,
     train_endpoint,
+    trial_settings,
 )
 from pipelines.common import (
     plugins as config_plugins,
 )
-from pipelines.config import Config, expand_matrix, load_config
+from pipelines.config import Config, config_from_dict, expand_matrix, load_config
 
 CELL = "mlp2x16/moons/sgd"
 
@@ -86,3 +87,13 @@ def test_plugin_tags_and_shipped_modules(plugins: tuple[str, str], tmp_path: Pat
     }
     assert plugin_modules([cfg, cfg]) == [(tmp_path / f"{mod}.py").resolve()]
     assert plugin_tags(load_config("quick-tiny")) == {} and plugin_modules([load_config("quick-tiny")]) == []
+
+
+def test_trial_settings_rebuild_a_cell_of_a_mixed_architecture_matrix(plugins: tuple[str, str]) -> None:
+    mod, _ = plugins
+    axis = f'study.matrix={{model: [{{arch: mlp}}, {{arch: "{mod}:build_att", heads: 4}}]}}'
+    unset = ["model.depth=null", "model.width=null", "model.activation=null"]
+    cfg = load_config("quick-tiny", [f"data.name={mod}:blobs", "data.noise=null", *unset, axis])
+    for cell in expand_matrix(cfg):
+        rebuilt = config_from_dict(trial_settings(cell.config))
+        assert rebuilt.model == cell.config.model and rebuilt.study.matrix == {}
