@@ -30,8 +30,10 @@ TINY = [
     "probe.samples=64",
     "probe.hessian_points=2",
     "probe.trace_probes=4",
-    "probe.slice_points=3",
-    "probe.slice2d_points=3",
+    "probe.hessian_k=2",
+    "probe.density=false",
+    "probe.slices=false",
+    "probe.sharpness_worst=false",
 ]
 CELLS = {"mlp2x32/stripes/adam", "build_vit/stripes/adam"}
 
@@ -117,3 +119,34 @@ def test_a_plugin_study_runs_on_ray_and_logs_like_any_other(plugin_study) -> Non
     assert "attention" in why
     assert not any("aligned" in k or k.startswith("align/") for k in vit.data.metrics)
     assert "study plugin-study: 2 cell(s) finished" in proc.stdout
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_the_train_entry_point_takes_a_plugin_through_mlflow_run(tmp_path: Path) -> None:
+    shutil.copy(EXAMPLE / "mynets.py", tmp_path / "mynets.py")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    overrides = (
+        "study.matrix={} model={arch: mynets:build_vit, dim: 8} data={name: mynets:stripes, n_train: 64, n_test: 32} "
+        f"train.epochs=1 name=plugin-entry output_dir={tmp_path / 'out'}"
+    )
+    bin_dir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_TRACKING_URI": uri}
+    # The step runs in the project folder: the plug-in's folder goes on PYTHONPATH.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(tmp_path), os.environ.get("PYTHONPATH", "")) if p)
+    env["PATH"] = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"
+    for var in ("RAY_ADDRESS", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(var, None)
+    cmd = [str(bin_dir / "mlflow"), "run", str(ROOT), "-e", "train", "--env-manager", "local"]
+    cmd += ["-P", "preset=quick-tiny", "-P", f"overrides={overrides}"]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("plugin-entry")
+    (run,) = client.search_runs([exp.experiment_id], filter_string="tags.`lgeom.stage` = 'train'")
+    assert run.info.status == "FINISHED"
+    assert run.data.params["model.arch"] == "mynets:build_vit" and run.data.params["model.dim"] == "8"
+    assert run.data.params["data.name"] == "mynets:stripes"
+    assert run.data.tags["lgeom.cell"] == "build_vit/stripes/sgd"
