@@ -150,3 +150,5 @@ def test_the_train_entry_point_takes_a_plugin_through_mlflow_run(tmp_path: Path)
     assert run.data.params["model.arch"] == "mynets:build_vit" and run.data.params["model.dim"] == "8"
     assert run.data.params["data.name"] == "mynets:stripes"
     assert run.data.tags["lgeom.cell"] == "build_vit/stripes/sgd"
+    digest = hashlib.sha256((tmp_path / "mynets.py").read_bytes()).hexdigest()[:16]
+    assert run.data.tags["lgeom.plugin.model"] == f"mynets:build_vit@{digest}"
