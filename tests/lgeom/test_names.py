@@ -120,6 +120,30 @@ def test_readme_mlflow_layout_is_the_rendered_contract() -> None:
     )
 
 
+def test_readme_units_table_is_the_rendered_quantity_info() -> None:
+    text = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- units:begin[^\n]*-->\n(.*?)\n<!-- units:end -->", text, re.S)
+    assert match, "README.md: expected the units table between <!-- units:begin --> and <!-- units:end -->"
+    assert match.group(1) == names.units_markdown(), (
+        "README.md's units table differs from lgeom.names.units_markdown(): paste the rendered table"
+    )
+
+
+def test_every_reported_family_has_units_and_definitions() -> None:
+    for family in names.REPORT_FAMILIES:
+        assert names.QUANTITY_INFO[family], family
+        for quantity, (unit, meaning) in names.QUANTITY_INFO[family].items():
+            assert unit and meaning and "\n" not in meaning, (family, quantity)
+    assert names.quantity_info(names.BARRIER, "loss") == ("nats", "max_t L(t) - max(L(0), L(1)) along the path")
+    assert names.quantity_info(names.ENDPOINT, names.split_column("test", "acc"))[0] == "%"
+    with pytest.raises(KeyError, match="quantity barrier/acc_dorp: expected one of acc_auc, acc_drop"):
+        names.quantity_info(names.BARRIER, "acc_dorp")
+    name = names.barrier_metric(names.aligned("polychain"), "test", "loss_barrier")
+    assert names.split_metric_name(name) == ("barrier", ("polychain_aligned", "test"), "loss")
+    assert names.split_metric_name("best_test_acc") is None
+    assert names.report_table_artifact(names.BARRIER) == "tables/barrier.json"
+
+
 # Metric names written out in full: a family, a slash, the rest (``hessian/a/lambda_max``,
 # ``barrier/bezier/test/acc_auc``, ``endpoint/a/test_acc``), names of the old dotted shape
 # (``bezier.test.loss_barrier``), or pieces of one glued together in an f-string. (``study.`` is left out
