@@ -111,20 +111,22 @@ def test_endpoint_names_and_errors() -> None:
         names.endpoint_name(26)
 
 
-def test_readme_mlflow_layout_is_the_rendered_contract() -> None:
+def _readme_block(marker: str) -> str:
+    """The text of README.md between ``<!-- <marker>:begin ... -->`` and ``<!-- <marker>:end -->``."""
     text = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- contract:begin[^\n]*-->\n(.*?)\n<!-- contract:end -->", text, re.S)
-    assert match, "README.md: expected the contract table between <!-- contract:begin --> and <!-- contract:end -->"
-    assert match.group(1) == names.contract_markdown(), (
+    match = re.search(rf"<!-- {marker}:begin[^\n]*-->\n(.*?)\n<!-- {marker}:end -->", text, re.S)
+    assert match, f"README.md: expected a table between <!-- {marker}:begin --> and <!-- {marker}:end -->"
+    return match.group(1)
+
+
+def test_readme_mlflow_layout_is_the_rendered_contract() -> None:
+    assert _readme_block("contract") == names.contract_markdown(), (
         "README.md's MLflow layout table differs from lgeom.names.contract_markdown(): paste the rendered table"
     )
 
 
 def test_readme_units_table_is_the_rendered_quantity_info() -> None:
-    text = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- units:begin[^\n]*-->\n(.*?)\n<!-- units:end -->", text, re.S)
-    assert match, "README.md: expected the units table between <!-- units:begin --> and <!-- units:end -->"
-    assert match.group(1) == names.units_markdown(), (
+    assert _readme_block("units") == names.units_markdown(), (
         "README.md's units table differs from lgeom.names.units_markdown(): paste the rendered table"
     )
 
