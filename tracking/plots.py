@@ -315,7 +315,14 @@ def path_series_figure(
                     values = np.array([np.interp(ts, s["t"].to_numpy(), s[column].to_numpy()) for s in series])
                     mean = values.mean(axis=0)
                     aligned = " aligned" if kind != path else ""
-                    ax.plot(ts, mean, style, color=colours[label], label=f"{label}{aligned} (n={len(series)})")
+                    ax.plot(
+                        ts,
+                        mean,
+                        style,
+                        marker=".",  # the probed points: a column probed at a few t only is not a smooth curve
+                        color=colours[label],
+                        label=f"{label}{aligned} (n={len(series)})",
+                    )
                     if len(series) > 1:
                         std = values.std(axis=0, ddof=1)
                         ax.fill_between(ts, mean - std, mean + std, color=colours[label], alpha=0.15)
