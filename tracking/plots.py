@@ -5,6 +5,7 @@ Agg canvas), saved as PNG and logged to the study's parent run with ``mlflow.log
   varies, against depth when depth is the only size axis that varies; one panel per dataset; one colour per
   value of the other varying axes (optimizer, activation ...); axes with one value are left out.
 * :func:`metric_vs_figure` / :func:`plot_metric_vs` — a metric (mean ± std over seed pairs) against ``x``.
+* :func:`metric_by_setting_figure` — a metric per setting (seed pairs as dots) when no size axis varies.
 * :func:`gen_gap_frame` / :func:`plot_gen_gap` — the endpoints' generalisation gap (train - test accuracy).
 * :func:`path_series_figure` — a column along each path kind, one colour per setting, aligned paths dashed.
 * :func:`study_figure_set` — every figure the runs allow, as ``{name: Figure}``.
@@ -41,6 +42,8 @@ from tracking.store import Store, resolve_store
 #: The x axes a study figure can have, and the params each reads (the first present one).
 X_PARAMS = "params"
 X_DEPTH = "depth"
+#: A figure with one column of points per setting (no numeric x axis varies).
+X_SETTING = "setting"
 _X_COLUMNS = {X_PARAMS: (names.PARAM_N_PARAMS,), X_DEPTH: ("model.depth", "model.blocks")}
 _X_LABELS = {X_PARAMS: "trainable parameters (count, log scale)", X_DEPTH: "depth (layers)"}
 #: Model params that set the model's size: folded into the parameter count on the x axis.
@@ -76,7 +79,8 @@ def _numeric_values(df: pd.DataFrame, param: str) -> int:
 def figure_axes(df: pd.DataFrame) -> dict[str, FigureAxes]:
     """The figure layouts the runs of ``df`` (a :func:`tracking.query.runs` frame of trials) allow, keyed by
     x axis kind: :data:`X_PARAMS` when the parameter count takes several values (log-scale x), :data:`X_DEPTH`
-    when ``model.depth`` varies and no other size param of the model does, and ``"path"`` (along t) always.
+    when ``model.depth`` varies and no other size param of the model does, :data:`X_SETTING` (one column of
+    points per setting) when neither does but other axes vary, and ``"path"`` (along t) always.
     Each has one panel per dataset when ``data.name`` varies, and one colour per combination of the other
     varying axes, so no line averages over different optimizers, activations or learning rates; a line's
     points average over seed pairs only. Axes with one value are left out.
@@ -93,6 +97,8 @@ def figure_axes(df: pd.DataFrame) -> dict[str, FigureAxes]:
     depth = next((c for c in _X_COLUMNS[X_DEPTH] if c in size), None)
     if depth is not None and size == [depth] and _numeric_values(df, depth) > 1:
         out[X_DEPTH] = FigureAxes(depth, panel, tuple(a for a in rest if a != depth))
+    if not out and rest:
+        out[X_SETTING] = FigureAxes(None, panel, tuple(rest))
     out["path"] = FigureAxes(None, panel, tuple(rest))
     return out
 
@@ -207,6 +213,46 @@ def metric_vs_figure(
         ax.legend(title=", ".join(a.rsplit(".", 1)[-1] for a in colour) or None, fontsize=8)
     axes[0].set_ylabel(ylabel or metric_label(metric))
     fig.suptitle(f"{metric}: mean ± std over seed pairs (n = seed pairs per point)", fontsize=10)
+    return fig
+
+
+def metric_by_setting_figure(
+    df: pd.DataFrame, metric: str, *, panel: str | None = None, colour: Sequence[str] = ()
+) -> Figure:
+    """``metric`` per setting (the values of the ``colour`` axes, one column and colour each; one panel per
+    ``panel`` value): every run (seed pair) a dot, the mean a bar; the tick label gives n.
+
+    Raises:
+        KeyError: ``metric`` not found in the runs.
+        ValueError: no run has a finite value.
+    """
+    yc = resolve_column(df, metric)
+    work = df.assign(_y=pd.to_numeric(df[yc], errors="coerce"))
+    work = work[np.isfinite(work["_y"])]
+    if work.empty:
+        raise ValueError(f"plot {metric} by setting: expected runs with finite values, got none")
+    work = work.assign(_c=colour_labels(work, colour))
+    labels = sorted(work["_c"].unique(), key=natural_key)
+    panels = _panels(work, panel)
+    fig = Figure(figsize=(max(4.0, 1.2 * len(labels) + 1.5) * len(panels), 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (title, sub) in zip(axes, panels):
+        ticks = []
+        for i, label in enumerate(labels):
+            values = sub.loc[sub["_c"] == label, "_y"].to_numpy()
+            ticks.append(label.replace(", ", "\n") + f"\n(n={len(values)})")  # one axis value per line
+            if not len(values):
+                continue
+            spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+            ax.plot(i + spread, values, "o", color=f"C{i % 10}", alpha=0.7)
+            ax.plot([i - 0.25, i + 0.25], [values.mean()] * 2, "-", color=f"C{i % 10}", linewidth=2)
+        ax.set_xticks(range(len(labels)), ticks, fontsize=8)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_title(f"{panel.rsplit('.', 1)[-1]} = {title}" if panel else "")
+        ax.set_xlabel(", ".join(a.rsplit(".", 1)[-1] for a in colour) or "setting")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel(metric_label(metric))
+    fig.suptitle(f"{metric}: each seed pair a dot, the bar their mean (n = seed pairs)", fontsize=10)
     return fig
 
 
@@ -363,6 +409,12 @@ def study_figure_set(df: pd.DataFrame, store: Store | None = None) -> dict[str, 
         jobs.append(
             ("acc_auc_vs_depth", lambda: metric_vs_figure(df, auc, x=d.x or X_DEPTH, panel=d.panel, colour=d.colour))
         )
+    if X_SETTING in plan:
+        c = plan[X_SETTING]
+        jobs += [
+            (f"{stem}_by_setting", lambda m=metric: metric_by_setting_figure(df, m, panel=c.panel, colour=c.colour))
+            for stem, metric in (("acc_auc", auc), ("loss_barrier", barrier))
+        ]
     load = series_loader(store or resolve_store())
     along = plan["path"]
     for name, column in (

@@ -18,9 +18,11 @@ from lgeom import names
 from tracking.plots import (
     X_DEPTH,
     X_PARAMS,
+    X_SETTING,
     FigureAxes,
     colour_labels,
     figure_axes,
+    metric_by_setting_figure,
     metric_vs_figure,
     path_series_figure,
     plot_gen_gap,
@@ -57,8 +59,20 @@ def _matrix(axes: dict[str, list[Any]], *, pairs: int = 2, n_params: Any = None)
 def test_axes_with_one_value_are_skipped() -> None:
     df = _matrix({"model.depth": [2], "train.optimizer": ["sgd", "adam"], "data.name": ["moons"]})
     plan = figure_axes(df)
-    assert set(plan) == {"path"}, "one depth and one size: nothing against depth or parameters"
-    assert plan["path"] == FigureAxes(None, None, ("train.optimizer",)), "one dataset: one panel"
+    assert set(plan) == {X_SETTING, "path"}, "one depth and one size: nothing against depth or parameters"
+    assert plan["path"] == plan[X_SETTING] == FigureAxes(None, None, ("train.optimizer",)), "one dataset: one panel"
+    assert set(figure_axes(_matrix({"train.optimizer": ["sgd"]}))) == {"path"}, "one setting: only along paths"
+
+
+def test_settings_side_by_side_when_no_size_axis_varies() -> None:
+    df = _matrix({"train.optimizer": ["sgd", "adam"], "data.name": ["moons", "xor"]}, pairs=3)
+    fig = metric_by_setting_figure(df, AUC, panel="data.name", colour=("train.optimizer",))
+    assert [ax.get_title() for ax in fig.axes] == ["name = moons", "name = xor"]
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["adam\n(n=3)", "sgd\n(n=3)"]
+    dots, bar = ax.get_lines()[0], ax.get_lines()[1]
+    np.testing.assert_allclose(np.asarray(dots.get_ydata(), float), [15.0, 16.0, 17.0])  # adam, pairs 0-2
+    np.testing.assert_allclose(np.asarray(bar.get_ydata(), float), [16.0, 16.0])
 
 
 def test_depth_study_panels_per_dataset_and_x_axes() -> None:
