@@ -325,9 +325,9 @@ def depth_triangle_table(
     *,
     store: Store | None = None,
     by: Sequence[str] = ("model", "dataset"),
-    curves: Sequence[str] = ("bezier", "polychain"),
+    curves: Sequence[str] = (*names.CURVES, *(names.aligned(c) for c in names.CURVES)),
 ) -> pd.DataFrame:
-    """The depth study's Tables 3-4: per model and curve, ``||A-C||``, ``||B-C||`` and the angle ACB in
+    """The depth study's Tables 3-4: per model and curve (aligned curves included when logged), ``||A-C||``, ``||B-C||`` and the angle ACB in
     degrees (metrics ``<curve>.dist_ac``, ``<curve>.dist_bc``, ``<curve>.angle_acb_deg``), mean/std/n.
 
     Returns:
