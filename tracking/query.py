@@ -327,8 +327,9 @@ def depth_triangle_table(
     by: Sequence[str] = ("model", "dataset"),
     curves: Sequence[str] = (*names.CURVES, *(names.aligned(c) for c in names.CURVES)),
 ) -> pd.DataFrame:
-    """The depth study's Tables 3-4: per model and curve (aligned curves included when logged), ``||A-C||``, ``||B-C||`` and the angle ACB in
-    degrees (metrics ``<curve>.dist_ac``, ``<curve>.dist_bc``, ``<curve>.angle_acb_deg``), mean/std/n.
+    """The depth study's Tables 3-4: per model and curve (aligned curves too when logged), ``||A-C||``,
+    ``||B-C||`` and the angle ACB in degrees (metrics ``triangle/<curve>/dist_ac``, ``.../dist_bc``,
+    ``.../angle_acb_deg``), mean/std/n.
 
     Returns:
         one row per (``by``..., ``curve``) with ``dist_ac.*``, ``dist_bc.*``, ``angle_acb_deg.*`` columns.
