@@ -500,10 +500,13 @@ def narrow_table(table: pd.DataFrame, family: str, *, text: bool = True, digits:
 
 
 def _merge_mean_std(df: pd.DataFrame, digits: int) -> pd.DataFrame:
-    """``<m>.mean`` + ``<m>.std`` -> one ``<m>`` column ``"mean ± std"``; ``<m>.n`` -> ``n`` when all agree."""
+    """``<m>.mean`` + ``<m>.std`` -> one ``<m>`` column ``"mean ± std"``; ``<m>.n`` -> ``n`` when all agree and
+    some group has more than one run.
+    """
     out = pd.DataFrame(index=df.index)
     n_cols = [c for c in df.columns if c.endswith(".n")]
-    same_n = bool(n_cols) and all(df[c].equals(df[n_cols[0]]) for c in n_cols)
+    repeats = has_repeats(df)  # one run per group: no spread to show, so no n column either
+    same_n = bool(n_cols) and all(df[c].equals(df[n_cols[0]]) for c in n_cols) and repeats
     for c in df.columns:
         if c.endswith(".mean"):
             base = c[: -len(".mean")]
@@ -512,7 +515,7 @@ def _merge_mean_std(df: pd.DataFrame, digits: int) -> pd.DataFrame:
                 ("-" if pd.isna(m) else f"{m:.{digits}f}") + ("" if std is None or pd.isna(s) else f" ± {s:.{digits}f}")
                 for m, s in zip(df[c], std if std is not None else [math.nan] * len(df))
             ]
-        elif c.endswith(".std") or (c.endswith(".n") and same_n):
+        elif c.endswith(".std") or (c.endswith(".n") and (same_n or not repeats)):
             continue
         elif c == "n_params":
             out[c] = df[c].map(lambda v: "-" if pd.isna(v) else f"{int(v):,}")

@@ -155,3 +155,11 @@ def test_std_and_n_only_when_a_setting_has_several_seed_pairs() -> None:
     assert query.family_table(_runs(1), names.HESSIAN).empty, "diagnostics (diag/) are not the hessian table"
     with pytest.raises(KeyError, match="family: expected one of endpoint, barrier, .*got 'diag'"):
         query.family_table(_runs(1), names.DIAG)
+
+
+def test_terminal_tables_show_n_only_when_a_group_has_several_runs() -> None:
+    one = query.compare(_runs(1), [names.triangle_metric("bezier", "angle_acb_deg")], by=["setting"])
+    assert query.format_table(one, "markdown").splitlines()[0] == "| setting | triangle/bezier/angle_acb_deg |"
+    two = query.compare(_runs(2), [names.triangle_metric("bezier", "angle_acb_deg")], by=["setting"])
+    text = query.format_table(two, "markdown")
+    assert text.splitlines()[0] == "| setting | triangle/bezier/angle_acb_deg | n |" and "100.500 ± 0.707" in text
