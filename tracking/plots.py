@@ -345,7 +345,7 @@ def path_series_figure(
     panels = _panels(work, panel)
     labels = sorted(work["_c"].unique(), key=natural_key)
     colours = {c: f"C{i % 10}" for i, c in enumerate(labels)}
-    fig = Figure(figsize=(4.6 * len(paths), 3.8 * len(panels)))
+    fig = Figure(figsize=(4.6 * len(paths) + 2.5, 3.8 * len(panels)), layout="constrained")
     grid = fig.subplots(len(panels), len(paths), squeeze=False, sharey=True)
     unit = names.QUANTITY_INFO[names.PATH].get(column, ("", ""))[0]
     for row, (title, sub) in zip(grid, panels):
@@ -376,9 +376,21 @@ def path_series_figure(
             ax.set_title(f"{path}{where}")
             ax.set_xlabel("t (position along the path)")
             ax.grid(alpha=0.3)
-            if ax.get_legend_handles_labels()[0]:
-                ax.legend(fontsize=7)
         row[0].set_ylabel(f"{column} [{unit}]" if unit else column)
+    # one legend for all panels, right of the first row: with many settings it would hide the curves
+    handles: dict[str, object] = {}
+    for ax in grid.flat:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    grid[0][-1].legend(
+        list(handles.values()),
+        list(handles),
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        ncol=1 + len(handles) // 24,
+        title=", ".join(a.rsplit(".", 1)[-1] for a in colour) or None,
+    )
     fig.suptitle(f"{column} along the paths: mean ± std over seed pairs (n); dashed = B aligned onto A", fontsize=10)
     return fig
 
