@@ -37,7 +37,8 @@ from pipelines.config import Cell, Config, config_hash
 from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
 from tracking.bundle import Bundle
-from tracking.figures.paths import plot_paths, plot_plane
+from tracking.figures import save_figure
+from tracking.figures.paths import paths_figure, plane_figure
 from tracking.steps import log_step_bundle
 from tracking.store import connect
 
@@ -230,6 +231,8 @@ def write_connect_result(
     ``figures/paths.png`` and ``figures/plane_<curve>.png``.
     """
     cpu = lambda d: {n: v.detach().cpu() for n, v in d.items()}  # noqa: E731
+    # every path and plane point is evaluated on the same batches as the endpoints
+    samples = {split: res.n for split, res in next(iter(result.endpoints.values()), {}).items()}
     bundle.add_metrics(result.metrics())
     for name, p in result.paths.items():
         bundle.write_path(name, p.table)
@@ -240,9 +243,10 @@ def write_connect_result(
         if p.plane is not None:
             bundle.write_plane(name, p.plane.to_arrays())
             if figures:
-                plot_plane(
-                    p.plane.to_arrays(), bundle.figure_path(f"plane_{name}"), title=f"{title or ''} {name}".strip()
+                figure = plane_figure(
+                    p.plane.to_arrays(), title=f"{title or ''} {name}".strip(), samples=samples, curve_name=name
                 )
+                save_figure(figure, bundle.figure_path(f"plane_{name}"))
     bundle.write_endpoint("a", cpu(result.a_params), cpu(result.a_buffers))
     bundle.write_endpoint("b", cpu(result.b_params), cpu(result.b_buffers))
     if result.alignment is not None:
@@ -257,7 +261,8 @@ def write_connect_result(
             },
         )
     if figures:
-        plot_paths({n: p.table for n, p in result.paths.items()}, bundle.figure_path("paths"), title=title)
+        figure = paths_figure({n: p.table for n, p in result.paths.items()}, title=title, samples=samples)
+        save_figure(figure, bundle.figure_path("paths"))
 
 
 def write_bundle_atomically(target: Path, fill: Callable[[Bundle], None]) -> Bundle:
