@@ -4,9 +4,9 @@ Agg canvas), saved as PNG and logged to the study's parent run with ``mlflow.log
 * :func:`figure_axes` — which figures a study's runs allow: a metric against the parameter count when it
   varies, against depth when depth is the only size axis that varies; one panel per dataset; one colour per
   value of the other varying axes (optimizer, activation ...); axes with one value are left out.
-* :func:`metric_vs_figure` / :func:`plot_metric_vs` — a metric (mean ± std over seed pairs) against ``x``.
+* :func:`metric_vs_figure` — a metric (mean ± std over seed pairs) against ``x``.
 * :func:`metric_by_setting_figure` — a metric per setting (seed pairs as dots) when no size axis varies.
-* :func:`gen_gap_frame` / :func:`plot_gen_gap` — the endpoints' generalisation gap (train - test accuracy).
+* :func:`gen_gap_frame` / :func:`gen_gap_figure` — the endpoints' generalisation gap (train - test accuracy).
 * :func:`path_series_figure` — a column along each path kind, one colour per setting, aligned paths dashed.
 * :func:`study_figure_set` — every figure the runs allow, as ``{name: Figure}``.
 * :func:`study_figures` — those figures saved under a folder and, optionally, logged to the parent run.
@@ -18,6 +18,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,7 +26,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
 from lgeom import names
-from tracking.figures import save_figure
+from tracking.figures import T_LABEL, save_figure
 from tracking.log import TrackedRun, log_figure
 from tracking.query import (
     DATASET_AXIS,
@@ -256,15 +257,6 @@ def metric_by_setting_figure(
     return fig
 
 
-def _save(fig: Figure, out: str | os.PathLike[str]) -> Path:
-    return save_figure(fig, out)
-
-
-def plot_metric_vs(df: pd.DataFrame, metric: str, out: str | os.PathLike[str], **kwargs: object) -> Path:
-    """:func:`metric_vs_figure` written as a PNG to ``out``; returns its path (same arguments and errors)."""
-    return _save(metric_vs_figure(df, metric, **kwargs), out)  # type: ignore[arg-type]
-
-
 def gen_gap_frame(df: pd.DataFrame, endpoints: Sequence[str] = names.ENDPOINTS) -> pd.DataFrame:
     """``df`` with column ``metrics.gen_gap_acc``: the mean over ``endpoints`` of the endpoint's train minus
     test accuracy (percentage points).
@@ -285,14 +277,14 @@ def gen_gap_frame(df: pd.DataFrame, endpoints: Sequence[str] = names.ENDPOINTS) 
     return df.assign(**{f"metrics.{_GEN_GAP_ACC}": pd.concat(gaps, axis=1).mean(axis=1)})
 
 
-def plot_gen_gap(df: pd.DataFrame, out: str | os.PathLike[str], **kwargs: object) -> Path:
-    """The endpoints' generalisation gap (:func:`gen_gap_frame`) against ``x`` as a PNG (see
-    :func:`metric_vs_figure` for the arguments).
+def gen_gap_figure(df: pd.DataFrame, **kwargs: Any) -> Figure:
+    """The endpoints' generalisation gap (:func:`gen_gap_frame`, percentage points) against ``x``; the
+    arguments are :func:`metric_vs_figure`'s.
 
     Raises:
         KeyError: the runs have no endpoint accuracies.
     """
-    return _save(metric_vs_figure(gen_gap_frame(df), _GEN_GAP_ACC, ylabel=_GEN_GAP_LABEL, **kwargs), out)  # type: ignore[arg-type]
+    return metric_vs_figure(gen_gap_frame(df), _GEN_GAP_ACC, ylabel=_GEN_GAP_LABEL, **kwargs)
 
 
 SeriesLoader = Callable[[str, str], "pd.DataFrame | None"]
@@ -374,7 +366,7 @@ def path_series_figure(
                         ax.fill_between(ts, mean - std, mean + std, color=colours[label], alpha=0.15)
             where = f", {panel.rsplit('.', 1)[-1]} = {title}" if panel else ""
             ax.set_title(f"{path}{where}")
-            ax.set_xlabel("t (position along the path)")
+            ax.set_xlabel(T_LABEL)
             ax.grid(alpha=0.3)
         row[0].set_ylabel(f"{column} [{unit}]" if unit else column)
     # one legend for all panels, right of the first row: with many settings it would hide the curves
@@ -411,10 +403,7 @@ def study_figure_set(df: pd.DataFrame, store: Store | None = None) -> dict[str, 
         jobs += [
             ("acc_auc_vs_params", lambda: metric_vs_figure(df, auc, **kw)),  # type: ignore[arg-type]
             ("loss_barrier_vs_params", lambda: metric_vs_figure(df, barrier, **kw)),  # type: ignore[arg-type]
-            (
-                "gen_gap_vs_params",
-                lambda: metric_vs_figure(gen_gap_frame(df), _GEN_GAP_ACC, ylabel=_GEN_GAP_LABEL, **kw),  # type: ignore[arg-type]
-            ),
+            ("gen_gap_vs_params", lambda: gen_gap_figure(df, **kw)),
         ]
     if X_DEPTH in plan:
         d = plan[X_DEPTH]

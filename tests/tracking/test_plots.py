@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from lgeom import names
+from tracking.figures import save_figure
 from tracking.plots import (
     X_DEPTH,
     X_PARAMS,
@@ -22,11 +23,10 @@ from tracking.plots import (
     FigureAxes,
     colour_labels,
     figure_axes,
+    gen_gap_figure,
     metric_by_setting_figure,
     metric_vs_figure,
     path_series_figure,
-    plot_gen_gap,
-    plot_metric_vs,
     study_figures,
 )
 
@@ -151,29 +151,30 @@ def test_path_series_one_colour_per_setting_aligned_dashed() -> None:
         path_series_figure(df, names.probe_column(names.HESSIAN, "lambda_max"), load)
 
 
-def test_pngs_and_generalisation_gap(tmp_path: Path) -> None:
+def test_png_and_generalisation_gap(tmp_path: Path) -> None:
     df = _matrix({"model.depth": [8, 26]})
-    out = plot_metric_vs(df, AUC, tmp_path / "auc.png", x=X_DEPTH)
+    out = save_figure(metric_vs_figure(df, AUC, x=X_DEPTH), tmp_path / "auc.png")
     assert out == tmp_path / "auc.png" and out.read_bytes()[:8] == PNG and out.stat().st_size > 5_000
-    gap = plot_gen_gap(df, tmp_path / "gap.png", x=X_DEPTH)
-    assert gap.read_bytes()[:8] == PNG and gap.stat().st_size > 5_000
+    gap = gen_gap_figure(df, x=X_DEPTH)
+    assert gap.axes[0].get_ylabel() == "endpoint generalisation gap, train - test accuracy [pp]"
+    line = gap.axes[0].containers[0].lines[0]
+    np.testing.assert_allclose(np.asarray(line.get_ydata(), float), [18.0, 36.0])  # 100 - (90 - depth)
 
 
-def test_missing_data_is_an_error_and_writes_nothing(tmp_path: Path) -> None:
+def test_missing_data_is_an_error() -> None:
     df = _matrix({"model.depth": [8, 26]})
     aux = names.barrier_metric("bezier", "test", "acc_aux")
     with pytest.raises(KeyError, match=f"column '{aux}': expected a run field, param, tag or metric of the runs"):
-        plot_metric_vs(df, aux, tmp_path / "x.png")
+        metric_vs_figure(df, aux)
     with pytest.raises(KeyError, match="column 'width'"):
-        plot_metric_vs(df, AUC, tmp_path / "x.png", x="width")
+        metric_vs_figure(df, AUC, x="width")
     empty = df.assign(**{f"metrics.{AUC}": float("nan")})
     with pytest.raises(ValueError, match=f"plot {AUC} vs depth: expected runs with finite values of both, got none"):
-        plot_metric_vs(empty, AUC, tmp_path / "x.png", x=X_DEPTH)
+        metric_vs_figure(empty, AUC, x=X_DEPTH)
     with pytest.raises(
         KeyError, match="generalisation gap: expected metrics endpoint/<endpoint>/train_acc and /test_acc for a, b"
     ):
-        plot_gen_gap(df.drop(columns=[c for c in df.columns if c.endswith("_acc")]), tmp_path / "x.png")
-    assert not list(tmp_path.iterdir())
+        gen_gap_figure(df.drop(columns=[c for c in df.columns if c.endswith("_acc")]))
 
 
 @pytest.mark.integration
