@@ -326,7 +326,7 @@ def _stage_connect(
 ) -> None:
     """Line, Bezier, PolyChain (and aligned variants) between A and B: path tables, metrics, curves, planes."""
     a, b, splits = endpoints["a"], endpoints["b"], endpoints["splits"]
-    result = connect_endpoints(
+    result, skipped = connect_endpoints(
         cfg,
         model,
         splits,
@@ -335,7 +335,7 @@ def _stage_connect(
         callbacks=callbacks,
         progress=progress,
     )
-    write_connect_result(bundle, result, extra=model_extra(cfg, splits), title=cell)
+    write_connect_result(bundle, result, extra=model_extra(cfg, splits), title=cell, align_skipped=skipped)
 
 
 def _stage_probe(

@@ -25,6 +25,7 @@ from lgeom.data.registry import (
     build_dataset,
     dataset_option_types,
     dataset_options,
+    is_dataset_plugin,
     register_dataset,
 )
 from lgeom.data.subsets import dataset_labels, random_subset, stratified_indices, stratified_subset
@@ -181,6 +182,7 @@ __all__ = [
     "dataset_option_types",
     "dataset_options",
     "fixed_batches",
+    "is_dataset_plugin",
     "make_loader",
     "num_samples",
     "random_subset",
