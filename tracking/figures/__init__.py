@@ -20,13 +20,14 @@ from matplotlib.colors import LogNorm
 from matplotlib.contour import QuadContourSet
 from matplotlib.figure import Figure
 
+from lgeom import names
 from lgeom.safe_io import write_atomically
 
 #: Losses are mean cross-entropy in nats; accuracies and errors in percent.
-LOSS_UNIT = "cross-entropy, nats"
-PERCENT = "%"
+LOSS_UNIT = f"cross-entropy, {names.NATS}"
+PERCENT = names.PERCENT
 #: Hessian eigenvalues: second derivatives of the loss in nats per squared parameter unit.
-CURVATURE_UNIT = "nats / param²"
+CURVATURE_UNIT = names.CURV
 #: The path parameter's axis label.
 T_LABEL = "t (position along the path: A at 0, B at 1)"
 

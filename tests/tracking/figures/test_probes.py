@@ -87,7 +87,7 @@ def test_eigenvalue_axes_name_the_train_split_and_sample_count() -> None:
         eigenvalues_along_path_figure([0.0, 0.5, 1.0], {"hessian_top1": [3.0, 5.0, 3.0]}, samples=N),
     ):
         ylabel = fig.axes[0].get_ylabel()
-        assert ylabel.startswith("train Hessian eigenvalue") and "nats / param²" in ylabel and "1,000 samples" in ylabel
+        assert ylabel.startswith("train Hessian eigenvalue") and "nats/param²" in ylabel and "1,000 samples" in ylabel
 
 
 def test_the_density_legend_explains_curve_lines_and_ticks() -> None:

@@ -26,7 +26,7 @@ def test_sharpness_figure_is_written_only_with_tracked_values(tmp_path: Path) ->
 def test_axes_and_legend_say_what_is_drawn() -> None:
     ax = sharpness_figure({"a": SGD, "b": ADAM}, samples=256).axes[0]
     assert ax.get_yscale() == "log" and ax.get_xlabel() == "epoch"
-    assert ax.get_ylabel() == "train top Hessian eigenvalue of the loss (nats / param²; log scale; 256 samples)"
+    assert ax.get_ylabel() == "train top Hessian eigenvalue of the loss (nats/param²; log scale; 256 samples)"
     labels = [t.get_text() for t in ax.get_legend().get_texts()]
     assert labels == ["a: lambda_max (Lanczos)", "a: 2 / lr (GD stability edge)", "b: lambda_max (Lanczos)"]
     measured = next(line for line in ax.lines if line.get_label() == "a: lambda_max (Lanczos)")
@@ -36,4 +36,4 @@ def test_axes_and_legend_say_what_is_drawn() -> None:
 def test_a_negative_eigenvalue_keeps_a_linear_axis() -> None:
     hist = Table({"epoch": [1, 2], "lambda_max": [-0.5, 2.0], "two_over_lr": [NAN, NAN]})
     ax = sharpness_figure({"a": hist}).axes[0]
-    assert ax.get_yscale() == "linear" and ax.get_ylabel() == "train top Hessian eigenvalue of the loss (nats / param²)"
+    assert ax.get_yscale() == "linear" and ax.get_ylabel() == "train top Hessian eigenvalue of the loss (nats/param²)"
