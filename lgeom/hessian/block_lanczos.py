@@ -170,7 +170,10 @@ def block_lanczos_eigenvalues(
         u, sigma, vh = torch.linalg.svd(remainder.T.double(), full_matrices=False)
         sig, v = sigma.cpu().numpy(), vh.T.cpu().numpy()
 
-        theta, s = np.linalg.eigh(proj[:m, :m])
+        # torch's LAPACK (it follows torch's thread setting): numpy's threaded BLAS stalled this small solve
+        # for milliseconds per step on a loaded machine (bench/RESULTS.md).
+        theta_t, s_t = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(proj[:m, :m])))
+        theta, s = theta_t.numpy(), s_t.numpy()
         scale = max(scale, float(np.abs(theta).max()), float(sig.max(initial=0.0)))
         order = np.argsort(theta)[::-1][:k]
         values, s_top = theta[order], s[:, order]
