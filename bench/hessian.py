@@ -10,13 +10,16 @@ model) on 1000 moons samples, and PreResNet-8 on 512 CIFAR-shaped (3x32x32) samp
   Lanczos (``method="block_lanczos"``, ``--block-size`` vectors per pass), both with full
   reorthogonalisation, at tol 1e-3 and 1e-2 (still more accurate than PyHessian at its 1e-3: the "equal
   accuracy" comparison), with the ``cached`` engine (gradient graphs kept; what the default ``auto`` picks when
-  they fit in memory) and, for the MLP, the ``forward`` engine (forward-over-reverse, vmapped over a block);
+  they fit in memory), the ``stream`` engine (the graph built once per pass and shared by the pass's vectors:
+  what ``auto`` picks when they do not) and, for the MLP, the ``forward`` engine (forward-over-reverse,
+  vmapped over a block);
 * PyHessian: ``hessian(model, CrossEntropyLoss(), dataloader=batches).eigenvalues(top_n=5)`` (deflated power
   iteration, its defaults tol 1e-3 and maxIter 100), when ``pyhessian`` is importable;
 * HVPs and passes: every solver's Hessian-vector products and passes over the data (one ``matmat`` per
   Lanczos or block step; one per product for PyHessian);
-* HVP / gradient: one Hessian-vector product over the data (forward engine; cached engine; and per vector
-  when a block of ``--block-size`` vectors is applied in one pass) against one plain autograd gradient.
+* HVP / gradient: one Hessian-vector product over the data (forward, cached and stream engines; and per
+  vector when a block of ``--block-size`` vectors is applied in one pass, one after another or batched) against
+  one plain autograd gradient.
 
 Timings of the eigenvalue solvers are interleaved rounds (Lanczos, block, ..., PyHessian, Lanczos, ...) and
 medians, so load changes on a shared machine hit all alike. Targets: top-5 at equal accuracy >= 20x
@@ -26,6 +29,7 @@ gradient.
     PYTHONPATH=. python3 bench/hessian.py --threads 1 # one intra-op thread (a machine shared with other jobs)
     PYTHONPATH=. python3 bench/hessian.py             # torch's default threads; CUDA when available
     PYTHONPATH=. python3 bench/hessian.py --quick     # smaller data, one round
+    PYTHONPATH=. python3 bench/hessian.py --threads 1 --cpu-time  # CPU time instead of wall time
 """
 
 from __future__ import annotations
@@ -55,11 +59,18 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """Seconds ``fn`` took (wall clock, or this process's CPU time with ``--cpu-time``) and its result."""
+    clock = time.process_time if CPU_TIME else time.perf_counter
     sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     out = fn()
     sync(device)
-    return time.perf_counter() - t0, out
+    return clock() - t0, out
+
+
+# --cpu-time: time solvers by this process's CPU time (one intra-op thread: what the work costs, without the
+# waits a machine shared with other jobs adds to wall time).
+CPU_TIME = False
 
 
 def make_case(name: str, n: int, device: torch.device, epochs: int) -> tuple[nn.Module, Batches]:
@@ -209,6 +220,8 @@ def run_case(
 
     fwd = HessianOperator(model, batches, engine="forward")
     cached = HessianOperator(model, batches, engine="cached")
+    stream = HessianOperator(model, batches, engine="stream")
+    cached_batched = HessianOperator(model, batches, engine="cached", batch_vectors=True)
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(fwd.size, generator=gen).to(device)
     vs = torch.randn(block_size, fwd.size, generator=gen).to(device)
@@ -218,8 +231,11 @@ def run_case(
         "grad": lambda: gradient_pass(model, batches),
         "fwd": lambda: fwd.matvec(v),
         "cached": lambda: cached.matvec(v),
+        "stream": lambda: stream.matvec(v),
         "fwd_block": lambda: fwd.matmat(vs),
         "cached_block": lambda: cached.matmat(vs),
+        "stream_block": lambda: stream.matmat(vs),
+        "batched_block": lambda: cached_batched.matmat(vs),
     }
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     for fn in kinds.values():
@@ -237,6 +253,9 @@ def run_case(
         "build": t_build / t_grad,
         "fwd_block": med["fwd_block"] / block_size / t_grad,
         "cached_block": med["cached_block"] / block_size / t_grad,
+        "stream": med["stream"] / t_grad,
+        "stream_block": med["stream_block"] / block_size / t_grad,
+        "batched_block": med["batched_block"] / block_size / t_grad,
     }
     r = out["ratios"]
     print(
@@ -244,7 +263,8 @@ def run_case(
         f"cached {r['cached']:.2f}x (first product incl. graph build {r['build']:.2f}x); "  # type: ignore[index]
         f"per vector with {block_size} "
         f"vectors per pass: forward {r['fwd_block']:.2f}x (vectorised: {fwd.vectorize}), "  # type: ignore[index]
-        f"cached {r['cached_block']:.2f}x; "  # type: ignore[index]
+        f"cached {r['cached_block']:.2f}x (batched: {r['batched_block']:.2f}x); "  # type: ignore[index]
+        f"stream {r['stream']:.2f}x, {block_size} per pass {r['stream_block']:.2f}x per vector; "  # type: ignore[index]
         f"engine='auto' (the estimators' default) picks {auto!r} here"
     )
     return out
@@ -259,20 +279,26 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=0, help="solver rounds per case (0: 5 for the MLP, 1 for PreResNet-8)"
     )
+    parser.add_argument("--cpu-time", action="store_true", help="time by this process's CPU time, not wall time")
     args = parser.parse_args()
+    global CPU_TIME
+    CPU_TIME = args.cpu_time
+    print(f"clock: {'process CPU time' if CPU_TIME else 'wall time'}")
     device = setup_device(args)
     every = [
         ("lanczos", "cached", 1e-3),
         ("block_lanczos", "cached", 1e-3),
         ("lanczos", "cached", 1e-2),
         ("block_lanczos", "cached", 1e-2),
+        ("lanczos", "stream", 1e-3),
+        ("block_lanczos", "stream", 1e-3),
         ("lanczos", "forward", 1e-3),
         ("block_lanczos", "forward", 1e-3),
     ]
-    # PreResNet-8: tol 1e-3 with the cached engine only. The forward engine loops over the vectors of a block
-    # for conv nets (no batching to gain from) and is slower per product, and tol 1e-3 is already more accurate
-    # than PyHessian; leaving the rest out keeps the case near 10 minutes on a shared 2-core CPU.
-    cached_only = [c for c in every if c[1] == "cached" and c[2] == 1e-3]
+    # PreResNet-8: tol 1e-3 with the cached and stream engines only. The forward engine loops over the vectors
+    # of a block for conv nets (no batching to gain from) and is slower per product, and tol 1e-3 is already
+    # more accurate than PyHessian; leaving the rest out keeps the case near 10 minutes on a shared 2-core CPU.
+    cached_only = [c for c in every if c[1] in ("cached", "stream") and c[2] == 1e-3]
     cases = {
         "mlp": (
             "mlp",
@@ -317,13 +343,17 @@ def main() -> None:
                 else f"| {r['label']} | {config_name(config, args.block_size)} | {t:.3f} | "
                 f"{hvps} | {passes} | {err:.1e} | n/a | {vs_lanczos} |"
             )
-    print("\n| case | HVP/grad forward | cached | per vector, block of B: forward | cached |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| case | HVP/grad forward | cached | stream | per vector, block of B: forward | cached "
+        "| cached batched | stream |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         q = r["ratios"]
         print(
-            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x "
-            f"| {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x |"
+            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['stream']:.2f}x "
+            f"| {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x | {q['batched_block']:.2f}x "
+            f"| {q['stream_block']:.2f}x |"
         )
 
 
