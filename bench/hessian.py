@@ -17,6 +17,8 @@ model) on 1000 moons samples, and PreResNet-8 on 512 CIFAR-shaped (3x32x32) samp
   iteration, its defaults tol 1e-3 and maxIter 100), when ``pyhessian`` is importable;
 * HVPs and passes: every solver's Hessian-vector products and passes over the data (one ``matmat`` per
   Lanczos or block step; one per product for PyHessian);
+* small chunks (``--cases chunks``): block vs single-vector Lanczos with the stream engine over the MLP's data
+  held in 20 chunks of 50 that may not be merged, where a pass (20 small graph builds) dominates;
 * HVP / gradient: one Hessian-vector product over the data (forward, cached and stream engines; and per
   vector when a block of ``--block-size`` vectors is applied in one pass, one after another or batched) against
   one plain autograd gradient.
@@ -46,7 +48,7 @@ from torch import nn
 
 from bench._common import add_device_arguments, setup_device
 from lgeom.data import ArrayDataset, build_dataset
-from lgeom.hessian import HessianOperator, lanczos_eigenvalues, top_eigenvalues
+from lgeom.hessian import HessianOperator, block_lanczos_eigenvalues, lanczos_eigenvalues, top_eigenvalues
 from lgeom.models import build_model
 from lgeom.train import TrainSpec, train
 
@@ -270,11 +272,47 @@ def run_case(
     return out
 
 
+def small_chunks_case(device: torch.device, rounds: int, chunk: int, n: int = 1000) -> None:
+    """Block vs single-vector Lanczos where a pass dominates: the stream engine over ``n`` MLP samples kept in
+    chunks of ``chunk`` (``merge_bytes=1``: a memory cap that allows no merging), so every pass builds
+    ``n / chunk`` small graphs, each call dominated by per-call overhead; the block's vectors go through one
+    batched double backward per chunk (``batch_vectors=True``) or one after another.
+    """
+    model, batches = make_case("mlp", n, device, 20)
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    data = [(x[i : i + chunk], y[i : i + chunk]) for i in range(0, n, chunk)]
+
+    def op(batched: bool) -> HessianOperator:
+        return HessianOperator(model, data, engine="stream", merge_bytes=1, batch_vectors=batched)
+
+    solvers: dict[str, Callable[[], object]] = {"Lanczos": lambda: lanczos_eigenvalues(op(False), 5, tol=1e-3)}
+    for b in (2, 3, 5):
+        for batched in (False, True):
+            solvers[f"block b={b}{', batched' if batched else ''}"] = lambda b=b, batched=batched: (
+                block_lanczos_eigenvalues(op(batched), 5, block_size=b, tol=1e-3)
+            )
+    times: dict[str, list[float]] = {k: [] for k in solvers}
+    results: dict[str, object] = {}
+    for _ in range(rounds):
+        for k, fn in solvers.items():
+            t, results[k] = timed(fn, device)
+            times[k].append(t)
+    t_lanczos = statistics.median(times["Lanczos"])
+    print(f"\n== stream engine, {n} MLP samples in {len(data)} chunks of {chunk}, tol 1e-3 ==")
+    print("| solver | time (s) | HVPs | passes | block vs Lanczos |")
+    print("|---|---|---|---|---|")
+    for k in solvers:
+        t, res = statistics.median(times[k]), results[k]
+        print(f"| {k} | {t:.3f} | {res.n_hvp} | {res.n_iter} | {t_lanczos / t:.2f}x |")  # type: ignore[attr-defined]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and one round")
     add_device_arguments(parser)
-    parser.add_argument("--cases", default="mlp,preresnet", help="comma-separated: mlp, preresnet")
+    parser.add_argument(
+        "--cases", default="mlp,preresnet,chunks", help="comma-separated: mlp, preresnet, chunks (small chunks)"
+    )
     parser.add_argument("--block-size", type=int, default=5, help="block Lanczos block size (default 5 = k)")
     parser.add_argument(
         "--rounds", type=int, default=0, help="solver rounds per case (0: 5 for the MLP, 1 for PreResNet-8)"
@@ -324,6 +362,8 @@ def main() -> None:
         for key, (name, label, n, epochs, rounds, reps, configs) in cases.items()
         if key in args.cases.split(",")
     ]
+    if "chunks" in args.cases.split(","):
+        small_chunks_case(device, args.rounds or (1 if args.quick else 5), 50)
     print("\n| case | solver | time (s) | HVPs | passes | max rel err | speed-up vs PyHessian | block vs Lanczos |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
