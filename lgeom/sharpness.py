@@ -5,7 +5,8 @@ Every estimator works on a :class:`Landscape`: the loss as a function of paramet
 :class:`lgeom.reference.QuadraticLandscape` is a closed-form quadratic the tests check against.
 
 * :func:`average_sharpness`: ``L(theta + delta) - L(theta)`` for ``M`` Gaussian, filter-normalised
-  perturbations of radius ``eps`` (each output filter ``i`` moved by ``eps * ||w_i||``): mean, max and the
+  perturbations of radius ``eps`` (each output filter ``i`` moved by ``eps * ||w_i||``, filters along axis 0
+  of every parameter as in :func:`lgeom.params.filter_normalized_direction`): mean, max and the
   whole sample (for a histogram), plus the perturbation flatness ``mean |L(theta + delta) - L(theta)|``.
 * :func:`worst_sharpness`: ``max L(theta + delta) - L(theta)`` over a ball, by projected gradient ascent;
   l2 or l-inf, with absolute, element-wise (adaptive, ASAM) or filter-wise scaling of the ball.

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from lgeom import names
+from pipelines.common import plugin_modules, plugin_tags, trial_settings
 from pipelines.config import Cell, Config, config_hash, expand_matrix
 from pipelines.guards import (
     StudyLock,
@@ -357,7 +358,7 @@ def _run_study(
     with contextlib.ExitStack() as stack:
         resources: dict[str, float] = {}
         if todo:  # Ray first: a cluster that cannot run the trials is reported before any run is created
-            ray_info = stack.enter_context(ray_session(address))
+            ray_info = stack.enter_context(ray_session(address, py_modules=plugin_modules(c.config for c in todo)))
             external = ray_info["external"]
             resources, notice = trial_resources(cfg.study.cpu, cfg.study.gpu, ray_info["resources"], external=external)
             check_store_for_cluster(
@@ -392,13 +393,13 @@ def _run_study(
             c.name: TrialContext(
                 cfg.name,
                 c.name,
-                c.config.to_dict(),
+                trial_settings(c.config),
                 exp_id,
                 parent.run_id,
                 store,
                 str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)),
                 bars=sys.stdout.isatty(),
-                tags=trial_tags,
+                tags={**trial_tags, **plugin_tags(c.config)},
             )
             for c in todo
         }

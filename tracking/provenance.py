@@ -76,7 +76,30 @@ def log_dataset(
         profile=json.dumps(dict(profile), sort_keys=True, default=str),
     )
     item = DatasetInput(entity, tags=[InputTag(_DATASET_CONTEXT_TAG, context)])
-    run.call(f"logging dataset input {name}", run.client.log_inputs, run.run_id, datasets=[item])
+    what = f"logging dataset input {name}"
+    for attempt in range(_DATASET_RACE_ATTEMPTS):
+        try:
+            run.call(what, run.client.log_inputs, run.run_id, datasets=[item])
+            return
+        except Exception as err:  # noqa: BLE001 - only the insert race is retried, see below
+            # MLflow looks the dataset up by (experiment, name, digest) and inserts it when absent; trials of
+            # one study logging the same dataset at once can both miss it and the second insert violates the
+            # unique key. The row exists then, so the next attempt finds and reuses it.
+            if attempt + 1 >= _DATASET_RACE_ATTEMPTS or not _is_duplicate_key(err):
+                raise
+
+
+#: Attempts of :func:`log_dataset` when concurrent trials race to create the same dataset row.
+_DATASET_RACE_ATTEMPTS = 5
+
+
+def _is_duplicate_key(err: BaseException) -> bool:
+    """Whether ``err`` is a database unique-key violation (SQLite, PostgreSQL, MySQL wording)."""
+    text = str(err)
+    return any(
+        s in text
+        for s in ("UNIQUE constraint failed", "duplicate key value violates unique constraint", "Duplicate entry")
+    )
 
 
 @contextmanager

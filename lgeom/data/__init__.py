@@ -25,6 +25,7 @@ from lgeom.data.registry import (
     build_dataset,
     dataset_option_types,
     dataset_options,
+    is_dataset_plugin,
     register_dataset,
 )
 from lgeom.data.vision import DatasetNotFoundError
@@ -179,6 +180,7 @@ __all__ = [
     "dataset_option_types",
     "dataset_options",
     "fixed_batches",
+    "is_dataset_plugin",
     "make_loader",
     "num_samples",
     "register_dataset",

@@ -2,7 +2,9 @@
 
 ``slice_1d`` evaluates ``L(theta + a d)`` and ``slice_2d`` ``L(theta + a d1 + b d2)`` on a grid of
 coefficients (default 51 points on [-1, 1]). Directions are Gaussian with every output filter rescaled to the
-norm of the matching weight filter (1-D parameters left out); for 2-D the second direction is
+norm of the matching weight filter (1-D parameters left out; filters lie along axis 0 of any parameter, whatever
+its layer: :func:`lgeom.params.filter_normalized_direction` spells out the rule for embeddings, attention and
+norm layers); for 2-D the second direction is
 Gram-Schmidt orthogonalised against the first and rescaled to its pre-projection norm. Points are evaluated
 many per pass over the data by :func:`lgeom.multipoint.evaluate_affine`, which applies the BN policy (BatchNorm
 statistics recomputed at every grid point on ``bn_batches``).

@@ -147,6 +147,7 @@ def plane(
     bn_batches: Batches | None = None,
     grid: int | tuple[int, int] = 21,
     margin: float = 0.2,
+    min_aspect: float = 0.5,
     curve: object | None = None,
     curve_points: int = 61,
     chunk_size: int | None = None,
@@ -157,8 +158,11 @@ def plane(
     """Train/test loss and accuracy on a grid in the plane through A, C and B.
 
     The grid spans the bounding box of A, B, C in plane coordinates, widened by ``margin`` times its
-    extent on every side. Grid points are evaluated in vmapped chunks (:func:`lgeom.multipoint.evaluate_affine`)
-    under the BN policy (statistics recomputed at every point from ``bn_batches``).
+    extent on every side; its height (along ``v``) is then at least ``min_aspect`` times its width, grown
+    evenly about its middle, so that the plane drawn at true scale (equal units on both axes) is not a sliver
+    when C lies close to the line A-B. Grid points are evaluated in vmapped chunks
+    (:func:`lgeom.multipoint.evaluate_affine`) under the BN policy (statistics recomputed at every point from
+    ``bn_batches``).
 
     Args:
         model: the architecture (not mutated).
@@ -167,6 +171,7 @@ def plane(
         bn_batches: fixed training batches (or a ``Dataset``) for the BatchNorm recompute (BN models).
         grid: points per axis, ``n`` or ``(nx, ny)`` (each >= 2).
         margin: fraction of the extent added on each side (>= 0).
+        min_aspect: smallest height / width of the grid (>= 0; 0 keeps the margin's box).
         curve: optional curve (``point(t)``) whose points are projected onto the plane for the overlay.
         curve_points: number of t values of the overlay.
         chunk_size, method: passed to :func:`lgeom.multipoint.evaluate_affine`.
@@ -186,6 +191,7 @@ def plane(
         if n < 2:
             raise expected(name, "at least 2 points per axis", n)
     check_positive("margin", margin, allow_zero=True)
+    check_positive("min_aspect", min_aspect, allow_zero=True)
     check_positive_int("curve_points", curve_points)
     splits = {k: as_batches(v) for k, v in (("train", train), ("test", test)) if v is not None}
     if not splits:
@@ -196,8 +202,10 @@ def plane(
     pts = np.asarray(list(basis.coords.values()))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     extent = hi - lo
-    xs = np.linspace(lo[0] - margin * extent[0], hi[0] + margin * extent[0], nx)
-    ys = np.linspace(lo[1] - margin * extent[1], hi[1] + margin * extent[1], ny)
+    lo, hi = lo - margin * extent, hi + margin * extent
+    grow = max(0.0, min_aspect * (hi[0] - lo[0]) - (hi[1] - lo[1])) / 2
+    xs = np.linspace(lo[0], hi[0], nx)
+    ys = np.linspace(lo[1] - grow, hi[1] + grow, ny)
     gx, gy = np.meshgrid(xs, ys)  # (ny, nx)
     coords = np.stack([gx.ravel(), gy.ravel()], axis=1)
 

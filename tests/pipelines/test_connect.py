@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from lgeom.path import triangle
 from lgeom.table import Table
 from pipelines.cli import main as cli_main
 from pipelines.config import load_config
-from pipelines.connect import connect_spec
+from pipelines.connect import alignment_plan, connect_spec
 
 CELL = "mlp2x16/moons/sgd"
 PATHS = ["linear", "bezier", "polychain", "linear_aligned", "bezier_aligned", "polychain_aligned"]
@@ -208,3 +209,16 @@ def test_connect_spec_follows_the_curve_section() -> None:
     assert spec.fit.epochs == 4 and spec.fit.batch_size == 50 and spec.fit.t_per_batch == 2
     assert spec.fit.weight_decay == 0.001 and spec.fit.schedule == "piecewise" and spec.fit.seed == 4 and spec.seed == 4
     assert spec.eval_batch_size == cfg.data.eval_batch_size
+
+
+def test_alignment_is_skipped_with_a_reason_when_the_model_cannot_be_permuted(plugins: tuple[str, str]) -> None:
+    mod, _ = plugins
+    spec = ConnectSpec(align=True)
+    attention = build_model(f"{mod}:build_att", num_classes=3, in_shape=(4,))
+    plan, why = alignment_plan(spec, attention)
+    assert plan == dataclasses.replace(spec, align=False)
+    assert why is not None and why.startswith("alignment skipped: permutation spec of Attention: expected operations")
+    assert "reshape" in why
+    permutable = build_model(f"{mod}:build_tanh", num_classes=3, in_shape=(4,))
+    assert alignment_plan(spec, permutable) == (spec, None)
+    assert alignment_plan(ConnectSpec(align=False), attention) == (ConnectSpec(align=False), None)

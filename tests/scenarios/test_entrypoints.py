@@ -98,8 +98,42 @@ def ray_cluster() -> Iterator[str]:
         subprocess.run(worker, env=env, check=True, capture_output=True, text=True, timeout=120)
         yield f"127.0.0.1:{port}"
     finally:
-        subprocess.run([ray, "stop", "--force"], env=env, capture_output=True, timeout=120)
+        _stop_cluster_under(temp)
         shutil.rmtree(temp, ignore_errors=True)
+
+
+def _stop_cluster_under(temp: str, timeout: float = 30.0) -> None:
+    """Stop the Ray processes of the cluster whose session lives under ``temp`` (both nodes share the head's
+    session folder), and their children, by pid: ``ray stop`` would stop every Ray cluster on the machine.
+    """
+    import psutil
+
+    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
+    roots = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if proc.pid not in me and any(temp in arg for arg in proc.info["cmdline"] or ()):
+                roots.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    procs = {p.pid: p for p in roots}
+    for root in roots:
+        try:
+            procs.update({c.pid: c for c in root.children(recursive=True)})
+        except psutil.NoSuchProcess:
+            continue
+    for proc in procs.values():
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(list(procs.values()), timeout=timeout)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            continue
+    psutil.wait_procs(alive, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

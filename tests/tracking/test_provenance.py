@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -48,3 +49,34 @@ def test_dataset_input_and_experiment_note(embedded_store: Any, unique_study: st
     inputs = client.get_run(run.run_id).inputs.dataset_inputs
     assert [(i.dataset.name, i.dataset.digest) for i in inputs] == [("moons", "0123abcd")]
     assert {(t.key, t.value) for t in inputs[0].tags} == {("mlflow.data.context", "training")}
+
+
+def test_trials_logging_one_dataset_at_once_all_get_it(embedded_store: Any, unique_study: str) -> None:
+    """Concurrent trials of one study log the same dataset: MLflow's look-up-then-insert races (a unique-key
+    violation for all but one, seen in CI with two Ray trials); every run must still get its dataset input.
+    """
+    exp_id = ensure_experiment(embedded_store, unique_study)
+    client = embedded_store.client()
+    failures: list[BaseException] = []
+    run_ids: list[str] = []
+
+    def trial(barrier: threading.Barrier, digest: str) -> None:
+        with tracked_run(embedded_store, experiment_id=exp_id) as run:
+            run_ids.append(run.run_id)
+            barrier.wait()
+            try:
+                log_dataset(run, name="moons", digest=digest, source={"name": "moons"}, profile={"train": 4})
+            except BaseException as err:  # noqa: BLE001 - collected and asserted below
+                failures.append(err)
+
+    for k in range(4):
+        barrier = threading.Barrier(6)
+        threads = [threading.Thread(target=trial, args=(barrier, f"digest{k}")) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert not failures, failures[0]
+    for run_id in run_ids:
+        inputs = client.get_run(run_id).inputs.dataset_inputs
+        assert [i.dataset.name for i in inputs] == ["moons"]
