@@ -105,7 +105,8 @@ class HessianOperator:
         merge_bytes: cached and stream engines: consecutive batches are merged into chunks of at most this
             many bytes of graph (estimated per sample from the first batch; default 256 MiB). The loss is a
             sum over samples and the model runs in eval mode, so the products equal the per-batch sums up to
-            rounding.
+            rounding. Merged inputs are copies (the data's memory once more); ``merge_bytes=1`` keeps the
+            batches as given.
         batch_vectors: cached and stream engines: apply the vectors of a ``matmat`` in one batched double
             backward (``is_grads_batched``) instead of one after another (slower on the CPU for the MLP and
             PreResNet of ``bench/hessian.py``; meant for accelerators, where small products are launch-bound).
@@ -294,9 +295,8 @@ class HessianOperator:
         groups: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
         count = 0
         for xb, yb in batches:
-            last = groups[-1][-1][0] if groups else None
             n = int(yb.shape[0])
-            if last is not None and last.shape[1:] == xb.shape[1:] and last.dtype == xb.dtype and count + n <= cap:
+            if groups and count + n <= cap and _same_kind(groups[-1][-1], (xb, yb)):
                 groups[-1].append((xb, yb))
                 count += n
             else:
@@ -360,6 +360,11 @@ class HessianOperator:
     def release(self) -> None:
         """Free the cached gradient graph (the ``"cached"`` engine rebuilds it on the next product)."""
         self._graphs, self._theta, self._first = None, None, None
+
+
+def _same_kind(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    """Whether two batches can be concatenated: inputs and targets of equal trailing shapes and dtypes."""
+    return all(s.shape[1:] == t.shape[1:] and s.dtype == t.dtype for s, t in zip(a, b))
 
 
 def _memory_budget(device: torch.device) -> int:
