@@ -120,8 +120,8 @@ def test_plane_through_a_c_b_of_the_vit_hits_a_and_b_and_holds_the_curve() -> No
     model = digits_vit()
     c = {n: 0.5 * (a[n] + b[n]) + 0.05 * torch.randn(a[n].shape, generator=torch.Generator().manual_seed(3)) for n in a}
     curve = Bezier(a, b, bends=[c])
-    res = plane(model, a, c, b, test=test, grid=(3, 3), margin=0.0, curve=curve, curve_points=5)
-    # Without a margin the grid's corners along y = 0 are A and B themselves.
+    res = plane(model, a, c, b, test=test, grid=(3, 3), margin=0.0, min_aspect=0.0, curve=curve, curve_points=5)
+    # Without a margin (and without widening to an aspect) the grid's corners along y = 0 are A and B.
     grid = res.grids["test_loss"]
     assert grid.shape == (3, 3) and np.isfinite(grid).all()
     assert grid[0, 0] == pytest.approx(evaluate_point(model, a, {"test": test})["test"].loss, rel=1e-4)
