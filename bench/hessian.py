@@ -10,13 +10,18 @@ model) on 1000 moons samples, and PreResNet-8 on 512 CIFAR-shaped (3x32x32) samp
   Lanczos (``method="block_lanczos"``, ``--block-size`` vectors per pass), both with full
   reorthogonalisation, at tol 1e-3 and 1e-2 (still more accurate than PyHessian at its 1e-3: the "equal
   accuracy" comparison), with the ``cached`` engine (gradient graphs kept; what the default ``auto`` picks when
-  they fit in memory) and, for the MLP, the ``forward`` engine (forward-over-reverse, vmapped over a block);
+  they fit in memory), the ``stream`` engine (the graph built once per pass and shared by the pass's vectors:
+  what ``auto`` picks when they do not) and, for the MLP, the ``forward`` engine (forward-over-reverse,
+  vmapped over a block);
 * PyHessian: ``hessian(model, CrossEntropyLoss(), dataloader=batches).eigenvalues(top_n=5)`` (deflated power
   iteration, its defaults tol 1e-3 and maxIter 100), when ``pyhessian`` is importable;
 * HVPs and passes: every solver's Hessian-vector products and passes over the data (one ``matmat`` per
   Lanczos or block step; one per product for PyHessian);
-* HVP / gradient: one Hessian-vector product over the data (forward engine; cached engine; and per vector
-  when a block of ``--block-size`` vectors is applied in one pass) against one plain autograd gradient.
+* small chunks (``--cases chunks``): block vs single-vector Lanczos with the stream engine over the MLP's data
+  held in 20 chunks of 50 that may not be merged, where a pass (20 small graph builds) dominates;
+* HVP / gradient: one Hessian-vector product over the data (forward, cached and stream engines; and per
+  vector when a block of ``--block-size`` vectors is applied in one pass, one after another or batched) against
+  one plain autograd gradient.
 
 Timings of the eigenvalue solvers are interleaved rounds (Lanczos, block, ..., PyHessian, Lanczos, ...) and
 medians, so load changes on a shared machine hit all alike. Targets: top-5 at equal accuracy >= 20x
@@ -26,6 +31,7 @@ gradient.
     PYTHONPATH=. python3 bench/hessian.py --threads 1 # one intra-op thread (a machine shared with other jobs)
     PYTHONPATH=. python3 bench/hessian.py             # torch's default threads; CUDA when available
     PYTHONPATH=. python3 bench/hessian.py --quick     # smaller data, one round
+    PYTHONPATH=. python3 bench/hessian.py --threads 1 --cpu-time  # CPU time instead of wall time
 """
 
 from __future__ import annotations
@@ -42,7 +48,7 @@ from torch import nn
 
 from bench._common import add_device_arguments, setup_device
 from lgeom.data import ArrayDataset, build_dataset
-from lgeom.hessian import HessianOperator, lanczos_eigenvalues, top_eigenvalues
+from lgeom.hessian import HessianOperator, block_lanczos_eigenvalues, lanczos_eigenvalues, top_eigenvalues
 from lgeom.models import build_model
 from lgeom.train import TrainSpec, train
 
@@ -55,11 +61,18 @@ def sync(device: torch.device) -> None:
 
 
 def timed(fn: Callable[[], object], device: torch.device) -> tuple[float, object]:
+    """Seconds ``fn`` took (wall clock, or this process's CPU time with ``--cpu-time``) and its result."""
+    clock = time.process_time if CPU_TIME else time.perf_counter
     sync(device)
-    t0 = time.perf_counter()
+    t0 = clock()
     out = fn()
     sync(device)
-    return time.perf_counter() - t0, out
+    return clock() - t0, out
+
+
+# --cpu-time: time solvers by this process's CPU time (one intra-op thread: what the work costs, without the
+# waits a machine shared with other jobs adds to wall time).
+CPU_TIME = False
 
 
 def make_case(name: str, n: int, device: torch.device, epochs: int) -> tuple[nn.Module, Batches]:
@@ -209,6 +222,8 @@ def run_case(
 
     fwd = HessianOperator(model, batches, engine="forward")
     cached = HessianOperator(model, batches, engine="cached")
+    stream = HessianOperator(model, batches, engine="stream")
+    cached_batched = HessianOperator(model, batches, engine="cached", batch_vectors=True)
     gen = torch.Generator().manual_seed(0)
     v = torch.randn(fwd.size, generator=gen).to(device)
     vs = torch.randn(block_size, fwd.size, generator=gen).to(device)
@@ -218,8 +233,11 @@ def run_case(
         "grad": lambda: gradient_pass(model, batches),
         "fwd": lambda: fwd.matvec(v),
         "cached": lambda: cached.matvec(v),
+        "stream": lambda: stream.matvec(v),
         "fwd_block": lambda: fwd.matmat(vs),
         "cached_block": lambda: cached.matmat(vs),
+        "stream_block": lambda: stream.matmat(vs),
+        "batched_block": lambda: cached_batched.matmat(vs),
     }
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     for fn in kinds.values():
@@ -237,6 +255,9 @@ def run_case(
         "build": t_build / t_grad,
         "fwd_block": med["fwd_block"] / block_size / t_grad,
         "cached_block": med["cached_block"] / block_size / t_grad,
+        "stream": med["stream"] / t_grad,
+        "stream_block": med["stream_block"] / block_size / t_grad,
+        "batched_block": med["batched_block"] / block_size / t_grad,
     }
     r = out["ratios"]
     print(
@@ -244,35 +265,78 @@ def run_case(
         f"cached {r['cached']:.2f}x (first product incl. graph build {r['build']:.2f}x); "  # type: ignore[index]
         f"per vector with {block_size} "
         f"vectors per pass: forward {r['fwd_block']:.2f}x (vectorised: {fwd.vectorize}), "  # type: ignore[index]
-        f"cached {r['cached_block']:.2f}x; "  # type: ignore[index]
+        f"cached {r['cached_block']:.2f}x (batched: {r['batched_block']:.2f}x); "  # type: ignore[index]
+        f"stream {r['stream']:.2f}x, {block_size} per pass {r['stream_block']:.2f}x per vector; "  # type: ignore[index]
         f"engine='auto' (the estimators' default) picks {auto!r} here"
     )
     return out
+
+
+def small_chunks_case(device: torch.device, rounds: int, chunk: int, n: int = 1000) -> None:
+    """Block vs single-vector Lanczos where a pass dominates: the stream engine over ``n`` MLP samples kept in
+    chunks of ``chunk`` (``merge_bytes=1``: a memory cap that allows no merging), so every pass builds
+    ``n / chunk`` small graphs, each call dominated by per-call overhead; the block's vectors go through one
+    batched double backward per chunk (``batch_vectors=True``) or one after another.
+    """
+    model, batches = make_case("mlp", n, device, 20)
+    x, y = torch.cat([b[0] for b in batches]), torch.cat([b[1] for b in batches])
+    data = [(x[i : i + chunk], y[i : i + chunk]) for i in range(0, n, chunk)]
+
+    def op(batched: bool) -> HessianOperator:
+        return HessianOperator(model, data, engine="stream", merge_bytes=1, batch_vectors=batched)
+
+    solvers: dict[str, Callable[[], object]] = {"Lanczos": lambda: lanczos_eigenvalues(op(False), 5, tol=1e-3)}
+    for b in (2, 3, 5):
+        for batched in (False, True):
+            solvers[f"block b={b}{', batched' if batched else ''}"] = lambda b=b, batched=batched: (
+                block_lanczos_eigenvalues(op(batched), 5, block_size=b, tol=1e-3)
+            )
+    times: dict[str, list[float]] = {k: [] for k in solvers}
+    results: dict[str, object] = {}
+    for _ in range(rounds):
+        for k, fn in solvers.items():
+            t, results[k] = timed(fn, device)
+            times[k].append(t)
+    t_lanczos = statistics.median(times["Lanczos"])
+    print(f"\n== stream engine, {n} MLP samples in {len(data)} chunks of {chunk}, tol 1e-3 ==")
+    print("| solver | time (s) | HVPs | passes | block vs Lanczos |")
+    print("|---|---|---|---|---|")
+    for k in solvers:
+        t, res = statistics.median(times[k]), results[k]
+        print(f"| {k} | {t:.3f} | {res.n_hvp} | {res.n_iter} | {t_lanczos / t:.2f}x |")  # type: ignore[attr-defined]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="smaller data and one round")
     add_device_arguments(parser)
-    parser.add_argument("--cases", default="mlp,preresnet", help="comma-separated: mlp, preresnet")
+    parser.add_argument(
+        "--cases", default="mlp,preresnet,chunks", help="comma-separated: mlp, preresnet, chunks (small chunks)"
+    )
     parser.add_argument("--block-size", type=int, default=5, help="block Lanczos block size (default 5 = k)")
     parser.add_argument(
         "--rounds", type=int, default=0, help="solver rounds per case (0: 5 for the MLP, 1 for PreResNet-8)"
     )
+    parser.add_argument("--cpu-time", action="store_true", help="time by this process's CPU time, not wall time")
     args = parser.parse_args()
+    global CPU_TIME
+    CPU_TIME = args.cpu_time
+    print(f"clock: {'process CPU time' if CPU_TIME else 'wall time'}")
     device = setup_device(args)
     every = [
         ("lanczos", "cached", 1e-3),
         ("block_lanczos", "cached", 1e-3),
         ("lanczos", "cached", 1e-2),
         ("block_lanczos", "cached", 1e-2),
+        ("lanczos", "stream", 1e-3),
+        ("block_lanczos", "stream", 1e-3),
         ("lanczos", "forward", 1e-3),
         ("block_lanczos", "forward", 1e-3),
     ]
-    # PreResNet-8: tol 1e-3 with the cached engine only. The forward engine loops over the vectors of a block
-    # for conv nets (no batching to gain from) and is slower per product, and tol 1e-3 is already more accurate
-    # than PyHessian; leaving the rest out keeps the case near 10 minutes on a shared 2-core CPU.
-    cached_only = [c for c in every if c[1] == "cached" and c[2] == 1e-3]
+    # PreResNet-8: tol 1e-3 with the cached and stream engines only. The forward engine loops over the vectors
+    # of a block for conv nets (no batching to gain from) and is slower per product, and tol 1e-3 is already
+    # more accurate than PyHessian; leaving the rest out keeps the case near 10 minutes on a shared 2-core CPU.
+    cached_only = [c for c in every if c[1] in ("cached", "stream") and c[2] == 1e-3]
     cases = {
         "mlp": (
             "mlp",
@@ -298,6 +362,8 @@ def main() -> None:
         for key, (name, label, n, epochs, rounds, reps, configs) in cases.items()
         if key in args.cases.split(",")
     ]
+    if "chunks" in args.cases.split(","):
+        small_chunks_case(device, args.rounds or (1 if args.quick else 5), 50)
     print("\n| case | solver | time (s) | HVPs | passes | max rel err | speed-up vs PyHessian | block vs Lanczos |")
     print("|---|---|---|---|---|---|---|---|")
     for r in results:
@@ -317,13 +383,17 @@ def main() -> None:
                 else f"| {r['label']} | {config_name(config, args.block_size)} | {t:.3f} | "
                 f"{hvps} | {passes} | {err:.1e} | n/a | {vs_lanczos} |"
             )
-    print("\n| case | HVP/grad forward | cached | per vector, block of B: forward | cached |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| case | HVP/grad forward | cached | stream | per vector, block of B: forward | cached "
+        "| cached batched | stream |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for r in results:
         q = r["ratios"]
         print(
-            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x "
-            f"| {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x |"
+            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['stream']:.2f}x "
+            f"| {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x | {q['batched_block']:.2f}x "
+            f"| {q['stream_block']:.2f}x |"
         )
 
 

@@ -27,6 +27,7 @@ from lgeom.data import (
     build_splits,
     fixed_batches,
     make_loader,
+    stratified_subset,
 )
 from lgeom.device import resolve_device
 from lgeom.evaluate import EvalResult, evaluate, evaluate_point
@@ -70,7 +71,7 @@ from lgeom.path import (
 )
 from lgeom.permutation import PermutationSpecError
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
-from lgeom.progress import ProgressEvent, TqdmProgress
+from lgeom.progress import FractionReporter, PercentLines, ProgressEvent, TqdmProgress
 from lgeom.seed import set_seed
 from lgeom.sharpness import (
     ModelLandscape,
@@ -102,6 +103,7 @@ __all__ = [
     "EffectiveDimensionality",
     "EigenResult",
     "EvalResult",
+    "FractionReporter",
     "HessianOperator",
     "Line",
     "ModelLandscape",
@@ -109,6 +111,7 @@ __all__ = [
     "OptimSpec",
     "ParamLayout",
     "PathResult",
+    "PercentLines",
     "PermutationSpecError",
     "PointProbes",
     "PointsEval",
@@ -162,6 +165,7 @@ __all__ = [
     "save_curve",
     "set_seed",
     "spectral_density",
+    "stratified_subset",
     "top_eigenvalues",
     "trace",
     "train",

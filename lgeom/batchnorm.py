@@ -8,7 +8,9 @@ point is then evaluated in eval mode. A model without BatchNorm has nothing to d
 :func:`bn_statistics` is the one place that decision is taken; every caller in lgeom (single-point and
 batched evaluation, the Hessian operator, sharpness, probes) goes through it. :func:`recompute_bn_stats`
 recomputes one point's statistics, :func:`recompute_bn_stats_stacked` those of a chunk of stacked points at
-once (the batched twin, same weighting).
+once (the batched twin, same weighting). Statistics are never shared between parameter points, not even
+neighbouring grid points of a plane: only the first BatchNorm layer's would be exact (see
+:mod:`lgeom.surfaces.three_point_plane`).
 
 With running mean ``mu_b`` of a batch of ``b`` samples and ``seen`` samples before it, the momentum
 ``b / (seen + b)`` makes the running mean the mean over all samples:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.overrides import TorchFunctionMode
 
 from lgeom._checks import expected
@@ -138,14 +139,24 @@ class Objective:
         return F.cross_entropy(logits, targets, reduction="sum")
 
     @contextlib.contextmanager
-    def eval_mode(self) -> Iterator[None]:
+    def eval_mode(self, *, second_order: bool = True) -> Iterator[None]:
         """Put the model in eval mode for the duration (restoring its mode afterwards); BatchNorm layers are
         computed as their affine maps (:class:`EvalBatchNormAsAffine`).
+
+        With ``second_order`` (the default: the Hessian operators differentiate twice inside it), attention
+        through ``F.scaled_dot_product_attention`` (``nn.MultiheadAttention``, ``nn.TransformerEncoderLayer``,
+        hand-written attention calling it) runs on its math backend: the fused kernels (flash attention on the
+        CPU, flash and memory-efficient on CUDA) have no forward-mode derivative and no double backward, while
+        the math backend is plain differentiable operations. Values agree to rounding. :meth:`loss` and
+        :meth:`loss_and_grad` differentiate at most once and leave the choice of kernel to torch.
         """
         was_training = self.model.training
         self.model.eval()
         try:
-            with EvalBatchNormAsAffine() if self.has_batchnorm else contextlib.nullcontext():
+            with (
+                EvalBatchNormAsAffine() if self.has_batchnorm else contextlib.nullcontext(),
+                sdpa_kernel(SDPBackend.MATH) if second_order else contextlib.nullcontext(),
+            ):
                 yield
         finally:
             self.model.train(was_training)
@@ -154,7 +165,7 @@ class Objective:
         """Mean cross-entropy at ``params`` (default: the objective's point)."""
         p = self.params if params is None else params
         total = 0.0
-        with self.eval_mode(), torch.no_grad():
+        with self.eval_mode(second_order=False), torch.no_grad():
             for xb, yb in self.batches:
                 total += float(self.batch_loss_sum(p, xb, yb))
         return total / self.n_samples
@@ -165,7 +176,7 @@ class Objective:
         leaves = {n: base[n].detach().requires_grad_(True) for n in self.layout.names}
         grads = {n: torch.zeros_like(v) for n, v in leaves.items()}
         total = 0.0
-        with self.eval_mode():
+        with self.eval_mode(second_order=False):
             for xb, yb in self.batches:
                 loss = self.batch_loss_sum(leaves, xb, yb)
                 parts = torch.autograd.grad(loss, list(leaves.values()), allow_unused=True)

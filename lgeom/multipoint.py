@@ -42,7 +42,7 @@ from lgeom.params import (
     stack_points,
     unflatten_stacked,
 )
-from lgeom.progress import Callback, ProgressEvent, emit
+from lgeom.progress import TASK_PATH, Callback, ProgressEvent, emit
 from lgeom.table import Table
 
 ChunkFn = Callable[[int, int], dict[str, torch.Tensor]]
@@ -260,13 +260,27 @@ def evaluate_chunks(
     acc = {name: np.zeros(n_points) for name in data}
     counts: dict[str, int] = {}
     used: set[str] = set()
+    cbs = list(callbacks or [])
+    # Passes over a batch per chunk (the BN recompute's, then each split's): a large chunk (a GPU takes up to
+    # 128 points at once) reports its progress batch by batch, not only when it is done.
+    units = len(bn_list or []) + sum(len(b) if hasattr(b, "__len__") else 0 for b in data.values())  # type: ignore[arg-type]
+    reported = [0]
+
+    def report(step: int) -> None:
+        if step > reported[0]:
+            reported[0] = step
+            emit(cbs, ProgressEvent("grid", "step", step, n_points))
+
     lo = 0
     while lo < n_points:
         hi = min(lo + chunk_size, n_points)
         stacked = first if (lo, hi) == (0, 1) else chunk(lo, hi)
+        within = None
+        if cbs and units and hi - lo > 1:
+            within = lambda done, lo=lo, hi=hi: report(lo + (hi - lo) * min(done, units) // units)  # noqa: E731
         if use_vmap:
             try:
-                sums = _vmapped_chunk(model, stacked, data, bn_list, base_buffers)
+                sums = _vmapped_chunk(model, stacked, data, bn_list, base_buffers, within)
                 used.add("vmap")
             except torch.OutOfMemoryError:
                 if method == "vmap" and chunk_size == 1:
@@ -290,7 +304,7 @@ def evaluate_chunks(
             loss[name][lo:hi] = loss_sum / n
             acc[name][lo:hi] = 100.0 * correct / n
             counts[name] = n
-        emit(list(callbacks or []), ProgressEvent("grid", "step", hi, n_points))
+        report(hi)
         lo = hi
     label = "+".join(m for m in ("vmap", "loop") if m in used)
     return {name: PointsEval(loss[name], acc[name], counts[name], label) for name in data}
@@ -334,8 +348,11 @@ def _vmapped_chunk(
     data: Mapping[str, Batches],
     bn_batches: list | None,
     base_buffers: Mapping[str, torch.Tensor],
+    passes: Callable[[int], None] | None = None,
 ) -> SplitSums:
+    # ``passes(done)``: told the number of batch passes done so far (the BN recompute's count as one lump).
     params = dict(stacked)
+    done = 0
     first = next(iter(params.values()))
     device, dtype, m = first.device, first.dtype, first.shape[0]
     tie = has_tied_tensors(model)
@@ -347,6 +364,9 @@ def _vmapped_chunk(
                     model, params, endpoint=False, buffers=base_buffers, bn_batches=bn_batches, stacked=True
                 )
                 buffers = stats.buffers
+                done = len(bn_batches)
+                if passes is not None:
+                    passes(done)
                 forward = vmap(
                     lambda p, b, x: functional_call(model, {**p, **b}, (x,), tie_weights=tie), in_dims=(0, 0, None)
                 )
@@ -377,6 +397,9 @@ def _vmapped_chunk(
                     loss_sum -= picked.sum(dim=1, dtype=torch.float64)
                     correct += (logits.argmax(dim=-1) == yb.unsqueeze(0)).sum(dim=1)
                     n += int(yb.shape[0])
+                    done += 1
+                    if passes is not None:
+                        passes(done)
                 out[name] = (loss_sum.cpu().numpy(), correct.cpu().numpy().astype(np.float64), n)
             return out
     finally:
@@ -444,6 +467,7 @@ def evaluate_path(
     bn_batches: Batches | None = None,
     endpoint_buffers: tuple[Mapping[str, torch.Tensor] | None, Mapping[str, torch.Tensor] | None] | None = None,
     progress: Progress | None = None,
+    callbacks: Sequence[Callback] | None = None,
 ) -> Table:
     """Train/test loss and accuracy along a path ``phi(t)``.
 
@@ -459,6 +483,8 @@ def evaluate_path(
             evaluated as the trained endpoints (no recompute), as the BN policy says.
         progress: called for each point, in order, with ``{"index", "t", <columns>}`` once its values are
             known (points are evaluated in batched chunks, see the engine above).
+        callbacks: receive :class:`~lgeom.progress.ProgressEvent` with task ``"path"``: ``start``, a ``step``
+            per evaluated chunk of points (``step`` = points done of ``total`` = ``len(ts)``) and ``end``.
 
     Returns:
         A :class:`~lgeom.table.Table` with column ``t`` and ``train_loss``, ``train_acc``, ``test_loss``,
@@ -480,6 +506,9 @@ def evaluate_path(
 
     # Trained endpoints of a BN model keep their own statistics (the BN policy); every other point is
     # evaluated in chunks by the batched engine, which recomputes statistics per point.
+    cbs = list(callbacks or [])
+    total = len(t_values)
+    emit(cbs, ProgressEvent(TASK_PATH, "start", 0, total))
     endpoint_rows: dict[int, dict[str, EvalResult]] = {}
     if endpoint_buffers is not None and has_batchnorm(model):
         for i, t in enumerate(t_values):
@@ -487,6 +516,7 @@ def evaluate_path(
             if bufs is not None:
                 params = {n: p.detach() for n, p in path.point(t).items()}
                 endpoint_rows[i] = evaluate_point(model, params, splits, buffers=bufs, endpoint=True)
+                emit(cbs, ProgressEvent(TASK_PATH, "step", len(endpoint_rows), total))
     rest = [i for i in range(len(t_values)) if i not in endpoint_rows]
     batched: dict[str, Any] = {}
     if rest:
@@ -495,7 +525,10 @@ def evaluate_path(
             with torch.no_grad():
                 return stack_points([path.point(t_values[i]) for i in rest[lo:hi]])
 
-        batched = evaluate_chunks(model, len(rest), chunk, splits, bn_batches=bn_batches)
+        done = len(endpoint_rows)
+        bridge = [lambda e: emit(cbs, ProgressEvent(TASK_PATH, "step", done + e.step, total))] if cbs else None
+        batched = evaluate_chunks(model, len(rest), chunk, splits, bn_batches=bn_batches, callbacks=bridge)
+    emit(cbs, ProgressEvent(TASK_PATH, "end", total, total))
     position = {i: j for j, i in enumerate(rest)}
     rows: list[dict[str, float]] = []
     for i, t in enumerate(t_values):

@@ -140,6 +140,8 @@ TAG_PROC_START = f"{TAG_SYS_PREFIX}proc_start"
 TAG_NODE_IP = f"{TAG_SYS_PREFIX}node_ip"
 #: The stage a running trial is in now (train, connect, probe, log), updated live.
 TAG_CURRENT_STAGE = "lgeom.current_stage"
+#: The long loops a running trial is in and their fraction done (``plane bezier 40%``), updated live.
+TAG_PROGRESS = "lgeom.progress"
 #: Provenance: the git commit (MLflow's own tag) and whether the working tree had uncommitted changes.
 TAG_GIT_COMMIT = "mlflow.source.git.commit"
 TAG_GIT_DIRTY = "lgeom.git_dirty"
@@ -148,6 +150,12 @@ TAG_SOURCE_NAME = "mlflow.source.name"
 #: On an ``mlflow run`` project run that could not be the step's run (another experiment): the run that was.
 TAG_LINKED_RUN = "lgeom.linked_run"
 TAG_STAGES_SKIPPED = "lgeom.stages_skipped"
+#: On a cell with ``curve.align`` whose model has no permutation spec (e.g. attention): why alignment was
+#: skipped (the cell is connected without ``_aligned`` paths).
+TAG_ALIGN_SKIPPED = "lgeom.align_skipped"
+#: ``lgeom.plugin.model`` / ``lgeom.plugin.data``: ``<module:callable>@<sha256 of its source file, 16 hex>``
+#: of a plug-in builder, so a changed plug-in file shows next to the same reference.
+TAG_PLUGIN_PREFIX = "lgeom.plugin."
 TAG_FAILED_CELLS = "lgeom.failed_cells"
 TAG_MODEL_PREFIX = "lgeom.model."
 
@@ -211,6 +219,10 @@ def aligned(path: str) -> str:
 def is_aligned(path: str) -> bool:
     """Whether ``path`` names an aligned path (see :func:`aligned`)."""
     return path.endswith(ALIGNED_SUFFIX)
+
+
+#: Quantity of a plane's sample count per split (``train_samples`` in ``planes/<curve>.npz``).
+SAMPLES = "samples"
 
 
 def split_column(split: str, quantity: str) -> str:
@@ -353,6 +365,11 @@ def model_name(cell: str, role: str) -> str:
     return "".join(_MODEL_NAME_FORBIDDEN.get(ch, ch) for ch in f"{cell}/{role}")
 
 
+def plugin_tag(section: str) -> str:
+    """The tag naming the plug-in builder of ``section`` (``model`` or ``data``), e.g. ``lgeom.plugin.model``."""
+    return f"{TAG_PLUGIN_PREFIX}{section}"
+
+
 def model_tag(endpoint: str) -> str:
     """Run tag pointing at the MLflow model of ``endpoint``: ``lgeom.model.a`` = ``models:/<id>``."""
     return f"{TAG_MODEL_PREFIX}{endpoint}"
@@ -398,6 +415,150 @@ def fit_artifact(curve: str) -> str:
     return f"{FITS_DIR}/{curve}.json"
 
 
+# --- units and definitions of reported quantities -------------------------------------------------------------
+
+#: Loss units (mean cross-entropy, natural log), accuracy units and their differences.
+NATS = "nats"
+PERCENT = "%"
+PP = "pp"
+#: Curvature units: loss per squared parameter unit (Euclidean weight space).
+CURV = "nats/param²"
+DIST = "param L2"
+
+#: ``family -> quantity -> (unit, one-line definition)`` of every quantity the study report tabulates, the
+#: quantity spelled as it ends a metric name (``barrier/<path>/<split>/loss`` -> ``loss``). The one source
+#: of units and definitions: the report's tables and figure axes and the README's units table use it.
+QUANTITY_INFO: dict[str, dict[str, tuple[str, str]]] = {
+    ENDPOINT: {
+        split_column("train", "loss"): (NATS, "final training-set loss of the endpoint (eval mode)"),
+        split_column("test", "loss"): (NATS, "final test-set loss of the endpoint (eval mode)"),
+        split_column("train", "acc"): (PERCENT, "final training-set accuracy of the endpoint"),
+        split_column("test", "acc"): (PERCENT, "final test-set accuracy of the endpoint"),
+        "samples_per_s": ("samples/s", "training throughput of the endpoint"),
+        "n_params": ("count", "trainable parameters of the model"),
+    },
+    BARRIER: {
+        "loss": (NATS, "max_t L(t) - max(L(0), L(1)) along the path"),
+        "loss_interp": (NATS, "max_t [L(t) - ((1-t) L(0) + t L(1))]: barrier above the chord"),
+        "acc_drop": (PP, "max_t acc(t) - min_t acc(t)"),
+        "acc_auc": (f"{PP} x t", "area between acc(t) and its maximum, over t between argmin and argmax of acc"),
+    },
+    GAP: {
+        "gen_gap_max": (NATS, "max_t test_loss(t) - train_loss(t) along the path"),
+        "gen_gap_acc_max": (PP, "max_t train_acc(t) - test_acc(t) along the path"),
+    },
+    TRIANGLE: {
+        "dist_ac": (DIST, "||A - C||_2, endpoint A to the control point C"),
+        "dist_bc": (DIST, "||B - C||_2, endpoint B to the control point C"),
+        "dist_ab": (DIST, "||A - B||_2 between the endpoints"),
+        "angle_acb_deg": ("deg", "angle ACB at the control point (180 = C on the segment AB)"),
+        "area": (f"{DIST}²", "area of the triangle A, C, B: ||A-C|| ||B-C|| sin(ACB) / 2"),
+    },
+    FIT: {
+        _FIT_SHORT["fit_loss"]: (NATS, "curve-fit objective E_t L(phi(t)) at the last fit epoch"),
+        _FIT_SHORT["fit_time_s"]: ("s", "wall time of the curve fit"),
+    },
+    ALIGN: {
+        "iterations": ("count", "weight-matching iterations until the permutation stopped changing"),
+        "similarity_before": ("param²", "sum of <A, B> over permuted parameters before alignment"),
+        "similarity_after": ("param²", "the same after permuting B onto A"),
+    },
+    PROBE: {"loss": (NATS, "loss at the point (BN statistics recomputed except at trained endpoints)")},
+    HESSIAN: {
+        "lambda_max": (CURV, "largest Hessian eigenvalue of the loss"),
+        "topk_mean": (CURV, "mean of the top-k Hessian eigenvalues"),
+        "trace": (CURV, "Hessian trace (Hutch++ estimate)"),
+        "trace_stderr": (CURV, "standard error of the trace estimate"),
+        "density_mean": (CURV, "mean of the estimated spectral density (SLQ)"),
+    },
+    SHARPNESS: {
+        "eps_avg": (NATS, "mean loss increase over random perturbations of radius eps"),
+        "eps_avg_max": (NATS, "largest loss increase among those perturbations"),
+        "flatness": (NATS, "mean |L(theta + delta) - L(theta)| over the same perturbations"),
+        "eps_worst": (NATS, "largest loss increase found by gradient ascent inside the eps-ball"),
+    },
+    CURVATURE: {
+        "mc_mean": (CURV, "mean of (L(theta+eps d) - 2 L(theta) + L(theta-eps d)) / eps² over random unit d"),
+        "mc_std": (CURV, "standard deviation of those curvatures"),
+        "mc_frac_negative": ("fraction", "share of directions with negative curvature"),
+    },
+    PCA: {
+        "explained_variance_1": ("fraction", "trajectory variance along the first PCA direction"),
+        "explained_variance_2": ("fraction", "trajectory variance along the second PCA direction"),
+        "max_relative_residual": ("fraction", "largest distance of a snapshot from the PCA plane / its norm"),
+    },
+    GRADIENTS: {
+        "effective_dim": ("count", "principal components explaining 90% of the gradients' variance"),
+        "effective_dim_ratio": ("fraction", "effective dimension / number of gradient snapshots"),
+    },
+    PATH: {
+        split_column("train", "loss"): (NATS, "training-set loss at the point phi(t)"),
+        split_column("test", "loss"): (NATS, "test-set loss at the point phi(t)"),
+        split_column("train", "acc"): (PERCENT, "training-set accuracy at phi(t)"),
+        split_column("test", "acc"): (PERCENT, "test-set accuracy at phi(t)"),
+        probe_column(HESSIAN, "lambda_max"): (CURV, "largest Hessian eigenvalue at phi(t)"),
+    },
+}
+#: The families the report shows as tables, in order, with the labels of the name parts between family and
+#: quantity (a table's row keys): ``barrier/<path>/<split>/<quantity>`` -> ``("path", "split")``.
+REPORT_FAMILIES: dict[str, tuple[str, ...]] = {
+    ENDPOINT: ("endpoint",),
+    BARRIER: ("path", "split"),
+    GAP: ("path",),
+    TRIANGLE: ("curve",),
+    FIT: ("curve",),
+    ALIGN: (),
+    PROBE: ("point",),
+    HESSIAN: ("point",),
+    SHARPNESS: ("point",),
+    CURVATURE: ("point",),
+    PCA: (),
+    GRADIENTS: (),
+}
+
+
+def quantity_info(family: str, quantity: str) -> tuple[str, str]:
+    """``(unit, one-line definition)`` of ``quantity`` of ``family`` (see :data:`QUANTITY_INFO`).
+
+    >>> quantity_info("barrier", "acc_drop")
+    ('pp', 'max_t acc(t) - min_t acc(t)')
+
+    Raises:
+        KeyError: a family or quantity :data:`QUANTITY_INFO` does not describe.
+    """
+    quantities = QUANTITY_INFO.get(family)
+    if quantities is None or quantity not in quantities:
+        known = ", ".join(sorted(quantities or QUANTITY_INFO))
+        raise KeyError(f"quantity {family}{SEP}{quantity}: expected one of {known}, got {quantity!r}")
+    return quantities[quantity]
+
+
+def split_metric_name(name: str) -> tuple[str, tuple[str, ...], str] | None:
+    """``(family, middle parts, quantity)`` of a metric name: ``barrier/bezier/test/loss`` ->
+    ``("barrier", ("bezier", "test"), "loss")``; ``None`` for a name without a family part.
+    """
+    parts = name.split(SEP)
+    if len(parts) < 2 or not all(parts):
+        return None
+    return parts[0], tuple(parts[1:-1]), parts[-1]
+
+
+def report_table_artifact(family: str) -> str:
+    """The report table of one metric family, logged with ``mlflow.log_table``: ``tables/<family>.json``."""
+    return f"{REPORT_TABLES_DIR}/{family}.json"
+
+
+def units_markdown() -> str:
+    """The units and definitions of :data:`QUANTITY_INFO` as a Markdown table (the README's units section)."""
+    lines = ["| metric | unit | definition |", "|---|---|---|"]
+    for family, quantities in QUANTITY_INFO.items():
+        keys = REPORT_FAMILIES.get(family, ("path",) if family == PATH else ())
+        middle = "".join(f"<{k}>{SEP}" for k in keys)
+        for quantity, (unit, meaning) in quantities.items():
+            lines.append(f"| `{family}{SEP}{middle}{quantity}` | {unit} | {meaning.replace('|', chr(92) + '|')} |")
+    return "\n".join(lines)
+
+
 # --- the contract as a table ----------------------------------------------------------------------------------
 
 
@@ -441,6 +602,17 @@ def contract_rows() -> list[tuple[str, str, str]]:
             "error of a FAILED run, stages a resumed trial skipped, failed cells of a study",
         ),
         ("tag", f"`{TAG_CURRENT_STAGE}`", "the stage a trial is in now (updated while it runs)"),
+        ("tag", f"`{TAG_ALIGN_SKIPPED}`", "why a cell with `curve.align` was connected without alignment"),
+        (
+            "tag",
+            f"`{plugin_tag('<section>')}`",
+            "a plug-in model / dataset (`model`, `data`): `module:callable@<sha256 of its file>`",
+        ),
+        (
+            "tag",
+            f"`{TAG_PROGRESS}`",
+            "the long loops a trial is in and their fraction done, e.g. `plane bezier 40%` (updated while it runs)",
+        ),
         (
             "tag",
             f"`{TAG_GIT_COMMIT}`, `{TAG_GIT_DIRTY}`, `{TAG_SOURCE_NAME}`, `{TAG_NOTE}`",
@@ -509,12 +681,22 @@ def contract_rows() -> list[tuple[str, str, str]]:
         ("artifact", f"`{path_table_artifact(p)}`", "t plus train/test loss and accuracy, probe columns"),
         ("artifact", f"`{curve_artifact(c)}`", "control points and the config to rebuild the curve"),
         ("artifact", f"`{spectrum_artifact(pt)}`", "Hessian eigenvalues, trace, density"),
-        ("artifact", f"`{plane_artifact('<name>')}`", "plane through A, C, B; 2-D slices; PCA plane"),
-        ("artifact", f"`{figure_artifact('<name>')}`", "figures; the study's on its parent run"),
+        (
+            "artifact",
+            f"`{plane_artifact('<name>')}`",
+            f"plane through A, C, B (with `{split_column(s, SAMPLES)}`: the samples of every grid point); "
+            "2-D slices; PCA plane",
+        ),
+        ("artifact", f"`{figure_artifact('<name>')}`", "figures; the study's on its parent run (`mlflow.log_figure`)"),
+        (
+            "artifact",
+            f"`{report_table_artifact('<family>')}`",
+            "the report's table of one metric family on the study's parent run (`mlflow.log_table`)",
+        ),
         (
             "artifact",
             f"`{REPORT_DIR}/{REPORT_MARKDOWN}`, `{REPORT_DIR}/{REPORT_HTML}`",
-            "the study report on its parent run",
+            "the study report on its parent run (self-contained HTML: images embedded)",
         ),
     ]
     return rows

@@ -181,6 +181,19 @@ def filter_normalized_direction(
     (Li et al. 2018, filter normalisation). 1-D parameters (biases, BatchNorm scales and shifts) are set
     to zero with ``ignore_1d`` (the default), else copied from the parameter itself.
 
+    The rule looks only at shapes, so it is defined for any module (as in Li et al.'s reference code):
+    a parameter of two or more dimensions has its *filters along axis 0*, whatever layer holds it; one of
+    at most one dimension is 1-D. For the parameters of a transformer that means:
+
+    * linear and convolutional weights, ``nn.MultiheadAttention``'s packed ``in_proj_weight`` ``(3E, E)``
+      and ``out_proj.weight``: one filter per output unit (a row);
+    * ``nn.Embedding`` ``(V, E)``: one filter per token's vector;
+    * a positional embedding ``(1, T, E)`` or a class token ``(1, 1, E)``: axis 0 has one entry, so the
+      whole tensor is one filter, scaled to the tensor's norm;
+    * LayerNorm (and GroupNorm, BatchNorm) scales and shifts, biases, scalars: 1-D, zero with ``ignore_1d``.
+
+    A filter of norm zero (a class token initialised to zeros) gets a zero direction.
+
     Returns:
         A dict shaped like ``params`` on the same device and dtype.
     """

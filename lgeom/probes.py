@@ -43,7 +43,7 @@ from lgeom.hessian import (
 )
 from lgeom.names import CURVATURE, HESSIAN, PROBE, SHARPNESS
 from lgeom.params import Params
-from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
+from lgeom.progress import TASK_PROBE_PATH, TASK_PROBES, Callback, ProgressEvent, emit, resolve_callbacks
 from lgeom.sharpness import (
     NORMS,
     SCALINGS,
@@ -72,8 +72,9 @@ class ProbeSettings:
     Attributes:
         hessian_k, hessian_tol, hessian_method, hessian_max_iter: top-k eigenvalues (see
             :func:`lgeom.hessian.top_eigenvalues`); ``hessian_tol`` is the relative residual per eigenpair.
-        hessian_engine: Hessian-vector products: ``"auto"`` (cached graphs when they fit in memory),
-            ``"forward"`` (forward-over-reverse) or ``"cached"`` (see :class:`lgeom.hessian.HessianOperator`).
+        hessian_engine: Hessian-vector products: ``"auto"`` (cached graphs when they fit in memory, else
+            ``"stream"``), ``"forward"`` (forward-over-reverse), ``"cached"`` or ``"stream"`` (each chunk's
+            gradient graph built once per pass) (see :class:`lgeom.hessian.HessianOperator`).
         hessian_points: points along a path where :func:`probe_path` runs (its default ``ts``).
         trace_probes, trace_method: Hutchinson products (0: no trace) and ``"hutchinson"`` / ``"hutch++"``.
         density, density_runs, density_steps, density_grid: stochastic Lanczos quadrature.
@@ -341,7 +342,9 @@ def probe_point(
         endpoint: whether ``params`` is a trained endpoint whose ``buffers`` are kept.
         bn_batches: training batches for the BatchNorm recompute (default: ``data``).
         probes: which probes to run (names from :data:`PROBES`; default: :func:`enabled_probes`).
-        callbacks, progress: progress over the probes (task ``"probes"``); ``progress`` adds a tqdm bar.
+        callbacks, progress: progress over the probes (task ``"probes"``, a step per probe) and within the
+            density (``"slq"``) and sharpness (``"sharpness"``, ``"sharpness_worst"``) probes; ``progress``
+            adds a display (:func:`lgeom.progress.progress_display`).
 
     Returns:
         :class:`PointProbes`.
@@ -369,8 +372,8 @@ def probe_point(
     )
     objective = op.objective if op is not None else Objective(model, data, params=point, buffers=hess_buffers)
     result = PointProbes(loss=objective.loss(), n_params=objective.size, n_samples=objective.n_samples)
-    cbs = resolve_callbacks(callbacks, progress, "probes")
-    emit(cbs, ProgressEvent("probes", "start", 0, len(chosen)))
+    cbs = resolve_callbacks(callbacks, progress, TASK_PROBES)
+    emit(cbs, ProgressEvent(TASK_PROBES, "start", 0, len(chosen)))
     landscape = ModelLandscape(model, data, params=point, bn_batches=bn_list)
 
     def run(name: str) -> None:
@@ -382,11 +385,17 @@ def probe_point(
             result.trace = hutchinson_trace(op, s.trace_probes, seed=s.seed, method=s.trace_method)
         elif name == "density":
             result.density = slq_density(
-                op, n_runs=s.density_runs, n_steps=s.density_steps, grid=s.density_grid, seed=s.seed
+                op,
+                n_runs=s.density_runs,
+                n_steps=s.density_steps,
+                grid=s.density_grid,
+                seed=s.seed,
+                callbacks=cbs,
+                progress=False,
             )
         elif name == "sharpness":
             result.average = average_sharpness(
-                landscape, eps=s.sharpness_eps, n_samples=s.sharpness_samples, seed=s.seed
+                landscape, eps=s.sharpness_eps, n_samples=s.sharpness_samples, seed=s.seed, callbacks=cbs
             )
         elif name == "worst":
             result.worst = worst_sharpness(
@@ -396,6 +405,7 @@ def probe_point(
                 norm=s.sharpness_norm,
                 scaling=s.sharpness_scaling,
                 seed=s.seed,
+                callbacks=cbs,
             )
         elif name == "curvature":
             result.curvature = mc_curvature(
@@ -413,10 +423,10 @@ def probe_point(
         t0 = time.perf_counter()
         run(name)
         result.timings[name] = time.perf_counter() - t0
-        emit(cbs, ProgressEvent("probes", "step", i + 1, len(chosen), metrics={"seconds": result.timings[name]}))
+        emit(cbs, ProgressEvent(TASK_PROBES, "step", i + 1, len(chosen), metrics={"seconds": result.timings[name]}))
         if op is not None and not _HESSIAN_PROBES & set(chosen[i + 1 :]):
             op.release()  # frees the cached engine's graphs before the probes that evaluate many points
-    emit(cbs, ProgressEvent("probes", "end", len(chosen), len(chosen)))
+    emit(cbs, ProgressEvent(TASK_PROBES, "end", len(chosen), len(chosen)))
     return result
 
 
@@ -464,8 +474,8 @@ def probe_path(
     data = [(x, y) for x, y in as_batches(data)]
     if bn_batches is not None:
         bn_batches = list(as_batches(bn_batches))
-    cbs = resolve_callbacks(callbacks, progress, "probe_path")
-    emit(cbs, ProgressEvent("probe_path", "start", 0, len(t_values)))
+    cbs = resolve_callbacks(callbacks, progress, TASK_PROBE_PATH)
+    emit(cbs, ProgressEvent(TASK_PROBE_PATH, "start", 0, len(t_values)))
     rows: list[dict[str, float]] = []
     for i, t in enumerate(t_values):
         params: Params = {n: p.detach() for n, p in path.point(t).items()}
@@ -484,6 +494,6 @@ def probe_path(
             progress=False,
         )
         rows.append({"t": t, **res.columns()})
-        emit(cbs, ProgressEvent("probe_path", "step", i + 1, len(t_values), metrics={"t": t}))
-    emit(cbs, ProgressEvent("probe_path", "end", len(t_values), len(t_values)))
+        emit(cbs, ProgressEvent(TASK_PROBE_PATH, "step", i + 1, len(t_values), metrics={"t": t}))
+    emit(cbs, ProgressEvent(TASK_PROBE_PATH, "end", len(t_values), len(t_values)))
     return Table.from_rows(rows)

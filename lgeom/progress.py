@@ -1,16 +1,41 @@
 """Progress reporting without dependencies on the outer layers.
 
-Long loops in lgeom report :class:`ProgressEvent` objects to callbacks. The default callback is a tqdm
-bar; pipelines add callbacks that log to MLflow or report to Ray Tune.
+Long loops in lgeom report :class:`ProgressEvent` objects to callbacks (``start``, ``step`` with ``step`` of
+``total`` done, ``end``). What shows them:
+
+* :class:`TqdmProgress`: a tqdm bar, for a terminal;
+* :class:`PercentLines`: one plain line per 10% (by default) of every long loop, for logs that are not a
+  terminal (a Ray worker's output, a redirected run); :func:`resolve_callbacks` picks one of the two;
+* :class:`FractionReporter`: the loops open now and their fraction done as one short text, handed to a
+  ``report`` function only when it changes by a whole percent; the tracking layer installs one that puts
+  the text on the MLflow run as a tag (lgeom itself never imports MLflow).
+
+The loops that can run for minutes, and their task names, are :data:`LONG_TASKS`: the plane through A, C, B
+(``plane``), the path evaluation (``path``), the Hessian along a path (``probe_path``), the spectral density
+(``slq``), average and worst-case sharpness (``sharpness``, ``sharpness_worst``) and the probes at a point
+(``probes``). :func:`fraction` is the fraction done of an event (1.0 at ``end``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+import sys
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TextIO
 
 from tqdm.auto import tqdm
+
+TASK_PLANE = "plane"
+TASK_PATH = "path"
+TASK_PROBE_PATH = "probe_path"
+TASK_DENSITY = "slq"
+TASK_SHARPNESS = "sharpness"
+TASK_WORST = "sharpness_worst"
+TASK_PROBES = "probes"
+#: Loops that can run for minutes on a realistic cell: shown as lines / fractions (see the module doc).
+LONG_TASKS = (TASK_PLANE, TASK_PATH, TASK_PROBE_PATH, TASK_DENSITY, TASK_SHARPNESS, TASK_WORST, TASK_PROBES)
 
 
 @dataclass(frozen=True)
@@ -40,19 +65,48 @@ class ProgressEvent:
 Callback = Callable[[ProgressEvent], None]
 
 
+def fraction(event: ProgressEvent) -> float | None:
+    """The fraction done that ``event`` reports: ``step / total`` clipped to [0, 1], 0.0 at ``start``, 1.0 at
+    ``end`` (a loop that stops early, e.g. Lanczos on convergence, is done all the same); ``None`` for other
+    events of a loop of unknown length.
+
+    >>> fraction(ProgressEvent("plane", "step", 110, 441)), fraction(ProgressEvent("slq", "end", 7, 10))
+    (0.2494331065759637, 1.0)
+    """
+    if event.kind == "end":
+        return 1.0
+    if event.kind == "start":
+        return 0.0
+    if event.total <= 0:
+        return None
+    return min(max(event.step / event.total, 0.0), 1.0)
+
+
+def _label(event: ProgressEvent) -> str:
+    return f"{event.task} {event.scope}" if event.scope else event.task
+
+
 class TqdmProgress:
-    """A tqdm bar driven by :class:`ProgressEvent` (``start`` opens it, ``step`` advances, ``end`` closes)."""
+    """A tqdm bar driven by :class:`ProgressEvent` (``start`` opens it, ``step`` advances, ``end`` closes).
+
+    The bar follows the loop whose ``start`` opened it: events of other loops (an inner loop sharing the
+    callbacks) are ignored until it closes.
+    """
 
     def __init__(self, desc: str | None = None, leave: bool = False, **kwargs: Any) -> None:
         self.desc = desc
         self.leave = leave
         self.kwargs = kwargs
         self.bar: Any = None
+        self._following: tuple[str, str] | None = None
 
     def __call__(self, event: ProgressEvent) -> None:
         """Open, advance or close the bar for one progress event; returns nothing."""
+        if self.bar is not None and (event.task, event.scope) != self._following:
+            return
         if event.kind == "start":
             self.bar = tqdm(total=event.total or None, desc=self.desc or event.task, leave=self.leave, **self.kwargs)
+            self._following = (event.task, event.scope)
         elif self.bar is None:
             return
         elif event.kind == "step":
@@ -67,11 +121,140 @@ class TqdmProgress:
             self.bar = None
 
 
+class PercentLines:
+    """One plain line per ``every`` (10%) of each loop: ``<prefix>plane bezier: 30% (133/441, 12.3 s)``.
+
+    Lines go to ``write`` (default: standard error, flushed), at ``start``, each time a loop's fraction done
+    passes the next multiple of ``every`` (one line however many multiples one step passes), and at ``end``
+    (unless 100% was just written). Several loops (an outer one and the inner loops it runs) are followed at
+    once, each by its task and scope.
+
+    Args:
+        prefix: text put before every line (e.g. ``"[mlp/moons/sgd] "``).
+        every: fraction between lines (0 < every <= 1).
+        tasks: the tasks shown (default: every task).
+        write: receives each line (without a newline).
+    """
+
+    def __init__(
+        self,
+        prefix: str = "",
+        *,
+        every: float = 0.1,
+        tasks: Collection[str] | None = None,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
+        if not 0 < every <= 1:
+            raise ValueError(f"every: expected a fraction in (0, 1], got {every!r}")
+        self.prefix = prefix
+        self.every = every
+        self.tasks = None if tasks is None else frozenset(tasks)
+        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self._open: dict[tuple[str, str], tuple[int, float, bool]] = {}  # next multiple, start time, 100% shown
+
+    def __call__(self, event: ProgressEvent) -> None:
+        """Write the line ``event`` calls for, if any."""
+        if self.tasks is not None and event.task not in self.tasks:
+            return
+        key = (event.task, event.scope)
+        if event.kind == "start":
+            self._open[key] = (1, time.monotonic(), False)
+            total = f" ({event.total} steps)" if event.total else ""
+            self.write(f"{self.prefix}{_label(event)}: started{total}")
+            return
+        if key not in self._open or event.kind not in ("step", "end"):
+            return
+        nxt, t0, full = self._open[key]
+        f = fraction(event)
+        if event.kind == "end":
+            del self._open[key]
+            if not full:
+                self._line(event, 1.0, t0)
+            return
+        if f is None:
+            return
+        reached = math.floor(f / self.every + 1e-9)
+        if reached >= nxt:
+            self._open[key] = (reached + 1, t0, f >= 1.0)
+            self._line(event, f, t0)
+
+    def _line(self, event: ProgressEvent, f: float, t0: float) -> None:
+        count = f"{event.step}/{event.total}, " if event.total else ""
+        self.write(f"{self.prefix}{_label(event)}: {100 * f:.0f}% ({count}{time.monotonic() - t0:.1f} s)")
+
+
+class FractionReporter:
+    """Follows the open loops among ``tasks`` and hands ``report`` one text saying where they stand, e.g.
+    ``"probe_path bezier 36% > slq 50%"`` (outer loop first), whenever a loop starts or ends or a whole
+    percent (``resolution``) more of one is done. Once no loop is open the text is the last one that closed,
+    at 100% (``"probe_path bezier 100%"``), so the last report says how far the work got. Cheap enough to
+    call on every event: it reports at most ``1 / resolution + 2`` times per loop.
+
+    Args:
+        report: receives the text (the tracking layer sets it as a run tag).
+        tasks: the loops followed (default :data:`LONG_TASKS`).
+        resolution: the change of a loop's fraction that is reported.
+    """
+
+    def __init__(
+        self, report: Callable[[str], None], *, tasks: Collection[str] = LONG_TASKS, resolution: float = 0.01
+    ) -> None:
+        self.report = report
+        self.tasks = frozenset(tasks)
+        self.resolution = resolution
+        self._open: dict[tuple[str, str], int] = {}  # insertion order = nesting order
+        self._closed = ""
+
+    def __call__(self, event: ProgressEvent) -> None:
+        """Update the open loops with ``event`` and report when the text changed."""
+        if event.task not in self.tasks:
+            return
+        key = (event.task, event.scope)
+        f = fraction(event)
+        if event.kind == "end":
+            if self._open.pop(key, None) is not None:
+                self._closed = self._render([(key, round(1 / self.resolution))])
+                self.report(self.text())
+            return
+        if f is None or (event.kind != "start" and key not in self._open):
+            return
+        units = int(math.floor(f / self.resolution + 1e-9))
+        if event.kind == "start":
+            self._open.pop(key, None)
+        elif units <= self._open[key]:
+            return
+        self._open[key] = units
+        self.report(self.text())
+
+    def text(self) -> str:
+        """Where the open loops stand now (the last loop closed, at 100%, when none is open; ``""`` before any)."""
+        return self._render(list(self._open.items())) if self._open else self._closed
+
+    def _render(self, loops: list[tuple[tuple[str, str], int]]) -> str:
+        return " > ".join(
+            f"{task} {scope} {u * self.resolution:.0%}" if scope else f"{task} {u * self.resolution:.0%}"
+            for (task, scope), u in loops
+        )
+
+
+def progress_display(desc: str | None = None, *, stream: TextIO | None = None) -> Callback:
+    """What shows progress on ``stream`` (default standard error): a :class:`TqdmProgress` bar when it is a
+    terminal, else :class:`PercentLines` (one line per 10% of each loop, what a log file or Ray's log wants).
+    """
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    if isatty is not None and isatty():
+        return TqdmProgress(desc)
+    return PercentLines(write=lambda line: print(line, file=stream, flush=True))
+
+
 def resolve_callbacks(callbacks: Sequence[Callback] | None, progress: bool, desc: str) -> list[Callback]:
-    """The callbacks to call: those given, plus a tqdm bar when ``progress``."""
+    """The callbacks to call: those given, plus, when ``progress``, a display (:func:`progress_display`: a tqdm
+    bar named ``desc`` on a terminal, a line per 10% elsewhere).
+    """
     out = list(callbacks or [])
     if progress:
-        out.append(TqdmProgress(desc))
+        out.append(progress_display(desc))
     return out
 
 

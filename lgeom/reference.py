@@ -6,7 +6,9 @@ points are flattened here, not by :mod:`lgeom.params`.
 
 * :func:`dense_loss`: the metric contract's loss ``L(theta) = sum_i CE_i(theta) / N`` (eval mode) as a
   function of the flat parameter vector.
-* :func:`dense_hessian`: the full ``P x P`` Hessian of that loss by ``torch.func.hessian``.
+* :func:`dense_hessian`: the full ``P x P`` Hessian of that loss, reverse over reverse
+  (``torch.func.jacrev`` of ``torch.func.grad``; ``torch.func.hessian``, forward over ``jacrev``, gets
+  LayerNorm's second derivatives wrong in torch 2.14).
 * :class:`DenseOperator`: a symmetric matrix behind the operator interface of :mod:`lgeom.hessian`.
 * :func:`symmetric_with_spectrum`: a random symmetric matrix with given eigenvalues.
 * :class:`QuadraticLandscape`: ``L(theta) = 1/2 (theta - c)^T A (theta - c) + b^T (theta - c) + l0`` over a
@@ -25,6 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lgeom._checks import expected
 from lgeom.data import Batches
@@ -105,7 +108,8 @@ def dense_hessian(
     """The ``P x P`` Hessian of the mean cross-entropy over ``data`` (eval mode), symmetrised.
 
     Rows and columns follow ``params`` order (default: ``model.named_parameters()``). Cost is ``P``
-    Hessian-vector products; use only for tiny models.
+    Hessian-vector products; use only for tiny models. Attention (``F.scaled_dot_product_attention``) runs on
+    its math backend, the one with second derivatives.
 
     Raises:
         ValueError: empty data.
@@ -114,7 +118,8 @@ def dense_hessian(
     was_training = model.training
     model.eval()
     try:
-        h = torch.func.hessian(loss)(theta)
+        with sdpa_kernel(SDPBackend.MATH):
+            h = torch.func.jacrev(torch.func.grad(loss))(theta)
     finally:
         model.train(was_training)
     return (h + h.T) / 2

@@ -5,7 +5,8 @@ Every estimator works on a :class:`Landscape`: the loss as a function of paramet
 :class:`lgeom.reference.QuadraticLandscape` is a closed-form quadratic the tests check against.
 
 * :func:`average_sharpness`: ``L(theta + delta) - L(theta)`` for ``M`` Gaussian, filter-normalised
-  perturbations of radius ``eps`` (each output filter ``i`` moved by ``eps * ||w_i||``): mean, max and the
+  perturbations of radius ``eps`` (each output filter ``i`` moved by ``eps * ||w_i||``, filters along axis 0
+  of every parameter as in :func:`lgeom.params.filter_normalized_direction`): mean, max and the
   whole sample (for a histogram), plus the perturbation flatness ``mean |L(theta + delta) - L(theta)|``.
 * :func:`worst_sharpness`: ``max L(theta + delta) - L(theta)`` over a ball, by projected gradient ascent;
   l2 or l-inf, with absolute, element-wise (adaptive, ASAM) or filter-wise scaling of the ball.
@@ -33,6 +34,7 @@ from lgeom.data import Batches, as_batches
 from lgeom.gradients import Objective
 from lgeom.multipoint import evaluate_points
 from lgeom.params import ParamLayout, Params, filter_normalized_direction, get_params
+from lgeom.progress import TASK_SHARPNESS, TASK_WORST, Callback, ProgressEvent, emit
 
 NORMS = ("l2", "linf")
 SCALINGS = ("none", "elementwise", "filter")
@@ -102,10 +104,19 @@ class ModelLandscape:
         self.bn_batches = (list(as_batches(bn_batches)) if bn_batches is not None else self.data) if self.bn else None
         self.chunk_size = chunk_size
 
-    def losses(self, points: Sequence[Mapping[str, torch.Tensor]]) -> np.ndarray:
-        """Mean cross-entropy at each point (BN statistics recomputed per point for BN models)."""
+    def losses(
+        self, points: Sequence[Mapping[str, torch.Tensor]], callbacks: Sequence[Callback] | None = None
+    ) -> np.ndarray:
+        """Mean cross-entropy at each point (BN statistics recomputed per point for BN models); ``callbacks``
+        receive the evaluation's progress (task ``"grid"``, ``step`` = points done).
+        """
         res = evaluate_points(
-            self.model, list(points), self.data, bn_batches=self.bn_batches, chunk_size=self.chunk_size
+            self.model,
+            list(points),
+            self.data,
+            bn_batches=self.bn_batches,
+            chunk_size=self.chunk_size,
+            callbacks=callbacks,
         )
         return np.asarray(res.loss, dtype=np.float64)
 
@@ -233,10 +244,23 @@ def _std(x: np.ndarray) -> float:
     return float(x.std(ddof=1)) if len(x) > 1 else 0.0
 
 
-def _loss_changes(landscape: Landscape, deltas: Sequence[Mapping[str, torch.Tensor]]) -> tuple[float, np.ndarray]:
-    """``L(theta)`` and ``L(theta + delta_i) - L(theta)``, all from one batched evaluation."""
+def _loss_changes(
+    landscape: Landscape, deltas: Sequence[Mapping[str, torch.Tensor]], callbacks: Sequence[Callback] | None = None
+) -> tuple[float, np.ndarray]:
+    """``L(theta)`` and ``L(theta + delta_i) - L(theta)``, all from one batched evaluation; ``callbacks`` get
+    its progress as task ``"sharpness"`` (``step`` of ``total`` = points evaluated).
+    """
     c = landscape.center
-    losses = landscape.losses([c] + [_shift(c, d) for d in deltas])
+    points = [c] + [_shift(c, d) for d in deltas]
+    cbs = list(callbacks or [])
+    total = len(points)
+    emit(cbs, ProgressEvent(TASK_SHARPNESS, "start", 0, total))
+    if isinstance(landscape, ModelLandscape):
+        bridge = [lambda e: emit(cbs, ProgressEvent(TASK_SHARPNESS, "step", e.step, total))] if cbs else None
+        losses = landscape.losses(points, callbacks=bridge)
+    else:
+        losses = landscape.losses(points)
+    emit(cbs, ProgressEvent(TASK_SHARPNESS, "end", total, total))
     return float(losses[0]), losses[1:] - losses[0]
 
 
@@ -268,12 +292,14 @@ def average_sharpness(
     n_samples: int = 16,
     seed: int = 0,
     filter_normalized: bool = True,
+    callbacks: Sequence[Callback] | None = None,
 ) -> AverageSharpness:
     """Average-case eps-sharpness over ``n_samples`` random perturbations of radius ``eps``.
 
     With ``filter_normalized`` (default) each perturbation is a Gaussian direction whose output filters are
     scaled to ``eps`` times the matching weight filter's norm (1-D parameters unperturbed, Li et al. 2018);
-    otherwise a Gaussian direction of l2 norm ``eps``.
+    otherwise a Gaussian direction of l2 norm ``eps``. ``callbacks`` receive progress events (task
+    ``"sharpness"``, ``step`` = points evaluated of ``n_samples + 1``).
 
     Returns:
         :class:`AverageSharpness` (loss increases in nats).
@@ -295,7 +321,7 @@ def average_sharpness(
             g = torch.randn(layout.size, generator=gen, dtype=torch.float64)
             flat = layout.flatten(c)
             deltas.append(layout.unflatten((eps * g / g.norm()).to(flat.device, flat.dtype)))
-    base, inc = _loss_changes(landscape, deltas)
+    base, inc = _loss_changes(landscape, deltas, callbacks)
     return AverageSharpness(
         float(eps), base, inc, float(inc.mean()), float(inc.max()), _std(inc), float(np.abs(inc).mean())
     )
@@ -339,6 +365,7 @@ def worst_sharpness(
     scaling: str = "filter",
     step_size: float | None = None,
     seed: int = 0,
+    callbacks: Sequence[Callback] | None = None,
 ) -> WorstSharpness:
     """Worst-case eps-sharpness ``max_{delta in B} L(theta + delta) - L(theta)`` by projected gradient ascent.
 
@@ -355,7 +382,8 @@ def worst_sharpness(
     ``eps * sign(g)`` for l-inf, with ``g`` the gradient in ``xi``): iterated SAM steps, exact in one step for
     a linear loss and a power iteration for a quadratic one. With a number it takes damped steps of
     ``step_size * eps`` along that direction from the current point, each followed by projection. The result
-    is the largest loss seen over all iterates.
+    is the largest loss seen over all iterates. ``callbacks`` receive progress events (task
+    ``"sharpness_worst"``, a step per gradient evaluation of ``steps + 2``).
 
     Returns:
         :class:`WorstSharpness` (loss increase in nats).
@@ -387,11 +415,16 @@ def worst_sharpness(
         xi = (torch.rand(layout.size, generator=gen, dtype=torch.float64).to(scale.device, scale.dtype) * 2 - 1) * eps
     else:
         xi = eps * raw / _group_norms(raw, groups).clamp_min(1e-30)
+    cbs = list(callbacks or [])
+    total = steps + 2  # the centre, then every iterate
+    emit(cbs, ProgressEvent(TASK_WORST, "start", 0, total))
     base, _ = landscape.loss_and_grad(c)
+    emit(cbs, ProgressEvent(TASK_WORST, "step", 1, total))
     losses, best, best_delta = [], -math.inf, torch.zeros_like(xi)
     for t in range(steps + 1):
         delta = scale * xi
         loss, g = landscape.loss_and_grad(_shift(c, layout.unflatten(delta)))
+        emit(cbs, ProgressEvent(TASK_WORST, "step", t + 2, total))
         losses.append(loss)
         if loss > best:
             best, best_delta = loss, delta
@@ -400,6 +433,7 @@ def worst_sharpness(
         g_xi = scale * layout.flatten(g).to(scale.dtype)
         ascent = eps * (g_xi.sign() if norm == "linf" else g_xi / _group_norms(g_xi, groups).clamp_min(1e-30))
         xi = ascent if step_size is None else project(xi + step_size * ascent)
+    emit(cbs, ProgressEvent(TASK_WORST, "end", total, total))
     return WorstSharpness(
         float(eps), norm, scaling, base, best - base, np.asarray(losses), float(best_delta.norm()), steps
     )

@@ -4,14 +4,17 @@ and writing results to the local output folder.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from lgeom.data import Splits, build_splits
-from lgeom.models import build_model
+from lgeom import names
+from lgeom.data import Splits, build_splits, is_dataset_plugin
+from lgeom.models import build_model, is_model_plugin
+from lgeom.plugins import plugin_digest, plugin_shipping_path
 from lgeom.progress import Callback
 from lgeom.seed import set_seed
 from lgeom.train import TrainResult, train
@@ -101,3 +104,45 @@ def applicable_params(flat: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[key] = value
     return out
+
+
+def plugins(cfg: Config) -> dict[str, str]:
+    """The plug-in builders (``module:callable``) a config uses, by section (``model``, ``data``)."""
+    out = {}
+    if is_model_plugin(cfg.model.arch):
+        out["model"] = cfg.model.arch
+    if is_dataset_plugin(cfg.data.name):
+        out["data"] = cfg.data.name
+    return out
+
+
+def plugin_tags(cfg: Config) -> dict[str, str]:
+    """``lgeom.plugin.<section>`` = ``<module:callable>@<sha256 of its source file>`` for each plug-in of
+    ``cfg``: the config hash holds the reference, the tag shows when the file behind it changed.
+    """
+    return {names.plugin_tag(sec): f"{ref}@{plugin_digest(ref)}" for sec, ref in plugins(cfg).items()}
+
+
+def plugin_modules(cfgs: Iterable[Config]) -> list[Path]:
+    """What Ray workers need to import the plug-ins of ``cfgs``: each plug-in's top-level module file or
+    package folder that lies in the working directory or a ``PYTHONPATH`` folder (installed packages are
+    expected on the workers already), once each.
+    """
+    roots = [os.getcwd(), *(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p)]
+    found: list[Path] = []
+    for cfg in cfgs:
+        for ref in plugins(cfg).values():
+            path = plugin_shipping_path(ref, roots)
+            if path is not None and path not in found:
+                found.append(path)
+    return found
+
+
+def trial_settings(cfg: Config) -> dict[str, Any]:
+    """A cell's config as the dict a Ray trial rebuilds it from: without the study's matrix, which the cell's
+    own settings need not fit (a cell of one architecture holds options another lacks); the matrix does not
+    change results.
+    """
+    data = cfg.to_dict()
+    data["study"]["matrix"] = {}
+    return data

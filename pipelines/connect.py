@@ -13,6 +13,7 @@ that fails leaves any earlier bundle as it was.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 import shutil
@@ -25,19 +26,29 @@ import torch
 
 from lgeom import names
 from lgeom._checks import check_same_structure
+from lgeom.align import permutation_spec
 from lgeom.connect import ConnectResult, ConnectSpec, connect_pair
 from lgeom.curves import check_model_matches
 from lgeom.data import Splits
 from lgeom.device import resolve_device
 from lgeom.params import Params, count_params
+from lgeom.permutation import PermutationSpecError
 from lgeom.safe_io import load_plain
 from lgeom.seed import set_seed
-from pipelines.common import applicable_params, build_cell_model, cell_dir, load_splits, train_endpoint
+from pipelines.common import (
+    applicable_params,
+    build_cell_model,
+    cell_dir,
+    load_splits,
+    plugin_tags,
+    train_endpoint,
+)
 from pipelines.config import Cell, Config, config_hash
 from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
 from tracking.bundle import Bundle
-from tracking.figures.paths import plot_paths, plot_plane
+from tracking.figures import save_figure
+from tracking.figures.paths import paths_figure, plane_figure
 from tracking.steps import log_step_bundle
 from tracking.store import connect
 
@@ -87,10 +98,15 @@ def main(
             ]
             model = trained[0][0]
             (pa, ba), (pb, bb) = [(r.final_params, r.final_buffers) for _, r, _ in trained]
-        result = connect_endpoints(ccfg, model, splits, (pa, ba), (pb, bb), progress=progress)
+        result, skipped = connect_endpoints(ccfg, model, splits, (pa, ba), (pb, bb), progress=progress)
+        if skipped:
+            print(f"{c.name}: {skipped}")
         out = cell_dir(cfg, c.name) / "connect"
         write_bundle_atomically(
-            out, functools.partial(_fill_cell_bundle, cell=c, result=result, model=model, splits=splits)
+            out,
+            functools.partial(
+                _fill_cell_bundle, cell=c, result=result, model=model, splits=splits, align_skipped=skipped
+            ),
         )
         metrics = result.metrics()
         for name in result.paths:
@@ -126,15 +142,21 @@ def connect_endpoints(
     *,
     callbacks: Sequence[Any] | None = None,
     progress: bool = True,
-) -> ConnectResult:
+) -> tuple[ConnectResult, str | None]:
     """Connect endpoints ``a`` and ``b`` (each ``(params, buffers)``) as the config's ``curve`` section says,
     on ``train.device``, seeded by ``curve.seed``.
+
+    Returns:
+        ``(result, why alignment was skipped)``: with ``curve.align`` on a model whose permutation spec cannot
+        be built (:class:`~lgeom.permutation.PermutationSpecError`, e.g. attention), the endpoints are
+        connected without alignment (no ``_aligned`` paths) and the reason is returned (None otherwise).
     """
+    spec, skipped = alignment_plan(connect_spec(cfg), model)
     device = resolve_device(cfg.train.device)
     model.to(device)
     on = lambda d: {n: v.to(device) for n, v in d.items()}  # noqa: E731
     set_seed(cfg.curve.seed)
-    return connect_pair(
+    result = connect_pair(
         model,
         on(a[0]),
         on(b[0]),
@@ -143,22 +165,48 @@ def connect_endpoints(
         train=splits.train,
         train_eval=splits.train_eval,
         test=splits.test,
-        spec=connect_spec(cfg),
+        spec=spec,
         callbacks=callbacks,
         progress=progress,
     )
+    return result, skipped
+
+
+def alignment_plan(spec: ConnectSpec, model: torch.nn.Module) -> tuple[ConnectSpec, str | None]:
+    """``spec`` as it can run on ``model``, and why alignment was turned off (None: nothing changed).
+
+    With ``spec.align``, the model's permutation spec is built first (hand-written or traced); when it
+    cannot be (:class:`~lgeom.permutation.PermutationSpecError`, which names the module and the op), the
+    connection runs without alignment and the error's message is the reason.
+    """
+    if not spec.align:
+        return spec, None
+    try:
+        permutation_spec(model)
+    except PermutationSpecError as err:
+        return dataclasses.replace(spec, align=False), f"alignment skipped: {err}"
+    return spec, None
 
 
 def _fill_cell_bundle(
-    bundle: Bundle, *, cell: Cell, result: ConnectResult, model: torch.nn.Module, splits: Splits
+    bundle: Bundle,
+    *,
+    cell: Cell,
+    result: ConnectResult,
+    model: torch.nn.Module,
+    splits: Splits,
+    align_skipped: str | None = None,
 ) -> None:
-    write_connect_result(bundle, result, extra=model_extra(cell.config, splits), title=cell.name)
+    write_connect_result(
+        bundle, result, extra=model_extra(cell.config, splits), title=cell.name, align_skipped=align_skipped
+    )
     bundle.add_params({**applicable_params(cell.config.flat()), names.PARAM_N_PARAMS: count_params(model)})
     bundle.add_tags(
         {
             names.TAG_CELL: cell.name,
             names.TAG_STAGE: names.STAGE_CONNECT,
             names.TAG_CONFIG_HASH: config_hash(cell.config),
+            **plugin_tags(cell.config),
         }
     )
 
@@ -220,17 +268,28 @@ def load_endpoint(path: str | os.PathLike[str], label: str) -> tuple[Params, Par
 
 
 def write_connect_result(
-    bundle: Bundle, result: ConnectResult, *, extra: Mapping[str, Any], figures: bool = True, title: str | None = None
+    bundle: Bundle,
+    result: ConnectResult,
+    *,
+    extra: Mapping[str, Any],
+    figures: bool = True,
+    title: str | None = None,
+    align_skipped: str | None = None,
 ) -> None:
     """Write a :class:`~lgeom.connect.ConnectResult` into a bundle.
 
     Writes ``metrics.json`` (``ConnectResult.metrics()``), ``paths/<path>.csv``, ``curves/<curve>.pt``
     (control points + ``extra``), ``fits/<curve>.json`` (fit history), ``planes/<curve>.npz``,
     ``endpoints/a.pt``, ``endpoints/b.pt`` (and ``b_aligned.pt`` + ``alignment.json`` when aligned), and
-    ``figures/paths.png`` and ``figures/plane_<curve>.png``.
+    ``figures/paths.png`` and ``figures/plane_<curve>.png``; ``align_skipped`` (why alignment was skipped,
+    see :func:`alignment_plan`) becomes the tag ``lgeom.align_skipped``.
     """
     cpu = lambda d: {n: v.detach().cpu() for n, v in d.items()}  # noqa: E731
+    # every path point is evaluated on the same batches as the endpoints; a plane on its own cap (plane_samples)
+    samples = {split: res.n for split, res in next(iter(result.endpoints.values()), {}).items()}
     bundle.add_metrics(result.metrics())
+    if align_skipped:
+        bundle.add_tags({names.TAG_ALIGN_SKIPPED: align_skipped})
     for name, p in result.paths.items():
         bundle.write_path(name, p.table)
         if p.curve.bends:
@@ -240,9 +299,13 @@ def write_connect_result(
         if p.plane is not None:
             bundle.write_plane(name, p.plane.to_arrays())
             if figures:
-                plot_plane(
-                    p.plane.to_arrays(), bundle.figure_path(f"plane_{name}"), title=f"{title or ''} {name}".strip()
+                figure = plane_figure(
+                    p.plane.to_arrays(),
+                    title=f"{title or ''} {name}".strip(),
+                    samples=p.plane.samples or samples,
+                    curve_name=name,
                 )
+                save_figure(figure, bundle.figure_path(f"plane_{name}"))
     bundle.write_endpoint("a", cpu(result.a_params), cpu(result.a_buffers))
     bundle.write_endpoint("b", cpu(result.b_params), cpu(result.b_buffers))
     if result.alignment is not None:
@@ -257,7 +320,8 @@ def write_connect_result(
             },
         )
     if figures:
-        plot_paths({n: p.table for n, p in result.paths.items()}, bundle.figure_path("paths"), title=title)
+        figure = paths_figure({n: p.table for n, p in result.paths.items()}, title=title, samples=samples)
+        save_figure(figure, bundle.figure_path("paths"))
 
 
 def write_bundle_atomically(target: Path, fill: Callable[[Bundle], None]) -> Bundle:

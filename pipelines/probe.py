@@ -36,6 +36,7 @@ from lgeom.device import resolve_device
 from lgeom.gradients import EffectiveDimensionality, effective_dimensionality
 from lgeom.models import build_model
 from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
+from lgeom.progress import scoped
 from lgeom.safe_io import load_plain
 from lgeom.surfaces.pca import PCAPlaneResult, pca_plane
 from lgeom.table import Table
@@ -47,6 +48,7 @@ from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
 from tracking.bundle import Bundle
 from tracking.figures import probes as fig
+from tracking.figures import save_figure
 from tracking.steps import log_step_bundle
 from tracking.store import connect
 
@@ -60,11 +62,16 @@ def probe_batches(cfg: Config, splits: Splits) -> list[Batch]:
     """``probe.samples`` unaugmented training samples (seeded by ``probe.seed``) in batches of ``probe.batch_size``."""
     p = cfg.probe
     batches = fixed_batches(splits.train_eval, p.batch_size, n_batches=math.ceil(p.samples / p.batch_size), seed=p.seed)
-    extra = sum(int(y.shape[0]) for _, y in batches) - p.samples
+    extra = batch_samples(batches) - p.samples
     if extra > 0:
         x, y = batches[-1]
         batches[-1] = (x[: len(y) - extra], y[: len(y) - extra])
     return batches
+
+
+def batch_samples(batches: Sequence[Batch]) -> int:
+    """How many samples ``batches`` hold (the count the probe figures name on their axes)."""
+    return sum(int(y.shape[0]) for _, y in batches)
 
 
 def curve_endpoint_buffers(
@@ -140,40 +147,41 @@ def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figur
         bundle.write_plane(f"slice_{point}", result.slice_2d.to_dict())
     if not figures:
         return metrics
+    n = result.n_samples
+    drawn: dict[str, Any] = {}  # figure name after the point -> matplotlib Figure
     if result.eigen is not None:
-        fig.plot_topk(
-            result.eigen.values,
-            bundle.figure_path(f"{point}_topk"),
-            title=f"Hessian top-{len(result.eigen.values)} at {point}",
+        drawn["topk"] = fig.topk_figure(
+            result.eigen.values, title=f"Hessian top-{len(result.eigen.values)} at {point}", samples=n
         )
     if result.density is not None:
-        fig.plot_spectral_density(
+        drawn["density"] = fig.spectral_density_figure(
             result.density.grid,
             result.density.density,
-            bundle.figure_path(f"{point}_density"),
             eigenvalues=None if result.eigen is None else result.eigen.values,
+            ritz_values=result.density.nodes,
+            sigma=result.density.sigma,
             title=f"spectral density at {point}",
+            samples=n,
         )
     if result.average is not None:
-        fig.plot_sharpness_histogram(
+        drawn["sharpness"] = fig.sharpness_samples_figure(
             result.average.increases,
-            bundle.figure_path(f"{point}_sharpness"),
             eps=result.average.eps,
             worst=None if result.worst is None else result.worst.increase,
+            title=f"eps-sharpness at {point} (eps = {result.average.eps:g})",
+            samples=n,
         )
     if result.slice_1d is not None:
         s1 = result.slice_1d
-        fig.plot_slice_1d(
-            s1.alphas, s1.loss, bundle.figure_path(f"{point}_slice1d"), acc=s1.acc, title=f"1-D slice at {point}"
-        )
+        drawn["slice1d"] = fig.slice_1d_figure(s1.alphas, s1.loss, acc=s1.acc, title=f"1-D slice at {point}", samples=n)
     if result.slice_2d is not None:
         s2 = result.slice_2d
-        fig.plot_slice_2d(
-            s2.alphas, s2.betas, s2.loss, bundle.figure_path(f"{point}_slice2d"), title=f"2-D slice at {point}"
+        drawn["slice2d"] = fig.slice_2d_figure(s2.alphas, s2.betas, s2.loss, title=f"2-D slice at {point}", samples=n)
+        drawn["surface3d"] = fig.surface_3d_figure(
+            s2.alphas, s2.betas, s2.loss, title=f"loss surface at {point}", samples=n
         )
-        fig.plot_surface_3d(
-            s2.alphas, s2.betas, s2.loss, bundle.figure_path(f"{point}_surface3d"), title=f"loss surface at {point}"
-        )
+    for kind, figure in drawn.items():
+        save_figure(figure, bundle.figure_path(f"{point}_{kind}"))
     return metrics
 
 
@@ -189,9 +197,12 @@ def merge_on_t(old: Table, new: Table) -> Table:
     return Table.from_rows(sorted(rows, key=lambda row: float(row["t"])))
 
 
-def write_path_probes(bundle: Bundle, name: str, table: Table, *, figures: bool = True) -> Path:
+def write_path_probes(
+    bundle: Bundle, name: str, table: Table, *, figures: bool = True, samples: int | None = None
+) -> Path:
     """Merge a :func:`~lgeom.probes.probe_path` table into ``paths/<name>.csv`` (joined on t with the table
-    the connect stage wrote, NaN where a row has no probe) and draw ``figures/<name>_hessian.png``.
+    the connect stage wrote, NaN where a row has no probe) and draw ``figures/<name>_hessian.png`` (its axis
+    naming ``samples``, the training samples the Hessian was computed on).
     """
     if (bundle.root / names.path_table_artifact(name)).exists():
         table = merge_on_t(bundle.read_path(name), table)
@@ -199,12 +210,13 @@ def write_path_probes(bundle: Bundle, name: str, table: Table, *, figures: bool 
     cols = names.topk_columns(table.names)
     if figures and cols:
         keep = np.isfinite(np.asarray(table[cols[0]], dtype=np.float64))
-        fig.plot_eigenvalues_along_path(
+        figure = fig.eigenvalues_along_path_figure(
             table["t"][keep],
             {c: np.asarray(table[c], dtype=np.float64)[keep] for c in cols},
-            bundle.figure_path(f"{name}_hessian"),
             title=f"Hessian top-k along {name}",
+            samples=samples,
         )
+        save_figure(figure, bundle.figure_path(f"{name}_hessian"))
     return out
 
 
@@ -214,6 +226,7 @@ def write_trajectory_probes(
     pca: PCAPlaneResult | None = None,
     effective_dim: EffectiveDimensionality | None = None,
     figures: bool = True,
+    samples: int | None = None,
 ) -> None:
     """Write the PCA plane (``planes/pca.npz``, ``figures/pca_plane.png``, metrics ``pca/explained_variance_1|2``,
     ``pca.max_relative_residual``) and the gradients' effective dimensionality (``effective_dim.json``, metrics
@@ -229,16 +242,17 @@ def write_trajectory_probes(
             }
         )
         if figures:
-            fig.plot_pca_plane(
+            figure = fig.pca_plane_figure(
                 pca.xs,
                 pca.ys,
                 pca.loss,
                 pca.coords,
-                bundle.figure_path("pca_plane"),
                 explained=pca.explained_variance_ratio,
                 snapshot_loss=pca.snapshot_loss,
                 projected_loss=pca.projected_loss,
+                samples=samples,
             )
+            save_figure(figure, bundle.figure_path("pca_plane"))
     if effective_dim is not None:
         bundle.write_json(
             names.EFFECTIVE_DIM_FILE,
@@ -297,7 +311,7 @@ def run_trajectory_probes(
             progress=progress,
         )
     effdim = effective_dimensionality(grads) if cfg.probe.effective_dim and len(grads) >= 2 else None
-    write_trajectory_probes(bundle, pca=pca, effective_dim=effdim)
+    write_trajectory_probes(bundle, pca=pca, effective_dim=effdim, samples=batch_samples(data))
 
 
 def probe_cell(
@@ -347,7 +361,7 @@ def probe_cell(
             settings,
             buffers=ends[name][1],
             endpoint=True,
-            callbacks=callbacks,
+            callbacks=scoped(callbacks, name),
             progress=progress,
         )
         metrics.update(write_point_probes(bundle, name, res))
@@ -358,7 +372,7 @@ def probe_cell(
         paths[f.stem] = load_curve(f)[0].to(device)
         check_model_matches(model, paths[f.stem].start, what=names.curve_artifact(f.stem))
     mid = paths.get("bezier") or next((c for c in paths.values() if c.n_bends), paths[names.LINE])
-    res = probe_point(model, mid.midpoint(), data, settings, callbacks=callbacks, progress=progress)
+    res = probe_point(model, mid.midpoint(), data, settings, callbacks=scoped(callbacks, names.MID), progress=progress)
     metrics.update(write_point_probes(bundle, names.MID, res))
     for name, curve in paths.items() if settings.hessian_points > 0 else ():
         b_end = ends[names.aligned("b") if names.is_aligned(name) else "b"]
@@ -372,9 +386,10 @@ def probe_cell(
                 data,
                 settings=settings,
                 endpoint_buffers=(ends["a"][1], b_end[1]),
-                callbacks=callbacks,
+                callbacks=scoped(callbacks, name),
                 progress=progress,
             ),
+            samples=batch_samples(data),
         )
     if trajectory is not None:
         run_trajectory_probes(bundle, cfg, model, data, trajectory, final=ends["a"][0], progress=progress)
@@ -489,6 +504,7 @@ def main(
                         bundle,
                         name,
                         probe_path(model, pc, None, data, settings=settings, endpoint_buffers=ends, progress=progress),
+                        samples=batch_samples(data),
                     )
             else:
                 on = {n: v.to(device) for n, v in params.items()}

@@ -31,12 +31,24 @@ _WORKER_ENV = {
 }
 
 
-def worker_runtime_env() -> dict[str, Any]:
-    """The runtime environment given to ``ray.init``: the fixed settings of ``_WORKER_ENV`` only, never a
-    credential (a name marking one, or a value holding a secret known to this process, is left out).
+#: Never shipped with plug-in packages: caches, environments, run stores and data.
+SHIP_EXCLUDES = ["__pycache__", "*.pyc", ".git", ".venv", "venv", "mlruns", "mlflow.db", "data", "outputs"]
+
+
+def worker_runtime_env(py_modules: Sequence[str | os.PathLike[str]] = ()) -> dict[str, Any]:
+    """The runtime environment given to ``ray.init``: the fixed settings of ``_WORKER_ENV``, never a
+    credential (a name marking one, or a value holding a secret known to this process, is left out), and
+    ``py_modules``: the plug-in module files or package folders workers must import (uploaded by Ray; in a
+    package folder :data:`SHIP_EXCLUDES` are left out). The working directory itself is never shipped.
     """
     env = {k: os.environ[k] for k in _WORKER_ENV if k in os.environ}
-    return {"env_vars": {k: v for k, v in env.items() if not is_secret_name(k) and find_secret(v) is None}}
+    out: dict[str, Any] = {
+        "env_vars": {k: v for k, v in env.items() if not is_secret_name(k) and find_secret(v) is None}
+    }
+    if py_modules:
+        out["py_modules"] = [str(Path(p)) for p in py_modules]
+        out["excludes"] = list(SHIP_EXCLUDES)
+    return out
 
 
 @contextlib.contextmanager
@@ -136,9 +148,15 @@ def _short_temp_dir() -> str:
 
 @contextlib.contextmanager
 def ray_session(
-    address: str | None = None, *, num_cpus: int | None = None, num_gpus: int | None = None
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    py_modules: Sequence[str | os.PathLike[str]] = (),
 ) -> Iterator[dict[str, Any]]:
-    """Initialise Ray (joining ``address`` or starting a local instance) and shut it down afterwards.
+    """Initialise Ray (joining ``address`` or starting a local instance) and shut it down afterwards;
+    ``py_modules`` (plug-in module files or package folders) are shipped to every worker
+    (:func:`worker_runtime_env`).
 
     A local instance runs with token authentication off unless ``RAY_AUTH_MODE`` is set (it is a
     single-user process tree on this machine); a cluster keeps whatever its nodes were started with.
@@ -156,7 +174,7 @@ def ray_session(
     resolved = resolve_address(address)
     for k, v in _WORKER_ENV.items():
         os.environ.setdefault(k, v)
-    runtime_env = worker_runtime_env()
+    runtime_env = worker_runtime_env(py_modules)
     if ray.is_initialized():
         yield _describe(ray, resolved)
         return

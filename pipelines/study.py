@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from lgeom import names
+from lgeom.progress import LONG_TASKS, PercentLines
+from pipelines.common import plugin_modules, plugin_tags, trial_settings
 from pipelines.config import Cell, Config, config_hash, expand_matrix
 from pipelines.guards import (
     StudyLock,
@@ -111,14 +113,19 @@ def _cell_trial(config: dict[str, Any], *, contexts: dict[str, TrialContext]) ->
 
 def _trial_progress(cell: str, bars: bool) -> Any:
     """Per-trial progress: bars that Ray draws on the driver's terminal (``ray.experimental.tqdm_ray``), or,
-    when the driver's output is not a terminal, one line per task start/end and at most one per 10 s.
+    when the driver's output is not a terminal, one line per task start/end and at most one per 10 s, and one
+    line per 10% of the loops that can run for minutes (:data:`lgeom.progress.LONG_TASKS`).
     """
     from ray.experimental.tqdm_ray import tqdm
 
     open_bars: dict[str, Any] = {}
     last = {"t": 0.0}
+    long_lines = PercentLines(f"[{cell}] ", tasks=LONG_TASKS, write=lambda line: print(line, flush=True))
 
     def callback(event: Any) -> None:
+        if not bars and event.task in LONG_TASKS:  # a line per 10% of the loops that can run for minutes
+            long_lines(event)
+            return
         if bars:
             if event.kind == "start":
                 open_bars[event.task] = tqdm(total=event.total or None, desc=f"{cell} {event.task}")
@@ -357,7 +364,7 @@ def _run_study(
     with contextlib.ExitStack() as stack:
         resources: dict[str, float] = {}
         if todo:  # Ray first: a cluster that cannot run the trials is reported before any run is created
-            ray_info = stack.enter_context(ray_session(address))
+            ray_info = stack.enter_context(ray_session(address, py_modules=plugin_modules(c.config for c in todo)))
             external = ray_info["external"]
             resources, notice = trial_resources(cfg.study.cpu, cfg.study.gpu, ray_info["resources"], external=external)
             check_store_for_cluster(
@@ -392,13 +399,13 @@ def _run_study(
             c.name: TrialContext(
                 cfg.name,
                 c.name,
-                c.config.to_dict(),
+                trial_settings(c.config),
                 exp_id,
                 parent.run_id,
                 store,
                 str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)),
                 bars=sys.stdout.isatty(),
-                tags=trial_tags,
+                tags={**trial_tags, **plugin_tags(c.config)},
             )
             for c in todo
         }

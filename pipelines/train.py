@@ -22,7 +22,7 @@ from typing import Any
 
 from lgeom import names
 from lgeom.params import count_params
-from pipelines.common import applicable_params, cell_dir, load_splits, train_endpoint
+from pipelines.common import applicable_params, cell_dir, load_splits, plugin_tags, train_endpoint
 from pipelines.config import Cell, Config, config_hash, expand_matrix
 from pipelines.guards import check_writable_dir
 from tracking.bundle import write_json
@@ -95,7 +95,9 @@ def _cell_run(store: Any, cfg: Config, cell: Cell) -> Any:
         print(f"{cell.name}: already logged to MLflow run {done.info.run_id}; not logging again")
         yield None
         return
-    tags = run_tags(study=cfg.name, stage=names.STAGE_TRAIN, cell=cell.name, config_hash=h)
+    tags = run_tags(
+        study=cfg.name, stage=names.STAGE_TRAIN, cell=cell.name, config_hash=h, extra=plugin_tags(cell.config)
+    )
     with tracked_run(
         store,
         experiment_id=exp_id,

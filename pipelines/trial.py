@@ -21,12 +21,14 @@ from typing import Any
 from lgeom import names
 from lgeom.params import count_params
 from lgeom.progress import ProgressEvent, scoped
+from lgeom.train import TRACK_HESSIAN_SAMPLES
 from pipelines.common import applicable_params, load_splits, train_endpoint
 from pipelines.config import Config, config_from_dict, config_hash
 from pipelines.connect import connect_endpoints, model_extra, write_connect_result
 from pipelines.probe import probe_cell
 from tracking.bundle import Bundle, log_bundle, write_json
-from tracking.figures.training import has_sharpness, plot_sharpness
+from tracking.figures import save_figure
+from tracking.figures.training import has_sharpness, sharpness_figure
 from tracking.live import LiveLogger
 from tracking.provenance import log_dataset, system_metrics
 from tracking.runs import flatten_params, run_tags, tracked_run
@@ -336,7 +338,8 @@ def _stage_train(
             }
         )
     if histories:  # train.track_hessian_every: lambda_max against 2 / lr
-        plot_sharpness(histories, bundle.figure_path(SHARPNESS_FIGURE), title=cfg.name)
+        samples = min(TRACK_HESSIAN_SAMPLES, len(splits.train_eval))
+        save_figure(sharpness_figure(histories, title=cfg.name, samples=samples), bundle.figure_path(SHARPNESS_FIGURE))
     return model, endpoints
 
 
@@ -347,7 +350,7 @@ def _stage_connect(
     Returns the seconds of its parts summed over the paths (:meth:`lgeom.connect.ConnectResult.seconds`).
     """
     a, b, splits = endpoints["a"], endpoints["b"], endpoints["splits"]
-    result = connect_endpoints(
+    result, skipped = connect_endpoints(
         cfg,
         model,
         splits,
@@ -356,7 +359,7 @@ def _stage_connect(
         callbacks=callbacks,
         progress=progress,
     )
-    write_connect_result(bundle, result, extra=model_extra(cfg, splits), title=cell)
+    write_connect_result(bundle, result, extra=model_extra(cfg, splits), title=cell, align_skipped=skipped)
     return result.seconds()
 
 

@@ -20,7 +20,7 @@ import yaml
 
 from lgeom import names
 from lgeom.progress import ProgressEvent
-from pipelines.common import applicable_params, load_splits, train_endpoint
+from pipelines.common import applicable_params, load_splits, plugin_modules, train_endpoint, trial_settings
 from pipelines.config import Cell, Config, config_from_dict, config_hash, expand_matrix
 from pipelines.ray_runtime import hidden_credentials, ray_session
 from tracking.steps import log_tune_results
@@ -114,10 +114,10 @@ def search(
         reduction_factor=2,
     )
     trainable = tune.with_resources(
-        tune.with_parameters(_tune_trial, base=c.to_dict()), {"cpu": c.study.cpu, "gpu": c.study.gpu}
+        tune.with_parameters(_tune_trial, base=trial_settings(c)), {"cpu": c.study.cpu, "gpu": c.study.gpu}
     )
     storage = (storage or Path(c.output_dir) / c.name / "ray").resolve()
-    with ray_session(address):
+    with ray_session(address, py_modules=plugin_modules([c])):
         tuner = tune.Tuner(
             trainable,
             param_space=param_space,

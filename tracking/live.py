@@ -9,7 +9,11 @@ history backfilled after training, adds nothing twice.
 
 :func:`progress_metrics` turns :class:`lgeom.progress.ProgressEvent` epoch events into metric names of the
 contract (``train/<endpoint>/<column>``, ``fit/<curve>/<column>``); :meth:`LiveLogger.progress_callback`
-is the callback a trial passes to lgeom's loops.
+is the callback a trial passes to lgeom's loops. It also keeps tag ``lgeom.progress`` saying which long
+loops (plane, path evaluation, Hessian along a path, density, sharpness) the trial is in and how far
+(``"plane bezier 40%"``, from :class:`lgeom.progress.FractionReporter`). That tag changes at most once per
+whole percent of a loop and is sent with the next periodic flush (it does not wake the thread), so a
+running trial writes it at most once every ``interval_s`` seconds.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from lgeom import names
-from lgeom.progress import ProgressEvent
+from lgeom.progress import FractionReporter, ProgressEvent
 from tracking.log import TrackedRun, check_metric_name
 from tracking.redact import redact
 from tracking.store import with_retries
@@ -73,6 +77,7 @@ class LiveLogger:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._warned = False
+        self._fractions = FractionReporter(lambda text: self.set_tag(names.TAG_PROGRESS, text, wake=False))
         self.batches = 0
         self.seconds = 0.0
         self._thread = threading.Thread(target=self._loop, name=f"lgeom-live-{run.run_id[:8]}", daemon=True)
@@ -107,14 +112,18 @@ class LiveLogger:
         if large:
             self._wake.set()
 
-    def set_tag(self, key: str, value: str) -> None:
-        """Queue a tag (the latest value of a key wins)."""
+    def set_tag(self, key: str, value: str, *, wake: bool = True) -> None:
+        """Queue a tag (the latest value of a key wins); sent now with ``wake``, else at the next periodic flush."""
         with self._lock:
             self._tags[key] = str(value)
-        self._wake.set()
+        if wake:
+            self._wake.set()
 
     def progress_callback(self, event: ProgressEvent) -> None:
-        """A :data:`lgeom.progress.Callback`: epoch events of scoped loops become live series."""
+        """A :data:`lgeom.progress.Callback`: epoch events of scoped loops become live series; events of the
+        long loops keep tag ``lgeom.progress`` up to date.
+        """
+        self._fractions(event)
         found = progress_metrics(event)
         if found is not None and found[0]:
             self.log_metrics(found[0], step=found[1])

@@ -1,5 +1,6 @@
 """Logging into a run: the run handle (:class:`TrackedRun`), metrics in batches, series with steps, params,
-tags, artifacts and PyTorch models, and verifying that every upload arrived.
+tags, artifacts, figures and tables (``mlflow.log_figure`` / ``log_table``) and PyTorch models, and verifying
+that every upload arrived.
 
 Every upload is recorded in the run's :class:`Manifest`; :func:`verify_uploads` lists the uploaded files
 back and compares sizes before a run may end FINISHED (``tracking.runs.end_run``). Text artifacts are
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import nn
 
@@ -48,6 +50,8 @@ _PARAMS_PER_BATCH = 100
 _TAGS_PER_BATCH = 100
 
 MAX_PARAM_VALUE = 6000
+#: Resolution of logged figures (the same as ``tracking.figures.save_figure``'s PNGs).
+FIGURE_DPI = 120
 MAX_TAG_VALUE = 8000
 
 
@@ -132,6 +136,14 @@ class TrackedRun:
     def log_artifact(self, local_path: str | os.PathLike[str], artifact_path: str | None = None) -> str:
         """See :func:`log_artifact`."""
         return log_artifact(self, local_path, artifact_path)
+
+    def log_figure(self, figure: Any, artifact_file: str) -> str:
+        """See :func:`log_figure`."""
+        return log_figure(self, figure, artifact_file)
+
+    def log_table(self, data: Any, artifact_file: str) -> str:
+        """See :func:`log_table`."""
+        return log_table(self, data, artifact_file)
 
     def log_model(self, name: str, module: nn.Module, **kwargs: Any) -> ModelRecord:
         """See :func:`log_model`."""
@@ -334,6 +346,75 @@ def log_artifact(run: TrackedRun, local_path: str | os.PathLike[str], artifact_p
     run.call(f"uploading artifact {key}", run.client.log_artifact, run.run_id, str(path), artifact_path or None)
     run.manifest.artifacts[key] = path.stat().st_size
     return key
+
+
+def _record_logged(run: TrackedRun, key: str) -> str:
+    """Confirm ``key`` arrived (listed back with its size) and add it to the manifest for :func:`verify_uploads`.
+
+    Raises:
+        UploadVerificationError: the store does not list ``key``.
+    """
+    folder = key.rsplit("/", 1)[0] if "/" in key else None
+    infos = run.call(f"listing artifacts {folder or '/'}", run.client.list_artifacts, run.run_id, folder)
+    sizes = {i.path: int(i.file_size or 0) for i in infos if not i.is_dir}
+    if key not in sizes:
+        raise UploadVerificationError(f"run {run.run_id}: artifact {key} missing after upload")
+    run.manifest.artifacts[key] = sizes[key]
+    return key
+
+
+def log_figure(run: TrackedRun, figure: Any, artifact_file: str) -> str:
+    """Log a matplotlib ``figure`` as ``artifact_file`` (``figures/<name>.png``) with ``mlflow.log_figure``,
+    so the MLflow UI shows it as an image (retried on transient errors, confirmed by listing it back).
+
+    Returns:
+        the artifact's path inside the run.
+
+    Raises:
+        UploadVerificationError: the store does not list the figure afterwards.
+    """
+    run.call(
+        f"logging figure {artifact_file}",
+        run.client.log_figure,
+        run.run_id,
+        figure,
+        artifact_file,
+        save_kwargs={"dpi": FIGURE_DPI, "bbox_inches": "tight"},
+    )
+    return _record_logged(run, artifact_file)
+
+
+def log_table(run: TrackedRun, data: Any, artifact_file: str) -> str:
+    """Log a table (a pandas DataFrame or ``{column: values}``) as ``artifact_file`` (a ``.json``) with
+    ``mlflow.log_table``, which the MLflow UI shows as a table, retried on transient errors and confirmed by
+    listing it back. ``mlflow.log_table`` appends to a table the run already has; here a second call
+    replaces it (the same JSON layout, uploaded over the old file), so a rerun or a retry never duplicates rows.
+
+    Returns:
+        the artifact's path inside the run.
+
+    Raises:
+        SecretInArtifactError: a cell contains a credential's value.
+        UploadVerificationError: the store does not list the table afterwards.
+    """
+    frame = data if isinstance(data, pd.DataFrame) else pd.DataFrame(data)
+    name = find_secret(frame.to_json(orient="split", index=False))
+    if name:
+        raise SecretInArtifactError(f"table {artifact_file}: expected no credentials, got the value of {name}")
+    folder, _, base = artifact_file.rpartition("/")
+
+    def put() -> None:
+        listed = {i.path for i in run.client.list_artifacts(run.run_id, folder or None)}
+        if artifact_file not in listed:
+            run.client.log_table(run.run_id, frame, artifact_file)
+            return
+        with tempfile.TemporaryDirectory(prefix="lgeom-table-") as tmp:
+            local = Path(tmp) / base
+            frame.to_json(local, orient="split", index=False, date_format="iso")
+            run.client.log_artifact(run.run_id, str(local), folder or None)
+
+    run.call(f"logging table {artifact_file}", put)
+    return _record_logged(run, artifact_file)
 
 
 def _list_tree(list_fn: Any, root: str | None, what: str) -> dict[str, int]:

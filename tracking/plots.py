@@ -1,44 +1,154 @@
-"""Study-level figures from logged runs (matplotlib, Agg backend), saved as PNG and logged to the study's
-parent run under ``figures/``.
+"""Study-level figures from logged runs, drawn over the matrix axes that vary (matplotlib object API on the
+Agg canvas), saved as PNG and logged to the study's parent run with ``mlflow.log_figure``.
 
-* :func:`plot_metric_vs` — a metric against depth or parameter count, one line per dataset.
-* :func:`plot_path_series` — a column along the path per model (test accuracy, ``hessian_lambda_max``).
-* :func:`plot_gen_gap` — the endpoints' generalisation gap (train - test accuracy) against parameter count.
-* :func:`study_figures` — all of them for a study, logged to its parent run.
+* :func:`figure_axes` — which figures a study's runs allow: a metric against the parameter count when it
+  varies, against depth when depth is the only size axis that varies; one panel per dataset; one colour per
+  value of the other varying axes (optimizer, activation ...); axes with one value are left out.
+* :func:`metric_vs_figure` — a metric (mean ± std over seed pairs) against ``x``.
+* :func:`metric_by_setting_figure` — a metric per setting (seed pairs as dots) when no size axis varies.
+* :func:`gen_gap_frame` / :func:`gen_gap_figure` — the endpoints' generalisation gap (train - test accuracy).
+* :func:`path_series_figure` — a column along each path kind, one colour per setting, aligned paths dashed.
+* :func:`study_figure_set` — every figure the runs allow, as ``{name: Figure}``.
+* :func:`study_figures` — those figures saved under a folder and, optionally, logged to the parent run.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter
 
 from lgeom import names
-from tracking.figures import save_figure
-from tracking.query import natural_key, path_series, resolve_column, runs
+from tracking.figures import T_LABEL, save_figure
+from tracking.log import TrackedRun, log_figure
+from tracking.query import (
+    DATASET_AXIS,
+    is_numeric_axis,
+    natural_key,
+    path_series,
+    resolve_column,
+    runs,
+    varying_axes,
+)
 from tracking.runs import attach_run
 from tracking.store import Store, resolve_store
 
-_X_ALIASES = {"depth": ("model.depth", "model.blocks"), names.PARAM_N_PARAMS: (names.PARAM_N_PARAMS,)}
+#: The x axes a study figure can have, and the params each reads (the first present one).
+X_PARAMS = "params"
+X_DEPTH = "depth"
+#: A figure with one column of points per setting (no numeric x axis varies).
+X_SETTING = "setting"
+_X_COLUMNS = {X_PARAMS: (names.PARAM_N_PARAMS,), X_DEPTH: ("model.depth", "model.blocks")}
+_X_LABELS = {X_PARAMS: "trainable parameters (count, log scale)", X_DEPTH: "depth (layers)"}
+#: Model params that set the model's size: folded into the parameter count on the x axis.
+_SIZE_SECTION = "model"
 # A column derived here for plotting (mean endpoint gap), not a logged metric.
 _GEN_GAP_ACC = "gen_gap_acc"
+_GEN_GAP_LABEL = f"endpoint generalisation gap, train - test accuracy [{names.PP}]"
+_ALIGNED_STYLE = "--"
 
 
-def _pyplot():  # noqa: ANN202 - matplotlib's module
-    # pyplot is imported on first use only: it picks a backend and costs a second at import.
-    import matplotlib
+@dataclass(frozen=True)
+class FigureAxes:
+    """How a study figure splits the runs.
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    Attributes:
+        x: the param on the x axis (``n_params``, ``model.depth``), ``None`` for figures along a path.
+        panel: the param with one panel per value (``data.name``), ``None`` for a single panel.
+        colour: the params whose values together name a line's colour (``train.optimizer``, ...).
+    """
 
-    return plt
+    x: str | None
+    panel: str | None
+    colour: tuple[str, ...]
+
+
+def _numeric_values(df: pd.DataFrame, param: str) -> int:
+    col = f"params.{param}"
+    if col not in df.columns:
+        return 0
+    return int(pd.to_numeric(df[col], errors="coerce").dropna().nunique())
+
+
+def figure_axes(df: pd.DataFrame) -> dict[str, FigureAxes]:
+    """The figure layouts the runs of ``df`` (a :func:`tracking.query.runs` frame of trials) allow, keyed by
+    x axis kind: :data:`X_PARAMS` when the parameter count takes several values (log-scale x), :data:`X_DEPTH`
+    when ``model.depth`` varies and no other size param of the model does, :data:`X_SETTING` (one column of
+    points per setting) when neither does but other axes vary, and ``"path"`` (along t) always.
+    Each has one panel per dataset when ``data.name`` varies, and one colour per combination of the other
+    varying axes, so no line averages over different optimizers, activations or learning rates; a line's
+    points average over seed pairs only. Axes with one value are left out.
+    """
+    axes = varying_axes(df)
+    panel = DATASET_AXIS if DATASET_AXIS in axes else None
+    rest = [a for a in axes if a != panel]
+    size = [a for a in rest if a.startswith(f"{_SIZE_SECTION}.") and is_numeric_axis(df[f"params.{a}"])]
+    # categorical axes (optimizer, activation) name the colour first, numeric ones (lr) follow
+    rest.sort(key=lambda a: is_numeric_axis(df[f"params.{a}"]))
+    out: dict[str, FigureAxes] = {}
+    if _numeric_values(df, names.PARAM_N_PARAMS) > 1:
+        out[X_PARAMS] = FigureAxes(names.PARAM_N_PARAMS, panel, tuple(a for a in rest if a not in size))
+    depth = next((c for c in _X_COLUMNS[X_DEPTH] if c in size), None)
+    if depth is not None and size == [depth] and _numeric_values(df, depth) > 1:
+        out[X_DEPTH] = FigureAxes(depth, panel, tuple(a for a in rest if a != depth))
+    if not out and rest:
+        out[X_SETTING] = FigureAxes(None, panel, tuple(rest))
+    out["path"] = FigureAxes(None, panel, tuple(rest))
+    return out
+
+
+def colour_labels(df: pd.DataFrame, colour: Sequence[str]) -> pd.Series:
+    """One label per run naming its values of the ``colour`` axes: categorical values as they are
+    (``sgd``), numeric ones with the axis' last name part (``lr=0.05``), joined by ``, ``; ``all`` without
+    axes.
+    """
+    if not colour:
+        return pd.Series(["all"] * len(df), index=df.index)
+    parts = []
+    for axis in colour:
+        values = df[f"params.{axis}"] if f"params.{axis}" in df.columns else pd.Series("-", index=df.index)
+        short = axis.rsplit(".", 1)[-1]
+        numeric = is_numeric_axis(values)
+        parts.append(values.fillna("-").astype(str).map(lambda v, s=short, n=numeric: f"{s}={v}" if n else v))
+    label = parts[0]
+    for p in parts[1:]:
+        label = label + ", " + p
+    return label
+
+
+def _panels(df: pd.DataFrame, panel: str | None) -> list[tuple[str, pd.DataFrame]]:
+    if panel is None:
+        return [("", df)]
+    col = f"params.{panel}"
+    keys = df[col].fillna("-").astype(str) if col in df.columns else pd.Series("-", index=df.index)
+    return [(str(k), sub) for k, sub in sorted(df.groupby(keys), key=lambda kv: natural_key(kv[0]))]
+
+
+def metric_label(metric: str) -> str:
+    """An axis label for ``metric``: its quantity, the rest of its name and its unit (from
+    :data:`lgeom.names.QUANTITY_INFO`), e.g. ``acc_auc (bezier, test) [pp x t]``.
+    """
+    parsed = names.split_metric_name(metric)
+    if parsed is None:
+        return metric
+    family, middle, quantity = parsed
+    try:
+        unit = names.quantity_info(family, quantity)[0]
+    except KeyError:
+        return metric
+    where = f" ({', '.join(middle)})" if middle else ""
+    return f"{family} {quantity}{where} [{unit}]"
 
 
 def _resolve_x(df: pd.DataFrame, x: str) -> str:
-    for name in _X_ALIASES.get(x, (x,)):
+    for name in _X_COLUMNS.get(x, (x,)):
         try:
             return resolve_column(df, name)
         except KeyError:
@@ -46,117 +156,110 @@ def _resolve_x(df: pd.DataFrame, x: str) -> str:
     return resolve_column(df, x)  # raises with the candidates
 
 
-def _save(fig: object, out: str | os.PathLike[str]) -> Path:
-    path = save_figure(fig, out)  # type: ignore[arg-type]
-    _pyplot().close(fig)
-    return path
-
-
-def plot_metric_vs(
+def metric_vs_figure(
     df: pd.DataFrame,
     metric: str,
-    out: str | os.PathLike[str],
     *,
-    x: str = "n_params",
-    group: str = "dataset",
+    x: str = names.PARAM_N_PARAMS,
+    panel: str | None = None,
+    colour: Sequence[str] = (),
     log_x: bool | None = None,
-) -> Path:
-    """``metric`` (mean ± std over runs) against ``x`` (``depth``, ``n_params`` or any column), one line per
-    ``group`` value; writes a PNG to ``out`` and returns its path.
+    ylabel: str | None = None,
+) -> Figure:
+    """``metric`` against ``x`` (``n_params``, ``depth``, ``model.depth`` or any column): one panel per
+    ``panel`` value, one line per combination of the ``colour`` axes, each point the mean over the runs
+    (seed pairs) of one setting with ± std bars when there are several; the legend gives n. Log-scale x for
+    parameter counts (``log_x=None``), linear otherwise.
 
     Raises:
-        KeyError: ``metric``, ``x`` or ``group`` not found in the runs.
+        KeyError: ``metric`` or ``x`` not found in the runs.
         ValueError: no run has a finite value for both.
     """
-    plt = _pyplot()
-    xc, yc, gc = _resolve_x(df, x), resolve_column(df, metric), resolve_column(df, group)
-    work = pd.DataFrame(
-        {
-            "x": pd.to_numeric(df[xc], errors="coerce"),
-            "y": pd.to_numeric(df[yc], errors="coerce"),
-            "g": df[gc].fillna("-"),
-        }
-    )
-    work = work[np.isfinite(work["x"]) & np.isfinite(work["y"])]
+    xc, yc = _resolve_x(df, x), resolve_column(df, metric)
+    work = df.assign(_x=pd.to_numeric(df[xc], errors="coerce"), _y=pd.to_numeric(df[yc], errors="coerce"))
+    work = work[np.isfinite(work["_x"]) & np.isfinite(work["_y"])]
     if work.empty:
         raise ValueError(f"plot {metric} vs {x}: expected runs with finite values of both, got none")
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for g, sub in sorted(work.groupby("g"), key=lambda kv: natural_key(kv[0])):
-        agg = sub.groupby("x")["y"].agg(["mean", "std"]).sort_index()
-        ax.errorbar(agg.index, agg["mean"], yerr=agg["std"].fillna(0), marker="o", capsize=3, label=str(g))
-    if log_x if log_x is not None else (x == "n_params" and work["x"].max() / max(work["x"].min(), 1) > 20):
-        ax.set_xscale("log")
-    ax.set_xlabel(x)
-    ax.set_ylabel(metric)
-    ax.set_title(f"{metric} vs {x}")
-    ax.grid(alpha=0.3)
-    ax.legend(title=group)
-    return _save(fig, out)
+    work = work.assign(_c=colour_labels(work, colour))
+    params_x = x in (names.PARAM_N_PARAMS, X_PARAMS)
+    panels = _panels(work, panel)
+    fig = Figure(figsize=(5.2 * len(panels), 4.2))
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    labels = sorted(work["_c"].unique(), key=natural_key)
+    colours = {c: f"C{i % 10}" for i, c in enumerate(labels)}
+    for ax, (title, sub) in zip(axes, panels):
+        for label, group in sorted(sub.groupby("_c"), key=lambda kv: natural_key(kv[0])):
+            agg = group.groupby("_x")["_y"].agg(["mean", "std", "count"]).sort_index()
+            n_lo, n_hi = int(agg["count"].min()), int(agg["count"].max())
+            n_text = f"n={n_lo}" if n_lo == n_hi else f"n={n_lo}-{n_hi}"
+            yerr = agg["std"].where(agg["count"] > 1) if n_hi > 1 else None
+            ax.errorbar(
+                agg.index,
+                agg["mean"],
+                yerr=None if yerr is None else yerr.fillna(0).to_numpy(),
+                marker="o",
+                capsize=3,
+                color=colours[label],
+                label=f"{label} ({n_text})",
+            )
+        if log_x if log_x is not None else params_x:
+            ax.set_xscale("log")
+            # one labelled tick per parameter count drawn; matplotlib's minor log labels collide
+            ticks = sorted(set(sub["_x"]))
+            ax.set_xticks(ticks, [f"{v:,.0f}" for v in ticks], rotation=30 if len(ticks) > 4 else 0)
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(_X_LABELS[X_PARAMS] if params_x else _X_LABELS.get(x, x.rsplit(".", 1)[-1]))
+        ax.set_title(f"{panel.rsplit('.', 1)[-1]} = {title}" if panel else "")
+        ax.grid(alpha=0.3)
+        ax.legend(title=", ".join(a.rsplit(".", 1)[-1] for a in colour) or None, fontsize=8)
+    axes[0].set_ylabel(ylabel or metric_label(metric))
+    fig.suptitle(f"{metric}: mean ± std over seed pairs (n = seed pairs per point)", fontsize=10)
+    return fig
 
 
-def plot_path_series(
-    df: pd.DataFrame,
-    column: str,
-    out: str | os.PathLike[str],
-    *,
-    paths: Sequence[str] = (names.LINE, "bezier"),
-    group: str = "model",
-    store: Store | None = None,
-) -> Path:
-    """``column`` along each path (one panel per path) per ``group`` (mean over runs, band = ± std), e.g.
-    ``test_acc`` or ``hessian_lambda_max``; points where the column is NaN are skipped.
+def metric_by_setting_figure(
+    df: pd.DataFrame, metric: str, *, panel: str | None = None, colour: Sequence[str] = ()
+) -> Figure:
+    """``metric`` per setting (the values of the ``colour`` axes, one column and colour each; one panel per
+    ``panel`` value): every run (seed pair) a dot, the mean a bar; the tick label gives n.
 
     Raises:
-        ValueError: no run has that column along any of ``paths``.
+        KeyError: ``metric`` not found in the runs.
+        ValueError: no run has a finite value.
     """
-    plt = _pyplot()
-    store = store or resolve_store()
-    gc = resolve_column(df, group)
-    fig, axes = plt.subplots(1, len(paths), figsize=(5 * len(paths), 4), squeeze=False)
-    drawn = 0
-    for ax, path in zip(axes[0], paths):
-        for g, sub in sorted(df.groupby(df[gc].fillna("-")), key=lambda kv: natural_key(kv[0])):
-            series = []
-            for rid in sub["run_id"]:
-                try:
-                    s = path_series(rid, path, store=store)
-                except KeyError:
-                    continue
-                if column in s.columns:
-                    series.append(s[["t", column]].dropna())
-            if not series:
+    yc = resolve_column(df, metric)
+    work = df.assign(_y=pd.to_numeric(df[yc], errors="coerce"))
+    work = work[np.isfinite(work["_y"])]
+    if work.empty:
+        raise ValueError(f"plot {metric} by setting: expected runs with finite values, got none")
+    work = work.assign(_c=colour_labels(work, colour))
+    labels = sorted(work["_c"].unique(), key=natural_key)
+    panels = _panels(work, panel)
+    fig = Figure(figsize=(max(4.0, 1.2 * len(labels) + 1.5) * len(panels), 4.6))
+    axes = fig.subplots(1, len(panels), squeeze=False, sharey=True)[0]
+    for ax, (title, sub) in zip(axes, panels):
+        ticks = []
+        for i, label in enumerate(labels):
+            values = sub.loc[sub["_c"] == label, "_y"].to_numpy()
+            ticks.append(label.replace(", ", "\n") + f"\n(n={len(values)})")  # one axis value per line
+            if not len(values):
                 continue
-            grid = series[0]["t"].to_numpy()
-            values = np.array([np.interp(grid, s["t"].to_numpy(), s[column].to_numpy()) for s in series])
-            mean = values.mean(axis=0)
-            ax.plot(grid, mean, marker=".", label=f"{g} (n={len(series)})")
-            if len(series) > 1:
-                std = values.std(axis=0, ddof=1)
-                ax.fill_between(grid, mean - std, mean + std, alpha=0.2)
-            drawn += 1
-        ax.set_title(path)
-        ax.set_xlabel("t")
-        ax.set_ylabel(column)
-        ax.grid(alpha=0.3)
-        if ax.get_legend_handles_labels()[0]:
-            ax.legend(title=group, fontsize=8)
-    if not drawn:
-        plt.close(fig)
-        raise ValueError(f"plot {column} along {', '.join(paths)}: expected runs with that series, got none")
-    return _save(fig, out)
+            spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else np.zeros(1)
+            ax.plot(i + spread, values, "o", color=f"C{i % 10}", alpha=0.7)
+            ax.plot([i - 0.25, i + 0.25], [values.mean()] * 2, "-", color=f"C{i % 10}", linewidth=2)
+        ax.set_xticks(range(len(labels)), ticks, fontsize=8)
+        ax.set_xlim(-0.6, len(labels) - 0.4)
+        ax.set_title(f"{panel.rsplit('.', 1)[-1]} = {title}" if panel else "")
+        ax.set_xlabel(", ".join(a.rsplit(".", 1)[-1] for a in colour) or "setting")
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].set_ylabel(metric_label(metric))
+    fig.suptitle(f"{metric}: each seed pair a dot, the bar their mean (n = seed pairs)", fontsize=10)
+    return fig
 
 
-def plot_gen_gap(
-    df: pd.DataFrame,
-    out: str | os.PathLike[str],
-    *,
-    x: str = "n_params",
-    group: str = "dataset",
-    endpoints: Sequence[str] = names.ENDPOINTS,
-) -> Path:
-    """Generalisation gap of the endpoints, mean over ``endpoints`` of
-    ``endpoint/<e>/train_acc - endpoint/<e>/test_acc``
-    (percentage points), against ``x`` per ``group``.
+def gen_gap_frame(df: pd.DataFrame, endpoints: Sequence[str] = names.ENDPOINTS) -> pd.DataFrame:
+    """``df`` with column ``metrics.gen_gap_acc``: the mean over ``endpoints`` of the endpoint's train minus
+    test accuracy (percentage points).
 
     Raises:
         KeyError: the runs have no endpoint accuracies.
@@ -171,9 +274,172 @@ def plot_gen_gap(
             "generalisation gap: expected metrics endpoint/<endpoint>/train_acc and /test_acc "
             f"for {', '.join(endpoints)}, got none"
         )
-    work = df.copy()
-    work[f"metrics.{_GEN_GAP_ACC}"] = pd.concat(gaps, axis=1).mean(axis=1)
-    return plot_metric_vs(work, _GEN_GAP_ACC, out, x=x, group=group)
+    return df.assign(**{f"metrics.{_GEN_GAP_ACC}": pd.concat(gaps, axis=1).mean(axis=1)})
+
+
+def gen_gap_figure(df: pd.DataFrame, **kwargs: Any) -> Figure:
+    """The endpoints' generalisation gap (:func:`gen_gap_frame`, percentage points) against ``x``; the
+    arguments are :func:`metric_vs_figure`'s.
+
+    Raises:
+        KeyError: the runs have no endpoint accuracies.
+    """
+    return metric_vs_figure(gen_gap_frame(df), _GEN_GAP_ACC, ylabel=_GEN_GAP_LABEL, **kwargs)
+
+
+SeriesLoader = Callable[[str, str], "pd.DataFrame | None"]
+
+
+def series_loader(store: Store) -> SeriesLoader:
+    """``load(run_id, path) -> path table or None`` reading :func:`tracking.query.path_series`, each run and
+    path fetched once.
+    """
+    cache: dict[tuple[str, str], pd.DataFrame | None] = {}
+
+    def load(run_id: str, path: str) -> pd.DataFrame | None:
+        if (run_id, path) not in cache:
+            try:
+                cache[(run_id, path)] = path_series(run_id, path, store=store)
+            except KeyError:
+                cache[(run_id, path)] = None
+        return cache[(run_id, path)]
+
+    return load
+
+
+def path_series_figure(
+    df: pd.DataFrame,
+    column: str,
+    load: SeriesLoader,
+    *,
+    paths: Sequence[str] = names.PATHS,
+    panel: str | None = None,
+    colour: Sequence[str] = (),
+) -> Figure:
+    """``column`` (``test_acc``, ``hessian_lambda_max`` ...) along each path kind of ``paths`` (one panel
+    column each; one panel row per ``panel`` value), one colour per ``colour`` setting: the mean over its
+    runs (seed pairs), a ± std band when there are several; the aligned variant of a path dashed in the same
+    colour. ``load(run_id, path)`` gives a run's path table or ``None``.
+
+    Raises:
+        ValueError: no run has that column along any of ``paths``.
+    """
+    work = df.assign(_c=colour_labels(df, colour))
+    ids = [str(r) for r in work["run_id"]]
+    kept = [
+        p
+        for p in paths
+        if any((t := load(r, k)) is not None and column in t.columns for r in ids for k in (p, names.aligned(p)))
+    ]
+    if not kept:
+        raise ValueError(f"plot {column} along {', '.join(paths)}: expected runs with that series, got none")
+    paths = kept
+    panels = _panels(work, panel)
+    labels = sorted(work["_c"].unique(), key=natural_key)
+    colours = {c: f"C{i % 10}" for i, c in enumerate(labels)}
+    fig = Figure(figsize=(4.6 * len(paths) + 2.5, 3.8 * len(panels)), layout="constrained")
+    grid = fig.subplots(len(panels), len(paths), squeeze=False, sharey=True)
+    unit = names.QUANTITY_INFO[names.PATH].get(column, ("", ""))[0]
+    for row, (title, sub) in zip(grid, panels):
+        for ax, path in zip(row, paths):
+            for label, group in sorted(sub.groupby("_c"), key=lambda kv: natural_key(kv[0])):
+                for kind, style in ((path, "-"), (names.aligned(path), _ALIGNED_STYLE)):
+                    tables = [load(str(rid), kind) for rid in group["run_id"]]
+                    series = [t[["t", column]].dropna() for t in tables if t is not None and column in t.columns]
+                    series = [s for s in series if len(s)]
+                    if not series:
+                        continue
+                    ts = series[0]["t"].to_numpy()
+                    values = np.array([np.interp(ts, s["t"].to_numpy(), s[column].to_numpy()) for s in series])
+                    mean = values.mean(axis=0)
+                    aligned = " aligned" if kind != path else ""
+                    ax.plot(
+                        ts,
+                        mean,
+                        style,
+                        marker=".",  # the probed points: a column probed at a few t only is not a smooth curve
+                        color=colours[label],
+                        label=f"{label}{aligned} (n={len(series)})",
+                    )
+                    if len(series) > 1:
+                        std = values.std(axis=0, ddof=1)
+                        ax.fill_between(ts, mean - std, mean + std, color=colours[label], alpha=0.15)
+            where = f", {panel.rsplit('.', 1)[-1]} = {title}" if panel else ""
+            ax.set_title(f"{path}{where}")
+            ax.set_xlabel(T_LABEL)
+            ax.grid(alpha=0.3)
+        row[0].set_ylabel(f"{column} [{unit}]" if unit else column)
+    # one legend for all panels, right of the first row: with many settings it would hide the curves
+    handles: dict[str, object] = {}
+    for ax in grid.flat:
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    grid[0][-1].legend(
+        list(handles.values()),
+        list(handles),
+        fontsize=7,
+        loc="upper left",
+        bbox_to_anchor=(1.02, 1.0),
+        ncol=1 + len(handles) // 24,
+        title=", ".join(a.rsplit(".", 1)[-1] for a in colour) or None,
+    )
+    fig.suptitle(f"{column} along the paths: mean ± std over seed pairs (n); dashed = B aligned onto A", fontsize=10)
+    return fig
+
+
+def study_figure_set(df: pd.DataFrame, store: Store | None = None) -> dict[str, Figure]:
+    """Every study figure the trial runs of ``df`` allow (:func:`figure_axes` decides; figures lacking data are
+    skipped), as ``{name: Figure}`` in a fixed order.
+    """
+    if df.empty:
+        return {}
+    plan = figure_axes(df)
+    auc = names.barrier_metric("bezier", "test", "acc_auc")
+    barrier = names.barrier_metric(names.LINE, "test", "loss_barrier")
+    jobs: list[tuple[str, Callable[[], Figure]]] = []
+    if X_PARAMS in plan:
+        p = plan[X_PARAMS]
+        kw = {"x": names.PARAM_N_PARAMS, "panel": p.panel, "colour": p.colour}
+        jobs += [
+            ("acc_auc_vs_params", lambda: metric_vs_figure(df, auc, **kw)),  # type: ignore[arg-type]
+            ("loss_barrier_vs_params", lambda: metric_vs_figure(df, barrier, **kw)),  # type: ignore[arg-type]
+            ("gen_gap_vs_params", lambda: gen_gap_figure(df, **kw)),
+        ]
+    if X_DEPTH in plan:
+        d = plan[X_DEPTH]
+        jobs.append(
+            ("acc_auc_vs_depth", lambda: metric_vs_figure(df, auc, x=d.x or X_DEPTH, panel=d.panel, colour=d.colour))
+        )
+    if X_SETTING in plan:
+        c = plan[X_SETTING]
+        jobs += [
+            (f"{stem}_by_setting", lambda m=metric: metric_by_setting_figure(df, m, panel=c.panel, colour=c.colour))
+            for stem, metric in (("acc_auc", auc), ("loss_barrier", barrier))
+        ]
+    load = series_loader(store or resolve_store())
+    along = plan["path"]
+    for name, column in (
+        ("path_test_acc", names.split_column("test", "acc")),
+        ("path_lambda_max", names.probe_column(names.HESSIAN, "lambda_max")),
+    ):
+        jobs.append(
+            (
+                name,
+                lambda c=column: path_series_figure(df, c, load, panel=along.panel, colour=along.colour),
+            )
+        )
+    out: dict[str, Figure] = {}
+    for name, make in jobs:
+        try:
+            out[name] = make()
+        except (KeyError, ValueError):
+            continue
+    return out
+
+
+def log_study_figures(run: TrackedRun, figures: Mapping[str, Figure]) -> list[str]:
+    """Log each figure to ``figures/<name>.png`` of ``run`` with ``mlflow.log_figure``; returns the paths."""
+    return [log_figure(run, fig, names.figure_artifact(name)) for name, fig in figures.items()]
 
 
 def study_figures(
@@ -184,42 +450,22 @@ def study_figures(
     parent_run_id: str | None = None,
     log: bool = True,
 ) -> list[Path]:
-    """Every study figure the logged runs allow (figures lacking data are skipped), saved under ``out_dir``
-    and, with ``log``, uploaded (and verified) to ``figures/`` of the parent run: ``parent_run_id`` or the
-    newest run of the study with stage ``study``.
+    """Every study figure the logged runs allow (:func:`study_figure_set`), saved as PNG under ``out_dir``
+    and, with ``log``, logged with ``mlflow.log_figure`` to ``figures/`` of the parent run:
+    ``parent_run_id`` or the newest run of the study with stage ``study``.
 
     Returns:
         the PNG paths written.
     """
     store = store or resolve_store()
-    df = runs(study, store=store, children_only=True)
+    df = runs(study, store=store, stage=names.STAGE_TRIAL, children_only=True)
+    figures = study_figure_set(df, store)
     out = Path(out_dir)
-    made: list[Path] = []
-    auc = names.barrier_metric("bezier", "test", "acc_auc")
-    barrier = names.barrier_metric(names.LINE, "test", "loss_barrier")
-    jobs = [
-        ("acc_auc_vs_depth", lambda p: plot_metric_vs(df, auc, p, x="depth")),
-        ("acc_auc_vs_params", lambda p: plot_metric_vs(df, auc, p, x=names.PARAM_N_PARAMS)),
-        ("loss_barrier_vs_params", lambda p: plot_metric_vs(df, barrier, p, x=names.PARAM_N_PARAMS)),
-        ("path_test_acc", lambda p: plot_path_series(df, names.split_column("test", "acc"), p, store=store)),
-        (
-            "path_lambda_max",
-            lambda p: plot_path_series(df, names.probe_column(names.HESSIAN, "lambda_max"), p, store=store),
-        ),
-        ("gen_gap_vs_params", lambda p: plot_gen_gap(df, p)),
-    ]
-    for name, make in jobs:
-        try:
-            made.append(make(out / Path(names.figure_artifact(name)).name))
-        except (KeyError, ValueError):
-            continue
-    if log and made:
+    made = [save_figure(fig, out / Path(names.figure_artifact(name)).name) for name, fig in figures.items()]
+    if log and figures:
         if parent_run_id is None:
             parents = runs(study, store=store, stage=names.STAGE_STUDY, status=None)
             parent_run_id = None if parents.empty else str(parents.iloc[0]["run_id"])
         if parent_run_id is not None:
-            run = attach_run(store, parent_run_id)
-            for p in made:
-                run.log_artifact(p, names.FIGURES_DIR)
-            run.verify()
+            log_study_figures(attach_run(store, parent_run_id), figures)
     return made

@@ -8,6 +8,9 @@
 * :func:`depth_auc_table`, :func:`depth_triangle_table` — the depth study's Table 2 and Tables 3-4.
 * :func:`stage_times` — seconds per trial stage of each cell (train, curve fits, path evaluation, planes,
   probes, logging ...), from the trials' ``trial/*`` metrics.
+* :func:`varying_axes` — the matrix axes (params) that take more than one value across a study's runs.
+* :func:`family_table`, :func:`narrow_table` — one metric family per table (row keys such as path and split,
+  one column per quantity with its unit), std and n only where a setting has more than one seed pair.
 * :func:`format_table` — text / CSV / Markdown rendering for the terminal (``lgeom compare``).
 """
 
@@ -324,10 +327,11 @@ def depth_triangle_table(
     *,
     store: Store | None = None,
     by: Sequence[str] = ("model", "dataset"),
-    curves: Sequence[str] = ("bezier", "polychain"),
+    curves: Sequence[str] = (*names.CURVES, *(names.aligned(c) for c in names.CURVES)),
 ) -> pd.DataFrame:
-    """The depth study's Tables 3-4: per model and curve, ``||A-C||``, ``||B-C||`` and the angle ACB in
-    degrees (metrics ``<curve>.dist_ac``, ``<curve>.dist_bc``, ``<curve>.angle_acb_deg``), mean/std/n.
+    """The depth study's Tables 3-4: per model and curve (aligned curves too when logged), ``||A-C||``,
+    ``||B-C||`` and the angle ACB in degrees (metrics ``triangle/<curve>/dist_ac``, ``.../dist_bc``,
+    ``.../angle_acb_deg``), mean/std/n.
 
     Returns:
         one row per (``by``..., ``curve``) with ``dist_ac.*``, ``dist_bc.*``, ``angle_acb_deg.*`` columns.
@@ -418,14 +422,150 @@ def stage_times(study: str | pd.DataFrame, *, store: Store | None = None) -> pd.
     return _sort_groups(out[["cell", *STAGE_TIME_COLUMNS]], ["cell"])
 
 
+# --- matrix axes and per-family tables --------------------------------------------------------------------
+
+#: Config sections whose params can be matrix axes.
+AXIS_SECTIONS = ("model", "data", "train", "curve", "probe")
+#: The dataset axis (one figure panel per dataset).
+DATASET_AXIS = "data.name"
+# Vocabulary order of row keys (paths, points, splits), so tables read linear, bezier, polychain, aligned.
+_KEY_ORDER = {
+    v: i for i, v in enumerate((*names.PATHS, *(names.aligned(p) for p in names.PATHS), *names.POINTS, *names.SPLITS))
+}
+
+
+def is_numeric_axis(values: pd.Series) -> bool:
+    """Whether every present value of an axis reads as a number (``model.depth``, ``train.lr``)."""
+    present = values.dropna()
+    return bool(len(present)) and bool(pd.to_numeric(present, errors="coerce").notna().all())
+
+
+def varying_axes(df: pd.DataFrame) -> list[str]:
+    """The params of :data:`AXIS_SECTIONS` (``model.depth``, ``train.optimizer``, ``data.name`` ...) that take
+    more than one value across the runs of ``df``, i.e. the matrix axes that vary, in column order. A param
+    that does not apply to a run (missing there, like ``train.momentum`` on an Adam cell) adds no value;
+    seeds are never an axis (runs that differ only in seeds are the repeats of one setting).
+    """
+    out = []
+    for col in df.columns:
+        if not col.startswith("params."):
+            continue
+        key = col[len("params.") :]
+        if key.split(".", 1)[0] not in AXIS_SECTIONS or "seed" in key.rsplit(".", 1)[-1]:
+            continue
+        if df[col].dropna().astype(str).nunique() > 1:
+            out.append(key)
+    return out
+
+
+def _key_rank(value: Any) -> tuple[Any, ...]:
+    return (_KEY_ORDER.get(value, len(_KEY_ORDER)), *natural_key(value))
+
+
+def family_table(df: pd.DataFrame, family: str, by: Sequence[str] = ("setting",)) -> pd.DataFrame:
+    """One metric family of the runs as a narrow table: one row per ``by`` group and row key (the name parts
+    between family and quantity, :data:`lgeom.names.REPORT_FAMILIES`: ``path``, ``split`` for ``barrier``),
+    one ``<quantity>.mean`` / ``.std`` (sample std, NaN for one value) / ``.n`` (finite values, i.e. seed
+    pairs) triple per quantity of :data:`lgeom.names.QUANTITY_INFO` that some run has. Every path kind the
+    runs logged is kept (``polychain_aligned`` included). Empty frame when no run has the family.
+
+    Raises:
+        KeyError: ``family`` is not one the report tabulates, or a ``by`` key the runs do not have.
+    """
+    if family not in names.REPORT_FAMILIES:
+        raise KeyError(f"family: expected one of {', '.join(names.REPORT_FAMILIES)}, got {family!r}")
+    labels = names.REPORT_FAMILIES[family]
+    known = list(names.QUANTITY_INFO[family])
+    by = list(by)
+    parts = []
+    for col in df.columns:
+        parsed = names.split_metric_name(col[len("metrics.") :]) if col.startswith("metrics.") else None
+        if parsed is None or parsed[0] != family or parsed[2] not in known:
+            continue
+        middle = parsed[1]
+        if len(middle) < len(labels) or (not labels and middle):
+            continue
+        # Extra parts (triangle/<curve>/mid/...) stay in the last row key: ``bezier/mid``.
+        key = (*middle[: len(labels) - 1], names.SEP.join(middle[len(labels) - 1 :])) if labels else ()
+        values = pd.to_numeric(df[col], errors="coerce")
+        if not values.map(lambda v: pd.notna(v) and math.isfinite(v)).any():
+            continue
+        part = pd.DataFrame({b: df[resolve_column(df, b)].fillna("-").to_numpy() for b in by})
+        for label, k in zip(labels, key):
+            part[label] = k
+        part["quantity"] = parsed[2]
+        part["value"] = values.where(values.map(lambda v: pd.notna(v) and math.isfinite(v))).to_numpy()
+        parts.append(part)
+    if not parts:
+        return pd.DataFrame()
+    long = pd.concat(parts, ignore_index=True)
+    keys = [*by, *labels]
+    agg = long.groupby([*keys, "quantity"], sort=False, dropna=False)["value"].agg(["mean", "std", "count"])
+    agg = agg.rename(columns={"count": "n"}).reset_index()
+    quantities = [q for q in known if q in set(agg["quantity"])]
+    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for rec in agg.itertuples(index=False):
+        rec_d = rec._asdict()
+        key = tuple(rec_d[k] for k in keys) if keys else ()
+        row = rows.setdefault(key, dict(zip(keys, key)))
+        q = rec_d["quantity"]
+        row[f"{q}.mean"], row[f"{q}.std"], row[f"{q}.n"] = rec_d["mean"], rec_d["std"], int(rec_d["n"])
+    columns = [*keys, *(f"{q}.{stat}" for q in quantities for stat in ("mean", "std", "n"))]
+    out = pd.DataFrame(list(rows.values())).reindex(columns=columns)
+    for q in quantities:
+        out[f"{q}.n"] = out[f"{q}.n"].fillna(0).astype(int)
+    if not keys:
+        return out.reset_index(drop=True)
+    order = out[keys].apply(lambda r: tuple((natural_key(r[k]) if k in by else _key_rank(r[k])) for k in keys), axis=1)
+    return out.assign(_key=order).sort_values("_key").drop(columns="_key").reset_index(drop=True)
+
+
+def has_repeats(table: pd.DataFrame) -> bool:
+    """Whether some row of a :func:`family_table` / :func:`compare` result aggregates more than one run."""
+    n_cols = [c for c in table.columns if c.endswith(".n")]
+    return bool(n_cols) and bool((table[n_cols].fillna(0).to_numpy() > 1).any())
+
+
+def narrow_table(table: pd.DataFrame, family: str, *, text: bool = True, digits: int = 4) -> pd.DataFrame:
+    """A :func:`family_table` ready to show: one column per quantity headed ``<quantity> [<unit>]``; the std
+    (``mean ± std`` with ``text``, else a ``<quantity> std`` column) and an ``n`` column (seed pairs, the most
+    of the row's quantities) only when some row has n > 1. ``text=False`` keeps numbers (``mlflow.log_table``).
+    """
+    if table.empty:
+        return table
+    spread = has_repeats(table)
+    quantities = [c[: -len(".mean")] for c in table.columns if c.endswith(".mean")]
+    keys = [c for c in table.columns if not c.endswith((".mean", ".std", ".n"))]
+    out = table[keys].copy()
+    for q in quantities:
+        unit = names.quantity_info(family, q)[0]
+        mean, std = table[f"{q}.mean"], table[f"{q}.std"]
+        head = f"{q} [{unit}]"
+        if text:
+            out[head] = [
+                "-" if pd.isna(m) else f"{m:.{digits}g}" + (f" ± {s:.2g}" if spread and pd.notna(s) else "")
+                for m, s in zip(mean, std)
+            ]
+        else:
+            out[head] = mean
+            if spread:
+                out[f"{q} std"] = std
+    if spread:
+        out["n"] = table[[f"{q}.n" for q in quantities]].max(axis=1).astype(int)
+    return out.reset_index(drop=True)
+
+
 # --- rendering --------------------------------------------------------------------------------------------
 
 
 def _merge_mean_std(df: pd.DataFrame, digits: int) -> pd.DataFrame:
-    """``<m>.mean`` + ``<m>.std`` -> one ``<m>`` column ``"mean ± std"``; ``<m>.n`` -> ``n`` when all agree."""
+    """``<m>.mean`` + ``<m>.std`` -> one ``<m>`` column ``"mean ± std"``; ``<m>.n`` -> ``n`` when all agree and
+    some group has more than one run.
+    """
     out = pd.DataFrame(index=df.index)
     n_cols = [c for c in df.columns if c.endswith(".n")]
-    same_n = bool(n_cols) and all(df[c].equals(df[n_cols[0]]) for c in n_cols)
+    repeats = has_repeats(df)  # one run per group: no spread to show, so no n column either
+    same_n = bool(n_cols) and all(df[c].equals(df[n_cols[0]]) for c in n_cols) and repeats
     for c in df.columns:
         if c.endswith(".mean"):
             base = c[: -len(".mean")]
@@ -434,7 +574,7 @@ def _merge_mean_std(df: pd.DataFrame, digits: int) -> pd.DataFrame:
                 ("-" if pd.isna(m) else f"{m:.{digits}f}") + ("" if std is None or pd.isna(s) else f" ± {s:.{digits}f}")
                 for m, s in zip(df[c], std if std is not None else [math.nan] * len(df))
             ]
-        elif c.endswith(".std") or (c.endswith(".n") and same_n):
+        elif c.endswith(".std") or (c.endswith(".n") and (same_n or not repeats)):
             continue
         elif c == "n_params":
             out[c] = df[c].map(lambda v: "-" if pd.isna(v) else f"{int(v):,}")

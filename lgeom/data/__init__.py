@@ -25,8 +25,10 @@ from lgeom.data.registry import (
     build_dataset,
     dataset_option_types,
     dataset_options,
+    is_dataset_plugin,
     register_dataset,
 )
+from lgeom.data.subsets import dataset_labels, random_subset, stratified_indices, stratified_subset
 from lgeom.data.vision import DatasetNotFoundError
 
 # --- loaders ---------------------------------------------------------------------------------------------
@@ -175,13 +177,18 @@ __all__ = [
     "available_datasets",
     "build_dataset",
     "build_splits",
+    "dataset_labels",
     "dataset_meta",
     "dataset_option_types",
     "dataset_options",
     "fixed_batches",
+    "is_dataset_plugin",
     "make_loader",
     "num_samples",
+    "random_subset",
     "register_dataset",
+    "stratified_indices",
+    "stratified_subset",
 ]
 
 

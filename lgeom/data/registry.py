@@ -11,6 +11,7 @@ from torch.utils.data import Dataset, Subset
 
 from lgeom._checks import check_choice, check_positive_int, expected, keyword_types
 from lgeom.data.arrays import ArrayDataset
+from lgeom.plugins import dataset_plugin, is_plugin_ref
 
 SPLITS = ("train", "test")
 
@@ -30,14 +31,26 @@ def register_dataset(name: str) -> Callable[[Builder], Builder]:
 
 
 def available_datasets() -> list[str]:
-    """Names accepted by :func:`build_dataset`."""
+    """Names accepted by :func:`build_dataset` (besides plug-ins, ``"module:callable"``)."""
     return sorted(_REGISTRY)
 
 
-def dataset_options(name: str) -> dict[str, Any]:
-    """Keyword options of dataset ``name`` with their defaults."""
+def is_dataset_plugin(name: str) -> bool:
+    """Whether the dataset name ``name`` is a plug-in ``module:callable`` (not a registered name)."""
+    return name not in _REGISTRY and is_plugin_ref(name)
+
+
+def _builder(name: str) -> Builder:
+    """The builder of a registered dataset or of a plug-in ``"module:callable"`` (see :mod:`lgeom.plugins`)."""
+    if is_dataset_plugin(name):
+        return dataset_plugin(name)
     check_choice("dataset name", name, _REGISTRY)
-    sig = inspect.signature(_REGISTRY[name])
+    return _REGISTRY[name]
+
+
+def dataset_options(name: str) -> dict[str, Any]:
+    """Keyword options of dataset ``name`` (a registered name or a plug-in) with their defaults."""
+    sig = inspect.signature(_builder(name))
     return {
         p.name: p.default
         for p in sig.parameters.values()
@@ -50,7 +63,7 @@ def dataset_option_types(name: str) -> dict[str, Any]:
     without an annotation, or whose annotation cannot be resolved, are left out.
     """
     options = dataset_options(name)  # checks the name first
-    return keyword_types(_REGISTRY[name], options)
+    return keyword_types(_builder(name), options)
 
 
 def build_dataset(
@@ -65,7 +78,7 @@ def build_dataset(
     """Build a registered dataset split.
 
     Args:
-        name: one of :func:`available_datasets`.
+        name: one of :func:`available_datasets` or a plug-in ``"module:callable"`` (see :mod:`lgeom.plugins`).
         split: ``"train"`` or ``"test"``.
         root: folder holding downloaded files (torchvision datasets only).
         n: keep a seeded random subset of ``n`` samples of the split (all when ``None``).
@@ -79,7 +92,7 @@ def build_dataset(
         ValueError: unknown name, split or option, or ``n`` larger than the split.
         DatasetNotFoundError: files of a torchvision dataset are missing under ``root``.
     """
-    check_choice("dataset name", name, _REGISTRY)
+    builder = _builder(name)
     check_choice("split", split, SPLITS)
     allowed = dataset_options(name)
     unknown = sorted(set(kw) - set(allowed))
@@ -87,7 +100,7 @@ def build_dataset(
         raise expected(f"{name} option", "one of " + ", ".join(sorted(allowed)), unknown[0])
     if n is not None:
         check_positive_int("n", n)
-    ds = _REGISTRY[name](split, root=root, seed=seed, **kw)
+    ds = builder(split, root=root, seed=seed, **kw)
     if n is not None and n != len(ds):
         if n > len(ds):
             raise expected("n", f"at most {len(ds)} (the size of the {name} {split} split)", n)

@@ -1,6 +1,6 @@
 """The Hessian of the loss: the operator (:mod:`.operator`) and one module per estimator.
 
-* :mod:`~lgeom.hessian.operator` -- :class:`HessianOperator` (Hessian-vector products, two engines) and
+* :mod:`~lgeom.hessian.operator` -- :class:`HessianOperator` (Hessian-vector products, three engines) and
   :func:`hvp`;
 * :mod:`~lgeom.hessian.lanczos` -- top eigenvalues by Lanczos; :mod:`~lgeom.hessian.block_lanczos` -- by
   block Lanczos (several vectors per pass); :mod:`~lgeom.hessian.power` -- by power iteration;

@@ -97,9 +97,11 @@ def block_lanczos_eigenvalues(
     ``k`` and ``tol`` but fewer passes over the data (top 5 at ``tol = 1e-3`` of the MLP in
     ``bench/hessian.py``: 11 products for Lanczos; 16 in 8 passes with ``block_size = 2``, 21 in 7 with 3, 30 in
     6 with 5). It pays where a pass, not a product, dominates, i.e. where ``matmat`` of ``b`` vectors costs much
-    less than ``b`` single products (the ``forward`` engine on an MLP; not the ``cached`` engine on a CPU:
-    ``bench/RESULTS.md``). Memory: the basis, ``P`` scalars per product, and the ``m x m`` projection for
-    ``m`` products.
+    less than ``b`` single products: the ``forward`` engine (each pass recomputes the forward and backward);
+    the ``stream`` engine only where building a chunk's graph costs well over the double backward that each
+    vector adds (with ``b = 2``: over 5/3 of it). On a CPU the ``cached`` engine's products are arithmetic,
+    not overhead, so a shared pass saves little (``bench/RESULTS.md``). Memory: the basis, ``P`` scalars per
+    product, and the ``m x m`` projection for ``m`` products.
 
     Args:
         op: the operator (anything with ``size``, ``dtype``, ``device``, ``n_products``, ``matmat``).
@@ -170,7 +172,10 @@ def block_lanczos_eigenvalues(
         u, sigma, vh = torch.linalg.svd(remainder.T.double(), full_matrices=False)
         sig, v = sigma.cpu().numpy(), vh.T.cpu().numpy()
 
-        theta, s = np.linalg.eigh(proj[:m, :m])
+        # torch's LAPACK (it follows torch's thread setting): numpy's threaded BLAS stalled this small solve
+        # for milliseconds per step on a loaded machine (bench/RESULTS.md).
+        theta_t, s_t = torch.linalg.eigh(torch.from_numpy(np.ascontiguousarray(proj[:m, :m])))
+        theta, s = theta_t.numpy(), s_t.numpy()
         scale = max(scale, float(np.abs(theta).max()), float(sig.max(initial=0.0)))
         order = np.argsort(theta)[::-1][:k]
         values, s_top = theta[order], s[:, order]

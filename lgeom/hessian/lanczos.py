@@ -112,21 +112,24 @@ def lanczos_runs(
         idx = np.flatnonzero(active)
         if idx.size == 0:
             break
-        sel = torch.as_tensor(idx, device=op.device)
+        # Slices while every run is active (the common case): no gathers of the basis per step.
+        sel: slice | torch.Tensor = slice(None) if idx.size == r else torch.as_tensor(idx, device=op.device)
         if j == basis.shape[1]:
             grow = torch.zeros(r, min(basis.shape[1], max_steps - j), n, dtype=op.dtype, device=op.device)
             basis = torch.cat([basis, grow], dim=1)
-        basis[sel, j] = q[sel]
-        w = op.matmat(q[sel])
-        a = (w.double() * q[sel].double()).sum(dim=1)
-        w = w - a.to(w.dtype)[:, None] * q[sel]
+        qs = q[sel]
+        basis[sel, j] = qs
+        w = op.matmat(qs)
+        a = (w * qs).sum(dim=1, dtype=torch.float64)
+        w = w - a.to(w.dtype)[:, None] * qs
         prev = basis[sel, : j + 1]
         for _ in range(2):
-            w = w - torch.einsum("ajn,aj->an", prev, torch.einsum("ajn,an->aj", prev, w))
-        b = w.double().norm(dim=1).cpu().numpy()
-        alphas[idx, j] = a.cpu().numpy()
+            w = w - torch.bmm(torch.bmm(w[:, None, :], prev.transpose(1, 2)), prev)[:, 0]
+        ab = torch.stack([a, torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)]).cpu().numpy()
+        b = ab[1]
+        alphas[idx, j] = ab[0]
         lengths[idx] = j + 1
-        scale = max(scale, float(np.abs(alphas[idx, j]).max()), float(b.max()))
+        scale = max(scale, float(np.abs(ab[0]).max()), float(b.max()))
         broke = False
         for row, i in enumerate(idx):
             if b[row] > _breakdown_tol(op.dtype) * max(scale, 1e-30):

@@ -1,4 +1,4 @@
-"""The Hessian of the loss as a linear operator on flat parameter vectors, with two product engines.
+"""The Hessian of the loss as a linear operator on flat parameter vectors, with three product engines.
 
 The loss is the metric contract's (DESIGN.md): ``L(theta) = sum_b sum_{i in b} CE_i(theta) / N`` over all
 ``N`` samples of the given data (sums weighted by batch size, no weight decay), w.r.t. all trainable
@@ -10,16 +10,25 @@ parameters, the model in eval mode with the BatchNorm statistics the BN policy g
 
 without forming ``H``:
 
+* ``engine="cached"``: builds the gradient graph once (``create_graph``) and applies Pearlmutter's double
+  backward to it for every product, holding the graph in memory;
+* ``engine="stream"``: builds the graph once per pass over the data, applies every vector of the pass to it and
+  frees it (memory of one chunk's graph): the forward and first backward happen once per pass, not once per
+  product, so a block of vectors shares them;
 * ``engine="forward"``: forward-over-reverse (``torch.func.jvp`` over ``torch.func.grad``), several vectors
-  per pass over the data (vmapped where that is faster), memory of one batch; it recomputes the primal
-  forward and backward for every product (about 3.5x a gradient on a conv net, more for tiny models where
-  per-op overhead dominates).
-* ``engine="cached"``: builds each batch's gradient graph once and applies Pearlmutter's double backward to
-  it for every product (about 2.5x a gradient), holding every batch's graph in memory.
-* ``engine="auto"`` (the default of the estimators) measures the first batch's graph and caches when all of
-  them fit a memory budget.
+  per pass (vmapped where that is faster), memory of one batch without a graph; it recomputes the primal
+  forward and backward for every product;
+* ``engine="auto"`` (the default of the estimators) measures the first batch's graph and caches when the
+  graphs of all the data fit a memory budget, else streams.
 
-Both evaluate eval-mode BatchNorm as its affine map (:class:`lgeom.gradients.EvalBatchNormAsAffine`).
+The cached and stream engines merge consecutive batches of equal input shape into chunks of up to
+``merge_bytes`` of graph (one graph, one double backward per chunk and product: per-call overhead, not
+arithmetic, dominates small models), take the parameters as views of one flat leaf (products come out flat),
+and apply a block's vectors one after another, or in one batched double backward with ``batch_vectors``.
+On the CPU of ``bench/hessian.py`` (MLP, 1000 samples in 4 batches): one product costs 0.85x a gradient pass
+cached, 1.9x streamed, 12x forward-over-reverse; per vector of a block of 5, 0.89x / 1.1x / 3.7x.
+
+All evaluate eval-mode BatchNorm as its affine map (:class:`lgeom.gradients.EvalBatchNormAsAffine`).
 Measurements: ``bench/hessian.py``, ``bench/RESULTS.md``. Estimators on any :class:`SymmetricOperator`:
 :mod:`~lgeom.hessian.lanczos`, :mod:`~lgeom.hessian.power`, :mod:`~lgeom.hessian.trace`,
 :mod:`~lgeom.hessian.density`. Units: nats per squared parameter unit.
@@ -52,7 +61,9 @@ from lgeom.data import Batches
 from lgeom.gradients import Objective
 from lgeom.params import Params
 
-ENGINES = ("auto", "forward", "cached")
+ENGINES = ("auto", "forward", "cached", "stream")
+# Bytes of gradient graph one merged chunk of the data may hold (the cached and stream engines).
+_MERGE_BYTES = 256 * 2**20
 
 __all__ = ["ENGINES", "HessianOperator", "SymmetricOperator", "hvp", "random_vectors"]
 
@@ -80,16 +91,25 @@ class HessianOperator:
         buffers: BatchNorm statistics to use as given (the caller applied the BN policy).
         bn_batches: training batches (or a ``Dataset``) on which to recompute the BatchNorm statistics at
             ``params`` (the BN policy for a point that is not a trained endpoint).
-        engine: ``"forward"`` (forward-over-reverse, memory of one batch), ``"cached"`` (each batch's
-            gradient graph is built once and kept; every product is one double-backward pass) or ``"auto"``
-            (``"cached"`` when the graphs of all batches, estimated from the first one's saved tensors, fit
-            ``memory_budget``; else ``"forward"``).
+        engine: ``"cached"`` (the gradient graph is built once and kept; every product is one double
+            backward), ``"stream"`` (the graph is built once per pass, shared by the pass's vectors and freed),
+            ``"forward"`` (forward-over-reverse, memory of one batch) or ``"auto"`` (``"cached"`` when the
+            graphs of all batches, estimated from the first one's saved tensors, fit ``memory_budget``; else
+            ``"stream"``).
         vectorize: apply several vectors per batch with ``torch.func.vmap`` (forward engine). ``None``:
             only for models without convolutions (vmap over convolution backward's forward-mode formula is
             slower than a loop in torch 2.14 on the CPU).
         chunk_size: vectors applied together per batch when vectorised.
         memory_budget: bytes the ``"auto"`` engine may hold in graphs (default: half the free CUDA memory, or
             a quarter of the available RAM, at most 8 GiB).
+        merge_bytes: cached and stream engines: consecutive batches are merged into chunks of at most this
+            many bytes of graph (estimated per sample from the first batch; default 256 MiB). The loss is a
+            sum over samples and the model runs in eval mode, so the products equal the per-batch sums up to
+            rounding. Merged inputs are copies (the data's memory once more); ``merge_bytes=1`` keeps the
+            batches as given.
+        batch_vectors: cached and stream engines: apply the vectors of a ``matmat`` in one batched double
+            backward (``is_grads_batched``) instead of one after another (slower on the CPU for the MLP and
+            PreResNet of ``bench/hessian.py``; meant for accelerators, where small products are launch-bound).
 
     BN policy, for a model with BatchNorm (decided by :func:`lgeom.batchnorm.bn_statistics`; statistics in
     ``objective.buffers``, source in ``bn_source``):
@@ -102,6 +122,7 @@ class HessianOperator:
 
     Attributes:
         engine: the engine in use (``"auto"`` resolved).
+        chunk_sizes: samples per merged chunk (cached and stream engines).
         bn_source: where the BatchNorm statistics come from (``"recomputed"``, ``"given"``, ``"model"``;
             ``None`` for a model without BatchNorm).
         size, dtype, device: of the flat parameter vector.
@@ -109,7 +130,7 @@ class HessianOperator:
         objective: the underlying :class:`~lgeom.gradients.Objective`.
 
     Raises:
-        ValueError: empty data, an unknown engine, a bad chunk size.
+        ValueError: empty data, an unknown engine, a bad chunk size or ``merge_bytes``.
     """
 
     def __init__(
@@ -124,9 +145,13 @@ class HessianOperator:
         vectorize: bool | None = None,
         chunk_size: int = 16,
         memory_budget: int | None = None,
+        merge_bytes: int | None = None,
+        batch_vectors: bool = False,
     ) -> None:
         check_choice("engine", engine, ENGINES)
         check_positive_int("chunk_size", chunk_size)
+        if merge_bytes is not None:
+            check_positive_int("merge_bytes", merge_bytes)
         self.objective = Objective(model, data, params=params, buffers=buffers)
         # A point other than the model's own, with no statistics given for it, is not a trained endpoint:
         # the model's stored statistics do not belong to it (BN policy).
@@ -150,8 +175,13 @@ class HessianOperator:
             vectorize = not any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
         self.vectorize = bool(vectorize)
         self.n_products = 0
-        self._graphs: list[tuple[list[torch.Tensor], list[int]]] = []
-        self._leaves: list[torch.Tensor] | None = None
+        self.merge_bytes = _MERGE_BYTES if merge_bytes is None else merge_bytes
+        self.batch_vectors = bool(batch_vectors)
+        self._graphs: list[torch.Tensor] | None = None
+        self._theta: torch.Tensor | None = None
+        self._bytes_per_sample: float | None = None
+        self._first: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._chunk_list: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         if engine == "auto":
             self.engine = self._choose_engine(memory_budget)
 
@@ -171,7 +201,12 @@ class HessianOperator:
         if vectors.dim() != 2 or vectors.shape[1] != self.size:
             raise expected("vectors", f"an (m, {self.size}) tensor", tuple(vectors.shape))
         vectors = vectors.to(self.device, self.dtype)
-        out = self._cached(vectors) if self.engine == "cached" else self._forward(vectors)
+        if self.engine == "cached":
+            out = self._cached(vectors)
+        elif self.engine == "stream":
+            out = self._stream(vectors)
+        else:
+            out = self._forward(vectors)
         self.n_products += int(vectors.shape[0])
         return out / self.objective.n_samples
 
@@ -210,19 +245,24 @@ class HessianOperator:
                         out[i] += layout.flatten(hv)
         return out
 
-    def _build_graph(self, index: int) -> None:
+    def _graph(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        """The flat gradient of the summed loss of one chunk, with its graph (``None``: it does not depend on
+        the parameters, so the chunk adds nothing to ``H v``).
+        """
         obj = self.objective
-        if self._leaves is None:
-            self._leaves = [obj.params[n].detach().requires_grad_(True) for n in obj.layout.names]
-        xb, yb = obj.batches[index]
+        if self._theta is None:
+            # One flat leaf, the parameters views of it: gradients and products come out flat, no per-parameter
+            # splitting or concatenation per product.
+            self._theta = obj.layout.flatten(obj.params).detach().requires_grad_(True)
         with obj.eval_mode():
-            loss = obj.batch_loss_sum(dict(zip(obj.layout.names, self._leaves)), xb, yb)
-            grads = torch.autograd.grad(loss, self._leaves, create_graph=True, allow_unused=True)
-        # Gradient blocks that do not depend on the parameters contribute nothing to H v.
-        used = [i for i, g in enumerate(grads) if g is not None and g.requires_grad]
-        self._graphs.append(([grads[i] for i in used], used))  # type: ignore[misc]
+            loss = obj.batch_loss_sum(obj.layout.unflatten(self._theta), inputs, targets)
+            (grad,) = torch.autograd.grad(loss, self._theta, create_graph=True)
+        return grad if grad.requires_grad else None
 
-    def _choose_engine(self, budget: int | None) -> str:
+    def _graph_bytes_per_sample(self) -> float:
+        """Bytes of the first batch's gradient graph per sample (its saved tensors; CUDA: memory allocated)."""
+        if self._bytes_per_sample is not None:
+            return self._bytes_per_sample
         seen: dict[int, int] = {}
 
         def pack(t: torch.Tensor) -> torch.Tensor:
@@ -230,45 +270,101 @@ class HessianOperator:
             seen[storage.data_ptr()] = storage.nbytes()
             return t
 
+        xb, yb = self.objective.batches[0]
         if self.device.type == "cuda":
             before = torch.cuda.memory_allocated(self.device)
-            self._build_graph(0)
+            graph = self._graph(xb, yb)
             used = torch.cuda.memory_allocated(self.device) - before
         else:
             with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-                self._build_graph(0)
+                graph = self._graph(xb, yb)
             used = sum(seen.values())
-        first = int(self.objective.batches[0][1].shape[0])
-        estimate = used * self.objective.n_samples / first
+        self._first = (xb, graph)  # kept for the cached engine when the first chunk is this batch alone
+        self._bytes_per_sample = used / int(yb.shape[0])
+        return self._bytes_per_sample
+
+    def _chunks(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The data as few chunks as ``merge_bytes`` allows: consecutive batches with the same input shape
+        and dtype concatenated. The loss is a sum over samples and eval-mode models treat every sample on its
+        own, so the chunks give the same products as the batches (to rounding) in fewer, larger passes.
+        """
+        if self._chunk_list is not None:
+            return self._chunk_list
+        batches = self.objective.batches
+        cap = max(1, int(self.merge_bytes // max(self._graph_bytes_per_sample(), 1.0))) if len(batches) > 1 else 1
+        groups: list[list[tuple[torch.Tensor, torch.Tensor]]] = []
+        count = 0
+        for xb, yb in batches:
+            n = int(yb.shape[0])
+            if groups and count + n <= cap and _same_kind(groups[-1][-1], (xb, yb)):
+                groups[-1].append((xb, yb))
+                count += n
+            else:
+                groups.append([(xb, yb)])
+                count = n
+        self._chunk_list = [
+            g[0] if len(g) == 1 else (torch.cat([x for x, _ in g]), torch.cat([y for _, y in g])) for g in groups
+        ]
+        return self._chunk_list
+
+    @property
+    def chunk_sizes(self) -> list[int]:
+        """Samples in each chunk the cached and stream engines pass through one graph (merged batches)."""
+        return [int(y.shape[0]) for _, y in self._chunks()]
+
+    def _choose_engine(self, budget: int | None) -> str:
+        estimate = self._graph_bytes_per_sample() * self.objective.n_samples
         if estimate <= (budget if budget is not None else _memory_budget(self.device)):
             return "cached"
-        self.release()
-        return "forward"
+        return "stream"
+
+    def _apply(self, grad: torch.Tensor, vectors: torch.Tensor, out: torch.Tensor, retain: bool) -> None:
+        """Add ``d(grad . v) / d theta`` for every row ``v`` of ``vectors`` to the rows of ``out``."""
+        assert self._theta is not None
+        m = vectors.shape[0]
+        if self.batch_vectors and m > 1:
+            (hv,) = torch.autograd.grad(
+                grad, self._theta, vectors, retain_graph=retain, allow_unused=True, is_grads_batched=True
+            )
+            if hv is not None:
+                out += hv
+            return
+        for i in range(m):
+            (hv,) = torch.autograd.grad(
+                grad, self._theta, vectors[i], retain_graph=retain or i < m - 1, allow_unused=True
+            )
+            if hv is not None:
+                out[i] += hv
 
     def _cached(self, vectors: torch.Tensor) -> torch.Tensor:
-        while len(self._graphs) < len(self.objective.batches):
-            self._build_graph(len(self._graphs))
-        assert self._leaves is not None
+        if self._graphs is None:
+            first, self._first = self._first, None
+            graphs = (first[1] if first is not None and x is first[0] else self._graph(x, y) for x, y in self._chunks())
+            self._graphs = [g for g in graphs if g is not None]
         out = torch.zeros_like(vectors)
-        numels = list(self.objective.layout.numels)
-        shapes = self.objective.layout.shapes
-        for grads, used in self._graphs:
-            for i in range(vectors.shape[0]):
-                parts = [p.view(s) for p, s in zip(torch.split(vectors[i], numels), shapes)]
-                hv = torch.autograd.grad(
-                    grads, self._leaves, [parts[j] for j in used], retain_graph=True, allow_unused=True
-                )
-                out[i] += torch.cat(
-                    [
-                        (h if h is not None else torch.zeros(s, dtype=self.dtype, device=self.device)).reshape(-1)
-                        for h, s in zip(hv, shapes)
-                    ]
-                )
+        for grad in self._graphs:
+            self._apply(grad, vectors, out, retain=True)
+        return out
+
+    def _stream(self, vectors: torch.Tensor) -> torch.Tensor:
+        # One graph per chunk per pass, applied to every vector, then freed: the forward and first backward
+        # happen once per pass, not once per product.
+        self._first = None
+        out = torch.zeros_like(vectors)
+        for x, y in self._chunks():
+            grad = self._graph(x, y)
+            if grad is not None:
+                self._apply(grad, vectors, out, retain=False)
         return out
 
     def release(self) -> None:
-        """Free the cached gradient graphs (the ``"cached"`` engine rebuilds them on the next product)."""
-        self._graphs, self._leaves = [], None
+        """Free the cached gradient graph (the ``"cached"`` engine rebuilds it on the next product)."""
+        self._graphs, self._theta, self._first = None, None, None
+
+
+def _same_kind(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
+    """Whether two batches can be concatenated: inputs and targets of equal trailing shapes and dtypes."""
+    return all(s.shape[1:] == t.shape[1:] and s.dtype == t.dtype for s, t in zip(a, b))
 
 
 def _memory_budget(device: torch.device) -> int:

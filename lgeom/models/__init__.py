@@ -15,8 +15,10 @@ from lgeom.models.registry import (
     ModelFamily,
     available_models,
     build_model,
+    is_model_plugin,
     model_arch_args,
     model_arch_types,
+    model_families,
     register_model,
     register_model_family,
 )
@@ -26,8 +28,10 @@ __all__ = [
     "ModelFamily",
     "available_models",
     "build_model",
+    "is_model_plugin",
     "model_arch_args",
     "model_arch_types",
+    "model_families",
     "register_model",
     "register_model_family",
 ]

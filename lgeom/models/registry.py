@@ -9,6 +9,7 @@ from typing import Any
 from torch import nn
 
 from lgeom._checks import check_positive_int, expected, keyword_types
+from lgeom.plugins import is_plugin_ref, model_plugin
 
 ModelBuilder = Callable[..., nn.Module]
 ModelFamily = Callable[[str], ModelBuilder]
@@ -50,14 +51,30 @@ def available_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def model_families() -> list[str]:
+    """Prefixes of the registered model families (``"<prefix>:<member>"`` names that are not plug-ins)."""
+    return sorted(_FAMILIES)
+
+
+def is_model_plugin(name: str) -> bool:
+    """Whether the model name ``name`` is a plug-in ``module:callable`` (not registered, and its prefix not a
+    registered model family such as ``torchvision``).
+    """
+    return name not in _REGISTRY and is_plugin_ref(name) and name.partition(":")[0] not in _FAMILIES
+
+
 def _builder(name: str) -> ModelBuilder:
     if name in _REGISTRY:
         return _REGISTRY[name]
     prefix, colon, member = str(name).partition(":")
     if colon and prefix in _FAMILIES:
         return _FAMILIES[prefix](member)
-    families = "".join(f" or {p}:<name>" for p in sorted(_FAMILIES))
-    raise expected("model name", "one of " + ", ".join(available_models()) + families, name)
+    if is_model_plugin(name):  # any other "module:callable": the user's own builder
+        return model_plugin(name)
+    families = "".join(f", {p}:<name>" for p in sorted(_FAMILIES))
+    raise expected(
+        "model name", "one of " + ", ".join(available_models()) + families + " or a plug-in module:callable", name
+    )
 
 
 def model_arch_args(name: str) -> dict[str, Any]:
@@ -87,7 +104,9 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch:
 
     Args:
         name: one of :func:`available_models` (``mlp``, ``resmlp``, ``cnn``, ``rescnn``, ``preresnet``,
-            ``vgg16``, ``wideresnet``) or ``"torchvision:<builder>"`` (see :mod:`lgeom.models.from_torchvision`).
+            ``vgg16``, ``wideresnet``), ``"torchvision:<builder>"`` (see :mod:`lgeom.models.from_torchvision`)
+            or a plug-in ``"module:callable"`` (see :mod:`lgeom.plugins`): a ``<prefix>:<member>`` name whose
+            prefix is a registered model family is that family's member, any other is imported.
         num_classes: number of output logits.
         in_shape: shape of one input sample without the batch dimension.
         **arch: architecture options (e.g. ``depth``, ``width``, ``activation``).
@@ -97,6 +116,8 @@ def build_model(name: str, *, num_classes: int, in_shape: Sequence[int], **arch:
 
     Raises:
         ValueError: unknown name, unknown option or a bad option value.
+        lgeom.plugins.PluginError: a plug-in that cannot be imported or breaks the builder contract (a
+            ``ValueError`` too).
     """
     builder = _builder(name)
     check_positive_int("num_classes", num_classes)

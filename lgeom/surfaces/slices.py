@@ -2,7 +2,9 @@
 
 ``slice_1d`` evaluates ``L(theta + a d)`` and ``slice_2d`` ``L(theta + a d1 + b d2)`` on a grid of
 coefficients (default 51 points on [-1, 1]). Directions are Gaussian with every output filter rescaled to the
-norm of the matching weight filter (1-D parameters left out); for 2-D the second direction is
+norm of the matching weight filter (1-D parameters left out; filters lie along axis 0 of any parameter, whatever
+its layer: :func:`lgeom.params.filter_normalized_direction` spells out the rule for embeddings, attention and
+norm layers); for 2-D the second direction is
 Gram-Schmidt orthogonalised against the first and rescaled to its pre-projection norm. Points are evaluated
 many per pass over the data by :func:`lgeom.multipoint.evaluate_affine`, which applies the BN policy (BatchNorm
 statistics recomputed at every grid point on ``bn_batches``).
@@ -106,11 +108,13 @@ def grid_losses(
     data = as_batches(data)
     bn_batches = None if bn_batches is None else as_batches(bn_batches)
     cbs = resolve_callbacks(None, progress, task)
-    emit(cbs, ProgressEvent(task, "start", 0, len(coords)))
-    res = evaluate_affine(model, origin, directions, coords, {"data": data}, bn_batches=bn_batches, callbacks=cbs)[
+    total = len(coords)
+    emit(cbs, ProgressEvent(task, "start", 0, total))
+    bridge = [lambda e: emit(cbs, ProgressEvent(task, "step", e.step, total))] if cbs else None
+    res = evaluate_affine(model, origin, directions, coords, {"data": data}, bn_batches=bn_batches, callbacks=bridge)[
         "data"
     ]
-    emit(cbs, ProgressEvent(task, "end", len(coords), len(coords)))
+    emit(cbs, ProgressEvent(task, "end", total, total))
     return np.asarray(res.loss, dtype=np.float64), np.asarray(res.acc, dtype=np.float64)
 
 

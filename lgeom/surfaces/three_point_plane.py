@@ -5,6 +5,19 @@ Coordinates: A is the origin, the first axis ``u`` points from A to B, the secon
 orthogonal to ``u`` (Gram-Schmidt); both have unit Euclidean norm over all parameters. So A = (0, 0),
 B = (||B - A||, 0) and C = ((C - A) . u, ||C - A - ((C - A) . u) u||). A curve with one bend lies in this
 plane; its points are projected onto it for the overlay (``curve_offplane`` says how far off they are).
+
+BatchNorm statistics are recomputed at every grid point (the BN policy) and never shared between nearby
+points, because sharing is not exact. At ``A + x u + y v`` the input of the first BatchNorm layer is affine in
+``(x, y)`` (a convolution or linear layer is linear in its weights), so that layer's batch mean is affine and
+its batch variance quadratic in ``(x, y)``, and three forward passes would give it exactly over the whole grid.
+Every later BatchNorm layer, though, sees the output of a nonlinearity applied after grid-dependent
+normalisation, and its statistics are no closed-form function of ``(x, y)``: they need a forward pass at the
+point itself. Reusing a neighbour's would err by the order of the grid spacing (about 7% of ``||B - A||``
+on a 21 x 21 grid), where the picture changes most. The first layer's exact shortcut would not save that
+pass, which runs for the later layers anyway. So each point's statistics come from one forward pass over the
+fixed BatchNorm batches, batched over a chunk of grid points (one vmapped forward per batch serves every point
+of the chunk, :func:`lgeom.batchnorm.recompute_bn_stats_stacked`). What the plane costs is set by the samples
+it is evaluated on (``lgeom.connect.ConnectSpec.plane_samples``).
 """
 
 from __future__ import annotations
@@ -26,7 +39,7 @@ from lgeom._checks import (
 from lgeom.data import Batches, as_batches
 from lgeom.multipoint import evaluate_affine
 from lgeom.params import ParamLayout, Params
-from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
+from lgeom.progress import TASK_PLANE, Callback, ProgressEvent, emit, resolve_callbacks
 
 
 @dataclass(frozen=True)
@@ -108,6 +121,7 @@ class PlaneResult:
         curve_ts, curve_xy, curve_offplane: t values, plane coordinates ``(n, 2)`` and distances from the
             plane of the curve's points (empty when no curve was given).
         method: how grid points were evaluated (``vmap``, ``loop``).
+        samples: split -> number of samples each grid point was evaluated on (e.g. ``plane_samples``).
     """
 
     basis: PlaneBasis
@@ -118,6 +132,7 @@ class PlaneResult:
     curve_xy: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     curve_offplane: np.ndarray = field(default_factory=lambda: np.zeros(0))
     method: str = ""
+    samples: dict[str, int] = field(default_factory=dict)
 
     @property
     def coords(self) -> dict[str, tuple[float, float]]:
@@ -126,10 +141,12 @@ class PlaneResult:
 
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Everything but the basis vectors as arrays, for ``np.savez``: ``xs``, ``ys``, each grid,
-        ``a``, ``b``, ``c`` (coordinates), ``curve_ts``, ``curve_xy``, ``curve_offplane``.
+        ``a``, ``b``, ``c`` (coordinates), ``curve_ts``, ``curve_xy``, ``curve_offplane``, and
+        ``<split>_samples`` (0-d integer arrays: the samples each grid point was evaluated on).
         """
         out: dict[str, np.ndarray] = {"xs": self.xs, "ys": self.ys}
         out.update(self.grids)
+        out.update({names.split_column(split, names.SAMPLES): np.asarray(n) for split, n in self.samples.items()})
         for k, xy in self.basis.coords.items():
             out[k] = np.asarray(xy, dtype=np.float64)
         out.update(curve_ts=self.curve_ts, curve_xy=self.curve_xy, curve_offplane=self.curve_offplane)
@@ -147,6 +164,7 @@ def plane(
     bn_batches: Batches | None = None,
     grid: int | tuple[int, int] = 21,
     margin: float = 0.2,
+    min_aspect: float = 0.5,
     curve: object | None = None,
     curve_points: int = 61,
     chunk_size: int | None = None,
@@ -157,8 +175,11 @@ def plane(
     """Train/test loss and accuracy on a grid in the plane through A, C and B.
 
     The grid spans the bounding box of A, B, C in plane coordinates, widened by ``margin`` times its
-    extent on every side. Grid points are evaluated in vmapped chunks (:func:`lgeom.multipoint.evaluate_affine`)
-    under the BN policy (statistics recomputed at every point from ``bn_batches``).
+    extent on every side; its height (along ``v``) is then at least ``min_aspect`` times its width, grown
+    evenly about its middle, so that the plane drawn at true scale (equal units on both axes) is not a sliver
+    when C lies close to the line A-B. Grid points are evaluated in vmapped chunks
+    (:func:`lgeom.multipoint.evaluate_affine`) under the BN policy (statistics recomputed at every point from
+    ``bn_batches``).
 
     Args:
         model: the architecture (not mutated).
@@ -167,6 +188,7 @@ def plane(
         bn_batches: fixed training batches (or a ``Dataset``) for the BatchNorm recompute (BN models).
         grid: points per axis, ``n`` or ``(nx, ny)`` (each >= 2).
         margin: fraction of the extent added on each side (>= 0).
+        min_aspect: smallest height / width of the grid (>= 0; 0 keeps the margin's box).
         curve: optional curve (``point(t)``) whose points are projected onto the plane for the overlay.
         curve_points: number of t values of the overlay.
         chunk_size, method: passed to :func:`lgeom.multipoint.evaluate_affine`.
@@ -186,6 +208,7 @@ def plane(
         if n < 2:
             raise expected(name, "at least 2 points per axis", n)
     check_positive("margin", margin, allow_zero=True)
+    check_positive("min_aspect", min_aspect, allow_zero=True)
     check_positive_int("curve_points", curve_points)
     splits = {k: as_batches(v) for k, v in (("train", train), ("test", test)) if v is not None}
     if not splits:
@@ -196,15 +219,17 @@ def plane(
     pts = np.asarray(list(basis.coords.values()))
     lo, hi = pts.min(axis=0), pts.max(axis=0)
     extent = hi - lo
-    xs = np.linspace(lo[0] - margin * extent[0], hi[0] + margin * extent[0], nx)
-    ys = np.linspace(lo[1] - margin * extent[1], hi[1] + margin * extent[1], ny)
+    lo, hi = lo - margin * extent, hi + margin * extent
+    grow = max(0.0, min_aspect * (hi[0] - lo[0]) - (hi[1] - lo[1])) / 2
+    xs = np.linspace(lo[0], hi[0], nx)
+    ys = np.linspace(lo[1] - grow, hi[1] + grow, ny)
     gx, gy = np.meshgrid(xs, ys)  # (ny, nx)
     coords = np.stack([gx.ravel(), gy.ravel()], axis=1)
 
-    cbs = resolve_callbacks(callbacks, progress, "plane")
+    cbs = resolve_callbacks(callbacks, progress, TASK_PLANE)
     total = coords.shape[0]
-    emit(cbs, ProgressEvent("plane", "start", 0, total))
-    bridge = [lambda e: emit(cbs, ProgressEvent("plane", "step", e.step, total))] if cbs else None
+    emit(cbs, ProgressEvent(TASK_PLANE, "start", 0, total))
+    bridge = [lambda e: emit(cbs, ProgressEvent(TASK_PLANE, "step", e.step, total))] if cbs else None
     results = evaluate_affine(
         model,
         basis.origin,
@@ -216,12 +241,19 @@ def plane(
         method=method,
         callbacks=bridge,
     )
-    emit(cbs, ProgressEvent("plane", "end", total, total))
+    emit(cbs, ProgressEvent(TASK_PLANE, "end", total, total))
     grids: dict[str, np.ndarray] = {}
     for split, res in results.items():
         grids[names.split_column(split, "loss")] = res.loss.reshape(ny, nx)
         grids[names.split_column(split, "acc")] = res.acc.reshape(ny, nx)
-    out = PlaneResult(basis=basis, xs=xs, ys=ys, grids=grids, method=next(iter(results.values())).method)
+    out = PlaneResult(
+        basis=basis,
+        xs=xs,
+        ys=ys,
+        grids=grids,
+        method=next(iter(results.values())).method,
+        samples={split: int(res.n) for split, res in results.items()},
+    )
     if curve is not None:
         ts = np.linspace(0.0, 1.0, curve_points)
         proj = np.asarray([basis.project(curve.point(float(t))) for t in ts])  # type: ignore[attr-defined]

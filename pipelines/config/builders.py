@@ -18,6 +18,7 @@ from lgeom.data import (
     dataset_options,
 )
 from lgeom.models import build_model, model_arch_args, model_arch_types
+from lgeom.plugins import is_plugin_ref
 from pipelines.config.sections import DataConfig
 
 #: The key of an open section that chooses its builder.
@@ -41,13 +42,32 @@ def builder_options(section: str, name: str) -> tuple[dict[str, Any], dict[str, 
     """``(options with defaults, their annotated types)`` of the model (``section`` "model") or dataset
     (``section`` "data") ``name`` (None: unknown name).
     """
-    if section == "model":
-        try:  # a registered name or a family member ("torchvision:resnet18")
-            return model_arch_args(name), model_arch_types(name)
-        except ValueError:
-            return None
-    if name not in available_datasets():
+    try:
+        return _builder_options(section, name)
+    except ValueError:
         return None
+
+
+def builder_problem(section: str, name: str) -> str | None:
+    """Why ``name`` names no model (``section`` "model") or dataset (``section`` "data") builder: the
+    resolver's own message for a ``prefix:member`` or plug-in ``module:callable`` name (naming the module,
+    the attribute and the search path), None for a plain unknown name or a known one.
+    """
+    if ":" not in str(name):
+        return None
+    try:
+        _builder_options(section, name)
+    except ValueError as err:
+        return str(err)
+    return None
+
+
+def _builder_options(section: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    if section == "model":
+        # a registered name, a family member ("torchvision:resnet18") or a plug-in ("mynets:build_vit")
+        return model_arch_args(name), model_arch_types(name)
+    if name not in available_datasets() and not is_plugin_ref(name):
+        raise ValueError(f"unknown dataset {name!r}")
     sizes = keyword_types(build_splits, ("n_train", "n_test"))
     return data_option_defaults(name), {**sizes, **dataset_option_types(name)}
 

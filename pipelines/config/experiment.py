@@ -16,7 +16,14 @@ from typing import Any
 from lgeom.specs import RESULT_NEUTRAL, neutral_setting
 from pipelines.config.coerce import coerce_checked, read_open_section, read_section
 from pipelines.config.errors import ConfigError
-from pipelines.config.matrix import Cell, cell_name, cell_name_problems, cell_settings
+from pipelines.config.matrix import (
+    Cell,
+    cell_name,
+    cell_name_problems,
+    cell_settings,
+    chosen_builders,
+    labels_to_qualify,
+)
 from pipelines.config.sections import (
     SECTIONS,
     CurveConfig,
@@ -131,7 +138,7 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
     """
     problems = model_and_data_problems(cfg.model, cfg.data)
     problems.extend(name_problems(cfg.name))
-    problems.extend(matrix_axis_problems(cfg.study, TOP_KEYS))
+    problems.extend(matrix_axis_problems(cfg.study, TOP_KEYS, {"model": cfg.model.arch, "data": cfg.data.name}))
     # Cells are checked only once the base config is sound, so each problem is reported once.
     if check_matrix and cfg.study.matrix and not problems:
         try:
@@ -149,11 +156,12 @@ def expand_matrix(cfg: Config) -> list[Cell]:
         ConfigError: any cell's config is invalid, or a value would not make a plain folder name of the
             cell's name (all cells' problems listed, each naming its cell).
     """
+    qualify = labels_to_qualify(chosen_builders(cfg.study, {"model": cfg.model.arch, "data": cfg.data.name}))
     if not cfg.study.matrix:
-        problems = cell_name_problems(cfg, {})
+        problems = cell_name_problems(cfg, {}, qualify)
         if problems:
             raise ConfigError(problems)
-        return [Cell(cell_name(cfg, {}), {}, cfg)]
+        return [Cell(cell_name(cfg, {}, qualify), {}, cfg)]
     cells: list[Cell] = []
     problems = []
     names: set[str] = set()
@@ -163,11 +171,11 @@ def expand_matrix(cfg: Config) -> list[Cell]:
         except ConfigError as err:
             problems.extend(f"study.matrix cell {values}: {p}" for p in err.problems)
             continue
-        bad = [f"study.matrix cell {values}: {p}" for p in cell_name_problems(cell_cfg, values)]
+        bad = [f"study.matrix cell {values}: {p}" for p in cell_name_problems(cell_cfg, values, qualify)]
         if bad:
             problems.extend(bad)
             continue
-        name = cell_name(cell_cfg, values)
+        name = cell_name(cell_cfg, values, qualify)
         if name in names:
             problems.append(f"study.matrix: two cells share the name {name!r}")
         names.add(name)

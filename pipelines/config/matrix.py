@@ -11,12 +11,15 @@ from __future__ import annotations
 import inspect
 import itertools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from lgeom.models import model_arch_args
-from pipelines.config.sections import ModelConfig, set_dotted
+from lgeom.data import available_datasets, is_dataset_plugin
+from lgeom.models import available_models, is_model_plugin, model_arch_args
+from lgeom.plugins import plugin_label, qualified_label
+from pipelines.config.builders import CHOSEN_BY
+from pipelines.config.sections import ModelConfig, StudyConfig, set_dotted
 
 if TYPE_CHECKING:
     from pipelines.config.experiment import Config
@@ -36,15 +39,59 @@ _LABEL_SIZES = ("depth", "blocks", "channels")
 _LABEL_WIDTHS = ("width", "widen_factor")
 
 
-def model_label(m: ModelConfig) -> str:
-    """Short architecture label, e.g. ``preresnet8``, ``mlp2x64``, ``cnn16``, ``resmlp2x64``, ``wideresnet16x4``:
-    the arch, its size option and ``x`` its width option (builder defaults where not set).
+def builder_label(section: str, name: str, qualify: Collection[str] = ()) -> str:
+    """A model's arch (``section`` "model") or dataset's name (``section`` "data") as a cell name shows it:
+    a plug-in ``module:callable`` by its callable's name (``build_vit``), or ``<module's last name>.<callable>``
+    when in ``qualify`` (two builders of one study would share the short label); any other name as it is.
+    """
+    if is_model_plugin(name) if section == "model" else is_dataset_plugin(name):
+        return qualified_label(name) if name in qualify else plugin_label(name)
+    return name
+
+
+def model_label(m: ModelConfig, qualify: Collection[str] = ()) -> str:
+    """Short architecture label, e.g. ``preresnet8``, ``mlp2x64``, ``cnn16``, ``resmlp2x64``, ``wideresnet16x4``
+    or ``build_vit4`` (a plug-in ``mynets:build_vit`` with ``depth=4``): the arch (:func:`builder_label`), its
+    size option and ``x`` its width option (builder defaults where not set).
     """
     defaults = {k: v for k, v in model_arch_args(m.arch).items() if v is not inspect.Parameter.empty}
     opts = {**defaults, **m.options}
     size = next((str(opts[k]) for k in _LABEL_SIZES if k in opts), "")
     width = next((f"x{opts[k]}" for k in _LABEL_WIDTHS if k in opts), "")
-    return f"{m.arch}{size}{width}"
+    return f"{builder_label('model', m.arch, qualify)}{size}{width}"
+
+
+def labels_to_qualify(chosen: Collection[tuple[str, str]]) -> frozenset[str]:
+    """The plug-ins among ``chosen`` (``(section, name)`` pairs) whose short label another chosen builder of
+    the same section shares (another plug-in's, or a registered name): they are labelled with their module.
+    """
+    out: set[str] = set()
+    for sec, name in chosen:
+        label = builder_label(sec, name)
+        if label == name:
+            continue
+        others = {n for s, n in chosen if s == sec and n != name}
+        if any(builder_label(sec, n) == label for n in others) or label in _registered(sec):
+            out.add(name)
+    return frozenset(out)
+
+
+def _registered(section: str) -> list[str]:
+    return available_models() if section == "model" else available_datasets()
+
+
+def chosen_builders(s: StudyConfig, chosen: Mapping[str, str]) -> set[tuple[str, str]]:
+    """``(section, name)`` of every builder the base config (``chosen``) or a matrix axis chooses."""
+    found = {(sec, name) for sec, name in chosen.items()}
+    for key, values in s.matrix.items():
+        if not isinstance(values, list):
+            continue
+        for sec, leaf in CHOSEN_BY.items():
+            if key == f"{sec}.{leaf}":
+                found.update((sec, v) for v in values if isinstance(v, str))
+            elif key == sec:
+                found.update((sec, v[leaf]) for v in values if isinstance(v, dict) and isinstance(v.get(leaf), str))
+    return found
 
 
 _AXIS_LABELS = {"train.weight_decay": "wd", "train.seeds": "seeds", "train.batch_size": "bs", "model.activation": "act"}
@@ -55,9 +102,13 @@ NAMED_AXES = frozenset(
 )
 
 
-def _cell_name_parts(cfg: Config, axes: Mapping[str, Any]) -> list[tuple[str, str]]:
+def _cell_name_parts(cfg: Config, axes: Mapping[str, Any], qualify: Collection[str] = ()) -> list[tuple[str, str]]:
     """``(what, folder name)`` for each part of a cell's name."""
-    parts = [("model", model_label(cfg.model)), ("data.name", cfg.data.name), ("train.optimizer", cfg.train.optimizer)]
+    parts = [
+        ("model", model_label(cfg.model, qualify)),
+        ("data.name", builder_label("data", cfg.data.name, qualify)),
+        ("train.optimizer", cfg.train.optimizer),
+    ]
     for key, value in axes.items():
         if key in NAMED_AXES or isinstance(value, dict):
             continue
@@ -72,11 +123,12 @@ def axis_part(key: str, value: Any) -> str:
     return f"{label}={text}"
 
 
-def cell_name(cfg: Config, axes: Mapping[str, Any]) -> str:
+def cell_name(cfg: Config, axes: Mapping[str, Any], qualify: Collection[str] = ()) -> str:
     """``<model>/<dataset>/<optimizer>`` plus ``key=value`` for every other axis, e.g.
-    ``mlp2x64/moons/sgd/activation=tanh``.
+    ``mlp2x64/moons/sgd/activation=tanh`` or ``build_vit/blobs/sgd`` (plug-ins by :func:`builder_label`, those
+    in ``qualify`` with their module's name).
     """
-    return "/".join(part for _, part in _cell_name_parts(cfg, axes))
+    return "/".join(part for _, part in _cell_name_parts(cfg, axes, qualify))
 
 
 def folder_name_problem(text: str) -> str | None:
@@ -86,11 +138,11 @@ def folder_name_problem(text: str) -> str | None:
     return None
 
 
-def cell_name_problems(cfg: Config, axes: Mapping[str, Any]) -> list[str]:
+def cell_name_problems(cfg: Config, axes: Mapping[str, Any], qualify: Collection[str] = ()) -> list[str]:
     """Every part of the name of the cell of ``cfg`` (with axis values ``axes``) that would not make a plain
     folder name, as ``<what>: <problem>``.
     """
-    return [f"{what}: {p}" for what, part in _cell_name_parts(cfg, axes) if (p := folder_name_problem(part))]
+    return [f"{what}: {p}" for what, part in _cell_name_parts(cfg, axes, qualify) if (p := folder_name_problem(part))]
 
 
 def cell_settings(cfg: Config) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:

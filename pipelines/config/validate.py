@@ -14,15 +14,17 @@ from typing import Any
 
 from lgeom.data import available_datasets
 from lgeom.models import available_models, model_arch_args
+from lgeom.plugins import is_plugin_ref
 from pipelines.config.builders import (
     CHOSEN_BY,
     builder_options,
+    builder_problem,
     check_model_builds,
     data_option_defaults,
     data_shape,
     hashable_options,
 )
-from pipelines.config.matrix import NAMED_AXES, axis_part, folder_name_problem
+from pipelines.config.matrix import NAMED_AXES, axis_part, chosen_builders, folder_name_problem
 from pipelines.config.sections import (
     SECTIONS,
     DataConfig,
@@ -88,7 +90,13 @@ def _option_problems(
     """Problems of a model's or dataset's name and options, and the options its builder takes (None: unknown name)."""
     known = builder_options(prefix, name)
     if known is None:
-        return [f"{prefix}.{CHOSEN_BY[prefix]}: expected one of {', '.join(registered)}, got {name!r}"], None
+        own = builder_problem(prefix, name)
+        if own is not None:
+            return [f"{prefix}.{CHOSEN_BY[prefix]}: {own}"], None
+        return [
+            f"{prefix}.{CHOSEN_BY[prefix]}: expected one of {', '.join(registered)} or a plug-in 'module:callable', "
+            f"got {name!r}"
+        ], None
     allowed = known[0]
     problems = [_not_an_option(prefix, k, v, name, allowed) for k, v in options.items() if k not in allowed]
     return problems, {k: v for k, v in options.items() if k in allowed}
@@ -127,13 +135,17 @@ def _blame_options(
     return out or [f"{prefix}: {err}"]
 
 
-def matrix_axis_problems(s: StudyConfig, top_keys: tuple[str, ...]) -> list[str]:
+def matrix_axis_problems(
+    s: StudyConfig, top_keys: tuple[str, ...], chosen: Mapping[str, str] | None = None
+) -> list[str]:
     """Every problem of the matrix axes themselves: unknown keys (``top_keys`` are the config's keys outside
     the sections), values that are not non-empty lists (of mappings, for a section axis), and values that
-    would not make a plain folder name of a cell.
+    would not make a plain folder name of a cell. Options of plug-ins (``module:callable``) chosen in the base
+    config (``chosen``: ``{"model": arch, "data": name}``) or by an axis are axis keys too.
     """
     out = []
     leaf_keys = _leaf_keys(top_keys, tuple(available_models()), tuple(available_datasets()))
+    leaf_keys |= _plugin_keys(s, chosen or {})
     for key, values in s.matrix.items():
         if key in SECTIONS and key != "study":
             # A section axis: each value is a mapping of several keys that vary together.
@@ -153,6 +165,16 @@ def matrix_axis_problems(s: StudyConfig, top_keys: tuple[str, ...]) -> list[str]
             # The value becomes part of each cell's folder name; checked once here rather than per cell.
             out.extend(f"study.matrix.{key}: {p}" for v in values if (p := folder_name_problem(axis_part(key, v))))
     return out
+
+
+def _plugin_keys(s: StudyConfig, chosen: Mapping[str, str]) -> set[str]:
+    """The option keys (``model.<option>``, ``data.<option>``) of the plug-ins a config chooses."""
+    keys: set[str] = set()
+    for sec, name in chosen_builders(s, chosen):
+        if is_plugin_ref(name):
+            known = builder_options(sec, name)
+            keys.update(f"{sec}.{k}" for k in (known[0] if known else {}))
+    return keys
 
 
 @functools.lru_cache(maxsize=8)

@@ -1,12 +1,16 @@
 """Tiny float64 cases with dense references that do not use the code under test.
 
 After curvlinops' ``test/cases.py``: every estimator test runs over :data:`CASES` (a small MLP, a small
-BatchNorm CNN and a narrow PreResNet-8), each with a fixed seed, inputs and labels. The reference loss is
-plain ``torch.func.functional_call`` + ``F.cross_entropy`` in eval mode (:func:`lgeom.reference.dense_loss`),
-and the dense Hessian is ``torch.func.hessian`` of it over the flat parameter vector. For BatchNorm models
+BatchNorm CNN, a narrow PreResNet-8 and a tiny vision transformer with LayerNorm and attention, defined here
+as a user would define one), each with a fixed seed, inputs and labels. The reference loss is plain
+``torch.func.functional_call`` + ``F.cross_entropy`` in eval mode (:func:`lgeom.reference.dense_loss`), and the
+dense Hessian is :func:`lgeom.reference.dense_hessian` of it over the flat parameter vector. For BatchNorm models
 the reference buffers are the statistics the BN policy gives a point that is not a trained endpoint,
 computed here with torch's own BatchNorm (train mode, momentum 1, one batch holding every BN sample), never
 with lgeom's recompute.
+
+The vision transformer (:class:`TinyViT`, :func:`build_vit`) is also what the cross-module tests of a user
+model use (``tests/scenarios/test_vit_probes.py``).
 
 Also the older helpers of the curvature/flatness probe tests (``tiny_mlp``, ``tiny_data``, ``image_data``,
 ``one_batch``) and of the alignment tests (``randomize_bn_state``).
@@ -23,6 +27,8 @@ from unittest import mock
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 import lgeom.models.resnet as resnet
 from lgeom.hessian import HessianOperator
@@ -108,6 +114,109 @@ def randomize_bn_state(model: torch.nn.Module) -> torch.nn.Module:
             if p.dim() == 1:
                 p.normal_()
     return model.eval()
+
+
+# --- a user model: a tiny vision transformer ---------------------------------------------------------------
+
+
+class SelfAttention(nn.Module):
+    """Hand-written multi-head self-attention: one ``qkv`` projection, scaled dot products per head, softmax,
+    an output projection ``proj``. Written so that ``torch.fx`` can trace it (no shape unpacking).
+    """
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.heads, self.head_dim = heads, dim // heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, tokens, dim)`` -> same shape."""
+        qkv = self.qkv(x).reshape(x.shape[0], x.shape[1], 3, self.heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        weights = torch.softmax(q @ k.transpose(-2, -1) / math.sqrt(self.head_dim), dim=-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(x.shape[0], x.shape[1], -1))
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm transformer block: ``x + attn(norm1(x))``, then ``x + mlp(norm2(x))`` (GELU MLP).
+
+    ``attention="torch"`` uses ``nn.MultiheadAttention``, ``"hand"`` :class:`SelfAttention`.
+    """
+
+    def __init__(self, dim: int, heads: int, hidden: int, attention: str) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = (
+            nn.MultiheadAttention(dim, heads, batch_first=True) if attention == "torch" else SelfAttention(dim, heads)
+        )
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``(batch, tokens, dim)`` -> same shape."""
+        h = self.norm1(x)
+        if isinstance(self.attn, nn.MultiheadAttention):
+            h = self.attn(h, h, h, need_weights=False)[0]
+        else:
+            h = self.attn(h)
+        x = x + h
+        return x + self.mlp(self.norm2(x))
+
+
+class TinyViT(nn.Module):
+    """A vision transformer small enough for a dense Hessian: non-overlapping ``patch x patch`` patches
+    embedded by a strided convolution (``patch_embedding="conv"``) or a linear layer on unfolded patches
+    (``"linear"``), a learned positional embedding, a class token (``pool="cls"``) or mean pooling
+    (``"mean"``), one pre-norm :class:`EncoderBlock` per entry of ``attention``, a final LayerNorm and a
+    linear head. No BatchNorm, unless ``patch_norm`` puts a BatchNorm2d after the convolutional patch
+    embedding (the variant the BN policy must apply to).
+    """
+
+    def __init__(
+        self,
+        *,
+        num_classes: int,
+        in_shape: tuple[int, ...],
+        patch: int = 2,
+        dim: int = 4,
+        heads: int = 2,
+        hidden: int = 8,
+        attention: tuple[str, ...] = ("torch", "hand"),
+        pool: str = "cls",
+        patch_embedding: str = "conv",
+        patch_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        channels, height, width = in_shape
+        tokens = (height // patch) * (width // patch)
+        self.patch, self.pool = patch, pool
+        if patch_embedding == "conv":
+            conv = nn.Conv2d(channels, dim, patch, stride=patch)
+            self.patch_embed: nn.Module = nn.Sequential(conv, nn.BatchNorm2d(dim)) if patch_norm else conv
+        else:
+            self.patch_embed = nn.Linear(channels * patch * patch, dim)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if pool == "cls" else None
+        self.pos_embed = nn.Parameter(0.02 * torch.randn(1, tokens + (pool == "cls"), dim))
+        self.blocks = nn.Sequential(*(EncoderBlock(dim, heads, hidden, a) for a in attention))
+        self.norm = nn.LayerNorm(dim)
+        self.head = nn.Linear(dim, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(batch, num_classes)`` of images ``(batch, channels, height, width)``."""
+        if not isinstance(self.patch_embed, nn.Linear):
+            h = self.patch_embed(x).flatten(2).transpose(1, 2)
+        else:
+            h = self.patch_embed(F.unfold(x, self.patch, stride=self.patch).transpose(1, 2))
+        if self.cls_token is not None:
+            h = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), h], dim=1)
+        h = self.norm(self.blocks(h + self.pos_embed))
+        return self.head(h[:, 0] if self.pool == "cls" else h.mean(dim=1))
+
+
+def build_vit(*, num_classes: int, in_shape: tuple[int, ...], **options: object) -> TinyViT:
+    """A :class:`TinyViT`, built the way a plug-in model is: ``builder(*, num_classes, in_shape, **options)``."""
+    return TinyViT(num_classes=num_classes, in_shape=in_shape, **options)  # type: ignore[arg-type]
 
 
 def one_batch(batches: Batches) -> Batches:
@@ -242,7 +351,25 @@ def preresnet8_case() -> Case:
     return _bn_case("preresnet8", model, (3, 8, 8), seed=20)
 
 
-BUILDERS: dict[str, Callable[[], Case]] = {"mlp": mlp_case, "bn_cnn": bn_cnn_case, "preresnet8": preresnet8_case}
+def vit_case() -> Case:
+    """:class:`TinyViT` on 3x4x4 inputs (2x2 patches: 4 tokens and a class token of width 4, two heads, one
+    block with ``nn.MultiheadAttention`` and one with :class:`SelfAttention`; P = 443, seed 0), at a point 0.1
+    off its initialisation (so LayerNorm scales, biases and the class token are not at their initial 1s and
+    0s); 10 samples in batches of 6 and 4. No BatchNorm: no BN batches, the model's own (no) buffers.
+    """
+    torch.manual_seed(0)
+    model = build_vit(num_classes=3, in_shape=(3, 4, 4)).double()
+    gen = torch.Generator().manual_seed(30)
+    params = {n: p.detach() + 0.1 * torch.randn(p.shape, generator=gen, dtype=D) for n, p in model.named_parameters()}
+    return Case("vit", model, params, _images(10, (3, 4, 4), 31, batch=6), None, dict(model.named_buffers()))
+
+
+BUILDERS: dict[str, Callable[[], Case]] = {
+    "mlp": mlp_case,
+    "bn_cnn": bn_cnn_case,
+    "preresnet8": preresnet8_case,
+    "vit": vit_case,
+}
 CASES = tuple(BUILDERS)
 
 

@@ -1,20 +1,23 @@
 """``connect_pair``: every zoo model trains, connects, aligns and is probed end to end on tiny data; bad input
-(mismatched endpoints, empty data, missing BN statistics, bad specs) is refused.
+(mismatched endpoints, empty data, missing BN statistics, bad specs) is refused; the plane is evaluated on its
+own class-stratified cap (``plane_samples``), and on the aligned curves only with ``plane_aligned``.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from lgeom.connect import ConnectSpec, connect_pair
+from lgeom.connect import ConnectSpec, connect_pair, prepare_data
 from lgeom.curves import CurveFitSpec
 from lgeom.data import ArrayDataset, fixed_batches
 from lgeom.hessian import top_eigenvalues
 from lgeom.models import build_model
 from lgeom.params import get_params
+from lgeom.surfaces import plane
 from lgeom.train import TrainSpec, train
 
 CIFAR = (3, 32, 32)
@@ -83,6 +86,7 @@ def test_zoo_model_trains_connects_aligns_and_probes(arch: str, kw: dict) -> Non
 def test_every_path_times_the_parts_it_ran(with_plane: bool) -> None:
     gen = torch.Generator().manual_seed(3)
     data = ArrayDataset(torch.randn(32, 2, generator=gen), torch.randint(0, 2, (32,), generator=gen), 2, "noise")
+    torch.manual_seed(0)  # A and B from two seeds, whatever the global generator's state
     model = build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8)
     torch.manual_seed(1)
     other = get_params(build_model("mlp", num_classes=2, in_shape=(2,), depth=1, width=8))
@@ -117,3 +121,93 @@ def test_connect_pair_rejects_bad_input() -> None:
         ValueError, match=r"invalid ConnectSpec: kinds: expected distinct names.*points: expected an integer >= 2"
     ):
         ConnectSpec(kinds=("bezier", "spline"), points=1)
+
+
+@pytest.mark.parametrize(
+    ("field", "bad"),
+    [
+        ("plane_samples", 0),
+        ("plane_samples", -5),
+        ("plane_samples", 2.5),
+        ("plane_samples", True),
+        ("plane_aligned", "yes"),
+        ("plane_aligned", 1),
+    ],
+)
+def test_bad_plane_settings_are_refused(field: str, bad: object) -> None:
+    with pytest.raises(ValueError, match=rf"invalid ConnectSpec: {field}: expected .*got {bad!r}"):
+        ConnectSpec(**{field: bad})
+
+
+def _three_classes(n: int, seed: int) -> ArrayDataset:
+    # Classes 0, 1, 2 in proportions 1/2, 1/3, 1/6, separable enough to train on.
+    gen = torch.Generator().manual_seed(seed)
+    y = torch.tensor([0, 0, 0, 1, 1, 2]).repeat(n // 6)[torch.randperm(n, generator=gen)]
+    x = torch.randn(n, 2, generator=gen, dtype=torch.float64) + 2.0 * torch.stack([y.cos(), y.sin()], 1).double()
+    return ArrayDataset(x, y, 3, "three")
+
+
+def _labels(batches: list) -> torch.Tensor:
+    return torch.cat([y for _, y in batches])
+
+
+def test_the_plane_data_are_a_stratified_cap_independent_of_the_path_subset() -> None:
+    train_set, test_set = _three_classes(120, 0), _three_classes(60, 1)
+    model = build_model("mlp", num_classes=3, in_shape=(2,), width=4).double()
+    spec = ConnectSpec(eval_train_samples=20, plane_samples=30, eval_batch_size=7)
+    data = prepare_data(model, train_set, test_set, spec)
+    assert sum(len(y) for _, y in data.train_batches) == 20 and sum(len(y) for _, y in data.test_batches) == 60
+    for batches, full in ((data.plane_train_batches, train_set), (data.plane_test_batches, test_set)):
+        labels = _labels(batches)
+        assert len(labels) == 30 and torch.bincount(labels).tolist() == [15, 10, 5]  # the full set's shares
+        assert len(batches[0][1]) == 7  # evaluation batch size
+        first = batches[0][0][0]
+        assert bool((full.inputs == first).all(dim=1).any())  # samples of the set itself
+    again = prepare_data(model, train_set, test_set, spec)
+    assert torch.equal(_labels(again.plane_train_batches), _labels(data.plane_train_batches))
+    assert torch.equal(again.plane_train_batches[0][0], data.plane_train_batches[0][0])  # deterministic
+    # A cap at or above the sizes evaluates the plane on every sample (not on the paths' 20).
+    whole = prepare_data(model, train_set, test_set, ConnectSpec(eval_train_samples=20, plane_samples=500))
+    assert len(_labels(whole.plane_train_batches)) == 120 and whole.plane_test_batches is whole.test_batches
+    everything = prepare_data(model, train_set, test_set, ConnectSpec(plane_samples=None))
+    assert everything.plane_train_batches is everything.train_batches
+
+
+@pytest.mark.parametrize("plane_aligned", [False, True])
+def test_aligned_curves_get_a_plane_only_when_asked_and_planes_state_their_samples(plane_aligned: bool) -> None:
+    train_set, test_set = _three_classes(60, 0), _three_classes(30, 1)
+    ends = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        model = build_model("mlp", num_classes=3, in_shape=(2,), width=4).double()
+        res = train(model, train_set, None, TrainSpec(epochs=2, batch_size=16, lr=0.1, seed=seed), progress=False)
+        ends.append(res.final_params)
+    spec = ConnectSpec(
+        kinds=("bezier",),
+        points=3,
+        align=True,
+        plane_grid=3,
+        plane_samples=12,
+        plane_aligned=plane_aligned,
+        fit=CurveFitSpec(epochs=1, batch_size=16, seed=0),
+    )
+    out = connect_pair(model, ends[0], ends[1], train=train_set, test=test_set, spec=spec, progress=False)
+    planes = {name: p.plane for name, p in out.paths.items()}
+    assert planes["linear"] is None and planes["linear_aligned"] is None and planes["bezier"] is not None
+    assert (planes["bezier_aligned"] is not None) == plane_aligned
+    assert planes["bezier"].samples == {"train": 12, "test": 12}
+    arrays = planes["bezier"].to_arrays()
+    assert int(arrays["train_samples"]) == 12 and int(arrays["test_samples"]) == 12
+    # The grid is the plane on the stratified subsets themselves.
+    data = prepare_data(model, train_set, test_set, spec)
+    curve = out.paths["bezier"].curve
+    direct = plane(
+        model,
+        curve.start,
+        curve.apex(),
+        curve.end,
+        train=data.plane_train_batches,
+        test=data.plane_test_batches,
+        grid=3,
+    )
+    np.testing.assert_allclose(planes["bezier"].grids["test_loss"], direct.grids["test_loss"], rtol=1e-12)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -10,9 +12,10 @@ import torch.nn.functional as F
 from lgeom.data import build_dataset
 from lgeom.gradients import Objective, effective_dimensionality, loss_and_gradient
 from lgeom.models import build_model
-from lgeom.params import flatten, functional_forward, get_params, unflatten
+from lgeom.params import flatten, functional_forward, get_params, unflatten, unflatten_stacked
+from lgeom.reference import dense_loss
 from lgeom.train import TrainSpec, train
-from tests.lgeom.cases import one_batch, tiny_data, tiny_mlp
+from tests.lgeom.cases import get_case, one_batch, tiny_data, tiny_mlp
 
 
 def test_loss_and_gradient_match_autograd_of_the_full_loss() -> None:
@@ -107,3 +110,37 @@ def test_batchnorm_as_affine_is_exact() -> None:
     torch.testing.assert_close(
         batch_stats, torch.nn.functional.batch_norm(x, None, None, bn.weight, bn.bias, True), rtol=1e-12, atol=1e-12
     )
+
+
+def test_eval_mode_differentiates_attention_twice_in_float64_and_float32() -> None:
+    # Inside eval_mode attention runs on SDPA's math backend: the fused kernels torch picks otherwise (flash
+    # attention on the CPU) have neither forward-mode nor double derivatives. Outside the Hessian, the
+    # first-order loss and gradient keep torch's kernel choice and match the dense reference.
+    c = get_case("vit")
+    h = c.hessian()
+    v = torch.randn(2, c.size, generator=torch.Generator().manual_seed(12), dtype=torch.float64)
+    for model, dtype, tol in ((c.model, torch.float64, 1e-11), (copy.deepcopy(c.model).float(), torch.float32, 1e-3)):
+        params = {n: p.to(dtype) for n, p in c.params.items()}
+        obj = Objective(model, c.data, params=params)
+        layout = obj.layout
+        tangents = {n: t.to(dtype) for n, t in unflatten_stacked(layout, v).items()}
+        forward_over_reverse = torch.zeros(2, c.size, dtype=dtype)
+        leaves = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+        double_backward = torch.zeros(2, c.size, dtype=dtype)
+        with obj.eval_mode():
+            for xb, yb in obj.batches:
+                grad = torch.func.grad(lambda p, xb=xb, yb=yb: obj.batch_loss_sum(p, xb, yb))
+                hv = torch.func.vmap(lambda t, grad=grad: torch.func.jvp(grad, (params,), (t,))[1])(tangents)
+                forward_over_reverse += torch.cat([hv[n].reshape(2, -1) for n in layout.names], dim=1)
+                g = torch.autograd.grad(obj.batch_loss_sum(leaves, xb, yb), list(leaves.values()), create_graph=True)
+                for i in range(2):
+                    parts = torch.autograd.grad(
+                        g, list(leaves.values()), list(layout.unflatten(v[i].to(dtype)).values()), retain_graph=True
+                    )
+                    double_backward[i] += torch.cat([p.reshape(-1) for p in parts])
+        for products in (forward_over_reverse, double_backward):
+            torch.testing.assert_close(products / obj.n_samples, (v @ h).to(dtype), rtol=tol, atol=tol)
+    loss, grad = Objective(c.model, c.data, params=c.params).loss_and_grad()
+    fn, theta = dense_loss(c.model, c.data, params=c.params, buffers=c.buffers)
+    assert loss == pytest.approx(c.loss(), rel=1e-12)
+    torch.testing.assert_close(flatten(grad), torch.func.grad(fn)(theta), rtol=1e-10, atol=1e-12)

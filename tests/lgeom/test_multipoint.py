@@ -214,3 +214,24 @@ def test_points_off_the_endpoints_match_the_reference_loss(name: str) -> None:
     c = get_case(name)
     res = evaluate_points(c.model, [c.params], c.data, bn_batches=c.bn_batches)
     assert res.loss[0] == pytest.approx(c.loss(), rel=1e-12)
+
+
+@pytest.mark.parametrize("name", ["mlp", "bn_cnn"])
+def test_one_large_chunk_reports_progress_batch_by_batch_with_the_same_values(name: str) -> None:
+    case = get_case(name)
+    points = [{n: v + 0.01 * i for n, v in case.params.items()} for i in range(6)]
+    events = []
+    res = evaluate_points(
+        case.model,
+        points,
+        case.data,
+        bn_batches=case.bn_batches,
+        chunk_size=6,
+        method="vmap",
+        callbacks=[events.append],
+    )
+    steps = [e.step for e in events]
+    assert all(e.task == "grid" and e.kind == "step" and e.total == 6 for e in events)
+    assert steps[-1] == 6 and len(steps) > 1 and steps == sorted(set(steps))  # rising, before the chunk ends
+    quiet = evaluate_points(case.model, points, case.data, bn_batches=case.bn_batches, chunk_size=6, method="vmap")
+    np.testing.assert_array_equal(res.loss, quiet.loss)

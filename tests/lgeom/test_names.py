@@ -123,13 +123,39 @@ def test_endpoint_names_and_errors() -> None:
         names.endpoint_name(26)
 
 
-def test_readme_mlflow_layout_is_the_rendered_contract() -> None:
+def _readme_block(marker: str) -> str:
+    """The text of README.md between ``<!-- <marker>:begin ... -->`` and ``<!-- <marker>:end -->``."""
     text = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- contract:begin[^\n]*-->\n(.*?)\n<!-- contract:end -->", text, re.S)
-    assert match, "README.md: expected the contract table between <!-- contract:begin --> and <!-- contract:end -->"
-    assert match.group(1) == names.contract_markdown(), (
+    match = re.search(rf"<!-- {marker}:begin[^\n]*-->\n(.*?)\n<!-- {marker}:end -->", text, re.S)
+    assert match, f"README.md: expected a table between <!-- {marker}:begin --> and <!-- {marker}:end -->"
+    return match.group(1)
+
+
+def test_readme_mlflow_layout_is_the_rendered_contract() -> None:
+    assert _readme_block("contract") == names.contract_markdown(), (
         "README.md's MLflow layout table differs from lgeom.names.contract_markdown(): paste the rendered table"
     )
+
+
+def test_readme_units_table_is_the_rendered_quantity_info() -> None:
+    assert _readme_block("units") == names.units_markdown(), (
+        "README.md's units table differs from lgeom.names.units_markdown(): paste the rendered table"
+    )
+
+
+def test_every_reported_family_has_units_and_definitions() -> None:
+    for family in names.REPORT_FAMILIES:
+        assert names.QUANTITY_INFO[family], family
+        for quantity, (unit, meaning) in names.QUANTITY_INFO[family].items():
+            assert unit and meaning and "\n" not in meaning, (family, quantity)
+    assert names.quantity_info(names.BARRIER, "loss") == ("nats", "max_t L(t) - max(L(0), L(1)) along the path")
+    assert names.quantity_info(names.ENDPOINT, names.split_column("test", "acc"))[0] == "%"
+    with pytest.raises(KeyError, match="quantity barrier/acc_dorp: expected one of acc_auc, acc_drop"):
+        names.quantity_info(names.BARRIER, "acc_dorp")
+    name = names.barrier_metric(names.aligned("polychain"), "test", "loss_barrier")
+    assert names.split_metric_name(name) == ("barrier", ("polychain_aligned", "test"), "loss")
+    assert names.split_metric_name("best_test_acc") is None
+    assert names.report_table_artifact(names.BARRIER) == "tables/barrier.json"
 
 
 # Metric names written out in full: a family, a slash, the rest (``hessian/a/lambda_max``,

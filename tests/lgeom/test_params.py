@@ -18,6 +18,7 @@ from lgeom.params import (
     norm,
     unflatten,
 )
+from tests.lgeom.cases import build_vit
 
 
 @pytest.fixture
@@ -94,3 +95,20 @@ def test_load_params_names_the_mismatch(cnn: torch.nn.Module) -> None:
         ValueError, match=r"parameter 'head.weight': expected shape \(3, 64\) \(from model\), got \(2, 2\)"
     ):
         load_params(cnn, params)
+
+
+def test_filter_normalisation_rule_on_transformer_parameters() -> None:
+    # Filters lie along axis 0 for any parameter of 2+ dimensions; 1-D ones (LayerNorm, biases) stay put.
+    torch.manual_seed(0)
+    params = get_params(build_vit(num_classes=3, in_shape=(3, 4, 4)))  # the class token starts at zero
+    d = filter_normalized_direction(params, generator=torch.Generator().manual_seed(2))
+    for name in ("blocks.0.norm1.weight", "blocks.0.norm1.bias", "norm.weight", "blocks.0.attn.in_proj_bias"):
+        assert params[name].dim() == 1 and torch.count_nonzero(d[name]) == 0, name
+    rows = d["blocks.0.attn.in_proj_weight"].norm(dim=1)  # (3E, E): one filter per q, k and v unit
+    torch.testing.assert_close(rows, params["blocks.0.attn.in_proj_weight"].norm(dim=1))
+    assert d["pos_embed"].shape == (1, 5, 4)  # (1, T, E): one filter, the whole tensor
+    torch.testing.assert_close(d["pos_embed"].norm(), params["pos_embed"].norm())
+    assert not torch.allclose(d["pos_embed"][0].norm(dim=1), params["pos_embed"][0].norm(dim=1))
+    assert torch.count_nonzero(d["cls_token"]) == 0 and torch.isfinite(d["cls_token"]).all()
+    patches = d["patch_embed.weight"].flatten(1).norm(dim=1)  # conv (E, C, p, p): one filter per channel out
+    torch.testing.assert_close(patches, params["patch_embed.weight"].flatten(1).norm(dim=1))

@@ -2,4 +2,5 @@
 :mod:`tests.tracking.known_study`).
 """
 
+from tests.pipelines.plugin_files import plugins  # noqa: F401,E402 (a fixture)
 from tests.tracking.known_study import study  # noqa: F401 (a fixture)

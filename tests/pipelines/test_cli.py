@@ -8,9 +8,11 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import re
+import shlex
 import sys
 import types
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -172,3 +174,31 @@ def test_plain_text_strips_roles_and_literals() -> None:
     assert plain_text("see :func:`~tracking.live.progress_metrics` and ``train/a/loss``") == (
         "see tracking.live.progress_metrics and train/a/loss"
     )
+
+
+def test_plugin_overrides_survive_mlflow_run_quoting(plugins: tuple[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    mod, _ = plugins
+    seen: list[object] = []
+    module = types.ModuleType("lgeom_test_plugin_step")
+    module.cli = lambda cfg, args: seen.append(cfg) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    monkeypatch.setitem(cli.STEPS, "cfg", (module.__name__, True, "takes a preset"))
+    # MLproject: "... {overrides}" with -P overrides="..."; MLflow substitutes the value shell-quoted.
+    value = f"study.matrix={{}} model={{arch: {mod}:build_att, width: 4}} data.name={mod}:blobs data.noise=null"
+    argv = shlex.split(f"python -m pipelines.cfg --preset quick-tiny --cell= --no-progress {shlex.quote(value)}")[3:]
+    assert main(["cfg", *argv]) == 0
+    cfg = seen[0]
+    assert cfg.model.arch == f"{mod}:build_att" and cfg.model.options == {"width": 4}  # type: ignore[attr-defined]
+    assert cfg.data.name == f"{mod}:blobs"  # type: ignore[attr-defined]
+
+
+def test_a_plugin_that_cannot_be_imported_exits_2_before_anything_starts(
+    plugins: tuple[str, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = sorted(p.name for p in tmp_path.iterdir())
+    status = main(["study", "--preset", "quick-tiny", "study.matrix={}", "model={arch: 'nosuch_mod_q:build_vit'}"])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert "model.arch plug-in 'nosuch_mod_q:build_vit': cannot import module 'nosuch_mod_q' to take 'build_vit'" in err
+    assert f"search path (sys.path, working directory first): {tmp_path}" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no outputs, no store, no Ray session folder

@@ -11,14 +11,21 @@ import torch
 
 from lgeom.data import Splits
 from lgeom.params import count_params
+from lgeom.plugins import plugin_digest
 from pipelines.common import (
     build_cell_model,
     cell_dir,
     endpoint_key,
     load_splits,
+    plugin_modules,
+    plugin_tags,
     train_endpoint,
+    trial_settings,
 )
-from pipelines.config import Config, expand_matrix, load_config
+from pipelines.common import (
+    plugins as config_plugins,
+)
+from pipelines.config import Config, config_from_dict, expand_matrix, load_config
 
 CELL = "mlp2x16/moons/sgd"
 
@@ -64,3 +71,29 @@ def test_without_a_folder_training_stays_in_memory() -> None:
     assert any(not torch.equal(a, b) for a, b in zip(model.parameters(), other.parameters(), strict=True)), (
         "the seed matters"
     )
+
+
+def test_plugin_tags_and_shipped_modules(plugins: tuple[str, str], tmp_path: Path) -> None:
+    mod, _ = plugins
+    cfg = load_config(
+        "quick-tiny",
+        ["study.matrix={}", f"model={{arch: '{mod}:build_tanh'}}", f"data.name={mod}:blobs", "data.noise=null"],
+    )
+    assert config_plugins(cfg) == {"model": f"{mod}:build_tanh", "data": f"{mod}:blobs"}
+    digest = plugin_digest(f"{mod}:blobs")
+    assert plugin_tags(cfg) == {
+        "lgeom.plugin.model": f"{mod}:build_tanh@{digest}",
+        "lgeom.plugin.data": f"{mod}:blobs@{digest}",
+    }
+    assert plugin_modules([cfg, cfg]) == [(tmp_path / f"{mod}.py").resolve()]
+    assert plugin_tags(load_config("quick-tiny")) == {} and plugin_modules([load_config("quick-tiny")]) == []
+
+
+def test_trial_settings_rebuild_a_cell_of_a_mixed_architecture_matrix(plugins: tuple[str, str]) -> None:
+    mod, _ = plugins
+    axis = f'study.matrix={{model: [{{arch: mlp}}, {{arch: "{mod}:build_att", heads: 4}}]}}'
+    unset = ["model.depth=null", "model.width=null", "model.activation=null"]
+    cfg = load_config("quick-tiny", [f"data.name={mod}:blobs", "data.noise=null", *unset, axis])
+    for cell in expand_matrix(cfg):
+        rebuilt = config_from_dict(trial_settings(cell.config))
+        assert rebuilt.model == cell.config.model and rebuilt.study.matrix == {}

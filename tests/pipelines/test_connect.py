@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -16,7 +17,7 @@ from lgeom.path import triangle
 from lgeom.table import Table
 from pipelines.cli import main as cli_main
 from pipelines.config import load_config
-from pipelines.connect import connect_spec
+from pipelines.connect import alignment_plan, connect_spec
 
 CELL = "mlp2x16/moons/sgd"
 PATHS = ["linear", "bezier", "polychain", "linear_aligned", "bezier_aligned", "polychain_aligned"]
@@ -68,8 +69,14 @@ def test_connect_writes_the_bundle(run) -> None:
                     metrics[f"triangle/{curve}/{m}"], rel=1e-5
                 ), (curve, m)
         assert metrics[f"triangle/{curve}/mid/dist_ab"] == pytest.approx(metrics[f"triangle/{curve}/dist_ab"], rel=1e-6)
+        if curve.endswith("_aligned"):  # curve.plane_aligned is off by default: no plane, no figure
+            assert not (root / "planes" / f"{curve}.npz").exists()
+            assert not (root / "figures" / f"plane_{curve}.png").exists()
+            continue
         plane = np.load(root / "planes" / f"{curve}.npz")
         assert plane["test_acc"].shape == (5, 5) and plane["curve_xy"].shape == (11, 2)
+        # quick-tiny's 200 + 200 samples are under the default cap (curve.plane_samples=2000): all of them
+        assert int(plane["train_samples"]) == 200 and int(plane["test_samples"]) == 200
         assert (root / "figures" / f"plane_{curve}.png").stat().st_size > 1000
     assert (root / "figures" / "paths.png").stat().st_size > 1000
     # endpoints and the permuted B; A and B are the checkpoints trained by the step
@@ -197,6 +204,14 @@ def test_incomplete_arguments_are_bad_input(tmp_path, capsys) -> None:
         ["connect", "--preset", "quick-tiny", "--cell", CELL, "curve.plane_grid=1", f"output_dir={tmp_path}"]
     )
     assert code == 2 and "curve.plane_grid: expected an integer >= 2" in capsys.readouterr().err
+    for bad, message in (
+        ("curve.plane_samples=0", "curve.plane_samples: expected an integer >= 1 or None, got 0"),
+        ("curve.plane_samples=-3", "curve.plane_samples: expected an integer >= 1 or None, got -3"),
+        ("curve.plane_samples=1.5", "curve.plane_samples"),
+        ("curve.plane_aligned=maybe", "curve.plane_aligned"),
+    ):
+        code = cli_main(["connect", "--preset", "quick-tiny", "--cell", CELL, bad, f"output_dir={tmp_path}"])
+        assert code == 2 and message in capsys.readouterr().err, bad
     assert not any(tmp_path.rglob("connect*"))
 
 
@@ -208,3 +223,20 @@ def test_connect_spec_follows_the_curve_section() -> None:
     assert spec.fit.epochs == 4 and spec.fit.batch_size == 50 and spec.fit.t_per_batch == 2
     assert spec.fit.weight_decay == 0.001 and spec.fit.schedule == "piecewise" and spec.fit.seed == 4 and spec.seed == 4
     assert spec.eval_batch_size == cfg.data.eval_batch_size
+    assert spec.plane_samples == 2000 and spec.plane_aligned is False  # the defaults, from lgeom.connect
+    capped = connect_spec(load_config("quick-tiny", ["curve.plane_samples=50", "curve.plane_aligned=true"]))
+    assert capped.plane_samples == 50 and capped.plane_aligned is True
+    assert "curve.plane_samples" in load_config("quick-tiny", []).flat()
+
+
+def test_alignment_is_skipped_with_a_reason_when_the_model_cannot_be_permuted(plugins: tuple[str, str]) -> None:
+    mod, _ = plugins
+    spec = ConnectSpec(align=True)
+    attention = build_model(f"{mod}:build_att", num_classes=3, in_shape=(4,))
+    plan, why = alignment_plan(spec, attention)
+    assert plan == dataclasses.replace(spec, align=False)
+    assert why is not None and why.startswith("alignment skipped: permutation spec of Attention: expected operations")
+    assert "reshape" in why
+    permutable = build_model(f"{mod}:build_tanh", num_classes=3, in_shape=(4,))
+    assert alignment_plan(spec, permutable) == (spec, None)
+    assert alignment_plan(ConnectSpec(align=False), attention) == (ConnectSpec(align=False), None)

@@ -10,6 +10,7 @@ from pipelines.ray_runtime import (
     _host_of,
     hidden_credentials,
     is_loopback,
+    ray_session,
     resolve_address,
     spans_hosts,
     worker_runtime_env,
@@ -103,3 +104,39 @@ def test_hidden_credentials_takes_them_out_and_puts_them_back(monkeypatch: pytes
         assert redact("pw hidden-password") == "pw ***"  # still masked while out of the environment
     assert os.environ["AWS_SECRET_ACCESS_KEY"] == "hidden-secret-value"
     assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "hidden-password"
+
+
+def test_plugin_modules_are_shipped_but_no_credential(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "0")
+    monkeypatch.delenv("MLFLOW_DISABLE_TELEMETRY", raising=False)
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", raising=False)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "plug-secret")
+    env = worker_runtime_env([tmp_path / "mynets.py"])
+    assert env["py_modules"] == [str(tmp_path / "mynets.py")]
+    assert {".venv", "mlruns", ".git", "data", "__pycache__"} <= set(env["excludes"])
+    assert env["env_vars"] == {"RAY_USAGE_STATS_ENABLED": "0"}
+    assert "plug-secret" not in repr(env)
+
+
+@pytest.mark.integration
+def test_workers_import_a_plugin_from_the_shipped_copy(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import ray
+
+    src = tmp_path / "src"
+    src.mkdir()
+    module = f"shippedplug{os.getpid()}"
+    (src / f"{module}.py").write_text("def build(*, num_classes, in_shape):\n    return 'from the shipped copy'\n")
+    monkeypatch.chdir(tmp_path)  # the driver's working directory is not where the module is
+    with ray_session(None, num_cpus=1, py_modules=[src / f"{module}.py"]):
+
+        @ray.remote
+        def load(name: str, hidden: str) -> tuple[str, str]:
+            import importlib
+            import sys
+
+            sys.path[:] = [p for p in sys.path if not p.startswith(hidden)]  # no way back to the source folder
+            mod = importlib.import_module(name)
+            return mod.build(num_classes=2, in_shape=(1,)), mod.__file__
+
+        text, where = ray.get(load.remote(module, str(src)))
+    assert text == "from the shipped copy" and not where.startswith(str(src))

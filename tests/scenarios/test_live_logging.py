@@ -1,12 +1,14 @@
 """The child run as a lab notebook: a real ``lgeom study`` in a subprocess (local Ray, embedded MLflow) run
 from a git working tree, polled with ``MlflowClient`` while its trial is RUNNING — per-epoch series and the
-current stage appear before the run ends, and the finished run has every epoch once — then its provenance
+current stage appear before the run ends, and the finished run has every epoch once and the progress tag of its
+long loops (whose lines per 10% are in the study's log) — then its provenance
 (git commit, dataset input, system metrics, descriptions, entry point, applicable params only).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -16,6 +18,7 @@ from typing import Any
 import pytest
 
 from lgeom import names
+from lgeom.progress import LONG_TASKS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -97,6 +100,11 @@ def test_epoch_series_are_visible_while_the_trial_runs(tmp_path: Path) -> None:
     client = _client(tmp_path)
     run = _child(client)
     assert run.info.status == "FINISHED" and run.data.tags[names.TAG_CURRENT_STAGE] == "done"
+    # The long loops (planes, path evaluations, probes) kept the progress tag up to date while the trial ran; the
+    # last one left it at 100%. In the Ray log each of them wrote a line per 10%.
+    assert re.fullmatch(rf"({'|'.join(LONG_TASKS)})( \S+)? 100%", run.data.tags[names.TAG_PROGRESS]), run.data.tags
+    for line in (f"[{CELL}] plane bezier: started", f"[{CELL}] plane bezier: 100%", f"[{CELL}] path linear: 100%"):
+        assert line in out, out[-3000:]
     for endpoint in names.ENDPOINTS:
         steps = [
             m.step for m in client.get_metric_history(run.info.run_id, names.history_metric(endpoint, "train_loss"))

@@ -1,17 +1,20 @@
-"""``tracking.log``: params flattened, metrics and series named by the contract, artifacts and models
-uploaded, listed back and verified, secrets refused. MLflow is the real embedded store (sqlite in a temp
+"""``tracking.log``: params flattened, metrics and series named by the contract, artifacts, figures, tables and
+models uploaded, listed back and verified, secrets refused. MLflow is the real embedded store (sqlite in a temp
 folder), never a mock.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from lgeom import names
 from lgeom.models import build_model
@@ -24,10 +27,12 @@ from tracking.log import (
     flatten_params,
     load_model,
     log_artifact,
+    log_figure,
     log_metrics,
     log_model,
     log_params,
     log_series,
+    log_table,
     model_uris,
     set_tags,
     verify_uploads,
@@ -161,3 +166,30 @@ def test_model_logged_verified_tagged_and_loaded_back(embedded_store: Any, uniqu
         assert torch.equal(value, back), name
     with pytest.raises(KeyError, match=r"model 'b' of run .*: expected one of \['a'\], got 'b'"):
         load_model(embedded_store, run.run_id, "b")
+
+
+def test_figures_and_tables_render_in_the_ui_and_a_second_table_replaces_the_first(
+    embedded_store: Any, unique_study: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fig = Figure(figsize=(3, 2))
+    fig.subplots().plot([0, 1], [1, 0])
+    table = pd.DataFrame({"setting": ["mlp/moons/sgd", "mlp/moons/adam"], "loss [nats]": [0.5, float("nan")]})
+    with tracked_run(embedded_store, experiment=unique_study) as run:
+        assert log_figure(run, fig, names.figure_artifact("line")) == "figures/line.png"
+        assert run.log_table(table, names.report_table_artifact(names.BARRIER)) == "tables/barrier.json"
+        run.log_table(table.iloc[:1], names.report_table_artifact(names.BARRIER))  # replaces, never appends
+    client = embedded_store.client()
+    assert set(run.manifest.artifacts) == {"figures/line.png", "tables/barrier.json"}  # verified at the end
+    png = Path(client.download_artifacts(run.run_id, "figures/line.png", str(tmp_path)))
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    doc = json.loads(Path(client.download_artifacts(run.run_id, "tables/barrier.json", str(tmp_path))).read_text())
+    assert doc["columns"] == ["setting", "loss [nats]"] and doc["data"] == [["mlp/moons/sgd", 0.5]]
+    logged = json.loads(client.get_run(run.run_id).data.tags["mlflow.loggedArtifacts"])
+    assert {"path": "tables/barrier.json", "type": "table"} in logged, "the UI's table view reads this tag"
+    secret = "s3cr3t-value-for-the-table-test"
+    monkeypatch.setenv("LGEOM_TEST_TOKEN", secret)
+    other = start_run(embedded_store, experiment=unique_study)
+    with pytest.raises(SecretInArtifactError, match="table tables/x.json: expected no credentials"):
+        log_table(other, {"url": [f"https://u:{secret}@example.org"]}, "tables/x.json")
+    assert other.manifest.artifacts == {}
+    end_run(other, "FAILED")

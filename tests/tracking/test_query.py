@@ -1,19 +1,21 @@
-"""Queries and tables on a known set of runs logged to the session server (the ``study`` fixture)."""
+"""Queries and tables on a known set of runs logged to the session server (the ``study`` fixture), and the
+matrix-axis and per-family table logic on small synthetic runs tables.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from lgeom import names
 from tracking import query
 from tracking.runs import ensure_experiment, find_finished_run, run_tags, tracked_run
 
-pytestmark = pytest.mark.integration
 
-
+@pytest.mark.integration
 def test_runs_of_a_study(study: dict[str, Any]) -> None:
     df = query.runs(study["name"], store=study["store"])
     assert len(df) == 5 and set(df["status"]) == {"FINISHED"}  # parent + 4 trials, the FAILED one left out
@@ -27,6 +29,7 @@ def test_runs_of_a_study(study: dict[str, Any]) -> None:
         query.runs("depth-knwn", store=study["store"])
 
 
+@pytest.mark.integration
 def test_compare_aggregates_over_pairs(study: dict[str, Any]) -> None:
     table = query.compare(
         study["name"],
@@ -45,6 +48,7 @@ def test_compare_aggregates_over_pairs(study: dict[str, Any]) -> None:
         query.compare(study["name"], ["barrier/bezier/test/acc_aux"], store=study["store"])
 
 
+@pytest.mark.integration
 def test_depth_tables(study: dict[str, Any]) -> None:
     auc = query.depth_auc_table(study["name"], store=study["store"])
     assert list(auc["model"]) == ["preresnet8", "preresnet26"] and list(auc["n_params"]) == [78_000, 370_000]
@@ -66,6 +70,7 @@ def test_depth_tables(study: dict[str, Any]) -> None:
     assert "± " in text and "preresnet26" in text
 
 
+@pytest.mark.integration
 def test_reuse_lookup_and_path_series(study: dict[str, Any]) -> None:
     exp = query.experiment_id(study["name"], store=study["store"])
     found = find_finished_run(study["store"], exp, "preresnet8-1")
@@ -127,3 +132,83 @@ def test_stage_times_split_each_cells_wall_time(embedded_store: Any) -> None:
     old = table.set_index("cell").loc["old/moons/sgd"]
     assert old["total"] == 8 and np.isnan(old["train"]) and np.isnan(old["other"])  # before stage timing
     assert query.stage_times(query.runs("timed", store=embedded_store).iloc[:0]).empty
+
+
+def _runs(pairs: int) -> pd.DataFrame:
+    """Two optimizers x ``pairs`` seed pairs; barriers of every path kind (aligned included), a triangle with
+    its midpoint variant, and a diagnostics metric that no table shows.
+    """
+    rows = []
+    for optimizer in ("sgd", "adam"):
+        for pair in range(pairs):
+            row: dict[str, object] = {
+                "setting": f"mlp/moons/{optimizer}",
+                "params.train.optimizer": optimizer,
+                "params.train.seeds": f"[{2 * pair}, {2 * pair + 1}]",
+                "params.data.name": "moons",
+                f"metrics.{names.probe_metric(names.HESSIAN, 'n_hvp', point='a')}": 40.0,
+            }
+            if optimizer == "sgd":
+                row["params.train.momentum"] = "0.9"
+            for i, path in enumerate((*names.PATHS, *(names.aligned(p) for p in names.PATHS))):
+                row[f"metrics.{names.barrier_metric(path, 'test', 'loss_barrier')}"] = i + pair
+                row[f"metrics.{names.barrier_metric(path, 'train', 'acc_drop')}"] = 10.0 * i
+            row[f"metrics.{names.triangle_metric('bezier', 'angle_acb_deg')}"] = 100.0 + pair
+            row[f"metrics.{names.triangle_metric('bezier', 'angle_acb_deg', point=names.MID)}"] = 150.0
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def test_varying_axes_leave_out_seeds_constants_and_params_that_do_not_apply() -> None:
+    df = _runs(2)
+    assert query.varying_axes(df) == ["train.optimizer"]
+    assert query.varying_axes(df[df["params.train.optimizer"] == "sgd"]) == []
+    assert query.is_numeric_axis(pd.Series(["8", "26", None])) and not query.is_numeric_axis(pd.Series(["sgd"]))
+
+
+def test_family_table_keeps_every_path_kind_in_order_with_units() -> None:
+    table = query.family_table(_runs(2), names.BARRIER)
+    paths = (*names.PATHS, *(names.aligned(p) for p in names.PATHS))
+    sgd = table[table["setting"] == "mlp/moons/sgd"]
+    assert list(zip(sgd["path"], sgd["split"])) == [(p, s) for p in paths for s in ("train", "test")]
+    row = sgd[(sgd["path"] == names.aligned("polychain")) & (sgd["split"] == "test")].iloc[0]
+    assert row["loss.mean"] == pytest.approx(5.5) and row["loss.std"] == pytest.approx(np.std([5, 6], ddof=1))
+    assert row["loss.n"] == 2 and row["acc_drop.n"] == 0 and np.isnan(row["acc_drop.mean"])
+    shown = query.narrow_table(table, names.BARRIER)
+    assert list(shown.columns) == ["setting", "path", "split", "loss [nats]", "acc_drop [pp]", "n"]
+    assert shown.iloc[0]["setting"] == "mlp/moons/adam" and "±" in shown["loss [nats]"].iloc[1]
+    numbers = query.narrow_table(table, names.BARRIER, text=False)
+    assert list(numbers.columns) == [
+        "setting",
+        "path",
+        "split",
+        "loss [nats]",
+        "loss std",
+        "acc_drop [pp]",
+        "acc_drop std",
+        "n",
+    ]
+
+
+def test_std_and_n_only_when_a_setting_has_several_seed_pairs() -> None:
+    table = query.family_table(_runs(1), names.TRIANGLE)
+    assert list(table["curve"]) == ["bezier", "bezier/mid", "bezier", "bezier/mid"]
+    assert not query.has_repeats(table)
+    assert list(query.narrow_table(table, names.TRIANGLE).columns) == ["setting", "curve", "angle_acb_deg [deg]"]
+    assert list(query.narrow_table(table, names.TRIANGLE, text=False).columns) == [
+        "setting",
+        "curve",
+        "angle_acb_deg [deg]",
+    ]
+    assert "±" not in "".join(query.narrow_table(table, names.TRIANGLE)["angle_acb_deg [deg]"])
+    assert query.family_table(_runs(1), names.HESSIAN).empty, "diagnostics (diag/) are not the hessian table"
+    with pytest.raises(KeyError, match="family: expected one of endpoint, barrier, .*got 'diag'"):
+        query.family_table(_runs(1), names.DIAG)
+
+
+def test_terminal_tables_show_n_only_when_a_group_has_several_runs() -> None:
+    one = query.compare(_runs(1), [names.triangle_metric("bezier", "angle_acb_deg")], by=["setting"])
+    assert query.format_table(one, "markdown").splitlines()[0] == "| setting | triangle/bezier/angle_acb_deg |"
+    two = query.compare(_runs(2), [names.triangle_metric("bezier", "angle_acb_deg")], by=["setting"])
+    text = query.format_table(two, "markdown")
+    assert text.splitlines()[0] == "| setting | triangle/bezier/angle_acb_deg | n |" and "100.500 ± 0.707" in text

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from lgeom.hessian import block_lanczos_eigenvalues, lanczos_eigenvalues, top_eigenvalues
+from lgeom.hessian import HessianOperator, block_lanczos_eigenvalues, lanczos_eigenvalues, top_eigenvalues
 from lgeom.reference import DenseOperator, symmetric_with_spectrum
 from tests.lgeom.cases import CASES, get_case
 
@@ -154,3 +154,20 @@ def test_bad_arguments_raise_expected_messages(case: dict) -> None:
         block_lanczos_eigenvalues(op, 3, block_size=2, max_iter=1)
     with pytest.raises(ValueError, match=r"block_size: expected None unless method='block_lanczos', got 2"):
         top_eigenvalues(case["model"], case["data"], k=2, block_size=2)
+
+
+def test_block_lanczos_gives_the_same_values_on_every_engine(case: dict) -> None:
+    # The engines differ only in rounding (graph kept, rebuilt per pass, or forward-over-reverse; vectors one
+    # after another or batched), so from the same start block the iterations agree.
+    model, data = case["model"], case["data"]
+    ops = {
+        "cached": HessianOperator(model, data, engine="cached"),
+        "stream": HessianOperator(model, data, engine="stream", merge_bytes=1),
+        "batched": HessianOperator(model, data, engine="stream", batch_vectors=True),
+        "forward": HessianOperator(model, data, engine="forward"),
+    }
+    res = {name: block_lanczos_eigenvalues(op, 5, block_size=3, tol=1e-8) for name, op in ops.items()}
+    for name, r in res.items():
+        assert r.converged.all() and r.n_iter == res["cached"].n_iter, name
+        np.testing.assert_allclose(r.values, case["ev"][:5], rtol=1e-7, err_msg=name)
+        np.testing.assert_allclose(r.values, res["cached"].values, rtol=1e-10, err_msg=name)

@@ -18,7 +18,7 @@ from tests.lgeom.cases import CASES, get_case, one_batch, tiny_data, tiny_mlp
 D = torch.float64
 
 
-@pytest.mark.parametrize("engine", ["forward", "cached"])
+@pytest.mark.parametrize("engine", ["forward", "cached", "stream"])
 def test_hvp_equals_dense_hessian_times_v(case: dict, engine: str) -> None:
     op = HessianOperator(case["model"], case["data"], engine=engine)
     v = torch.randn(5, op.size, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
@@ -70,7 +70,7 @@ def test_bn_model_uses_eval_mode_with_the_given_buffers() -> None:
 def test_auto_engine_caches_when_the_graphs_fit(case: dict) -> None:
     assert HessianOperator(case["model"], case["data"], engine="auto").engine == "cached"
     small = HessianOperator(case["model"], case["data"], engine="auto", memory_budget=1)
-    assert small.engine == "forward"
+    assert small.engine == "stream"
     v = torch.ones(small.size, dtype=torch.float64)
     torch.testing.assert_close(small.matvec(v), case["h"] @ v, rtol=1e-10, atol=1e-12)
 
@@ -182,7 +182,7 @@ def test_bad_input_raises_clear_value_errors(case: dict) -> None:
     assert math.isnan(trace(model, data, n_probes=1, seed=0).stderr)
 
 
-@pytest.mark.parametrize("engine", ["forward", "cached"])
+@pytest.mark.parametrize("engine", ["forward", "cached", "stream"])
 @pytest.mark.parametrize("name", CASES)
 def test_hvp_matches_the_dense_reference_on_every_case(name: str, engine: str) -> None:
     c = get_case(name)
@@ -197,3 +197,67 @@ def test_hvp_matches_the_dense_reference_on_every_case(name: str, engine: str) -
 def test_operator_loss_is_the_reference_loss(name: str) -> None:
     c = get_case(name)
     assert c.operator("forward").objective.loss() == pytest.approx(c.loss(), rel=1e-12)
+
+
+@pytest.mark.parametrize("engine", ["cached", "stream"])
+@pytest.mark.parametrize("name", CASES)
+def test_merged_chunks_give_the_per_batch_sums(name: str, engine: str) -> None:
+    # Every case's data is ragged (16, 16, 8 or 6, 4); BN cases run in eval mode with recomputed statistics,
+    # so a sample's loss does not depend on the batch it is in and merging is exact up to rounding.
+    c = get_case(name)
+    merged = c.operator(engine)
+    per_batch = HessianOperator(c.model, c.data, params=c.params, bn_batches=c.bn_batches, engine=engine, merge_bytes=1)
+    sizes = [len(y) for _, y in c.data]
+    assert merged.chunk_sizes == [sum(sizes)] and per_batch.chunk_sizes == sizes
+    v = torch.randn(4, c.size, generator=torch.Generator().manual_seed(12), dtype=D)
+    torch.testing.assert_close(merged.matmat(v), per_batch.matmat(v), rtol=1e-12, atol=1e-14)
+    forward = c.operator("forward").matmat(v)  # the graph-free engine: no cached graph involved
+    torch.testing.assert_close(merged.matmat(v), forward, rtol=1e-10, atol=1e-12)
+
+
+def test_chunks_stop_at_the_byte_budget_and_at_a_change_of_input_shape() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, padding=1),
+        torch.nn.Tanh(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3, 3),
+    ).double()
+    gen = torch.Generator().manual_seed(4)
+    data = [
+        (torch.randn(n, 2, s, s, generator=gen, dtype=D), torch.randint(0, 3, (n,), generator=gen))
+        for n, s in [(5, 4), (5, 4), (3, 4), (4, 6), (2, 6)]
+    ]
+    op = HessianOperator(model, data, engine="cached")
+    assert op.chunk_sizes == [13, 6]  # 4x4 images merged, then the 6x6 ones
+    v = torch.randn(3, op.size, generator=gen, dtype=D)
+    torch.testing.assert_close(op.matmat(v), v @ dense_hessian(model, data), rtol=1e-10, atol=1e-12)
+    # A budget of about two batches' graphs: chunks of at most 10 samples.
+    per_sample = HessianOperator(model, data, engine="cached", merge_bytes=1)._graph_bytes_per_sample()
+    capped = HessianOperator(model, data, engine="stream", merge_bytes=int(10.5 * per_sample))
+    assert capped.chunk_sizes == [10, 3, 6]
+    torch.testing.assert_close(capped.matmat(v), op.matmat(v), rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("engine", ["cached", "stream"])
+def test_batched_vectors_equal_one_at_a_time(case: dict, engine: str) -> None:
+    looped = HessianOperator(case["model"], case["data"], engine=engine)
+    batched = HessianOperator(case["model"], case["data"], engine=engine, batch_vectors=True)
+    v = torch.randn(5, looped.size, generator=torch.Generator().manual_seed(13), dtype=D)
+    torch.testing.assert_close(batched.matmat(v), looped.matmat(v), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(batched.matmat(v), v @ case["h"], rtol=1e-10, atol=1e-12)
+    assert batched.n_products == 10
+
+
+def test_stream_engine_keeps_no_graph_between_passes(case: dict) -> None:
+    op = HessianOperator(case["model"], case["data"], engine="stream")
+    v = torch.randn(2, op.size, generator=torch.Generator().manual_seed(14), dtype=D)
+    first = op.matmat(v)
+    assert op._graphs is None
+    torch.testing.assert_close(op.matmat(v), first, rtol=0, atol=0)
+
+
+def test_bad_merge_bytes_is_refused(case: dict) -> None:
+    with pytest.raises(ValueError, match="merge_bytes: expected an integer > 0, got 0"):
+        HessianOperator(case["model"], case["data"], merge_bytes=0)

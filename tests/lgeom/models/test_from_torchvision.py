@@ -52,7 +52,12 @@ def test_torchvision_options_come_from_the_builder() -> None:
             ),
         ),
         ("torchvision:resnet1000", {}, r"torchvision model: expected one of alexnet, .*resnet18, .*got 'resnet1000'"),
-        ("resnet18", {}, r"model name: expected one of cnn, .*wideresnet or torchvision:<name>, got 'resnet18'"),
+        (
+            "resnet18",
+            {},
+            r"model name: expected one of cnn, .*wideresnet, torchvision:<name> or a plug-in module:callable, "
+            r"got 'resnet18'",
+        ),
         (
             "torchvision:vit_b_16",
             {"cifar_stem": True},

@@ -21,8 +21,8 @@ def test_registry_lists_every_architecture() -> None:
         (
             "transformer",
             {},
-            r"model name: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet or "
-            r"torchvision:<name>, got 'transformer'",
+            r"model name: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet, "
+            r"torchvision:<name> or a plug-in module:callable, got 'transformer'",
         ),
         ("mlp", {"activation": "swish"}, r"activation: expected one of 'gelu', 'relu', 'tanh', got 'swish'"),
         ("mlp", {"width": 0}, r"mlp width: expected an integer > 0, got 0"),

@@ -106,3 +106,13 @@ def test_slice_input_errors() -> None:
         slice_1d(model, data, span=(1.0, -1.0))
     with pytest.raises(ValueError, match="direction: expected a parameter dict shaped like the model"):
         slice_1d(model, data, direction={"head.weight": torch.zeros(2)})
+
+
+def test_a_slice_shows_its_progress_as_lines_off_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    model, data = tiny_mlp(0), tiny_data(40)
+    quiet = slice_1d(model, data, seed=3)
+    shown = slice_1d(model, data, seed=3, progress=True)  # stderr is captured here, no terminal: lines
+    np.testing.assert_array_equal(shown.loss, quiet.loss)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "slice_1d: started (51 steps)" and lines[-1].startswith("slice_1d: 100% (51/51, ")
+    assert len(lines) > 2  # steps of the evaluation in between, not only the start and the end

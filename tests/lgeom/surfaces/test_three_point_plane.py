@@ -50,7 +50,9 @@ def test_grid_values_match_direct_evaluation() -> None:
     model, a, c, b = acb_points("mlp", (4,), width=6)
     train, test = random_batches((4,), 2, 9, 1), random_batches((4,), 3, 7, 2)
     curve = Bezier(a, b, [c])
-    res = plane(model, a, c, b, train=train, test=test, grid=(4, 3), margin=0.25, curve=curve, curve_points=9)
+    res = plane(
+        model, a, c, b, train=train, test=test, grid=(4, 3), margin=0.25, min_aspect=0, curve=curve, curve_points=9
+    )
     assert isinstance(res, PlaneResult) and res.method == "vmap"
     assert res.grids["test_acc"].shape == (3, 4) and res.xs.shape == (4,) and res.ys.shape == (3,)
     # the grid spans the bounding box of A, B, C widened by 25% of its extent on each side
@@ -74,6 +76,24 @@ def test_grid_values_match_direct_evaluation() -> None:
     np.testing.assert_allclose(res.curve_xy[4], [0.25 * xb + 0.5 * xc, 0.5 * yc], atol=1e-10)
     arrays = res.to_arrays()
     assert {"xs", "ys", "train_loss", "test_acc", "a", "b", "c", "curve_xy"} <= set(arrays)
+
+
+def test_a_flat_triangle_gets_a_grid_tall_enough_to_draw_at_true_scale() -> None:
+    model, a, _, b = acb_points("mlp", (4,), width=6)
+    g = torch.Generator().manual_seed(7)
+    # C barely off the middle of the segment A-B: the margin's box alone would be ~50 times wider than tall
+    c = {n: 0.5 * (a[n] + b[n]) + 0.01 * torch.randn(a[n].shape, generator=g, dtype=a[n].dtype) for n in a}
+    test = random_batches((4,), 1, 5, 3)
+    res = plane(model, a, c, b, test=test, grid=(5, 4), margin=0.1, min_aspect=0.5)
+    yc = res.coords["c"][1]
+    width, height = res.xs[-1] - res.xs[0], res.ys[-1] - res.ys[0]
+    assert height == pytest.approx(0.5 * width) and height > 10 * 1.2 * yc
+    # grown evenly about the middle of the margin's box [-0.1 yc, 1.1 yc]
+    assert (res.ys[0] + res.ys[-1]) / 2 == pytest.approx(0.5 * yc)
+    tall = plane(model, a, c, b, test=test, grid=(5, 4), margin=0.1, min_aspect=0)
+    assert tall.ys[0] == pytest.approx(-0.1 * yc) and tall.ys[-1] == pytest.approx(1.1 * yc)
+    with pytest.raises(ValueError, match="min_aspect"):
+        plane(model, a, c, b, test=test, min_aspect=-1.0)
 
 
 def test_plane_with_batchnorm_recomputes_statistics_per_point() -> None:

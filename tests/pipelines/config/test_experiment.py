@@ -25,7 +25,8 @@ from pipelines.config import ConfigError, config_from_dict, config_hash, load_co
         ),
         (
             ["model.arch=vit"],
-            "model.arch: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet, got 'vit'",
+            "model.arch: expected one of cnn, mlp, preresnet, rescnn, resmlp, vgg16, wideresnet or a plug-in "
+            "'module:callable', got 'vit'",
         ),
         (["data.name=imagenet"], "data.name: expected one of"),
         (["data.centers=3"], "data.centers: not an option of moons"),

@@ -49,3 +49,15 @@ def test_neutral_settings_are_marked_once_and_one_hash_keys_cells_and_endpoints(
     assert endpoint_key(cfg.replace(**{"train.seeds": [0, 7]})) == endpoint_key(cfg)
     assert config_hash(cfg.replace(**{"train.seeds": [0, 7]})) != config_hash(cfg)
     assert len(config_hash(cfg)) == len(endpoint_key(cfg)) == 16
+
+
+def test_the_hash_keys_the_plugin_identity(plugins: tuple[str, str]) -> None:
+    mod, other = plugins
+    base = ["study.matrix={}", f"data.name={mod}:blobs", "data.noise=null"]
+    one = load_config("quick-tiny", [*base, f"model={{arch: '{mod}:build_att', width: 4}}"])
+    two = load_config("quick-tiny", [*base, f"model={{arch: '{other}:build_att', width: 4}}"])
+    assert one.flat()["model.arch"] == f"{mod}:build_att"
+    assert config_hash(one) != config_hash(two)
+    assert config_hash(one) == config_hash(
+        load_config("quick-tiny", [*base, f"model={{arch: '{mod}:build_att', width: 4}}"])
+    )

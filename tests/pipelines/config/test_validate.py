@@ -103,3 +103,53 @@ def test_a_model_that_fails_with_its_defaults_is_not_blamed_on_an_option() -> No
     assert err.value.problems == [
         "model: vgg16 in_shape: expected (channels, height, width) with height, width >= 32, got (1, 16, 16)"
     ]
+
+
+def _plugin_config(mod: str, *overrides: str) -> list[str]:
+    model = next((o for o in overrides if o.startswith("model.arch=")), f"model.arch={mod}:build_att")
+    rest = [o for o in overrides if o != model]
+    return ["study.matrix={}", f"data.name={mod}:blobs", "data.noise=null", f"model={{arch: '{model[11:]}'}}", *rest]
+
+
+def test_plugin_options_are_checked_against_the_builder_signature_all_at_once(plugins: tuple[str, str]) -> None:
+    mod, _ = plugins
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            "quick-tiny",
+            _plugin_config(mod, "model.width=wide", "model.depth=3", "model.heads=3", "data.spread=[1]", "data.n=5"),
+        )
+    problems = err.value.problems
+    assert "model.width: expected an integer, got 'wide'" in problems
+    assert f"model.depth: not an option of {mod}:build_att (its options: width, heads), got 3" in problems
+    assert "data.spread: expected a number, got [1]" in problems
+    assert f"data.n: not an option of {mod}:blobs (its options: n_train, n_test, spread), got 5" in problems
+    # width=8 (the default) is not a multiple of heads=3: the builder's own message, blamed on heads.
+    assert "model.heads: build_att width: expected a multiple of heads=3, got 8" in problems
+    assert len(problems) == 5, problems
+
+
+def test_plugin_import_failures_are_config_errors_naming_module_and_search_path(plugins: tuple[str, str]) -> None:
+    mod, _ = plugins
+    with pytest.raises(ConfigError) as err:
+        load_config("quick-tiny", _plugin_config(mod, f"model.arch={mod}:build_vit", "data.name=nosuchmod_q:blobs"))
+    problems = err.value.problems
+    assert len(problems) == 2, problems
+    assert problems[0].startswith(
+        "data.name: data.name plug-in 'nosuchmod_q:blobs': cannot import module 'nosuchmod_q' to take 'blobs' from "
+        "it: no module named 'nosuchmod_q' on the search path (sys.path, working directory first): "
+    )
+    assert problems[1].startswith(f"model.arch: model.arch plug-in '{mod}:build_vit': module '{mod}' (")
+    assert "has no attribute 'build_vit'" in problems[1] and "search path" in problems[1]
+
+
+def test_plugin_options_are_matrix_axes_and_overrides(plugins: tuple[str, str]) -> None:
+    mod, _ = plugins
+    cfg = load_config("quick-tiny", _plugin_config(mod, "model.width=6", "study.matrix.model.heads=[1, 2]"))
+    assert cfg.model.options == {"width": 6} and cfg.data.options["n_train"] == 200
+    assert cfg.study.matrix == {"model.heads": [1, 2]}
+    with pytest.raises(ConfigError) as err:
+        load_config("quick-tiny", _plugin_config(mod, "study.matrix.model.heds=[1, 2]"))
+    assert err.value.problems == [
+        "study.matrix.model.heds: unknown axis, expected a dotted config key like 'train.lr' (did you mean "
+        "'model.heads'?)"
+    ]
