@@ -155,8 +155,9 @@ def write_report(study: str, out: str | Path, *, store: Any = None, parent: Trac
     """
     store = store or resolve_store()
     out = Path(out)
-    (out / names.REPORT_TABLES_DIR).mkdir(parents=True, exist_ok=True)
+    # The query first: an unknown study raises before anything is written.
     df = with_setting(runs(study, store=store, stage=names.STAGE_TRIAL, children_only=True))
+    (out / names.REPORT_TABLES_DIR).mkdir(parents=True, exist_ok=True)
     intro = f"Generated {time.strftime('%Y-%m-%d %H:%M')} from {len(df)} FINISHED cell run(s) in {store.describe()}."
     md: list[str] = [f"# {study}: results", "", intro, ""]
     body: list[str] = [f"<h1>{html.escape(study)}: results</h1>", f"<p>{html.escape(intro)}</p>"]

@@ -74,6 +74,7 @@ def test_an_unknown_study_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert cli_main(["report", "--study", "no-such-study", "--tracking-uri", uri, "--out", str(tmp_path / "r")]) == 2
     last = capsys.readouterr().err.strip().splitlines()[-1]  # MLflow logs the new database's creation before it
     assert last.startswith("lgeom report: error: study: expected one of") and last.endswith("got 'no-such-study'"), last
+    assert not (tmp_path / "r").exists(), "nothing is written for an unknown study"
 
 
 # --- a small study in a real embedded store ----------------------------------------------------------------
