@@ -296,7 +296,8 @@ def main(
 ) -> StudySummary:
     """Run the study of ``cfg``: skip FINISHED cells, close orphans, run the rest on Ray Tune, log the
     summary, comparison table and figures to the parent run, and write the report. With ``register`` the
-    endpoints of the cells finished now go to the Model Registry (:func:`tracking.registry.register_endpoints`).
+    endpoints of every FINISHED cell (finished now or reused) go to the Model Registry
+    (:func:`tracking.registry.register_endpoints`).
 
     Before anything is created (no MLflow run, no Ray): the output and report folders must be writable,
     a local Ray's per-trial CPUs / GPUs must fit this machine, and no other study of the same name may
@@ -341,12 +342,12 @@ def _run_study(
     summary = StudySummary(cfg.name)
     summary.orphans_closed = mark_orphaned_runs(store, exp_id, status="KILLED")
     todo: list[Cell] = []
+    reused_runs: dict[str, str] = {}  # cell -> its FINISHED run, registered with --register like fresh ones
     for cell in cells:
-        if (
-            find_finished_run(store, exp_id, config_hash(cell.config), stage=names.STAGE_TRIAL, cell=cell.name)
-            is not None
-        ):
+        done = find_finished_run(store, exp_id, config_hash(cell.config), stage=names.STAGE_TRIAL, cell=cell.name)
+        if done is not None:
             summary.reused.append(cell.name)
+            reused_runs[cell.name] = done.info.run_id
         else:
             todo.append(cell)
     print(
@@ -417,6 +418,9 @@ def _run_study(
                     register_endpoints(store, r["run_id"], study=cfg.name, cell=r["cell"])
             else:
                 summary.failed[r["cell"]] = r.get("error") or "unknown error"
+        if register:  # idempotent: a cell registered by an earlier invocation keeps its versions
+            for cell_name, run_id in reused_runs.items():
+                register_endpoints(store, run_id, study=cfg.name, cell=cell_name)
         # A trial whose worker died leaves its child run RUNNING: close it before the parent ends.
         mark_orphaned_runs(store, exp_id, status="FAILED", parent_run_id=parent.run_id, include_parent=False)
         summary.wall_time_s = time.perf_counter() - t0
@@ -484,8 +488,8 @@ def add_arguments(parser: Any, step: str) -> None:
     parser.add_argument(
         "--register",
         action="store_true",
-        help="put the endpoints of the cells finished now in the Model Registry (<cell>-a / <cell>-b, "
-        "alias = the study)",
+        help="put the endpoints of every FINISHED cell (run now or reused) in the Model Registry "
+        "(<cell>-a / <cell>-b, alias = the study; a version registered before is reused)",
     )
 
 

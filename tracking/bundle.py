@@ -33,6 +33,7 @@ import json
 import math
 import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any
 
@@ -47,8 +48,9 @@ from lgeom.safe_io import load_plain, save_plain, write_atomically
 from lgeom.table import Table
 from tracking.log import (
     Manifest,
+    ModelRecord,
     TrackedRun,
-    log_artifact,
+    log_artifacts,
     log_metrics,
     log_model,
     log_params,
@@ -216,33 +218,49 @@ def log_bundle(
     root = _bundle_root(bundle)
     files = sorted(p for p in root.rglob("*") if p.is_file() and ".tmp" not in p.name)
     rel = {p: p.relative_to(root).as_posix() for p in files}
-    added = Manifest()
-
-    if (root / names.TAGS_FILE).exists():
-        set_tags(run, _read_json(root / names.TAGS_FILE))
-    if (root / names.PARAMS_FILE).exists():
-        log_params(run, _read_json(root / names.PARAMS_FILE))
-    if (root / names.METRICS_FILE).exists():
-        log_metrics(run, _read_json(root / names.METRICS_FILE))
-    for csv_path in sorted((root / names.PATHS_DIR).glob("*.csv")):
-        log_series(run, csv_path.stem, Table.read_csv(csv_path))
-
     endpoints = [p for p in files if rel[p].startswith(f"{names.ENDPOINTS_DIR}/") and p.suffix == ".pt"]
-    if model is not None:
-        for p in endpoints:
-            added.models[p.stem] = log_model(
-                run,
+    uploads = [
+        (p, rel[p].rsplit("/", 1)[0] if "/" in rel[p] else None)
+        for p in files
+        if not (model is not None and p in endpoints)
+    ]
+
+    def values(lane: TrackedRun) -> None:
+        if (root / names.TAGS_FILE).exists():
+            set_tags(lane, _read_json(root / names.TAGS_FILE))
+        if (root / names.PARAMS_FILE).exists():
+            log_params(lane, _read_json(root / names.PARAMS_FILE))
+        if (root / names.METRICS_FILE).exists():
+            log_metrics(lane, _read_json(root / names.METRICS_FILE))
+        for csv_path in sorted((root / names.PATHS_DIR).glob("*.csv")):
+            log_series(lane, csv_path.stem, Table.read_csv(csv_path))
+
+    def models(lane: TrackedRun) -> dict[str, ModelRecord]:
+        if model is None:
+            return {}
+        return {
+            p.stem: log_model(
+                lane,
                 p.stem,
                 _endpoint_module(model, p),
                 input_example=input_example,
                 display_name=names.model_name(cell, p.stem) if cell else None,
             )
-    for p in files:
-        if model is not None and p in endpoints:
-            continue
-        parent = rel[p].rsplit("/", 1)[0] if "/" in rel[p] else None
-        key = log_artifact(run, p, parent)
-        added.artifacts[key] = run.manifest.artifacts[key]
+            for p in endpoints
+        }
+
+    # Three independent lanes at once, each with its own client: metric rows (the store's database),
+    # models (serialising, uploading, listing back) and the other files (one upload of the folder tree).
+    with ThreadPoolExecutor(max_workers=3, thread_name_prefix="lgeom-log-bundle") as pool:
+        lanes = [pool.submit(fn, run.with_own_client()) for fn in (values, models)]
+        lanes.append(pool.submit(log_artifacts, run.with_own_client(), uploads))
+        wait(lanes)  # every lane ends before an error propagates (the run is then ended FAILED)
+    for lane in lanes:
+        if lane.exception() is not None:
+            raise lane.exception()  # type: ignore[misc]
+    added = Manifest()
+    added.models.update(lanes[1].result())
+    added.artifacts.update(lanes[2].result())
     return added
 
 

@@ -22,7 +22,9 @@ import logging
 import math
 import os
 import re
+import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -113,6 +115,7 @@ class TrackedRun:
         self.experiment_id = experiment_id
         self.retry = retry
         self.manifest = Manifest()
+        self._artifact_repo: Any = None
 
     def __repr__(self) -> str:
         return f"TrackedRun({self.run_id}, experiment {self.experiment_id}, {self.store.describe()})"
@@ -152,6 +155,27 @@ class TrackedRun:
     def verify(self) -> None:
         """See :func:`verify_uploads`."""
         verify_uploads(self)
+
+    def with_own_client(self) -> TrackedRun:
+        """The same run and manifest with a client of its own (for a worker thread)."""
+        other = TrackedRun(self.store, self.store.client(), self.run_id, self.experiment_id, self.retry)
+        other.manifest = self.manifest
+        other._artifact_repo = self._artifact_repo
+        return other
+
+    def list_artifacts(self, folder: str | None) -> list[Any]:
+        """``FileInfo``s of ``folder`` (``None``: the root) of the run's artifacts, read from the store
+        (retried on transient errors). The artifact repository is resolved once per run handle, so listing
+        many folders costs one ``get_run``, not one per folder (``MlflowClient.list_artifacts`` reads the run
+        each time).
+        """
+        if self._artifact_repo is None:
+            from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+            uri = self.call(f"reading run {self.run_id}", self.client.get_run, self.run_id).info.artifact_uri
+            self._artifact_repo = get_artifact_repository(uri, tracking_uri=self.store.tracking_uri)
+        repo = self._artifact_repo
+        return self.call(f"listing artifacts {folder or '/'}", repo.list_artifacts, folder)
 
 
 def flatten_params(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -348,6 +372,49 @@ def log_artifact(run: TrackedRun, local_path: str | os.PathLike[str], artifact_p
     return key
 
 
+def log_artifacts(run: TrackedRun, files: Sequence[tuple[str | os.PathLike[str], str | None]]) -> dict[str, int]:
+    """Upload many files with one ``log_artifacts`` call: each ``(local file, artifact folder or None)`` goes
+    to ``<folder>/<file name>`` of the run, and each size is recorded for verification, exactly as
+    :func:`log_artifact` one by one would. Every text file is scanned for credentials before anything is
+    uploaded. The files are linked (copied where linking fails) into a staging folder next to the first file,
+    so the store receives one folder tree.
+
+    Returns:
+        ``{artifact path: size in bytes}`` of the files uploaded.
+
+    Raises:
+        FileNotFoundError: a path is not a file.
+        ValueError: two files would land on the same artifact path.
+        SecretInArtifactError: a text file contains a credential's value (nothing is uploaded).
+    """
+    items: dict[str, Path] = {}
+    for local, folder in files:
+        path = Path(local)
+        if not path.is_file():
+            raise FileNotFoundError(f"artifact: expected a file at {path}, got nothing there")
+        key = _artifact_key(folder, path.name)
+        if key in items:
+            raise ValueError(f"artifacts: expected one file per artifact path, got {items[key]} and {path} for {key}")
+        items[key] = path
+    if not items:
+        return {}
+    for path in items.values():
+        _scan_for_secrets(path)
+    sizes = {key: path.stat().st_size for key, path in items.items()}
+    stage_parent = next(iter(items.values())).parent
+    with tempfile.TemporaryDirectory(prefix=".lgeom-upload-", dir=stage_parent) as tmp:
+        for key, path in items.items():
+            dst = Path(tmp) / key
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(path, dst)
+            except OSError:
+                shutil.copyfile(path, dst)
+        run.call(f"uploading {len(items)} artifacts", run.client.log_artifacts, run.run_id, tmp, None)
+    run.manifest.artifacts.update(sizes)
+    return sizes
+
+
 def _record_logged(run: TrackedRun, key: str) -> str:
     """Confirm ``key`` arrived (listed back with its size) and add it to the manifest for :func:`verify_uploads`.
 
@@ -355,7 +422,7 @@ def _record_logged(run: TrackedRun, key: str) -> str:
         UploadVerificationError: the store does not list ``key``.
     """
     folder = key.rsplit("/", 1)[0] if "/" in key else None
-    infos = run.call(f"listing artifacts {folder or '/'}", run.client.list_artifacts, run.run_id, folder)
+    infos = run.list_artifacts(folder)
     sizes = {i.path: int(i.file_size or 0) for i in infos if not i.is_dir}
     if key not in sizes:
         raise UploadVerificationError(f"run {run.run_id}: artifact {key} missing after upload")
@@ -444,9 +511,7 @@ def verify_uploads(run: TrackedRun, manifest: Manifest | None = None) -> None:
         folders = {k.rsplit("/", 1)[0] if "/" in k else None for k in manifest.artifacts}
         found: dict[str, int] = {}
         for folder in sorted(folders, key=lambda f: f or ""):
-            infos = with_retries(
-                lambda: run.client.list_artifacts(run.run_id, folder), what=f"listing artifacts {folder or '/'}"
-            )
+            infos = run.list_artifacts(folder)
             found.update({i.path: int(i.file_size or 0) for i in infos if not i.is_dir})
         problems += _compare(manifest.artifacts, found, "artifact")
     for name, rec in manifest.models.items():
@@ -471,6 +536,45 @@ def _compare(expected: Mapping[str, int], found: Mapping[str, int], what: str) -
 
 
 # --- models -----------------------------------------------------------------------------------------------
+
+_warm_lock = threading.Lock()
+_warm_thread: threading.Thread | None = None
+
+
+def _warm_up() -> None:
+    try:
+        import mlflow.pytorch  # noqa: F401 - the import alone costs about a second
+        from mlflow.models import infer_signature  # noqa: F401
+        from mlflow.utils.requirements_utils import warn_dependency_requirement_mismatches
+
+        # What save_model runs on the model's requirements: the first call in a process builds MLflow's map of
+        # installed packages (about a second of reading package metadata).
+        warn_dependency_requirement_mismatches(_pip_requirements())
+    except Exception:  # noqa: BLE001 - only a warm-up: log_model does the same work itself if this failed
+        logging.getLogger(__name__).debug("model logging warm-up failed", exc_info=True)
+
+
+def warm_model_logging() -> None:
+    """Start, once per process, a background thread doing the one-off work of the first :func:`log_model`
+    (importing ``mlflow.pytorch`` and building MLflow's map of installed packages, about a second), so that a
+    trial pays it while it computes instead of after. :func:`log_model` waits for it; nothing is logged.
+    """
+    global _warm_thread
+    with _warm_lock:
+        if _warm_thread is None:
+            _warm_thread = threading.Thread(target=_warm_up, name="lgeom-warm-model-logging", daemon=True)
+            _warm_thread.start()
+
+
+def _wait_warm() -> None:
+    with _warm_lock:
+        thread = _warm_thread
+    if thread is not None:
+        thread.join()
+
+
+def _pip_requirements() -> list[str]:
+    return [f"torch=={torch.__version__.split('+')[0]}"]
 
 
 def log_model(
@@ -507,6 +611,7 @@ def log_model(
     for what, value in (("model name", name), ("model display name", display_name or name)):
         if not re.fullmatch(r"[A-Za-z0-9_=-]+", value):
             raise ValueError(f"{what}: expected letters, digits, _ = -, got {value!r}")
+    _wait_warm()
     client = run.client
     lm = run.call(
         f"creating model {name}",
@@ -534,7 +639,7 @@ def log_model(
                 serialization_format="pickle",
                 signature=signature,
                 input_example=example,
-                pip_requirements=[f"torch=={torch.__version__.split('+')[0]}"],
+                pip_requirements=_pip_requirements(),
             )
         rec.files = {str(p.relative_to(local)): p.stat().st_size for p in local.rglob("*") if p.is_file()}
         run.call(f"uploading model {name}", client.log_model_artifacts, lm.model_id, str(local))

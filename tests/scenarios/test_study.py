@@ -127,7 +127,8 @@ def test_rerun_is_idempotent_and_trains_nothing(tiny_study) -> None:
     cwd, first = tiny_study
     assert first.returncode == 0
     stamps = {p: p.stat().st_mtime_ns for p in (cwd / "outputs").rglob("*.pt")}
-    proc = lgeom(["study", "--preset", "quick-tiny", TWO_CELLS], cwd)
+    # --register on a rerun registers the reused cells' endpoints too (the first run did not register)
+    proc = lgeom(["study", "--preset", "quick-tiny", TWO_CELLS, "--register"], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 already FINISHED, 0 to run" in proc.stdout
     assert "0 cell(s) finished, 2 reused" in proc.stdout
@@ -135,6 +136,21 @@ def test_rerun_is_idempotent_and_trains_nothing(tiny_study) -> None:
     assert len(trial_runs(runs)) == 2, "a rerun must not create child runs"
     assert len([r for r in runs if r.data.tags.get("lgeom.stage") == "study"]) == 2
     assert {p: p.stat().st_mtime_ns for p in (cwd / "outputs").rglob("*.pt")} == stamps, "nothing may be retrained"
+    c = client(cwd)
+    run_of = {r.data.tags["lgeom.cell"]: r.info.run_id for r in trial_runs(runs)}
+    models = [f"{cell.replace('/', '-')}-{role}" for cell in CELLS for role in ("a", "b")]
+
+    def registered() -> dict[str, list[tuple[str, str]]]:
+        return {m: sorted((str(v.version), v.run_id) for v in c.search_model_versions(f"name = '{m}'")) for m in models}
+
+    expected = {m: [("1", run_of[cell])] for cell in CELLS for m in models if m.startswith(cell.replace("/", "-"))}
+    assert registered() == expected
+    for m in models:
+        alias = c.get_model_version_by_alias(m, "quick-tiny")
+        assert str(alias.version) == "1" and alias.tags["lgeom.study"] == "quick-tiny"
+    again = lgeom(["study", "--preset", "quick-tiny", TWO_CELLS, "--register"], cwd)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert registered() == expected, "registering the same runs again must not add versions"
 
 
 def test_failing_cells_are_isolated(tmp_path: Path) -> None:
