@@ -376,8 +376,9 @@ def log_artifacts(run: TrackedRun, files: Sequence[tuple[str | os.PathLike[str],
     """Upload many files with one ``log_artifacts`` call: each ``(local file, artifact folder or None)`` goes
     to ``<folder>/<file name>`` of the run, and each size is recorded for verification, exactly as
     :func:`log_artifact` one by one would. Every text file is scanned for credentials before anything is
-    uploaded. The files are linked (copied where linking fails) into a staging folder next to the first file,
-    so the store receives one folder tree.
+    uploaded. The files are linked (copied where linking fails) into a temporary staging folder (removed
+    afterwards; never inside the folders being uploaded, so an interrupted upload leaves nothing there),
+    and the store receives that one folder tree.
 
     Returns:
         ``{artifact path: size in bytes}`` of the files uploaded.
@@ -401,8 +402,7 @@ def log_artifacts(run: TrackedRun, files: Sequence[tuple[str | os.PathLike[str],
     for path in items.values():
         _scan_for_secrets(path)
     sizes = {key: path.stat().st_size for key, path in items.items()}
-    stage_parent = next(iter(items.values())).parent
-    with tempfile.TemporaryDirectory(prefix=".lgeom-upload-", dir=stage_parent) as tmp:
+    with tempfile.TemporaryDirectory(prefix="lgeom-upload-") as tmp:
         for key, path in items.items():
             dst = Path(tmp) / key
             dst.parent.mkdir(parents=True, exist_ok=True)

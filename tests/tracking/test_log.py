@@ -27,6 +27,7 @@ from tracking.log import (
     flatten_params,
     load_model,
     log_artifact,
+    log_artifacts,
     log_figure,
     log_metrics,
     log_model,
@@ -133,6 +134,39 @@ def test_uploads_are_verified_and_a_lost_file_is_caught(embedded_store: Any, uni
         UploadVerificationError, match="1 upload\\(s\\) not confirmed by the store: artifact figures/paths.txt missing"
     ):
         run.verify()
+    end_run(run, "FAILED")
+
+
+def test_many_files_in_one_upload_are_recorded_and_verified(
+    embedded_store: Any, unique_study: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src = tmp_path / "src"
+    (src / "figures").mkdir(parents=True)
+    files = {"metrics.json": "{}", "figures/paths.txt": "loss along the path\n", "figures/plane.txt": "grid\n"}
+    for rel, text in files.items():
+        (src / rel).write_text(text)
+    run = start_run(embedded_store, experiment=unique_study)
+    sizes = log_artifacts(run, [(src / rel, rel.rpartition("/")[0] or None) for rel in files])
+    assert sizes == {rel: len(text) for rel, text in files.items()} and run.manifest.artifacts == sizes
+    listed = {i.path: i.file_size for i in embedded_store.client().list_artifacts(run.run_id, names.FIGURES_DIR)}
+    assert listed == {k: v for k, v in sizes.items() if k.startswith("figures/")}
+    verify_uploads(run)
+    (stored,) = _artifact_files(tmp_path, "plane.txt")
+    stored.unlink()
+    with pytest.raises(UploadVerificationError, match="artifact figures/plane.txt missing"):
+        run.verify()
+    assert (src / "figures" / "plane.txt").read_text() == "grid\n", "the local file is untouched"
+    with pytest.raises(ValueError, match="expected one file per artifact path, got .* for figures/paths.txt"):
+        log_artifacts(run, [(src / "figures/paths.txt", "figures"), (src / "figures/paths.txt", "figures")])
+    with pytest.raises(FileNotFoundError, match="expected a file at .*nothing.txt"):
+        log_artifacts(run, [(src / "nothing.txt", None)])
+    secret = "s3cr3t-value-for-the-batch-test"
+    monkeypatch.setenv("LGEOM_TEST_TOKEN", secret)
+    (src / "leak.json").write_text(f'{{"token": "{secret}"}}')
+    (src / "clean.txt").write_text("fine")
+    with pytest.raises(SecretInArtifactError, match="got the value of LGEOM_TEST_TOKEN"):
+        log_artifacts(run, [(src / "clean.txt", "more"), (src / "leak.json", "more")])
+    assert embedded_store.client().list_artifacts(run.run_id, "more") == [], "nothing of the batch is uploaded"
     end_run(run, "FAILED")
 
 
