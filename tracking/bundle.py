@@ -200,6 +200,10 @@ def log_bundle(
 ) -> Manifest:
     """Log a result bundle (a :class:`Bundle` or its folder) into ``run`` (see module doc).
 
+    Three independent parts go at once, each from its own thread and client: tags, params, metrics and series;
+    the endpoint models; every other file, in one ``log_artifacts`` upload. All three end before an error is
+    raised, and everything uploaded is in ``run.manifest`` for the verification before FINISHED.
+
     Args:
         model: the architecture of the endpoints (any ``nn.Module`` of the right shape; it is not
             modified). With it, ``endpoints/<x>.pt`` become MLflow PyTorch models ``x``; without it they are
