@@ -171,7 +171,9 @@ def test_point_memo_reuses_only_an_equal_point_with_the_same_inputs() -> None:
     a, b, _, _ = _two_paths(model)
     memo = PointMemo(model)
     first = probe_point(model, a, data, SMALL, probes=("hessian", "trace"), progress=False, memo=memo)
-    again = probe_point(model, {n: v.clone() for n, v in a.items()}, data, SMALL, probes=("hessian",), memo=memo)
+    again = probe_point(
+        model, {n: v.clone() for n, v in a.items()}, data, SMALL, probes=("hessian",), progress=False, memo=memo
+    )
     assert memo.hits == 1 and again.eigen is first.eigen and again.trace is None and again.loss == first.loss
     nudged = {n: v.clone() for n, v in a.items()}
     next(iter(nudged.values())).view(-1)[0] += 1e-12
