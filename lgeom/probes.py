@@ -62,7 +62,7 @@ from lgeom.table import Table
 #: Probe names accepted by :func:`probe_point` / :func:`probe_path`, in the order they run.
 PROBES = ("hessian", "trace", "density", "sharpness", "worst", "curvature", "slices")
 
-__all__ = ["PROBES", "PointProbes", "ProbeSettings", "enabled_probes", "probe_path", "probe_point"]
+__all__ = ["PROBES", "PointMemo", "PointProbes", "ProbeSettings", "enabled_probes", "probe_path", "probe_point"]
 
 
 @dataclass(frozen=True)
@@ -311,6 +311,113 @@ def _check_probes(probes: Collection[str]) -> tuple[str, ...]:
     return tuple(p for p in PROBES if p in probes)
 
 
+#: Probes whose results :class:`PointMemo` hands out again. The Hessian top-k runs first in every
+#: :func:`probe_point` call, on a fresh operator, seeded by ``settings.seed``: its result at a point depends only
+#: on the point, the statistics, the data and the settings, whatever other probes run after it.
+_REUSABLE = frozenset({"hessian"})
+
+
+def _same_tensors(a: Mapping[str, torch.Tensor] | None, b: Mapping[str, torch.Tensor] | None) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    return a.keys() == b.keys() and all(
+        a[n] is b[n] or (a[n].shape == b[n].shape and a[n].dtype == b[n].dtype and torch.equal(a[n], b[n])) for n in a
+    )
+
+
+@dataclass
+class _MemoEntry:
+    params: dict[str, torch.Tensor]
+    buffers: dict[str, torch.Tensor] | None
+    endpoint: bool
+    data: list[tuple[torch.Tensor, torch.Tensor]]
+    bn_batches: list[Any] | None
+    settings: ProbeSettings
+    result: PointProbes
+
+
+class PointMemo:
+    """Probe results kept by :func:`probe_point` so that a point probed again is not computed twice.
+
+    A study probes A, B and the curve's midpoint, then the Hessian top-k along every path: t = 0 and t = 1 of
+    each path are A and B again (:meth:`lgeom.curves.Curve.point` gives them exactly) and t = 0.5 of the Bezier
+    curve is its midpoint. A result is reused only when the new call's point and BatchNorm statistics are equal
+    to a stored one's tensor for tensor (``torch.equal``), with the same ``endpoint`` flag, the same data and
+    BN batches (the same tensor objects), the same settings, and only for the probes in which that is exact
+    (the Hessian top-k, see :data:`_REUSABLE`), so the values are those a fresh computation gives.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._entries: list[_MemoEntry] = []
+        self.hits = 0
+
+    @staticmethod
+    def _same_data(a: Sequence[Any] | None, b: Sequence[Any] | None) -> bool:
+        if a is None or b is None:
+            return a is None and b is None
+        return len(a) == len(b) and all(x is y or (x[0] is y[0] and x[1] is y[1]) for x, y in zip(a, b))
+
+    def find(
+        self,
+        model: nn.Module,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor] | None,
+        endpoint: bool,
+        data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        bn_batches: Sequence[Any] | None,
+        settings: ProbeSettings,
+        probes: Collection[str],
+    ) -> PointProbes | None:
+        """A stored result holding ``probes`` at this point (only those probes, timings empty), or ``None``."""
+        if model is not self.model or not set(probes) <= _REUSABLE:
+            return None
+        for e in self._entries:
+            if (
+                e.endpoint == endpoint
+                and e.settings == settings
+                and self._same_data(e.data, data)
+                and self._same_data(e.bn_batches, bn_batches)
+                and _same_tensors(e.buffers, buffers)
+                and _same_tensors(e.params, params)
+                and (e.result.eigen is not None or "hessian" not in probes)
+            ):
+                self.hits += 1
+                r = e.result
+                return PointProbes(
+                    loss=r.loss,
+                    n_params=r.n_params,
+                    n_samples=r.n_samples,
+                    eigen=r.eigen if "hessian" in probes else None,
+                )
+        return None
+
+    def add(
+        self,
+        model: nn.Module,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor] | None,
+        endpoint: bool,
+        data: Sequence[tuple[torch.Tensor, torch.Tensor]],
+        bn_batches: Sequence[Any] | None,
+        settings: ProbeSettings,
+        result: PointProbes,
+    ) -> None:
+        """Store ``result`` (computed by :func:`probe_point` with these arguments) when it holds a reusable probe."""
+        if model is self.model and result.eigen is not None:
+            self._entries.append(
+                _MemoEntry(
+                    dict(params),
+                    None if buffers is None else dict(buffers),
+                    endpoint,
+                    list(data),
+                    None if bn_batches is None else list(bn_batches),
+                    settings,
+                    result,
+                )
+            )
+
+
 def probe_point(
     model: nn.Module,
     params: Mapping[str, torch.Tensor],
@@ -323,6 +430,7 @@ def probe_point(
     probes: Collection[str] | None = None,
     callbacks: Sequence[Callback] | None = None,
     progress: bool = True,
+    memo: PointMemo | None = None,
 ) -> PointProbes:
     """Run the configured probes at one parameter point.
 
@@ -345,6 +453,8 @@ def probe_point(
         callbacks, progress: progress over the probes (task ``"probes"``, a step per probe) and within the
             density (``"slq"``) and sharpness (``"sharpness"``, ``"sharpness_worst"``) probes; ``progress``
             adds a display (:func:`lgeom.progress.progress_display`).
+        memo: a :class:`PointMemo`: the result is taken from it when this point was probed before (exactly the
+            same point, statistics, data and settings; Hessian top-k only), and stored in it otherwise.
 
     Returns:
         :class:`PointProbes`.
@@ -359,8 +469,14 @@ def probe_point(
     chosen = enabled_probes(s) if probes is None else _check_probes(probes)
     data = [(x, y) for x, y in as_batches(data)]
     bn = has_batchnorm(model)
-    bn_list = (list(as_batches(bn_batches)) if bn_batches is not None else data) if bn else None
+    given_bn = None if bn_batches is None else list(as_batches(bn_batches))
+    bn_list = (given_bn if given_bn is not None else data) if bn else None
     point = {n: v.detach() for n, v in params.items()}
+    key_bn = given_bn
+    if memo is not None:
+        found = memo.find(model, point, buffers, endpoint, data, key_bn, s, chosen)
+        if found is not None:
+            return found
     # An endpoint flagged without its trained buffers gets statistics recomputed, as any other point.
     hess_buffers = bn_statistics(
         model, point, endpoint=endpoint and buffers is not None, buffers=buffers, bn_batches=bn_list
@@ -427,6 +543,8 @@ def probe_point(
         if op is not None and not _HESSIAN_PROBES & set(chosen[i + 1 :]):
             op.release()  # frees the cached engine's graphs before the probes that evaluate many points
     emit(cbs, ProgressEvent(TASK_PROBES, "end", len(chosen), len(chosen)))
+    if memo is not None:
+        memo.add(model, point, buffers, endpoint, data, key_bn, s, result)
     return result
 
 
@@ -442,6 +560,7 @@ def probe_path(
     endpoint_buffers: tuple[Mapping[str, torch.Tensor] | None, Mapping[str, torch.Tensor] | None] | None = None,
     callbacks: Sequence[Callback] | None = None,
     progress: bool = True,
+    memo: PointMemo | None = None,
 ) -> Table:
     """Run ``probes`` at sampled points ``path.point(t)`` (Hessian top-k by default).
 
@@ -457,6 +576,8 @@ def probe_path(
         endpoint_buffers: trained statistics of A and B; with them t = 0 and t = 1 are probed as the
             trained endpoints (no recompute), as the BN policy says.
         callbacks, progress: progress over the points (task ``"probe_path"``).
+        memo: a :class:`PointMemo` shared with other calls: a point probed before (A and B at t = 0 and 1 of
+            several paths, a midpoint) is taken from it with the values a fresh computation gives.
 
     Returns:
         A :class:`~lgeom.table.Table` with column ``t`` and the probes' columns (:meth:`PointProbes.columns`):
@@ -492,6 +613,7 @@ def probe_path(
             bn_batches=bn_batches,
             probes=chosen,
             progress=False,
+            memo=memo,
         )
         rows.append({"t": t, **res.columns()})
         emit(cbs, ProgressEvent(TASK_PROBE_PATH, "step", i + 1, len(t_values), metrics={"t": t}))

@@ -35,7 +35,7 @@ from lgeom.data import Splits, fixed_batches
 from lgeom.device import resolve_device
 from lgeom.gradients import EffectiveDimensionality, effective_dimensionality
 from lgeom.models import build_model
-from lgeom.probes import PointProbes, ProbeSettings, probe_path, probe_point
+from lgeom.probes import PointMemo, PointProbes, ProbeSettings, probe_path, probe_point
 from lgeom.progress import scoped
 from lgeom.safe_io import load_plain
 from lgeom.surfaces.pca import PCAPlaneResult, pca_plane
@@ -353,6 +353,7 @@ def probe_cell(
     for name, (params, _) in ends.items():
         check_model_matches(model, params, what=names.endpoint_artifact(name))
     metrics: dict[str, float] = {}
+    memo = PointMemo(model)  # A, B and the midpoint come back as points of the paths: probed once
     for name in ("a", "b"):
         res = probe_point(
             model,
@@ -363,6 +364,7 @@ def probe_cell(
             endpoint=True,
             callbacks=scoped(callbacks, name),
             progress=progress,
+            memo=memo,
         )
         metrics.update(write_point_probes(bundle, name, res))
     paths: dict[str, Curve] = {names.LINE: Line(ends["a"][0], ends["b"][0])}
@@ -372,7 +374,9 @@ def probe_cell(
         paths[f.stem] = load_curve(f)[0].to(device)
         check_model_matches(model, paths[f.stem].start, what=names.curve_artifact(f.stem))
     mid = paths.get("bezier") or next((c for c in paths.values() if c.n_bends), paths[names.LINE])
-    res = probe_point(model, mid.midpoint(), data, settings, callbacks=scoped(callbacks, names.MID), progress=progress)
+    res = probe_point(
+        model, mid.midpoint(), data, settings, callbacks=scoped(callbacks, names.MID), progress=progress, memo=memo
+    )
     metrics.update(write_point_probes(bundle, names.MID, res))
     for name, curve in paths.items() if settings.hessian_points > 0 else ():
         b_end = ends[names.aligned("b") if names.is_aligned(name) else "b"]
@@ -388,6 +392,7 @@ def probe_cell(
                 endpoint_buffers=(ends["a"][1], b_end[1]),
                 callbacks=scoped(callbacks, name),
                 progress=progress,
+                memo=memo,
             ),
             samples=batch_samples(data),
         )
@@ -485,6 +490,7 @@ def main(
                 # Trained endpoints keep their trained statistics (as --checkpoint and the study do).
                 pc = path_curve.to(device)
                 ends = tuple(None if b is None else {n: v.to(device) for n, v in b.items()} for b in end_buffers)
+                memo = PointMemo(model)  # t = 0, 0.5 and 1 of the path are the three points probed first
                 for pname, t, bufs in (("a", 0.0, ends[0]), (names.MID, 0.5, None), ("b", 1.0, ends[1])):
                     write_point_probes(
                         bundle,
@@ -497,13 +503,23 @@ def main(
                             buffers=bufs,
                             endpoint=bufs is not None,
                             progress=progress,
+                            memo=memo,
                         ),
                     )
                 if settings.hessian_points > 0:
                     write_path_probes(
                         bundle,
                         name,
-                        probe_path(model, pc, None, data, settings=settings, endpoint_buffers=ends, progress=progress),
+                        probe_path(
+                            model,
+                            pc,
+                            None,
+                            data,
+                            settings=settings,
+                            endpoint_buffers=ends,
+                            progress=progress,
+                            memo=memo,
+                        ),
                         samples=batch_samples(data),
                     )
             else:

@@ -10,12 +10,12 @@ import pytest
 import torch
 
 from lgeom.batchnorm import recompute_bn_stats
-from lgeom.curves import Line
+from lgeom.curves import Bezier, Line
 from lgeom.evaluate import evaluate
 from lgeom.hessian import top_eigenvalues
 from lgeom.models import build_model
 from lgeom.params import get_buffers, get_params
-from lgeom.probes import PROBES, ProbeSettings, enabled_probes, probe_path, probe_point
+from lgeom.probes import PROBES, PointMemo, ProbeSettings, enabled_probes, probe_path, probe_point
 from tests.lgeom.cases import image_data, tiny_data, tiny_mlp
 
 SMALL = ProbeSettings(
@@ -119,6 +119,75 @@ def test_probe_path_matches_probe_point_at_each_t() -> None:
     np.testing.assert_array_equal(table["hessian_top1"], table["hessian_lambda_max"])
     default = probe_path(model, line, None, data, ("hessian", "trace"), settings=SMALL, progress=False)
     assert len(default) == SMALL.hessian_points and "hessian_trace" in default
+
+
+def _two_paths(model: torch.nn.Module) -> tuple[dict, dict, Line, Bezier]:
+    a = get_params(model)
+    gen = torch.Generator().manual_seed(1)
+    b = {n: p + 0.3 * torch.randn(p.shape, generator=gen, dtype=p.dtype) for n, p in a.items()}
+    bend = {n: 0.5 * (a[n] + b[n]) + 0.2 * torch.randn(p.shape, generator=gen, dtype=p.dtype) for n, p in a.items()}
+    return a, b, Line(a, b), Bezier(a, b, [bend])
+
+
+@pytest.mark.parametrize("arch", ["mlp", "cnn"])
+def test_point_memo_gives_the_values_of_a_fresh_computation(arch: str) -> None:
+    """What the study does: A, B and the Bezier midpoint probed, then the top-k along two paths sharing A
+    and B, with a memo: the tables equal (bit for bit) those computed without one, and only the repeated points
+    (t = 0 and 1 of both paths, t = 0.5 of the Bezier curve) come from the memo. Float64 MLP and a BN CNN.
+    """
+    torch.manual_seed(4)
+    model, data = (tiny_mlp(0), tiny_data(40)) if arch == "mlp" else (MODELS["cnn"]().double(), image_data(12))
+    if arch == "cnn":
+        data = [(x.double(), y) for x, y in data]
+    a, b, line, bezier = _two_paths(model)
+    bufs = get_buffers(model)
+    ts = [0.0, 0.25, 0.5, 0.75, 1.0]
+
+    def run(memo: PointMemo | None) -> list:
+        points = [
+            probe_point(model, a, data, SMALL, buffers=bufs, endpoint=True, progress=False, memo=memo),
+            probe_point(model, b, data, SMALL, buffers=bufs, endpoint=True, progress=False, memo=memo),
+            probe_point(model, bezier.midpoint(), data, SMALL, progress=False, memo=memo),
+        ]
+        tables = [
+            probe_path(model, path, ts, data, settings=SMALL, endpoint_buffers=(bufs, bufs), progress=False, memo=memo)
+            for path in (line, bezier)
+        ]
+        return points + tables
+
+    memo = PointMemo(model)
+    with_memo, fresh = run(memo), run(None)
+    assert memo.hits == 5  # t = 0 and 1 of each path, the Bezier curve's t = 0.5
+    for got, want in zip(with_memo[:3], fresh[:3]):
+        assert got.summary(include_topk=True) == want.summary(include_topk=True)
+    for got, want in zip(with_memo[3:], fresh[3:]):
+        assert got.names == want.names
+        for col in got.names:
+            np.testing.assert_array_equal(got[col], want[col])
+
+
+def test_point_memo_reuses_only_an_equal_point_with_the_same_inputs() -> None:
+    model, data = tiny_mlp(0), tiny_data(40)
+    a, b, _, _ = _two_paths(model)
+    memo = PointMemo(model)
+    first = probe_point(model, a, data, SMALL, probes=("hessian", "trace"), progress=False, memo=memo)
+    again = probe_point(
+        model, {n: v.clone() for n, v in a.items()}, data, SMALL, probes=("hessian",), progress=False, memo=memo
+    )
+    assert memo.hits == 1 and again.eigen is first.eigen and again.trace is None and again.loss == first.loss
+    nudged = {n: v.clone() for n, v in a.items()}
+    next(iter(nudged.values())).view(-1)[0] += 1e-12
+    changed = [
+        dict(params=nudged, data=data, settings=SMALL, probes=("hessian",)),  # not the same point
+        dict(params=a, data=[(x.clone(), y) for x, y in data], settings=SMALL, probes=("hessian",)),  # other data
+        dict(params=a, data=data, settings=dataclasses.replace(SMALL, seed=7), probes=("hessian",)),  # settings
+        dict(params=a, data=data, settings=SMALL, probes=("trace",)),  # a probe the memo does not hand out
+    ]
+    for kw in changed:
+        probe_point(model, kw["params"], kw["data"], kw["settings"], probes=kw["probes"], progress=False, memo=memo)
+    probe_point(model, a, data, SMALL, probes=("hessian",), endpoint=True, buffers={}, progress=False, memo=memo)
+    probe_point(tiny_mlp(0), a, data, SMALL, probes=("hessian",), progress=False, memo=memo)  # another model
+    assert memo.hits == 1
 
 
 def test_probe_path_uses_trained_buffers_at_the_endpoints() -> None:
