@@ -700,15 +700,34 @@ def model_uris(store: Store, run_id: str) -> dict[str, str]:
     }
 
 
-def load_model(store: Store, run_id: str, name: str, *, dst: str | os.PathLike[str] | None = None) -> nn.Module:
+def load_model(
+    store: Store,
+    run_id: str,
+    name: str,
+    *,
+    trust_pickle: bool = False,
+    dst: str | os.PathLike[str] | None = None,
+) -> nn.Module:
     """Load the PyTorch model ``name`` (e.g. ``a``) logged for ``run_id``.
 
+    MLflow's PyTorch format is a pickle: loading it runs whatever code the file holds, so anyone who can write
+    to the store could run code on the reader's machine. It is refused unless ``trust_pickle`` says the store's
+    writers are trusted; the weights alone load safely from the run's checkpoint artifact
+    (``endpoints/<name>.pt``, :func:`lgeom.names.endpoint_artifact`) with :func:`lgeom.safe_io.load_plain`.
+
     Raises:
+        PermissionError: ``trust_pickle`` is not set.
         KeyError: no model of that name for the run (lists the names there are).
     """
     import mlflow.artifacts
     import mlflow.pytorch
 
+    if not trust_pickle:
+        raise PermissionError(
+            f"model {name!r} of run {run_id}: expected trust_pickle=True to load an MLflow PyTorch model (a pickle: "
+            "loading it runs code from the store); without trusting the store's writers, download the run's "
+            f"checkpoint {names.endpoint_artifact(name)!r} and load it with lgeom.safe_io.load_plain (weights only)"
+        )
     uris = model_uris(store, run_id)
     if name not in uris:
         raise KeyError(f"model {name!r} of run {run_id}: expected one of {sorted(uris) or 'none'}, got {name!r}")

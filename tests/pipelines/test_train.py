@@ -96,7 +96,7 @@ def test_train_logs_cells(
     assert sorted(h.step for h in hist) == [1, 2]
     ckpt = next((tmp_path / "out" / unique_study / CELL / "endpoints").glob("*/seed0")) / "final.pt"
     state = torch.load(ckpt, weights_only=True)
-    model = load_model(server_store, row["run_id"], "a")
+    model = load_model(server_store, row["run_id"], "a", trust_pickle=True)
     for name, value in model.named_parameters():
         assert torch.equal(value, state["params"][name])
 

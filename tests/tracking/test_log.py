@@ -195,11 +195,14 @@ def test_model_logged_verified_tagged_and_loaded_back(embedded_store: Any, uniqu
             run.log_model("a/b", module)
     assert model_uris(embedded_store, run.run_id) == {"a": rec.uri}
     assert embedded_store.client().get_run(run.run_id).data.tags[names.model_tag("a")] == rec.uri
-    loaded = load_model(embedded_store, run.run_id, "a")
+    # MLflow's PyTorch format is a pickle: loading runs code, so it needs the caller's explicit trust.
+    with pytest.raises(PermissionError, match=r"model 'a' of run .*: expected trust_pickle=True .*endpoints/a\.pt"):
+        load_model(embedded_store, run.run_id, "a")
+    loaded = load_model(embedded_store, run.run_id, "a", trust_pickle=True)
     for (name, value), (_, back) in zip(module.named_parameters(), loaded.named_parameters()):
         assert torch.equal(value, back), name
     with pytest.raises(KeyError, match=r"model 'b' of run .*: expected one of \['a'\], got 'b'"):
-        load_model(embedded_store, run.run_id, "b")
+        load_model(embedded_store, run.run_id, "b", trust_pickle=True)
 
 
 def test_figures_and_tables_render_in_the_ui_and_a_second_table_replaces_the_first(
