@@ -32,7 +32,7 @@ from tracking.figures.training import has_sharpness, sharpness_figure
 from tracking.live import LiveLogger
 from tracking.log import warm_model_logging
 from tracking.provenance import log_dataset, system_metrics
-from tracking.runs import flatten_params, run_tags, tracked_run
+from tracking.runs import close_superseded_attempts, flatten_params, run_tags, tracked_run
 from tracking.store import wait_for_store
 
 STAGES = ("train", "connect", "probe", "log")
@@ -146,6 +146,14 @@ def run_cell(
             params=flatten_params(applicable_params(cfg.flat())),
         ) as run:
             summary["run_id"] = run.run_id
+            if ctx.parent_run_id:  # a retry closes the attempt it replaces (its process or node was lost)
+                close_superseded_attempts(
+                    ctx.store,
+                    ctx.experiment_id,
+                    parent_run_id=ctx.parent_run_id,
+                    cell=ctx.cell,
+                    current_run_id=run.run_id,
+                )
             warm_model_logging()  # the first model of a process costs ~1 s of set-up: paid while computing
             bundle = Bundle(root / "bundle")
             with system_metrics(run), LiveLogger(run) as live:

@@ -503,10 +503,7 @@ def mark_orphaned_runs(
     closed: list[str] = []
 
     def close(rid: str, reason: str) -> None:
-        note = f"orphaned: {reason}"
-        with_retries(lambda: client.set_tag(rid, TAG_ERROR, note), what="tagging an orphaned run")
-        with_retries(lambda: client.set_tag(rid, TAG_NOTE, f"**{status}**: {note}"), what="noting an orphaned run")
-        with_retries(lambda: client.set_terminated(rid, status), what="closing an orphaned run")
+        _close_run(client, rid, status, f"orphaned: {reason}")
         closed.append(rid)
 
     running = search_all_runs(store, [experiment_id], "attributes.status = 'RUNNING'")
@@ -547,6 +544,37 @@ def mark_orphaned_runs(
     return closed
 
 
+def _close_run(client: Any, run_id: str, status: str, note: str) -> None:
+    """End RUNNING ``run_id`` with ``status``, tag ``lgeom.error`` = ``note`` and the run's note saying why."""
+    with_retries(lambda: client.set_tag(run_id, TAG_ERROR, note), what="tagging a run left RUNNING")
+    with_retries(lambda: client.set_tag(run_id, TAG_NOTE, f"**{status}**: {note}"), what="noting a run left RUNNING")
+    with_retries(lambda: client.set_terminated(run_id, status), what="closing a run left RUNNING")
+
+
+def close_superseded_attempts(
+    store: Store, experiment_id: str, *, parent_run_id: str, cell: str, current_run_id: str
+) -> list[str]:
+    """Close (FAILED) the earlier attempts of ``cell`` under ``parent_run_id`` that are still RUNNING; returns
+    their ids.
+
+    One study invocation runs one attempt of a cell at a time, so when a new attempt starts (Ray Tune retrying
+    a trial whose process or node was lost) any other RUNNING child run of the same cell and parent belongs to
+    a lost attempt: it is closed now rather than left RUNNING beside its retry until the study ends.
+    """
+    client = store.client()
+    filters = (
+        f"tags.`{TAG_PARENT}` = {quote_search_value(parent_run_id)} and tags.`{TAG_CELL}` = {quote_search_value(cell)}"
+        " and attributes.status = 'RUNNING'"
+    )
+    closed = []
+    for run in search_all_runs(store, [experiment_id], filters):
+        if run.info.run_id == current_run_id:
+            continue
+        _close_run(client, run.info.run_id, "FAILED", f"lost attempt: superseded by the retry in run {current_run_id}")
+        closed.append(run.info.run_id)
+    return closed
+
+
 def _run_status(client: Any, run_id: str) -> str:
     """A run's status (``FINISHED``, ``RUNNING``, ...), ``DELETED`` for a deleted or unknown run."""
     from mlflow.exceptions import MlflowException
@@ -570,6 +598,7 @@ __all__ = [
     "find_finished_run",
     "flatten_params",
     "link_project_run",
+    "close_superseded_attempts",
     "mark_orphaned_runs",
     "project_run_id",
     "quote_search_value",

@@ -20,6 +20,7 @@ from tracking.log import UploadVerificationError
 from tracking.processes import process_start_ticks
 from tracking.runs import (
     attach_run,
+    close_superseded_attempts,
     end_run,
     ensure_experiment,
     find_finished_run,
@@ -335,3 +336,28 @@ def test_a_project_run_of_another_experiment_links_to_the_steps_run(
         assert run.run_id != project
     tags = embedded_store.client().get_run(project).data.tags
     assert tags[names.TAG_LINKED_RUN] == run.run_id and unique_study in tags[names.TAG_NOTE]
+
+
+def test_a_retried_cell_closes_its_lost_attempt_and_nothing_else(embedded_store: Any, unique_study: str) -> None:
+    exp_id = ensure_experiment(embedded_store, unique_study)
+    parent = start_run(embedded_store, experiment_id=exp_id, tags=run_tags(study=unique_study, stage="study"))
+    other_parent = start_run(embedded_store, experiment_id=exp_id, tags=run_tags(study=unique_study, stage="study"))
+
+    def child(cell: str, parent_id: str) -> str:
+        tags = run_tags(study=unique_study, stage="trial", cell=cell)
+        return start_run(embedded_store, experiment_id=exp_id, parent_run_id=parent_id, tags=tags).run_id
+
+    lost = child("mlp/moons/sgd", parent.run_id)  # its worker died: never ended
+    other_cell = child("mlp/moons/adam", parent.run_id)
+    other_study = child("mlp/moons/sgd", other_parent.run_id)
+    retry = child("mlp/moons/sgd", parent.run_id)
+    closed = close_superseded_attempts(
+        embedded_store, exp_id, parent_run_id=parent.run_id, cell="mlp/moons/sgd", current_run_id=retry
+    )
+    assert closed == [lost]
+    client = embedded_store.client()
+    lost_run = client.get_run(lost)
+    assert lost_run.info.status == "FAILED"
+    assert lost_run.data.tags[names.TAG_ERROR] == f"lost attempt: superseded by the retry in run {retry}"
+    for rid in (retry, other_cell, other_study, parent.run_id):
+        assert client.get_run(rid).info.status == "RUNNING", rid
