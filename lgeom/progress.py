@@ -129,11 +129,17 @@ class PercentLines:
     (unless 100% was just written). Several loops (an outer one and the inner loops it runs) are followed at
     once, each by its task and scope.
 
+    With ``quiet_for`` > 0 a loop is shown only once it has run that many seconds: nothing is written for a
+    loop that ends sooner, and its ``started`` line is replaced by its first percentage line after the delay
+    (a log of many small cells then shows the stages that take long, not a started/100% pair per short loop).
+
     Args:
         prefix: text put before every line (e.g. ``"[mlp/moons/sgd] "``).
         every: fraction between lines (0 < every <= 1).
         tasks: the tasks shown (default: every task).
         write: receives each line (without a newline).
+        quiet_for: seconds a loop runs before its lines are written (0: from its start).
+        clock: the time source in seconds (default :func:`time.monotonic`).
     """
 
     def __init__(
@@ -143,14 +149,21 @@ class PercentLines:
         every: float = 0.1,
         tasks: Collection[str] | None = None,
         write: Callable[[str], None] | None = None,
+        quiet_for: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not 0 < every <= 1:
             raise ValueError(f"every: expected a fraction in (0, 1], got {every!r}")
+        if not (isinstance(quiet_for, (int, float)) and math.isfinite(quiet_for) and quiet_for >= 0):
+            raise ValueError(f"quiet_for: expected seconds >= 0, got {quiet_for!r}")
         self.prefix = prefix
         self.every = every
         self.tasks = None if tasks is None else frozenset(tasks)
         self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.quiet_for = float(quiet_for)
+        self.clock = clock
         self._open: dict[tuple[str, str], tuple[int, float, bool]] = {}  # next multiple, start time, 100% shown
+        self._shown: set[tuple[str, str]] = set()  # loops past quiet_for (their lines are written)
 
     def __call__(self, event: ProgressEvent) -> None:
         """Write the line ``event`` calls for, if any."""
@@ -158,29 +171,44 @@ class PercentLines:
             return
         key = (event.task, event.scope)
         if event.kind == "start":
-            self._open[key] = (1, time.monotonic(), False)
-            total = f" ({event.total} steps)" if event.total else ""
-            self.write(f"{self.prefix}{_label(event)}: started{total}")
+            self._open[key] = (1, self.clock(), False)
+            self._shown.discard(key)
+            if self.quiet_for <= 0:
+                self._shown.add(key)
+                total = f" ({event.total} steps)" if event.total else ""
+                self.write(f"{self.prefix}{_label(event)}: started{total}")
             return
         if key not in self._open or event.kind not in ("step", "end"):
             return
         nxt, t0, full = self._open[key]
+        if key not in self._shown:
+            if self.clock() - t0 < self.quiet_for:
+                if event.kind == "end":
+                    del self._open[key]
+                return
+            self._shown.add(key)  # past the delay: its next line is written whatever multiple it reached
+            nxt = 0
         f = fraction(event)
         if event.kind == "end":
             del self._open[key]
+            self._shown.discard(key)
             if not full:
                 self._line(event, 1.0, t0)
             return
         if f is None:
+            if nxt == 0:  # no fraction to show (unknown total): say the loop is still running
+                self._open[key] = (1, t0, full)
+                self._line(event, None, t0)
             return
         reached = math.floor(f / self.every + 1e-9)
         if reached >= nxt:
-            self._open[key] = (reached + 1, t0, f >= 1.0)
+            self._open[key] = (max(reached, nxt) + 1, t0, f >= 1.0)
             self._line(event, f, t0)
 
-    def _line(self, event: ProgressEvent, f: float, t0: float) -> None:
-        count = f"{event.step}/{event.total}, " if event.total else ""
-        self.write(f"{self.prefix}{_label(event)}: {100 * f:.0f}% ({count}{time.monotonic() - t0:.1f} s)")
+    def _line(self, event: ProgressEvent, f: float | None, t0: float) -> None:
+        count = f"{event.step}/{event.total}, " if event.total else f"step {event.step}, " if f is None else ""
+        done = "running" if f is None else f"{100 * f:.0f}%"
+        self.write(f"{self.prefix}{_label(event)}: {done} ({count}{self.clock() - t0:.1f} s)")
 
 
 class FractionReporter:

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
+import os
 import sys
 import time
 from collections.abc import Collection, Mapping, Sequence
@@ -96,6 +98,29 @@ class StudySummary:
         return out
 
 
+#: Environment variable: seconds a long loop runs before its percentage lines reach a trial's log (default 5;
+#: 0 shows every loop from its start).
+PROGRESS_AFTER_ENV = "LGEOM_PROGRESS_AFTER_S"
+
+
+def progress_after_s(environ: Mapping[str, str] | None = None) -> float:
+    """The delay before a long loop's progress lines are written (``$LGEOM_PROGRESS_AFTER_S``, default 5 s).
+
+    Raises:
+        ValueError: the variable is not a finite number of seconds >= 0 (the message names it and its value).
+    """
+    raw = (os.environ if environ is None else environ).get(PROGRESS_AFTER_ENV, "").strip()
+    if not raw:
+        return 5.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{PROGRESS_AFTER_ENV}: expected seconds >= 0 (e.g. 0 or 5), got {raw!r}")
+    return value
+
+
 def _cell_trial(config: dict[str, Any], *, contexts: dict[str, TrialContext]) -> None:
     """The Ray Tune trainable: runs one cell and reports its stages and outcome."""
     import torch
@@ -105,22 +130,27 @@ def _cell_trial(config: dict[str, Any], *, contexts: dict[str, TrialContext]) ->
     cpus = max(1, int(float(tune.get_context().get_trial_resources().required_resources.get("CPU", 1))))
     torch.set_num_threads(cpus)
     summary = run_cell(
-        ctx, report=lambda m: tune.report({**m, "status": "RUNNING"}), callbacks=[_trial_progress(ctx.cell, ctx.bars)]
+        ctx,
+        report=lambda m: tune.report({**m, "status": "RUNNING"}),
+        callbacks=[_trial_progress(ctx.cell, ctx.bars, ctx.progress_after_s)],
     )
     final = {k: v for k, v in summary.items() if isinstance(v, (int, float, str)) and k != "traceback"}
     tune.report({**final, "stage": "done", "stages_done": 4})
 
 
-def _trial_progress(cell: str, bars: bool) -> Any:
+def _trial_progress(cell: str, bars: bool, after_s: float = 5.0) -> Any:
     """Per-trial progress: bars that Ray draws on the driver's terminal (``ray.experimental.tqdm_ray``), or,
     when the driver's output is not a terminal, one line per task start/end and at most one per 10 s, and one
-    line per 10% of the loops that can run for minutes (:data:`lgeom.progress.LONG_TASKS`).
+    line per 10% of the loops that can run for minutes (:data:`lgeom.progress.LONG_TASKS`) once such a loop has
+    run ``after_s`` seconds (``$LGEOM_PROGRESS_AFTER_S``; shorter ones, as in small cells, stay out of the log).
     """
     from ray.experimental.tqdm_ray import tqdm
 
     open_bars: dict[str, Any] = {}
     last = {"t": 0.0}
-    long_lines = PercentLines(f"[{cell}] ", tasks=LONG_TASKS, write=lambda line: print(line, flush=True))
+    long_lines = PercentLines(
+        f"[{cell}] ", tasks=LONG_TASKS, write=lambda line: print(line, flush=True), quiet_for=after_s
+    )
 
     def callback(event: Any) -> None:
         if not bars and event.task in LONG_TASKS:  # a line per 10% of the loops that can run for minutes
@@ -305,12 +335,14 @@ def main(
     same store.
 
     Raises:
-        ValueError: an unwritable folder or a resource request larger than the machine (bad input).
+        ValueError: an unwritable folder, a resource request larger than the machine or a bad
+            ``$LGEOM_PROGRESS_AFTER_S`` (bad input).
         pipelines.guards.StudyLockedError: the same study is running already (names its pid, host, start).
         StudyFailed: some cells failed (the summary lists them).
     """
     t0 = time.perf_counter()
     cells = expand_matrix(cfg)
+    after_s = progress_after_s()  # a bad $LGEOM_PROGRESS_AFTER_S is bad input: found before anything is created
     out = check_writable_dir(cfg.output_dir, "output_dir")
     check_writable_dir(
         report_dir or Path("reports") / cfg.name, "--report-dir" if report_dir else f"report folder reports/{cfg.name}"
@@ -323,7 +355,9 @@ def main(
                 f"study {cfg.name}: taking over the lock of a study that is no longer running "
                 f"({describe_holder(lock.previous)})"
             )
-        return _run_study(cfg, cells, address=address, report_dir=report_dir, t0=t0, register=register)
+        return _run_study(
+            cfg, cells, address=address, report_dir=report_dir, t0=t0, register=register, progress_after=after_s
+        )
 
 
 def _run_study(
@@ -334,6 +368,7 @@ def _run_study(
     report_dir: Path | None,
     t0: float,
     register: bool = False,
+    progress_after: float = 5.0,
 ) -> StudySummary:
     """The study itself, once :func:`main` checked its inputs and holds the lock."""
     store = connect()
@@ -407,6 +442,7 @@ def _run_study(
                 str(work_dir(cfg.output_dir, cfg.name, c.name, c.config)),
                 bars=sys.stdout.isatty(),
                 tags={**trial_tags, **plugin_tags(c.config)},
+                progress_after_s=progress_after,
             )
             for c in todo
         }

@@ -57,6 +57,7 @@ class TrialContext:
         store: ``tracking.store.Store`` (picklable).
         work_dir: absolute folder of the cell's checkpoints and bundle.
         bars: draw per-trial progress bars on the driver (its output is a terminal) instead of log lines.
+        progress_after_s: with log lines, a long loop's lines start once it has run this many seconds.
         tags: tags for the child run decided by the driver (git commit and dirty flag of the driver's
             working tree, ``mlflow.source.name`` = the entry point), which a Ray worker cannot see itself.
     """
@@ -70,6 +71,7 @@ class TrialContext:
     work_dir: str
     bars: bool = False
     tags: dict[str, str] = field(default_factory=dict)
+    progress_after_s: float = 5.0
 
 
 class StageLog:

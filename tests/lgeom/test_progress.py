@@ -251,3 +251,57 @@ def test_every_long_stage_reports_rising_fractions_that_end_at_one(stage: str) -
     assert all(later >= earlier for earlier, later in zip(fractions, fractions[1:])), fractions
     assert any(0 < f < 1 for f in fractions), fractions  # progress in between, not only start and end
     assert all(e.step <= e.total for e in own) and not any(math.isnan(f) for f in fractions)
+
+
+class _Clock:
+    """A settable time source for :class:`PercentLines`."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_quiet_for_keeps_short_loops_out_and_shows_long_ones_from_the_delay() -> None:
+    out: list[str] = []
+    clock = _Clock()
+    lines = PercentLines("[c] ", write=out.append, quiet_for=5.0, clock=clock)
+    for event in _loop("plane", 20):  # a loop of 1 s in all: nothing
+        clock.now += 0.05
+        lines(event)
+    assert out == []
+    lines(ProgressEvent("plane", "start", 0, 20))
+    for step in range(1, 21):  # 1 s per step: the delay passes at step 5 (25%), then one line per 10%
+        clock.now += 1.0
+        lines(ProgressEvent("plane", "step", step, 20))
+    lines(ProgressEvent("plane", "end", 20, 20))
+    assert [line.split(": ")[1].split(" ")[0] for line in out] == [
+        "25%",
+        "30%",
+        "40%",
+        "50%",
+        "60%",
+        "70%",
+        "80%",
+        "90%",
+        "100%",
+    ]
+    assert out[0] == "[c] plane: 25% (5/20, 5.0 s)" and out[-1] == "[c] plane: 100% (20/20, 20.0 s)"
+
+
+def test_quiet_for_a_loop_without_steps_or_total() -> None:
+    out: list[str] = []
+    clock = _Clock()
+    lines = PercentLines(write=out.append, quiet_for=2.0, clock=clock)
+    lines(ProgressEvent("slq", "start", 0, 40))
+    clock.now += 3.0
+    lines(ProgressEvent("slq", "end", 7, 40))  # no step event, past the delay: the end is shown
+    assert out == ["slq: 100% (7/40, 3.0 s)"]
+    lines(ProgressEvent("x", "start", 0))
+    clock.now += 3.0
+    lines(ProgressEvent("x", "step", 9))  # unknown length: a "running" line once past the delay
+    lines(ProgressEvent("x", "step", 10))
+    assert out[1:] == ["x: running (step 9, 3.0 s)"]
+    with pytest.raises(ValueError, match="quiet_for: expected seconds >= 0, got -1"):
+        PercentLines(quiet_for=-1)

@@ -1,5 +1,5 @@
 """Study planning without starting Ray: trial resources on a joined or local cluster, the store a cluster
-spanning hosts needs, the UI command.
+spanning hosts needs, the UI command, the progress lines' delay.
 """
 
 from __future__ import annotations
@@ -8,7 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.study import check_store_for_cluster, trial_resources, ui_command
+from pipelines.config import load_config
+from pipelines.study import (
+    PROGRESS_AFTER_ENV,
+    check_store_for_cluster,
+    main,
+    progress_after_s,
+    trial_resources,
+    ui_command,
+)
 from tracking.store import Store, embedded_store
 
 
@@ -65,3 +73,19 @@ def test_ui_command_names_the_actual_store(tmp_path: Path) -> None:
         f"MLflow UI: mlflow ui --backend-store-uri sqlite:///{db} --default-artifact-root {artifacts}"
     )
     assert ui_command(Store("http://bob:pw@127.0.0.1:5000", "server")) == "MLflow UI: http://***@127.0.0.1:5000"
+
+
+def test_the_progress_delay_comes_from_the_environment_and_a_bad_one_stops_the_study_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert progress_after_s({}) == 5.0 and progress_after_s({PROGRESS_AFTER_ENV: " "}) == 5.0
+    assert progress_after_s({PROGRESS_AFTER_ENV: "0"}) == 0.0 and progress_after_s({PROGRESS_AFTER_ENV: "12.5"}) == 12.5
+    for bad in ("soon", "-1", "nan", "inf"):
+        with pytest.raises(ValueError, match=f"LGEOM_PROGRESS_AFTER_S: expected seconds >= 0 .*got '{bad}'"):
+            progress_after_s({PROGRESS_AFTER_ENV: bad})
+    monkeypatch.setenv(PROGRESS_AFTER_ENV, "later")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    cfg = load_config("quick-tiny", [f"output_dir={tmp_path / 'out'}"])
+    with pytest.raises(ValueError, match="got 'later'"):
+        main(cfg, report_dir=tmp_path / "report")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no output folder, report, store or lock
