@@ -19,6 +19,7 @@ Entry points sharing that engine:
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -28,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lgeom import names
 from lgeom._checks import check_positive_int, check_ts, expected
@@ -342,6 +344,24 @@ def _looped_chunk(
     return out
 
 
+@contextlib.contextmanager
+def _batchable_attention() -> Iterator[None]:
+    """Attention as operations ``vmap`` batches: ``nn.MultiheadAttention`` (and ``nn.TransformerEncoderLayer``)
+    in eval mode without grad take a fused "fast path" (``aten::_native_multi_head_attention``), and
+    ``F.scaled_dot_product_attention`` fused kernels (flash attention on the CPU); neither has a vmap batching
+    rule, so torch warns and loops over the points inside the vmapped forward. Inside this context the modules
+    take their composite path and attention its math backend, plain operations that vmap batches (the same
+    values to rounding). The fast-path switch is global; it is restored on exit.
+    """
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+
+
 def _vmapped_chunk(
     model: nn.Module,
     stacked: Mapping[str, torch.Tensor],
@@ -358,7 +378,7 @@ def _vmapped_chunk(
     tie = has_tied_tensors(model)
     was_training = model.training
     try:
-        with torch.no_grad():
+        with torch.no_grad(), _batchable_attention():
             if bn_batches is not None:
                 stats = bn_statistics(
                     model, params, endpoint=False, buffers=base_buffers, bn_batches=bn_batches, stacked=True

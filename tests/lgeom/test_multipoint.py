@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -235,3 +237,25 @@ def test_one_large_chunk_reports_progress_batch_by_batch_with_the_same_values(na
     assert steps[-1] == 6 and len(steps) > 1 and steps == sorted(set(steps))  # rising, before the chunk ends
     quiet = evaluate_points(case.model, points, case.data, bn_batches=case.bn_batches, chunk_size=6, method="vmap")
     np.testing.assert_array_equal(res.loss, quiet.loss)
+
+
+@pytest.mark.parametrize("fastpath", [True, False])
+def test_attention_is_batched_by_vmap_not_looped_inside_it(fastpath: bool) -> None:
+    # nn.MultiheadAttention's eval fast path and SDPA's fused CPU kernel have no vmap batching rule: torch would
+    # warn "performance drop ... batching rule" and loop over the points inside the vmapped forward.
+    case = get_case("vit")
+    points = [{n: v + 0.01 * i for n, v in case.params.items()} for i in range(5)]
+    before = torch.backends.mha.get_fastpath_enabled()
+    torch.backends.mha.set_fastpath_enabled(fastpath)
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            batched = evaluate_points(case.model, points, case.data, method="vmap")
+        assert torch.backends.mha.get_fastpath_enabled() is fastpath  # the user's setting is restored
+    finally:
+        torch.backends.mha.set_fastpath_enabled(before)
+    assert batched.method == "vmap"
+    assert not [str(w.message) for w in seen if "batching rule" in str(w.message)]
+    looped = evaluate_points(case.model, points, case.data, method="loop")  # the fast path, one point at a time
+    np.testing.assert_allclose(batched.loss, looped.loss, rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(batched.acc, looped.acc)
