@@ -346,10 +346,12 @@ def sample_extrapolation(m: Measured) -> str:
     )
 
 
-def preset_block(m: Measured, machine: str, commit: str, date: str) -> str:
-    """One preset's Markdown block (what ``--out`` writes between its markers)."""
+def preset_block(m: Measured, machine: str, commit: str, date: str, *, title: str | None = None) -> str:
+    """One preset's Markdown block (what ``--out`` writes between its markers), headed ``title`` (default the
+    preset's name).
+    """
     head = (
-        f"### `{m.preset}`\n\n"
+        f"### `{title or m.preset}`\n\n"
         f"Measured {date} at commit `{commit}` on {machine}. {len(m.cells)} cell(s), {m.concurrent} trial(s) at "
         f"once; **study wall time {m.study_wall_s:.0f} s** (Ray start, trials, report). {m.data_note}."
     )
@@ -406,10 +408,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="KEY=VALUE",
         help="a config override for every preset run (repeatable), e.g. to pick cells: study.matrix.model=[...]",
     )
+    parser.add_argument(
+        "--block",
+        default=None,
+        metavar="NAME",
+        help="with one preset: the name of its block in --out (default the preset's), so that runs of different "
+        "cells of one preset keep a block each, e.g. --block 'mnist-arch: cnn16'",
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     presets = [p for p in args.presets.split(",") if p] + [p for p in REAL if args.real]
     presets = list(dict.fromkeys(presets))
+    if args.block is not None and (len(presets) != 1 or not args.block.strip() or "--" in args.block):
+        parser.error(
+            f"--block: expected a name (without '--') and exactly one preset, got {args.block!r} for {presets}"
+        )
     commit = git_commit()
     print(f"machine: {machine_line()}\ncommit: {commit}\n")
     skipped: dict[str, str] = {}
@@ -434,11 +447,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 m.data_note += f"; overrides: {' '.join(f'`{o}`' for o in args.override)}"
         if preset == SAMPLE:
             m.extrapolation = sample_extrapolation(m)
-        block = preset_block(m, machine, commit, date)
+        block = preset_block(m, machine, commit, date, title=args.block)
         print(f"\n{block}\n\nload average after: {'/'.join(f'{v:.2f}' for v in os.getloadavg())}\n")
         if args.out:
             args.out.write_text(
-                update_results(args.out.read_text() if args.out.exists() else "", preset, block, SECTION)
+                update_results(args.out.read_text() if args.out.exists() else "", args.block or preset, block, SECTION)
             )
     for preset, why in skipped.items():
         print(f"skipped {preset}: {why}")

@@ -10,7 +10,7 @@ import math
 import pandas as pd
 import pytest
 
-from bench.presets import SECTION, extrapolate, probe_split, stage_markdown, update_results
+from bench.presets import SECTION, extrapolate, main, probe_split, stage_markdown, update_results
 from tracking.query import STAGE_TIME_COLUMNS
 
 
@@ -73,3 +73,18 @@ def test_probe_split_sums_each_probe_over_the_points_and_keeps_the_rest() -> Non
         "mid": {"summary": {}, "timings": {}},
     }
     assert probe_split(doc, 10.0) == {"hessian": 4.0, "trace": 2.0, "slices": 0.5, "rest": 3.5}
+
+
+def test_a_named_block_keeps_one_cells_run_beside_the_presets_own(capsys: pytest.CaptureFixture[str]) -> None:
+    text = update_results("", "mnist-arch", "all cells", SECTION)
+    cnn = update_results(text, "mnist-arch: cnn16", "the cnn cell", SECTION)
+    again = update_results(cnn, "mnist-arch: cnn16", "the cnn cell, rerun", SECTION)
+    assert "all cells" in again and "the cnn cell, rerun" in again and "the cnn cell\n" not in again
+    for argv in (
+        ["--presets", "quick-tiny,mnist-arch-tiny", "--block", "x"],
+        ["--presets", "quick-tiny", "--block", "a--b"],
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(argv)
+        assert info.value.code == 2
+        assert "--block: expected a name (without '--') and exactly one preset" in capsys.readouterr().err
