@@ -62,7 +62,16 @@ from lgeom.table import Table
 #: Probe names accepted by :func:`probe_point` / :func:`probe_path`, in the order they run.
 PROBES = ("hessian", "trace", "density", "sharpness", "worst", "curvature", "slices")
 
-__all__ = ["PROBES", "PointMemo", "PointProbes", "ProbeSettings", "enabled_probes", "probe_path", "probe_point"]
+__all__ = [
+    "PROBES",
+    "MemoKey",
+    "PointMemo",
+    "PointProbes",
+    "ProbeSettings",
+    "enabled_probes",
+    "probe_path",
+    "probe_point",
+]
 
 
 @dataclass(frozen=True)
@@ -325,40 +334,13 @@ def _same_tensors(a: Mapping[str, torch.Tensor] | None, b: Mapping[str, torch.Te
     )
 
 
-@dataclass
-class _MemoEntry:
-    params: dict[str, torch.Tensor]
-    buffers: dict[str, torch.Tensor] | None
-    endpoint: bool
-    data: list[tuple[torch.Tensor, torch.Tensor]]
-    bn_batches: list[Any] | None
-    settings: ProbeSettings
-    result: PointProbes
-
-
-class PointMemo:
-    """Probe results kept by :func:`probe_point` so that a point probed again is not computed twice.
-
-    A study probes A, B and the curve's midpoint, then the Hessian top-k along every path: t = 0 and t = 1 of
-    each path are A and B again (:meth:`lgeom.curves.Curve.point` gives them exactly) and t = 0.5 of the Bezier
-    curve is its midpoint. A result is reused only when the new call's point and BatchNorm statistics are equal
-    to a stored one's tensor for tensor (``torch.equal``), with the same ``endpoint`` flag, the same data and
-    BN batches (the same tensor objects), the same settings, and only for the probes in which that is exact
-    (the Hessian top-k, see :data:`_REUSABLE`), so the values are those a fresh computation gives.
+class MemoKey:
+    """What makes two :func:`probe_point` calls compute the same values: the model object, the point's
+    tensors, its BatchNorm statistics, the ``endpoint`` flag, the data and BN batches (the same tensor objects),
+    and the settings. Keys compare by :meth:`matches` (tensors by ``torch.equal``, data by identity).
     """
 
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-        self._entries: list[_MemoEntry] = []
-        self.hits = 0
-
-    @staticmethod
-    def _same_data(a: Sequence[Any] | None, b: Sequence[Any] | None) -> bool:
-        if a is None or b is None:
-            return a is None and b is None
-        return len(a) == len(b) and all(x is y or (x[0] is y[0] and x[1] is y[1]) for x, y in zip(a, b))
-
-    def find(
+    def __init__(
         self,
         model: nn.Module,
         params: Mapping[str, torch.Tensor],
@@ -367,23 +349,57 @@ class PointMemo:
         data: Sequence[tuple[torch.Tensor, torch.Tensor]],
         bn_batches: Sequence[Any] | None,
         settings: ProbeSettings,
-        probes: Collection[str],
-    ) -> PointProbes | None:
-        """A stored result holding ``probes`` at this point (only those probes, timings empty), or ``None``."""
-        if model is not self.model or not set(probes) <= _REUSABLE:
+    ) -> None:
+        self.model = model
+        self.params = dict(params)
+        self.buffers = None if buffers is None else dict(buffers)
+        self.endpoint = endpoint
+        self.data = list(data)
+        self.bn_batches = None if bn_batches is None else list(bn_batches)
+        self.settings = settings
+
+    @staticmethod
+    def _same_data(a: Sequence[Any] | None, b: Sequence[Any] | None) -> bool:
+        if a is None or b is None:
+            return a is None and b is None
+        return len(a) == len(b) and all(x is y or (x[0] is y[0] and x[1] is y[1]) for x, y in zip(a, b))
+
+    def matches(self, other: MemoKey) -> bool:
+        """Whether a probe at ``other`` computes what one at this key did (cheap checks first)."""
+        return (
+            self.model is other.model
+            and self.endpoint == other.endpoint
+            and self.settings == other.settings
+            and self._same_data(self.data, other.data)
+            and self._same_data(self.bn_batches, other.bn_batches)
+            and _same_tensors(self.buffers, other.buffers)
+            and _same_tensors(self.params, other.params)
+        )
+
+
+class PointMemo:
+    """Probe results kept by :func:`probe_point` so that a point probed again is not computed twice.
+
+    A study probes A, B and the curve's midpoint, then the Hessian top-k along every path: t = 0 and t = 1 of
+    each path are A and B again (:meth:`lgeom.curves.Curve.point` gives them exactly) and t = 0.5 of the Bezier
+    curve is its midpoint. A result is reused only when the new call's :class:`MemoKey` matches a stored one
+    (the point and BatchNorm statistics equal tensor for tensor, the same ``endpoint`` flag, the same data and
+    BN batches, the same settings), and only for the probes in which that is exact (the Hessian top-k, see
+    :data:`_REUSABLE`), so the values are those a fresh computation gives.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self._entries: list[tuple[MemoKey, PointProbes]] = []
+        self.hits = 0
+
+    def find(self, key: MemoKey, probes: Collection[str]) -> PointProbes | None:
+        """A stored result holding ``probes`` at ``key`` (only those probes, timings empty), or ``None``."""
+        if key.model is not self.model or not set(probes) <= _REUSABLE:
             return None
-        for e in self._entries:
-            if (
-                e.endpoint == endpoint
-                and e.settings == settings
-                and self._same_data(e.data, data)
-                and self._same_data(e.bn_batches, bn_batches)
-                and _same_tensors(e.buffers, buffers)
-                and _same_tensors(e.params, params)
-                and (e.result.eigen is not None or "hessian" not in probes)
-            ):
+        for stored, r in self._entries:
+            if (r.eigen is not None or "hessian" not in probes) and stored.matches(key):
                 self.hits += 1
-                r = e.result
                 return PointProbes(
                     loss=r.loss,
                     n_params=r.n_params,
@@ -392,30 +408,10 @@ class PointMemo:
                 )
         return None
 
-    def add(
-        self,
-        model: nn.Module,
-        params: Mapping[str, torch.Tensor],
-        buffers: Mapping[str, torch.Tensor] | None,
-        endpoint: bool,
-        data: Sequence[tuple[torch.Tensor, torch.Tensor]],
-        bn_batches: Sequence[Any] | None,
-        settings: ProbeSettings,
-        result: PointProbes,
-    ) -> None:
-        """Store ``result`` (computed by :func:`probe_point` with these arguments) when it holds a reusable probe."""
-        if model is self.model and result.eigen is not None:
-            self._entries.append(
-                _MemoEntry(
-                    dict(params),
-                    None if buffers is None else dict(buffers),
-                    endpoint,
-                    list(data),
-                    None if bn_batches is None else list(bn_batches),
-                    settings,
-                    result,
-                )
-            )
+    def add(self, key: MemoKey, result: PointProbes) -> None:
+        """Store ``result`` (computed by :func:`probe_point` at ``key``) when it holds a reusable probe."""
+        if key.model is self.model and result.eigen is not None:
+            self._entries.append((key, result))
 
 
 def probe_point(
@@ -472,9 +468,9 @@ def probe_point(
     given_bn = None if bn_batches is None else list(as_batches(bn_batches))
     bn_list = (given_bn if given_bn is not None else data) if bn else None
     point = {n: v.detach() for n, v in params.items()}
-    key_bn = given_bn
-    if memo is not None:
-        found = memo.find(model, point, buffers, endpoint, data, key_bn, s, chosen)
+    key = MemoKey(model, point, buffers, endpoint, data, given_bn, s) if memo is not None else None
+    if memo is not None and key is not None:
+        found = memo.find(key, chosen)
         if found is not None:
             return found
     # An endpoint flagged without its trained buffers gets statistics recomputed, as any other point.
@@ -543,8 +539,8 @@ def probe_point(
         if op is not None and not _HESSIAN_PROBES & set(chosen[i + 1 :]):
             op.release()  # frees the cached engine's graphs before the probes that evaluate many points
     emit(cbs, ProgressEvent(TASK_PROBES, "end", len(chosen), len(chosen)))
-    if memo is not None:
-        memo.add(model, point, buffers, endpoint, data, key_bn, s, result)
+    if memo is not None and key is not None:
+        memo.add(key, result)
     return result
 
 
