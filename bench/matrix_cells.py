@@ -8,6 +8,7 @@ the checkout) and compare the CPU seconds, which the load moves far less than th
 
     PYTHONPATH=. python3 bench/matrix_cells.py --model 4x250 --model 1x50 --model 4x100
     PYTHONPATH=. python3 bench/matrix_cells.py --model 4x250 --profile /tmp/cell.prof
+    PYTHONPATH=. python3 bench/matrix_cells.py --model 1x50 --repeat 3 --override study.cell_figures=false
 
 Needs the full install (the trial's modules import mlflow): run it in the project's .venv.
 """
@@ -37,6 +38,14 @@ def main() -> None:
     parser.add_argument("--model", type=parse_model, action="append", help="DEPTHxWIDTH (repeatable; default 4x250)")
     parser.add_argument("--optimizer", default="sgd", choices=("sgd", "adam"))
     parser.add_argument("--profile", type=Path, default=None, help="write a cProfile of the last cell here")
+    parser.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config override for every cell (repeatable), e.g. study.cell_figures=false",
+    )
+    parser.add_argument("--repeat", type=int, default=1, help="run each cell this many times (interleaved)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 
@@ -45,7 +54,7 @@ def main() -> None:
     from tracking.bundle import Bundle
 
     lr = 0.05 if args.optimizer == "sgd" else 0.005
-    for depth, width in args.model or [(4, 250)]:
+    for depth, width in [m for _ in range(max(1, args.repeat)) for m in args.model or [(4, 250)]]:
         with tempfile.TemporaryDirectory() as out:
             cfg = load_config(
                 "synthetic-matrix",
@@ -56,6 +65,7 @@ def main() -> None:
                     f"train.lr={lr}",
                     "model.activation=relu",
                     "data.name=moons",
+                    *args.override,
                 ],
             )
             cell = expand_matrix(cfg)[0]
@@ -72,7 +82,8 @@ def main() -> None:
                 prof.dump_stats(args.profile)
             wall, cpu = time.perf_counter() - t0, time.process_time() - c0
             stages = {k.split("/", 1)[1]: round(v, 2) for k, v in bundle.metrics().items() if k.startswith("trial/")}
-            print(f"{cell.name:<24} wall {wall:6.1f} s  cpu {cpu:6.1f} s  {stages}", flush=True)
+            figures = len(list((wd / "bundle").rglob("*.png")))
+            print(f"{cell.name:<24} wall {wall:6.1f} s  cpu {cpu:6.1f} s  {figures:2d} PNGs  {stages}", flush=True)
 
 
 if __name__ == "__main__":
