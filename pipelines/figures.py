@@ -16,6 +16,7 @@ by listing them back) and tags the run ``lgeom.figures=drawn``; a run already dr
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
@@ -275,14 +276,25 @@ def study_cell_runs(store: Store, study: str, cell: str | None = None) -> list[s
     return [str(r) for r in children["run_id"]]
 
 
+def _download(store: Store, run_id: str, rel: str, root: str) -> None:
+    """Download artifact ``rel`` of ``run_id`` to ``<root>/<rel>`` (artifact stores differ in whether they
+    keep the folders of a single file's path).
+    """
+    target = Path(root) / rel
+    local = download_artifact(store, run_id, rel, target.parent)
+    if local.resolve() != target.resolve():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(local, target)
+
+
 def draw_run(store: Store, run_id: str) -> list[str]:
     """Draw the figures of logged run ``run_id`` from its data artifacts, upload them to ``figures/``, verify
     the uploads and tag the run ``lgeom.figures=drawn``; returns the artifact paths of the figures.
     """
     with tempfile.TemporaryDirectory(prefix="lgeom-figures-") as tmp:
-        download_artifact(store, run_id, names.FIGURE_INPUTS_FILE, tmp)
+        _download(store, run_id, names.FIGURE_INPUTS_FILE, tmp)
         for f in data_files(figure_inputs(tmp)):
-            download_artifact(store, run_id, f, tmp)
+            _download(store, run_id, f, tmp)
         pngs = draw_figures(tmp)
         run = attach_run(store, run_id)
         uploaded = log_artifacts(run, [(p, names.FIGURES_DIR) for p in pngs])

@@ -19,11 +19,13 @@ from pipelines.figures import (
     draw_figure,
     draw_figures,
     figure_inputs,
+    main,
     write_figure,
 )
 from pipelines.probe import merge_on_t
 from pipelines.trial import SHARPNESS_FIGURE, StageLog, run_stages
-from tracking.bundle import Bundle
+from tracking.bundle import Bundle, log_bundle
+from tracking.runs import tracked_run
 
 CELL = "mlp2x16/moons/sgd"
 #: A seconds-scale cell with every kind of figure: tracked sharpness (train_sharpness), a trajectory (PCA
@@ -138,3 +140,37 @@ def test_bad_figure_requests_name_what_was_expected(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="figure a_topk: expected its data file spectra/a.json"):
         draw_figure(tmp_path, "a_topk")
     assert not (tmp_path / names.FIGURES_DIR).exists()
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("where", ["embedded_store", "server_store"])  # sqlite + local files; server + S3
+def test_main_draws_logged_runs_once_and_rejects_bad_input(
+    trials: dict[str, Bundle], where: str, unique_study: str, request: pytest.FixtureRequest
+) -> None:
+    store = request.getfixturevalue(where)
+    deferred = trials["deferred"]
+    tags = {names.TAG_STAGE: names.STAGE_TRIAL, names.TAG_FIGURES: names.FIGURES_DEFERRED}
+    with tracked_run(store, experiment=unique_study, run_name="cell", tags=tags) as run:
+        log_bundle(run, deferred)
+    with tracked_run(store, experiment=unique_study, run_name="no inputs") as bare:
+        bare.log_metrics({"x": 1.0})
+    client = store.client()
+    pngs_of = lambda rid: {i.path for i in client.list_artifacts(rid, names.FIGURES_DIR)}  # noqa: E731
+
+    for kwargs, message in (
+        ({}, "figures: expected --run RUN_ID ... or --study NAME, got neither"),
+        ({"run_ids": [run.run_id], "study": unique_study}, "got both"),
+        ({"run_ids": [run.run_id], "cell": "mlp"}, "--cell: expected it with --study, got --cell 'mlp' with --run"),
+        ({"run_ids": [run.run_id, "0" * 32]}, f"--run: expected the id of a run in .*, got '{'0' * 32}'"),
+        ({"run_ids": [run.run_id, bare.run_id]}, f"expected a run with figure_inputs.json .*, got run {bare.run_id}"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            main(store=store, **kwargs)
+    assert not pngs_of(run.run_id), "a bad request writes nothing, not even for the good run before it"
+
+    done = main(run_ids=[run.run_id], store=store)
+    expected = {names.figure_artifact(n) for n in figure_inputs(deferred.root)}
+    assert set(done[run.run_id]) == pngs_of(run.run_id) == expected
+    assert client.get_run(run.run_id).data.tags[names.TAG_FIGURES] == names.FIGURES_DRAWN
+    assert main(run_ids=[run.run_id], store=store) == {}  # already drawn: skipped
+    assert set(main(run_ids=[run.run_id], store=store, force=True)[run.run_id]) == expected
