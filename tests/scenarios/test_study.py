@@ -113,6 +113,7 @@ def test_tiny_study_logs_complete_child_runs(tiny_study) -> None:
         ]:
             assert f in files, f
         assert {"lgeom.model.a", "lgeom.model.b"} <= set(run.data.tags)
+        assert run.data.tags["lgeom.figures"] == "drawn"  # study.cell_figures is on by default
     assert (cwd / "reports" / "quick-tiny" / "report.md").exists() and (
         cwd / "reports" / "quick-tiny" / "report.html"
     ).exists()
