@@ -253,26 +253,23 @@ def run_tags_of(store: Store, run_id: str) -> dict[str, str]:
 
 
 def study_cell_runs(store: Store, study: str, cell: str | None = None) -> list[str]:
-    """The FINISHED cell runs of ``study``'s newest invocation (the children of its newest parent run, as
-    ``lgeom report`` finds it), or the one of ``cell``.
+    """The FINISHED cell runs of ``study`` (the child runs of its study runs, of every invocation: a rerun
+    reuses finished cells without new runs, so these are the runs ``lgeom report`` reads), or those of ``cell``.
 
     Raises:
-        ValueError: no such study, no parent run, or no finished run of ``cell`` (naming the cells there are).
+        ValueError: no such study, no finished cell run, or none of ``cell`` (naming the cells there are).
     """
     try:
-        parents = runs(study, store=store, stage=names.STAGE_STUDY, status=None)
+        children = runs(study, store=store, stage=names.STAGE_TRIAL, children_only=True)
     except StudyNotFoundError as err:
         raise ValueError(str(err)) from None
-    if parents.empty:
-        raise ValueError(f"--study: expected a study run of {study!r} (logged by lgeom study), got none")
-    children = runs(study, store=store, stage=names.STAGE_TRIAL, parent_run_id=str(parents.iloc[0]["run_id"]))
-    cells = sorted(str(c) for c in children["cell"])
+    if children.empty:
+        raise ValueError(f"--study: expected finished cell runs of {study!r} (logged by lgeom study), got none")
+    cells = sorted({str(c) for c in children["cell"]})
     if cell is not None:
         children = children[children["cell"] == cell]
         if children.empty:
-            raise ValueError(
-                f"--cell: expected one of {', '.join(cells) or 'no finished cells'} of {study!r}, got {cell!r}"
-            )
+            raise ValueError(f"--cell: expected one of {', '.join(cells)} of {study!r}, got {cell!r}")
     return [str(r) for r in children["run_id"]]
 
 
@@ -352,7 +349,7 @@ def main(
 def add_arguments(parser: Any, step: str) -> None:
     """``--run`` or ``--study`` (with ``--cell``), ``--force``, ``--tracking-uri``."""
     parser.add_argument("--run", nargs="+", default=None, metavar="RUN_ID", help="the runs to draw")
-    parser.add_argument("--study", default=None, help="draw the cell runs of this study's newest invocation")
+    parser.add_argument("--study", default=None, help="draw the finished cell runs of this study")
     parser.add_argument("--cell", default=None, help="with --study: only this cell (e.g. mlp2x16/moons/sgd)")
     parser.add_argument("--force", action="store_true", help="redraw runs already tagged lgeom.figures=drawn")
     parser.add_argument(

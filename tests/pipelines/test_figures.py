@@ -149,8 +149,10 @@ def test_main_draws_logged_runs_once_and_rejects_bad_input(
 ) -> None:
     store = request.getfixturevalue(where)
     deferred = trials["deferred"]
-    tags = {names.TAG_STAGE: names.STAGE_TRIAL, names.TAG_FIGURES: names.FIGURES_DEFERRED}
-    with tracked_run(store, experiment=unique_study, run_name="cell", tags=tags) as run:
+    with tracked_run(store, experiment=unique_study, tags={names.TAG_STAGE: names.STAGE_STUDY}) as parent:
+        pass
+    tags = {names.TAG_STAGE: names.STAGE_TRIAL, names.TAG_CELL: CELL, names.TAG_FIGURES: names.FIGURES_DEFERRED}
+    with tracked_run(store, experiment=unique_study, run_name=CELL, parent_run_id=parent.run_id, tags=tags) as run:
         log_bundle(run, deferred)
     with tracked_run(store, experiment=unique_study, run_name="no inputs") as bare:
         bare.log_metrics({"x": 1.0})
@@ -163,12 +165,14 @@ def test_main_draws_logged_runs_once_and_rejects_bad_input(
         ({"run_ids": [run.run_id], "cell": "mlp"}, "--cell: expected it with --study, got --cell 'mlp' with --run"),
         ({"run_ids": [run.run_id, "0" * 32]}, f"--run: expected the id of a run in .*, got '{'0' * 32}'"),
         ({"run_ids": [run.run_id, bare.run_id]}, f"expected a run with figure_inputs.json .*, got run {bare.run_id}"),
+        ({"study": unique_study, "cell": "mlp"}, f"--cell: expected one of {CELL} of '{unique_study}', got 'mlp'"),
+        ({"study": "no-such-study"}, "study: expected one of .*, got 'no-such-study'"),
     ):
         with pytest.raises(ValueError, match=message):
             main(store=store, **kwargs)
     assert not pngs_of(run.run_id), "a bad request writes nothing, not even for the good run before it"
 
-    done = main(run_ids=[run.run_id], store=store)
+    done = main(study=unique_study, cell=CELL, store=store)  # the study's cell runs, as lgeom report reads them
     expected = {names.figure_artifact(n) for n in figure_inputs(deferred.root)}
     assert set(done[run.run_id]) == pngs_of(run.run_id) == expected
     assert client.get_run(run.run_id).data.tags[names.TAG_FIGURES] == names.FIGURES_DRAWN
