@@ -158,6 +158,11 @@ TAG_ALIGN_SKIPPED = "lgeom.align_skipped"
 TAG_PLUGIN_PREFIX = "lgeom.plugin."
 TAG_FAILED_CELLS = "lgeom.failed_cells"
 TAG_MODEL_PREFIX = "lgeom.model."
+#: Whether a trial's per-cell figures were drawn (:data:`FIGURES_DRAWN`) or left for ``lgeom figures``
+#: (:data:`FIGURES_DEFERRED`, ``study.cell_figures=false``).
+TAG_FIGURES = "lgeom.figures"
+FIGURES_DRAWN = "drawn"
+FIGURES_DEFERRED = "deferred"
 
 STAGE_STUDY = "study"
 STAGE_TRIAL = "trial"
@@ -178,6 +183,8 @@ TAGS_FILE = "tags.json"
 PROBES_FILE = "probes.json"
 ALIGNMENT_FILE = "alignment.json"
 EFFECTIVE_DIM_FILE = "effective_dim.json"
+#: What draws each per-run figure from the bundle's data files: ``{figure name: {"kind", inputs ...}}``.
+FIGURE_INPUTS_FILE = "figure_inputs.json"
 PATHS_DIR = "paths"
 CURVES_DIR = "curves"
 SPECTRA_DIR = "spectra"
@@ -185,6 +192,7 @@ PLANES_DIR = "planes"
 FIGURES_DIR = "figures"
 ENDPOINTS_DIR = "endpoints"
 FITS_DIR = "fits"
+TRAINING_DIR = "training"
 TUNED_DIR = "tuned"
 REPORT_DIR = "report"
 REPORT_TABLES_DIR = "tables"
@@ -403,6 +411,13 @@ def figure_artifact(name: str) -> str:
     return f"{FIGURES_DIR}/{name}.png"
 
 
+def sharpness_history_artifact(endpoint: str) -> str:
+    """An endpoint's tracked top Hessian eigenvalue per epoch (columns epoch, lambda_max, two_over_lr):
+    ``training/<endpoint>_sharpness.csv``.
+    """
+    return f"{TRAINING_DIR}/{endpoint}_sharpness.csv"
+
+
 def endpoint_artifact(endpoint: str) -> str:
     """An endpoint's ``{"params", "buffers"}`` in a bundle: ``endpoints/<endpoint>.pt`` (logged as model
     ``endpoint``).
@@ -605,6 +620,12 @@ def contract_rows() -> list[tuple[str, str, str]]:
         ("tag", f"`{TAG_ALIGN_SKIPPED}`", "why a cell with `curve.align` was connected without alignment"),
         (
             "tag",
+            f"`{TAG_FIGURES}`",
+            f"a trial's per-cell figures: `{FIGURES_DRAWN}`, or `{FIGURES_DEFERRED}` (`study.cell_figures=false`; "
+            "drawn later by `lgeom figures`)",
+        ),
+        (
+            "tag",
             f"`{plugin_tag('<section>')}`",
             "a plug-in model / dataset (`model`, `data`): `module:callable@<sha256 of its file>`",
         ),
@@ -688,6 +709,16 @@ def contract_rows() -> list[tuple[str, str, str]]:
             "2-D slices; PCA plane",
         ),
         ("artifact", f"`{figure_artifact('<name>')}`", "figures; the study's on its parent run (`mlflow.log_figure`)"),
+        (
+            "artifact",
+            f"`{FIGURE_INPUTS_FILE}`",
+            "what draws each figure from the data files (kind, data file, title, sample counts)",
+        ),
+        (
+            "artifact",
+            f"`{sharpness_history_artifact(e)}`",
+            "lambda_max and 2/lr per epoch when `train.track_hessian_every` is on",
+        ),
         (
             "artifact",
             f"`{report_table_artifact('<family>')}`",

@@ -34,6 +34,7 @@ STEPS: dict[str, tuple[str, bool, str]] = {
     "tune": ("pipelines.tune", True, "Optuna search (through Ray Tune) over one cell's training hyperparameters"),
     "compare": ("pipelines.compare", False, "comparison tables from logged runs"),
     "report": ("pipelines.report", False, "Markdown + HTML report of a study"),
+    "figures": ("pipelines.figures", False, "draw the per-cell figures of logged runs (deferred by a study)"),
     "up": ("pipelines.stack", False, "start the local S3 (SeaweedFS) + MLflow server stack"),
     "down": ("pipelines.stack", False, "stop the local stack"),
     "user": ("pipelines.stack", False, "add a user of the shared server and grant experiment permissions"),

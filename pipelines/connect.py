@@ -44,11 +44,10 @@ from pipelines.common import (
     train_endpoint,
 )
 from pipelines.config import Cell, Config, config_hash
+from pipelines.figures import write_figure
 from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
 from tracking.bundle import Bundle
-from tracking.figures import save_figure
-from tracking.figures.paths import paths_figure, plane_figure
 from tracking.steps import log_step_bundle
 from tracking.store import connect
 
@@ -281,7 +280,8 @@ def write_connect_result(
     Writes ``metrics.json`` (``ConnectResult.metrics()``), ``paths/<path>.csv``, ``curves/<curve>.pt``
     (control points + ``extra``), ``fits/<curve>.json`` (fit history), ``planes/<curve>.npz``,
     ``endpoints/a.pt``, ``endpoints/b.pt`` (and ``b_aligned.pt`` + ``alignment.json`` when aligned), and
-    ``figures/paths.png`` and ``figures/plane_<curve>.png``; ``align_skipped`` (why alignment was skipped,
+    ``figures/paths.png`` and ``figures/plane_<curve>.png`` (recorded in ``figure_inputs.json`` and, with
+    ``figures``, drawn now: :func:`pipelines.figures.write_figure`); ``align_skipped`` (why alignment was skipped,
     see :func:`alignment_plan`) becomes the tag ``lgeom.align_skipped``.
     """
     cpu = lambda d: {n: v.detach().cpu() for n, v in d.items()}  # noqa: E731
@@ -298,14 +298,16 @@ def write_connect_result(
             bundle.write_json(names.fit_artifact(name), p.fit.history.to_dict())
         if p.plane is not None:
             bundle.write_plane(name, p.plane.to_arrays())
-            if figures:
-                figure = plane_figure(
-                    p.plane.to_arrays(),
-                    title=f"{title or ''} {name}".strip(),
-                    samples=p.plane.samples or samples,
-                    curve_name=name,
-                )
-                save_figure(figure, bundle.figure_path(f"plane_{name}"))
+            write_figure(
+                bundle,
+                f"plane_{name}",
+                "plane",
+                [names.plane_artifact(name)],
+                draw=figures,
+                title=f"{title or ''} {name}".strip(),
+                samples=dict(p.plane.samples or samples),
+                curve=name,
+            )
     bundle.write_endpoint("a", cpu(result.a_params), cpu(result.a_buffers))
     bundle.write_endpoint("b", cpu(result.b_params), cpu(result.b_buffers))
     if result.alignment is not None:
@@ -319,9 +321,16 @@ def write_connect_result(
                 "perms": {k: v.tolist() for k, v in result.alignment.perms.items()},
             },
         )
-    if figures:
-        figure = paths_figure({n: p.table for n, p in result.paths.items()}, title=title, samples=samples)
-        save_figure(figure, bundle.figure_path("paths"))
+    if result.paths:
+        write_figure(
+            bundle,
+            "paths",
+            "paths",
+            [names.path_table_artifact(n) for n in result.paths],
+            draw=figures,
+            title=title,
+            samples=samples,
+        )
 
 
 def write_bundle_atomically(target: Path, fill: Callable[[Bundle], None]) -> Bundle:

@@ -24,7 +24,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -44,11 +43,10 @@ from lgeom.train import TrainResult
 from pipelines.common import applicable_params, build_cell_model, cell_dir, load_splits, train_endpoint
 from pipelines.config import Config, config_hash
 from pipelines.connect import load_endpoint, write_bundle_atomically
+from pipelines.figures import write_figure
 from pipelines.guards import check_writable_dir
 from pipelines.train import select_cells
 from tracking.bundle import Bundle
-from tracking.figures import probes as fig
-from tracking.figures import save_figure
 from tracking.steps import log_step_bundle
 from tracking.store import connect
 
@@ -145,43 +143,24 @@ def write_point_probes(bundle: Bundle, point: str, result: PointProbes, *, figur
     bundle.write_json(names.PROBES_FILE, {**bundle.read_json(names.PROBES_FILE, {}), point: doc})
     if result.slice_2d is not None:
         bundle.write_plane(f"slice_{point}", result.slice_2d.to_dict())
-    if not figures:
-        return metrics
     n = result.n_samples
-    drawn: dict[str, Any] = {}  # figure name after the point -> matplotlib Figure
+    spectrum, probes = names.spectrum_artifact(point), names.PROBES_FILE
+    drawn: dict[str, tuple[str, str, dict[str, Any]]] = {}  # figure after the point -> (kind, data file, inputs)
     if result.eigen is not None:
-        drawn["topk"] = fig.topk_figure(
-            result.eigen.values, title=f"Hessian top-{len(result.eigen.values)} at {point}", samples=n
-        )
+        drawn["topk"] = ("topk", spectrum, {"title": f"Hessian top-{len(result.eigen.values)} at {point}"})
     if result.density is not None:
-        drawn["density"] = fig.spectral_density_figure(
-            result.density.grid,
-            result.density.density,
-            eigenvalues=None if result.eigen is None else result.eigen.values,
-            ritz_values=result.density.nodes,
-            sigma=result.density.sigma,
-            title=f"spectral density at {point}",
-            samples=n,
-        )
+        drawn["density"] = ("density", spectrum, {"title": f"spectral density at {point}"})
     if result.average is not None:
-        drawn["sharpness"] = fig.sharpness_samples_figure(
-            result.average.increases,
-            eps=result.average.eps,
-            worst=None if result.worst is None else result.worst.increase,
-            title=f"eps-sharpness at {point} (eps = {result.average.eps:g})",
-            samples=n,
-        )
+        title = f"eps-sharpness at {point} (eps = {result.average.eps:g})"
+        drawn["sharpness"] = ("sharpness_samples", probes, {"title": title, "point": point})
     if result.slice_1d is not None:
-        s1 = result.slice_1d
-        drawn["slice1d"] = fig.slice_1d_figure(s1.alphas, s1.loss, acc=s1.acc, title=f"1-D slice at {point}", samples=n)
+        drawn["slice1d"] = ("slice1d", probes, {"title": f"1-D slice at {point}", "point": point})
     if result.slice_2d is not None:
-        s2 = result.slice_2d
-        drawn["slice2d"] = fig.slice_2d_figure(s2.alphas, s2.betas, s2.loss, title=f"2-D slice at {point}", samples=n)
-        drawn["surface3d"] = fig.surface_3d_figure(
-            s2.alphas, s2.betas, s2.loss, title=f"loss surface at {point}", samples=n
-        )
-    for kind, figure in drawn.items():
-        save_figure(figure, bundle.figure_path(f"{point}_{kind}"))
+        plane = names.plane_artifact(f"slice_{point}")
+        drawn["slice2d"] = ("slice2d", plane, {"title": f"2-D slice at {point}"})
+        drawn["surface3d"] = ("surface3d", plane, {"title": f"loss surface at {point}"})
+    for name, (kind, data, inputs) in drawn.items():
+        write_figure(bundle, f"{point}_{name}", kind, [data], draw=figures, samples=n, **inputs)
     return metrics
 
 
@@ -207,16 +186,16 @@ def write_path_probes(
     if (bundle.root / names.path_table_artifact(name)).exists():
         table = merge_on_t(bundle.read_path(name), table)
     out = bundle.write_path(name, table)
-    cols = names.topk_columns(table.names)
-    if figures and cols:
-        keep = np.isfinite(np.asarray(table[cols[0]], dtype=np.float64))
-        figure = fig.eigenvalues_along_path_figure(
-            table["t"][keep],
-            {c: np.asarray(table[c], dtype=np.float64)[keep] for c in cols},
+    if names.topk_columns(table.names):
+        write_figure(
+            bundle,
+            f"{name}_hessian",
+            "path_hessian",
+            [names.path_table_artifact(name)],
+            draw=figures,
             title=f"Hessian top-k along {name}",
             samples=samples,
         )
-        save_figure(figure, bundle.figure_path(f"{name}_hessian"))
     return out
 
 
@@ -241,18 +220,7 @@ def write_trajectory_probes(
                 names.trajectory_metric(names.PCA, "max_relative_residual"): float(pca.relative_residuals.max()),
             }
         )
-        if figures:
-            figure = fig.pca_plane_figure(
-                pca.xs,
-                pca.ys,
-                pca.loss,
-                pca.coords,
-                explained=pca.explained_variance_ratio,
-                snapshot_loss=pca.snapshot_loss,
-                projected_loss=pca.projected_loss,
-                samples=samples,
-            )
-            save_figure(figure, bundle.figure_path("pca_plane"))
+        write_figure(bundle, "pca_plane", "pca_plane", [names.plane_artifact("pca")], draw=figures, samples=samples)
     if effective_dim is not None:
         bundle.write_json(
             names.EFFECTIVE_DIM_FILE,
@@ -278,6 +246,7 @@ def run_trajectory_probes(
     *,
     final: Mapping[str, torch.Tensor] | None = None,
     progress: bool = True,
+    figures: bool = True,
 ) -> None:
     """PCA plane (``probe.pca``, needs >= 3 snapshots) and effective dimensionality (``probe.effective_dim``,
     needs >= 2 gradient snapshots) of a training trajectory, written with :func:`write_trajectory_probes`.
@@ -311,7 +280,7 @@ def run_trajectory_probes(
             progress=progress,
         )
     effdim = effective_dimensionality(grads) if cfg.probe.effective_dim and len(grads) >= 2 else None
-    write_trajectory_probes(bundle, pca=pca, effective_dim=effdim, samples=batch_samples(data))
+    write_trajectory_probes(bundle, pca=pca, effective_dim=effdim, figures=figures, samples=batch_samples(data))
 
 
 def probe_cell(
@@ -323,6 +292,7 @@ def probe_cell(
     trajectory: TrainResult | Mapping[str, Sequence[Any]] | None = None,
     callbacks: Sequence[Any] | None = None,
     progress: bool = True,
+    figures: bool = True,
 ) -> dict[str, float]:
     """A study trial's probe stage on a bundle the train and connect stages filled: points ``a`` and ``b``
     (``endpoints/a.pt``, ``b.pt``, trained buffers kept), ``mid`` (midpoint of ``curves/bezier.pt``, else of the
@@ -366,7 +336,7 @@ def probe_cell(
             progress=progress,
             memo=memo,
         )
-        metrics.update(write_point_probes(bundle, name, res))
+        metrics.update(write_point_probes(bundle, name, res, figures=figures))
     paths: dict[str, Curve] = {names.LINE: Line(ends["a"][0], ends["b"][0])}
     if names.aligned("b") in ends:
         paths[names.aligned(names.LINE)] = Line(ends["a"][0], ends[names.aligned("b")][0])
@@ -377,7 +347,7 @@ def probe_cell(
     res = probe_point(
         model, mid.midpoint(), data, settings, callbacks=scoped(callbacks, names.MID), progress=progress, memo=memo
     )
-    metrics.update(write_point_probes(bundle, names.MID, res))
+    metrics.update(write_point_probes(bundle, names.MID, res, figures=figures))
     for name, curve in paths.items() if settings.hessian_points > 0 else ():
         b_end = ends[names.aligned("b") if names.is_aligned(name) else "b"]
         write_path_probes(
@@ -394,10 +364,13 @@ def probe_cell(
                 progress=progress,
                 memo=memo,
             ),
+            figures=figures,
             samples=batch_samples(data),
         )
     if trajectory is not None:
-        run_trajectory_probes(bundle, cfg, model, data, trajectory, final=ends["a"][0], progress=progress)
+        run_trajectory_probes(
+            bundle, cfg, model, data, trajectory, final=ends["a"][0], progress=progress, figures=figures
+        )
     return metrics
 
 

@@ -21,14 +21,15 @@ from typing import Any
 from lgeom import names
 from lgeom.params import count_params
 from lgeom.progress import ProgressEvent, scoped
+from lgeom.table import Table
 from lgeom.train import TRACK_HESSIAN_SAMPLES
 from pipelines.common import applicable_params, load_splits, train_endpoint
 from pipelines.config import Config, config_from_dict, config_hash
 from pipelines.connect import connect_endpoints, model_extra, write_connect_result
+from pipelines.figures import write_figure
 from pipelines.probe import probe_cell
 from tracking.bundle import Bundle, log_bundle, write_json
-from tracking.figures import save_figure
-from tracking.figures.training import has_sharpness, sharpness_figure
+from tracking.figures.training import has_sharpness
 from tracking.live import LiveLogger
 from tracking.log import warm_model_logging
 from tracking.provenance import log_dataset, system_metrics
@@ -143,6 +144,7 @@ def run_cell(
                     **ctx.tags,
                     names.TAG_NOTE: describe_cell(cfg, ctx.cell, ctx.study),
                     **({names.TAG_STAGES_SKIPPED: ",".join(skipped)} if skipped else {}),
+                    names.TAG_FIGURES: names.FIGURES_DRAWN if cfg.study.cell_figures else names.FIGURES_DEFERRED,
                 },
             ),
             params=flatten_params(applicable_params(cfg.flat())),
@@ -350,8 +352,19 @@ def _stage_train(
             }
         )
     if histories:  # train.track_hessian_every: lambda_max against 2 / lr
-        samples = min(TRACK_HESSIAN_SAMPLES, len(splits.train_eval))
-        save_figure(sharpness_figure(histories, title=cfg.name, samples=samples), bundle.figure_path(SHARPNESS_FIGURE))
+        for name, hist in histories.items():
+            columns = [c for c in ("epoch", *names.TRACK_QUANTITIES) if c in hist.names]
+            bundle.write_table(names.sharpness_history_artifact(name), Table({c: hist[c] for c in columns}))
+        write_figure(
+            bundle,
+            SHARPNESS_FIGURE,
+            "train_sharpness",
+            [names.sharpness_history_artifact(name) for name in histories],
+            draw=cfg.study.cell_figures,
+            endpoints=list(histories),
+            title=cfg.name,
+            samples=min(TRACK_HESSIAN_SAMPLES, len(splits.train_eval)),
+        )
     return model, endpoints
 
 
@@ -371,7 +384,14 @@ def _stage_connect(
         callbacks=callbacks,
         progress=progress,
     )
-    write_connect_result(bundle, result, extra=model_extra(cfg, splits), title=cell, align_skipped=skipped)
+    write_connect_result(
+        bundle,
+        result,
+        extra=model_extra(cfg, splits),
+        title=cell,
+        align_skipped=skipped,
+        figures=cfg.study.cell_figures,
+    )
     return result.seconds()
 
 
@@ -382,5 +402,12 @@ def _stage_probe(
     PCA plane and effective dimensionality of A's trajectory when snapshots were kept.
     """
     probe_cell(
-        cfg, model, bundle, endpoints["splits"], trajectory=endpoints["a"], callbacks=callbacks, progress=progress
+        cfg,
+        model,
+        bundle,
+        endpoints["splits"],
+        trajectory=endpoints["a"],
+        callbacks=callbacks,
+        progress=progress,
+        figures=cfg.study.cell_figures,
     )

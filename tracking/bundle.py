@@ -17,6 +17,8 @@ curves/<curve>.pt     lgeom.curves.save_curve output (control points + model con
 spectra/<point>.json  eigenvalues, trace, density of the Hessian at a point (a, b, mid, ...)
 planes/<curve>.npz    plane basis coordinates and loss/accuracy grids
 figures/<name>.png    matplotlib figures
+figure_inputs.json    what draws each figure from the data files (pipelines.figures; lets a study defer them)
+training/<e>_sharpness.csv  tracked lambda_max and 2/lr per epoch of an endpoint
 endpoints/<a|b>.pt    {"params", "buffers"} of trained endpoints -> an MLflow PyTorch model named a / b
                       (pickle serialisation, linked to the run and tagged lgeom.model.<x>) when the
                       architecture is given, else an artifact
@@ -111,6 +113,12 @@ class Bundle:
     def read_path(self, name: str) -> Table:
         """Read ``paths/<name>.csv``."""
         return Table.read_csv(self.root / names.path_table_artifact(name))
+
+    def write_table(self, relpath: str, table: Table) -> Path:
+        """Write ``table`` as CSV to ``relpath`` inside the bundle (atomic; outside ``paths/`` it is an artifact
+        only, not logged as series).
+        """
+        return write_atomically(self.root / relpath, table.to_csv)
 
     def path_names(self) -> list[str]:
         """Names of the path tables in the bundle."""

@@ -157,7 +157,9 @@ class StudyConfig:
 
     ``matrix`` maps dotted config keys to lists of values (one cell per combination); ``cpu`` / ``gpu``
     are per-trial resources (fractions allowed); ``max_concurrent`` = 0 lets resources decide;
-    ``address`` is a Ray cluster (``null``: ``$RAY_ADDRESS`` or a local Ray).
+    ``address`` is a Ray cluster (``null``: ``$RAY_ADDRESS`` or a local Ray). ``cell_figures`` = false: each
+    trial writes every figure's data (and ``figure_inputs.json``) but draws no per-cell PNG (its run is tagged
+    ``lgeom.figures=deferred``); ``lgeom figures`` draws them later. Results are the same either way.
     """
 
     matrix: dict[str, list[Any]] = field(default_factory=dict)
@@ -167,6 +169,7 @@ class StudyConfig:
     max_concurrent: int = 0
     address: str | None = None
     max_failures: int = 0
+    cell_figures: bool = True
 
     def __post_init__(self) -> None:
         raise_problems(self, self.problems())

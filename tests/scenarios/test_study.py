@@ -113,6 +113,7 @@ def test_tiny_study_logs_complete_child_runs(tiny_study) -> None:
         ]:
             assert f in files, f
         assert {"lgeom.model.a", "lgeom.model.b"} <= set(run.data.tags)
+        assert run.data.tags["lgeom.figures"] == "drawn"  # study.cell_figures is on by default
     assert (cwd / "reports" / "quick-tiny" / "report.md").exists() and (
         cwd / "reports" / "quick-tiny" / "report.html"
     ).exists()
@@ -268,3 +269,53 @@ def test_bad_study_and_tune_input(
     if (tmp_path / "mlflow.db").exists():
         assert not [r for r in study_runs(tmp_path, "quick-tiny") if r.info.status == "RUNNING"]
         assert not trial_runs(study_runs(tmp_path, "quick-tiny")), "bad input must not start any trial"
+
+
+ONE_CELL = 'study.matrix={"model.width": [16], "train": [{"optimizer": "sgd", "lr": 0.05}]}'
+
+
+def artifact_files(c: Any, run_id: str, folder: str | None = None) -> set[str]:
+    """Every artifact file below ``folder`` of a run (recursively)."""
+    out: set[str] = set()
+    for info in c.list_artifacts(run_id, folder):
+        out |= artifact_files(c, run_id, info.path) if info.is_dir else {info.path}
+    return out
+
+
+def test_deferred_cell_figures_are_drawn_later_by_lgeom_figures(tmp_path: Path) -> None:
+    proc = lgeom(["study", "--preset", "quick-tiny", ONE_CELL, "study.cell_figures=false"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    c = client(tmp_path)
+    (child,) = trial_runs(study_runs(tmp_path, "quick-tiny"), "FINISHED")
+    run_id = child.info.run_id
+    assert child.data.tags["lgeom.figures"] == "deferred"
+    files = artifact_files(c, run_id)
+    assert {"figure_inputs.json", "planes/bezier.npz", "paths/bezier.csv", "spectra/mid.json", "probes.json"} <= files
+    assert not [f for f in files if f.endswith(".png")], "a deferred cell draws no figure"
+    inputs = json.loads((Path(c.download_artifacts(run_id, "figure_inputs.json", str(tmp_path / "dl")))).read_text())
+    assert {"paths", "plane_bezier", "a_topk", "mid_surface3d", "bezier_hessian"} <= set(inputs)
+
+    # bad input first: exit 2, a message naming the bad value, nothing written
+    for args, named in (
+        (["--run", "0123456789abcdef0123456789abcdef"], "got '0123456789abcdef0123456789abcdef'"),
+        (["--study", "no-such-study"], "got 'no-such-study'"),
+        (["--study", "quick-tiny", "--cell", "mlp2x16/moons/adam"], "got 'mlp2x16/moons/adam'"),
+    ):
+        bad = lgeom(["figures", *args], tmp_path, timeout=120)
+        assert bad.returncode == 2, bad.stdout[-2000:] + bad.stderr[-2000:]
+        assert named in bad.stderr and "Traceback" not in bad.stderr
+    assert not [f for f in artifact_files(c, run_id) if f.endswith(".png")]
+    assert c.get_run(run_id).data.tags["lgeom.figures"] == "deferred"
+
+    drawn = lgeom(["figures", "--study", "quick-tiny"], tmp_path, timeout=180)
+    assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
+    assert f"run {run_id}: {len(inputs)} figures uploaded" in drawn.stdout
+    figures = {f for f in artifact_files(c, run_id, "figures")}
+    assert figures == {f"figures/{name}.png" for name in inputs}
+    assert c.get_run(run_id).data.tags["lgeom.figures"] == "drawn"
+    sizes = {i.path: i.file_size for i in c.list_artifacts(run_id, "figures")}
+    assert all(size > 5000 for size in sizes.values())
+
+    again = lgeom(["figures", "--run", run_id], tmp_path, timeout=120)
+    assert again.returncode == 0 and "already drawn, skipped" in again.stdout, again.stderr[-2000:]
+    assert {i.path: i.file_size for i in c.list_artifacts(run_id, "figures")} == sizes

@@ -21,6 +21,8 @@ from pipelines.config import (
     ProbeConfig,
     TrainConfig,
     config_from_dict,
+    config_hash,
+    expand_matrix,
     load_config,
     section_keys,
 )
@@ -135,3 +137,17 @@ def test_a_dotted_key_sets_its_place_in_the_nested_settings() -> None:
         "override 'train.fit.lr': expected 'section.key' or a top-level key",
         "override 'name.x': name is not a section",
     ]
+
+
+def test_study_cell_figures_defaults_on_is_a_bool_and_stays_out_of_the_config_hash() -> None:
+    assert load_config("quick-tiny", []).study.cell_figures is True
+    deferred = load_config("quick-tiny", ["study.cell_figures=false"])
+    assert deferred.study.cell_figures is False
+    cells = {c.name: c.config for c in expand_matrix(deferred)}
+    drawn = {c.name: c.config for c in expand_matrix(load_config("quick-tiny", []))}
+    for name, cfg in cells.items():
+        assert cfg.study.cell_figures is False  # each trial sees the setting
+        assert config_from_dict(cfg.to_dict()).study.cell_figures is False  # and so does a Ray worker
+        assert config_hash(cfg) == config_hash(drawn[name])  # figures never change results
+    with pytest.raises(ConfigError, match="study.cell_figures: expected true or false, got 'maybe'"):
+        load_config("quick-tiny", ["study.cell_figures=maybe"])
