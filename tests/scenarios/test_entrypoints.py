@@ -208,7 +208,10 @@ def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ra
     assert proc.returncode == 0, proc.stderr[-3000:]
     preset = __import__("yaml").safe_load(preset_file.read_text())
     report = Path(workdir["_CWD"]) / "report-study"
-    overrides = f'{TINY} output_dir={workdir["out"]} study.matrix={{"model.width":[16],"train.optimizer":[sgd,adam]}}'
+    overrides = (
+        f'{TINY} output_dir={workdir["out"]} study.matrix={{"model.width":[16],"train.optimizer":[sgd,adam]}} '
+        "study.cell_figures=false"
+    )
     proc = mlflow_run(
         "study",
         {"preset": str(preset_file), "address": ray_cluster, "report_dir": str(report), "overrides": overrides},
@@ -238,6 +241,21 @@ def test_study_entry_point_on_a_two_node_ray_cluster(workdir: dict[str, str], ra
     assert (Path(workdir["_CWD"]) / "report-step" / "report.html").exists()
     unknown = mlflow_run("compare", {"study": "no-such-study"}, env)
     assert unknown.returncode != 0 and "study: expected one of" in unknown.stderr
+
+    # the trials deferred their figures; the figures entry point draws one cell's into its run
+    assert {r.data.tags.get("lgeom.figures") for r in trials} == {"deferred"}
+    drawn = mlflow_run("figures", {"study": "quick-tiny-tuned", "cell": "mlp2x16/moons/sgd"}, env)
+    assert drawn.returncode == 0, drawn.stdout[-3000:] + drawn.stderr[-3000:]
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=workdir["MLFLOW_TRACKING_URI"])
+    for trial in trials:
+        tags = client.get_run(trial.info.run_id).data.tags
+        pngs = [f.path for f in client.list_artifacts(trial.info.run_id, "figures") if f.path.endswith(".png")]
+        if trial.data.tags["lgeom.cell"] == "mlp2x16/moons/sgd":
+            assert tags["lgeom.figures"] == "drawn" and "figures/paths.png" in pngs and len(pngs) >= 10, pngs
+        else:
+            assert tags["lgeom.figures"] == "deferred" and pngs == []
 
 
 def test_tune_entry_point_rejects_a_bad_float(workdir: dict[str, str]) -> None:
