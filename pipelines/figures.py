@@ -16,11 +16,12 @@ by listing them back) and tags the run ``lgeom.figures=drawn``; a run already dr
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -174,12 +175,65 @@ DRAWERS: dict[str, Callable[[Path, Mapping[str, Any]], Figure]] = {
 # --- recording and drawing ----------------------------------------------------------------------------------
 
 
+#: A figure's name: a file name (it becomes ``figures/<name>.png``), no folder.
+_FIGURE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def _inside(rel: Any) -> bool:
+    """Whether ``rel`` is a relative POSIX path that stays inside the folder it is relative to."""
+    if not isinstance(rel, str) or not rel or "\\" in rel or "\x00" in rel:
+        return False
+    path = PurePosixPath(rel)
+    return not path.is_absolute() and all(part not in ("", ".", "..") for part in rel.split("/"))
+
+
+def checked_inputs(specs: Any, source: str) -> dict[str, dict[str, Any]]:
+    """``specs`` (a ``figure_inputs.json`` read from ``source``) when every entry is well formed: a figure name
+    that is a plain file name, a known ``kind`` and ``data`` files that are relative paths inside the bundle.
+    A run's artifacts are data that anyone with write access to the store could have crafted, so nothing is
+    downloaded, read or written outside the folder on their say-so.
+
+    Raises:
+        ValueError: every malformed entry, naming ``source``, the figure and the bad value.
+    """
+    if not isinstance(specs, dict):
+        raise ValueError(f"{source}: expected a mapping of figure name -> inputs, got {type(specs).__name__}")
+    problems = []
+    for name, spec in specs.items():
+        if not isinstance(name, str) or not _FIGURE_NAME.fullmatch(name):
+            problems.append(f"figure name: expected a file name (letters, digits, '_', '.', '-'), got {name!r}")
+        if not isinstance(spec, dict):
+            problems.append(f"figure {name!r}: expected a mapping of its inputs, got {type(spec).__name__}")
+            continue
+        if spec.get("kind") not in DRAWERS:
+            problems.append(f"figure {name!r}: kind expected one of {', '.join(DRAWERS)}, got {spec.get('kind')!r}")
+        data = spec.get("data")
+        if not isinstance(data, list) or not data:
+            problems.append(f"figure {name!r}: data expected a non-empty list of files, got {data!r}")
+            continue
+        for rel in data:
+            if not _inside(rel):
+                problems.append(f"figure {name!r}: data file expected a relative path inside the run, got {rel!r}")
+    if problems:
+        raise ValueError(f"{source}: " + "; ".join(problems))
+    return specs
+
+
 def figure_inputs(root: str | Path) -> dict[str, dict[str, Any]]:
     """``figure_inputs.json`` of a bundle folder: figure name -> ``{"kind", "data": [files], ...}`` (empty
     when the folder has none).
+
+    Raises:
+        ValueError: a malformed file (:func:`checked_inputs`).
     """
     path = Path(root) / names.FIGURE_INPUTS_FILE
-    return json.loads(path.read_text()) if path.is_file() else {}
+    if not path.is_file():
+        return {}
+    try:
+        specs = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: expected JSON, got a file that does not parse ({err})") from None
+    return checked_inputs(specs, str(path))
 
 
 def write_figure(
@@ -316,7 +370,7 @@ def main(
 
     Raises:
         ValueError: both or neither of runs and study, ``cell`` without ``study``, an unknown run, study or
-            cell, or a run without ``figure_inputs.json`` (nothing is written then).
+            cell, or a run without a well-formed ``figure_inputs.json`` (nothing is written then).
     """
     if bool(run_ids) == (study is not None):
         raise ValueError(
@@ -338,6 +392,12 @@ def main(
                 f"--run: expected a run with {names.FIGURE_INPUTS_FILE} (a study trial's run), got run {run_id} "
                 "without it"
             )
+        with tempfile.TemporaryDirectory(prefix="lgeom-figures-") as tmp:
+            _download(store, run_id, names.FIGURE_INPUTS_FILE, tmp)
+            try:
+                figure_inputs(tmp)
+            except ValueError as err:
+                raise ValueError(f"--run: run {run_id}'s {err}".replace(tmp + "/", "")) from None
         todo.append(run_id)
     done = {}
     for run_id in tqdm(todo, desc="figures", unit="run", disable=len(todo) < 2):

@@ -5,6 +5,7 @@ figure is drawn from, and drawing later from the data files gives the very PNGs 
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from lgeom import names
 from lgeom.table import Table
 from pipelines.config import expand_matrix, load_config
 from pipelines.figures import (
+    checked_inputs,
     data_files,
     draw_figure,
     draw_figures,
@@ -142,6 +144,42 @@ def test_bad_figure_requests_name_what_was_expected(tmp_path: Path) -> None:
     assert not (tmp_path / names.FIGURES_DIR).exists()
 
 
+#: figure_inputs.json entries a crafted run could carry: each would read or write outside the bundle folder.
+CRAFTED = {
+    "../../evil": {"kind": "topk", "data": ["spectra/a.json"]},  # a name that is a path: writes outside figures/
+    "a_topk": {"kind": "topk", "data": ["../../../etc/passwd"]},  # reads (or downloads to) outside the folder
+    "b_topk": {"kind": "topk", "data": ["/etc/passwd"]},
+    "c_topk": {"kind": "topk", "data": ["spectra\\..\\..\\x.json"]},
+    "d_topk": {"kind": "eval", "data": ["spectra/a.json"]},  # no such drawer
+    "e_topk": {"kind": "topk", "data": "spectra/a.json"},  # not a list
+}
+
+
+def test_crafted_figure_inputs_are_refused_before_anything_is_read_or_written(tmp_path: Path) -> None:
+    (tmp_path / "bundle").mkdir()
+    (tmp_path / "bundle" / names.FIGURE_INPUTS_FILE).write_text(json.dumps(CRAFTED))
+    with pytest.raises(ValueError) as info:
+        draw_figures(tmp_path / "bundle")
+    msg = str(info.value)
+    for bad in (
+        "'../../evil'",
+        "'../../../etc/passwd'",
+        "'/etc/passwd'",
+        "x.json'",
+        "got 'eval'",
+        "got 'spectra/a.json'",
+    ):
+        assert bad in msg, (bad, msg)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["bundle", names.FIGURE_INPUTS_FILE]
+    for good in ("spectra/a.json", "planes/slice_mid.npz", "training/a_sharpness.csv", "probes.json"):
+        checked_inputs({"a_topk": {"kind": "topk", "data": [good]}}, "here")
+    with pytest.raises(ValueError, match="here: expected a mapping of figure name -> inputs, got list"):
+        checked_inputs([], "here")
+    (tmp_path / "bundle" / names.FIGURE_INPUTS_FILE).write_bytes(b"\xff{")
+    with pytest.raises(ValueError, match="expected JSON, got a file that does not parse"):
+        figure_inputs(tmp_path / "bundle")
+
+
 @pytest.mark.integration
 @pytest.mark.parametrize("where", ["embedded_store", "server_store"])  # sqlite + local files; server + S3
 def test_main_draws_logged_runs_once_and_rejects_bad_input(
@@ -156,6 +194,11 @@ def test_main_draws_logged_runs_once_and_rejects_bad_input(
         log_bundle(run, deferred)
     with tracked_run(store, experiment=unique_study, run_name="no inputs") as bare:
         bare.log_metrics({"x": 1.0})
+    crafted_dir = Path(str(deferred.root) + "-crafted")
+    shutil.copytree(deferred.root, crafted_dir, dirs_exist_ok=True)
+    (crafted_dir / names.FIGURE_INPUTS_FILE).write_text(json.dumps(CRAFTED))
+    with tracked_run(store, experiment=unique_study, run_name="crafted") as crafted:
+        log_bundle(crafted, Bundle(crafted_dir))
     client = store.client()
     pngs_of = lambda rid: {i.path for i in client.list_artifacts(rid, names.FIGURES_DIR)}  # noqa: E731
 
@@ -165,12 +208,17 @@ def test_main_draws_logged_runs_once_and_rejects_bad_input(
         ({"run_ids": [run.run_id], "cell": "mlp"}, "--cell: expected it with --study, got --cell 'mlp' with --run"),
         ({"run_ids": [run.run_id, "0" * 32]}, f"--run: expected the id of a run in .*, got '{'0' * 32}'"),
         ({"run_ids": [run.run_id, bare.run_id]}, f"expected a run with figure_inputs.json .*, got run {bare.run_id}"),
+        (
+            {"run_ids": [run.run_id, crafted.run_id]},
+            f"--run: run {crafted.run_id}'s figure_inputs.json: figure name: expected a file name .*'../../evil'",
+        ),
         ({"study": unique_study, "cell": "mlp"}, f"--cell: expected one of {CELL} of '{unique_study}', got 'mlp'"),
         ({"study": "no-such-study"}, "study: expected one of .*, got 'no-such-study'"),
     ):
         with pytest.raises(ValueError, match=message):
             main(store=store, **kwargs)
     assert not pngs_of(run.run_id), "a bad request writes nothing, not even for the good run before it"
+    assert not pngs_of(crafted.run_id)
 
     done = main(study=unique_study, cell=CELL, store=store)  # the study's cell runs, as lgeom report reads them
     expected = {names.figure_artifact(n) for n in figure_inputs(deferred.root)}
