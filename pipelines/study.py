@@ -42,7 +42,7 @@ from pipelines.ray_runtime import (
     spans_hosts,
 )
 from pipelines.report import main_table, write_report
-from pipelines.trial import TrialContext, run_cell, work_dir
+from pipelines.trial import PROGRESS_AFTER_S, TrialContext, run_cell, work_dir
 from tracking.provenance import git_tags, set_experiment_note
 from tracking.query import format_table
 from tracking.redact import redact
@@ -111,7 +111,7 @@ def progress_after_s(environ: Mapping[str, str] | None = None) -> float:
     """
     raw = (os.environ if environ is None else environ).get(PROGRESS_AFTER_ENV, "").strip()
     if not raw:
-        return 5.0
+        return PROGRESS_AFTER_S
     try:
         value = float(raw)
     except ValueError:
@@ -138,7 +138,7 @@ def _cell_trial(config: dict[str, Any], *, contexts: dict[str, TrialContext]) ->
     tune.report({**final, "stage": "done", "stages_done": 4})
 
 
-def _trial_progress(cell: str, bars: bool, after_s: float = 5.0) -> Any:
+def _trial_progress(cell: str, bars: bool, after_s: float = PROGRESS_AFTER_S) -> Any:
     """Per-trial progress: bars that Ray draws on the driver's terminal (``ray.experimental.tqdm_ray``), or,
     when the driver's output is not a terminal, one line per task start/end and at most one per 10 s, and one
     line per 10% of the loops that can run for minutes (:data:`lgeom.progress.LONG_TASKS`) once such a loop has
@@ -368,7 +368,7 @@ def _run_study(
     report_dir: Path | None,
     t0: float,
     register: bool = False,
-    progress_after: float = 5.0,
+    progress_after: float = PROGRESS_AFTER_S,
 ) -> StudySummary:
     """The study itself, once :func:`main` checked its inputs and holds the lock."""
     store = connect()

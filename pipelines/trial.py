@@ -45,6 +45,10 @@ STAGE_DONE = "done"
 CONNECT_PART_TIMES = {"fit": "fit_s", "evaluate": "path_eval_s", "plane": "plane_s"}
 
 
+#: Seconds a long loop runs before its percentage lines reach a trial's log (``$LGEOM_PROGRESS_AFTER_S``).
+PROGRESS_AFTER_S = 5.0
+
+
 @dataclass(frozen=True)
 class TrialContext:
     """Everything a trial needs, as plain values (sent to Ray workers).
@@ -72,7 +76,7 @@ class TrialContext:
     work_dir: str
     bars: bool = False
     tags: dict[str, str] = field(default_factory=dict)
-    progress_after_s: float = 5.0
+    progress_after_s: float = PROGRESS_AFTER_S
 
 
 class StageLog:
