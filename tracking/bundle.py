@@ -108,7 +108,7 @@ class Bundle:
     # --- typed results -----------------------------------------------------------------------------
     def write_path(self, name: str, table: Table) -> Path:
         """Write a path table to ``paths/<name>.csv``."""
-        return write_atomically(self.root / names.path_table_artifact(name), table.to_csv)
+        return self.write_table(names.path_table_artifact(name), table)
 
     def read_path(self, name: str) -> Table:
         """Read ``paths/<name>.csv``."""
