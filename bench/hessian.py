@@ -222,6 +222,7 @@ def run_case(
 
     fwd = HessianOperator(model, batches, engine="forward")
     cached = HessianOperator(model, batches, engine="cached")
+    rop = HessianOperator(model, batches, engine="rop") if name == "mlp" else None
     stream = HessianOperator(model, batches, engine="stream")
     cached_batched = HessianOperator(model, batches, engine="cached", batch_vectors=True)
     gen = torch.Generator().manual_seed(0)
@@ -239,6 +240,9 @@ def run_case(
         "stream_block": lambda: stream.matmat(vs),
         "batched_block": lambda: cached_batched.matmat(vs),
     }
+    if rop is not None:
+        kinds["rop"] = lambda: rop.matvec(v)
+        kinds["rop_block"] = lambda: rop.matmat(vs)
     samples: dict[str, list[float]] = {k: [] for k in kinds}
     for fn in kinds.values():
         fn()  # warm-up
@@ -258,6 +262,8 @@ def run_case(
         "stream": med["stream"] / t_grad,
         "stream_block": med["stream_block"] / block_size / t_grad,
         "batched_block": med["batched_block"] / block_size / t_grad,
+        "rop": med["rop"] / t_grad if rop is not None else float("nan"),
+        "rop_block": med["rop_block"] / block_size / t_grad if rop is not None else float("nan"),
     }
     r = out["ratios"]
     print(
@@ -267,6 +273,7 @@ def run_case(
         f"vectors per pass: forward {r['fwd_block']:.2f}x (vectorised: {fwd.vectorize}), "  # type: ignore[index]
         f"cached {r['cached_block']:.2f}x (batched: {r['batched_block']:.2f}x); "  # type: ignore[index]
         f"stream {r['stream']:.2f}x, {block_size} per pass {r['stream_block']:.2f}x per vector; "  # type: ignore[index]
+        f"rop {r['rop']:.2f}x, {block_size} per pass {r['rop_block']:.2f}x per vector; "  # type: ignore[index]
         f"engine='auto' (the estimators' default) picks {auto!r} here"
     )
     return out
@@ -324,6 +331,10 @@ def main() -> None:
     print(f"clock: {'process CPU time' if CPU_TIME else 'wall time'}")
     device = setup_device(args)
     every = [
+        ("lanczos", "rop", 1e-3),
+        ("block_lanczos", "rop", 1e-3),
+        ("lanczos", "rop", 1e-2),
+        ("lanczos", "rop", 3e-2),
         ("lanczos", "cached", 1e-3),
         ("block_lanczos", "cached", 1e-3),
         ("lanczos", "cached", 1e-2),
@@ -384,16 +395,16 @@ def main() -> None:
                 f"{hvps} | {passes} | {err:.1e} | n/a | {vs_lanczos} |"
             )
     print(
-        "\n| case | HVP/grad forward | cached | stream | per vector, block of B: forward | cached "
-        "| cached batched | stream |"
+        "\n| case | HVP/grad forward | cached | stream | rop | per vector, block of B: forward | cached "
+        "| cached batched | stream | rop |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         q = r["ratios"]
         print(
-            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['stream']:.2f}x "
+            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['stream']:.2f}x | {q['rop']:.2f}x "
             f"| {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x | {q['batched_block']:.2f}x "
-            f"| {q['stream_block']:.2f}x |"
+            f"| {q['stream_block']:.2f}x | {q['rop_block']:.2f}x |"
         )
 
 

@@ -81,8 +81,9 @@ class ProbeSettings:
     Attributes:
         hessian_k, hessian_tol, hessian_method, hessian_max_iter: top-k eigenvalues (see
             :func:`lgeom.hessian.top_eigenvalues`); ``hessian_tol`` is the relative residual per eigenpair.
-        hessian_engine: Hessian-vector products: ``"auto"`` (cached graphs when they fit in memory, else
-            ``"stream"``), ``"forward"`` (forward-over-reverse), ``"cached"`` or ``"stream"`` (each chunk's
+        hessian_engine: Hessian-vector products: ``"auto"`` (``"rop"`` for lgeom's plain MLP, else cached graphs
+            when they fit in memory, else ``"stream"``), ``"rop"`` (the MLP's products written out by hand),
+            ``"forward"`` (forward-over-reverse), ``"cached"`` or ``"stream"`` (each chunk's
             gradient graph built once per pass) (see :class:`lgeom.hessian.HessianOperator`).
         hessian_points: points along a path where :func:`probe_path` runs (its default ``ts``).
         trace_probes, trace_method: Hutchinson products (0: no trace) and ``"hutchinson"`` / ``"hutch++"``.

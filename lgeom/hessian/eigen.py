@@ -59,7 +59,7 @@ def top_eigenvalues(
         tol: relative residual per eigenpair (bounds the relative eigenvalue error).
         max_iter: Lanczos steps, block steps, or power iterations per eigenvalue.
         seed: seeds the start vectors.
-        engine: Hessian-vector product engine (``"auto"``, ``"cached"``, ``"stream"`` or ``"forward"``).
+        engine: Hessian-vector product engine (``"auto"``, ``"rop"``, ``"cached"``, ``"stream"`` or ``"forward"``).
         return_vectors: also return eigenvectors as ``(k, P)`` rows.
         confirm: Lanczos only: check for eigenvalues a single Krylov space misses (repeated ones), see
             :func:`lanczos_eigenvalues`.

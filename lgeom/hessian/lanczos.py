@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import scipy.linalg
+import scipy.linalg.lapack
 import torch
 
 from lgeom._checks import check_positive, check_positive_int, expected
@@ -73,6 +74,9 @@ class EigenResult:
         }
 
 
+_STEV = scipy.linalg.lapack.get_lapack_funcs("stev", dtype=np.float64)
+
+
 def _breakdown_tol(dtype: torch.dtype) -> float:
     return 100.0 * torch.finfo(dtype).eps
 
@@ -117,32 +121,45 @@ def lanczos_runs(
         if j == basis.shape[1]:
             grow = torch.zeros(r, min(basis.shape[1], max_steps - j), n, dtype=op.dtype, device=op.device)
             basis = torch.cat([basis, grow], dim=1)
-        qs = q[sel]
+        qs = q if idx.size == r else q[sel]
         basis[sel, j] = qs
         w = op.matmat(qs)
         a = (w * qs).sum(dim=1, dtype=torch.float64)
-        w = w - a.to(w.dtype)[:, None] * qs
+        # Classical Gram-Schmidt twice against the whole basis, q_j included: this removes alpha_j q_j and
+        # beta_{j-1} q_{j-1} along with the rounding that full reorthogonalisation is for.
         prev = basis[sel, : j + 1]
+        w = w[:, None, :]
         for _ in range(2):
-            w = w - torch.bmm(torch.bmm(w[:, None, :], prev.transpose(1, 2)), prev)[:, 0]
+            w = torch.baddbmm(w, torch.bmm(w, prev.mT), prev, alpha=-1)
+        w = w[:, 0]
         ab = torch.stack([a, torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)]).cpu().numpy()
         b = ab[1]
         alphas[idx, j] = ab[0]
         lengths[idx] = j + 1
         scale = max(scale, float(np.abs(ab[0]).max()), float(b.max()))
         broke = False
-        for row, i in enumerate(idx):
-            if b[row] > _breakdown_tol(op.dtype) * max(scale, 1e-30):
-                betas[i, j] = b[row]
-                q[i] = w[row] / float(b[row])
-            elif restart and j + 1 < n:
-                broke = True
-                fresh = random_vectors(1, n, generator, op)[0]
-                for _ in range(2):
-                    fresh = fresh - basis[i, : j + 1].T @ (basis[i, : j + 1] @ fresh)
-                q[i] = fresh / fresh.norm()
+        fine = b > _breakdown_tol(op.dtype) * max(scale, 1e-30)
+        if fine.all():
+            # The common case: every run goes on, with one division for all of them.
+            betas[idx, j] = b
+            step = w / torch.as_tensor(b, dtype=w.dtype, device=w.device)[:, None]
+            if idx.size == r:
+                q = step
             else:
-                active[i] = False
+                q[sel] = step
+        else:
+            for row, i in enumerate(idx):
+                if fine[row]:
+                    betas[i, j] = b[row]
+                    q[i] = w[row] / float(b[row])
+                elif restart and j + 1 < n:
+                    broke = True
+                    fresh = random_vectors(1, n, generator, op)[0]
+                    for _ in range(2):
+                        fresh = fresh - basis[i, : j + 1].T @ (basis[i, : j + 1] @ fresh)
+                    q[i] = fresh / fresh.norm()
+                else:
+                    active[i] = False
         emit(callbacks, ProgressEvent(task, "step", j + 1, max_steps))
         if should_stop is not None and should_stop(alphas, betas, j + 1, broke):
             break
@@ -154,7 +171,12 @@ def ritz(alphas: np.ndarray, betas: np.ndarray, m: int) -> tuple[np.ndarray, np.
     """Ritz values (ascending) and the eigenvectors (columns) of the ``m x m`` tridiagonal matrix of one run."""
     if m == 1:
         return alphas[:1].copy(), np.ones((1, 1))
-    return scipy.linalg.eigh_tridiagonal(alphas[:m], betas[: m - 1])
+    # LAPACK's dstev directly: scipy's eigh_tridiagonal checks and converts its arguments first, which on
+    # a dozen steps costs more than the solve, and Lanczos solves once per step.
+    values, vectors, info = _STEV(alphas[:m], betas[: m - 1], compute_v=1)
+    if info != 0:
+        return scipy.linalg.eigh_tridiagonal(alphas[:m], betas[: m - 1])
+    return values, vectors
 
 
 def check_k(k: int, size: int) -> None:
@@ -247,7 +269,13 @@ def lanczos_eigenvalues(
         # Right after a restart the new direction is unexplored: the top k may still lie there.
         if m < k or broke:
             return False
-        return bool(converged_top(alphas, betas, m)[4].all())
+        # converged_top's test alone, checked after every step: the Ritz values come ascending.
+        theta, s = ritz(alphas[0], betas[0], m)
+        if m >= op.size:
+            return True
+        res = abs(betas[0, m - 1]) * np.abs(s[-1, -k:])
+        floor = 1e-6 * max(abs(theta[0]), abs(theta[-1]), 1e-300)
+        return bool((res <= tol * np.maximum(np.abs(theta[-k:]), floor)).all())
 
     cbs = resolve_callbacks(callbacks, progress, "lanczos")
     start = random_vectors(1, op.size, gen, op)

@@ -18,8 +18,11 @@ without forming ``H``:
 * ``engine="forward"``: forward-over-reverse (``torch.func.jvp`` over ``torch.func.grad``), several vectors
   per pass (vmapped where that is faster), memory of one batch without a graph; it recomputes the primal
   forward and backward for every product;
-* ``engine="auto"`` (the default of the estimators) measures the first batch's graph and caches when the
-  graphs of all the data fit a memory budget, else streams.
+* ``engine="rop"``: for lgeom's plain MLP only (:mod:`lgeom.hessian.rop`), the exact product written out by
+  hand (Pearlmutter's R-operator): one pass keeps each layer's activations and backpropagated errors, and every
+  product is a few matrix products on them, with no autograd graph;
+* ``engine="auto"`` (the default of the estimators) takes ``"rop"`` for lgeom's MLP, otherwise measures the
+  first batch's graph and caches when the graphs of all the data fit a memory budget, else streams.
 
 The cached and stream engines merge consecutive batches of equal input shape into chunks of up to
 ``merge_bytes`` of graph (one graph, one double backward per chunk and product: per-call overhead, not
@@ -59,9 +62,10 @@ from lgeom._checks import check_choice, check_positive_int, expected
 from lgeom.batchnorm import bn_statistics
 from lgeom.data import Batches
 from lgeom.gradients import Objective
+from lgeom.hessian.rop import RopChunk, rop_bytes_per_sample, rop_unsupported
 from lgeom.params import Params
 
-ENGINES = ("auto", "forward", "cached", "stream")
+ENGINES = ("auto", "forward", "cached", "stream", "rop")
 # Bytes of gradient graph one merged chunk of the data may hold (the cached and stream engines).
 _MERGE_BYTES = 256 * 2**20
 
@@ -93,9 +97,11 @@ class HessianOperator:
             ``params`` (the BN policy for a point that is not a trained endpoint).
         engine: ``"cached"`` (the gradient graph is built once and kept; every product is one double
             backward), ``"stream"`` (the graph is built once per pass, shared by the pass's vectors and freed),
-            ``"forward"`` (forward-over-reverse, memory of one batch) or ``"auto"`` (``"cached"`` when the
-            graphs of all batches, estimated from the first one's saved tensors, fit ``memory_budget``; else
-            ``"stream"``).
+            ``"forward"`` (forward-over-reverse, memory of one batch), ``"rop"`` (lgeom's plain MLP only: exact
+            products written out by hand, :mod:`lgeom.hessian.rop`; its per-chunk activations are kept when they
+            fit ``memory_budget``, else recomputed every pass) or ``"auto"`` (``"rop"`` where it applies;
+            otherwise ``"cached"`` when the graphs of all batches, estimated from the first one's saved tensors,
+            fit ``memory_budget``, else ``"stream"``).
         vectorize: apply several vectors per batch with ``torch.func.vmap`` (forward engine). ``None``:
             only for models without convolutions (vmap over convolution backward's forward-mode formula is
             slower than a loop in torch 2.14 on the CPU).
@@ -130,7 +136,8 @@ class HessianOperator:
         objective: the underlying :class:`~lgeom.gradients.Objective`.
 
     Raises:
-        ValueError: empty data, an unknown engine, a bad chunk size or ``merge_bytes``.
+        ValueError: empty data, an unknown engine, a bad chunk size or ``merge_bytes``, ``engine="rop"`` for a
+            model other than lgeom's plain MLP (or targets that are not class indices).
     """
 
     def __init__(
@@ -182,8 +189,19 @@ class HessianOperator:
         self._bytes_per_sample: float | None = None
         self._first: tuple[torch.Tensor, torch.Tensor | None] | None = None
         self._chunk_list: list[tuple[torch.Tensor, torch.Tensor]] | None = None
+        self._rop: list[RopChunk] | None = None
+        self._rop_keep = False
+        unsupported: str | None = "not asked for"
+        if engine in ("auto", "rop"):
+            unsupported = rop_unsupported(model, self.objective.layout, self.objective.batches)
+        if engine == "rop" and unsupported is not None:
+            raise expected("engine", f"an engine other than 'rop' here ('rop' needs {unsupported})", engine)
         if engine == "auto":
-            self.engine = self._choose_engine(memory_budget)
+            self.engine = "rop" if unsupported is None else self._choose_engine(memory_budget)
+        if self.engine == "rop":
+            self._bytes_per_sample = float(rop_bytes_per_sample(model, self.dtype))
+            budget = memory_budget if memory_budget is not None else _memory_budget(self.device)
+            self._rop_keep = self._bytes_per_sample * self.objective.n_samples <= budget
 
     def __repr__(self) -> str:
         return f"HessianOperator(size={self.size}, engine={self.engine!r}, samples={self.objective.n_samples})"
@@ -201,7 +219,9 @@ class HessianOperator:
         if vectors.dim() != 2 or vectors.shape[1] != self.size:
             raise expected("vectors", f"an (m, {self.size}) tensor", tuple(vectors.shape))
         vectors = vectors.to(self.device, self.dtype)
-        if self.engine == "cached":
+        if self.engine == "rop":
+            out = self._rop_products(vectors)
+        elif self.engine == "cached":
             out = self._cached(vectors)
         elif self.engine == "stream":
             out = self._stream(vectors)
@@ -357,9 +377,21 @@ class HessianOperator:
                 self._apply(grad, vectors, out, retain=False)
         return out
 
+    def _rop_products(self, vectors: torch.Tensor) -> torch.Tensor:
+        obj = self.objective
+        chunks = self._rop
+        if chunks is None:
+            chunks = (RopChunk(obj.model, obj.params, obj.layout, x, y) for x, y in self._chunks())
+            if self._rop_keep:
+                chunks = self._rop = list(chunks)
+        out = torch.zeros_like(vectors)
+        for chunk in chunks:
+            chunk.add_products(vectors, out)
+        return out
+
     def release(self) -> None:
-        """Free the cached gradient graph (the ``"cached"`` engine rebuilds it on the next product)."""
-        self._graphs, self._theta, self._first = None, None, None
+        """Free the cached gradient graph or activations (rebuilt on the next product)."""
+        self._graphs, self._theta, self._first, self._rop = None, None, None, None
 
 
 def _same_kind(a: tuple[torch.Tensor, torch.Tensor], b: tuple[torch.Tensor, torch.Tensor]) -> bool:
