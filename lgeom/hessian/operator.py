@@ -28,8 +28,9 @@ The cached and stream engines merge consecutive batches of equal input shape int
 ``merge_bytes`` of graph (one graph, one double backward per chunk and product: per-call overhead, not
 arithmetic, dominates small models), take the parameters as views of one flat leaf (products come out flat),
 and apply a block's vectors one after another, or in one batched double backward with ``batch_vectors``.
-On the CPU of ``bench/hessian.py`` (MLP, 1000 samples in 4 batches): one product costs 0.85x a gradient pass
-cached, 1.9x streamed, 12x forward-over-reverse; per vector of a block of 5, 0.89x / 1.1x / 3.7x.
+On the CPU of ``bench/hessian.py`` (MLP, 1000 samples in 4 batches): one product costs 0.5x a gradient pass
+with ``"rop"``, 0.85x cached, 1.9x streamed, 12x forward-over-reverse; per vector of a block of 5, 0.3x / 0.89x
+/ 1.1x / 3.7x.
 
 All evaluate eval-mode BatchNorm as its affine map (:class:`lgeom.gradients.EvalBatchNormAsAffine`).
 Measurements: ``bench/hessian.py``, ``bench/RESULTS.md``. Estimators on any :class:`SymmetricOperator`:

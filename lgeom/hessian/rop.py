@@ -18,9 +18,9 @@ products, as autograd's double backward, but without its per-call overhead and t
 keep. ReLU's derivative is taken as autograd takes it (``act'(0) = 0``, ``act'' = 0``), so the products equal
 the other engines' to rounding (tested against the dense Hessian in float64).
 
-On the CPU of ``bench/hessian.py`` (MLP 2-32-32-2, 1000 samples, one thread) a product costs 0.3 ms against the
+On the CPU of ``bench/hessian.py`` (MLP 2-32-32-2, 1000 samples, one thread) a product costs 0.4 ms against the
 cached engine's 0.7 ms, and setting up a point 0.4 ms against the 1.8 ms graph build; on a 4 x 250 MLP at 512
-samples, where the products are arithmetic, 10 ms against 12.5 ms (``bench/RESULTS.md``).
+samples, where the products are arithmetic, 10.0 ms against 11.8 ms (``bench/RESULTS.md``).
 """
 
 from __future__ import annotations
