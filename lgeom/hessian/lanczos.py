@@ -74,6 +74,8 @@ class EigenResult:
         }
 
 
+# One Gram-Schmidt pass suffices while it keeps this fraction of the vector's norm (else a second pass runs).
+_ONCE_KEEPS = 1.0 / np.sqrt(2.0)
 _STEV = scipy.linalg.lapack.get_lapack_funcs("stev", dtype=np.float64)
 
 
@@ -125,11 +127,18 @@ def lanczos_runs(
         basis[sel, j] = qs
         w = op.matmat(qs)
         a = (w * qs).sum(dim=1, dtype=torch.float64)
-        # Classical Gram-Schmidt twice against the whole basis, q_j included: this removes alpha_j q_j and
-        # beta_{j-1} q_{j-1} along with the rounding that full reorthogonalisation is for.
+        # The three-term recurrence, then classical Gram-Schmidt against the whole basis for what rounding left.
+        # A second pass only where the first took away more than 1 - 1/sqrt(2) of the norm ("twice is enough":
+        # Daniel, Gragg, Kaufman and Stewart, Math. Comp. 30, 1976): reading the basis is most of a step's cost
+        # on a large model, and after the recurrence one pass almost always keeps the norm.
+        w = w - a.to(w.dtype)[:, None] * qs
+        if j > 0:
+            w = w - torch.as_tensor(betas[idx, j - 1], dtype=w.dtype, device=w.device)[:, None] * basis[sel, j - 1]
         prev = basis[sel, : j + 1]
+        before = torch.linalg.vector_norm(w, dim=1)
         w = w[:, None, :]
-        for _ in range(2):
+        w = torch.baddbmm(w, torch.bmm(w, prev.mT), prev, alpha=-1)
+        if bool((torch.linalg.vector_norm(w[:, 0], dim=1) < _ONCE_KEEPS * before).any()):
             w = torch.baddbmm(w, torch.bmm(w, prev.mT), prev, alpha=-1)
         w = w[:, 0]
         ab = torch.stack([a, torch.linalg.vector_norm(w, dim=1, dtype=torch.float64)]).cpu().numpy()
