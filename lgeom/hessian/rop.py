@@ -133,7 +133,7 @@ class RopChunk:
         logits = torch.addmm(biases[-1], h, self.weights[-1].T)
         self.p = torch.softmax(logits, dim=1)
         delta = self.p.clone()
-        delta[torch.arange(delta.shape[0], device=delta.device), targets] -= 1.0
+        delta[torch.arange(delta.shape[0], device=delta.device), targets.long()] -= 1.0
         self.deltas: list[torch.Tensor] = [delta]
         self.curvatures: list[torch.Tensor | None] = []
         for layer in range(depth - 1, -1, -1):

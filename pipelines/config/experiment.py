@@ -137,6 +137,7 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
     (Each section checks its own values when it is constructed.)
     """
     problems = model_and_data_problems(cfg.model, cfg.data)
+    problems.extend(engine_problems(cfg))
     problems.extend(name_problems(cfg.name))
     problems.extend(matrix_axis_problems(cfg.study, TOP_KEYS, {"model": cfg.model.arch, "data": cfg.data.name}))
     # Cells are checked only once the base config is sound, so each problem is reported once.
@@ -146,6 +147,18 @@ def validate(cfg: Config, *, check_matrix: bool = True) -> list[str]:
         except ConfigError as err:
             problems.extend(err.problems)
     return problems
+
+
+def engine_problems(cfg: Config) -> list[str]:
+    """``probe.hessian_engine: rop`` with a model it is not written out for (lgeom's ``mlp`` only; ``auto`` takes
+    it wherever it applies), reported before anything trains rather than at the probe stage.
+    """
+    if cfg.probe.hessian_engine == "rop" and cfg.model.arch != "mlp":
+        return [
+            f"probe.hessian_engine: expected 'auto' or a graph engine for model.arch {cfg.model.arch!r} ('rop' is "
+            "written out for lgeom's mlp only; 'auto' takes it wherever it applies), got 'rop'"
+        ]
+    return []
 
 
 def expand_matrix(cfg: Config) -> list[Cell]:

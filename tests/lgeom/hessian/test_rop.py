@@ -162,3 +162,14 @@ def test_eigenvalues_on_images_of_a_float32_mlp_match_the_cached_engine() -> Non
     np.testing.assert_allclose(rop.values, cached.values, rtol=1e-4)
     h = dense_hessian(model.double(), [(x.double(), y) for x, y in data])
     np.testing.assert_allclose(rop.values, dense_eigenvalues(h)[:3], rtol=1e-4)
+
+
+@pytest.mark.parametrize("dtype", [torch.int32, torch.uint8])
+def test_class_indices_of_any_integer_dtype_are_indices_not_masks(dtype: torch.dtype) -> None:
+    model = mlp("relu", 1)
+    x = torch.randn(5, 2, 3, generator=torch.Generator().manual_seed(12), dtype=D)
+    y = torch.tensor([0, 1, 2, 1, 0])
+    v = torch.randn(2, sum(p.numel() for p in model.parameters()), generator=torch.Generator().manual_seed(13), dtype=D)
+    expected = HessianOperator(model, [(x, y)], engine="rop").matmat(v)
+    torch.testing.assert_close(HessianOperator(model, [(x, y.to(dtype))], engine="rop").matmat(v), expected)
+    torch.testing.assert_close(expected, v @ dense_hessian(model, [(x, y)]), rtol=1e-10, atol=1e-13)

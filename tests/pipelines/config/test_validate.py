@@ -153,3 +153,19 @@ def test_plugin_options_are_matrix_axes_and_overrides(plugins: tuple[str, str]) 
         "study.matrix.model.heds: unknown axis, expected a dotted config key like 'train.lr' (did you mean "
         "'model.heads'?)"
     ]
+
+
+def test_the_rop_engine_is_refused_for_a_model_it_is_not_written_out_for() -> None:
+    assert load_config("quick", ["probe.hessian_engine=rop"]).probe.hessian_engine == "rop"  # its MLP cells
+    with pytest.raises(ConfigError) as err:
+        load_config(
+            "quick", ["study.matrix={}", "model={arch: resmlp, blocks: 1, width: 8}", "probe.hessian_engine=rop"]
+        )
+    assert err.value.problems == [
+        "probe.hessian_engine: expected 'auto' or a graph engine for model.arch 'resmlp' ('rop' is written out for "
+        "lgeom's mlp only; 'auto' takes it wherever it applies), got 'rop'"
+    ]
+    # a matrix cell with another model is named
+    with pytest.raises(ConfigError) as err:
+        load_config("quick", ["study.matrix={model.arch: [mlp, resmlp]}", "probe.hessian_engine=rop"])
+    assert any("cell" in p and "model.arch 'resmlp'" in p for p in err.value.problems), err.value.problems
