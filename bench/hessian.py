@@ -9,19 +9,20 @@ model) on 1000 moons samples, and PreResNet-8 on 512 CIFAR-shaped (3x32x32) samp
 * lgeom: ``top_eigenvalues(k=5, tol=...)`` by single-vector Lanczos (``method="lanczos"``) and by block
   Lanczos (``method="block_lanczos"``, ``--block-size`` vectors per pass), both with full
   reorthogonalisation, at tol 1e-3 and 1e-2 (still more accurate than PyHessian at its 1e-3: the "equal
-  accuracy" comparison), with the ``cached`` engine (gradient graphs kept; what the default ``auto`` picks when
-  they fit in memory), the ``stream`` engine (the graph built once per pass and shared by the pass's vectors:
-  what ``auto`` picks when they do not) and, for the MLP, the ``forward`` engine (forward-over-reverse,
-  vmapped over a block);
+  accuracy" comparison; for the MLP also 3e-2, whose errors are still below PyHessian's), with the ``rop``
+  engine (the MLP only: its products written out by hand, what ``auto`` picks for lgeom's MLP), the ``cached``
+  engine (gradient graphs kept; what ``auto`` picks for other models when they fit in memory), the ``stream``
+  engine (the graph built once per pass and shared by the pass's vectors: what ``auto`` picks when they do not)
+  and, for the MLP, the ``forward`` engine (forward-over-reverse, vmapped over a block);
 * PyHessian: ``hessian(model, CrossEntropyLoss(), dataloader=batches).eigenvalues(top_n=5)`` (deflated power
   iteration, its defaults tol 1e-3 and maxIter 100), when ``pyhessian`` is importable;
 * HVPs and passes: every solver's Hessian-vector products and passes over the data (one ``matmat`` per
   Lanczos or block step; one per product for PyHessian);
 * small chunks (``--cases chunks``): block vs single-vector Lanczos with the stream engine over the MLP's data
   held in 20 chunks of 50 that may not be merged, where a pass (20 small graph builds) dominates;
-* HVP / gradient: one Hessian-vector product over the data (forward, cached and stream engines; and per
-  vector when a block of ``--block-size`` vectors is applied in one pass, one after another or batched) against
-  one plain autograd gradient.
+* HVP / gradient: one Hessian-vector product over the data (forward, cached, stream and, for the MLP, rop
+  engines; and per vector when a block of ``--block-size`` vectors is applied in one pass, one after another or
+  batched) against one plain autograd gradient.
 
 Timings of the eigenvalue solvers are interleaved rounds (Lanczos, block, ..., PyHessian, Lanczos, ...) and
 medians, so load changes on a shared machine hit all alike. Targets: top-5 at equal accuracy >= 20x
@@ -121,6 +122,11 @@ def pyhessian_top5(model: nn.Module, batches: Batches, device: torch.device) -> 
     values, _ = h.eigenvalues(top_n=5, tol=1e-3)
     model.zero_grad(set_to_none=True)
     return sorted((float(v) for v in values), reverse=True), passes
+
+
+def times_x(ratio: float) -> str:
+    """``"0.45x"``, or ``"n/a"`` for an engine the case's model does not take (NaN)."""
+    return "n/a" if ratio != ratio else f"{ratio:.2f}x"
 
 
 def rel_err(values: list[float] | np.ndarray, ref: np.ndarray) -> float:
@@ -273,7 +279,7 @@ def run_case(
         f"vectors per pass: forward {r['fwd_block']:.2f}x (vectorised: {fwd.vectorize}), "  # type: ignore[index]
         f"cached {r['cached_block']:.2f}x (batched: {r['batched_block']:.2f}x); "  # type: ignore[index]
         f"stream {r['stream']:.2f}x, {block_size} per pass {r['stream_block']:.2f}x per vector; "  # type: ignore[index]
-        f"rop {r['rop']:.2f}x, {block_size} per pass {r['rop_block']:.2f}x per vector; "  # type: ignore[index]
+        f"rop {times_x(r['rop'])}, {block_size} per pass {times_x(r['rop_block'])} per vector; "  # type: ignore[index]
         f"engine='auto' (the estimators' default) picks {auto!r} here"
     )
     return out
@@ -402,9 +408,9 @@ def main() -> None:
     for r in results:
         q = r["ratios"]
         print(
-            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['stream']:.2f}x | {q['rop']:.2f}x "
+            f"| {r['label']} | {q['fwd']:.2f}x | {q['cached']:.2f}x | {q['stream']:.2f}x | {times_x(q['rop'])} "
             f"| {q['fwd_block']:.2f}x | {q['cached_block']:.2f}x | {q['batched_block']:.2f}x "
-            f"| {q['stream_block']:.2f}x | {q['rop_block']:.2f}x |"
+            f"| {q['stream_block']:.2f}x | {times_x(q['rop_block'])} |"
         )
 
 
