@@ -60,6 +60,8 @@ def rop_unsupported(
 
     if type(model) is not MLP:
         return f"lgeom's plain MLP (got {type(model).__name__})"
+    if any(type(layer) is not nn.Linear for layer in [*model.hidden, model.head]):
+        return "an MLP of plain nn.Linear layers"
     if _activation_kind(model.act) is None:
         return f"an MLP with a relu, tanh or exact gelu activation (got {model.act!r})"
     names = [

@@ -99,6 +99,21 @@ def frozen_bias() -> nn.Module:
     return model
 
 
+class Doubled(nn.Linear):
+    """A user's layer with the parameters of ``nn.Linear`` and another ``forward``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return 2.0 * super().forward(x)
+
+
+def swapped_layer() -> nn.Module:
+    model = mlp("tanh", 1)
+    layer = Doubled(6, 5).to(D)
+    layer.load_state_dict(model.hidden[0].state_dict())
+    model.hidden[0] = layer
+    return model
+
+
 def hooked() -> nn.Module:
     model = mlp("tanh", 1)
     model.hidden[0].register_forward_hook(lambda module, args, out: out * 3.0)
@@ -113,6 +128,7 @@ def hooked() -> nn.Module:
         (lambda: build_model("mlp", num_classes=3, in_shape=(2, 3), depth=1, width=5, activation="gelu").to(D), None),
         (frozen_bias, "all trainable"),
         (hooked, "hooks"),
+        (swapped_layer, "plain nn.Linear"),
     ],
 )
 def test_auto_leaves_other_models_to_the_graph_engines(build, why: str | None) -> None:
