@@ -125,45 +125,37 @@ class RopChunk:
         h = inputs.flatten(1).to(self.weights[0].dtype)
         self.inputs: list[torch.Tensor] = [h]
         self.slopes: list[torch.Tensor] = []
-        zs: list[torch.Tensor] = []
+        seconds: list[torch.Tensor | None] = []
         for weight, bias in zip(self.weights[:-1], biases[:-1]):
-            z = torch.addmm(bias, h, weight.T)
-            h, slope = self._activate(z)
-            zs.append(z)
+            h, slope, second = self._activate(torch.addmm(bias, h, weight.T))
             self.inputs.append(h)
             self.slopes.append(slope)
+            seconds.append(second)
         logits = torch.addmm(biases[-1], h, self.weights[-1].T)
         self.p = torch.softmax(logits, dim=1)
         delta = self.p.clone()
         delta[torch.arange(delta.shape[0], device=delta.device), targets.long()] -= 1.0
         self.deltas: list[torch.Tensor] = [delta]
+        # c_l = (delta_{l+1} W_{l+1}) act''(z_l); None where act'' is zero (ReLU).
         self.curvatures: list[torch.Tensor | None] = []
         for layer in range(depth - 1, -1, -1):
             upstream = self.deltas[0] @ self.weights[layer + 1]
-            self.curvatures.insert(0, self._curvature(zs[layer], upstream))
+            second = seconds[layer]
+            self.curvatures.insert(0, None if second is None else upstream * second)
             self.deltas.insert(0, upstream * self.slopes[layer])
 
-    def _activate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``act(z)`` and ``act'(z)``."""
+    def _activate(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``act(z)``, ``act'(z)`` and ``act''(z)`` (``None`` for ReLU, whose second derivative is zero)."""
         if self.kind == "relu":
             mask = (z > 0).to(z.dtype)
-            return z * mask, mask
+            return z * mask, mask, None
         if self.kind == "tanh":
             h = torch.tanh(z)
-            return h, 1.0 - h * h
+            slope = 1.0 - h * h
+            return h, slope, -2.0 * h * slope
         cdf = 0.5 * (1.0 + torch.erf(z / math.sqrt(2.0)))
         pdf = torch.exp(-0.5 * z * z) / _SQRT_2PI
-        return z * cdf, cdf + z * pdf
-
-    def _curvature(self, z: torch.Tensor, upstream: torch.Tensor) -> torch.Tensor | None:
-        """``upstream * act''(z)`` (``None`` for ReLU, whose second derivative is zero)."""
-        if self.kind == "relu":
-            return None
-        if self.kind == "tanh":
-            h = torch.tanh(z)
-            return upstream * (-2.0 * h * (1.0 - h * h))
-        pdf = torch.exp(-0.5 * z * z) / _SQRT_2PI
-        return upstream * pdf * (2.0 - z * z)
+        return z * cdf, cdf + z * pdf, pdf * (2.0 - z * z)
 
     def add_products(self, vectors: torch.Tensor, out: torch.Tensor) -> None:
         """Add ``sum_i H_i v`` over the chunk's samples to ``out`` for every row ``v`` of ``vectors``
