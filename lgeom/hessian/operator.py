@@ -192,13 +192,12 @@ class HessianOperator:
         self._chunk_list: list[tuple[torch.Tensor, torch.Tensor]] | None = None
         self._rop: list[RopChunk] | None = None
         self._rop_keep = False
-        unsupported: str | None = "not asked for"
         if engine in ("auto", "rop"):
             unsupported = rop_unsupported(model, self.objective.layout, self.objective.batches)
-        if engine == "rop" and unsupported is not None:
-            raise expected("engine", f"an engine other than 'rop' here ('rop' needs {unsupported})", engine)
-        if engine == "auto":
-            self.engine = "rop" if unsupported is None else self._choose_engine(memory_budget)
+            if engine == "rop" and unsupported is not None:
+                raise expected("engine", f"an engine other than 'rop' here ('rop' needs {unsupported})", engine)
+            if engine == "auto":
+                self.engine = "rop" if unsupported is None else self._choose_engine(memory_budget)
         if self.engine == "rop":
             self._bytes_per_sample = float(rop_bytes_per_sample(model, self.dtype))
             budget = memory_budget if memory_budget is not None else _memory_budget(self.device)
