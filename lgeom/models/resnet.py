@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_choice, check_positive_int, expected
+from lgeom.models._layers import eval_layout
 from lgeom.models.registry import register_model
 
 STAGE_PLANES = (16, 32, 64)
@@ -104,7 +105,7 @@ class PreActivationResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
-        h = self.stages(self.conv1(x))
+        h = self.stages(eval_layout(self.conv1(eval_layout(x))))
         h = self.relu(self.bn(h))
         return self.head(h.mean(dim=(2, 3)))
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -54,3 +56,63 @@ def test_point_loss_is_the_reference_loss(name: str) -> None:
     res = evaluate_point(c.model, c.params, {"data": c.data}, bn_batches=c.bn_batches)["data"]
     assert res.loss == pytest.approx(c.loss(), rel=1e-12)
     assert res.n == sum(len(y) for _, y in c.data)
+
+
+def _recording(layer: torch.nn.Module) -> list[int]:
+    """Batch sizes ``layer`` sees (a forward pre-hook)."""
+    seen: list[int] = []
+    layer.register_forward_pre_hook(lambda _, args: seen.append(int(args[0].shape[0])))
+    return seen
+
+
+@pytest.mark.parametrize("at_point", [False, True])
+def test_a_big_cpu_batch_is_evaluated_in_cache_sized_slices(monkeypatch: pytest.MonkeyPatch, at_point: bool) -> None:
+    # 4 x the largest layer output (3 x 8 x 8 float64) = 6,144 bytes a sample: a budget of 40 samples cuts a
+    # batch of 150 into 4 slices of 38/38/37/37 and leaves one of 20 whole; the sums are unchanged.
+    evaluation = importlib.import_module("lgeom.evaluate")
+    monkeypatch.setattr(evaluation, "CPU_SLICE_BYTES", 40 * 6144 + 100)
+    torch.manual_seed(0)
+    model = build_model("cnn", num_classes=3, in_shape=(2, 8, 8), channels=3).double()
+    batches = sized_batches((2, 8, 8), [150, 20], seed=3)
+    params = get_params(model) if at_point else None
+    assert evaluation.cpu_slices(model, batches[0][0], params) == 4
+    assert evaluation.cpu_slices(model, batches[1][0], params) == 1
+    seen = _recording(model.conv1)
+    sliced = evaluate(model, batches, params=params)
+    assert seen[-5:] == [38, 38, 37, 37, 20]
+    monkeypatch.setattr(evaluation, "CPU_SLICE_BYTES", 0)
+    whole = evaluate(model, batches, params=params)
+    assert seen[-2:] == [150, 20]
+    assert sliced.n == whole.n == 170
+    assert sliced.loss == pytest.approx(whole.loss, rel=1e-13) and sliced.acc == whole.acc
+
+
+def test_slices_are_never_below_the_minimum_nor_taken_where_the_batch_fits(monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluation = importlib.import_module("lgeom.evaluate")
+    monkeypatch.setattr(evaluation, "CPU_SLICE_BYTES", 1)  # every batch over budget
+    mlp = build_model("mlp", num_classes=2, in_shape=(2,), width=8)
+    assert evaluation.cpu_slices(mlp, torch.randn(100, 2)) == 3  # 33 + 33 + 34: at least MIN_SLICE = 32
+    assert evaluation.cpu_slices(mlp, torch.randn(63, 2)) == 1  # too few samples for two slices
+    monkeypatch.setattr(evaluation, "CPU_SLICE_BYTES", 16 * 2**20)
+    assert evaluation.cpu_slices(mlp, torch.randn(4096, 2)) == 1  # an MLP's batch fits the cache whole
+    cnn = build_model("cnn", num_classes=10, in_shape=(1, 28, 28), channels=16)
+    assert evaluation.cpu_slices(cnn, torch.randn(1000, 1, 28, 28)) > 1  # the MNIST CNN's does not
+
+
+def test_a_model_that_fails_on_one_sample_is_evaluated_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    evaluation = importlib.import_module("lgeom.evaluate")
+    monkeypatch.setattr(evaluation, "CPU_SLICE_BYTES", 1)
+
+    class NeedsPairs(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = torch.nn.Linear(2, 2)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if x.shape[0] < 2:
+                raise RuntimeError("needs at least two samples")
+            return self.lin(x)
+
+    model = NeedsPairs()
+    assert evaluation.cpu_slices(model, torch.randn(100, 2)) == 1
+    assert evaluate(model, [(torch.randn(100, 2), torch.randint(0, 2, (100,)))]).n == 100

@@ -243,6 +243,56 @@ def test_chunks_stop_at_the_byte_budget_and_at_a_change_of_input_shape() -> None
 
 
 @pytest.mark.parametrize("engine", ["cached", "stream"])
+def test_batches_above_the_split_budget_are_cut_into_equal_slices(engine: str) -> None:
+    # A batch of 100 and one of 70 images; the split budget holds about 40 samples' graphs: as few slices as
+    # fit, of sizes differing by at most one (100 -> 34 + 33 + 33, 70 -> 35 + 35), and no merging here.
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(2, 3, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.Flatten(),
+        torch.nn.Linear(3 * 16, 3),
+    ).double()
+    gen = torch.Generator().manual_seed(5)
+    data = [
+        (torch.randn(n, 2, 4, 4, generator=gen, dtype=D), torch.randint(0, 3, (n,), generator=gen)) for n in (100, 70)
+    ]
+    whole = HessianOperator(model, data, engine=engine, merge_bytes=1, split_bytes=2**40)
+    per_sample = whole._graph_bytes_per_sample()
+    split = HessianOperator(model, data, engine=engine, merge_bytes=1, split_bytes=int(40.5 * per_sample))
+    assert whole.chunk_sizes == [100, 70]
+    assert split.chunk_sizes == [34, 33, 33, 35, 35]
+    v = torch.randn(3, split.size, generator=gen, dtype=D)
+    torch.testing.assert_close(split.matmat(v), whole.matmat(v), rtol=1e-12, atol=1e-14)
+    torch.testing.assert_close(split.matmat(v), v @ dense_hessian(model, data), rtol=1e-10, atol=1e-12)
+    # Never below 32 samples a slice, however small the budget; merged again up to merge_bytes.
+    tiny = HessianOperator(model, data, engine=engine, merge_bytes=1, split_bytes=1)
+    assert tiny.chunk_sizes == [34, 33, 33, 35, 35]
+    remerged = HessianOperator(model, data, engine=engine, merge_bytes=int(69.5 * per_sample), split_bytes=1)
+    assert remerged.chunk_sizes == [67, 68, 35]
+
+
+def test_the_cpu_default_keeps_a_chunk_about_cache_sized() -> None:
+    # 16 MiB of graph on the CPU: an MLP's batches are merged whole, the MNIST CNN's 256-image batches cut into
+    # slices of at least 32 samples whose graphs fit the budget.
+    gen = torch.Generator().manual_seed(6)
+    mlp = build_model("mlp", num_classes=2, in_shape=(2,), depth=2, width=16)
+    small = [(torch.randn(200, 2, generator=gen), torch.randint(0, 2, (200,), generator=gen)) for _ in range(3)]
+    assert HessianOperator(mlp, small, engine="cached").chunk_sizes == [600]
+    cnn = build_model("cnn", num_classes=10, in_shape=(1, 28, 28), channels=16)
+    images = [(torch.randn(256, 1, 28, 28, generator=gen), torch.randint(0, 10, (256,), generator=gen))]
+    op = HessianOperator(cnn, images, engine="cached")
+    per_sample = op._graph_bytes_per_sample()
+    assert len(op.chunk_sizes) > 1 and sum(op.chunk_sizes) == 256
+    assert all(n >= 32 and n * per_sample <= 16 * 2**20 for n in op.chunk_sizes)
+
+
+def test_bad_split_bytes_is_refused(case: dict) -> None:
+    with pytest.raises(ValueError, match="split_bytes: expected an integer > 0, got -1"):
+        HessianOperator(case["model"], case["data"], split_bytes=-1)
+
+
+@pytest.mark.parametrize("engine", ["cached", "stream"])
 def test_batched_vectors_equal_one_at_a_time(case: dict, engine: str) -> None:
     looped = HessianOperator(case["model"], case["data"], engine=engine)
     batched = HessianOperator(case["model"], case["data"], engine=engine, batch_vectors=True)

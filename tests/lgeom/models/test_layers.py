@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+import lgeom.models._layers as layers
 from lgeom.models import build_model
-from lgeom.models._layers import init_weights, make_activation
+from lgeom.models._layers import eval_layout, init_weights, make_activation
 
 
 def test_he_init_for_relu_and_xavier_for_tanh() -> None:
@@ -56,3 +57,65 @@ def test_init_weights_on_convs_linears_and_batchnorm() -> None:
     assert net[3].weight.std().item() == pytest.approx(math.sqrt(2 / 512), rel=0.05)
     for bn in (net[1], net[4]):
         assert torch.all(bn.weight == 1) and torch.all(bn.bias == 0)
+
+
+def _conv_input_layouts(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, list[bool]]:
+    """The model's logits for ``x`` and, per convolution with more than one input channel, whether its input
+    was channels-last.
+    """
+    layouts: list[bool] = []
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 1]
+    handles = [
+        c.register_forward_pre_hook(lambda _, a: layouts.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+        for c in convs
+    ]
+    try:
+        return model(x), layouts
+    finally:
+        for h in handles:
+            h.remove()
+
+
+@pytest.mark.parametrize(
+    ("arch", "options", "shape"),
+    [
+        ("cnn", {}, (1, 12, 12)),
+        ("rescnn", {}, (1, 12, 12)),
+        ("cnn", {"batchnorm": True}, (3, 12, 12)),
+        ("preresnet", {"depth": 8}, (3, 16, 16)),
+        ("wideresnet", {"depth": 10, "widen_factor": 1}, (3, 16, 16)),
+        ("vgg16", {"width": 4, "dropout": 0.0}, (3, 32, 32)),
+    ],
+)
+def test_cpu_evaluation_runs_convolutions_channels_last_with_the_same_logits(
+    monkeypatch: pytest.MonkeyPatch, arch: str, options: dict, shape: tuple[int, ...]
+) -> None:
+    torch.manual_seed(0)
+    model = build_model(arch, num_classes=3, in_shape=shape, **options).double().eval()
+    x = torch.randn(5, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        fast, layouts = _conv_input_layouts(model, x)
+    assert layouts and all(layouts)  # every convolution past a one-channel input reads NHWC
+    logits, grad_layouts = _conv_input_layouts(model, x)  # autograd on: torch's layout, untouched
+    assert not any(grad_layouts) and logits.requires_grad
+    monkeypatch.setattr(layers, "CPU_EVAL_CHANNELS_LAST", False)
+    with torch.no_grad():
+        plain, off = _conv_input_layouts(model, x)
+    assert not any(off)
+    torch.testing.assert_close(fast, plain, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(fast, logits.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_eval_layout_leaves_other_tensors_vmap_and_traces_alone() -> None:
+    images = torch.randn(2, 3, 4, 4)
+    with torch.no_grad():
+        assert eval_layout(images).is_contiguous(memory_format=torch.channels_last)
+        flat = torch.randn(2, 3)
+        assert eval_layout(flat) is flat  # not 4-D
+        # Inside vmap the batched tensor cannot change layout: returned as it is, and vmap still works.
+        out = torch.func.vmap(lambda t: eval_layout(t) * 2)(torch.randn(3, 2, 3, 4, 4))
+        assert out.shape == (3, 2, 3, 4, 4)
+    assert eval_layout(images) is images  # autograd on
+    # torch.fx tracing (the permutation spec) sees no layout operation.
+    graph = torch.fx.symbolic_trace(build_model("cnn", num_classes=3, in_shape=(1, 8, 8), channels=2)).graph
+    assert not any("eval_layout" in str(n.target) or n.target == "contiguous" for n in graph.nodes)
