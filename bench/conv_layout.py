@@ -3,13 +3,14 @@ torch's defaults on the same model and batches, in interleaved rounds (median CP
 
 1. ``lgeom.evaluate`` (loss and accuracy without autograd: what path evaluation, planes and slices run) on
    ``mnist-arch``'s batches of 1,000 images (PreResNet: 500): NCHW on whole batches (before), channels-last
-   (``lgeom.models._layers.CPU_EVAL_CHANNELS_LAST``), cache-sized slices (``lgeom.evaluate.CPU_SLICE_BYTES``),
+   (``lgeom.models._layers.CPU_CHANNELS_LAST``), cache-sized slices (``lgeom.evaluate.CPU_SLICE_BYTES``),
    and both (lgeom's default). The largest difference of the mean losses checks they compute the same thing.
 2. One Hessian-vector product of ``HessianOperator(engine="cached")`` over the probes' batches of 256 (128
    for PreResNet-8): batches merged into chunks of up to 256 MiB of graph and never split (before) against the
    CPU's 16 MiB chunks, big batches split (now); relative difference of the products.
-3. Why the channels-last switch stays off wherever autograd runs: one double backward with the input in
-   each layout.
+3. A training step (forward inside ``channels_last_steps``, as ``train`` and ``fit_curve`` run it, backward,
+   SGD step) on a batch of 128 with the switch off and on.
+4. Why double backward stays NCHW: one Hessian-vector product with the input in each layout.
 
     PYTHONPATH=. python3 bench/conv_layout.py             # one intra-op thread (what a 1-CPU trial gets)
     PYTHONPATH=. python3 bench/conv_layout.py --rounds 7
@@ -67,11 +68,11 @@ def bench_evaluate(rounds: int) -> None:
         losses: dict[str, float] = {}
         for _ in range(rounds):
             for side, (channels_last, slice_bytes) in SIDES.items():
-                layers.CPU_EVAL_CHANNELS_LAST, evaluation.CPU_SLICE_BYTES = channels_last, slice_bytes
+                layers.CPU_CHANNELS_LAST, evaluation.CPU_SLICE_BYTES = channels_last, slice_bytes
                 out: dict[str, float] = {}
                 times[side].append(cpu_seconds(lambda: out.update(loss=evaluation.evaluate(model, data).loss)))  # noqa: B023
                 losses[side] = out["loss"]
-        layers.CPU_EVAL_CHANNELS_LAST, evaluation.CPU_SLICE_BYTES = SIDES["both (default)"]
+        layers.CPU_CHANNELS_LAST, evaluation.CPU_SLICE_BYTES = SIDES["both (default)"]
         med = {s: statistics.median(t) for s, t in times.items()}
         diff = max(abs(v - losses["before"]) for v in losses.values())
         cells = " | ".join(f"{med[s]:.3f}" for s in SIDES)
@@ -107,8 +108,34 @@ def bench_products(rounds: int) -> None:
         )
 
 
+def bench_training_steps(rounds: int) -> None:
+    """Table 3: a training step with the switch off and on."""
+    print("\n| case, batch | NCHW, s/step | channels-last, s/step | speed-up |")
+    print("| --- | --- | --- | --- |")
+    for name, arch, options, shape, _, _ in CASES:
+        model = build_model(arch, num_classes=10, in_shape=shape, **options)
+        optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+        xb, yb = batches(shape, 128, 128)[0]
+
+        def step() -> None:
+            optimizer.zero_grad(set_to_none=True)  # noqa: B023
+            with layers.channels_last_steps():
+                logits = model(xb)  # noqa: B023
+            F.cross_entropy(logits, yb).backward()  # noqa: B023
+            optimizer.step()  # noqa: B023
+
+        times: dict[bool, list[float]] = {False: [], True: []}
+        for _ in range(rounds):
+            for flag in (False, True):
+                layers.CPU_CHANNELS_LAST = flag
+                times[flag].append(cpu_seconds(lambda: [step() for _ in range(5)]) / 5)
+        layers.CPU_CHANNELS_LAST = True
+        off, on = statistics.median(times[False]), statistics.median(times[True])
+        print(f"| {name}, 128 | {off:.4f} | {on:.4f} | {off / on:.2f}x |")
+
+
 def bench_layout_under_autograd(rounds: int) -> None:
-    """Table 3: a double backward with the input NCHW or channels-last."""
+    """Table 4: a double backward with the input NCHW or channels-last."""
     print("\n| case, samples | NCHW input, s | channels-last input, s | speed-up |")
     print("| --- | --- | --- | --- |")
     for name, arch, options, shape, _, (_, batch) in CASES:
@@ -142,6 +169,7 @@ def main() -> None:
     print(f"torch {torch.__version__}, {args.threads} thread(s), {args.rounds} interleaved rounds, CPU seconds")
     bench_evaluate(args.rounds)
     bench_products(args.rounds)
+    bench_training_steps(args.rounds)
     bench_layout_under_autograd(max(3, args.rounds // 2))
 
 

@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from lgeom._checks import check_positive_int, check_same_structure, expected
 from lgeom.batchnorm import has_batchnorm
 from lgeom.data import make_loader
+from lgeom.models._layers import channels_last_steps
 from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
 from lgeom.params import Params, get_buffers, has_tied_tensors
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
@@ -447,7 +448,8 @@ def fit_curve(
                 ces: list[torch.Tensor] = []
                 for t in torch.rand(k, generator=t_gen, dtype=torch.float64).tolist():
                     phi = curve.point(t)
-                    logits = forward(phi, xb)
+                    with channels_last_steps():
+                        logits = forward(phi, xb)
                     ce = F.cross_entropy(
                         logits if logits.dtype in (torch.float32, torch.float64) else logits.float(), yb
                     )

@@ -25,6 +25,7 @@ from lgeom._checks import expected
 from lgeom.data import make_loader
 from lgeom.device import resolve_device
 from lgeom.evaluate import EvalResult, evaluate
+from lgeom.models._layers import channels_last_steps
 from lgeom.optim import OptimSpec, build_optimizer, lr_factor, set_lr
 from lgeom.params import Params, flatten, get_buffers, get_params, load_params
 from lgeom.progress import Callback, ProgressEvent, emit, resolve_callbacks
@@ -277,7 +278,8 @@ def train(
             lr = spec.lr * lr_factor(spec, step / total_steps)
             set_lr(optimizer, lr)
             with torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else contextlib.nullcontext():
-                logits = model(xb)
+                with channels_last_steps():
+                    logits = model(xb)
                 loss = F.cross_entropy(logits.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

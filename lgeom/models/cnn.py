@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, expected
-from lgeom.models._layers import eval_layout, init_weights, make_activation
+from lgeom.models._layers import conv_layout, init_weights, make_activation
 from lgeom.models.registry import register_model
 
 
@@ -45,11 +45,11 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
-        x = eval_layout(x)
-        h = self.act(self.bn1(eval_layout(self.conv1(x))))
+        x = conv_layout(x)
+        h = self.act(self.bn1(conv_layout(self.conv1(x))))
         h = self.bn2(self.conv2(h))
         if self.skip is not None:
-            h = h + eval_layout(self.skip(x))
+            h = h + conv_layout(self.skip(x))
         h = self.pool(self.act(h))
         return self.head(h.flatten(1))
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_choice, check_positive_int, expected
-from lgeom.models._layers import eval_layout
+from lgeom.models._layers import conv_layout
 from lgeom.models.registry import register_model
 
 STAGE_PLANES = (16, 32, 64)
@@ -105,7 +105,7 @@ class PreActivationResNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
-        h = self.stages(eval_layout(self.conv1(eval_layout(x))))
+        h = self.stages(conv_layout(self.conv1(conv_layout(x))))
         h = self.relu(self.bn(h))
         return self.head(h.mean(dim=(2, 3)))
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from lgeom._checks import check_positive_int, check_unit_interval, expected
-from lgeom.models._layers import eval_layout
+from lgeom.models._layers import conv_layout
 from lgeom.models.registry import register_model
 
 # Channels per convolution as multiples of ``width``; "M" is a 2x2 max-pool.
@@ -65,7 +65,7 @@ class VGG(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, num_classes)`` of images ``x`` of shape ``(batch, channels, height, width)``."""
-        return self.classifier(torch.flatten(self.features(eval_layout(x)), 1))
+        return self.classifier(torch.flatten(self.features(conv_layout(x)), 1))
 
 
 @register_model("vgg16")
