@@ -1,10 +1,11 @@
-"""Convolutional models on the CPU: channels-last evaluation and cache-sized slices, each side by side with
+"""Convolutional models on the CPU: channels-last layout and batches cut into slices, each side by side with
 torch's defaults on the same model and batches, in interleaved rounds (median CPU seconds per side).
 
 1. ``lgeom.evaluate`` (loss and accuracy without autograd: what path evaluation, planes and slices run) on
    ``mnist-arch``'s batches of 1,000 images (PreResNet: 500): NCHW on whole batches (before), channels-last
-   (``lgeom.models._layers.CPU_CHANNELS_LAST``), cache-sized slices (``lgeom.evaluate.CPU_SLICE_BYTES``),
-   and both (lgeom's default). The largest difference of the mean losses checks they compute the same thing.
+   (``lgeom.models._layers.CPU_CHANNELS_LAST``), slices of about 16 MiB of activations
+   (``lgeom.evaluate.CPU_SLICE_BYTES``), and both (lgeom's default). The largest difference of the mean
+   losses checks they compute the same thing.
 2. One Hessian-vector product of ``HessianOperator(engine="cached")`` over the probes' batches of 256 (128
    for PreResNet-8): batches merged into chunks of up to 256 MiB of graph and never split (before) against the
    CPU's 16 MiB chunks, big batches split (now); relative difference of the products.

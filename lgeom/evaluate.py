@@ -13,10 +13,10 @@ Many points at once (paths, grids): :mod:`lgeom.multipoint`. Wherever ``data`` (
 expected, a map-style torch ``Dataset`` is accepted too and read in batches of
 :data:`lgeom.data.EVAL_BATCH_SIZE` (:func:`lgeom.data.as_batches`).
 
-On the CPU a batch whose activations would outgrow the cache is evaluated in slices of it
+On the CPU a batch with large activations is evaluated in slices of it
 (:func:`cpu_slices`): eval mode treats every sample on its own and the sums are the same (to rounding),
-while a 1,000-image batch of the MNIST CNN, its 50 MB activations streamed through memory, ran 2.1x slower
-than the same batch in 13 slices of 77 (``bench/conv_layout.py``).
+while a 1,000-image batch of the MNIST CNN (50 MB of activations) ran 2.3x slower than the same batch in 13
+slices of 77 (``bench/conv_layout.py``).
 """
 
 from __future__ import annotations
@@ -53,10 +53,10 @@ class EvalResult:
 
 
 # Activations a slice of a CPU evaluation batch may take (four times the largest layer output, as in
-# :func:`lgeom.multipoint.auto_chunk_size`): about the last-level cache, where the MNIST CNN, ResCNN and
-# PreResNet-8 ran fastest (slices of 64-250 samples, ``bench/conv_layout.py``). 0 turns slicing off.
+# :func:`lgeom.multipoint.auto_chunk_size`): a working set at which the MNIST CNN, ResCNN and PreResNet-8 ran
+# fastest (slices of 64-250 samples, ``bench/conv_layout.py``). 0 turns slicing off.
 CPU_SLICE_BYTES = 16 * 2**20
-# Fewest samples per slice: below this, per-call overhead outweighs the cache.
+# Fewest samples per slice: below this, per-call overhead outweighs the smaller working set.
 MIN_SLICE = 32
 _LARGEST_OUTPUT: weakref.WeakKeyDictionary[nn.Module, dict[tuple[Any, ...], int]] = weakref.WeakKeyDictionary()
 

@@ -26,8 +26,10 @@ without forming ``H``:
 
 The cached and stream engines merge consecutive batches of equal input shape into chunks of up to
 ``merge_bytes`` of graph (one graph, one double backward per chunk and product: per-call overhead, not
-arithmetic, dominates small models), take the parameters as views of one flat leaf (products come out flat),
-and apply a block's vectors one after another, or in one batched double backward with ``batch_vectors``.
+arithmetic, dominates small models) and, on the CPU, cut batches above ``split_bytes`` into slices (large
+graphs slow every product there: a convolutional network's), take the parameters as views of one flat leaf
+(products come out flat), and apply a block's vectors one after another, or in one batched double backward with
+``batch_vectors``.
 On the CPU of ``bench/hessian.py`` (MLP, 1000 samples in 4 batches): one product costs 0.5x a gradient pass
 with ``"rop"``, 0.85x cached, 1.9x streamed, 12x forward-over-reverse; per vector of a block of 5, 0.3x / 0.89x
 / 1.1x / 3.7x.
@@ -68,11 +70,11 @@ from lgeom.hessian.rop import RopChunk, rop_bytes_per_sample, rop_unsupported
 from lgeom.params import Params
 
 ENGINES = ("auto", "forward", "cached", "stream", "rop")
-# Bytes of gradient graph one merged chunk of the data may hold (the cached and stream engines): on CUDA,
-# and on the CPU, where the graph should stay about cache-sized (batches above it are split there too).
+# Bytes of gradient graph one merged chunk of the data may hold (the cached and stream engines): on CUDA, and
+# on the CPU, where small graphs ran fastest (batches above it are split there too, ``bench/conv_layout.py``).
 _MERGE_BYTES = 256 * 2**20
 _CPU_CHUNK_BYTES = 16 * 2**20
-# Fewest samples in a slice of a split batch: below this, per-call overhead outweighs the cache.
+# Fewest samples in a slice of a split batch: below this, per-call overhead outweighs the smaller graph.
 _MIN_SLICE = 32
 
 __all__ = ["ENGINES", "HessianOperator", "SymmetricOperator", "hvp", "random_vectors"]
@@ -121,9 +123,9 @@ class HessianOperator:
             ``merge_bytes=1`` keeps the batches as given.
         split_bytes: cached and stream engines: a batch whose graph exceeds this many bytes is split into
             slices of (nearly) equal size, at least 32 samples each (exact for the same reason). Default:
-            16 MiB on the CPU, where a graph that outgrows the cache slows every double backward (the MNIST
-            CNN's products ran 2.3x faster on 64-sample slices than on one 1,024-sample chunk,
-            ``bench/conv_layout.py``); no splitting on CUDA.
+            16 MiB on the CPU, where large graphs slow every double backward (the MNIST CNN's products ran 2.2x
+            faster on 64-sample slices than on one 1,024-sample chunk, ``bench/conv_layout.py``); no splitting
+            on CUDA.
         batch_vectors: cached and stream engines: apply the vectors of a ``matmat`` in one batched double
             backward (``is_grads_batched``) instead of one after another (slower on the CPU for the MLP and
             PreResNet of ``bench/hessian.py``; meant for accelerators, where small products are launch-bound).
