@@ -1,4 +1,4 @@
-"""Pieces shared by the architectures: activations, initialisation and the CPU evaluation layout."""
+"""Pieces shared by the architectures: activations, initialisation and the memory layout of CPU convolutions."""
 
 from __future__ import annotations
 
