@@ -35,7 +35,7 @@ from lgeom import names
 from lgeom._checks import check_positive_int, check_ts, expected
 from lgeom.batchnorm import bn_statistics, has_batchnorm
 from lgeom.data import Batches, as_batches
-from lgeom.evaluate import EvalResult, evaluate, evaluate_point
+from lgeom.evaluate import EvalResult, evaluate, evaluate_point, largest_output_per_sample
 from lgeom.params import (
     ParamLayout,
     get_buffers,
@@ -449,26 +449,11 @@ def auto_chunk_size(model: nn.Module, params: Mapping[str, torch.Tensor], data: 
     if batch is None:
         return 1
     batch_size = int(batch.shape[0])
-    largest = [0]
-
-    def hook(_: nn.Module, __: Any, output: Any) -> None:
-        if isinstance(output, torch.Tensor):
-            largest[0] = max(largest[0], output.numel())
-
-    handles = [mod.register_forward_hook(hook) for mod in model.modules() if not list(mod.children())]
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            functional_call(model, dict(params), (inputs_to(batch[:1], device, first.dtype),), strict=False)
-    except Exception:  # noqa: BLE001 - sizing is a heuristic; fall back to a small chunk
+    largest = largest_output_per_sample(model, inputs_to(batch[:1], device, first.dtype), params)
+    if largest == 0:  # the one-sample forward failed: sizing is a heuristic, fall back to a small chunk
         return 8
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
     n_params = sum(v.numel() for v in params.values())
-    per_point = itemsize * (n_params + 4 * largest[0] * batch_size)
+    per_point = itemsize * (n_params + 4 * largest * batch_size)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
         budget = free // 4
