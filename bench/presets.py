@@ -273,6 +273,21 @@ def stage_markdown(cells: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+#: Above this many cells a block shows one row per model (the cells' sums) instead of one row per cell.
+MAX_CELL_ROWS = 40
+
+
+def by_model(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (one row per cell, named ``<model>/...``) summed per model: one row per model, its ``cell``
+    column ``"<model> (<n> cells)"``, the numeric columns summed over that model's cells.
+    """
+    model = frame["cell"].str.split("/").str[0]
+    numeric = frame.drop(columns="cell").apply(pd.to_numeric, errors="coerce")
+    sums = numeric.groupby(model, sort=True).sum(min_count=1)
+    counts = model.value_counts()
+    return sums.reset_index(names="cell").assign(cell=lambda d: [f"{m} ({counts[m]} cells)" for m in d["cell"]])
+
+
 def _fmt(v: float) -> str:
     return "-" if pd.isna(v) else f"{v:.1f}"
 
@@ -357,23 +372,30 @@ def preset_block(m: Measured, machine: str, commit: str, date: str, *, title: st
     )
     if m.failed:
         head += " FAILED cells: " + "; ".join(f"{c}: {e}" for c, e in m.failed.items())
-    body = stage_markdown(m.cells)
-    if m.probes is not None and not m.probes.empty:
-        cols = [c for c in m.probes.columns if c != "cell"]
+    grouped = len(m.cells) > MAX_CELL_ROWS
+    cells = by_model(m.cells) if grouped else m.cells
+    probes = by_model(m.probes) if grouped and m.probes is not None and not m.probes.empty else m.probes
+    per = (
+        "summed over each model's cells (from their child runs'"
+        if grouped
+        else "of each cell's trial (from its child run's"
+    )
+    body = stage_markdown(cells)
+    if probes is not None and not probes.empty:
+        cols = [c for c in probes.columns if c != "cell"]
         body += (
-            "\n\nThe probe stage split by probe (seconds from each run's `probes.json`, summed over points a, b, mid; "
-            "rest = figures, Hessian along every path, PCA plane and effective dimensionality):\n\n"
+            "\n\nThe probe stage split by probe (seconds from each run's `probes.json`, summed over points a, b, mid"
+            + (" and over each model's cells" if grouped else "")
+            + "; rest = figures, Hessian along every path, PCA plane and effective dimensionality):\n\n"
             + "| cell | "
             + " | ".join(cols)
             + " |\n| --- |"
             + " --- |" * len(cols)
             + "\n"
-            + "\n".join(
-                f"| {r['cell']} | " + " | ".join(_fmt(r[c]) for c in cols) + " |" for _, r in m.probes.iterrows()
-            )
+            + "\n".join(f"| {r['cell']} | " + " | ".join(_fmt(r[c]) for c in cols) + " |" for _, r in probes.iterrows())
         )
     tail = f"\n\n{m.extrapolation}" if m.extrapolation else ""
-    return f"{head}\n\nSeconds per stage of each cell's trial (from its child run's `trial/*` metrics):\n\n{body}{tail}"
+    return f"{head}\n\nSeconds per stage {per} `trial/*` metrics):\n\n{body}{tail}"
 
 
 def update_results(text: str, preset: str, block: str, section: str) -> str:

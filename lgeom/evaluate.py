@@ -107,9 +107,18 @@ def cpu_slices(model: nn.Module, inputs: torch.Tensor, params: Mapping[str, torc
     if CPU_SLICE_BYTES <= 0 or inputs.device.type != "cpu" or n < 2 * MIN_SLICE:
         return 1
     per_sample = 4 * largest_output_per_sample(model, inputs, params) * inputs.element_size()
-    if per_sample * n <= CPU_SLICE_BYTES:
+    return slice_count(n, per_sample, CPU_SLICE_BYTES)
+
+
+def slice_count(n: int, per_sample_bytes: float, budget: float) -> int:
+    """Into how many slices of (nearly) equal size to cut a batch of ``n`` samples that take
+    ``per_sample_bytes`` each, so that a slice holds about ``budget`` bytes: 1 when the batch fits (or
+    ``budget <= 0``), else as few as fit, and never so many that a slice falls below :data:`MIN_SLICE` samples.
+    Shared by :func:`cpu_slices` and the Hessian operator's split batches.
+    """
+    if budget <= 0 or n * per_sample_bytes <= budget or n < 2 * MIN_SLICE:
         return 1
-    cap = max(MIN_SLICE, CPU_SLICE_BYTES // max(per_sample, 1))
+    cap = max(MIN_SLICE, int(budget // max(per_sample_bytes, 1)))
     return max(1, min(math.ceil(n / cap), n // MIN_SLICE))
 
 

@@ -52,7 +52,6 @@ tensor([ 0.2500, -0.2500])
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping
 from typing import Protocol
@@ -65,6 +64,7 @@ from torch.func import jvp, vmap
 from lgeom._checks import check_choice, check_positive_int, expected
 from lgeom.batchnorm import bn_statistics
 from lgeom.data import Batches
+from lgeom.evaluate import slice_count
 from lgeom.gradients import Objective
 from lgeom.hessian.rop import RopChunk, rop_bytes_per_sample, rop_unsupported
 from lgeom.params import Params
@@ -74,8 +74,6 @@ ENGINES = ("auto", "forward", "cached", "stream", "rop")
 # on the CPU, where small graphs ran fastest (batches above it are split there too, ``bench/conv_layout.py``).
 _MERGE_BYTES = 256 * 2**20
 _CPU_CHUNK_BYTES = 16 * 2**20
-# Fewest samples in a slice of a split batch: below this, per-call overhead outweighs the smaller graph.
-_MIN_SLICE = 32
 
 __all__ = ["ENGINES", "HessianOperator", "SymmetricOperator", "hvp", "random_vectors"]
 
@@ -346,16 +344,15 @@ class HessianOperator:
 
     def _split(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """``batches`` with every batch whose graph exceeds ``split_bytes`` cut into slices (views) whose sizes
-        differ by at most one sample, as few as fit the budget and none below :data:`_MIN_SLICE` samples.
+        differ by at most one sample, as few as fit the budget and none below
+        :data:`lgeom.evaluate.MIN_SLICE` samples (:func:`lgeom.evaluate.slice_count`).
         """
         if self.split_bytes is None or self.engine not in ("cached", "stream"):
             return batches
         per_sample = max(self._graph_bytes_per_sample(), 1.0)
-        cap = max(_MIN_SLICE, int(self.split_bytes // per_sample))
         out: list[tuple[torch.Tensor, torch.Tensor]] = []
         for xb, yb in batches:
-            n = int(yb.shape[0])
-            pieces = min(math.ceil(n / cap), n // _MIN_SLICE) if n * per_sample > self.split_bytes else 1
+            pieces = slice_count(int(yb.shape[0]), per_sample, self.split_bytes)
             if pieces < 2:
                 out.append((xb, yb))
             else:

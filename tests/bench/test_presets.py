@@ -10,7 +10,17 @@ import math
 import pandas as pd
 import pytest
 
-from bench.presets import SECTION, extrapolate, main, probe_split, stage_markdown, update_results
+from bench.presets import (
+    MAX_CELL_ROWS,
+    SECTION,
+    Measured,
+    extrapolate,
+    main,
+    preset_block,
+    probe_split,
+    stage_markdown,
+    update_results,
+)
 from tracking.query import STAGE_TIME_COLUMNS
 
 
@@ -29,6 +39,28 @@ def test_stage_table_has_a_row_per_cell_a_sum_and_shares() -> None:
     assert lines[5] == "| share of total | 20 % | 0 % | 0 % | 60 % | 0 % | 0 % | 0 % | 0 % | 100 % | - |"
     missing = stage_markdown(_cells({"old/moons/sgd": {"total": 3.0}}).assign(train=math.nan))
     assert "| old/moons/sgd | - |" in missing  # a trial logged before stage timing
+
+
+def test_a_big_matrix_is_shown_one_row_per_model_with_its_cells_summed() -> None:
+    n = MAX_CELL_ROWS + 1
+    stages = {f"mlp1x50/moons/sgd/seeds={i}": {"train": 1.0, "total": 2.0} for i in range(n - 1)}
+    stages["mlp4x250/moons/sgd/seeds=0"] = {"train": 5.0, "total": 10.0}
+    probes = pd.DataFrame(
+        [{"cell": c, "hessian": 0.5, "rest": 0.25} for c in sorted(stages)], columns=["cell", "hessian", "rest"]
+    )
+    block = preset_block(
+        Measured("synthetic-matrix", _cells(stages), 99.0, 2, "data: generated", probes=probes), "m", "c", "d"
+    )
+    rows = [line for line in block.splitlines() if line.startswith("| mlp")]
+    assert len(rows) == 4  # two models in each of the two tables, no row per cell
+    assert rows[0].startswith(f"| mlp1x50 ({n - 1} cells) | {n - 1:.1f} |") and f"| {2.0 * (n - 1):.1f} |" in rows[0]
+    assert rows[1].startswith("| mlp4x250 (1 cells) | 5.0 |")
+    assert rows[2] == f"| mlp1x50 ({n - 1} cells) | {0.5 * (n - 1):.1f} | {0.25 * (n - 1):.1f} |"
+    assert "summed over each model's cells" in block and f"{n} cell(s)" in block
+    few = preset_block(
+        Measured("quick", _cells(dict(list(stages.items())[:3])), 9.0, 2, "data: generated"), "m", "c", "d"
+    )
+    assert "| mlp1x50/moons/sgd/seeds=0 |" in few and "of each cell's trial" in few
 
 
 def test_a_rerun_replaces_only_its_presets_block() -> None:

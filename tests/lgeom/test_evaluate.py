@@ -99,6 +99,26 @@ def test_slices_are_never_below_the_minimum_nor_taken_where_the_batch_fits(monke
     assert evaluation.cpu_slices(cnn, torch.randn(1000, 1, 28, 28)) > 1  # the MNIST CNN's does not
 
 
+@pytest.mark.parametrize(
+    ("n", "per_sample", "budget", "expected"),
+    [
+        (1000, 100, 100_000, 1),  # fits whole
+        (1000, 100, 10_000, 10),  # 100 samples fit a slice
+        (1001, 100, 10_000, 11),  # one more sample: one more slice
+        (1000, 100, 1_000, 31),  # 10 would fit, but a slice keeps at least 32 samples (1000 // 32)
+        (63, 1_000, 1, 1),  # too few samples for two slices of 32
+        (64, 1_000, 1, 2),
+        (1000, 100, 0, 1),  # no budget: never sliced
+    ],
+)
+def test_slice_count_takes_as_few_slices_as_fit_and_none_below_the_minimum(
+    n: int, per_sample: float, budget: float, expected: int
+) -> None:
+    evaluation = importlib.import_module("lgeom.evaluate")
+    assert evaluation.MIN_SLICE == 32
+    assert evaluation.slice_count(n, per_sample, budget) == expected
+
+
 def test_a_model_that_fails_on_one_sample_is_evaluated_whole(monkeypatch: pytest.MonkeyPatch) -> None:
     evaluation = importlib.import_module("lgeom.evaluate")
     monkeypatch.setattr(evaluation, "CPU_SLICE_BYTES", 1)
