@@ -277,11 +277,16 @@ def stage_markdown(cells: pd.DataFrame) -> str:
 MAX_CELL_ROWS = 40
 
 
+def model_of(cells: pd.Series) -> pd.Series:
+    """The model label of each cell name (its first part: ``mlp4x250`` of ``mlp4x250/moons/sgd/...``)."""
+    return cells.str.split("/").str[0]
+
+
 def by_model(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (one row per cell, named ``<model>/...``) summed per model: one row per model, its ``cell``
     column ``"<model> (<n> cells)"``, the numeric columns summed over that model's cells.
     """
-    model = frame["cell"].str.split("/").str[0]
+    model = model_of(frame["cell"])
     numeric = frame.drop(columns="cell").apply(pd.to_numeric, errors="coerce")
     sums = numeric.groupby(model, sort=True).sum(min_count=1)
     counts = model.value_counts()
@@ -313,7 +318,7 @@ def extrapolate(sample: pd.DataFrame, matrix_cells: Mapping[str, int], concurren
         ValueError: a model of the matrix that the sample has no cell of.
     """
     cols = [c for c in TITLES if c in sample.columns]
-    by_model = sample.assign(model=sample["cell"].str.split("/").str[0]).groupby("model")[cols].mean()
+    by_model = sample.assign(model=model_of(sample["cell"])).groupby("model")[cols].mean()
     absent = sorted(set(matrix_cells) - set(by_model.index))
     if absent:
         raise ValueError(f"sample: expected cells of every model of the matrix, got none of {', '.join(absent)}")
@@ -336,9 +341,7 @@ def sample_extrapolation(m: Measured) -> str:
     from pipelines.config import expand_matrix, load_config
 
     full = expand_matrix(load_config("synthetic-matrix"))
-    counts: dict[str, int] = {}
-    for c in full:
-        counts[c.name.split("/")[0]] = counts.get(c.name.split("/")[0], 0) + 1
+    counts = model_of(pd.Series([c.name for c in full])).value_counts(sort=False).to_dict()
     fixed = max(m.study_wall_s - m.cells["total"].sum() / m.concurrent, 0.0)
     ex = extrapolate(m.cells, counts, m.concurrent, fixed)
     stages = ex["cell_seconds"]
