@@ -53,7 +53,7 @@ def main() -> None:
     from pipelines.trial import StageLog, run_stages, work_dir
     from tracking.bundle import Bundle
 
-    lr = 0.05 if args.optimizer == "sgd" else 0.005
+    lr = 0.04 if args.optimizer == "sgd" else 0.005  # synthetic-matrix's matrix
     for depth, width in [m for _ in range(max(1, args.repeat)) for m in args.model or [(4, 250)]]:
         with tempfile.TemporaryDirectory() as out:
             cfg = load_config(
