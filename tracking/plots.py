@@ -32,7 +32,7 @@ from tracking.query import (
     DATASET_AXIS,
     is_numeric_axis,
     natural_key,
-    path_series,
+    path_tables,
     resolve_column,
     runs,
     varying_axes,
@@ -291,18 +291,15 @@ SeriesLoader = Callable[[str, str], "pd.DataFrame | None"]
 
 
 def series_loader(store: Store) -> SeriesLoader:
-    """``load(run_id, path) -> path table or None`` reading :func:`tracking.query.path_series`, each run and
-    path fetched once.
+    """``load(run_id, path) -> path table or None`` reading :func:`tracking.query.path_tables`: each run's
+    paths fetched together, once.
     """
-    cache: dict[tuple[str, str], pd.DataFrame | None] = {}
+    cache: dict[str, dict[str, pd.DataFrame]] = {}
 
     def load(run_id: str, path: str) -> pd.DataFrame | None:
-        if (run_id, path) not in cache:
-            try:
-                cache[(run_id, path)] = path_series(run_id, path, store=store)
-            except KeyError:
-                cache[(run_id, path)] = None
-        return cache[(run_id, path)]
+        if run_id not in cache:
+            cache[run_id] = path_tables(run_id, store=store)
+        return cache[run_id].get(path)
 
     return load
 

@@ -4,7 +4,8 @@
   ``dataset`` / ``optimizer`` taken from the cell name, and ``params.*``, ``metrics.*``, ``tags.*``).
 * :func:`compare` — metrics aggregated over the runs of each group (seeds, endpoint pairs):
   ``<metric>.mean``, ``<metric>.std``, ``<metric>.n``.
-* :func:`path_series` — a run's values along a path (``t`` plus every column).
+* :func:`path_series` — a run's values along a path (``t`` plus every column); :func:`path_tables` — all of
+  a run's paths at once.
 * :func:`depth_auc_table`, :func:`depth_triangle_table` — the depth study's Table 2 and Tables 3-4.
 * :func:`stage_times` — seconds per trial stage of each cell (train, curve fits, path evaluation, planes,
   probes, logging ...), from the trials' ``trial/*`` metrics.
@@ -262,31 +263,70 @@ def path_series(run_id: str, path: str, *, store: Store | None = None) -> pd.Dat
     store = _store(store)
     client = store.client()
     table = names.path_table_artifact(path)
-    files = {
-        i.path for i in with_retries(lambda: client.list_artifacts(run_id, names.PATHS_DIR), what="listing paths/")
-    }
+    files = _path_files(client, run_id)
     if table in files:
         with tempfile.TemporaryDirectory(prefix="lgeom-path-") as tmp:
             local = with_retries(lambda: client.download_artifacts(run_id, table, tmp), what="downloading a path table")
             return pd.read_csv(local)
     run = with_retries(lambda: client.get_run(run_id), what=f"reading run {run_id}")
-    columns: dict[str, pd.Series] = {}
-    for key in run.data.metrics:
-        parsed = names.parse_series_metric(key)
-        if parsed is None or parsed[0] != path:
-            continue
-        col = parsed[1]
-        hist = with_retries(lambda: client.get_metric_history(run_id, key), what=f"reading metric {key}")
-        if len(hist) > 1:
-            columns[col] = pd.Series({m.step: m.value for m in hist}).sort_index()
-    if not columns:
+    rebuilt = _series_from_metrics(client, run, {path})
+    if path not in rebuilt:
         series = (names.parse_series_metric(k) for k in run.data.metrics)
         have = sorted({Path(f).stem for f in files} | {p[0] for p in series if p is not None})
         raise KeyError(f"path {path!r} of run {run_id}: expected one of {have or 'none logged'}, got {path!r}")
-    df = pd.DataFrame(columns).sort_index()
-    n = len(df)
-    df.insert(0, "t", [i / (n - 1) if n > 1 else 0.0 for i in range(n)])
-    return df.reset_index(drop=True)
+    return rebuilt[path]
+
+
+def path_tables(run_id: str, *, store: Store | None = None) -> dict[str, pd.DataFrame]:
+    """Every path series of ``run_id`` as ``{path: table}``, each table what :func:`path_series` gives for
+    that path, read with one listing and one download of the run's ``paths/`` folder (and, for paths logged
+    only as metric histories, one read of the run). A study's report reads hundreds of runs this way.
+    """
+    store = _store(store)
+    client = store.client()
+    files = _path_files(client, run_id)
+    tables: dict[str, pd.DataFrame] = {}
+    if files:
+        with tempfile.TemporaryDirectory(prefix="lgeom-path-") as tmp:
+            folder = Path(
+                with_retries(
+                    lambda: client.download_artifacts(run_id, names.PATHS_DIR, tmp), what="downloading path tables"
+                )
+            )
+            for f in sorted(files):
+                tables[Path(f).stem] = pd.read_csv(folder / Path(f).name)
+    run = with_retries(lambda: client.get_run(run_id), what=f"reading run {run_id}")
+    logged = {p[0] for p in map(names.parse_series_metric, run.data.metrics) if p is not None}
+    tables.update(_series_from_metrics(client, run, logged - set(tables)))
+    return tables
+
+
+def _path_files(client: Any, run_id: str) -> set[str]:
+    """The ``paths/*.csv`` tables logged for ``run_id`` (artifact paths)."""
+    listed = with_retries(lambda: client.list_artifacts(run_id, names.PATHS_DIR), what="listing paths/")
+    return {i.path for i in listed if not i.is_dir and i.path.endswith(".csv")}
+
+
+def _series_from_metrics(client: Any, run: Any, paths: set[str]) -> dict[str, pd.DataFrame]:
+    """Path tables rebuilt from the metric histories ``<path>.<column>`` of ``run`` for each of ``paths``
+    (step = point index, ``t`` evenly spaced); a path whose histories have at most one value is left out.
+    """
+    run_id = run.info.run_id
+    columns: dict[str, dict[str, pd.Series]] = {}
+    for key in run.data.metrics:
+        parsed = names.parse_series_metric(key)
+        if parsed is None or parsed[0] not in paths:
+            continue
+        hist = with_retries(lambda: client.get_metric_history(run_id, key), what=f"reading metric {key}")
+        if len(hist) > 1:
+            columns.setdefault(parsed[0], {})[parsed[1]] = pd.Series({m.step: m.value for m in hist}).sort_index()
+    out: dict[str, pd.DataFrame] = {}
+    for path, cols in columns.items():
+        df = pd.DataFrame(cols).sort_index()
+        n = len(df)
+        df.insert(0, "t", [i / (n - 1) if n > 1 else 0.0 for i in range(n)])
+        out[path] = df.reset_index(drop=True)
+    return out
 
 
 def _with_n_params(table: pd.DataFrame, df: pd.DataFrame, by: Sequence[str]) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -22,7 +23,7 @@ from tracking.log import (
     load_model,
     model_uris,
 )
-from tracking.query import path_series
+from tracking.query import path_series, path_tables
 from tracking.runs import run_tags, tracked_run
 
 pytestmark = pytest.mark.integration
@@ -130,6 +131,10 @@ def test_full_trial_round_trip(
     series = path_series(run.run_id, "linear", store=store)
     np.testing.assert_allclose(series["t"], np.linspace(0, 1, 7))
     assert np.isnan(series["hessian_lambda_max"][1]) and series["hessian_lambda_max"][0] == pytest.approx(3.0)
+    tables = path_tables(run.run_id, store=store)  # every path at once, each as path_series reads it
+    assert set(tables) == set(bundle.path_names()) and "linear" in tables
+    for path, table in tables.items():
+        pd.testing.assert_frame_equal(table, path_series(run.run_id, path, store=store))
     # artifacts at the bundle's relative paths, sizes as written
     expected = {str(f): (bundle.root / f).stat().st_size for f in bundle.files() if not str(f).startswith("endpoints/")}
     assert manifest.artifacts == expected

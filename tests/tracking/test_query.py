@@ -83,6 +83,9 @@ def test_reuse_lookup_and_path_series(study: dict[str, Any]) -> None:
     np.testing.assert_allclose(series["hessian_lambda_max"], 26 + np.sin(np.pi * np.linspace(0, 1, 5)))
     with pytest.raises(KeyError, match="path 'polychain'"):
         query.path_series(study["children"][("preresnet26", 0)], "polychain", store=study["store"])
+    tables = query.path_tables(study["children"][("preresnet26", 0)], store=study["store"])
+    assert "polychain" not in tables
+    pd.testing.assert_frame_equal(tables["bezier"], series)
 
 
 def _log_trial(
