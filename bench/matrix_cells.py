@@ -53,7 +53,9 @@ def main() -> None:
     from pipelines.trial import StageLog, run_stages, work_dir
     from tracking.bundle import Bundle
 
-    lr = 0.04 if args.optimizer == "sgd" else 0.005  # synthetic-matrix's matrix
+    # the optimizer's learning rate as the preset's matrix sets it
+    trains = load_config("synthetic-matrix").study.matrix["train"]
+    lr = next(e["lr"] for e in trains if e["optimizer"] == args.optimizer)
     for depth, width in [m for _ in range(max(1, args.repeat)) for m in args.model or [(4, 250)]]:
         with tempfile.TemporaryDirectory() as out:
             cfg = load_config(
